@@ -1,0 +1,72 @@
+"""The `wsconsole` command line: one sub-command per module in `wsconsole.commands`.
+
+Exit codes (DESIGN.md): 0 success, 1 a check or assertion failed, 2 bad usage or input.
+With no sub-command the console window opens, as `wsconsole gui` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from wsconsole import __version__
+
+# Sub-command name -> module exposing HELP, add_arguments(parser) and run(args) -> int.
+COMMANDS: dict[str, str] = {
+    "gui": "wsconsole.commands.gui",
+    "connect": "wsconsole.commands.connect",
+    "harness": "wsconsole.commands.harness",
+    "node": "wsconsole.commands.node",
+    "balancer": "wsconsole.commands.balancer",
+}
+
+
+def _available_commands() -> dict[str, object]:
+    """Import the command modules that exist (a feature lands with its module)."""
+    found = {}
+    for name, module_name in COMMANDS.items():
+        try:
+            found[name] = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+    return found
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    """The top-level parser with every available sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="wsconsole",
+        description="Monitor, debug and break WebSocket and real-time systems.",
+    )
+    parser.add_argument("--version", action="version", version=f"wsconsole {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = _available_commands()
+    for name, module in modules.items():
+        sub_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(sub_parser)
+    return parser, modules
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run the chosen sub-command; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser, modules = build_parser()
+    starts_with_option = bool(args_list) and args_list[0].startswith("-")
+    if not args_list or (starts_with_option and args_list[0] not in ("-h", "--help", "--version")):
+        args_list.insert(0, "gui")
+    args = parser.parse_args(args_list)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except KeyboardInterrupt:
+        return 0
+
+
+def gui_main() -> int:
+    """Entry point of the gui-script: the window, whatever the arguments."""
+    return main(["gui", *sys.argv[1:]])

@@ -1,0 +1,105 @@
+"""Events the client emits to its observers: frames, heartbeats, errors, delivery accounting.
+
+Together with `lifecycle.Transition` these are everything a view, a log or the CLI needs;
+observers are plain callables, so the core stays free of Qt (the GUI buffers and batches).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+
+from wsconsole.core.lifecycle import Transition
+
+
+class Direction(StrEnum):
+    """Which way a frame went, seen from the client."""
+
+    IN = "in"
+    OUT = "out"
+
+
+class Opcode(IntEnum):
+    """RFC 6455 opcodes (section 5.2)."""
+
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+def _wall() -> float:
+    return time.time()
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRecord:
+    """One WebSocket frame as sent or received, content kept as bytes (like mitmproxy)."""
+
+    conn: str
+    direction: Direction
+    opcode: Opcode
+    payload: bytes
+    fin: bool = True
+    close_code: int | None = None
+    close_reason: str | None = None
+    injected: bool = False
+    at: float = field(default_factory=_now)
+    wall: float = field(default_factory=_wall)
+
+    @property
+    def size(self) -> int:
+        """Payload length in bytes."""
+        return len(self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatEvent:
+    """A ping sent or received, a pong with its round-trip time, or a liveness failure.
+
+    kind: "ping_sent", "ping_received", "pong_received" (rtt set) or "liveness_lost".
+    """
+
+    conn: str
+    kind: str
+    rtt: float | None = None
+    at: float = field(default_factory=_now)
+    wall: float = field(default_factory=_wall)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    """Something went wrong: kind is a short stable word ("refused", "dns", "tls", ...)."""
+
+    conn: str
+    kind: str
+    detail: str
+    at: float = field(default_factory=_now)
+    wall: float = field(default_factory=_wall)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryEvent:
+    """Harness-protocol bookkeeping: kind is "ack", "gap", "duplicate", "out_of_order",
+    "recovered", "replayed" or "recovery_window_exceeded"; room/seq/id where they apply."""
+
+    conn: str
+    kind: str
+    room: str | None = None
+    seq: int | None = None
+    id: str | None = None
+    detail: str | None = None
+    at: float = field(default_factory=_now)
+    wall: float = field(default_factory=_wall)
+
+
+Event = Transition | FrameRecord | HeartbeatEvent | ErrorEvent | DeliveryEvent
+Observer = Callable[[Event], None]

@@ -1,0 +1,1 @@
+"""Malformed-frame catalogue and the probe / audit runner."""

@@ -1,0 +1,1 @@
+"""The Qt console: a thin layer over core, harness, faults, swarm and scenarios."""

@@ -1,0 +1,1 @@
+"""TOML chaos scenarios: runner, assertions, reports."""

@@ -1,0 +1,1 @@
+"""Many simulated clients with loss, duplication and order accounting."""
