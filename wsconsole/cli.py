@@ -20,6 +20,10 @@ COMMANDS: dict[str, str] = {
     "harness": "wsconsole.commands.harness",
     "node": "wsconsole.commands.node",
     "balancer": "wsconsole.commands.balancer",
+    "probe": "wsconsole.commands.probe",
+    "swarm": "wsconsole.commands.swarm",
+    "scenario": "wsconsole.commands.scenario",
+    "screenshot": "wsconsole.commands.screenshot",
 }
 
 
