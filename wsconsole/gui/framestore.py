@@ -1,0 +1,358 @@
+"""A bounded, compact store of WebSocket frames for the Frames view (no Qt here).
+
+Producers (client observers on the asyncio loop) call `append`; views pull new rows in
+batches on a timer (DESIGN.md: never one Qt signal per frame). Numeric columns live in
+parallel numpy arrays used as a ring, payloads in a list of bytes; the oldest frames are
+dropped (and counted) when either the frame capacity or the payload byte budget is reached.
+Frames are addressed by a monotonically increasing id; ids in [first_id, next_id) are held.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from wsconsole.core.events import Direction, FrameRecord, Opcode
+
+NONE = -1  # "no value" in the integer columns (seq, room, node, close code)
+_DIRS = (Direction.IN, Direction.OUT)
+_MAX_NAMES = 65_536  # interned room/node/conn names; beyond that they read as "(other)"
+_PARSE_LIMIT = 65_536  # text frames larger than this are not parsed for room/seq/node
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRow:
+    """One stored frame, decoded for display and export."""
+
+    id: int
+    wall: float
+    conn: str
+    direction: Direction
+    opcode: Opcode
+    size: int
+    room: str | None
+    seq: int | None
+    node: str | None
+    close_code: int | None
+    close_reason: str | None
+    payload: bytes
+    truncated: bool
+    injected: bool
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready fields for export: text payloads as text, others base64."""
+        out: dict[str, object] = {
+            "id": self.id,
+            "wall": self.wall,
+            "conn": self.conn,
+            "direction": self.direction.value,
+            "opcode": self.opcode.name.lower(),
+            "size": self.size,
+        }
+        for key in ("room", "seq", "node", "close_code", "close_reason"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.opcode == Opcode.TEXT:
+            out["text"] = self.payload.decode("utf-8", "replace")
+        elif self.payload:
+            out["base64"] = base64.b64encode(self.payload).decode()
+        if self.truncated:
+            out["truncated"] = True
+        if self.injected:
+            out["injected"] = True
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class FrameFilter:
+    """What the Frames view shows: text or regex over payload/room/node, directions, opcodes."""
+
+    text: str = ""
+    regex: bool = False
+    directions: frozenset[Direction] = frozenset(_DIRS)
+    opcodes: frozenset[Opcode] = frozenset(Opcode)
+    conns: frozenset[str] | None = None
+    _pattern: re.Pattern[bytes] | None = field(default=None, compare=False, repr=False)
+
+    @staticmethod
+    def make(
+        text: str = "",
+        regex: bool = False,
+        directions: Iterable[Direction] = _DIRS,
+        opcodes: Iterable[Opcode] = tuple(Opcode),
+        conns: Iterable[str] | None = None,
+    ) -> FrameFilter:
+        """Build a filter; raises ValueError with a readable message for a bad regex."""
+        pattern = None
+        if text:
+            source = text if regex else re.escape(text)
+            try:
+                pattern = re.compile(source.encode("utf-8"), re.IGNORECASE)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return FrameFilter(
+            text=text,
+            regex=regex,
+            directions=frozenset(directions),
+            opcodes=frozenset(opcodes),
+            conns=None if conns is None else frozenset(conns),
+            _pattern=pattern,
+        )
+
+    @property
+    def is_all(self) -> bool:
+        """True when nothing is filtered out."""
+        return (
+            self._pattern is None
+            and len(self.directions) == len(_DIRS)
+            and len(self.opcodes) == len(Opcode)
+            and self.conns is None
+        )
+
+
+class FrameStore:
+    """Ring of at most `capacity` frames and `max_payload_bytes` of payload; oldest dropped.
+
+    `max_payload` caps the bytes kept per frame (the size column keeps the real size);
+    None means no limit for either budget.
+    """
+
+    def __init__(
+        self,
+        capacity: int = 1_000_000,
+        max_payload: int | None = 65_536,
+        max_payload_bytes: int | None = 256 * 1024 * 1024,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self.max_payload = max_payload
+        self.max_payload_bytes = max_payload_bytes
+        self._wall = np.zeros(capacity, np.float64)
+        self._seq = np.full(capacity, NONE, np.int64)
+        self._size = np.zeros(capacity, np.uint32)
+        self._room = np.full(capacity, NONE, np.int32)
+        self._node = np.full(capacity, NONE, np.int32)
+        self._close = np.full(capacity, NONE, np.int32)
+        self._conn = np.zeros(capacity, np.uint16)
+        self._dir = np.zeros(capacity, np.uint8)
+        self._op = np.zeros(capacity, np.uint8)
+        self._flags = np.zeros(capacity, np.uint8)  # bit0 truncated, bit1 injected
+        self._payload: list[bytes | None] = [None] * capacity
+        self._reasons: dict[int, str] = {}
+        self._names: list[str] = []
+        self._name_ids: dict[str, int] = {}
+        self.first_id = 0
+        self.next_id = 0
+        self.payload_bytes = 0
+        self._cleared = 0
+
+    # -- producers -------------------------------------------------------------------------
+
+    def __call__(self, event: object) -> None:
+        """Observer form: store frames, ignore every other event."""
+        if isinstance(event, FrameRecord):
+            self.append(event)
+
+    def append(self, frame: FrameRecord) -> int:
+        """Store one frame (dropping the oldest if full) and return its id."""
+        payload = frame.payload
+        truncated = self.max_payload is not None and len(payload) > self.max_payload
+        if truncated:
+            payload = payload[: self.max_payload]
+        if self.next_id - self.first_id >= self.capacity:
+            self._drop_oldest()
+        if self.max_payload_bytes is not None:
+            while self.payload_bytes + len(payload) > self.max_payload_bytes and len(self):
+                self._drop_oldest()
+        ident = self.next_id
+        slot = ident % self.capacity
+        room = node = NONE
+        seq = NONE
+        if frame.opcode == Opcode.TEXT and 1 < len(payload) <= _PARSE_LIMIT and not truncated:
+            room, seq, node = self._harness_fields(payload)
+        self._wall[slot] = frame.wall
+        self._seq[slot] = seq
+        self._size[slot] = min(len(frame.payload), 0xFFFFFFFF)
+        self._room[slot] = room
+        self._node[slot] = node
+        self._close[slot] = NONE if frame.close_code is None else frame.close_code
+        self._conn[slot] = self._intern(frame.conn)
+        self._dir[slot] = 1 if frame.direction == Direction.OUT else 0
+        self._op[slot] = int(frame.opcode)
+        self._flags[slot] = (1 if truncated else 0) | (2 if frame.injected else 0)
+        self._payload[slot] = payload
+        if frame.close_reason:
+            self._reasons[ident] = frame.close_reason
+        self.payload_bytes += len(payload)
+        self.next_id = ident + 1
+        return ident
+
+    def clear(self) -> None:
+        """Forget every frame (ids keep increasing; cleared frames are not counted as dropped)."""
+        for ident in range(self.first_id, self.next_id):
+            self._payload[ident % self.capacity] = None
+        self._reasons.clear()
+        self.payload_bytes = 0
+        self._cleared += self.next_id - self.first_id
+        self.first_id = self.next_id
+
+    def _drop_oldest(self) -> None:
+        slot = self.first_id % self.capacity
+        old = self._payload[slot]
+        if old is not None:
+            self.payload_bytes -= len(old)
+        self._payload[slot] = None
+        self._reasons.pop(self.first_id, None)
+        self.first_id += 1
+
+    def _intern(self, name: str) -> int:
+        found = self._name_ids.get(name)
+        if found is not None:
+            return found
+        if len(self._names) >= _MAX_NAMES:
+            return self._intern_fallback()
+        self._name_ids[name] = len(self._names)
+        self._names.append(name)
+        return len(self._names) - 1
+
+    def _intern_fallback(self) -> int:
+        other = "(other)"
+        if other not in self._name_ids:
+            self._names[-1] = other
+            self._name_ids[other] = len(self._names) - 1
+        return self._name_ids[other]
+
+    def _harness_fields(self, payload: bytes) -> tuple[int, int, int]:
+        if payload[:1] != b"{":
+            return NONE, NONE, NONE
+        try:
+            value = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return NONE, NONE, NONE
+        if not isinstance(value, dict):
+            return NONE, NONE, NONE
+        room = value.get("room")
+        node = value.get("node")
+        seq = value.get("seq")
+        return (
+            self._intern(room) if isinstance(room, str) else NONE,
+            seq if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0 else NONE,
+            self._intern(node) if isinstance(node, str) else NONE,
+        )
+
+    # -- readers ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self.next_id - self.first_id
+
+    @property
+    def dropped(self) -> int:
+        """How many frames were dropped to stay within the bounds (cleared ones excluded)."""
+        return self.first_id - self._cleared
+
+    def _name(self, index: int) -> str | None:
+        return None if index == NONE else self._names[index]
+
+    def row(self, ident: int) -> FrameRow:
+        """The frame with this id; IndexError if it was dropped or never stored."""
+        if not self.first_id <= ident < self.next_id:
+            raise IndexError(f"frame {ident} is not held")
+        slot = ident % self.capacity
+        close = int(self._close[slot])
+        seq = int(self._seq[slot])
+        flags = int(self._flags[slot])
+        return FrameRow(
+            id=ident,
+            wall=float(self._wall[slot]),
+            conn=self._names[int(self._conn[slot])],
+            direction=_DIRS[int(self._dir[slot])],
+            opcode=Opcode(int(self._op[slot])),
+            size=int(self._size[slot]),
+            room=self._name(int(self._room[slot])),
+            seq=None if seq == NONE else seq,
+            node=self._name(int(self._node[slot])),
+            close_code=None if close == NONE else close,
+            close_reason=self._reasons.get(ident),
+            payload=self._payload[slot] or b"",
+            truncated=bool(flags & 1),
+            injected=bool(flags & 2),
+        )
+
+    def rows(self, ids: Iterable[int]) -> Iterator[FrameRow]:
+        """Rows for the given ids (ids no longer held are skipped)."""
+        for ident in ids:
+            if self.first_id <= ident < self.next_id:
+                yield self.row(ident)
+
+    def _slices(self, lo: int, hi: int) -> list[tuple[int, int, int]]:
+        """(start slot, end slot, first id) pieces covering ids [lo, hi) in ring order."""
+        lo = max(lo, self.first_id)
+        hi = min(hi, self.next_id)
+        if lo >= hi:
+            return []
+        start, end = lo % self.capacity, (hi - 1) % self.capacity + 1
+        if start < end:
+            return [(start, end, lo)]
+        return [(start, self.capacity, lo), (0, end, lo + self.capacity - start)]
+
+    def match(self, flt: FrameFilter, lo: int | None = None, hi: int | None = None) -> np.ndarray:
+        """Ids in [lo, hi) (default: everything held) that pass the filter, ascending."""
+        lo = self.first_id if lo is None else lo
+        hi = self.next_id if hi is None else hi
+        pieces = []
+        dir_codes = np.array([1 if d == Direction.OUT else 0 for d in flt.directions], np.uint8)
+        op_codes = np.array([int(o) for o in flt.opcodes], np.uint8)
+        conn_codes = None
+        if flt.conns is not None:
+            conn_codes = np.array(
+                [self._name_ids[c] for c in flt.conns if c in self._name_ids], np.uint16
+            )
+        for start, end, first in self._slices(lo, hi):
+            ids = np.arange(first, first + (end - start), dtype=np.int64)
+            if flt.is_all:
+                pieces.append(ids)
+                continue
+            mask = np.isin(self._dir[start:end], dir_codes) & np.isin(self._op[start:end], op_codes)
+            if conn_codes is not None:
+                mask &= np.isin(self._conn[start:end], conn_codes)
+            ids = ids[mask]
+            if flt._pattern is not None:
+                ids = np.fromiter(
+                    (i for i in ids.tolist() if self._text_hit(flt._pattern, i)),
+                    dtype=np.int64,
+                )
+            pieces.append(ids)
+        if not pieces:
+            return np.empty(0, np.int64)
+        return np.concatenate(pieces)
+
+    def _text_hit(self, pattern: re.Pattern[bytes], ident: int) -> bool:
+        slot = ident % self.capacity
+        payload = self._payload[slot]
+        if payload is not None and pattern.search(payload):
+            return True
+        for column in (self._room, self._node):
+            name = self._name(int(column[slot]))
+            if name is not None and pattern.search(name.encode("utf-8")):
+                return True
+        reason = self._reasons.get(ident)
+        return reason is not None and pattern.search(reason.encode("utf-8")) is not None
+
+    def export_jsonl(self, path: str | Path, ids: Iterable[int] | None = None) -> int:
+        """Write the given frames (default: all held) as JSON lines; returns how many."""
+        source = range(self.first_id, self.next_id) if ids is None else ids
+        count = 0
+        with open(path, "wb") as out:
+            for row in self.rows(source):
+                out.write(orjson.dumps(row.as_dict()))
+                out.write(b"\n")
+                count += 1
+        return count
