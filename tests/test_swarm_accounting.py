@@ -1,0 +1,154 @@
+"""The swarm's accounting, fed events by hand: loss, duplicates, order, latency, reconnects."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from wsconsole.swarm.accounting import Accounting, percentile
+
+
+def _room_with_two_subscribers(messages: int) -> Accounting:
+    acc = Accounting(started_at=0.0)
+    for name in ("a", "b"):
+        acc.client_added(name)
+        acc.transition(name, "CONNECTING", 0.0)
+        acc.transition(name, "OPEN", 0.1)
+        acc.joined(name, "r", 0)
+    for n in range(1, messages + 1):
+        ident = f"a-{n}"
+        acc.published("a", "r", ident)
+        acc.acked(ident, n)
+    return acc
+
+
+def test_every_message_received_once_is_clean() -> None:
+    acc = _room_with_two_subscribers(5)
+    for name in ("a", "b"):
+        for n in range(1, 6):
+            acc.delivered_message(name, "r", n, f"a-{n}", 0.002 * n)
+    summary = acc.summary(1.0)
+    assert summary["sent"] == summary["acknowledged"] == 5
+    assert summary["expected"] == summary["delivered"] == 10
+    assert summary["lost"] == summary["duplicated"] == summary["out_of_order"] == 0
+    assert summary["p50_latency_ms"] == 6.0
+    assert summary["max_latency_ms"] == 10.0
+    assert acc.settled()
+
+
+def test_missing_duplicate_and_reordered_deliveries_are_each_counted() -> None:
+    acc = _room_with_two_subscribers(4)
+    for n in (1, 2, 3, 4):
+        acc.delivered_message("a", "r", n, f"a-{n}", None)
+    # b: misses 2, gets 4 before 3, gets 1 twice
+    for n in (1, 4, 3, 1):
+        acc.delivered_message("b", "r", n, f"a-{n}", None)
+    summary = acc.summary(1.0)
+    assert summary["lost"] == 1
+    assert summary["duplicated"] == 1
+    assert summary["out_of_order"] == 1
+    assert summary["delivered"] == 7
+    assert not acc.settled()
+
+
+def test_same_id_under_a_second_seq_is_a_duplicate() -> None:
+    acc = _room_with_two_subscribers(1)
+    acc.delivered_message("a", "r", 1, "a-1", None)
+    acc.delivered_message("a", "r", 2, "a-1", None)  # the idempotency key failed
+    assert acc.duplicated == 1
+
+
+def test_messages_before_joining_are_not_owed() -> None:
+    acc = Accounting()
+    acc.client_added("late")
+    for n in range(1, 4):
+        acc.published("x", "r", f"x-{n}")
+        acc.acked(f"x-{n}", n)
+    acc.joined("late", "r", 3)  # joined after seq 3: owes nothing yet
+    assert acc.lost() == 0
+    acc.published("x", "r", "x-4")
+    acc.acked("x-4", 4)
+    assert acc.lost() == 1
+    acc.delivered_message("late", "r", 4, "x-4", None)
+    assert acc.lost() == 0 and acc.expected() == 1
+
+
+def test_unacknowledged_and_foreign_messages() -> None:
+    acc = Accounting()
+    acc.joined("a", "r", 0)
+    acc.published("a", "r", "a-1")
+    acc.published("a", "r", "a-1")  # a re-send of the same id is not a second publish
+    assert acc.sent == 1 and acc.unacknowledged == 1
+    acc.delivered_message("a", "r", 1, "someone-else", None)
+    assert acc.foreign == 1 and acc.delivered == 0
+    acc.acked("a-1", 1)
+    acc.acked("a-1", 1)  # re-ack after a replay: counted once
+    acc.acked("a-1", 7)  # the same id acked under another seq: flagged
+    assert acc.acknowledged == 1 and acc.seq_mismatch == 1
+
+
+def test_reconnect_clock_runs_from_leaving_open_to_open_again() -> None:
+    acc = Accounting(started_at=10.0)
+    acc.client_added("c")
+    acc.transition("c", "CONNECTING", 10.0)
+    acc.transition("c", "OPEN", 10.2)
+    acc.transition("c", "RECONNECTING", 12.0)
+    acc.transition("c", "CONNECTING", 12.5)
+    assert acc.down_clients() == ["c"]
+    acc.transition("c", "OPEN", 13.5)
+    summary = acc.summary(20.0)
+    assert summary["reconnects"] == 1
+    assert summary["reconnect_max_ms"] == 1500.0
+    assert acc.reconnect_moments() == [3.5]
+    assert summary["disconnected_at_end"] == 0
+    assert summary["connect_max_ms"] == 200.0
+
+
+def test_stopping_is_not_a_disconnection() -> None:
+    acc = Accounting()
+    acc.transition("c", "CONNECTING", 0.0)
+    acc.transition("c", "OPEN", 0.1)
+    acc.begin_stop()
+    acc.transition("c", "CLOSING", 1.0)
+    acc.transition("c", "CLOSED", 1.1)
+    assert acc.summary(2.0)["disconnected_at_end"] == 0
+
+
+def test_still_down_at_the_end_is_reported() -> None:
+    acc = Accounting()
+    acc.transition("c", "CONNECTING", 0.0)
+    acc.transition("c", "OPEN", 0.1)
+    acc.transition("c", "RECONNECTING", 1.0)
+    assert acc.summary(5.0)["disconnected_at_end"] == 1
+
+
+def test_snapshot_reports_interval_deltas_and_latency() -> None:
+    acc = _room_with_two_subscribers(3)
+    acc.delivered_message("a", "r", 1, "a-1", 0.010)
+    first = acc.snapshot(1.0)
+    assert first["sent_delta"] == 3 and first["delivered_delta"] == 1
+    assert first["p99_latency_ms"] == 10.0
+    second = acc.snapshot(2.0)
+    assert second["sent_delta"] == 0 and second["p99_latency_ms"] is None
+
+
+def test_reconnect_spread_separates_synchronised_from_jittered() -> None:
+    tight, spread = Accounting(), Accounting()
+    for i in range(20):
+        for acc, delay in ((tight, 0.5 + 0.001 * i), (spread, 0.5 + 0.05 * i)):
+            name = f"c{i}"
+            acc.transition(name, "CONNECTING", 0.0)
+            acc.transition(name, "OPEN", 0.0)
+            acc.transition(name, "RECONNECTING", 1.0)
+            acc.transition(name, "OPEN", 1.0 + delay)
+    assert tight.summary(5)["reconnect_spread_ms"] < 20
+    assert spread.summary(5)["reconnect_spread_ms"] > 500
+
+
+@given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=50), st.floats(0, 100))
+def test_percentile_stays_within_the_data(values: list[float], q: float) -> None:
+    result = percentile(values, q)
+    assert result is not None
+    assert min(values) - 1e-6 <= result <= max(values) + 1e-6
+    assert percentile(values, 0) == min(values)
+    assert percentile(values, 100) == max(values)

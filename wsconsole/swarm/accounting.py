@@ -1,0 +1,322 @@
+"""Delivery accounting for a swarm: a plain object fed events, no I/O and no event loop.
+
+The driver (swarm.py) tells it what each simulated client did and saw: state changes,
+`joined` replies, publishes, acks, delivered messages and errors. From that it answers,
+live and at the end, the questions a QA engineer asks after breaking a cluster:
+
+- sent / acknowledged / unacknowledged publishes;
+- delivered: distinct (subscriber, room, seq) deliveries of messages this swarm published;
+- lost: for every subscriber of a room, the acknowledged seqs of that room published after
+  it first joined (seq above its `joined` baseline) that it never received;
+- duplicated: the same seq, or the same message id under another seq, delivered twice;
+- out of order: a seq below one the subscriber already saw in that room;
+- publish-to-deliver latency percentiles; reconnect count and time-to-reconnect
+  distribution (from leaving OPEN to the next OPEN); errors by kind.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from array import array
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+OPEN = "OPEN"
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0..100, linear interpolation) of `values`, None when empty."""
+    n = len(values)
+    if n == 0:
+        return None
+    ordered = sorted(values)
+    rank = (q / 100.0) * (n - 1)
+    low = math.floor(rank)
+    high = min(low + 1, n - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000.0, 3)
+
+
+@dataclass(slots=True)
+class _Subscription:
+    """What one client saw in one room."""
+
+    baseline: int
+    received: set[int] = field(default_factory=set)
+    max_seq: int = 0
+    ids: dict[str, int] = field(default_factory=dict)
+    window_exceeded: bool = False
+
+
+@dataclass(slots=True)
+class _ClientState:
+    """Connection bookkeeping of one simulated client."""
+
+    state: str = "CLOSED"
+    ever_open: bool = False
+    down_since: float | None = None
+    first_open_at: float | None = None
+    opens: int = 0
+
+
+class Accounting:
+    """Counts and cross-checks everything a swarm sent, got acknowledged and received."""
+
+    def __init__(self, started_at: float = 0.0) -> None:
+        self.started_at = started_at
+        self.clients: dict[str, _ClientState] = {}
+        self.subs: dict[tuple[str, str], _Subscription] = {}
+        self.sent = 0
+        self.acknowledged = 0
+        self.delivered = 0
+        self.duplicated = 0
+        self.out_of_order = 0
+        self.seq_mismatch = 0
+        self.foreign = 0
+        self.reconnects = 0
+        self.errors: Counter[str] = Counter()
+        self.stopping = False
+        # id -> room for every publish; id -> seq once acknowledged
+        self._room_of: dict[str, str] = {}
+        self._acked_seq: dict[str, int] = {}
+        self._acked_by_room: dict[str, list[int]] = {}
+        self._latencies = array("d")
+        self._interval_latencies = array("d")
+        self._reconnect_times = array("d")
+        self._reconnect_moments = array("d")
+        self._last: dict[str, int] = {}
+
+    # ---- feeding -------------------------------------------------------------------------
+
+    def client_added(self, name: str) -> None:
+        """Register a simulated client (before it connects)."""
+        self.clients.setdefault(name, _ClientState())
+
+    def transition(self, name: str, state: str, at: float) -> None:
+        """A client's connection changed state; leaving OPEN starts a reconnect clock."""
+        client = self.clients.setdefault(name, _ClientState())
+        previous = client.state
+        client.state = state
+        if state == OPEN:
+            client.opens += 1
+            if not client.ever_open:
+                client.ever_open = True
+                client.first_open_at = at
+            elif client.down_since is not None:
+                self.reconnects += 1
+                self._reconnect_times.append(at - client.down_since)
+                self._reconnect_moments.append(at - self.started_at)
+            client.down_since = None
+        elif previous == OPEN and not self.stopping:
+            client.down_since = at
+
+    def joined(self, name: str, room: str, seq: int) -> None:
+        """A `joined` reply: the first one fixes the baseline (older seqs are not expected)."""
+        if (name, room) not in self.subs:
+            self.subs[(name, room)] = _Subscription(baseline=seq, max_seq=seq)
+
+    def published(self, name: str, room: str, ident: str) -> None:
+        """The swarm handed a publish with this id to a client (queued or sent)."""
+        if ident not in self._room_of:
+            self._room_of[ident] = room
+            self.sent += 1
+
+    def acked(self, ident: str, seq: int) -> None:
+        """The broker accepted a publish and gave it `seq` (re-acks of the same id ignored)."""
+        room = self._room_of.get(ident)
+        if room is None:
+            return
+        previous = self._acked_seq.get(ident)
+        if previous is not None:
+            if previous != seq:
+                self.seq_mismatch += 1
+            return
+        self._acked_seq[ident] = seq
+        self.acknowledged += 1
+        bisect.insort(self._acked_by_room.setdefault(room, []), seq)
+
+    def delivered_message(
+        self,
+        name: str,
+        room: str,
+        seq: int,
+        ident: str | None,
+        latency: float | None,
+    ) -> None:
+        """A `message` envelope reached a subscriber; `latency` is publish-to-deliver seconds."""
+        if ident is None or ident not in self._room_of:
+            self.foreign += 1
+            return
+        sub = self.subs.get((name, room))
+        if sub is None:  # a message before any `joined`: take the seq before it as baseline
+            sub = self.subs[(name, room)] = _Subscription(baseline=seq - 1, max_seq=seq - 1)
+        if seq in sub.received:
+            self.duplicated += 1
+            return
+        seen_seq = sub.ids.get(ident)
+        if seen_seq is not None and seen_seq != seq:
+            self.duplicated += 1
+            return
+        sub.ids[ident] = seq
+        sub.received.add(seq)
+        if seq < sub.max_seq:
+            self.out_of_order += 1
+        else:
+            sub.max_seq = seq
+        self.delivered += 1
+        if latency is not None and latency >= 0:
+            self._latencies.append(latency)
+            self._interval_latencies.append(latency)
+
+    def window_exceeded(self, name: str, room: str) -> None:
+        """The node said it can no longer recover this room for this client."""
+        sub = self.subs.get((name, room))
+        if sub is not None:
+            sub.window_exceeded = True
+        self.error("recovery_window_exceeded")
+
+    def error(self, kind: str) -> None:
+        """Count one error of `kind` (client-side kinds and server error codes alike)."""
+        self.errors[kind] += 1
+
+    def begin_stop(self) -> None:
+        """From now on, connections closing are the swarm stopping, not failures."""
+        self.stopping = True
+
+    # ---- reading -------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> int:
+        """Clients currently OPEN."""
+        return sum(1 for c in self.clients.values() if c.state == OPEN)
+
+    @property
+    def unacknowledged(self) -> int:
+        """Publishes not (yet) acknowledged."""
+        return self.sent - self.acknowledged
+
+    def expected_for(self, name: str, room: str) -> list[int]:
+        """Acknowledged seqs of `room` this subscriber should have received."""
+        sub = self.subs[(name, room)]
+        acked = self._acked_by_room.get(room, [])
+        return acked[bisect.bisect_right(acked, sub.baseline) :]
+
+    def expected(self) -> int:
+        """Deliveries owed: for every subscription, the acked seqs after its baseline."""
+        total = 0
+        for (_, room), sub in self.subs.items():
+            acked = self._acked_by_room.get(room, [])
+            total += len(acked) - bisect.bisect_right(acked, sub.baseline)
+        return total
+
+    def lost(self) -> int:
+        """Acknowledged messages a subscriber should have but does not have."""
+        total = 0
+        for (name, room), sub in self.subs.items():
+            total += sum(1 for seq in self.expected_for(name, room) if seq not in sub.received)
+        return total
+
+    def settled(self) -> bool:
+        """Every publish acknowledged and every owed delivery received (cheap-ish check)."""
+        return self.unacknowledged == 0 and self.lost() == 0
+
+    def down_clients(self) -> list[str]:
+        """Clients that were connected once and are not connected now."""
+        return [n for n, c in self.clients.items() if c.down_since is not None]
+
+    def _latency_fields(self, values: Sequence[float]) -> dict[str, float | None]:
+        return {
+            "p50_latency_ms": _ms(percentile(values, 50)),
+            "p95_latency_ms": _ms(percentile(values, 95)),
+            "p99_latency_ms": _ms(percentile(values, 99)),
+            "max_latency_ms": _ms(max(values) if values else None),
+        }
+
+    def _reconnect_fields(self) -> dict[str, float | None]:
+        times = self._reconnect_times
+        p10 = percentile(times, 10)
+        p90 = percentile(times, 90)
+        return {
+            "reconnect_p50_ms": _ms(percentile(times, 50)),
+            "reconnect_p90_ms": _ms(p90),
+            "reconnect_p99_ms": _ms(percentile(times, 99)),
+            "reconnect_max_ms": _ms(max(times) if times else None),
+            "reconnect_spread_ms": _ms(None if p10 is None or p90 is None else p90 - p10),
+        }
+
+    def snapshot(self, now: float) -> dict[str, object]:
+        """Live stats: totals, per-interval rates and latency of the interval since last call."""
+        elapsed = round(now - self.started_at, 3)
+        totals = {
+            "clients": len(self.clients),
+            "connected": self.connected,
+            "sent": self.sent,
+            "acknowledged": self.acknowledged,
+            "delivered": self.delivered,
+            "duplicated": self.duplicated,
+            "out_of_order": self.out_of_order,
+            "reconnects": self.reconnects,
+            "errors": dict(self.errors),
+        }
+        rates = {
+            f"{key}_delta": int(totals[key]) - self._last.get(key, 0)  # type: ignore[call-overload]
+            for key in ("sent", "acknowledged", "delivered", "reconnects")
+        }
+        for key in ("sent", "acknowledged", "delivered", "reconnects"):
+            self._last[key] = int(totals[key])  # type: ignore[call-overload]
+        interval = self._interval_latencies
+        self._interval_latencies = array("d")
+        return {
+            "t": elapsed,
+            **totals,
+            **rates,
+            **self._latency_fields(interval),
+            "reconnect_p99_ms": _ms(percentile(self._reconnect_times, 99)),
+        }
+
+    def summary(self, now: float) -> dict[str, object]:
+        """Final figures: everything in a snapshot plus lost, expected, reconnect spread."""
+        down = self.down_clients()
+        never = [n for n, c in self.clients.items() if not c.ever_open]
+        connect_times = [
+            c.first_open_at - self.started_at
+            for c in self.clients.values()
+            if c.first_open_at is not None
+        ]
+        return {
+            "t": round(now - self.started_at, 3),
+            "clients": len(self.clients),
+            "connected": self.connected,
+            "never_connected": len(never),
+            "disconnected_at_end": len(down),
+            "subscriptions": len(self.subs),
+            "sent": self.sent,
+            "acknowledged": self.acknowledged,
+            "unacknowledged": self.unacknowledged,
+            "expected": self.expected(),
+            "delivered": self.delivered,
+            "lost": self.lost(),
+            "duplicated": self.duplicated,
+            "out_of_order": self.out_of_order,
+            "seq_mismatch": self.seq_mismatch,
+            "foreign": self.foreign,
+            **self._latency_fields(self._latencies),
+            "reconnects": self.reconnects,
+            **self._reconnect_fields(),
+            "connect_max_ms": _ms(max(connect_times) if connect_times else None),
+            "errors": dict(self.errors),
+            "errors_total": sum(self.errors.values()),
+        }
+
+    def reconnect_times(self) -> list[float]:
+        """Every measured time-to-reconnect, seconds, in the order they happened."""
+        return list(self._reconnect_times)
+
+    def reconnect_moments(self) -> list[float]:
+        """When each reconnect completed, seconds since the swarm started."""
+        return list(self._reconnect_moments)
