@@ -1,0 +1,170 @@
+"""`wsconsole swarm URL`: many simulated clients with loss, duplicate and order accounting.
+
+Prints a stats line every second and a summary at the end (`--json`: {"event": "stats", ...}
+lines and one {"event": "summary", ...}). Exit 0 when every acknowledged message reached every
+subscriber exactly once and in order, 1 otherwise, 2 for bad usage. SIGINT/SIGTERM end the
+load early (a second one skips the settle phase); nothing is left running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+from typing import Any
+
+from wsconsole.commands.output import Output, fail_usage
+
+HELP = "Put many simulated clients on a server and account for every message."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the swarm's flags."""
+    parser.add_argument("url", help="ws:// or wss:// URL of a harness-protocol server")
+    parser.add_argument("--clients", type=int, default=10, help="simulated clients (10)")
+    parser.add_argument("--rooms", type=int, default=1, help="rooms to spread them over (1)")
+    parser.add_argument("--rate", type=float, default=10.0, help="publishes/s in total (10)")
+    parser.add_argument("--duration", type=float, default=10.0, help="load seconds (10)")
+    parser.add_argument("--ramp", type=float, default=0.0, help="seconds to start all clients")
+    parser.add_argument(
+        "--settle", type=float, default=5.0, help="max seconds to wait for acks after the load (5)"
+    )
+    parser.add_argument(
+        "--token-user", default="swarm", metavar="PREFIX", help="users PREFIX-0001, ... (swarm)"
+    )
+    auth = parser.add_mutually_exclusive_group()
+    auth.add_argument("--token", help="one token for every client")
+    auth.add_argument(
+        "--secret-env",
+        metavar="VAR",
+        help="environment variable holding the JWT secret: one token per user",
+    )
+    parser.add_argument("--payload", type=int, default=0, help="padding bytes per message")
+    parser.add_argument(
+        "--same-address",
+        action="store_true",
+        help="connect every client from 127.0.0.1 (default: its own 127.x.y.z on Linux)",
+    )
+    parser.add_argument("--backoff-initial", type=float, default=0.5)
+    parser.add_argument("--backoff-cap", type=float, default=5.0)
+    parser.add_argument("--backoff-jitter", type=float, default=0.5)
+    parser.add_argument("--ping-interval", type=float, default=2.0, help="0 disables pings")
+    parser.add_argument("--ping-timeout", type=float, default=1.0)
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from wsconsole.core.backoff import BackoffError, BackoffPolicy
+    from wsconsole.swarm.swarm import SwarmConfig, SwarmConfigError
+
+    secret = None
+    if args.secret_env:
+        secret = os.environ.get(args.secret_env)
+        if not secret:
+            raise SwarmConfigError(f"environment variable {args.secret_env} is not set")
+    try:
+        backoff = BackoffPolicy(
+            initial=args.backoff_initial, cap=args.backoff_cap, jitter=args.backoff_jitter
+        )
+    except BackoffError as exc:
+        raise SwarmConfigError(str(exc)) from None
+    config = SwarmConfig(
+        url=args.url,
+        clients=args.clients,
+        rooms=args.rooms,
+        rate=args.rate,
+        duration=args.duration,
+        ramp=args.ramp,
+        settle=args.settle,
+        token_user=args.token_user,
+        token=args.token,
+        secret=secret,
+        payload=args.payload,
+        distinct_addresses=not args.same_address,
+        backoff=backoff,
+        ping_interval=args.ping_interval or None,
+        ping_timeout=args.ping_timeout,
+    )
+    config.validate()
+    return config
+
+
+def _human_stats(s: dict[str, Any]) -> str:
+    p99 = s.get("p99_latency_ms")
+    latency = f"p99 {p99:.1f} ms" if p99 is not None else "p99 -"
+    errors = sum(s.get("errors", {}).values())
+    return (
+        f"[{s['t']:6.1f}s {s.get('phase', '')}] connected {s['connected']}/{s['clients']}"
+        f"  sent {s['sent']}  acked {s['acknowledged']}  delivered {s['delivered']}"
+        f"  dup {s['duplicated']}  ooo {s['out_of_order']}  {latency}"
+        f"  reconnects {s['reconnects']}  errors {errors}"
+    )
+
+
+def _human_summary(s: dict[str, Any]) -> str:
+    def ms(key: str) -> str:
+        value = s.get(key)
+        return "-" if value is None else f"{value:.1f}"
+
+    errors = ", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items())) or "none"
+    return "\n".join(
+        [
+            f"summary after {s['t']:.1f} s, {s['clients']} clients"
+            f" ({s['never_connected']} never connected, {s['disconnected_at_end']} down at end)",
+            f"  sent {s['sent']}  acknowledged {s['acknowledged']}"
+            f"  unacknowledged {s['unacknowledged']}",
+            f"  delivered {s['delivered']} of {s['expected']} owed  lost {s['lost']}"
+            f"  duplicated {s['duplicated']}  out of order {s['out_of_order']}",
+            f"  latency ms p50 {ms('p50_latency_ms')}  p95 {ms('p95_latency_ms')}"
+            f"  p99 {ms('p99_latency_ms')}  max {ms('max_latency_ms')}",
+            f"  reconnects {s['reconnects']}  time-to-reconnect ms p50 {ms('reconnect_p50_ms')}"
+            f"  p99 {ms('reconnect_p99_ms')}  max {ms('reconnect_max_ms')}"
+            f"  spread {ms('reconnect_spread_ms')}",
+            f"  errors: {errors}",
+        ]
+    )
+
+
+def clean(summary: dict[str, Any]) -> bool:
+    """The swarm's own verdict: every acked message delivered once, in order, all acked."""
+    return not (
+        summary["lost"]
+        or summary["duplicated"]
+        or summary["out_of_order"]
+        or summary["unacknowledged"]
+    )
+
+
+async def _run(config: Any, out: Output) -> dict[str, Any]:
+    from wsconsole.swarm.swarm import Swarm
+
+    def on_stats(stats: dict[str, Any]) -> None:
+        out.event("stats", _human_stats(stats), **stats)
+
+    swarm = Swarm(config, on_stats=on_stats)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, swarm.stop)
+    try:
+        return await swarm.run()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the swarm; 0 if every message was accounted for, 1 if not, 2 for bad usage."""
+    from wsconsole.swarm.swarm import SwarmConfigError
+
+    try:
+        config = _config(args)
+    except SwarmConfigError as exc:
+        return fail_usage(str(exc))
+    out = Output(args.json)
+    summary = asyncio.run(_run(config, out))
+    out.event("summary", _human_summary(summary), ok=clean(summary), **summary)
+    return 0 if clean(summary) else 1

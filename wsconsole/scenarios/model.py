@@ -1,0 +1,502 @@
+"""The scenario file: TOML schema, loading and validation with line numbers.
+
+A scenario names the cluster to start, the swarm to put on it, timed steps that break it,
+and assertions that decide the verdict (docs/scenarios.md has the full reference):
+
+    name = "node kill under load"
+    [cluster]                       nodes, broker, sticky, timings, ping_*, [cluster.limits]
+    [swarm]                         clients, rooms, rate, duration, ramp, settle, backoff, ...
+    [[steps]]  at = 3.0  action = "kill"  node = "n1"
+    [[assertions]]  expect = "lost == 0"
+
+Every mistake is reported as ScenarioError with the line it is on: TOML syntax errors carry
+tomllib's position; for a wrong value we find the line of its key by scanning the text.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wsconsole.scenarios.assertions import Assertion, AssertionSyntaxError, parse_assertion
+
+NODE_ACTIONS = frozenset({"kill", "pause", "resume", "drain", "restart"})
+ACTIONS = NODE_ACTIONS | {
+    "add",
+    "broker_kill",
+    "broker_restart",
+    "net",
+    "net_clear",
+    "inject",
+    "wait",
+}
+NET_KINDS = frozenset({"latency", "bandwidth", "reset", "blackhole", "slice", "half_open"})
+STICKY_MODES = frozenset({"ip", "cookie", "sid"})
+WAIT_UNTIL = frozenset({"connected"})
+LIMIT_KEYS = frozenset(
+    {"max_size", "rate", "per_user", "soft_limit", "history", "auth_timeout", "drain_deadline"}
+)
+
+_STEP_KEYS: dict[str, frozenset[str]] = {
+    **{action: frozenset({"node"}) for action in NODE_ACTIONS},
+    "add": frozenset(),
+    "broker_kill": frozenset(),
+    "broker_restart": frozenset(),
+    "net": frozenset({"target", "kind", "params"}),
+    "net_clear": frozenset({"target", "kind"}),
+    "inject": frozenset({"case", "count", "direction", "node", "interval"}),
+    "wait": frozenset({"seconds", "until", "timeout"}),
+}
+_COMMON_STEP_KEYS = frozenset({"at", "action", "note"})
+
+
+class ScenarioError(ValueError):
+    """An invalid scenario file: `line` (1-based, when known) and `reason` in plain words."""
+
+    def __init__(self, reason: str, line: int | None = None, path: str | None = None) -> None:
+        self.reason = reason
+        self.line = line
+        self.path = path
+        where = path or "scenario"
+        super().__init__(f"{where}:{line}: {reason}" if line else f"{where}: {reason}")
+
+
+@dataclass(slots=True)
+class ClusterSpec:
+    """[cluster]: what the harness should look like for this scenario."""
+
+    nodes: int = 3
+    broker: str | None = None  # None: the embedded broker; else a redis:// URL
+    sticky: str = "ip"
+    timings: str = "demo"  # "demo" (ping 2 s / 1 s) or "default" (25 s / 10 s)
+    ping_interval: float | None = None
+    ping_timeout: float | None = None
+    limits: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BackoffSpec:
+    """[swarm.backoff]: the simulated clients' reconnect policy (demo preset by default)."""
+
+    initial: float = 0.5
+    factor: float = 2.0
+    cap: float = 5.0
+    jitter: float = 0.5
+    max_attempts: int | None = None
+
+
+@dataclass(slots=True)
+class SwarmSpec:
+    """[swarm]: the simulated clients and their load."""
+
+    clients: int = 20
+    rooms: int = 2
+    rate: float = 20.0
+    duration: float = 10.0
+    ramp: float = 0.0
+    settle: float = 8.0
+    token_user: str = "swarm"
+    payload: int = 0
+    distinct_addresses: bool = True
+    ping_interval: float | None = 2.0
+    ping_timeout: float = 1.0
+    backoff: BackoffSpec = field(default_factory=BackoffSpec)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One timed action; `params` holds the action's own keys."""
+
+    at: float
+    action: str
+    params: Mapping[str, Any]
+    line: int | None = None
+    note: str | None = None
+
+    def describe(self) -> str:
+        """A short human label such as 'kill n1' or 'net all latency'."""
+        parts = [self.action]
+        for key in ("node", "target", "kind", "case", "seconds", "until"):
+            if key in self.params:
+                parts.append(str(self.params[key]))
+        if self.params.get("count", 1) != 1:
+            parts.append(f"x{self.params['count']}")
+        return " ".join(parts)
+
+
+@dataclass(slots=True)
+class Scenario:
+    """A validated scenario file."""
+
+    name: str
+    description: str
+    cluster: ClusterSpec | None
+    swarm: SwarmSpec
+    steps: list[Step]
+    assertions: list[Assertion]
+    url: str | None = None
+    path: str | None = None
+    timeout: float | None = None
+
+
+class _KeyLines:
+    """Maps TOML key paths to the line they are written on (a best-effort text scan)."""
+
+    _ARRAY = re.compile(r"^\[\[\s*([^\]]+?)\s*\]\]")
+    _TABLE = re.compile(r"^\[\s*([^\]]+?)\s*\]")
+    _PART = r"(?:[A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*')"
+    _KEY = re.compile(rf"^({_PART}(?:\s*\.\s*{_PART})*)\s*=")
+
+    def __init__(self, text: str) -> None:
+        self.lines: dict[tuple[Any, ...], int] = {}
+        table: tuple[Any, ...] = ()
+        arrays: dict[str, int] = {}
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            if match := self._ARRAY.match(line):
+                name = self._dotted(match[1])
+                index = arrays.get(".".join(name), -1) + 1
+                arrays[".".join(name)] = index
+                table = (*name, index)
+            elif match := self._TABLE.match(line):
+                table = self._dotted(match[1])
+            elif match := self._KEY.match(line):
+                self.lines.setdefault((*table, *self._dotted(match[1])), number)
+                continue
+            else:
+                continue
+            self.lines.setdefault(table, number)
+
+    @staticmethod
+    def _dotted(key: str) -> tuple[str, ...]:
+        return tuple(part.strip().strip("\"'") for part in key.split("."))
+
+    def find(self, *path: Any) -> int | None:
+        """Line of the longest known prefix of `path` (the key, else its table), or None."""
+        for size in range(len(path), 0, -1):
+            line = self.lines.get(tuple(path[:size]))
+            if line is not None:
+                return line
+        return None
+
+
+class _Reader:
+    """Typed getters that raise ScenarioError pointing at the offending key's line."""
+
+    def __init__(self, text: str, path: str | None) -> None:
+        self.keys = _KeyLines(text)
+        self.path = path
+
+    def fail(self, reason: str, *where: Any) -> ScenarioError:
+        return ScenarioError(reason, self.keys.find(*where), self.path)
+
+    def table(self, data: Mapping[str, Any], key: str, *where: Any) -> dict[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            raise self.fail(f"{key} must be a table", *where, key)
+        return value
+
+    def check_keys(self, data: Mapping[str, Any], allowed: frozenset[str], *where: Any) -> None:
+        for key in data:
+            if key not in allowed:
+                known = ", ".join(sorted(allowed)) or "none"
+                raise self.fail(f"unknown key {key!r} (allowed: {known})", *where, key)
+
+    def number(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        default: Any,
+        *where: Any,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        positive: bool = False,
+        integer: bool = False,
+    ) -> Any:
+        if key not in data:
+            return default
+        value = data[key]
+        kind = "an integer" if integer else "a number"
+        ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
+        if isinstance(value, bool) or not ok_type or not math.isfinite(value):
+            raise self.fail(f"{key} must be {kind}, not {value!r}", *where, key)
+        if positive and value <= 0:
+            raise self.fail(f"{key} must be greater than 0, not {value}", *where, key)
+        if minimum is not None and value < minimum:
+            raise self.fail(f"{key} must be at least {minimum}, not {value}", *where, key)
+        if maximum is not None and value > maximum:
+            raise self.fail(f"{key} must be at most {maximum}, not {value}", *where, key)
+        return value
+
+    def string(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        default: Any,
+        *where: Any,
+        choices: frozenset[str] | None = None,
+    ) -> Any:
+        if key not in data:
+            return default
+        value = data[key]
+        if not isinstance(value, str) or not value:
+            raise self.fail(f"{key} must be a non-empty string, not {value!r}", *where, key)
+        if choices is not None and value not in choices:
+            allowed = ", ".join(sorted(choices))
+            raise self.fail(f"{key} must be one of {allowed}, not {value!r}", *where, key)
+        return value
+
+    def boolean(self, data: Mapping[str, Any], key: str, default: bool, *where: Any) -> bool:
+        if key not in data:
+            return default
+        value = data[key]
+        if not isinstance(value, bool):
+            raise self.fail(f"{key} must be true or false, not {value!r}", *where, key)
+        return value
+
+
+def _toml_line(exc: tomllib.TOMLDecodeError) -> int | None:
+    lineno = getattr(exc, "lineno", None)
+    if isinstance(lineno, int):
+        return lineno
+    match = re.search(r"at line (\d+)", str(exc))
+    return int(match[1]) if match else None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file; raises ScenarioError (with a line) if it is invalid."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"cannot read the file: {exc}", None, name) from None
+    return parse_scenario(text, name)
+
+
+def parse_scenario(text: str, path: str | None = None) -> Scenario:
+    """Validate scenario TOML text; raises ScenarioError (with a line) if it is invalid."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ScenarioError(f"not valid TOML: {reason}", _toml_line(exc), path) from None
+    r = _Reader(text, path)
+    r.check_keys(
+        data,
+        frozenset(
+            {"name", "description", "url", "timeout", "cluster", "swarm", "steps", "assertions"}
+        ),
+    )
+    url = r.string(data, "url", None)
+    if url is not None and not re.match(r"^wss?://", url):
+        raise r.fail(f"url must start with ws:// or wss://, not {url!r}", "url")
+    if url is not None and "cluster" in data:
+        raise r.fail("give either url (an external server) or [cluster], not both", "cluster")
+    cluster = None if url is not None else _cluster(r, r.table(data, "cluster"))
+    if "swarm" not in data:
+        raise r.fail("a [swarm] table is required (at least its duration)")
+    swarm = _swarm(r, r.table(data, "swarm"))
+    steps = _steps(r, data.get("steps", []), swarm, cluster)
+    assertions = _assertions(r, data.get("assertions", []))
+    timeout = r.number(data, "timeout", None, positive=True)
+    return Scenario(
+        name=r.string(data, "name", Path(path).stem if path else "scenario"),
+        description=data.get("description", "") if isinstance(data.get("description"), str) else "",
+        cluster=cluster,
+        swarm=swarm,
+        steps=steps,
+        assertions=assertions,
+        url=url,
+        path=path,
+        timeout=timeout,
+    )
+
+
+def _cluster(r: _Reader, table: dict[str, Any]) -> ClusterSpec:
+    where = ("cluster",)
+    r.check_keys(
+        table,
+        frozenset(
+            {"nodes", "broker", "sticky", "timings", "ping_interval", "ping_timeout", "limits"}
+        ),
+        *where,
+    )
+    broker = r.string(table, "broker", "embedded", *where)
+    if broker != "embedded" and not re.match(r"^(redis|rediss|valkey|unix)://", broker):
+        raise r.fail(
+            f'broker must be "embedded" or a redis:// URL, not {broker!r}', *where, "broker"
+        )
+    limits = r.table(table, "limits", *where)
+    r.check_keys(limits, LIMIT_KEYS, *where, "limits")
+    for key in limits:
+        r.number(limits, key, None, *where, "limits", minimum=0)
+    return ClusterSpec(
+        nodes=r.number(table, "nodes", 3, *where, minimum=1, maximum=32, integer=True),
+        broker=None if broker == "embedded" else broker,
+        sticky=r.string(table, "sticky", "ip", *where, choices=STICKY_MODES),
+        timings=r.string(table, "timings", "demo", *where, choices=frozenset({"demo", "default"})),
+        ping_interval=r.number(table, "ping_interval", None, *where, positive=True),
+        ping_timeout=r.number(table, "ping_timeout", None, *where, positive=True),
+        limits=dict(limits),
+    )
+
+
+def _swarm(r: _Reader, table: dict[str, Any]) -> SwarmSpec:
+    where = ("swarm",)
+    allowed = frozenset(
+        {
+            "clients",
+            "rooms",
+            "rate",
+            "duration",
+            "ramp",
+            "settle",
+            "token_user",
+            "payload",
+            "distinct_addresses",
+            "ping_interval",
+            "ping_timeout",
+            "backoff",
+        }
+    )
+    r.check_keys(table, allowed, *where)
+    if "duration" not in table:
+        raise r.fail("[swarm] needs a duration (seconds)", *where)
+    clients = r.number(table, "clients", 20, *where, minimum=1, maximum=20_000, integer=True)
+    rooms = r.number(table, "rooms", 2, *where, minimum=1, integer=True)
+    if rooms > clients:
+        raise r.fail(f"rooms ({rooms}) cannot exceed clients ({clients})", *where, "rooms")
+    backoff_table = r.table(table, "backoff", *where)
+    bw = (*where, "backoff")
+    r.check_keys(
+        backoff_table, frozenset({"initial", "factor", "cap", "jitter", "max_attempts"}), *bw
+    )
+    backoff = BackoffSpec(
+        initial=r.number(backoff_table, "initial", 0.5, *bw, positive=True),
+        factor=r.number(backoff_table, "factor", 2.0, *bw, minimum=1.0),
+        cap=r.number(backoff_table, "cap", 5.0, *bw, positive=True),
+        jitter=r.number(backoff_table, "jitter", 0.5, *bw, minimum=0.0),
+        max_attempts=r.number(backoff_table, "max_attempts", None, *bw, minimum=1, integer=True),
+    )
+    ping_interval = table.get("ping_interval", 2.0)
+    if ping_interval is not False:
+        ping_interval = r.number(table, "ping_interval", 2.0, *where, positive=True)
+    return SwarmSpec(
+        clients=clients,
+        rooms=rooms,
+        rate=r.number(table, "rate", 20.0, *where, minimum=0.0),
+        duration=r.number(table, "duration", 10.0, *where, positive=True),
+        ramp=r.number(table, "ramp", 0.0, *where, minimum=0.0),
+        settle=r.number(table, "settle", 8.0, *where, minimum=0.0),
+        token_user=r.string(table, "token_user", "swarm", *where),
+        payload=r.number(table, "payload", 0, *where, minimum=0, maximum=1 << 20, integer=True),
+        distinct_addresses=r.boolean(table, "distinct_addresses", True, *where),
+        ping_interval=None if ping_interval is False else ping_interval,
+        ping_timeout=r.number(table, "ping_timeout", 1.0, *where, positive=True),
+        backoff=backoff,
+    )
+
+
+def _steps(r: _Reader, steps: Any, swarm: SwarmSpec, cluster: ClusterSpec | None) -> list[Step]:
+    if not isinstance(steps, list):
+        raise r.fail("steps must be an array of tables ([[steps]])", "steps")
+    result: list[Step] = []
+    for index, step in enumerate(steps):
+        where = ("steps", index)
+        if not isinstance(step, dict):
+            raise r.fail(f"step {index + 1} must be a table", *where)
+        if "action" not in step:
+            raise r.fail(f"step {index + 1} has no action", *where)
+        action = r.string(step, "action", None, *where, choices=ACTIONS)
+        if "at" not in step:
+            raise r.fail(
+                f"step {index + 1} ({action}) has no 'at' (seconds from the start)", *where
+            )
+        at = r.number(step, "at", 0.0, *where, minimum=0.0)
+        if at > swarm.duration:
+            raise r.fail(
+                f"step {index + 1} at {at} s is after the swarm ends (duration {swarm.duration} s)",
+                *where,
+                "at",
+            )
+        r.check_keys(step, _COMMON_STEP_KEYS | _STEP_KEYS[action], *where)
+        if cluster is None and action not in ("wait", "inject"):
+            raise r.fail(
+                f"{action} needs a [cluster] (this scenario targets a url)", *where, "action"
+            )
+        params = {k: v for k, v in step.items() if k not in _COMMON_STEP_KEYS}
+        _check_step(r, action, params, where)
+        if cluster is None and action == "inject" and params.get("direction") == "server":
+            raise r.fail("a server-side inject needs a [cluster]", *where, "direction")
+        note = step.get("note") if isinstance(step.get("note"), str) else None
+        result.append(
+            Step(at=float(at), action=action, params=params, line=r.keys.find(*where), note=note)
+        )
+    result.sort(key=lambda s: s.at)
+    return result
+
+
+def _check_step(r: _Reader, action: str, params: dict[str, Any], where: tuple[Any, ...]) -> None:
+    if action in NODE_ACTIONS:
+        if "node" not in params:
+            raise r.fail(f'{action} needs node = "ID" (e.g. "n1")', *where)
+        r.string(params, "node", None, *where)
+    elif action in ("net", "net_clear"):
+        params.setdefault("target", "all")
+        r.string(params, "target", "all", *where)
+        if action == "net" and "kind" not in params:
+            raise r.fail(f"net needs kind = one of {', '.join(sorted(NET_KINDS))}", *where)
+        r.string(params, "kind", None, *where, choices=NET_KINDS)
+        if action == "net":
+            net_params = r.table(params, "params", *where)
+            for key, value in net_params.items():
+                if isinstance(value, bool) or not isinstance(value, int | float | str):
+                    raise r.fail(
+                        f"net parameter {key} must be a number or string", *where, "params"
+                    )
+    elif action == "inject":
+        if "case" not in params:
+            raise r.fail('inject needs case = "ID" (a fault catalogue case)', *where)
+        r.string(params, "case", None, *where)
+        params["count"] = r.number(
+            params, "count", 1, *where, minimum=1, maximum=100_000, integer=True
+        )
+        params["direction"] = r.string(
+            params, "direction", "client", *where, choices=frozenset({"client", "server"})
+        )
+        params["interval"] = r.number(params, "interval", 0.0, *where, minimum=0.0)
+        if "node" in params:
+            r.string(params, "node", None, *where)
+    elif action == "wait":
+        if ("seconds" in params) == ("until" in params):
+            raise r.fail('wait needs either seconds = N or until = "connected"', *where)
+        r.number(params, "seconds", None, *where, minimum=0.0)
+        r.string(params, "until", None, *where, choices=WAIT_UNTIL)
+        params["timeout"] = r.number(params, "timeout", 30.0, *where, positive=True)
+
+
+def _assertions(r: _Reader, items: Any) -> list[Assertion]:
+    if not isinstance(items, list):
+        raise r.fail("assertions must be an array of tables ([[assertions]])", "assertions")
+    result = []
+    for index, item in enumerate(items):
+        where = ("assertions", index)
+        if not isinstance(item, dict):
+            raise r.fail(f"assertion {index + 1} must be a table", *where)
+        r.check_keys(item, frozenset({"expect", "name"}), *where)
+        if "expect" not in item:
+            raise r.fail(f'assertion {index + 1} has no expect = "..."', *where)
+        name = r.string(item, "name", None, *where)
+        line = r.keys.find(*where, "expect")
+        try:
+            result.append(parse_assertion(item["expect"], name=name, line=line))
+        except AssertionSyntaxError as exc:
+            raise ScenarioError(str(exc), line, r.path) from None
+    return result

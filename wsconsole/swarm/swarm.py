@@ -1,0 +1,382 @@
+"""Many simulated clients in one asyncio process, publishing with ids and timestamps.
+
+Each simulated client is the console's own `ReconnectingClient` in harness mode (same
+backoff, heartbeat/liveness, re-join with `since`, replay of unacknowledged publishes), with
+its own user and, on Linux, its own 127.x.y.z source address so ip-hash stickiness spreads
+them over the nodes. The swarm only observes: every inbound text frame is read once more for
+the accounting (accounting.py), which does all the counting.
+
+Phases: ramp (clients start spread over `ramp` seconds), load (`rate` publishes per second in
+total, round-robin over the started clients, until `duration` or stop()), settle (no more
+publishes; wait up to `settle` seconds for every ack and every owed delivery), stop (close all
+clients). `run()` returns the final summary; `on_stats` gets a snapshot every `stats_interval`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import math
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from wsconsole.core.backoff import BackoffPolicy
+from wsconsole.core.client import ClientError, ClientOptions, ReconnectingClient
+from wsconsole.core.events import DeliveryEvent, Direction, ErrorEvent, Event, FrameRecord, Opcode
+from wsconsole.core.lifecycle import Transition
+from wsconsole.swarm.accounting import Accounting
+
+log = logging.getLogger(__name__)
+
+Stats = dict[str, Any]
+
+
+class SwarmConfigError(ValueError):
+    """A swarm setting that cannot work (the CLI turns it into exit code 2)."""
+
+
+def demo_backoff() -> BackoffPolicy:
+    """The demo timings preset for clients (DESIGN.md): 0.5 s doubling, cap 5 s, jitter 0.5 s."""
+    return BackoffPolicy(initial=0.5, factor=2.0, cap=5.0, jitter=0.5)
+
+
+@dataclass
+class SwarmConfig:
+    """What to simulate; every time is in seconds, None meaning "no limit" where allowed."""
+
+    url: str
+    clients: int = 10
+    rooms: int = 1
+    rate: float = 10.0  # publishes per second, all clients together
+    duration: float | None = 10.0  # the load phase; None = until stop()
+    ramp: float = 0.0
+    settle: float = 5.0
+    token_user: str = "swarm"  # users PREFIX-0001, PREFIX-0002, ...
+    token: str | None = None  # one token for every client
+    secret: str | None = None  # a JWT secret: a token per user, issued here
+    token_factory: Callable[[str], str] | None = None  # user -> token (e.g. Cluster.token)
+    room_prefix: str = "swarm"
+    payload: int = 0  # padding bytes added to each message
+    distinct_addresses: bool = True  # own 127.x.y.z per client (Linux loopback only)
+    backoff: BackoffPolicy = field(default_factory=demo_backoff)
+    ping_interval: float | None = 2.0
+    ping_timeout: float = 1.0
+    connect_timeout: float = 10.0
+    queue_limit: int | None = 10_000
+    stats_interval: float = 1.0
+
+    def validate(self) -> None:
+        """Raise SwarmConfigError naming the first setting that cannot work."""
+        if not isinstance(self.clients, int) or self.clients < 1:
+            raise SwarmConfigError(f"clients must be at least 1, not {self.clients}")
+        if not isinstance(self.rooms, int) or not 1 <= self.rooms <= self.clients:
+            raise SwarmConfigError(f"rooms must be between 1 and clients ({self.clients})")
+        if not math.isfinite(self.rate) or self.rate < 0:
+            raise SwarmConfigError(f"rate must be a number >= 0, not {self.rate}")
+        if self.duration is not None and not (math.isfinite(self.duration) and self.duration > 0):
+            raise SwarmConfigError(f"duration must be > 0, not {self.duration}")
+        for name in ("ramp", "settle"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise SwarmConfigError(f"{name} must be >= 0, not {value}")
+        if self.stats_interval <= 0:
+            raise SwarmConfigError("stats interval must be > 0")
+        if not self.token_user or len(self.token_user) > 100:
+            raise SwarmConfigError("token user prefix must be 1 to 100 characters")
+        if self.payload < 0:
+            raise SwarmConfigError("payload must be >= 0 bytes")
+        # ClientOptions checks the URL, the heartbeat and the queue limit the same way as
+        # `wsconsole connect` does.
+        try:
+            self.client_options(0)
+        except ClientError as exc:
+            raise SwarmConfigError(str(exc)) from None
+
+    def user(self, index: int) -> str:
+        """The user name of client `index` (0-based): PREFIX-0001 ..."""
+        return f"{self.token_user}-{index + 1:04d}"
+
+    def room(self, index: int) -> str:
+        """The room client `index` joins and publishes to."""
+        return f"{self.room_prefix}-{index % self.rooms}"
+
+    def _token_for(self, index: int) -> Any:
+        user = self.user(index)
+        if self.token_factory is not None:
+            factory = self.token_factory
+            return lambda: factory(user)
+        if self.secret is not None:
+            from wsconsole.harness.auth import issue_token
+
+            secret = self.secret
+            return lambda: issue_token(secret, user)
+        return self.token
+
+    def local_addr(self, index: int) -> tuple[str, int] | None:
+        """A distinct loopback source address for client `index`, where the OS allows it."""
+        if not self.distinct_addresses or not sys.platform.startswith("linux"):
+            return None
+        host = urllib.parse.urlsplit(self.url).hostname or ""
+        try:
+            if not ipaddress.ip_address(host).is_loopback or ":" in host:
+                return None
+        except ValueError:
+            if host != "localhost":
+                return None
+        return (f"127.{100 + index // 62_500}.{index // 250 % 250 + 1}.{index % 250 + 2}", 0)
+
+    def client_options(self, index: int) -> ClientOptions:
+        """The options of simulated client `index` (harness mode, its room, its token)."""
+        return ClientOptions(
+            url=self.url,
+            token=self._token_for(index),
+            token_mode="query",
+            harness=True,
+            rooms=[self.room(index)],
+            backoff=self.backoff.copy(),
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            close_timeout=1.0,
+            connect_timeout=self.connect_timeout,
+            queue_limit=self.queue_limit,
+            local_addr=self.local_addr(index),
+            compression=False,
+        )
+
+
+class Swarm:
+    """N simulated clients with accounting; `await run()` returns the final summary."""
+
+    def __init__(
+        self,
+        config: SwarmConfig,
+        on_stats: Callable[[Stats], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        config.validate()
+        self.config = config
+        self.on_stats = on_stats
+        self.clock = clock
+        self.accounting = Accounting(started_at=clock())
+        self.clients: list[ReconnectingClient] = []
+        self.phase = "idle"
+        self.summary: Stats | None = None
+        self._stop = asyncio.Event()
+        self._abort = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._started: list[int] = []
+        self._counters: list[int] = []
+
+    # ---- control --------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """End the load now; a second call also skips the settle phase."""
+        if self._stop.is_set():
+            self._abort.set()
+        self._stop.set()
+
+    def _task(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ---- the run ---------------------------------------------------------------------------
+
+    async def run(self) -> Stats:
+        """Ramp, load, settle, stop; returns the summary (also kept in `summary`)."""
+        cfg = self.config
+        started = self.clock()
+        self.accounting = Accounting(started_at=started)
+        for index in range(cfg.clients):
+            name = f"c{index + 1:04d}"
+            client = ReconnectingClient(cfg.client_options(index), name=name)
+            client.subscribe(self._observer(name))
+            self.clients.append(client)
+            self._counters.append(0)
+            self.accounting.client_added(name)
+        stats_task = self._task(self._stats_loop(), "swarm-stats")
+        try:
+            self.phase = "ramp" if cfg.ramp > 0 else "load"
+            self._task(self._ramp(), "swarm-ramp")
+            publisher = self._task(self._publish_loop(started), "swarm-publish")
+            await self._wait_load_end(started)
+            publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publisher
+            self.phase = "settle"
+            await self._settle()
+        finally:
+            self.phase = "stopping"
+            self.accounting.begin_stop()
+            for task in list(self._tasks):
+                if task is not stats_task:
+                    task.cancel()
+            await self._stop_clients()
+            stats_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stats_task
+            self.phase = "done"
+        self.summary = self.accounting.summary(self.clock())
+        return self.summary
+
+    async def _wait_load_end(self, started: float) -> None:
+        cfg = self.config
+        if cfg.duration is None:
+            await self._stop.wait()
+            return
+        remaining = started + cfg.duration - self.clock()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, remaining)):
+                await self._stop.wait()
+
+    async def _ramp(self) -> None:
+        cfg = self.config
+        began = self.clock()
+        for index, client in enumerate(self.clients):
+            if cfg.ramp > 0 and cfg.clients > 1:
+                due = began + cfg.ramp * index / (cfg.clients - 1)
+                delay = due - self.clock()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await client.start()
+            self._started.append(index)
+            if index % 50 == 49:
+                await asyncio.sleep(0)  # let the first handshakes start
+        if self.phase == "ramp":
+            self.phase = "load"
+
+    async def _publish_loop(self, started: float) -> None:
+        cfg = self.config
+        if cfg.rate <= 0:
+            return
+        tick = min(0.05, 1.0 / cfg.rate) if cfg.rate > 0 else 0.05
+        budget = 0.0
+        last = self.clock()
+        cursor = 0
+        pad = "x" * cfg.payload
+        while True:
+            await asyncio.sleep(tick)
+            now = self.clock()
+            budget = min(budget + cfg.rate * (now - last), cfg.rate)  # no burst after a stall
+            last = now
+            while budget >= 1.0 and self._started:
+                budget -= 1.0
+                index = self._started[cursor % len(self._started)]
+                cursor += 1
+                await self._publish_one(index, pad)
+
+    async def _publish_one(self, index: int, pad: str) -> None:
+        client = self.clients[index]
+        self._counters[index] += 1
+        n = self._counters[index]
+        ident = f"{client.name}-{n}"
+        room = self.config.room(index)
+        data: dict[str, Any] = {"c": client.name, "n": n, "t": time.time()}
+        if pad:
+            data["pad"] = pad
+        self.accounting.published(client.name, room, ident)
+        try:
+            await client.publish(room, data, id=ident)
+        except ClientError as exc:
+            self.accounting.error(type(exc).__name__.lower())
+            log.debug("%s: publish failed: %s", client.name, exc)
+
+    async def _settle(self) -> None:
+        cfg = self.config
+        if self._abort.is_set() or cfg.settle <= 0:
+            return
+        deadline = self.clock() + cfg.settle
+        while self.clock() < deadline and not self._abort.is_set():
+            if self.accounting.unacknowledged == 0 and self.accounting.lost() == 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await self._abort.wait()
+
+    async def _stop_clients(self) -> None:
+        async def stop_one(client: ReconnectingClient) -> None:
+            try:
+                async with asyncio.timeout(5):
+                    await client.stop()
+            except Exception as exc:  # a client that will not close must not block the rest
+                log.debug("%s: stop failed: %r", client.name, exc)
+
+        for start in range(0, len(self.clients), 200):
+            batch = self.clients[start : start + 200]
+            await asyncio.gather(*(stop_one(c) for c in batch))
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.stats_interval)
+            self._emit_stats()
+
+    def _emit_stats(self) -> None:
+        snapshot = self.accounting.snapshot(self.clock())
+        snapshot["phase"] = self.phase
+        if self.on_stats is not None:
+            try:
+                self.on_stats(snapshot)
+            except Exception:
+                log.exception("swarm stats callback failed")
+
+    # ---- observing the clients ------------------------------------------------------------
+
+    def _observer(self, name: str) -> Callable[[Event], None]:
+        def observe(event: Event) -> None:
+            if isinstance(event, FrameRecord):
+                if event.direction is Direction.IN and event.opcode is Opcode.TEXT:
+                    self._inbound(name, event.payload, event.wall)
+            elif isinstance(event, Transition):
+                self.accounting.transition(name, event.state.value, event.at)
+            elif isinstance(event, ErrorEvent):
+                if event.kind != "server":  # server error replies are counted by their code
+                    self.accounting.error(event.kind)
+            elif isinstance(event, DeliveryEvent) and event.kind == "recovery_window_exceeded":
+                if event.room is not None:
+                    self.accounting.window_exceeded(name, event.room)
+
+        return observe
+
+    def _inbound(self, name: str, payload: bytes, wall: float) -> None:
+        try:
+            env = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            self.accounting.error("bad_json_from_server")
+            return
+        if not isinstance(env, dict):
+            return
+        kind = env.get("type")
+        acc = self.accounting
+        if kind == "message":
+            room, seq = env.get("room"), env.get("seq")
+            if not isinstance(room, str) or not isinstance(seq, int):
+                return
+            data = env.get("data")
+            latency = None
+            if isinstance(data, dict) and isinstance(data.get("t"), int | float):
+                latency = wall - float(data["t"])
+            ident = env.get("id")
+            acc.delivered_message(
+                name, room, seq, ident if isinstance(ident, str) else None, latency
+            )
+        elif kind == "ack":
+            ident, seq = env.get("id"), env.get("seq")
+            if isinstance(ident, str) and isinstance(seq, int):
+                acc.acked(ident, seq)
+        elif kind == "joined":
+            room, seq = env.get("room"), env.get("seq")
+            if isinstance(room, str) and isinstance(seq, int):
+                acc.joined(name, room, seq)
+        elif kind == "error":
+            code = env.get("code")
+            if isinstance(code, str) and code != "recovery_window_exceeded":
+                acc.error(code)
