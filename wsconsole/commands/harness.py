@@ -1,0 +1,380 @@
+"""`wsconsole harness`: run the local cluster in the foreground and break it from stdin.
+
+Prints a ready event (the URL, every node's port/PID/metrics URL, the broker, a token for a
+test user), then node and broker events as they happen and a stats line every
+`--stats-interval` seconds. Commands are read from stdin, one per line (see harness/shell.py;
+`help` lists them). SIGINT, SIGTERM or `quit` drain the nodes and stop every process started.
+
+End of stdin: at a terminal (Ctrl-D) it means quit. On a pipe or /dev/null it only means no
+more commands: the harness keeps running until SIGINT/SIGTERM, so `wsconsole harness &` or a
+service manager does not stop it at once. `--exit-on-eof` makes any end of stdin a quit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from wsconsole.commands.output import Output, fail_usage
+from wsconsole.harness.cluster import (
+    DEMO_PING_INTERVAL,
+    DEMO_PING_TIMEOUT,
+    PING_INTERVAL,
+    PING_TIMEOUT,
+    STICKY_MODES,
+    Cluster,
+    ClusterConfig,
+    ClusterError,
+    Limits,
+)
+from wsconsole.harness.shell import CommandError, Quit, execute, help_event, parse
+
+HELP = "Run the local multi-node harness (broker, nodes, balancer) and control it from stdin."
+
+TOKEN_USER = "tester"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The harness flags: cluster shape, timings, and every node limit."""
+    parser.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
+    parser.add_argument("--port", type=int, default=0, help="public balancer port (0: any free)")
+    parser.add_argument("--redis", metavar="URL", help="use this Redis instead of starting one")
+    parser.add_argument("--sticky", choices=STICKY_MODES, default="ip", help="balancer affinity")
+    parser.add_argument(
+        "--demo-timings",
+        action="store_true",
+        help=f"ping every {DEMO_PING_INTERVAL:g} s, pong timeout {DEMO_PING_TIMEOUT:g} s",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--ping-interval", type=float, help=f"seconds (default {PING_INTERVAL:g})")
+    parser.add_argument("--ping-timeout", type=float, help=f"seconds (default {PING_TIMEOUT:g})")
+    limits = Limits()
+    group = parser.add_argument_group("node limits (the security checklist, all on by default)")
+    group.add_argument("--max-size", type=int, default=limits.max_size, help="bytes per message")
+    group.add_argument("--rate", type=float, default=limits.rate, help="messages/s per connection")
+    group.add_argument("--per-user", type=int, default=limits.per_user, help="connections per user")
+    group.add_argument("--soft-limit", type=int, default=limits.soft_limit, help="per node")
+    group.add_argument("--history", type=int, default=limits.history, help="messages per room")
+    group.add_argument("--auth-timeout", type=float, default=limits.auth_timeout, help="seconds")
+    group.add_argument("--drain-deadline", type=float, default=limits.drain_deadline, help="s")
+    group.add_argument("--no-auth", action="store_true", help="accept clients without a token")
+    group.add_argument(
+        "--origin", action="append", default=[], metavar="ORIGIN", help="allow this Origin too"
+    )
+    group.add_argument("--compression", action="store_true", help="permessage-deflate on nodes")
+    parser.add_argument(
+        "--stats-interval", type=float, default=1.0, help="seconds between stats lines (0: none)"
+    )
+    parser.add_argument("--user", default=TOKEN_USER, help="user of the token in the ready event")
+    parser.add_argument("--log-dir", help="write the children's logs here (default: a temp dir)")
+    parser.add_argument(
+        "--exit-on-eof", action="store_true", help="stop when stdin ends, even if it is not a tty"
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> ClusterConfig:
+    """The ClusterConfig the flags describe; raises ValueError for values that cannot work."""
+    ping_interval = DEMO_PING_INTERVAL if args.demo_timings else PING_INTERVAL
+    ping_timeout = DEMO_PING_TIMEOUT if args.demo_timings else PING_TIMEOUT
+    if args.stats_interval < 0:
+        raise ValueError("--stats-interval must be >= 0")
+    config = ClusterConfig(
+        nodes=args.nodes,
+        port=args.port,
+        redis_url=args.redis,
+        sticky=args.sticky,
+        ping_interval=args.ping_interval if args.ping_interval is not None else ping_interval,
+        ping_timeout=args.ping_timeout if args.ping_timeout is not None else ping_timeout,
+        limits=Limits(
+            max_size=args.max_size,
+            rate=args.rate,
+            per_user=args.per_user,
+            soft_limit=args.soft_limit,
+            history=args.history,
+            auth_timeout=args.auth_timeout,
+            drain_deadline=args.drain_deadline,
+            origins=tuple(args.origin),
+            auth=not args.no_auth,
+            compression=args.compression,
+        ),
+        stats_interval=args.stats_interval or 1.0,
+        log_dir=args.log_dir,
+    )
+    config.validate()
+    if not args.user:
+        raise ValueError("--user must not be empty")
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the cluster until quit / SIGINT / SIGTERM; 1 if it could not start, 2 bad usage."""
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        return fail_usage(str(exc))
+    out = Output(args.json)
+    return asyncio.run(_main(config, args, out))
+
+
+# ---------------------------------------------------------------- printing
+
+
+def _round(values: dict[str, Any], key: str) -> dict[str, Any]:
+    return {node: round(float(v[key]), 1) for node, v in values.items()}
+
+
+def _compact_stats(sample: dict[str, Any]) -> dict[str, Any]:
+    """The merged sample cut down to one readable line."""
+    nodes = sample.get("nodes", {})
+    total = sample.get("total", {})
+    line: dict[str, Any] = {"t": round(sample.get("t", time.time()), 3)}
+    for metric in ("connections", "msgs_in_per_s", "msgs_out_per_s", "errors_per_s"):
+        per_node = (
+            _round(nodes, metric)
+            if metric != "connections"
+            else {node: int(v["connections"]) for node, v in nodes.items()}
+        )
+        value = total.get(metric, 0)
+        per_node["total"] = int(value) if metric == "connections" else round(float(value), 1)
+        line[metric] = per_node
+    line["node_broker"] = {
+        node: v.get("broker", "down") for node, v in nodes.items() if v.get("up")
+    }
+    backends = sample.get("balancer", {}).get("backends", {})
+    line["backends"] = {
+        backend: {"healthy": b.get("healthy"), "connections": b.get("connections")}
+        for backend, b in backends.items()
+        if isinstance(b, dict)
+    }
+    return line
+
+
+def _human_stats(line: dict[str, Any]) -> str:
+    conns = line["connections"]
+    per_node = " ".join(f"{k}={v}" for k, v in conns.items() if k != "total")
+    return (
+        f"stats connections {conns['total']} ({per_node}) "
+        f"in {line['msgs_in_per_s']['total']}/s out {line['msgs_out_per_s']['total']}/s "
+        f"errors {line['errors_per_s']['total']}/s"
+    )
+
+
+def _human(event: dict[str, Any]) -> str | None:
+    kind = event.get("event")
+    if kind == "node":
+        text = (
+            f"node {event['id']} {event['state']} pid={event.get('pid')} port={event.get('port')}"
+        )
+        if "exit_code" in event:
+            text += f" exit_code={event['exit_code']}"
+        if event.get("expected") is False:
+            text += " (unexpected)"
+            if event.get("log_tail"):
+                text += f" log: {event['log_tail']}"
+        return text
+    if kind == "broker":
+        reason = f" ({event['reason']})" if event.get("reason") else ""
+        return f"broker {event['state']}{reason} {event.get('url')} pid={event.get('pid')}"
+    if kind == "balancer":
+        return f"balancer {event['state']} port={event.get('port')} sticky={event.get('sticky')}"
+    return None
+
+
+class _Printer:
+    """Turns cluster events and command results into output lines."""
+
+    def __init__(self, out: Output, stats: bool) -> None:
+        self.out = out
+        self.stats = stats
+
+    def cluster_event(self, event: dict[str, Any]) -> None:
+        """Subscriber: node/broker/balancer events and (if enabled) stats lines."""
+        kind = event.get("event")
+        if kind == "stats":
+            if self.stats:
+                line = _compact_stats(event)
+                self.out.event("stats", _human_stats(line), **line)
+        elif kind in ("node", "broker", "balancer", "node_event", "balancer_event"):
+            fields = {k: v for k, v in event.items() if k != "event"}
+            self.out.event(kind, _human(event), **fields)
+
+    def result(self, event: dict[str, Any]) -> None:
+        """A command's result event."""
+        fields = {k: v for k, v in event.items() if k != "event"}
+        kind = event["event"]
+        human = None
+        if kind == "help":
+            human = "commands:\n  " + "\n  ".join(event["commands"])
+        elif kind == "token":
+            human = (
+                f"token for {event['user']} (rooms {' '.join(event['rooms'])}): {event['token']}"
+            )
+        elif kind == "status":
+            human = _human_status(event)
+        self.out.event(kind, human, **fields)
+
+    def error(self, message: str, line: str | None = None) -> None:
+        """An error line (bad command, failed operation): the harness carries on."""
+        fields: dict[str, Any] = {"error": message}
+        if line is not None:
+            fields["line"] = line
+        self.out.event("error", f"error: {message}", **fields)
+
+
+def _human_status(status: dict[str, Any]) -> str:
+    lines = [f"url {status['url']}"]
+    for node in status["nodes"]:
+        lines.append(
+            f"  node {node['id']} {node['state']} port={node['port']} pid={node['pid']} "
+            f"metrics {node['metrics_url']}"
+        )
+    broker = status["broker"]
+    lines.append(f"  broker {broker['state']} {broker['url']} pid={broker['pid']}")
+    balancer = status["balancer"]
+    lines.append(
+        f"  balancer {balancer['state']} port={balancer['port']} sticky={balancer['sticky']}"
+    )
+    return "\n".join(lines)
+
+
+def _ready_event(cluster: Cluster, user: str) -> dict[str, Any]:
+    return {
+        "url": cluster.url,
+        "nodes": [
+            {"id": n.id, "port": n.port, "pid": n.pid, "metrics_url": n.metrics_url}
+            for n in cluster.nodes.values()
+        ],
+        "broker": {"url": cluster.broker.url, "pid": cluster.broker.pid},
+        "balancer": {"port": cluster.balancer.port, "pid": cluster.balancer.pid},
+        "user": user,
+        "token": cluster.token(user),
+        "ready_s": round(cluster.ready_seconds or 0.0, 3),
+        "log_dir": str(cluster.log_dir),
+    }
+
+
+def _human_ready(ready: dict[str, Any]) -> str:
+    lines = [f"ready in {ready['ready_s']:.2f} s: {ready['url']}"]
+    for node in ready["nodes"]:
+        lines.append(
+            f"  node {node['id']} port={node['port']} pid={node['pid']} {node['metrics_url']}"
+        )
+    lines.append(f"  broker {ready['broker']['url']} pid={ready['broker']['pid']}")
+    lines.append(f"  token for {ready['user']}: {ready['token']}")
+    lines.append("type `help` for commands, `quit` or Ctrl-C to stop")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- stdin
+
+
+def _read_stdin(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:
+    """Thread body: hand every stdin line to the loop; None marks the end of input."""
+
+    def put(item: str | None) -> bool:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: we are exiting
+            return False
+        return True
+
+    try:
+        for line in sys.stdin:
+            if not put(line):
+                return
+    except (OSError, ValueError):
+        pass
+    put(None)
+
+
+async def _main(config: ClusterConfig, args: argparse.Namespace, out: Output) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    printer = _Printer(out, stats=args.stats_interval > 0)
+    cluster = Cluster(config)
+    cluster.subscribe(printer.cluster_event)
+    starting = asyncio.ensure_future(cluster.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ClusterError):
+                await starting
+            await cluster.stop()
+            return 0
+        try:
+            starting.result()
+        except (ClusterError, OSError) as exc:
+            sys.stderr.write(f"wsconsole harness: could not start the cluster: {exc}\n")
+            return 1
+        ready = _ready_event(cluster, args.user)
+        out.event("ready", _human_ready(ready), **ready)
+        await _command_loop(cluster, printer, stop, args.exit_on_eof or sys.stdin.isatty())
+    finally:
+        stopping.cancel()
+        await cluster.stop()
+        out.event("stopped", "stopped: every process the harness started is gone")
+    return 0
+
+
+async def _command_loop(
+    cluster: Cluster, printer: _Printer, stop: asyncio.Event, quit_on_eof: bool
+) -> None:
+    """Run stdin commands one at a time until quit, a signal, or (maybe) end of input."""
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+    reader = threading.Thread(
+        target=_read_stdin, args=(asyncio.get_running_loop(), queue), daemon=True
+    )
+    reader.start()
+    stop_wait = asyncio.ensure_future(stop.wait())
+    eof = False
+    try:
+        while not stop.is_set():
+            if eof:
+                await stop_wait
+                break
+            next_line = asyncio.ensure_future(queue.get())
+            await asyncio.wait({next_line, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if not next_line.done():
+                next_line.cancel()
+                break
+            line = next_line.result()
+            if line is None:
+                if quit_on_eof:
+                    break
+                eof = True
+                printer.out.event(
+                    "stdin_closed",
+                    "stdin closed: no more commands; running until SIGINT/SIGTERM",
+                )
+                continue
+            try:
+                command = parse(line)
+                if command is None:
+                    continue
+                if command.name == "help":
+                    printer.result(help_event())
+                    continue
+                running = asyncio.ensure_future(execute(cluster, command))
+                await asyncio.wait({running, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if not running.done():  # a signal while a command runs: stop now
+                    running.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, CommandError, Quit):
+                        await running
+                    break
+                printer.result(running.result())
+            except Quit:
+                break
+            except CommandError as exc:
+                printer.error(str(exc), line.strip())
+    finally:
+        stop_wait.cancel()

@@ -1,0 +1,220 @@
+"""The harness's line commands: `wsconsole harness` stdin, reusable by a console view or scenario.
+
+One command per line; words separated by blanks; `#` starts a comment:
+
+    kill ID | pause ID | resume ID | drain ID | restart ID     one node
+    add                                                        one more node
+    broker kill | broker restart                               the Redis-protocol broker
+    status                                                     nodes, broker, balancer
+    token USER [ROOMS...]                                      a JWT for USER (rooms default *)
+    sticky ip|cookie|sid                                       the balancer's affinity mode
+    net ID|all KIND [key=value...]                             a network fault in the balancer
+    net ID|all clear [KIND]                                    remove one fault kind, or all
+    inject ID CASE [key=value...]                              forwarded to the node's "inject"
+    help                                                       this list
+    quit | exit                                                drain and stop everything
+
+`parse` checks the shape of a line (pure, raises CommandError); `execute` runs it against a
+Cluster and returns the event to print. Unknown ids and failed operations raise CommandError
+with a plain message: the caller prints an error line and carries on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from wsconsole.harness.cluster import STICKY_MODES, Cluster, ClusterError
+
+NODE_COMMANDS = ("kill", "pause", "resume", "drain", "restart")
+COMMANDS = (
+    *NODE_COMMANDS,
+    "add",
+    "broker",
+    "status",
+    "token",
+    "sticky",
+    "net",
+    "inject",
+    "help",
+    "quit",
+)
+
+USAGE = {
+    "kill": "kill ID",
+    "pause": "pause ID",
+    "resume": "resume ID",
+    "drain": "drain ID",
+    "restart": "restart ID",
+    "add": "add",
+    "broker": "broker kill|restart",
+    "status": "status",
+    "token": "token USER [ROOMS...]",
+    "sticky": "sticky ip|cookie|sid",
+    "net": "net ID|all KIND [key=value...]  or  net ID|all clear [KIND]",
+    "inject": "inject ID CASE [key=value...]",
+    "help": "help",
+    "quit": "quit",
+}
+
+
+class CommandError(ValueError):
+    """A line that is not a valid command, or a command the cluster could not carry out."""
+
+
+class Quit(Exception):
+    """The user asked to stop (`quit`, `exit`)."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A parsed line: the command word, positional words, and key=value parameters."""
+
+    name: str
+    args: tuple[str, ...] = ()
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The key=value parameters as a dict."""
+        return dict(self.params)
+
+
+def _value(text: str) -> Any:
+    """A parameter value: int, then float, then true/false, else the text itself."""
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def _split_params(words: list[str], usage: str) -> tuple[tuple[str, Any], ...]:
+    params = []
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep or not key or not value:
+            raise CommandError(f"expected key=value, got {word!r} (usage: {usage})")
+        params.append((key, _value(value)))
+    return tuple(params)
+
+
+def parse(line: str) -> Command | None:
+    """Parse one line; None for a blank line or a comment; CommandError for a bad one."""
+    words = line.split("#", 1)[0].split()
+    if not words:
+        return None
+    name, rest = words[0].lower(), words[1:]
+    if name == "exit":
+        name = "quit"
+    if name not in COMMANDS:
+        raise CommandError(f"unknown command {words[0]!r} (try: help)")
+    usage = USAGE[name]
+
+    def expect(count: int) -> None:
+        if len(rest) != count:
+            raise CommandError(f"usage: {usage}")
+
+    if name in NODE_COMMANDS:
+        expect(1)
+        return Command(name, (rest[0],))
+    if name in ("add", "status", "help", "quit"):
+        expect(0)
+        return Command(name)
+    if name == "broker":
+        expect(1)
+        action = rest[0].lower()
+        if action not in ("kill", "restart"):
+            raise CommandError(f"usage: {usage}")
+        return Command(name, (action,))
+    if name == "token":
+        if not rest:
+            raise CommandError(f"usage: {usage}")
+        return Command(name, tuple(rest))
+    if name == "sticky":
+        expect(1)
+        if rest[0] not in STICKY_MODES:
+            raise CommandError(f"usage: {usage}")
+        return Command(name, (rest[0],))
+    if name == "net":
+        if len(rest) < 2:
+            raise CommandError(f"usage: {usage}")
+        target, kind = rest[0], rest[1]
+        if kind == "clear":
+            if len(rest) > 3:
+                raise CommandError(f"usage: {usage}")
+            return Command(name, (target, "clear", *rest[2:3]))
+        return Command(name, (target, kind), _split_params(rest[2:], usage))
+    # inject
+    if len(rest) < 2:
+        raise CommandError(f"usage: {usage}")
+    return Command(name, (rest[0], rest[1]), _split_params(rest[2:], usage))
+
+
+def help_event() -> dict[str, Any]:
+    """The list of commands as an event."""
+    return {"event": "help", "commands": [USAGE[name] for name in COMMANDS]}
+
+
+async def execute(cluster: Cluster, command: Command) -> dict[str, Any]:
+    """Run a parsed command; returns the event to print, raises CommandError or Quit."""
+    try:
+        return await _execute(cluster, command)
+    except ClusterError as exc:
+        raise CommandError(str(exc)) from None
+
+
+async def _execute(cluster: Cluster, command: Command) -> dict[str, Any]:
+    name, args = command.name, command.args
+    done = {"event": "done", "command": " ".join((name, *args))}
+    if name == "quit":
+        raise Quit
+    if name == "help":
+        return help_event()
+    if name == "status":
+        return {"event": "status", **cluster.status()}
+    if name == "token":
+        user, rooms = args[0], args[1:] or ("*",)
+        return {
+            "event": "token",
+            "user": user,
+            "rooms": list(rooms),
+            "token": cluster.token(user, rooms),
+        }
+    if name in NODE_COMMANDS:
+        await getattr(cluster, name)(args[0])
+        info = cluster.nodes[args[0]]
+        return {
+            **done,
+            "id": info.id,
+            "state": info.state.value,
+            "pid": info.pid,
+            "port": info.port,
+        }
+    if name == "add":
+        node_id = await cluster.add()
+        return {**done, **cluster.nodes[node_id].as_dict()}
+    if name == "broker":
+        await (cluster.broker_kill() if args[0] == "kill" else cluster.broker_restart())
+        return {**done, "broker": cluster.broker.as_dict()}
+    if name == "sticky":
+        await cluster.set_sticky(args[0])
+        return {**done, "sticky": args[0]}
+    if name == "net":
+        target, kind = args[0], args[1]
+        if kind == "clear":
+            reply = await cluster.net_clear(target, args[2] if len(args) > 2 else None)
+        else:
+            reply = await cluster.net_fault(target, kind, **command.options)
+        return {**done, "reply": _public(reply)}
+    # inject: forwarded as is to the node, which owns the catalogue of malformed frames
+    reply = await cluster.request(args[0], "inject", case=args[1], **command.options)
+    return {**done, "reply": _public(reply)}
+
+
+def _public(reply: dict[str, Any]) -> dict[str, Any]:
+    """A control reply without its envelope fields."""
+    return {k: v for k, v in reply.items() if k not in ("type", "rid", "ok")}
