@@ -4,6 +4,7 @@ Run as ``python -m wsconsole.harness.balancer`` or ``wsconsole balancer``::
 
     --host 127.0.0.1 --port P (0: a free port) --backend ID=HOST:PORT (repeatable)
     --sticky ip|cookie|sid [--control HOST:PORT] [--health-interval 0.5] [--health-timeout T]
+    [--head-timeout 5]
 
 Once listening it prints ONE JSON line on stdout, ``{"event": "listening", "port", "pid"}``;
 logs go to stderr. SIGTERM or SIGINT stops it; so does losing its control channel (a balancer
@@ -785,7 +786,9 @@ class Balancer:
         """Answer one control command (an exception becomes an ok=false reply)."""
         cmd = message.get("cmd")
         if cmd == "stats":
-            return self.stats()
+            snapshot = self.stats()
+            del snapshot["type"]  # the reply's own "type" must stay "reply"
+            return snapshot
         if cmd == "backend_add":
             backend = await self.add_backend(
                 str(message.get("id", "")),
@@ -841,6 +844,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--control", metavar="HOST:PORT", help="supervisor control channel")
     parser.add_argument("--health-interval", type=float, default=0.5, help="seconds between checks")
     parser.add_argument("--health-timeout", type=float, default=None, help="seconds per check")
+    parser.add_argument(
+        "--head-timeout", type=float, default=HEAD_TIMEOUT, help="seconds to read a request head"
+    )
     parser.add_argument("--json", action="store_true", help="accepted for uniformity (always JSON)")
 
 
@@ -854,6 +860,8 @@ def config_from_args(args: argparse.Namespace) -> BalancerConfig:
         raise ValueError("--health-interval must be > 0")
     if args.health_timeout is not None and not args.health_timeout > 0:
         raise ValueError("--health-timeout must be > 0")
+    if not args.head_timeout > 0:
+        raise ValueError("--head-timeout must be > 0")
     backends = [parse_backend(text) for text in args.backend]
     ids = [b[0] for b in backends]
     if len(set(ids)) != len(ids) or ALL in ids:
@@ -866,6 +874,7 @@ def config_from_args(args: argparse.Namespace) -> BalancerConfig:
         control=parse_hostport(args.control) if args.control else None,
         health_interval=args.health_interval,
         health_timeout=args.health_timeout,
+        head_timeout=args.head_timeout,
     )
 
 
