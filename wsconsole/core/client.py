@@ -145,7 +145,10 @@ class ClientOptions:
         """Raise ClientOptionsError naming the first option that cannot work."""
         if not isinstance(self.url, str) or not self.url:
             raise ClientOptionsError("the URL is empty")
-        scheme = urllib.parse.urlsplit(self.url).scheme.lower()
+        try:
+            scheme = urllib.parse.urlsplit(self.url).scheme.lower()
+        except ValueError as exc:
+            raise ClientOptionsError(f"malformed URL {self.url!r}: {exc}") from None
         if scheme not in ("ws", "wss"):
             raise ClientOptionsError(
                 f"URL scheme must be ws:// or wss://, got {scheme + '://' if scheme else 'none'}"

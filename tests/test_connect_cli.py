@@ -1,0 +1,222 @@
+"""`wsconsole connect` driven as a real subprocess against real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import MS, ProcessRegistry, free_port
+from wsconsole.harness.procs import child_argv
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+WAIT = 10_000 * MS  # generous: the machine is shared
+
+
+class Lines:
+    """Collects a child's stdout lines in a thread; `expect` waits for a matching one."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.queue: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        assert proc.stdout is not None
+        stream = proc.stdout
+
+        def pump() -> None:
+            for raw in stream:
+                self.queue.put(raw.decode("utf-8", "replace").rstrip("\n"))
+            self.queue.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def expect(self, predicate: Any, timeout: float = WAIT) -> dict[str, Any]:
+        """The next JSON line satisfying `predicate` (AssertionError on timeout or EOF)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no matching line; seen: {self.seen[-20:]}")
+            try:
+                line = self.queue.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"stream ended; seen: {self.seen[-20:]}")
+            self.seen.append(line)
+            event = json.loads(line)
+            if predicate(event):
+                return event
+
+    def rest(self, timeout: float = WAIT) -> list[dict[str, Any]]:
+        """Every remaining JSON line until the stream ends."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            self.seen.append(line)
+            out.append(json.loads(line))
+        return out
+
+
+def start_server(procs: ProcessRegistry, *args: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A tests.servers subprocess; returns it and its port once it listens."""
+    proc = procs.python("-m", "tests.servers", *args, stdout=subprocess.PIPE, cwd=ROOT, env=ENV)
+    assert proc.stdout is not None
+    ready = json.loads(proc.stdout.readline())
+    assert ready["event"] == "listening"
+    return proc, int(ready["port"])
+
+
+def connect(procs: ProcessRegistry, *args: str, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """`wsconsole connect ARGS` as a child with piped stdin/stdout/stderr."""
+    return procs.start(
+        child_argv("connect", *args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, cwd=ROOT, env=ENV, **kwargs,
+    )
+
+
+def test_json_session_send_stdin_and_sigint(procs: ProcessRegistry) -> None:
+    """--send goes out on open, stdin lines are sent, echoes come back, SIGINT exits 0."""
+    _, port = start_server(procs, "echo")
+    proc = connect(procs, f"ws://127.0.0.1:{port}", "--json", "--send", "first",
+                   "--send", "second", "--ping-interval", "0.2", "--ping-timeout", "2")
+    lines = Lines(proc)
+    lines.expect(lambda e: e["event"] == "state" and e["state"] == "CONNECTING")
+    lines.expect(lambda e: e["event"] == "state" and e["state"] == "OPEN")
+    ins = []
+    for _ in range(2):
+        ins.append(lines.expect(lambda e: e["event"] == "message" and e["direction"] == "in"))
+    assert [m["data"] for m in ins] == ["first", "second"]
+    assert ins[0]["opcode"] == "text" and ins[0]["size"] == 5
+    assert proc.stdin is not None
+    proc.stdin.write(b"typed line\n")
+    proc.stdin.flush()
+    echo = lines.expect(lambda e: e["event"] == "message" and e["direction"] == "in")
+    assert echo["data"] == "typed line"
+    pong = lines.expect(lambda e: e["event"] == "pong")
+    assert pong["rtt"] is not None and pong["rtt"] >= 0
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=WAIT) == 0
+    rest = lines.rest()
+    closes = [e for e in rest if e["event"] == "close"]
+    assert closes and closes[0]["direction"] == "out" and closes[0]["code"] == 1000
+    states = [e["state"] for e in rest if e["event"] == "state"]
+    assert states[-2:] == ["CLOSING", "CLOSED"]
+    summary = rest[-1]
+    assert summary["event"] == "summary" and summary["exit"] == 0
+    assert summary["sent"] == 3 and summary["received"] == 3
+    assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
+
+
+def test_human_output_is_readable(procs: ProcessRegistry) -> None:
+    """Without --json: one readable line per event, arrows for direction."""
+    _, port = start_server(procs, "echo")
+    proc = connect(procs, f"ws://127.0.0.1:{port}", "--send", "hi there", "--duration", "1.5")
+    out, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0, err
+    text = out.decode()
+    assert "* OPEN" in text and "> hi there" in text and "< hi there" in text
+    assert "summary" in text.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["http://127.0.0.1:1"], "ws:// or wss://"),
+        (["ws://[::1"], "malformed URL"),
+        (["ws://127.0.0.1:1", "-H", "no colon here"], "Name: value"),
+        (["ws://127.0.0.1:1", "-H", "Bad Name: v"], "invalid header name"),
+        (["ws://127.0.0.1:1", "--ping-timeout", "0"], "--ping-timeout"),
+        (["ws://127.0.0.1:1", "--token-mode", "cookie"], "--token-mode"),
+        (["wss://127.0.0.1:1", "--ca-file", "/nonexistent/ca.pem"], "CA file"),
+        ([], "url"),
+    ],
+)
+def test_bad_usage_exits_2_with_one_line(
+    procs: ProcessRegistry, args: list[str], needle: str
+) -> None:
+    """A malformed URL or option: exit code 2, one line on stderr, no traceback."""
+    proc = connect(procs, *args)
+    out, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 2
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], lines
+    assert out == b""
+
+
+def test_unreachable_retries_then_exits_1(procs: ProcessRegistry) -> None:
+    """Nothing listening: refused errors, RECONNECTING per policy, exit 1 when exhausted."""
+    port = free_port()
+    proc = connect(procs, f"ws://127.0.0.1:{port}", "--json", "--max-attempts", "2",
+                   "--backoff-initial", "0.05", "--backoff-jitter", "0.01")
+    out, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 1, err
+    assert b"Traceback" not in err
+    events = [json.loads(line) for line in out.decode().splitlines()]
+    errors = [e["kind"] for e in events if e["event"] == "error"]
+    assert errors == ["refused", "refused", "refused", "gave_up"]
+    waits = [e for e in events if e["event"] == "state" and e["state"] == "RECONNECTING"]
+    assert [w["attempt"] for w in waits] == [1, 2]
+    assert 0.05 <= waits[0]["delay"] <= 0.06 and 0.1 <= waits[1]["delay"] <= 0.11
+    assert events[-1]["event"] == "summary" and events[-1]["exit"] == 1
+
+
+def test_server_close_code_and_reconnect_reported(procs: ProcessRegistry) -> None:
+    """A server closing with 1008 shows the code and reason, then the client retries.
+
+    Each retry opens successfully, which resets the backoff: every wait is the initial one.
+    """
+    _, port = start_server(procs, "close", "--code", "1008", "--reason", "policy says no")
+    proc = connect(procs, f"ws://127.0.0.1:{port}", "--json", "--max-attempts", "1",
+                   "--backoff-initial", "0.05", "--backoff-jitter", "0")
+    lines = Lines(proc)
+    for _ in range(2):
+        close = lines.expect(lambda e: e["event"] == "close" and e["direction"] == "in")
+        assert close["code"] == 1008 and close["reason"] == "policy says no"
+        error = lines.expect(lambda e: e["event"] == "error")
+        assert error["kind"] == "closed" and error["detail"] == "1008 policy says no"
+        waiting = lines.expect(lambda e: e["event"] == "state" and e["state"] == "RECONNECTING")
+        assert waiting["code"] == 1008 and waiting["reason"] == "policy says no"
+        assert waiting["attempt"] == 1 and waiting["delay"] == pytest.approx(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=WAIT) == 0
+
+
+def test_harness_commands_on_stdin(procs: ProcessRegistry) -> None:
+    """--room joins; /publish is acked and delivered; /rpc returns the result."""
+    _, port = start_server(procs, "harness", "--token", "s3cret")
+    proc = connect(procs, f"ws://127.0.0.1:{port}", "--json", "--room", "lobby",
+                   "--token", "s3cret", "--token-mode", "header")
+    lines = Lines(proc)
+    lines.expect(lambda e: e["event"] == "state" and e["state"] == "OPEN")
+    lines.expect(lambda e: e["event"] == "message" and '"joined"' in e.get("data", ""))
+    assert proc.stdin is not None
+    proc.stdin.write(b"/publish lobby hello room\n/rpc echo {\"x\": 1}\n/nonsense\n")
+    proc.stdin.flush()
+    bad = lines.expect(lambda e: e["event"] == "error")  # the last line's answer
+    assert bad["kind"] == "input" and "unknown command" in bad["detail"]
+    events = [json.loads(line) for line in lines.seen]
+    acks = [e for e in events if e["event"] == "delivery" and e["kind"] == "ack"]
+    assert [a["seq"] for a in acks] == [1]
+    delivered = [json.loads(e["data"]) for e in events
+                 if e["event"] == "message" and e["direction"] == "in"
+                 and '"message"' in e.get("data", "")]
+    assert [(m["seq"], m["data"]) for m in delivered] == [(1, "hello room")]
+    results = [e for e in events if e["event"] == "result"]
+    assert results[0]["result"]["result"] == {"x": 1}
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=WAIT) == 0
