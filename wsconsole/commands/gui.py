@@ -1,0 +1,57 @@
+"""`wsconsole gui`: open the console window (the default when no sub-command is given)."""
+
+from __future__ import annotations
+
+import argparse
+
+from wsconsole.commands.output import fail_usage
+
+HELP = "open the console window (default: a local 3-node demo cluster with live plots)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the window: what to start, and where settings live."""
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--url", help="debug an external ws:// or wss:// server (no harness)")
+    target.add_argument("--no-harness", action="store_true",
+                        help="start empty: no cluster, no swarm, no connection")
+    parser.add_argument("--swarm", type=int, default=20, metavar="N",
+                        help="simulated clients in the demo (default 20; 0 = none)")
+    parser.add_argument("--settings", metavar="FILE",
+                        help="keep window layout, profiles and templates in this .ini file")
+    parser.add_argument("--frames", type=int, default=1_000_000, metavar="N",
+                        help="frames kept in the Frames view before the oldest drop")
+
+
+def options_from(args: argparse.Namespace) -> object:
+    """GuiOptions from parsed arguments; raises ValueError with a usage message."""
+    from wsconsole.gui.profiles import check_url
+
+    if args.url is not None:
+        problem = check_url(args.url)
+        if problem:
+            raise ValueError(f"--url: {problem}")
+    if args.swarm < 0:
+        raise ValueError("--swarm must be 0 or more")
+    if args.frames < 1000:
+        raise ValueError("--frames must be at least 1000")
+    from wsconsole.gui.app import GuiOptions
+
+    return GuiOptions(
+        url=args.url,
+        harness=not args.no_harness and args.url is None,
+        swarm_clients=args.swarm,
+        settings_path=args.settings,
+        frame_capacity=args.frames,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate the options, then hand over to the Qt application."""
+    try:
+        options = options_from(args)
+    except ValueError as exc:
+        return fail_usage(str(exc))
+    from wsconsole.gui.app import run as run_gui
+
+    return run_gui(options)  # type: ignore[arg-type]

@@ -1,0 +1,181 @@
+"""Bootstrap of the console window: QApplication first, then the qasync loop, error hooks,
+start-up (demo cluster, `--url`, or empty) and an explicit, bounded shutdown.
+
+`run(options)` is what `wsconsole gui` and `wsconsole screenshot` call; `ConsoleApp` is the
+same thing as an object tests drive from their own qasync loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtWidgets import QApplication
+
+from wsconsole.gui.console import Console
+from wsconsole.gui.errors import ErrorHub
+from wsconsole.gui.mainwindow import MainWindow
+from wsconsole.gui.profiles import Profile
+
+log = logging.getLogger(__name__)
+ORGANIZATION = "wsconsole"
+APPLICATION = "wsconsole"
+TARGET_CONN = "target"
+
+
+@dataclass
+class GuiOptions:
+    """What the command line decides about the window."""
+
+    url: str | None = None  # debug an external server (no harness)
+    harness: bool = True  # start the demo cluster (ignored with url)
+    swarm_clients: int = 20
+    settings_path: str | None = None  # an .ini file instead of the user's QSettings
+    frame_capacity: int = 1_000_000
+    width: int = 1600
+    height: int = 1000
+
+
+def ensure_app() -> QApplication:
+    """The QApplication (created once, before any loop or widget)."""
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(sys.argv[:1])
+    assert isinstance(app, QApplication)
+    app.setOrganizationName(ORGANIZATION)
+    app.setApplicationName(APPLICATION)
+    app.setQuitOnLastWindowClosed(False)  # closing goes through our shutdown
+    return app
+
+
+def make_settings(path: str | None) -> QSettings:
+    """QSettings at `path` (ini) or the user's default location for wsconsole."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return QSettings(str(path), QSettings.Format.IniFormat)
+    return QSettings(ORGANIZATION, APPLICATION)
+
+
+class ConsoleApp:
+    """The console and its window, started and stopped explicitly."""
+
+    def __init__(self, options: GuiOptions, errors: ErrorHub | None = None) -> None:
+        self.options = options
+        self.errors = errors or ErrorHub()
+        self.console = Console(frame_capacity=options.frame_capacity, errors=self.errors)
+        self.window = MainWindow(self.console, make_settings(options.settings_path))
+        self.window.resize(options.width, options.height)
+        self.closed = asyncio.Event()
+        self.window.closing.connect(self.closed.set)
+        self.startup: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Show the window and begin the start-up work in the background."""
+        self.window.show()
+        self.console.start_sampler()
+        if self.options.url:
+            profile = Profile(name=TARGET_CONN, url=self.options.url)
+            if TARGET_CONN in self.console.sessions:
+                self.console.sessions[TARGET_CONN].profile = profile
+            else:
+                self.console.add_session(profile)
+            self.startup = self.console.spawn(self.console.connect(TARGET_CONN, profile),
+                                              "connect target")
+        elif self.options.harness:
+            self.startup = self.console.spawn(
+                self.console.start_demo(self.options.swarm_clients), "demo start-up")
+        self.window.connection.sync_list()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait until the start-up work finished (True) or failed/timed out (False)."""
+        if self.startup is None:
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self.startup)
+        except Exception:
+            return False
+        return True
+
+    async def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop everything the console started, then let the window close."""
+        self.window.stop_timers()
+        if self.startup is not None and not self.startup.done():
+            self.startup.cancel()
+        try:
+            async with asyncio.timeout(timeout):
+                await self.console.shutdown()
+        except TimeoutError:
+            self.errors.report(f"shutdown took longer than {timeout} s; killing what is left")
+            self.console._kill_leftovers()
+        self.window.allow_close = True
+        self.window.close()
+
+
+def install_hooks(errors: ErrorHub, loop: asyncio.AbstractEventLoop) -> None:
+    """Our sys.excepthook (asyncSlot failures go there) and the loop's exception handler."""
+    sys.excepthook = errors.excepthook
+    loop.set_exception_handler(errors.loop_handler)
+
+
+async def _main(options: GuiOptions, errors: ErrorHub, screenshot: str | None,
+                after: float) -> int:
+    app = ConsoleApp(options, errors)
+    app.start()
+    previous = signal.signal(signal.SIGINT, lambda *_: app.closed.set())
+    ticker = QTimer(interval=200)  # lets Python run its signal handlers inside Qt's loop
+    ticker.timeout.connect(lambda: None)
+    ticker.start()
+    code = 0
+    try:
+        if screenshot is not None:
+            code = await _screenshot(app, screenshot, after)
+        else:
+            await app.closed.wait()
+    finally:
+        ticker.stop()
+        signal.signal(signal.SIGINT, previous)
+        await app.shutdown()
+    return code
+
+
+async def _screenshot(app: ConsoleApp, path: str, after: float) -> int:
+    ready = await app.wait_ready(timeout=60.0)
+    if not ready:
+        sys.stderr.write("wsconsole: the demo did not start; the screenshot shows why\n")
+    await asyncio.sleep(after)
+    app.window.frames.refresh()
+    app.window.plots.refresh()
+    pixmap = app.window.grab()
+    if not pixmap.save(path):
+        sys.stderr.write(f"wsconsole: error: cannot write {path}\n")
+        return 1
+    print(f"saved {path} ({pixmap.width()}x{pixmap.height()})")
+    return 0
+
+
+def run(options: GuiOptions, screenshot: str | None = None, after: float = 8.0) -> int:
+    """Open the window (or render one screenshot) and return the exit code."""
+    if screenshot is not None and not os.environ.get("DISPLAY") and \
+            not os.environ.get("WAYLAND_DISPLAY") and sys.platform.startswith("linux"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import qasync  # after PySide6, so qasync uses the binding already imported
+
+    errors = ErrorHub()
+    qapp = ensure_app()
+    loop = qasync.QEventLoop(qapp)
+    asyncio.set_event_loop(loop)
+    install_hooks(errors, loop)
+    try:
+        return loop.run_until_complete(_main(options, errors, screenshot, after))
+    finally:
+        sys.excepthook = sys.__excepthook__
+        loop.close()

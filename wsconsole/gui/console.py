@@ -1,0 +1,491 @@
+"""The console's headless core: named client sessions, the demo cluster, the swarm, sampling.
+
+The window is a thin Qt shell over one `Console` (napari style: the model knows nothing of Qt;
+panels are given it and pull from it on timers). Everything long-lived is owned here, in
+named tasks with strong references, and `shutdown()` stops it all (clients, cluster, swarm)
+with timeouts, so closing the window never leaves a process running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from wsconsole.core.events import Direction, ErrorEvent, FrameRecord, Opcode
+from wsconsole.core.lifecycle import State, Transition
+from wsconsole.core.metrics import LatencyHistogram
+from wsconsole.gui.errors import ErrorHub
+from wsconsole.gui.framestore import FrameStore
+from wsconsole.gui.profiles import Profile
+from wsconsole.gui.series import SeriesStore
+from wsconsole.gui.timelinemodel import TimelineModel
+
+log = logging.getLogger(__name__)
+
+DEMO_ROOM = "demo"
+CONSOLE_CONN = "console"
+
+
+class Session:
+    """One named connection: its profile, its running client and what the views show of it."""
+
+    def __init__(self, profile: Profile, console: Console) -> None:
+        self.profile = profile
+        self.console = console
+        self.client: Any = None  # wsconsole.core.client.ReconnectingClient while started
+        self.frames_in = 0
+        self.frames_out = 0
+        self.reconnects = 0
+        self.last_error: str | None = None
+        self.latencies = LatencyHistogram()
+
+    @property
+    def name(self) -> str:
+        """The connection's name (its lane in the Timeline, its `conn` in the Frames)."""
+        return self.profile.name
+
+    @property
+    def state(self) -> State:
+        """CLOSED until started, then the client's state."""
+        return State.CLOSED if self.client is None else self.client.state
+
+    @property
+    def rtt(self) -> float | None:
+        """Last heartbeat round-trip time in seconds."""
+        return None if self.client is None else self.client.latency
+
+    def countdown(self, now: float | None = None) -> str | None:
+        """"attempt 3 in 3.7 s" while waiting out a backoff delay, else None."""
+        client = self.client
+        if client is None or client.state is not State.RECONNECTING or not client.next_attempt:
+            return None
+        due, _delay = client.next_attempt
+        left = max(0.0, due - (time.monotonic() if now is None else now))
+        attempt = client.lifecycle.history[-1].attempt if client.lifecycle.history else 0
+        return f"attempt {attempt} in {left:.1f} s"
+
+    def observe(self, event: object) -> None:
+        """Client observer: count, and keep the last error; the stores observe separately."""
+        if isinstance(event, FrameRecord):
+            if event.direction is Direction.IN:
+                self.frames_in += 1
+                if event.opcode is Opcode.TEXT and b'"ts"' in event.payload[:4096]:
+                    self._delivery_latency(event)
+            else:
+                self.frames_out += 1
+        elif isinstance(event, Transition):
+            if event.state is State.RECONNECTING:
+                self.reconnects += 1
+            if event.error:
+                self.last_error = event.error
+        elif isinstance(event, ErrorEvent):
+            self.last_error = f"{event.kind}: {event.detail}"
+
+    def _delivery_latency(self, frame: FrameRecord) -> None:
+        try:
+            value = orjson.loads(frame.payload)
+        except orjson.JSONDecodeError:
+            return
+        ts = value.get("ts") if isinstance(value, dict) else None
+        if isinstance(ts, int | float) and not isinstance(ts, bool):
+            # node timestamps are wall-clock seconds; tolerate milliseconds too
+            sent = ts / 1000.0 if ts > 1e11 else float(ts)
+            self.latencies.record(max(0.0, frame.wall - sent))
+
+
+@dataclass
+class SwarmProc:
+    """The simulated-clients subprocess and the stats it prints as JSON lines."""
+
+    proc: asyncio.subprocess.Process
+    latest: dict[str, Any]
+    reader: asyncio.Task[None] | None = None
+
+
+class Console:
+    """Owns sessions, the cluster, the swarm, the stores and every task; see the module doc."""
+
+    def __init__(
+        self,
+        frame_capacity: int = 1_000_000,
+        sample_interval: float = 0.5,
+        errors: ErrorHub | None = None,
+    ) -> None:
+        self.frames = FrameStore(capacity=frame_capacity)
+        self.timeline = TimelineModel()
+        self.series = SeriesStore()
+        self.errors = errors or ErrorHub()
+        self.sessions: dict[str, Session] = {}
+        self.cluster: Any = None  # wsconsole.harness.cluster.Cluster once started
+        self.cluster_state = "none"  # none, starting, ready, failed, stopped
+        self.swarm: SwarmProc | None = None
+        self.sample_interval = sample_interval
+        self.on_change: list[Callable[[], None]] = []  # sessions added/removed, cluster state
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        self._last_sample: tuple[float, int, int, int] | None = None
+        self._started_pids: set[int] = set()
+        self._cluster_events: deque[dict[str, Any]] = deque(maxlen=500)
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run `coro` as a named task kept alive here; its failure is reported, not lost."""
+        task = asyncio.get_running_loop().create_task(coro, name=f"wsconsole-gui-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            label = task.get_name().removeprefix("wsconsole-gui-")
+            self.errors.report(f"{label} failed: {type(exc).__name__}: {exc}", exc)
+
+    def _changed(self) -> None:
+        for callback in list(self.on_change):
+            try:
+                callback()
+            except Exception as exc:  # a view failing must not break the model
+                self.errors.report(f"view update failed: {exc}", exc)
+
+    def start_sampler(self) -> None:
+        """Sample every source into the plot series every `sample_interval` seconds."""
+        self.spawn(self._sample_loop(), "sampler")
+
+    async def _sample_loop(self) -> None:
+        while not self._closing:
+            try:
+                self.sample()
+            except Exception as exc:
+                self.errors.report(f"sampling failed: {exc}", exc)
+            await asyncio.sleep(self.sample_interval)
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def add_session(self, profile: Profile) -> Session:
+        """Register a named connection (not started); ValueError if the name is taken."""
+        if profile.name in self.sessions:
+            raise ValueError(f"a connection named {profile.name!r} already exists")
+        session = Session(profile, self)
+        self.sessions[profile.name] = session
+        self.timeline.lane(profile.name)
+        self._changed()
+        return session
+
+    async def connect(self, name: str, profile: Profile | None = None) -> Session:
+        """(Re)start the client of session `name` with `profile` (validated: ValueError)."""
+        from wsconsole.core.client import ClientOptionsError, ReconnectingClient
+
+        session = self.sessions[name]
+        if profile is not None:
+            if profile.name != name:
+                raise ValueError("renaming a connection is done by adding a new one")
+            session.profile = profile
+        try:
+            options = session.profile.to_options()
+        except ClientOptionsError as exc:
+            raise ValueError(str(exc)) from None
+        await self.disconnect(name)
+        client = ReconnectingClient(
+            options,
+            name=name,
+            observers=[self.frames, self.timeline, session.observe],
+        )
+        session.client = client
+        session.last_error = None
+        await client.start()
+        self._changed()
+        return session
+
+    async def disconnect(self, name: str, timeout: float = 5.0) -> None:
+        """Stop session `name`'s client (close 1000) if it runs."""
+        session = self.sessions.get(name)
+        if session is None or session.client is None:
+            return
+        client = session.client
+        try:
+            async with asyncio.timeout(timeout):
+                await client.stop()
+        except TimeoutError:
+            self.errors.report(f"{name}: the client did not stop within {timeout} s")
+        self._changed()
+
+    async def remove_session(self, name: str) -> None:
+        """Disconnect and forget a connection."""
+        await self.disconnect(name)
+        self.sessions.pop(name, None)
+        self.timeline.remove_lane(name)
+        self._changed()
+
+    # -- the demo cluster --------------------------------------------------------------------
+
+    async def start_cluster(self, config: Any = None) -> Any:
+        """Start the local harness (demo timings unless a config is given)."""
+        from wsconsole.harness.cluster import Cluster, ClusterConfig
+
+        if self.cluster is not None:
+            raise RuntimeError("a cluster is already running")
+        cluster = Cluster(config or ClusterConfig.demo())
+        self.cluster = cluster
+        self.cluster_state = "starting"
+        cluster.subscribe(self._on_cluster_event)
+        self._changed()
+        try:
+            await cluster.start()
+        except BaseException:
+            self.cluster_state = "failed"
+            self._changed()
+            raise
+        self._started_pids.update(cluster.pids())
+        self.cluster_state = "ready"
+        self._changed()
+        return cluster
+
+    def _on_cluster_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "stats":
+            return
+        self._cluster_events.append(event)
+        pid = event.get("pid")
+        if isinstance(pid, int):
+            self._started_pids.add(pid)
+        if kind == "node" and event.get("state") in ("killed", "paused", "draining", "failed"):
+            self.timeline.fault(f"node {event.get('id')} {event.get('state')}")
+        elif kind == "broker" and event.get("state") == "down":
+            self.timeline.fault("broker down")
+        elif kind == "net_fault" or kind == "fault":
+            self.timeline.fault(str(event.get("kind") or event.get("fault") or "fault"))
+
+    async def cluster_action(self, action: str, node_id: str | None = None) -> Any:
+        """Run a supervisor command: kill/pause/resume/drain/restart(node), add, broker_*."""
+        cluster = self.cluster
+        if cluster is None or self.cluster_state != "ready":
+            raise RuntimeError("no cluster is running")
+        if action in ("kill", "pause", "resume", "drain", "restart"):
+            if not node_id:
+                raise ValueError(f"{action} needs a node")
+            method = getattr(cluster, action)
+            if action == "drain":
+                result = await method(node_id, wait=False)
+            else:
+                result = await method(node_id)
+        elif action in ("add", "broker_kill", "broker_restart"):
+            result = await getattr(cluster, action)()
+        else:
+            raise ValueError(f"unknown cluster action {action!r}")
+        self._started_pids.update(cluster.pids())
+        if action in ("broker_kill",):
+            self.timeline.fault("broker killed")
+        self.errors.info(f"cluster: {action} {node_id or ''}".strip())
+        self._changed()
+        return result
+
+    async def start_demo(self, swarm_clients: int = 20) -> None:
+        """The default start-up: demo cluster, the console's own client in a room, the swarm."""
+        from wsconsole.harness.cluster import DEMO_BACKOFF_CAP, DEMO_BACKOFF_INITIAL
+
+        cluster = await self.start_cluster()
+        token = cluster.token(CONSOLE_CONN, ["*"])
+        profile = Profile(
+            name=CONSOLE_CONN,
+            url=cluster.url,
+            token=token,
+            token_mode="query",
+            harness=True,
+            rooms=DEMO_ROOM,
+            backoff_initial=DEMO_BACKOFF_INITIAL,
+            backoff_cap=DEMO_BACKOFF_CAP,
+            backoff_jitter=0.25,
+            ping_interval=cluster.config.ping_interval,
+            ping_timeout=cluster.config.ping_timeout,
+        )
+        if CONSOLE_CONN in self.sessions:
+            self.sessions[CONSOLE_CONN].profile = profile
+        else:
+            self.add_session(profile)
+        await self.connect(CONSOLE_CONN)
+        if swarm_clients > 0:
+            await self.start_swarm(cluster.url, swarm_clients)
+
+    # -- the swarm ---------------------------------------------------------------------------
+
+    @staticmethod
+    def swarm_available() -> bool:
+        """True once `wsconsole swarm` exists (issue 6)."""
+        return importlib.util.find_spec("wsconsole.commands.swarm") is not None
+
+    async def start_swarm(self, url: str, clients: int) -> bool:
+        """Start `wsconsole swarm URL --clients N --json` as a child; False if not available."""
+        from wsconsole.harness.procs import child_argv
+
+        if not self.swarm_available():
+            self.errors.info("swarm not available yet: the demo runs without simulated clients")
+            return False
+        env = dict(os.environ)
+        if self.cluster is not None:
+            env["WSCONSOLE_JWT_SECRET"] = self.cluster.secret
+        proc = await asyncio.create_subprocess_exec(
+            *child_argv("swarm", url, "--clients", str(clients), "--json"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        self._started_pids.add(proc.pid)
+        self.swarm = SwarmProc(proc, {})
+        self.swarm.reader = self.spawn(self._read_swarm(self.swarm), "swarm-reader")
+        return True
+
+    async def _read_swarm(self, swarm: SwarmProc) -> None:
+        assert swarm.proc.stdout is not None
+        async for line in swarm.proc.stdout:
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                swarm.latest = record
+        code = await swarm.proc.wait()
+        if not self._closing:
+            self.errors.report(f"the swarm exited with code {code}")
+
+    async def stop_swarm(self, timeout: float = 5.0) -> None:
+        """SIGTERM the swarm, SIGKILL it if it lingers."""
+        swarm, self.swarm = self.swarm, None
+        if swarm is None or swarm.proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            swarm.proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(timeout):
+                await swarm.proc.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                swarm.proc.kill()
+            await swarm.proc.wait()
+
+    # -- sampling ----------------------------------------------------------------------------
+
+    def sample(self, now: float | None = None) -> None:
+        """Append one point to every plot series from the cluster, the sessions and the swarm."""
+        now = time.time() if now is None else now
+        add = self.series.add
+        stats = self.cluster.stats if self.cluster is not None else {}
+        nodes = stats.get("nodes") or {}
+        for node_id, values in nodes.items():
+            add(f"conns.node.{node_id}", now, values.get("connections", 0))
+        frames_in = sum(s.frames_in for s in self.sessions.values())
+        frames_out = sum(s.frames_out for s in self.sessions.values())
+        reconnects = sum(s.reconnects for s in self.sessions.values())
+        swarm = self.swarm.latest if self.swarm is not None else {}
+        if isinstance(swarm.get("reconnects"), int):
+            reconnects += swarm["reconnects"]
+        if nodes:
+            total = stats.get("total") or {}
+            add("conns.total", now, total.get("connections", 0))
+            add("msgs.in", now, total.get("msgs_in_per_s", 0.0))
+            add("msgs.out", now, total.get("msgs_out_per_s", 0.0))
+        previous = self._last_sample
+        self._last_sample = (now, frames_in, frames_out, reconnects)
+        if previous is not None and now > previous[0]:
+            dt = now - previous[0]
+            add("client.in", now, (frames_in - previous[1]) / dt)
+            add("client.out", now, (frames_out - previous[2]) / dt)
+            add("reconnects", now, max(0, reconnects - previous[3]) / dt)
+        merged = LatencyHistogram()
+        for session in self.sessions.values():
+            merged.merge(session.latencies)
+            session.latencies.reset()
+            if session.rtt is not None and session.state is State.OPEN:
+                add(f"rtt.{session.name}", now, session.rtt * 1000.0)
+        percentiles = merged.percentiles((50, 95, 99))
+        swarm_latency = swarm.get("latency_ms") if isinstance(swarm, dict) else None
+        for key in ("p50", "p95", "p99"):
+            value = percentiles.get(key)
+            if value is not None:
+                add(f"lat.{key}", now, value * 1000.0)
+            elif isinstance(swarm_latency, dict):
+                other = swarm_latency.get(key)
+                if isinstance(other, int | float):
+                    add(f"lat.{key}", now, other)
+        self.series.tick()
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    def started_pids(self) -> set[int]:
+        """Every child PID the console started (cluster children and the swarm)."""
+        pids = set(self._started_pids)
+        if self.cluster is not None:
+            pids.update(self.cluster.pids())
+        if self.swarm is not None:
+            pids.add(self.swarm.proc.pid)
+        return pids
+
+    async def shutdown(self, timeout: float = 20.0) -> None:
+        """Stop every client, the swarm and the cluster, then cancel what is left."""
+        if self._closing:
+            return
+        self._closing = True
+        steps: list[Coroutine[Any, Any, Any]] = [self.disconnect(n) for n in list(self.sessions)]
+        steps.append(self.stop_swarm())
+        results = await asyncio.gather(*steps, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                self.errors.report(f"shutdown: {result}", result)
+        if self.cluster is not None:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.cluster.stop()
+            except Exception as exc:
+                self.errors.report(f"stopping the cluster failed: {exc}", exc)
+            self.cluster_state = "stopped"
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._kill_leftovers()
+
+    def _kill_leftovers(self) -> None:
+        """Last resort, by PID: anything we started that is still alive gets SIGKILL."""
+        for pid in self._started_pids:
+            if _alive(pid):
+                log.warning("child %s outlived shutdown; killing it", pid)
+                for sig in (signal.SIGCONT, signal.SIGKILL):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, sig)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+__all__ = ["CONSOLE_CONN", "DEMO_ROOM", "Console", "Session"]

@@ -1,0 +1,159 @@
+"""The main window: docks around the Frames table, a Log dock for errors, QSettings state.
+
+Thin: it builds one panel per dock, each given its model from the Console, and persists
+window geometry, dock layout, connection profiles and composer templates. Closing it asks
+the application (app.py) to shut the console down; it never stops processes itself.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QPlainTextEdit, QWidget
+
+from wsconsole import __version__
+from wsconsole.gui.console import CONSOLE_CONN, Console
+from wsconsole.gui.errors import Report
+from wsconsole.gui.panels.cluster import ClusterPanel
+from wsconsole.gui.panels.composer import ComposerPanel
+from wsconsole.gui.panels.connection import ConnectionPanel
+from wsconsole.gui.panels.frames import FramesPanel
+from wsconsole.gui.panels.plots import PlotsPanel
+from wsconsole.gui.panels.timeline import TimelinePanel
+from wsconsole.gui.profiles import Profile
+
+SETTINGS_VERSION = 1
+
+
+class MainWindow(QMainWindow):
+    """Connection, Cluster, Plots, Timeline, Composer and Log docks around the Frames table."""
+
+    closing = Signal()  # the user asked to close: app.py shuts down, then closes for real
+
+    def __init__(self, console: Console, settings: QSettings,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.console = console
+        self.settings = settings
+        self.allow_close = False
+        self.setWindowTitle(f"wsconsole {__version__}")
+        self.setObjectName("MainWindow")
+        self.setDockNestingEnabled(True)
+
+        self.frames = FramesPanel(console.frames)
+        self.setCentralWidget(self.frames)
+        self.connection = ConnectionPanel(console)
+        self.cluster = ClusterPanel(console)
+        self.plots = PlotsPanel(console.series)
+        self.timeline = TimelinePanel(console.timeline)
+        self.composer = ComposerPanel(console)
+        self.log_view = QPlainTextEdit(readOnly=True)
+        self.log_view.setMaximumBlockCount(2000)
+
+        self.docks: dict[str, QDockWidget] = {}
+        self._dock("Connection", self.connection, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self._dock("Cluster", self.cluster, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self._dock("Live plots", self.plots, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._dock("Timeline", self.timeline, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self._dock("Composer", self.composer, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self._dock("Log", self.log_view, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.docks["Composer"], self.docks["Log"])
+        self.splitDockWidget(self.docks["Timeline"], self.docks["Composer"],
+                             Qt.Orientation.Horizontal)
+        self.docks["Composer"].raise_()
+        self.resize(1600, 1000)
+        self.resizeDocks([self.docks["Connection"], self.docks["Live plots"]], [380, 560],
+                         Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["Timeline"]], [240], Qt.Orientation.Vertical)
+
+        view_menu = self.menuBar().addMenu("&View")
+        for dock in self.docks.values():
+            view_menu.addAction(dock.toggleViewAction())
+        file_menu = self.menuBar().addMenu("&File")
+        quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
+        quit_action.triggered.connect(self.close)
+        file_menu.addAction(quit_action)
+
+        console.errors.listeners.append(self.show_report)
+        self.connection.profiles_changed.connect(self.save_profiles)
+        self.restore()
+
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock-{title.lower().replace(' ', '-')}")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        self.docks[title] = dock
+        return dock
+
+    # -- errors
+    def show_report(self, report: Report) -> None:
+        """Errors and notices land in the Log dock and the status bar."""
+        stamp = time.strftime("%H:%M:%S", time.localtime(report.wall or time.time()))
+        self.log_view.appendPlainText(f"{stamp} {report.level.upper():5} {report.summary}")
+        if report.details:
+            self.log_view.appendPlainText(report.details.rstrip())
+        self.statusBar().showMessage(report.summary, 15_000 if report.level == "error" else 5000)
+
+    # -- persistence
+    def restore(self) -> None:
+        """Window geometry, dock layout, saved profiles and templates from QSettings."""
+        s = self.settings
+        if s.value("version", 0, int) == SETTINGS_VERSION:
+            geometry = s.value("window/geometry")
+            state = s.value("window/state")
+            if geometry is not None:
+                self.restoreGeometry(geometry)
+            if state is not None:
+                self.restoreState(state, SETTINGS_VERSION)
+        self.composer.set_templates(_load_json(s.value("composer/templates", "{}"), {}))
+        for data in _load_json(s.value("connections/profiles", "[]"), []):
+            if not isinstance(data, dict):
+                continue
+            profile = Profile.from_dict(data)
+            if profile.name and profile.name != CONSOLE_CONN and \
+                    profile.name not in self.console.sessions:
+                self.console.add_session(profile)
+
+    def save_profiles(self) -> None:
+        """Saved connections (the demo's own client is re-made at start-up, not saved)."""
+        profiles = [s.profile.as_dict() for s in self.console.sessions.values()
+                    if s.name != CONSOLE_CONN]
+        self.settings.setValue("connections/profiles", orjson.dumps(profiles).decode())
+
+    def save(self) -> None:
+        """Everything that persists."""
+        s = self.settings
+        s.setValue("version", SETTINGS_VERSION)
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState(SETTINGS_VERSION))
+        s.setValue("composer/templates", orjson.dumps(self.composer.templates).decode())
+        self.save_profiles()
+        s.sync()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        """First close: save and ask for shutdown; the app closes us once everything stopped."""
+        if self.allow_close:
+            event.accept()
+            return
+        event.ignore()
+        self.save()
+        self.closing.emit()
+
+    def stop_timers(self) -> None:
+        """Stop the panels' refresh timers (before the console goes away)."""
+        for panel in (self.frames, self.connection, self.cluster, self.plots, self.timeline):
+            panel.timer.stop()
+
+
+def _load_json(value: object, default: object) -> object:
+    if not isinstance(value, str | bytes):
+        return default
+    try:
+        loaded = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return default
+    return loaded if isinstance(loaded, type(default)) else default

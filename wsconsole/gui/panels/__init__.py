@@ -1,0 +1,1 @@
+"""One dock panel per module, each given its model in the constructor."""

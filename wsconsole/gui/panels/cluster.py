@@ -1,0 +1,187 @@
+"""Cluster panel: the supervisor's nodes, broker and balancer, with the controls to break them.
+
+Reads `Console.cluster` (the harness supervisor) on a 2 Hz timer; every button runs a
+supervisor command as a console task, so a failure is reported in the window, never lost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from wsconsole.gui.console import Console
+from wsconsole.gui.theme import NODE_COLORS, badge_style
+
+NODE_COLUMNS = ("Node", "State", "PID", "Port", "Conns", "In/s", "Out/s", "Errors")
+NODE_ACTIONS = ("kill", "pause", "resume", "drain", "restart")
+
+
+class ClusterPanel(QWidget):
+    """Nodes table and Kill/Pause/Resume/Drain/Restart/Add; broker and balancer rows."""
+
+    def __init__(self, console: Console, parent: QWidget | None = None,
+                 refresh_ms: int = 500) -> None:
+        super().__init__(parent)
+        self.console = console
+        self.state_label = QLabel("no cluster")
+        self.table = QTableWidget(0, len(NODE_COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(NODE_COLUMNS))
+        self.table.verticalHeader().setVisible(False)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+
+        self.buttons: dict[str, QPushButton] = {}
+        node_row = QHBoxLayout()
+        for action in (*NODE_ACTIONS, "add"):
+            button = QPushButton(action.capitalize())
+            button.clicked.connect(lambda _=False, a=action: self.run_action(a))
+            self.buttons[action] = button
+            node_row.addWidget(button)
+
+        self.broker_badge = QLabel("broker -")
+        self.broker_detail = QLabel("")
+        self.buttons["broker_kill"] = QPushButton("Kill broker")
+        self.buttons["broker_restart"] = QPushButton("Restart broker")
+        broker_row = QHBoxLayout()
+        broker_row.addWidget(self.broker_badge)
+        broker_row.addWidget(self.broker_detail, 1)
+        for action in ("broker_kill", "broker_restart"):
+            self.buttons[action].clicked.connect(lambda _=False, a=action: self.run_action(a))
+            broker_row.addWidget(self.buttons[action])
+
+        self.balancer_label = QLabel("balancer -")
+        self.balancer_label.setWordWrap(True)
+        self.message = QLabel("")
+        self.message.setStyleSheet("color: #c0392b;")
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.state_label)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(node_row)
+        layout.addLayout(broker_row)
+        layout.addWidget(self.balancer_label)
+        layout.addWidget(self.message)
+
+        self.timer = QTimer(self, interval=refresh_ms)
+        self.timer.timeout.connect(self.refresh)
+        self.timer.start()
+        self.refresh()
+
+    def selected_node(self) -> str | None:
+        """Id of the selected node row."""
+        row = self.table.currentRow()
+        item = self.table.item(row, 0) if row >= 0 else None
+        return None if item is None else item.text()
+
+    def select_node(self, node_id: str) -> bool:
+        """Select the row of `node_id` (for keyboard users and tests)."""
+        for row in range(self.table.rowCount()):
+            item = self.table.item(row, 0)
+            if item is not None and item.text() == node_id:
+                self.table.selectRow(row)
+                return True
+        return False
+
+    def run_action(self, action: str) -> None:
+        """Run a supervisor command on the selected node (or the cluster/broker)."""
+        node = self.selected_node() if action in NODE_ACTIONS else None
+        if action in NODE_ACTIONS and node is None:
+            self.message.setText(f"select a node to {action}")
+            return
+        if self.console.cluster is None:
+            self.message.setText("no cluster is running (start without --url / --no-harness)")
+            return
+        self.message.setText("")
+        label = f"{action} {node}" if node else action
+        self.console.spawn(self.console.cluster_action(action, node), label)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The nodes as shown: id, state, pid, port and the latest stats."""
+        cluster = self.console.cluster
+        if cluster is None:
+            return []
+        stats = (cluster.stats or {}).get("nodes") or {}
+        out = []
+        for node_id, info in list(cluster.nodes.items()):
+            values = stats.get(node_id) or {}
+            out.append({
+                "id": node_id,
+                "state": str(getattr(info.state, "value", info.state)),
+                "pid": info.pid,
+                "port": info.port,
+                "connections": values.get("connections", 0) if values.get("up") else 0,
+                "in": values.get("msgs_in_per_s", 0.0),
+                "out": values.get("msgs_out_per_s", 0.0),
+                "errors": values.get("errors", 0),
+            })
+        return out
+
+    def refresh(self) -> None:
+        """Timer tick: redraw the table and the broker/balancer rows."""
+        cluster = self.console.cluster
+        self.state_label.setText(f"cluster: {self.console.cluster_state}"
+                                 + (f"  {cluster.url}" if cluster is not None and
+                                    self.console.cluster_state == "ready" else ""))
+        enabled = cluster is not None and self.console.cluster_state == "ready"
+        for button in self.buttons.values():
+            button.setEnabled(enabled)
+        rows = self.rows()
+        selected = self.selected_node()
+        if self.table.rowCount() != len(rows):
+            self.table.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            values = (row["id"], row["state"], row["pid"] or "-", row["port"] or "-",
+                      row["connections"], f"{row['in']:.0f}", f"{row['out']:.0f}",
+                      row["errors"])
+            for c, value in enumerate(values):
+                item = self.table.item(r, c)
+                if item is None:
+                    item = QTableWidgetItem()
+                    self.table.setItem(r, c, item)
+                if item.text() != str(value):
+                    item.setText(str(value))
+                if c == 1:
+                    item.setForeground(QColor(NODE_COLORS.get(row["state"], "#444")))
+                elif c > 1:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight |
+                                          Qt.AlignmentFlag.AlignVCenter)
+        if selected is not None and self.selected_node() != selected:
+            self.select_node(selected)
+        if cluster is None:
+            self.broker_badge.setText("broker -")
+            self.broker_badge.setStyleSheet("")
+            self.broker_detail.setText("")
+            self.balancer_label.setText("balancer -")
+            return
+        broker = cluster.broker
+        state = str(broker.state)
+        self.broker_badge.setText(f"broker {state}")
+        self.broker_badge.setStyleSheet(badge_style("running" if state == "up" else "killed"))
+        kind = "external" if broker.external else f"pid {broker.pid}"
+        self.broker_detail.setText(f"{broker.url or ''}  ({kind})")
+        balancer = cluster.balancer
+        backends = ((cluster.stats or {}).get("balancer") or {}).get("backends") or {}
+        counts = ", ".join(
+            f"{bid}: {v.get('connections', 0)}" if isinstance(v, dict) else f"{bid}: {v}"
+            for bid, v in sorted(backends.items())
+        )
+        self.balancer_label.setText(
+            f"balancer {balancer.state} on :{balancer.port}  sticky={balancer.sticky}  "
+            f"backends: {counts or '-'}"
+        )

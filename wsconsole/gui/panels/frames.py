@@ -1,0 +1,479 @@
+"""Frames panel: a virtualized table over the FrameStore, filters, detail pane, JSONL export.
+
+The model pulls new rows from the store on a QTimer (10 Hz) and inserts them in one batch;
+the view never gets a signal per frame. Follow-tail only scrolls when the user was already
+at the bottom, and scrolling up switches it off, so it never fights the user.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import orjson
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QTabWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from wsconsole.core.events import Direction, Opcode
+from wsconsole.gui.framestore import FrameFilter, FrameRow, FrameStore
+from wsconsole.gui.theme import mono
+
+COLUMNS = ("Time", "Conn", "Dir", "Opcode", "Size", "Room", "Seq", "Node", "Preview")
+_OPCODE_NAMES = {
+    Opcode.TEXT: "text",
+    Opcode.BINARY: "binary",
+    Opcode.PING: "ping",
+    Opcode.PONG: "pong",
+    Opcode.CLOSE: "close",
+    Opcode.CONTINUATION: "cont",
+}
+_AnyIndex = QModelIndex | QPersistentModelIndex
+
+
+class IdBuffer:
+    """A growable numpy array of frame ids with cheap appends and drops at the front."""
+
+    def __init__(self) -> None:
+        self._buf = np.empty(1024, np.int64)
+        self._lo = 0
+        self._hi = 0
+
+    def __len__(self) -> int:
+        return self._hi - self._lo
+
+    def __getitem__(self, row: int) -> int:
+        return int(self._buf[self._lo + row])
+
+    def reset(self, ids: np.ndarray) -> None:
+        """Replace the content."""
+        self._buf = np.empty(max(1024, len(ids) * 2), np.int64)
+        self._buf[: len(ids)] = ids
+        self._lo, self._hi = 0, len(ids)
+
+    def extend(self, ids: np.ndarray) -> None:
+        """Append ids (ascending, larger than those held)."""
+        need = len(self) + len(ids)
+        if self._hi + len(ids) > len(self._buf):
+            size = max(1024, need * 2)
+            fresh = np.empty(size, np.int64)
+            fresh[: len(self)] = self._buf[self._lo : self._hi]
+            self._buf, self._lo, self._hi = fresh, 0, len(self)
+        self._buf[self._hi : self._hi + len(ids)] = ids
+        self._hi += len(ids)
+
+    def count_below(self, first_id: int) -> int:
+        """How many held ids are smaller than `first_id` (they were dropped from the store)."""
+        return int(np.searchsorted(self._buf[self._lo : self._hi], first_id))
+
+    def drop_front(self, n: int) -> None:
+        """Forget the first n ids."""
+        self._lo += n
+
+    def array(self) -> np.ndarray:
+        """The held ids (a view)."""
+        return self._buf[self._lo : self._hi]
+
+
+def preview(row: FrameRow, limit: int = 160) -> str:
+    """One-line summary of a frame's payload for the table."""
+    if row.opcode is Opcode.CLOSE:
+        code = row.close_code if row.close_code is not None else "-"
+        return f"close {code} {row.close_reason or ''}".rstrip()
+    if row.opcode is Opcode.TEXT:
+        text = row.payload[: limit * 4].decode("utf-8", "replace")
+        return text[:limit].replace("\n", " ")
+    head = row.payload[:32].hex(" ")
+    return head + (" ..." if row.size > 32 else "")
+
+
+def hexdump(data: bytes, limit: int = 65_536) -> str:
+    """Classic offset / hex / ASCII dump of at most `limit` bytes."""
+    lines = []
+    for offset in range(0, min(len(data), limit), 16):
+        chunk = data[offset : offset + 16]
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{offset:08x}  {chunk.hex(' '):<47}  {text}")
+    if len(data) > limit:
+        lines.append(f"... {len(data) - limit} more bytes")
+    return "\n".join(lines)
+
+
+def pretty_json(data: bytes) -> str | None:
+    """Indented JSON if the payload parses, else None."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+
+
+class FramesTableModel(QAbstractTableModel):
+    """Rows are the ids of the frames that pass the filter; data decoded on demand."""
+
+    def __init__(self, store: FrameStore, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.filter = FrameFilter.make()
+        self.ids = IdBuffer()
+        self._scanned = store.first_id
+        self._cache: OrderedDict[int, FrameRow] = OrderedDict()
+        self.paused = False
+
+    # -- Qt model API
+    def rowCount(self, parent: _AnyIndex = QModelIndex()) -> int:
+        """Rows shown (frames passing the filter and not dropped)."""
+        return 0 if parent.isValid() else len(self.ids)
+
+    def columnCount(self, parent: _AnyIndex = QModelIndex()) -> int:
+        """Fixed columns."""
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        """Column titles."""
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        return None
+
+    def row_at(self, row: int) -> FrameRow | None:
+        """The frame shown on `row`, or None if it was dropped meanwhile."""
+        if not 0 <= row < len(self.ids):
+            return None
+        ident = self.ids[row]
+        cached = self._cache.get(ident)
+        if cached is not None:
+            return cached
+        try:
+            frame = self.store.row(ident)
+        except IndexError:
+            return None
+        self._cache[ident] = frame
+        if len(self._cache) > 512:
+            self._cache.popitem(last=False)
+        return frame
+
+    def data(self, index: _AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        """Cell text, alignment and colour."""
+        if not index.isValid():
+            return None
+        frame = self.row_at(index.row())
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            if frame is None:
+                return "(dropped)" if col == 0 else ""
+            return self._cell(frame, col)
+        if role == Qt.ItemDataRole.ForegroundRole and frame is not None:
+            if frame.opcode in (Opcode.PING, Opcode.PONG):
+                return QColor("#7a7a7a")
+            if frame.opcode is Opcode.CLOSE:
+                return QColor("#c0392b")
+            if col == 2:
+                return QColor("#2e9e44") if frame.direction is Direction.IN else QColor("#1f77b4")
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (4, 6):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    @staticmethod
+    def _cell(frame: FrameRow, col: int) -> str:
+        if col == 0:
+            stamp = datetime.datetime.fromtimestamp(frame.wall)
+            return stamp.strftime("%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}"
+        if col == 1:
+            return frame.conn
+        if col == 2:
+            return "\u2193 in" if frame.direction is Direction.IN else "\u2191 out"
+        if col == 3:
+            return _OPCODE_NAMES.get(frame.opcode, str(int(frame.opcode)))
+        if col == 4:
+            return str(frame.size)
+        if col == 5:
+            return frame.room or ""
+        if col == 6:
+            return "" if frame.seq is None else str(frame.seq)
+        if col == 7:
+            return frame.node or ""
+        return preview(frame)
+
+    # -- pulling from the store
+    def pull(self) -> tuple[int, int]:
+        """Drop rows whose frames left the store, add new matching ones; (removed, added)."""
+        removed = 0
+        if len(self.ids):
+            removed = self.ids.count_below(self.store.first_id)
+            if removed:
+                self.beginRemoveRows(QModelIndex(), 0, removed - 1)
+                self.ids.drop_front(removed)
+                self.endRemoveRows()
+        if self.paused or self._scanned >= self.store.next_id:
+            return removed, 0
+        lo = max(self._scanned, self.store.first_id)
+        new = self.store.match(self.filter, lo, self.store.next_id)
+        self._scanned = self.store.next_id
+        if len(new):
+            start = len(self.ids)
+            self.beginInsertRows(QModelIndex(), start, start + len(new) - 1)
+            self.ids.extend(new)
+            self.endInsertRows()
+        return removed, len(new)
+
+    def set_filter(self, flt: FrameFilter) -> None:
+        """Re-run the filter over every held frame."""
+        self.beginResetModel()
+        self.filter = flt
+        self._cache.clear()
+        self.ids.reset(self.store.match(flt))
+        self._scanned = self.store.next_id
+        self.endResetModel()
+
+    def clear(self) -> None:
+        """Empty the store and the table."""
+        self.beginResetModel()
+        self.store.clear()
+        self._cache.clear()
+        self.ids.reset(np.empty(0, np.int64))
+        self._scanned = self.store.next_id
+        self.endResetModel()
+
+
+class FramesPanel(QWidget):
+    """Filter bar, the frames table, and a detail pane with JSON, text and hex."""
+
+    def __init__(self, store: FrameStore, parent: QWidget | None = None,
+                 refresh_ms: int = 100) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.model = FramesTableModel(store, self)
+        self.last_export: str | None = None
+
+        self.filter_edit = QLineEdit(placeholderText="filter payload / room / node")
+        self.filter_edit.setClearButtonEnabled(True)
+        self.regex_box = QCheckBox("regex")
+        self.dir_boxes = {d: QCheckBox(d.value) for d in Direction}
+        self.op_boxes = {op: QCheckBox(name) for op, name in _OPCODE_NAMES.items()}
+        for box in (*self.dir_boxes.values(), *self.op_boxes.values()):
+            box.setChecked(True)
+        self.pause_button = QToolButton(text="Pause", checkable=True)
+        self.follow_button = QToolButton(text="Follow", checkable=True)
+        self.follow_button.setChecked(True)
+        self.clear_button = QPushButton("Clear")
+        self.export_button = QPushButton("Export JSONL\u2026")
+        self.filter_error = QLabel()
+        self.filter_error.setStyleSheet("color: #c0392b;")
+        self.status = QLabel()
+
+        bar = QHBoxLayout()
+        bar.addWidget(self.filter_edit, 3)
+        bar.addWidget(self.regex_box)
+        for box in self.dir_boxes.values():
+            bar.addWidget(box)
+        for box in self.op_boxes.values():
+            bar.addWidget(box)
+        bar.addWidget(self.pause_button)
+        bar.addWidget(self.follow_button)
+        bar.addWidget(self.clear_button)
+        bar.addWidget(self.export_button)
+
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.verticalHeader().setVisible(False)
+        vh = self.table.verticalHeader()
+        vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        vh.setDefaultSectionSize(self.table.fontMetrics().height() + 4)
+        self.table.setWordWrap(False)
+        header = self.table.horizontalHeader()
+        header.setStretchLastSection(True)
+        for col, width in enumerate((95, 70, 50, 60, 55, 60, 55, 45)):
+            self.table.setColumnWidth(col, width)
+        self.table.setFont(mono())
+
+        self.detail_title = QLabel("select a frame")
+        self.detail_tabs = QTabWidget()
+        self.json_view = QPlainTextEdit(readOnly=True)
+        self.text_view = QPlainTextEdit(readOnly=True)
+        self.hex_view = QPlainTextEdit(readOnly=True)
+        for view, title in ((self.json_view, "JSON"), (self.text_view, "Text"),
+                            (self.hex_view, "Hex")):
+            view.setFont(mono())
+            self.detail_tabs.addTab(view, title)
+        detail = QWidget()
+        detail_layout = QVBoxLayout(detail)
+        detail_layout.setContentsMargins(0, 0, 0, 0)
+        detail_layout.addWidget(self.detail_title)
+        detail_layout.addWidget(self.detail_tabs)
+
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(self.table)
+        splitter.addWidget(detail)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 1)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addLayout(bar)
+        layout.addWidget(self.filter_error)
+        layout.addWidget(splitter, 1)
+        layout.addWidget(self.status)
+        self.filter_error.hide()
+
+        self._programmatic_scroll = False
+        self.filter_edit.textChanged.connect(self._schedule_filter)
+        self.regex_box.toggled.connect(self._schedule_filter)
+        for box in (*self.dir_boxes.values(), *self.op_boxes.values()):
+            box.toggled.connect(self._schedule_filter)
+        self.pause_button.toggled.connect(self._set_paused)
+        self.clear_button.clicked.connect(self._clear)
+        self.export_button.clicked.connect(self._export_dialog)
+        self.table.selectionModel().currentRowChanged.connect(self._show_detail)
+        self.table.verticalScrollBar().valueChanged.connect(self._user_scrolled)
+
+        self._filter_timer = QTimer(self, singleShot=True, interval=250)
+        self._filter_timer.timeout.connect(self.apply_filter)
+        self.timer = QTimer(self, interval=refresh_ms)
+        self.timer.timeout.connect(self.refresh)
+        self.timer.start()
+
+    # -- filter
+    def _schedule_filter(self) -> None:
+        self._filter_timer.start()
+
+    def current_filter(self) -> FrameFilter:
+        """The filter the controls describe (ValueError for a bad regex)."""
+        return FrameFilter.make(
+            text=self.filter_edit.text(),
+            regex=self.regex_box.isChecked(),
+            directions=[d for d, box in self.dir_boxes.items() if box.isChecked()],
+            opcodes=[op for op, box in self.op_boxes.items() if box.isChecked()],
+        )
+
+    def apply_filter(self) -> None:
+        """Re-filter the table now; a bad regex is shown under the bar, not raised."""
+        self._filter_timer.stop()
+        try:
+            flt = self.current_filter()
+        except ValueError as exc:
+            self.filter_error.setText(str(exc))
+            self.filter_error.show()
+            return
+        self.filter_error.hide()
+        self.model.set_filter(flt)
+        if self.follow_button.isChecked():
+            self._scroll_to_bottom()
+        self._update_status()
+
+    # -- pulling
+    def refresh(self) -> None:
+        """Timer tick: pull a batch from the store and keep the tail in view if following."""
+        bar = self.table.verticalScrollBar()
+        at_bottom = bar.value() >= bar.maximum() - 1
+        old_value = bar.value()
+        removed, added = self.model.pull()
+        if removed and not (self.follow_button.isChecked() and at_bottom):
+            # rows vanished above: keep the same frames under the user's eyes
+            self._programmatic_scroll = True
+            bar.setValue(max(0, old_value - removed))
+            self._programmatic_scroll = False
+        if (added or removed) and self.follow_button.isChecked() and at_bottom:
+            self._scroll_to_bottom()
+        self._update_status()
+
+    def _scroll_to_bottom(self) -> None:
+        self._programmatic_scroll = True
+        self.table.scrollToBottom()
+        self._programmatic_scroll = False
+
+    def _user_scrolled(self, value: int) -> None:
+        if self._programmatic_scroll:
+            return
+        bar = self.table.verticalScrollBar()
+        if value < bar.maximum() - 1:
+            if self.follow_button.isChecked():
+                self.follow_button.setChecked(False)
+        elif not self.follow_button.isChecked():
+            self.follow_button.setChecked(True)
+
+    def _set_paused(self, paused: bool) -> None:
+        self.model.paused = paused
+        self.pause_button.setText("Resume" if paused else "Pause")
+        if not paused:
+            self.refresh()
+
+    def _update_status(self) -> None:
+        paused = "  [paused]" if self.model.paused else ""
+        self.status.setText(
+            f"{self.model.rowCount():,} shown / {len(self.store):,} held / "
+            f"{self.store.dropped:,} dropped (capacity {self.store.capacity:,}){paused}"
+        )
+
+    def _clear(self) -> None:
+        self.model.clear()
+        self._show_detail(QModelIndex())
+        self._update_status()
+
+    # -- detail
+    def _show_detail(self, current: _AnyIndex, _previous: _AnyIndex | None = None) -> None:
+        frame = self.model.row_at(current.row()) if current.isValid() else None
+        if frame is None:
+            self.detail_title.setText("select a frame")
+            for view in (self.json_view, self.text_view, self.hex_view):
+                view.setPlainText("")
+            return
+        bits = [f"#{frame.id}", frame.conn, frame.direction.value,
+                _OPCODE_NAMES.get(frame.opcode, "?"), f"{frame.size} bytes"]
+        if frame.close_code is not None:
+            bits.append(f"close code {frame.close_code} reason {frame.close_reason or '(none)'}")
+        if frame.truncated:
+            bits.append(f"(first {len(frame.payload)} bytes kept)")
+        if frame.injected:
+            bits.append("injected")
+        self.detail_title.setText("  ".join(bits))
+        pretty = pretty_json(frame.payload) if frame.opcode is Opcode.TEXT else None
+        self.json_view.setPlainText(pretty if pretty is not None else "(not JSON)")
+        self.text_view.setPlainText(frame.payload.decode("utf-8", "replace"))
+        self.hex_view.setPlainText(hexdump(frame.payload))
+        if pretty is None and self.detail_tabs.currentWidget() is self.json_view:
+            self.detail_tabs.setCurrentWidget(
+                self.text_view if frame.opcode is Opcode.TEXT else self.hex_view
+            )
+
+    # -- export
+    def export(self, path: str, shown_only: bool = True) -> int:
+        """Write the shown (default) or all held frames as JSON lines; returns the count."""
+        ids = self.model.ids.array().copy() if shown_only else None
+        count = self.store.export_jsonl(path, ids)
+        self.last_export = path
+        return count
+
+    def _export_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export frames", "frames.jsonl",
+                                              "JSON lines (*.jsonl)")
+        if not path:
+            return
+        try:
+            count = self.export(path)
+        except OSError as exc:
+            self.filter_error.setText(f"export failed: {exc.strerror or exc}")
+            self.filter_error.show()
+            return
+        self.status.setText(f"exported {count:,} frames to {path}")

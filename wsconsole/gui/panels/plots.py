@@ -1,0 +1,153 @@
+"""Live plots panel (pyqtgraph): connections, msgs/s, latency percentiles, reconnects, RTT.
+
+Like pyqtgraph's scrollingPlots example: curves are redrawn from the SeriesStore on a QTimer
+(4 Hz), with peak downsampling, clip-to-view and skipFiniteCheck; never per sample.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pyqtgraph as pg
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
+
+from wsconsole.gui.series import SeriesStore
+from wsconsole.gui.theme import PALETTE
+
+WINDOWS = {"30 s": 30.0, "1 min": 60.0, "5 min": 300.0, "15 min": 900.0, "1 h": 3600.0}
+
+# (title, unit, series-name prefixes, fixed legend names for fixed series)
+PLOTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("Connections", "", ("conns.",)),
+    ("Messages / s", "", ("msgs.", "client.")),
+    ("Latency", "ms", ("lat.",)),
+    ("Reconnects / s", "", ("reconnects",)),
+    ("Heartbeat RTT", "ms", ("rtt.",)),
+)
+LABELS = {
+    "conns.total": "total",
+    "msgs.in": "cluster in",
+    "msgs.out": "cluster out",
+    "client.in": "console in",
+    "client.out": "console out",
+    "lat.p50": "p50",
+    "lat.p95": "p95",
+    "lat.p99": "p99",
+    "reconnects": "reconnects",
+}
+
+
+def _label(name: str) -> str:
+    if name in LABELS:
+        return LABELS[name]
+    if name.startswith("conns.node."):
+        return name.removeprefix("conns.node.")
+    return name.split(".", 1)[-1]
+
+
+class PlotsPanel(QWidget):
+    """Five stacked plots sharing a time window; curves appear as series appear."""
+
+    def __init__(self, series: SeriesStore, parent: QWidget | None = None,
+                 refresh_ms: int = 250) -> None:
+        super().__init__(parent)
+        self.series = series
+        self.window = 60.0
+        self.paused = False
+        self.redraws = 0
+        pg.setConfigOptions(antialias=False, foreground="#444", background="w")
+        self.layout_widget = pg.GraphicsLayoutWidget()
+        self.plots: list[tuple[pg.PlotItem, tuple[str, ...]]] = []
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        for row, (title, unit, prefixes) in enumerate(PLOTS):
+            plot = self.layout_widget.addPlot(row=row, col=0)
+            plot.setTitle(title, size="9pt")
+            plot.showGrid(x=True, y=True, alpha=0.25)
+            plot.setLabel("left", units=unit) if unit else None
+            plot.addLegend(offset=(-4, 4), labelTextSize="8pt", colCount=4)
+            plot.setMouseEnabled(x=False, y=True)
+            plot.setXRange(-self.window, 0, padding=0)
+            plot.enableAutoRange(axis="y")
+            plot.setMenuEnabled(False)
+            if row < len(PLOTS) - 1:
+                plot.getAxis("bottom").setStyle(showValues=False)
+            self.plots.append((plot, prefixes))
+        self.plots[-1][0].setLabel("bottom", "seconds ago")
+        for plot, _ in self.plots[1:]:
+            plot.setXLink(self.plots[0][0])
+
+        self.window_box = QComboBox()
+        self.window_box.addItems(list(WINDOWS))
+        self.window_box.setCurrentText("1 min")
+        self.pause_button = QToolButton(text="Pause", checkable=True)
+        self.summary = QLabel()
+        bar = QHBoxLayout()
+        bar.addWidget(QLabel("window"))
+        bar.addWidget(self.window_box)
+        bar.addWidget(self.pause_button)
+        bar.addWidget(self.summary, 1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addLayout(bar)
+        layout.addWidget(self.layout_widget, 1)
+        self.window_box.currentTextChanged.connect(self._set_window)
+        self.pause_button.toggled.connect(self._set_paused)
+
+        self._seen_version = -1
+        self.timer = QTimer(self, interval=refresh_ms)
+        self.timer.timeout.connect(self.refresh)
+        self.timer.start()
+
+    def _set_window(self, text: str) -> None:
+        self.window = WINDOWS.get(text, 60.0)
+        self.plots[0][0].setXRange(-self.window, 0, padding=0)
+        self._seen_version = -1
+        self.refresh()
+
+    def _set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        self.pause_button.setText("Resume" if paused else "Pause")
+
+    def _curve(self, plot: pg.PlotItem, name: str) -> pg.PlotDataItem:
+        curve = self.curves.get(name)
+        if curve is None:
+            color = PALETTE[len([n for n in self.curves if n.split(".")[0] == name.split(".")[0]])
+                            % len(PALETTE)]
+            width = 2 if name in ("conns.total", "lat.p99") else 1
+            curve = plot.plot(pen=pg.mkPen(color, width=width), name=_label(name))
+            curve.setDownsampling(auto=True, method="peak")
+            curve.setClipToView(True)
+            self.curves[name] = curve
+        return curve
+
+    def refresh(self) -> None:
+        """Timer tick: redraw every curve for the current window unless paused."""
+        if self.paused or self.series.version == self._seen_version:
+            return
+        self._seen_version = self.series.version
+        now = time.time()
+        since = now - self.window
+        for plot, prefixes in self.plots:
+            for name in [n for p in prefixes for n in self.series.names(p)]:
+                t, v = self.series.window(name, since)
+                self._curve(plot, name).setData(t - now, v, skipFiniteCheck=True)
+        self.redraws += 1
+        total = self.series.last("conns.total")
+        rate_in = self.series.last("msgs.in")
+        bits = []
+        if total is not None:
+            bits.append(f"{total:.0f} connections")
+        if rate_in is not None:
+            bits.append(f"{rate_in:.0f} msg/s in")
+        p99 = self.series.last("lat.p99")
+        if p99 is not None:
+            bits.append(f"p99 {p99:.1f} ms")
+        self.summary.setText("   ".join(bits))
+
+    def points(self, name: str) -> int:
+        """How many points the curve of `name` currently shows (for tests and the status)."""
+        curve = self.curves.get(name)
+        if curve is None or curve.yData is None:
+            return 0
+        return len(curve.yData)
