@@ -85,7 +85,7 @@ def test_help_lists_every_command() -> None:
         ["--port", "99999"],
         ["--sticky", "random"],
         ["--redis", "http://localhost:6379"],
-        ["--rate", "0"],
+        ["--rate", "-1"],
         ["--ping-interval", "-1"],
         ["--stats-interval", "-2"],
     ],

@@ -94,7 +94,7 @@ class NodeState(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Limits:
-    """The node's security checklist and limits (DESIGN.md defaults); None = no limit."""
+    """The node's security checklist and limits (DESIGN.md defaults); 0 = no limit."""
 
     max_size: int = 1 << 20
     rate: float = 100.0
@@ -175,9 +175,11 @@ class ClusterConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         limits = self.limits
-        for name in ("max_size", "rate", "per_user", "soft_limit", "history"):
-            if getattr(limits, name) <= 0:
-                raise ValueError(f"{name} must be positive")
+        for name in ("max_size", "rate", "per_user", "soft_limit"):
+            if getattr(limits, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 = no limit)")
+        if limits.history < 1:
+            raise ValueError("history must be at least 1")
         for name in ("auth_timeout", "drain_deadline"):
             if getattr(limits, name) <= 0:
                 raise ValueError(f"{name} must be positive")
