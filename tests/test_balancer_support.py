@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from tests.support import MS, ProcessRegistry
@@ -44,8 +45,8 @@ async def _backend_handler(backend_id: str, received: list[str], ws: ServerConne
             await ws.send(f"tick {n}")
             await asyncio.sleep(every)
 
-    await ws.send(json.dumps({"backend": backend_id}))
     try:
+        await ws.send(json.dumps({"backend": backend_id}))
         async for message in ws:
             text = message if isinstance(message, str) else message.decode("latin-1")
             if text.startswith("ticks:"):
@@ -54,6 +55,8 @@ async def _backend_handler(backend_id: str, received: list[str], ws: ServerConne
                 continue
             received.append(text)
             await ws.send(message)
+    except ConnectionClosed:
+        pass  # resets and abrupt ends are what these tests provoke
     finally:
         for task in tickers:
             task.cancel()
@@ -174,6 +177,17 @@ class BalancerProc:
                     return time.monotonic() - started
             await asyncio.sleep(0.02)
         raise TimeoutError(f"{backend_id} not healthy={healthy} within {timeout} s")
+
+    async def stats_until(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = TIMEOUT
+    ) -> dict[str, Any]:
+        """The first pushed backend stats satisfying `predicate` (TimeoutError after timeout)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.stats and predicate(self.stats[-1]["backends"]):
+                return self.stats[-1]["backends"]
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"stats never matched; last: {self.stats[-1:]}")
 
     def log(self) -> str:
         """What the balancer wrote on stderr so far."""
