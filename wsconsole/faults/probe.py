@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from wsconsole.core.envelope import EnvelopeError, parse_server
+from wsconsole.core.envelope import EnvelopeError, encode, parse_server
 from wsconsole.core.frames import (
     FrameTooLarge,
     Opcode,
@@ -57,7 +57,7 @@ MAX_RESPONSE_HEAD = 64 * 1024
 ALIVE_PREFIX = b"wsconsole-alive-"
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "sec-websocket-protocol"})
 
-TokenVia = Literal["query", "header"]
+TokenVia = Literal["query", "header", "message"]
 
 
 class TargetError(ValueError):
@@ -76,7 +76,11 @@ class HandshakeError(Exception):
 
 @dataclass(frozen=True)
 class Target:
-    """Where and how to connect; the options mean what they mean for `wsconsole connect`."""
+    """Where and how to connect; the options mean what they mean for `wsconsole connect`.
+
+    The token goes in the query (`?token=`), an `Authorization: Bearer` header, or a first
+    `{"type": "auth"}` message (`token_via`, connect's --token-mode).
+    """
 
     url: str
     headers: tuple[tuple[str, str], ...] = ()
@@ -99,8 +103,8 @@ class Target:
             raise TargetError(f"no host in URL {self.url!r}")
         if port == 0:
             raise TargetError(f"invalid port in URL {self.url!r}")
-        if self.token_via not in ("query", "header"):
-            raise TargetError("token_via is 'query' or 'header'")
+        if self.token_via not in ("query", "header", "message"):
+            raise TargetError("token_via is 'query', 'header' or 'message'")
         for name, value in self.headers:
             if not name or any(c in name for c in " :\r\n") or any(c in value for c in "\r\n"):
                 raise TargetError(f"invalid header {name!r}")
@@ -414,12 +418,11 @@ async def _handshake(pipe: _Pipe, target: Target, config: ProbeConfig) -> RawCon
     del pipe.buffer[: end + 4]
     status, reason, headers = _parse_response(head)
     if status != 101:
-        what = "refused the upgrade" if status in (400, 401, 403, 404, 426, 429) else "answered"
-        raise HandshakeError(
-            "http-status",
-            f"not a WebSocket upgrade: server {what} with HTTP {status} {reason}".rstrip(),
-            status,
-        )
+        if status in (400, 401, 403, 404, 426, 429, 503):
+            detail = f"the server refused the WebSocket upgrade: HTTP {status} {reason}"
+        else:
+            detail = f"not a WebSocket server: HTTP {status} {reason} instead of 101"
+        raise HandshakeError("http-status", " ".join(detail.split()), status)
     if headers.get("upgrade", "").lower() != "websocket":
         raise HandshakeError("bad-upgrade", "101 response without 'Upgrade: websocket'", status)
     if "upgrade" not in [t.strip().lower() for t in headers.get("connection", "").split(",")]:
@@ -431,7 +434,11 @@ async def _handshake(pipe: _Pipe, target: Target, config: ProbeConfig) -> RawCon
         raise HandshakeError("bad-subprotocol", f"server chose unoffered subprotocol {chosen!r}")
     if headers.get("sec-websocket-extensions"):
         raise HandshakeError("bad-extension", "server enabled an extension the probe never offered")
-    return RawConnection(pipe, config, chosen)
+    conn = RawConnection(pipe, config, chosen)
+    if target.token is not None and target.token_via == "message":
+        # The harness protocol's first-message authentication (DESIGN.md); no reply follows.
+        conn.send_frame(Opcode.TEXT, encode("auth", token=target.token).encode())
+    return conn
 
 
 # ---------------------------------------------------------------- observation and verdict
