@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
+import time
+from typing import Any
 
 import pytest
+from websockets.sync.client import connect as ws_connect
 
+from tests.support import ProcessRegistry, pid_alive, wait_for
 from wsconsole.harness.shell import Command, CommandError, help_event, parse
 
 
@@ -102,3 +112,155 @@ def test_bad_flags_exit_2_with_one_line_and_no_traceback(args: list[str]) -> Non
     assert "Traceback" not in proc.stderr
     assert "error" in proc.stderr
     assert proc.stdout == ""
+
+
+# ------------------------------------------------------------------ the real thing, end to end
+
+
+class HarnessProcess:
+    """`wsconsole harness --json` as a child, with its stdout lines read on a thread."""
+
+    def __init__(self, procs: ProcessRegistry, *args: str) -> None:
+        self.proc = procs.start(
+            [sys.executable, "-m", "wsconsole", "harness", "--json", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.put(json.loads(raw))  # every stdout line must be one JSON object
+        self.lines.put(None)
+
+    def send(self, line: str) -> None:
+        """Type one command."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def expect(self, predicate: Any, timeout: float = 60.0) -> dict[str, Any]:
+        """The next output line matching `predicate` (fails on timeout or end of output)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no matching line; seen {self.seen[-5:]}")
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"output ended; seen {self.seen[-5:]}")
+            self.seen.append(line)
+            if predicate(line):
+                return line
+
+
+def ready_pids(ready: dict[str, Any]) -> list[int]:
+    """Every PID the ready line names: nodes, broker, balancer."""
+    pids = [node["pid"] for node in ready["nodes"]]
+    pids += [ready["broker"]["pid"], ready["balancer"]["pid"]]
+    assert all(isinstance(pid, int) for pid in pids)
+    return pids
+
+
+def test_harness_json_ready_kill_quit_leaves_nothing(procs: ProcessRegistry) -> None:
+    harness = HarnessProcess(procs, "--demo-timings", "--stats-interval", "0.5")
+    pids: list[int] = []
+    try:
+        ready = harness.expect(lambda e: e["event"] == "ready")
+        pids = ready_pids(ready)
+        print(f"\nwsconsole harness ready in {ready['ready_s']:.2f} s (inside the process)")
+        assert ready["url"].startswith("ws://127.0.0.1:")
+        assert [n["id"] for n in ready["nodes"]] == ["n1", "n2", "n3"]
+        assert all(n["metrics_url"].endswith("/metrics") for n in ready["nodes"])
+        assert ready["broker"]["url"].startswith("redis://127.0.0.1:")
+        assert all(pid_alive(pid) for pid in pids)
+        # the token is a real one: the nodes accept it through the balancer
+        with ws_connect(f"{ready['url']}/?token={ready['token']}", open_timeout=10) as ws:
+            ws.send('{"type": "rpc", "id": "r1", "method": "echo", "params": 1}')
+            assert json.loads(ws.recv(timeout=10))["type"] == "result"
+        harness.expect(lambda e: e["event"] == "stats" and "total" in e["connections"])
+
+        harness.send("frobnicate n2")
+        error = harness.expect(lambda e: e["event"] == "error")
+        assert "unknown command" in error["error"]
+        harness.send("kill n9")
+        assert "unknown node" in harness.expect(lambda e: e["event"] == "error")["error"]
+
+        n2 = next(n for n in ready["nodes"] if n["id"] == "n2")
+        harness.send("kill n2")
+        killed = harness.expect(lambda e: e["event"] == "node" and e["id"] == "n2")
+        assert killed["state"] == "killed" and killed["exit_code"] == -9
+        assert not pid_alive(n2["pid"])
+        harness.send("status")
+        status = harness.expect(lambda e: e["event"] == "status")
+        assert {n["id"]: n["state"] for n in status["nodes"]} == {
+            "n1": "running",
+            "n2": "killed",
+            "n3": "running",
+        }
+        harness.send("quit")
+        harness.expect(lambda e: e["event"] == "stopped")
+        assert harness.proc.wait(timeout=60) == 0
+        assert wait_for(lambda: not [p for p in pids if pid_alive(p)], timeout=5)
+    finally:
+        if harness.proc.poll() is None:
+            harness.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                harness.proc.wait(timeout=30)
+        for pid in pids:  # never leave a child behind, even when an assertion failed
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_stdin_eof_on_a_pipe_keeps_running_until_sigterm(procs: ProcessRegistry) -> None:
+    harness = HarnessProcess(procs, "--nodes", "1", "--stats-interval", "0")
+    pids: list[int] = []
+    try:
+        ready = harness.expect(lambda e: e["event"] == "ready")
+        pids = ready_pids(ready)
+        assert harness.proc.stdin is not None
+        harness.proc.stdin.close()
+        harness.expect(lambda e: e["event"] == "stdin_closed")
+        time.sleep(0.5)
+        assert harness.proc.poll() is None and all(pid_alive(pid) for pid in pids)
+        harness.proc.send_signal(signal.SIGTERM)
+        harness.expect(lambda e: e["event"] == "stopped")
+        assert harness.proc.wait(timeout=60) == 0
+        assert wait_for(lambda: not [p for p in pids if pid_alive(p)], timeout=5)
+        assert "Traceback" not in (
+            harness.proc.stderr.read().decode() if harness.proc.stderr else ""
+        )
+    finally:
+        if harness.proc.poll() is None:
+            harness.proc.kill()
+        for pid in pids:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_sigint_drains_and_stops_everything(procs: ProcessRegistry) -> None:
+    harness = HarnessProcess(procs, "--nodes", "2", "--stats-interval", "0", "--exit-on-eof")
+    pids: list[int] = []
+    try:
+        ready = harness.expect(lambda e: e["event"] == "ready")
+        pids = ready_pids(ready)
+        harness.send("pause n1")  # a paused node must still be stopped
+        harness.expect(lambda e: e["event"] == "node" and e["state"] == "paused")
+        harness.proc.send_signal(signal.SIGINT)
+        harness.expect(lambda e: e["event"] == "stopped")
+        assert harness.proc.wait(timeout=60) == 0
+        assert wait_for(lambda: not [p for p in pids if pid_alive(p)], timeout=5)
+    finally:
+        if harness.proc.poll() is None:
+            harness.proc.kill()
+        for pid in pids:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGKILL)
