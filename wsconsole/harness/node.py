@@ -317,7 +317,9 @@ class Node:
         return await handler(message)
 
     async def _cmd_stats(self, message: dict[str, Any]) -> dict[str, Any]:
-        return self.snapshot()
+        reply = self.snapshot()
+        del reply["type"]  # the reply's own "type" must stay "reply"
+        return reply
 
     async def _cmd_drain(self, message: dict[str, Any]) -> dict[str, Any]:
         self.drain_soon()

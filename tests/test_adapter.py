@@ -1,0 +1,234 @@
+"""The Redis adapter against a real broker: atomic dense seqs, history, idempotency,
+presence, and the broker going away and coming back."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import orjson
+import pytest
+
+from wsconsole.harness.adapter import (
+    DOWN,
+    UP,
+    AdapterConfig,
+    BrokerUnavailable,
+    RecoveryWindowExceeded,
+    RedisAdapter,
+)
+from wsconsole.harness.broker import Broker
+
+FAST = dict(check_interval=0.1, socket_timeout=1.0, presence_refresh=0.2)
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    server = Broker()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Recorder:
+    """Collects what an adapter hands over."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, int, dict[str, object]]] = []
+        self.states: list[str] = []
+        self.resets: list[list[str]] = []
+        self.gaps: list[RecoveryWindowExceeded] = []
+
+    def kwargs(self) -> dict[str, object]:
+        return dict(
+            on_message=lambda room, seq, frame: self.messages.append(
+                (room, seq, orjson.loads(frame))
+            ),
+            on_state=self.states.append,
+            on_reset=self.resets.append,
+            on_gap=lambda room, exc: self.gaps.append(exc),
+        )
+
+
+@pytest.fixture
+async def make(broker: Broker) -> AsyncIterator[object]:
+    adapters: list[RedisAdapter] = []
+
+    async def factory(node: str, rec: Recorder | None = None, **config: object) -> RedisAdapter:
+        cfg = AdapterConfig(**{**FAST, **config})  # type: ignore[arg-type]
+        adapter = RedisAdapter(broker.url, node, cfg, **(rec.kwargs() if rec else {}))  # type: ignore[arg-type]
+        adapters.append(adapter)
+        await adapter.start()
+        assert await adapter.wait_up(10)
+        return adapter
+
+    try:
+        yield factory
+    finally:
+        for adapter in adapters:
+            await adapter.close()
+
+
+def frame_parts(room: str, ident: str, body: object) -> tuple[bytes, bytes]:
+    prefix = b'{"type":"message","room":' + orjson.dumps(room) + b',"seq":'
+    suffix = b',"id":' + orjson.dumps(ident) + b',"data":' + orjson.dumps(body) + b"}"
+    return prefix, suffix
+
+
+async def publish(adapter: RedisAdapter, room: str, ident: str, body: object = None) -> int:
+    return (await adapter.publish(room, ident, *frame_parts(room, ident, body))).seq
+
+
+async def until(predicate: object, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():  # type: ignore[operator]  # noqa: ASYNC110 (polling state)
+            await asyncio.sleep(0.01)
+
+
+async def test_concurrent_publishers_get_dense_atomic_seqs(make: object) -> None:
+    recs = [Recorder(), Recorder()]
+    a = await make("a", recs[0])  # type: ignore[operator]
+    b = await make("b", recs[1])  # type: ignore[operator]
+    room = f"r-{uuid.uuid4().hex}"
+    await a.subscribe(room)
+    await b.subscribe(room)
+    a.note_seq(room, 0)
+    b.note_seq(room, 0)
+    jobs = [publish(ad, room, f"{ad.node_id}-{i}", i) for i in range(150) for ad in (a, b)]
+    seqs = await asyncio.gather(*jobs)
+    assert sorted(seqs) == list(range(1, 301))
+    for rec in recs:
+        await until(lambda rec=rec: len(rec.messages) == 300)
+        assert [seq for _, seq, _ in rec.messages] == list(range(1, 301))
+        assert all(frame["seq"] == seq for _, seq, frame in rec.messages)
+    assert [f["id"] for *_, f in recs[0].messages] == [f["id"] for *_, f in recs[1].messages]
+    # one publisher's messages keep their order
+    mine = [f["data"] for *_, f in recs[0].messages if f["id"].startswith("a-")]
+    assert mine == list(range(150))
+
+
+async def test_republish_same_id_returns_original_seq_and_is_not_delivered_twice(
+    make: object,
+) -> None:
+    rec = Recorder()
+    a = await make("a", rec)  # type: ignore[operator]
+    b = await make("b")  # type: ignore[operator]
+    room = f"r-{uuid.uuid4().hex}"
+    await a.subscribe(room)
+    first = await a.publish(room, "m1", *frame_parts(room, "m1", 1))
+    again = await b.publish(room, "m1", *frame_parts(room, "m1", 1))
+    other = await a.publish(room, "m2", *frame_parts(room, "m2", 2))
+    assert (first.seq, first.duplicate) == (1, False)
+    assert (again.seq, again.duplicate) == (1, True)
+    assert other.seq == 2
+    await until(lambda: len(rec.messages) == 2)
+    await asyncio.sleep(0.2)
+    assert [f["id"] for *_, f in rec.messages] == ["m1", "m2"]
+    assert await a.history_since(room, 0) == [
+        orjson.dumps({"type": "message", "room": room, "seq": s, "id": i, "data": d})
+        for s, i, d in ((1, "m1", 1), (2, "m2", 2))
+    ]
+
+
+async def test_history_since_and_the_window(make: object) -> None:
+    a = await make("a", history=5)  # type: ignore[operator]
+    room = f"r-{uuid.uuid4().hex}"
+    assert (await a.snapshot(room)).seq == 0
+    assert await a.history_since(room, 0) == []
+    for i in range(8):
+        await publish(a, room, f"m{i}", i)
+    snap = await a.snapshot(room, 5)
+    assert snap.seq == 8
+    assert [orjson.loads(f)["seq"] for f in snap.frames] == [6, 7, 8]
+    assert [orjson.loads(f)["seq"] for f in await a.history_since(room, 3)] == [4, 5, 6, 7, 8]
+    assert await a.history_since(room, 8) == []
+    with pytest.raises(RecoveryWindowExceeded) as caught:
+        await a.history_since(room, 2)
+    assert (caught.value.first, caught.value.seq) == (4, 8)
+    with pytest.raises(RecoveryWindowExceeded, match="ahead"):
+        await a.history_since(room, 9)
+
+
+async def test_per_user_limit_across_nodes_and_expiry_of_a_dead_node(make: object) -> None:
+    a = await make("a", presence_ttl=0.6)  # type: ignore[operator]
+    b = await make("b", presence_ttl=0.6)  # type: ignore[operator]
+    user = f"u-{uuid.uuid4().hex}"
+    assert (await a.claim_connection(user, "c1", 3))[0]
+    assert (await b.claim_connection(user, "c2", 3))[0]
+    assert (await a.claim_connection(user, "c3", 3))[0]
+    assert await a.claim_connection(user, "c4", 3) == (False, 3)
+    assert (await a.claim_connection(user, "c1", 3))[0], "re-claiming a held id is a refresh"
+    await b.release_connection(user, "c2")
+    assert (await b.claim_connection(user, "c5", 3))[0]
+    # refreshed entries outlive the TTL ...
+    await asyncio.sleep(1.0)
+    assert await a.user_connections(user) == 3
+    # ... and a node that stops refreshing (as a SIGKILLed one) stops counting after it
+    for task in b._tasks:
+        task.cancel()
+    await asyncio.sleep(1.0)
+    assert await a.user_connections(user) == 2
+
+
+async def test_broker_down_fails_fast_then_recovers_with_reset(
+    broker: Broker, make: object
+) -> None:
+    rec = Recorder()
+    a = await make("a", rec)  # type: ignore[operator]
+    b = await make("b")  # type: ignore[operator]
+    room = f"r-{uuid.uuid4().hex}"
+    await a.subscribe(room)
+    a.note_seq(room, 0)
+    assert await publish(b, room, "before") == 1
+    await until(lambda: len(rec.messages) == 1)
+    broker.kill()
+    await until(lambda: a.state == DOWN and b.state == DOWN)
+    assert rec.states[-1] == DOWN
+    with pytest.raises(BrokerUnavailable):
+        await publish(b, room, "during")
+    with pytest.raises(BrokerUnavailable):
+        await a.snapshot(room)
+    broker.restart()
+    await until(lambda: a.state == UP and b.state == UP)
+    assert rec.resets == [[room]], "a restarted broker without persistence is a reset"
+    await until(lambda: room in a._live)
+    assert await publish(b, room, "after") == 1
+    await until(lambda: len(rec.messages) == 2)
+    assert rec.messages[-1][2]["id"] == "after"
+
+
+async def test_catch_up_after_missing_frames(make: object) -> None:
+    rec = Recorder()
+    a = await make("a", rec)  # type: ignore[operator]
+    b = await make("b")  # type: ignore[operator]
+    room = f"r-{uuid.uuid4().hex}"
+    await a.subscribe(room)
+    a.note_seq(room, 0)
+    await publish(b, room, "m1")
+    await until(lambda: len(rec.messages) == 1)
+    # simulate a lost pub/sub delivery: the adapter believes it saw less than it did
+    await a.unsubscribe(room)
+    await publish(b, room, "m2")
+    await publish(b, room, "m3")
+    await a.subscribe(room)
+    a.note_seq(room, 1)
+    await publish(b, room, "m4")  # seq 4 after 1: a gap, filled from the history
+    await until(lambda: len(rec.messages) == 4)
+    assert [seq for _, seq, _ in rec.messages] == [1, 2, 3, 4]
+    assert not rec.gaps
+
+
+async def test_publish_while_never_connected_is_refused(broker: Broker) -> None:
+    adapter = RedisAdapter("redis://127.0.0.1:1/0", "x", AdapterConfig(**FAST))  # type: ignore[arg-type]
+    await adapter.start()
+    try:
+        assert not await adapter.wait_up(0.3)
+        with pytest.raises(BrokerUnavailable):
+            await publish(adapter, "r", "m")
+        with pytest.raises(BrokerUnavailable):
+            await adapter.subscribe("r")
+    finally:
+        await adapter.close()
