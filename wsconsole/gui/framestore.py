@@ -290,7 +290,7 @@ class FrameStore:
         """Rows for the given ids (ids no longer held are skipped)."""
         for ident in ids:
             if self.first_id <= ident < self.next_id:
-                yield self.row(ident)
+                yield self.row(int(ident))
 
     def _slices(self, lo: int, hi: int) -> list[tuple[int, int, int]]:
         """(start slot, end slot, first id) pieces covering ids [lo, hi) in ring order."""

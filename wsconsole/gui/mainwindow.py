@@ -60,14 +60,16 @@ class MainWindow(QMainWindow):
         self._dock("Timeline", self.timeline, Qt.DockWidgetArea.BottomDockWidgetArea)
         self._dock("Composer", self.composer, Qt.DockWidgetArea.BottomDockWidgetArea)
         self._dock("Log", self.log_view, Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.tabifyDockWidget(self.docks["Composer"], self.docks["Log"])
         self.splitDockWidget(self.docks["Timeline"], self.docks["Composer"],
                              Qt.Orientation.Horizontal)
+        self.tabifyDockWidget(self.docks["Composer"], self.docks["Log"])
         self.docks["Composer"].raise_()
         self.resize(1600, 1000)
         self.resizeDocks([self.docks["Connection"], self.docks["Live plots"]], [380, 560],
                          Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["Timeline"]], [240], Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["Connection"], self.docks["Cluster"]], [520, 300],
+                         Qt.Orientation.Vertical)
 
         view_menu = self.menuBar().addMenu("&View")
         for dock in self.docks.values():

@@ -149,6 +149,7 @@ class ConnectionPanel(QWidget):
         self.timer = QTimer(self, interval=200)
         self.timer.timeout.connect(self.refresh)
         self.timer.start()
+        self.load_profile(Profile())
         self.sync_list()
 
     # -- construction helpers
