@@ -292,6 +292,23 @@ async def test_two_clients_on_different_nodes_see_each_other(cluster: Cluster) -
             assert got[from_a]["data"] == {"text": "hello from a"}
             assert got[from_b]["data"] == {"text": "hello from b"}
         assert a.acked.keys() == {from_a} and b.acked.keys() == {from_b}
+        # network faults go through the supervisor to the balancer, live, and come off again
+        reply = await cluster.net_fault("all", "latency", ms=150)
+        assert reply["faults"], "the balancer lists the active fault"
+        began = time.monotonic()
+        await a.rpc("echo", "slow")
+        slow = time.monotonic() - began
+        assert slow >= 0.25, f"a round trip under 150 ms latency each way took {slow:.3f} s"
+        cleared = await cluster.net_clear("all")
+        assert cleared["faults"] == []
+        began = time.monotonic()
+        await a.rpc("echo", "fast")
+        print(
+            f"\nrpc round trip: {slow:.3f} s with latency 150 ms, "
+            f"{time.monotonic() - began:.3f} s after clearing"
+        )
+        with pytest.raises(ClusterError, match="unknown node"):
+            await cluster.net_fault("n42", "blackhole")
         # the cluster's secret reached the nodes: its tokens pass, anything else is refused
         with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
             await connect(f"{cluster.url}/?token=not-a-jwt", open_timeout=5)

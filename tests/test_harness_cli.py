@@ -41,6 +41,16 @@ from wsconsole.harness.shell import Command, CommandError, help_event, parse
             "net n1 latency ms=200 jitter_ms=20.5",
             Command("net", ("n1", "latency"), (("ms", 200), ("jitter_ms", 20.5))),
         ),
+        (
+            "net all latency 200ms 20ms",
+            Command("net", ("all", "latency"), (("ms", 200.0), ("jitter_ms", 20.0))),
+        ),
+        (
+            "net n1 bandwidth 100kB/s",
+            Command("net", ("n1", "bandwidth"), (("bytes_per_s", 100000.0),)),
+        ),
+        ("net n3 half-open up", Command("net", ("n3", "half_open"), (("direction", "up"),))),
+        ("net n1 blackhole", Command("net", ("n1", "blackhole"))),
         ("net all clear", Command("net", ("all", "clear"))),
         ("net n2 clear latency", Command("net", ("n2", "clear", "latency"))),
         (
@@ -70,7 +80,10 @@ def test_blank_lines_and_comments_are_skipped(line: str) -> None:
         ("token", "usage: token USER"),
         ("sticky round-robin", "usage: sticky"),
         ("net n1", "usage: net"),
-        ("net n1 latency 200", "expected key=value"),
+        ("net n1 latency 200 ms=3", "not a number"),
+        ("net n1 latency fast", "not a number"),
+        ("net n1 warp 9", "unknown fault kind"),
+        ("net n1 latency ms=-5", "usage: net"),
         ("net n1 clear latency extra", "usage: net"),
         ("inject n1", "usage: inject"),
         ("status now", "usage: status"),

@@ -8,7 +8,9 @@ One command per line; words separated by blanks; `#` starts a comment:
     status                                                     nodes, broker, balancer
     token USER [ROOMS...]                                      a JWT for USER (rooms default *)
     sticky ip|cookie|sid                                       the balancer's affinity mode
-    net ID|all KIND [key=value...]                             a network fault in the balancer
+    net ID|all KIND [ARGS | key=value...]                      a network fault in the balancer:
+        latency 200ms [50ms] | bandwidth 100kB/s | reset [persist] | blackhole
+        | slice 16 [5ms] | half_open up|down      (see harness/netfaults.py)
     net ID|all clear [KIND]                                    remove one fault kind, or all
     inject ID CASE [key=value...]                              forwarded to the node's "inject"
     help                                                       this list
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wsconsole.harness.cluster import STICKY_MODES, Cluster, ClusterError
+from wsconsole.harness.netfaults import FaultError, fault_from_words, parse_fault
 
 NODE_COMMANDS = ("kill", "pause", "resume", "drain", "restart")
 COMMANDS = (
@@ -51,7 +54,7 @@ USAGE = {
     "status": "status",
     "token": "token USER [ROOMS...]",
     "sticky": "sticky ip|cookie|sid",
-    "net": "net ID|all KIND [key=value...]  or  net ID|all clear [KIND]",
+    "net": "net ID|all KIND [ARGS|key=value...]  or  net ID|all clear [KIND]",
     "inject": "inject ID CASE [key=value...]",
     "help": "help",
     "quit": "quit",
@@ -147,7 +150,17 @@ def parse(line: str) -> Command | None:
             if len(rest) > 3:
                 raise CommandError(f"usage: {usage}")
             return Command(name, (target, "clear", *rest[2:3]))
-        return Command(name, (target, kind), _split_params(rest[2:], usage))
+        words = rest[2:]
+        try:
+            if words and all("=" in word for word in words):
+                params = _split_params(words, usage)
+                parse_fault(kind, dict(params))
+            else:  # the short form: latency 200ms 50ms, bandwidth 100kB/s, half_open up...
+                kind, found = fault_from_words([kind, *words])
+                params = tuple(found.items())
+        except FaultError as exc:
+            raise CommandError(f"{exc} (usage: {usage})") from None
+        return Command(name, (target, kind), params)
     # inject
     if len(rest) < 2:
         raise CommandError(f"usage: {usage}")
