@@ -20,7 +20,7 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from tests.support import SCALE, ProcessRegistry, free_port  # noqa: E402
+from tests.support import SCALE, ProcessRegistry, free_port
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ valid JSONL, bad input is refused in place, errors reach the Log dock, settings 
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -196,12 +195,12 @@ def test_settings_persist_layout_profiles_templates(qloop, settings_path) -> Non
             assert again.console.sessions["conn1"].profile.url == "ws://127.0.0.1:1234/saved"
             assert again.window.composer.templates["greeting"]["text"] == '{"saved": true}'
             assert not again.window.docks["Timeline"].isVisible()
-            assert Path(settings_path).exists()
         finally:
             again.window.close()
             await again.shutdown()
 
     run(qloop, scenario(), 30)
+    assert Path(settings_path).exists()
 
 
 def test_profile_validation_is_headless() -> None:
@@ -212,7 +211,3 @@ def test_profile_validation_is_headless() -> None:
     assert parse_headers("A: 1\n\nB-c: two words") == [("A", "1"), ("B-c", "two words")]
     restored = Profile.from_dict({"name": "x", "url": 5, "backoff_cap": 7, "junk": 1})
     assert restored.name == "x" and restored.url == Profile().url and restored.backoff_cap == 7.0
-
-
-async def _never() -> None:
-    await asyncio.sleep(3600)
