@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import (
     ConnectionClosed,
@@ -419,6 +420,11 @@ def classify_error(exc: BaseException) -> tuple[str, str]:
             return "refused", "connection refused"
         return "network", exc.strerror or str(exc)
     return "protocol", f"{type(exc).__name__}: {exc}"
+
+
+def encode_publish(room: str, data: Any, ident: str) -> str:
+    """A publish frame; unlike envelope.encode it keeps `data` even when it is None (null)."""
+    return orjson.dumps({"type": "publish", "room": room, "data": data, "id": ident}).decode()
 
 
 def _close_text(exc: ConnectionClosed) -> str:
@@ -978,8 +984,7 @@ class ReconnectingClient:
         """Publish to a room; kept until acked, re-sent with the same id after a reconnect."""
         self._need_harness("publish")
         ident = id or uuid.uuid4().hex
-        entry = self.outbox.add(envelope.encode("publish", room=room, data=data, id=ident),
-                                publish_id=ident)
+        entry = self.outbox.add(encode_publish(room, data, ident), publish_id=ident)
         self.stats.queued = len(self.outbox)
         conn = self._conn
         if self._ready and conn is not None and not entry.sent:
@@ -1029,5 +1034,6 @@ __all__ = [
     "RoomTracker",
     "RpcError",
     "classify_error",
+    "encode_publish",
     "parse_header",
 ]
