@@ -149,6 +149,10 @@ class LatencyHistogram:
             raise ValueError("percentile must be within 0..100")
         rank = max(1, math.ceil(p / 100 * self.count))
         index = int(np.searchsorted(np.cumsum(self.counts), rank))
+        if index == 0:
+            return self.min  # at or below `lowest`: the smallest sample is exact
+        if index == self._n - 1:
+            return self.max  # at or above `highest`
         value = self._value(index)
         return min(max(value, self.min), self.max)
 
