@@ -124,7 +124,10 @@ async def test_echo_frames_states_and_normal_close(client_factory: Any) -> None:
         assert rec.states() == [State.CONNECTING, State.OPEN, State.CLOSING, State.CLOSED]
         closes = [f for f in rec.of(FrameRecord) if f.opcode is Opcode.CLOSE]
         assert (closes[0].direction, closes[0].close_code, closes[0].close_reason) == (
-            Direction.OUT, 1000, "bye")
+            Direction.OUT,
+            1000,
+            "bye",
+        )
         assert closes[1].direction is Direction.IN
         assert client.stats.sent == 2 and client.stats.received == 2
         assert rec.errors() == []
@@ -136,11 +139,13 @@ async def test_heartbeat_ping_pong_with_rtt(client_factory: Any) -> None:
     """Client pings are visible, each pong carries its RTT, and latency is kept."""
     server, _ = await start("echo")
     try:
-        client, rec = client_factory(f"ws://127.0.0.1:{server_port(server)}",
-                                     ping_interval=50 * MS, ping_timeout=WAIT)
+        client, rec = client_factory(
+            f"ws://127.0.0.1:{server_port(server)}", ping_interval=50 * MS, ping_timeout=WAIT
+        )
         await client.start()
-        await rec.until(lambda: len([h for h in rec.of(HeartbeatEvent)
-                                     if h.kind == "pong_received"]) >= 2)
+        await rec.until(
+            lambda: len([h for h in rec.of(HeartbeatEvent) if h.kind == "pong_received"]) >= 2
+        )
         kinds = [h.kind for h in rec.of(HeartbeatEvent)]
         assert kinds[:4] == ["ping_sent", "pong_received", "ping_sent", "pong_received"]
         pong = next(h for h in rec.of(HeartbeatEvent) if h.kind == "pong_received")
@@ -168,8 +173,7 @@ async def test_server_pings_are_reported(client_factory: Any) -> None:
 @pytest.mark.parametrize(
     ("code", "reason"), [(1001, "going away"), (1008, "policy violation"), (1011, "oops")]
 )
-async def test_server_close_codes_are_reported(client_factory: Any, code: int,
-                                               reason: str) -> None:
+async def test_server_close_codes_are_reported(client_factory: Any, code: int, reason: str) -> None:
     """The server's close code and reason reach the error event and the transition."""
     server, _ = await start("close", code=code, reason=reason)
     try:
@@ -188,8 +192,7 @@ async def test_server_close_codes_are_reported(client_factory: Any, code: int,
 
 async def test_refused_retries_with_backoff_then_gives_up(client_factory: Any) -> None:
     """Refused: one error per attempt, delays following the policy, CLOSED after max."""
-    client, rec = client_factory(f"ws://127.0.0.1:{free_port()}",
-                                 backoff=fast(max_attempts=3))
+    client, rec = client_factory(f"ws://127.0.0.1:{free_port()}", backoff=fast(max_attempts=3))
     await client.start()
     await client.wait_closed()
     assert rec.errors() == ["refused"] * 4 + ["gave_up"]
@@ -220,8 +223,9 @@ async def test_handshake_rejected_reports_http_status(client_factory: Any) -> No
         await ws.wait_closed()
 
     async with serve(handler, "127.0.0.1", 0, process_request=deny) as server:
-        client, rec = client_factory(f"ws://127.0.0.1:{server_port(server)}",
-                                     backoff=fast(max_attempts=1))
+        client, rec = client_factory(
+            f"ws://127.0.0.1:{server_port(server)}", backoff=fast(max_attempts=1)
+        )
         await client.start()
         await client.wait_closed()
     details = [e.detail for e in rec.of(ErrorEvent) if e.kind == "handshake_rejected"]
@@ -249,8 +253,11 @@ async def test_subprotocol_ignored_by_server_is_an_error(client_factory: Any) ->
     """Asked for a subprotocol, the server picked none: reported rather than ignored."""
     server, _ = await start("echo")
     try:
-        client, rec = client_factory(f"ws://127.0.0.1:{server_port(server)}",
-                                     subprotocols=["mqtt"], backoff=fast(max_attempts=0))
+        client, rec = client_factory(
+            f"ws://127.0.0.1:{server_port(server)}",
+            subprotocols=["mqtt"],
+            backoff=fast(max_attempts=0),
+        )
         await client.start()
         await client.wait_closed()
         assert rec.errors() == ["subprotocol", "gave_up"]
@@ -326,8 +333,9 @@ async def test_token_provider_called_on_every_connect(client_factory: Any, mode:
 
     try:
         port = server_port(server)
-        client, rec = client_factory(f"ws://127.0.0.1:{port}/?x=1", token=provider,
-                                     token_mode=mode, harness=True)
+        client, rec = client_factory(
+            f"ws://127.0.0.1:{port}/?x=1", token=provider, token_mode=mode, harness=True
+        )
         await client.start()
         await client.wait_state(State.OPEN, WAIT)
         reply = await client.rpc("echo", {"n": 1})
@@ -353,8 +361,12 @@ async def test_wrong_token_is_closed_with_1008(client_factory: Any) -> None:
     """A bad token sent as a first message: the server's 1008 and reason are reported."""
     server, _ = await start("harness", token="right")
     try:
-        client, _rec = client_factory(f"ws://127.0.0.1:{server_port(server)}", token="wrong",
-                                     token_mode="message", harness=True)
+        client, _rec = client_factory(
+            f"ws://127.0.0.1:{server_port(server)}",
+            token="wrong",
+            token_mode="message",
+            harness=True,
+        )
         await client.start()
         waiting = await client.wait_state(State.RECONNECTING, WAIT)
         assert waiting is not None and (waiting.code, waiting.reason) == (1008, "bad token")
@@ -422,8 +434,7 @@ async def test_rejoin_recovers_missed_messages(client_factory: Any) -> None:
         await reader.wait_state(State.OPEN, WAIT)
         await rec.until(lambda: any(d.kind == "recovered" for d in rec.of(DeliveryEvent)))
         joins = [t for t in rec.texts(Direction.OUT) if '"join"' in t]
-        assert joins == ['{"type":"join","room":"news"}',
-                         '{"type":"join","room":"news","since":3}']
+        assert joins == ['{"type":"join","room":"news"}', '{"type":"join","room":"news","since":3}']
         recovered = [d for d in rec.of(DeliveryEvent) if d.kind == "recovered"]
         assert recovered[0].room == "news" and recovered[0].detail == "4 missed"
         assert reader.rooms_tracker.since("news") == 7
@@ -451,8 +462,9 @@ async def test_recovery_window_exceeded_is_reported(client_factory: Any) -> None
             await writer.publish("r", i)
         await w_rec.until(lambda: writer.stats.acked == 6)
         await reader.wait_state(State.OPEN, WAIT)
-        await rec.until(lambda: any(d.kind == "recovery_window_exceeded"
-                                    for d in rec.of(DeliveryEvent)))
+        await rec.until(
+            lambda: any(d.kind == "recovery_window_exceeded" for d in rec.of(DeliveryEvent))
+        )
         event = next(d for d in rec.of(DeliveryEvent) if d.kind == "recovery_window_exceeded")
         assert event.room == "r" and "oldest" in (event.detail or "")
         await writer.publish("r", "after")
@@ -517,9 +529,12 @@ async def test_headers_origin_and_local_addr_reach_the_server(client_factory: An
         await ws.wait_closed()
 
     async with serve(handler, "127.0.0.1", 0) as server:
-        client, _ = client_factory(f"ws://127.0.0.1:{server_port(server)}",
-                                   headers=[("X-Trace", "abc")], origin="http://localhost",
-                                   local_addr=("127.0.0.7", 0))
+        client, _ = client_factory(
+            f"ws://127.0.0.1:{server_port(server)}",
+            headers=[("X-Trace", "abc")],
+            origin="http://localhost",
+            local_addr=("127.0.0.7", 0),
+        )
         await client.start()
         await client.wait_state(State.OPEN, WAIT)
         await client.stop()
@@ -527,3 +542,46 @@ async def test_headers_origin_and_local_addr_reach_the_server(client_factory: An
     assert headers["X-Trace"] == "abc" and headers["Origin"] == "http://localhost"
     assert headers["User-Agent"].startswith("wsconsole/")
     assert remote[0] == "127.0.0.7"
+
+
+async def test_oversized_message_closes_with_1009(client_factory: Any) -> None:
+    """A message over max_size: the client closes with 1009 and reconnects."""
+
+    async def big(ws: ServerConnection) -> None:
+        await ws.send("x" * 2048)
+        await ws.wait_closed()
+
+    async with serve(big, "127.0.0.1", 0) as server:
+        client, rec = client_factory(f"ws://127.0.0.1:{server_port(server)}", max_size=1024)
+        await client.start()
+        await rec.until(lambda: any(f.close_code == 1009 for f in rec.of(FrameRecord)))
+        close = next(f for f in rec.of(FrameRecord) if f.close_code == 1009)
+        assert close.direction is Direction.OUT
+        await rec.until(lambda: State.RECONNECTING in rec.states())
+        assert client.stats.received == 0
+
+
+async def test_countdown_and_observer_isolation(client_factory: Any) -> None:
+    """next_attempt gives the pending retry's time and delay; a failing observer is contained;
+    unsubscribe stops delivery."""
+    client, rec = client_factory(f"ws://127.0.0.1:{free_port()}",
+                                 backoff=fast(initial=300 * MS, cap=300 * MS, jitter=0))
+
+    def broken(event: Any) -> None:
+        raise RuntimeError("observer bug")
+
+    client.subscribe(broken)
+    await client.start()
+    waiting = await client.wait_state(State.RECONNECTING, WAIT)
+    assert waiting is not None and client.next_attempt is not None
+    due, delay = client.next_attempt
+    assert delay == pytest.approx(300 * MS) and due == pytest.approx(waiting.at + delay)
+    await client.wait_state(State.CONNECTING, WAIT)
+    assert client.next_attempt is None
+    client.unsubscribe(broken)
+    client.unsubscribe(rec)
+    seen = len(rec.events)
+    await client.wait_state(State.RECONNECTING, WAIT)
+    assert len(rec.events) == seen
+    await client.stop()
+    assert client.state is State.CLOSED
