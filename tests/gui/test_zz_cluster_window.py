@@ -1,0 +1,90 @@
+"""The default start-up with the real harness: 3 running nodes, plots moving, a Kill seen in
+the table and the Timeline, and closing the window stops every process the console started.
+
+(Named test_zz_* so it runs last in this directory: it is the slowest.)
+"""
+
+from __future__ import annotations
+
+from tests.support import pid_alive
+from wsconsole.core.lifecycle import State
+from wsconsole.gui.app import ConsoleApp, GuiOptions
+from wsconsole.gui.console import CONSOLE_CONN
+
+from .conftest import run, until
+
+
+def test_demo_cluster_kill_and_close(qloop, settings_path) -> None:  # type: ignore[no-untyped-def]
+    async def scenario() -> tuple[set[int], list[State]]:
+        app = ConsoleApp(GuiOptions(harness=True, swarm_clients=6, settings_path=settings_path))
+        app.start()
+        w = app.window
+        console = app.console
+        try:
+            assert await app.wait_ready(90), [r.summary for r in console.errors.reports]
+            cluster = console.cluster
+            panel = w.cluster
+
+            # the Cluster panel lists 3 running nodes
+            def states() -> list[str]:
+                return [panel.table.item(r, 1).text() for r in range(panel.table.rowCount())
+                        if panel.table.item(r, 1) is not None]
+
+            assert await until(lambda: states() == ["running"] * 3, 20), states()
+            assert "broker up" in panel.broker_badge.text()
+
+            # the console's own client is OPEN through the balancer, plots receive data
+            session = console.sessions[CONSOLE_CONN]
+            assert await until(lambda: session.state is State.OPEN, 20)
+            assert await until(lambda: (console.series.last("conns.total") or 0) >= 1, 20)
+            assert await until(lambda: w.plots.points("conns.total") >= 3, 20)
+            assert await until(lambda: w.plots.points("rtt.console") >= 1, 20)
+            if console.swarm is not None:  # the swarm publishes: messages flow
+                assert await until(lambda: (console.series.last("msgs.in") or 0) > 0, 20)
+                assert await until(lambda: w.plots.points("lat.p99") >= 1, 20)
+
+            # Kill the node that serves the console's client, from the panel
+            serving = None
+            for node_id in list(cluster.nodes):
+                users = {c.get("user") for c in await cluster.connections(node_id)}
+                if CONSOLE_CONN in users:
+                    serving = node_id
+                    break
+            assert serving is not None
+            seen_before = len(console.timeline.states(CONSOLE_CONN))
+            assert panel.select_node(serving)
+            panel.run_action("kill")
+
+            def row_state(node_id: str) -> str | None:
+                for r in range(panel.table.rowCount()):
+                    if panel.table.item(r, 0).text() == node_id:
+                        return panel.table.item(r, 1).text()
+                return None
+
+            assert await until(lambda: row_state(serving) == "killed", 15)
+
+            def after_kill() -> list[State]:
+                return console.timeline.states(CONSOLE_CONN)[seen_before:]
+
+            def reconnected() -> bool:
+                later = after_kill()
+                return State.RECONNECTING in later and later[-1] is State.OPEN
+
+            assert await until(reconnected, 30), after_kill()
+            assert any(m.label.startswith(f"node {serving}") for m in console.timeline.faults)
+
+            # closing the window stops every process the console started
+            pids = console.started_pids()
+            assert len(pids) >= 5  # broker, 3 nodes (one dead already), balancer, swarm
+            w.close()
+            assert app.closed.is_set()
+            await app.shutdown()
+            return pids, after_kill()
+        except BaseException:
+            await app.shutdown()
+            raise
+
+    pids, transitions = run(qloop, scenario(), 110)
+    alive = [pid for pid in pids if pid_alive(pid)]
+    assert not alive, f"still running after close: {alive}"
+    print(f"\nkill -> timeline {[s.value for s in transitions]}; stopped {len(pids)} pids")
