@@ -314,3 +314,39 @@ async def test_module_entry_point_and_bad_usage(
         _, err = await asyncio.to_thread(proc.communicate, timeout=TIMEOUT)
         assert proc.returncode == 2
         assert b"error:" in err and b"Traceback" not in err
+
+
+async def test_half_close_is_passed_on(start_balancer):
+    """A client that shuts down its sending side still gets the backend's answer."""
+
+    async def counter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if head.startswith(b"GET /healthz"):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+        else:
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+            total = 0
+            while data := await reader.read(65536):
+                total += len(data)
+            writer.write(f"got {total}".encode())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(counter, "127.0.0.1", 0)
+    try:
+        balancer = await start_balancer({"raw": server.sockets[0].getsockname()[1]})
+
+        def exchange() -> bytes:
+            with socket.create_connection(("127.0.0.1", balancer.port), timeout=TIMEOUT) as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"z" * 300_000)
+                sock.shutdown(socket.SHUT_WR)
+                chunks = []
+                while data := sock.recv(65536):
+                    chunks.append(data)
+                return b"".join(chunks)
+
+        reply = await asyncio.to_thread(exchange)
+        assert reply.endswith(b"\r\n\r\ngot 300000"), reply[-60:]
+        await balancer.stats_until(lambda b: b["raw"]["connections"] == 0)
+    finally:
+        server.close()

@@ -201,6 +201,20 @@ async def test_blackhole_is_caught_by_liveness_and_clears(local_backends, start_
     await quiet.close()
 
 
+async def test_blackholed_connection_ends_when_both_peers_leave(local_backends, start_balancer):
+    backends = await local_backends(1)
+    balancer = await start_balancer({b.id: b.port for b in backends.values()})
+    raw = await asyncio.to_thread(raw_upgrade, balancer.port)
+    await balancer.stats_until(lambda s: s["n1"]["connections"] == 1)
+    await balancer.fault("n1", "blackhole")
+    raw.close()  # the client leaves: its FIN is held like any other byte
+    await asyncio.sleep(300 * MS)
+    assert balancer.stats[-1]["backends"]["n1"]["connections"] == 1  # the backend is still there
+    await backends["n1"].stop()  # now the backend leaves too: nothing can flow any more
+    await balancer.stats_until(lambda s: s["n1"]["connections"] == 0)
+    assert balancer.stats[-1]["faults"] == [{"target": "n1", "kind": "blackhole"}]
+
+
 async def test_slice_still_delivers_intact_messages(local_backends, start_balancer):
     backends = await local_backends(1)
     balancer = await start_balancer({b.id: b.port for b in backends.values()})

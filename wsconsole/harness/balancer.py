@@ -87,6 +87,7 @@ COOKIE_NAME = "wsc_node"
 MAX_HEAD = 16 * 1024
 HEAD_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 2.0
+HALF_CLOSE_TIMEOUT = 30.0
 CHUNK = 64 * 1024
 STATS_INTERVAL = 0.25
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -293,8 +294,11 @@ class Pipe:
         self._bucket: TokenBucket | None = None
         self._rng = random.Random()
 
-    async def run(self) -> None:
-        """Pump until the source ends and everything read was delivered (or an error)."""
+    async def run(self) -> bool:
+        """Pump until the source ends and all it sent was delivered, then half-close the sink.
+
+        Returns True for that clean end, False when a socket failed.
+        """
         backend = self.conn.backend
         writer = self.writer
         up = self.direction == UP
@@ -318,8 +322,12 @@ class Pipe:
             self.conn.reader_finished()
             await self._enqueue(_EOF)
             await self._sent_all.wait()
+            if writer.can_write_eof() and not writer.is_closing():
+                writer.write_eof()
+            return True
         except (ConnectionError, OSError) as exc:
             log.debug("%s %s: %r", self.conn.name, self.direction, exc)
+            return False
 
     async def _read_response_head(self) -> None:
         """Read the backend's response head (bounded) and inject the cookie into it."""
@@ -417,6 +425,11 @@ class Pipe:
                 await asyncio.sleep(slicing.delay_ms / 1000.0)
 
 
+def _clean(task: asyncio.Task[bool]) -> bool:
+    """Whether a finished pipe task ended cleanly (delivered its end of stream)."""
+    return not task.cancelled() and task.exception() is None and task.result()
+
+
 class Connection:
     """A client socket paired with a backend socket, and its two pipes."""
 
@@ -461,14 +474,23 @@ class Connection:
         self.abort()
 
     async def run(self) -> None:
-        """Pipe both ways until one direction delivered its end, both sources ended, or abort."""
-        tasks = [
-            asyncio.create_task(self.up.run(), name=f"{self.name}-up"),
-            asyncio.create_task(self.down.run(), name=f"{self.name}-down"),
-            asyncio.create_task(self._done.wait(), name=f"{self.name}-done"),
-        ]
+        """Pipe both ways until both directions ended, a socket failed, or abort.
+
+        A clean end of one direction is passed on as a half-close; the other direction then gets
+        at most HALF_CLOSE_TIMEOUT seconds to end too (a paused peer cannot pin a connection).
+        """
+        up = asyncio.create_task(self.up.run(), name=f"{self.name}-up")
+        down = asyncio.create_task(self.down.run(), name=f"{self.name}-down")
+        done = asyncio.create_task(self._done.wait(), name=f"{self.name}-done")
+        tasks = [up, down, done]
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finished, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            ended = [task for task in (up, down) if task in finished]
+            if done not in finished and len(ended) == 1 and _clean(ended[0]):
+                rest = [task for task in tasks if task not in finished]
+                await asyncio.wait(
+                    rest, timeout=HALF_CLOSE_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+                )
         finally:
             for task in tasks:
                 task.cancel()
