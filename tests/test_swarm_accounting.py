@@ -152,3 +152,25 @@ def test_percentile_stays_within_the_data(values: list[float], q: float) -> None
     assert min(values) - 1e-6 <= result <= max(values) + 1e-6
     assert percentile(values, 0) == min(values)
     assert percentile(values, 100) == max(values)
+
+
+def test_a_broker_that_lost_its_state_opens_a_new_epoch() -> None:
+    acc = _room_with_two_subscribers(3)
+    for name in ("a", "b"):
+        for n in (1, 2, 3):
+            acc.delivered_message(name, "r", n, f"a-{n}", None)
+    # the broker restarted empty: new publishes get seq 1, 2 again
+    for n, seq in ((4, 1), (5, 2)):
+        acc.published("a", "r", f"a-{n}")
+        acc.acked(f"a-{n}", seq)
+    assert acc.epochs() == {"r": 1}
+    acc.joined("a", "r", 0)  # a re-joined and was told the room is at 0
+    acc.delivered_message("a", "r", 1, "a-4", None)
+    acc.delivered_message("a", "r", 2, "a-5", None)
+    acc.delivered_message("b", "r", 1, "a-4", None)  # b was not told: sees seq go back
+    summary = acc.summary(1.0)
+    assert summary["expected"] == 10
+    assert summary["lost"] == 1  # b never got a-5
+    assert summary["duplicated"] == 0
+    assert summary["out_of_order"] == 1
+    assert summary["seq_restarts"] == 1

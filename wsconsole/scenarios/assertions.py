@@ -40,6 +40,8 @@ METRICS: frozenset[str] = frozenset(
         "duplicated",
         "out_of_order",
         "seq_mismatch",
+        "seq_restarts",
+        "retried",
         "p50_latency_ms",
         "p95_latency_ms",
         "p99_latency_ms",

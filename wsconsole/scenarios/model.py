@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -262,6 +263,22 @@ class _Reader:
         return value
 
 
+def shipped_dir() -> Path:
+    """Where the scenarios shipped with wsconsole live (source checkout or packaged bundle)."""
+    bundle = getattr(sys, "_MEIPASS", None)
+    if bundle is not None:
+        return Path(bundle) / "resources" / "scenarios"
+    return Path(__file__).resolve().parents[2] / "resources" / "scenarios"
+
+
+def shipped_scenarios() -> dict[str, Path]:
+    """Shipped scenario files by name (the file stem, e.g. "node-kill")."""
+    folder = shipped_dir()
+    if not folder.is_dir():
+        return {}
+    return {path.stem: path for path in sorted(folder.glob("*.toml"))}
+
+
 def _toml_line(exc: tomllib.TOMLDecodeError) -> int | None:
     lineno = getattr(exc, "lineno", None)
     if isinstance(lineno, int):
@@ -456,11 +473,12 @@ def _check_step(r: _Reader, action: str, params: dict[str, Any], where: tuple[An
         r.string(params, "kind", None, *where, choices=NET_KINDS)
         if action == "net":
             net_params = r.table(params, "params", *where)
-            for key, value in net_params.items():
-                if isinstance(value, bool) or not isinstance(value, int | float | str):
-                    raise r.fail(
-                        f"net parameter {key} must be a number or string", *where, "params"
-                    )
+            from wsconsole.harness.netfaults import FaultError, parse_fault
+
+            try:
+                parse_fault(params["kind"], net_params)
+            except FaultError as exc:
+                raise r.fail(f"net {params['kind']}: {exc}", *where, "params") from None
     elif action == "inject":
         if "case" not in params:
             raise r.fail('inject needs case = "ID" (a fault catalogue case)', *where)
@@ -474,6 +492,23 @@ def _check_step(r: _Reader, action: str, params: dict[str, Any], where: tuple[An
         params["interval"] = r.number(params, "interval", 0.0, *where, minimum=0.0)
         if "node" in params:
             r.string(params, "node", None, *where)
+        from wsconsole.faults.catalogue import Direction, UnknownCase, get_case
+
+        try:
+            case = get_case(params["case"])
+        except UnknownCase:
+            raise r.fail(f"unknown fault case {params['case']!r}", *where, "case") from None
+        wanted = (
+            Direction.SERVER_TO_CLIENT
+            if params["direction"] == "server"
+            else Direction.CLIENT_TO_SERVER
+        )
+        if not case.applies_to(wanted):
+            raise r.fail(
+                f"case {case.id} does not apply in the {params['direction']} direction",
+                *where,
+                "direction" if "direction" in params else "case",
+            )
     elif action == "wait":
         if ("seconds" in params) == ("until" in params):
             raise r.fail('wait needs either seconds = N or until = "connected"', *where)

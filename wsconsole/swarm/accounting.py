@@ -6,9 +6,10 @@ live and at the end, the questions a QA engineer asks after breaking a cluster:
 
 - sent / acknowledged / unacknowledged publishes;
 - delivered: distinct (subscriber, room, seq) deliveries of messages this swarm published;
-- lost: for every subscriber of a room, the acknowledged seqs of that room published after
-  it first joined (seq above its `joined` baseline) that it never received;
-- duplicated: the same seq, or the same message id under another seq, delivered twice;
+- lost: for every subscriber of a room, the acknowledged messages of that room published
+  after it first joined (seq above its `joined` baseline) that it never received; a broker
+  that lost its state restarts the seqs, which opens a new epoch (all of it owed);
+- duplicated: the same message id delivered twice to one subscriber;
 - out of order: a seq below one the subscriber already saw in that room;
 - publish-to-deliver latency percentiles; reconnect count and time-to-reconnect
   distribution (from leaving OPEN to the next OPEN); errors by kind.
@@ -16,7 +17,6 @@ live and at the end, the questions a QA engineer asks after breaking a cluster:
 
 from __future__ import annotations
 
-import bisect
 import math
 from array import array
 from collections import Counter
@@ -44,13 +44,23 @@ def _ms(value: float | None) -> float | None:
 
 @dataclass(slots=True)
 class _Subscription:
-    """What one client saw in one room."""
+    """What one client saw in one room; `baseline` and `epoch` say where its duty starts."""
 
     baseline: int
-    received: set[int] = field(default_factory=set)
-    max_seq: int = 0
-    ids: dict[str, int] = field(default_factory=dict)
+    epoch: int
+    max_seq: int
+    ids: set[str] = field(default_factory=set)
     window_exceeded: bool = False
+
+
+@dataclass(slots=True)
+class _RoomAcks:
+    """Acknowledged publishes of one room. A broker that lost its state restarts the seqs:
+    an acked seq already taken by another id opens a new epoch."""
+
+    epoch: int = 0
+    by_seq: dict[int, str] = field(default_factory=dict)
+    acked: list[tuple[int, int, str]] = field(default_factory=list)  # (epoch, seq, id)
 
 
 @dataclass(slots=True)
@@ -79,12 +89,13 @@ class Accounting:
         self.seq_mismatch = 0
         self.foreign = 0
         self.reconnects = 0
+        self.retried = 0  # publishes sent again after an error reply (broker down, rate limit)
         self.errors: Counter[str] = Counter()
         self.stopping = False
         # id -> room for every publish; id -> seq once acknowledged
         self._room_of: dict[str, str] = {}
         self._acked_seq: dict[str, int] = {}
-        self._acked_by_room: dict[str, list[int]] = {}
+        self._rooms: dict[str, _RoomAcks] = {}
         self._latencies = array("d")
         self._interval_latencies = array("d")
         self._reconnect_times = array("d")
@@ -116,9 +127,20 @@ class Accounting:
             client.down_since = at
 
     def joined(self, name: str, room: str, seq: int) -> None:
-        """A `joined` reply: the first one fixes the baseline (older seqs are not expected)."""
-        if (name, room) not in self.subs:
-            self.subs[(name, room)] = _Subscription(baseline=seq, max_seq=seq)
+        """A `joined` reply: the first one fixes the baseline (older seqs are not owed); a
+        later one below what the client saw means the room's sequence restarted."""
+        sub = self.subs.get((name, room))
+        if sub is None:
+            epoch = self._room(room).epoch
+            self.subs[(name, room)] = _Subscription(baseline=seq, epoch=epoch, max_seq=seq)
+        elif seq < sub.max_seq:
+            sub.max_seq = seq
+
+    def _room(self, room: str) -> _RoomAcks:
+        acks = self._rooms.get(room)
+        if acks is None:
+            acks = self._rooms[room] = _RoomAcks()
+        return acks
 
     def published(self, name: str, room: str, ident: str) -> None:
         """The swarm handed a publish with this id to a client (queued or sent)."""
@@ -138,7 +160,12 @@ class Accounting:
             return
         self._acked_seq[ident] = seq
         self.acknowledged += 1
-        bisect.insort(self._acked_by_room.setdefault(room, []), seq)
+        acks = self._room(room)
+        if acks.by_seq.get(seq, ident) != ident:
+            acks.epoch += 1
+            acks.by_seq = {}
+        acks.by_seq[seq] = ident
+        acks.acked.append((acks.epoch, seq, ident))
 
     def delivered_message(
         self,
@@ -154,16 +181,12 @@ class Accounting:
             return
         sub = self.subs.get((name, room))
         if sub is None:  # a message before any `joined`: take the seq before it as baseline
-            sub = self.subs[(name, room)] = _Subscription(baseline=seq - 1, max_seq=seq - 1)
-        if seq in sub.received:
+            epoch = self._room(room).epoch
+            sub = self.subs[(name, room)] = _Subscription(seq - 1, epoch, seq - 1)
+        if ident in sub.ids:
             self.duplicated += 1
             return
-        seen_seq = sub.ids.get(ident)
-        if seen_seq is not None and seen_seq != seq:
-            self.duplicated += 1
-            return
-        sub.ids[ident] = seq
-        sub.received.add(seq)
+        sub.ids.add(ident)
         if seq < sub.max_seq:
             self.out_of_order += 1
         else:
@@ -200,26 +223,33 @@ class Accounting:
         """Publishes not (yet) acknowledged."""
         return self.sent - self.acknowledged
 
-    def expected_for(self, name: str, room: str) -> list[int]:
-        """Acknowledged seqs of `room` this subscriber should have received."""
+    def expected_for(self, name: str, room: str) -> list[str]:
+        """Ids of the acknowledged messages of `room` this subscriber should have received:
+        published after its first `joined` (seq above the baseline, or a later epoch)."""
         sub = self.subs[(name, room)]
-        acked = self._acked_by_room.get(room, [])
-        return acked[bisect.bisect_right(acked, sub.baseline) :]
+        acks = self._rooms.get(room)
+        if acks is None:
+            return []
+        return [
+            ident
+            for epoch, seq, ident in acks.acked
+            if epoch > sub.epoch or (epoch == sub.epoch and seq > sub.baseline)
+        ]
 
     def expected(self) -> int:
-        """Deliveries owed: for every subscription, the acked seqs after its baseline."""
-        total = 0
-        for (_, room), sub in self.subs.items():
-            acked = self._acked_by_room.get(room, [])
-            total += len(acked) - bisect.bisect_right(acked, sub.baseline)
-        return total
+        """Deliveries owed, over every subscription."""
+        return sum(len(self.expected_for(name, room)) for name, room in self.subs)
 
     def lost(self) -> int:
         """Acknowledged messages a subscriber should have but does not have."""
         total = 0
         for (name, room), sub in self.subs.items():
-            total += sum(1 for seq in self.expected_for(name, room) if seq not in sub.received)
+            total += sum(1 for ident in self.expected_for(name, room) if ident not in sub.ids)
         return total
+
+    def epochs(self) -> dict[str, int]:
+        """Rooms whose sequence restarted (a broker that lost its state), and how often."""
+        return {room: acks.epoch for room, acks in self._rooms.items() if acks.epoch}
 
     def settled(self) -> bool:
         """Every publish acknowledged and every owed delivery received (cheap-ish check)."""
@@ -304,7 +334,9 @@ class Accounting:
             "duplicated": self.duplicated,
             "out_of_order": self.out_of_order,
             "seq_mismatch": self.seq_mismatch,
+            "retried": self.retried,
             "foreign": self.foreign,
+            "seq_restarts": sum(self.epochs().values()),
             **self._latency_fields(self._latencies),
             "reconnects": self.reconnects,
             **self._reconnect_fields(),

@@ -28,15 +28,21 @@ from typing import Any
 
 import orjson
 
+from wsconsole.core import envelope
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientError, ClientOptions, ReconnectingClient
 from wsconsole.core.events import DeliveryEvent, Direction, ErrorEvent, Event, FrameRecord, Opcode
-from wsconsole.core.lifecycle import Transition
+from wsconsole.core.lifecycle import State, Transition
 from wsconsole.swarm.accounting import Accounting
 
 log = logging.getLogger(__name__)
 
 Stats = dict[str, Any]
+
+# Error replies to a publish after which the same id is sent again (idempotent on the node).
+RETRY_CODES = frozenset({"broker_unavailable", "rate_limited"})
+RETRY_DELAY = 0.5
+RETRY_CAP = 2.0
 
 
 class SwarmConfigError(ValueError):
@@ -174,6 +180,8 @@ class Swarm:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started: list[int] = []
         self._counters: list[int] = []
+        self._pending: dict[str, tuple[int, str, dict[str, Any]]] = {}  # id -> index, room, data
+        self._retries: dict[str, int] = {}
 
     # ---- control --------------------------------------------------------------------------
 
@@ -284,6 +292,7 @@ class Swarm:
         if pad:
             data["pad"] = pad
         self.accounting.published(client.name, room, ident)
+        self._pending[ident] = (index, room, data)
         try:
             await client.publish(room, data, id=ident)
         except ClientError as exc:
@@ -372,6 +381,8 @@ class Swarm:
             ident, seq = env.get("id"), env.get("seq")
             if isinstance(ident, str) and isinstance(seq, int):
                 acc.acked(ident, seq)
+                self._pending.pop(ident, None)
+                self._retries.pop(ident, None)
         elif kind == "joined":
             room, seq = env.get("room"), env.get("seq")
             if isinstance(room, str) and isinstance(seq, int):
@@ -380,3 +391,28 @@ class Swarm:
             code = env.get("code")
             if isinstance(code, str) and code != "recovery_window_exceeded":
                 acc.error(code)
+            ident = env.get("id")
+            if code in RETRY_CODES and isinstance(ident, str) and ident in self._pending:
+                self._schedule_retry(ident)
+
+    def _schedule_retry(self, ident: str) -> None:
+        """Send a rejected publish again later, same id (the node makes it idempotent)."""
+        if self.phase in ("stopping", "done"):
+            return
+        attempt = self._retries.get(ident, 0) + 1
+        self._retries[ident] = attempt
+        delay = min(RETRY_CAP, RETRY_DELAY * attempt)
+        self._task(self._retry(ident, delay), f"swarm-retry-{ident}")
+
+    async def _retry(self, ident: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        pending = self._pending.get(ident)
+        if pending is None:
+            return
+        index, room, data = pending
+        client = self.clients[index]
+        if client.state is not State.OPEN:
+            return  # offline: the client re-sends its unacknowledged publishes on reconnect
+        self.accounting.retried += 1
+        with contextlib.suppress(ClientError):
+            await client.send(envelope.encode("publish", room=room, data=data, id=ident))

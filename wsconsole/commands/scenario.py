@@ -1,0 +1,177 @@
+"""`wsconsole scenario run|check|list`: chaos scenarios from TOML files, with a verdict.
+
+run FILE [--junit FILE] [--report FILE.html] [--json] [--scale F]: starts the cluster the file
+describes, puts the swarm on it, performs the timed steps and judges the assertions. Exit 0
+when every assertion holds and every step was carried out, 1 otherwise, 2 when the file is
+invalid (the message names the line). FILE may also be the name of a shipped scenario
+(`wsconsole scenario list`). SIGINT stops the run early (the cluster is still stopped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from wsconsole.commands.output import Output, fail_usage
+
+HELP = "Run chaos scenarios (TOML): cluster, swarm, timed faults, assertions, reports."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare `scenario run`, `scenario check` and `scenario list`."""
+    sub = parser.add_subparsers(dest="scenario_command", metavar="ACTION")
+    run_p = sub.add_parser("run", help="run a scenario and judge it")
+    run_p.add_argument("file", help="scenario TOML file, or the name of a shipped scenario")
+    run_p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
+    run_p.add_argument("--report", metavar="FILE", help="write a self-contained HTML report")
+    run_p.add_argument(
+        "--scale",
+        type=float,
+        help="multiply every scheduled time (default: $WSCONSOLE_SCENARIO_SCALE or 1)",
+    )
+    run_p.add_argument("--json", action="store_true", help="one JSON object per line")
+    check_p = sub.add_parser("check", help="validate a scenario file without running it")
+    check_p.add_argument("file")
+    check_p.add_argument("--json", action="store_true")
+    list_p = sub.add_parser("list", help="the scenarios shipped with wsconsole")
+    list_p.add_argument("--json", action="store_true")
+
+
+def _resolve(name: str) -> Path:
+    from wsconsole.scenarios.model import shipped_scenarios
+
+    path = Path(name)
+    if path.exists() or path.suffix == ".toml" or "/" in name:
+        return path
+    shipped = shipped_scenarios()
+    return shipped.get(name, path)
+
+
+def _human(event: dict[str, Any]) -> str | None:
+    kind = event["event"]
+    if kind == "phase":
+        phase = event["phase"]
+        if phase == "starting":
+            return f"scenario {event['name']!r} (time scale {event['scale']:g})"
+        if phase == "cluster_ready":
+            return f"cluster ready in {event.get('ready_s') or 0:.1f} s at {event['url']}"
+        if phase == "swarm":
+            return (
+                f"swarm: {event['clients']} clients, {event['rooms']} rooms, "
+                f"{event['rate']:g} msg/s for {event['duration']:g} s"
+            )
+        return None
+    if kind == "step":
+        status = "ok" if event["ok"] else "FAILED"
+        return f"[{event['t']:6.1f}s] step {event['label']}: {status} — {event['detail']}"
+    if kind == "cluster_event":
+        from wsconsole.scenarios.report import _event_label
+
+        label = _event_label({**event, "event": event.get("source")})
+        return f"[{event['t']:6.1f}s] {label}" if label else None
+    if kind == "stats":
+        p99 = event.get("p99_latency_ms")
+        return (
+            f"[{event['t']:6.1f}s] connected {event['connected']}/{event['clients']}"
+            f"  sent {event['sent']}  delivered {event['delivered']}"
+            f"  reconnects {event['reconnects']}"
+            f"  p99 {'-' if p99 is None else f'{p99:.1f} ms'}"
+        )
+    if kind == "assertion":
+        word = "PASS" if event["passed"] else "FAIL"
+        return f"{word} {event['name']}  (expect {event['expect']}; {event['detail']})"
+    if kind == "error":
+        return f"error: {event['detail']}"
+    if kind == "result":
+        failed = sum(1 for a in event["assertions"] if not a["passed"])
+        bad_steps = sum(1 for s in event["steps"] if not s["ok"])
+        word = "PASS" if event["passed"] else "FAIL"
+        return (
+            f"result: {word} — {len(event['assertions']) - failed}/{len(event['assertions'])}"
+            f" assertions held, {bad_steps} step(s) failed, {event['elapsed']:.1f} s"
+        )
+    return None
+
+
+async def _run(scenario: Any, scale: float, out: Output) -> Any:
+    from wsconsole.scenarios.runner import ScenarioRunner
+
+    def on_event(event: dict[str, Any]) -> None:
+        fields = {k: v for k, v in event.items() if k != "event"}
+        if event["event"] == "summary":
+            return
+        if event["event"] == "result" and out.json_mode:
+            fields.pop("summary", None)
+        human = _human(event)
+        if human is None and not out.json_mode:
+            return
+        out.event(event["event"], human, **fields)
+
+    runner = ScenarioRunner(scenario, scale=scale, on_event=on_event)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, runner.stop)
+    return await runner.run()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch run / check / list."""
+    from wsconsole.scenarios.model import ScenarioError, load_scenario, shipped_scenarios
+    from wsconsole.scenarios.runner import scale_from_env
+
+    action = getattr(args, "scenario_command", None)
+    if action is None:
+        return fail_usage("scenario needs an action: run FILE, check FILE or list")
+    out = Output(args.json)
+    if action == "list":
+        for name, path in sorted(shipped_scenarios().items()):
+            try:
+                title = load_scenario(path).name
+            except ScenarioError as exc:
+                title = f"(invalid: {exc.reason})"
+            out.event("scenario", f"{name:28} {title}", name=name, path=str(path), title=title)
+        return 0
+    try:
+        scenario = load_scenario(_resolve(args.file))
+    except ScenarioError as exc:
+        if args.json:
+            out.event("invalid", None, path=exc.path, line=exc.line, reason=exc.reason)
+        return fail_usage(str(exc))
+    if action == "check":
+        out.event(
+            "valid",
+            f"{scenario.path}: valid — {len(scenario.steps)} steps, "
+            f"{len(scenario.assertions)} assertions",
+            path=scenario.path,
+            name=scenario.name,
+            steps=len(scenario.steps),
+            assertions=len(scenario.assertions),
+        )
+        return 0
+    try:
+        scale = args.scale if args.scale is not None else scale_from_env()
+    except ValueError as exc:
+        return fail_usage(str(exc))
+    if not scale > 0:
+        return fail_usage(f"--scale must be a positive number, not {scale}")
+    for target in (args.junit, args.report):
+        if target is not None and not Path(target).resolve().parent.is_dir():
+            return fail_usage(f"cannot write {target}: its directory does not exist")
+    result = asyncio.run(_run(scenario, scale, out))
+    from wsconsole.scenarios.report import write_html, write_junit
+
+    try:
+        if args.junit:
+            write_junit(result, args.junit)
+        if args.report:
+            write_html(result, args.report)
+    except OSError as exc:
+        sys.stderr.write(f"wsconsole: cannot write a report: {exc}\n")
+        return 1
+    return 0 if result.passed else 1

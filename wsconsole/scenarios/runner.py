@@ -1,0 +1,477 @@
+"""Running a scenario: start the cluster, put the swarm on it, break it on schedule, judge.
+
+`ScenarioRunner(scenario, scale=..., on_event=...)` is what the CLI and the GUI's Scenarios
+panel drive: `await run()` returns a `ScenarioResult`; `stop()` ends it early (the swarm stops,
+its summary is still judged, the cluster is stopped); every step of the way is reported to
+`on_event` as a dict (the same shapes `wsconsole scenario run --json` prints):
+
+- {"event": "phase", "phase": "cluster"|"swarm"|"judging"|"done", ...}
+- {"event": "step", "t", "action", "label", "ok", "detail", "duration"}
+- {"event": "stats", ... the swarm's live snapshot ..., "assertions": [{name, state}]}
+- {"event": "cluster_event", "t", "source": "node"|"broker"|..., ... the event's fields}
+- {"event": "assertion", "name", "expect", "measured", "passed", "detail"}
+- {"event": "result", "passed", ...}
+
+Times `t` are seconds since the swarm started (the scenario's clock, as in `at = ...`).
+`scale` multiplies every scheduled time (step `at`, swarm duration/ramp/settle, wait
+seconds) so tests can shrink a scenario; heartbeat and backoff timings and assertion
+thresholds are not scaled (they describe the system, not the schedule).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from wsconsole.scenarios.assertions import AssertionResult
+from wsconsole.scenarios.model import Scenario, Step
+
+log = logging.getLogger(__name__)
+
+SCALE_ENV = "WSCONSOLE_SCENARIO_SCALE"
+STEP_TIMEOUT = 30.0
+
+EventSink = Callable[[dict[str, Any]], None]
+
+
+class StepError(RuntimeError):
+    """A step could not be carried out (unknown node, feature not available, ...)."""
+
+
+def scale_from_env(default: float = 1.0) -> float:
+    """The time scale from WSCONSOLE_SCENARIO_SCALE (a positive number), else `default`."""
+    raw = os.environ.get(SCALE_ENV)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{SCALE_ENV} must be a positive number, not {raw!r}") from None
+    if not value > 0:
+        raise ValueError(f"{SCALE_ENV} must be a positive number, not {raw!r}")
+    return value
+
+
+@dataclass
+class StepRecord:
+    """What happened when a step ran: when (scenario seconds), whether it worked, why not."""
+
+    step: Step
+    t: float
+    duration: float
+    ok: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return {
+            "t": round(self.t, 3),
+            "at": self.step.at,
+            "action": self.step.action,
+            "label": self.step.describe(),
+            "ok": self.ok,
+            "detail": self.detail,
+            "duration": round(self.duration, 3),
+            "line": self.step.line,
+        }
+
+
+@dataclass
+class ScenarioResult:
+    """Everything a report needs: verdicts, measurements, the timeline and the series."""
+
+    scenario: Scenario
+    scale: float
+    passed: bool = False
+    error: str | None = None
+    assertions: list[AssertionResult] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    series: list[dict[str, Any]] = field(default_factory=list)  # swarm stats, one per second
+    cluster_series: list[dict[str, Any]] = field(default_factory=list)  # {t, nodes: {id: conns}}
+    events: list[dict[str, Any]] = field(default_factory=list)  # cluster events with t
+    started_wall: float = 0.0
+    elapsed: float = 0.0
+    stopped: bool = False
+
+    @property
+    def failed_steps(self) -> list[StepRecord]:
+        """Steps that could not be carried out."""
+        return [s for s in self.steps if not s.ok]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready verdict and figures (without the series)."""
+        return {
+            "name": self.scenario.name,
+            "passed": self.passed,
+            "error": self.error,
+            "stopped": self.stopped,
+            "scale": self.scale,
+            "elapsed": round(self.elapsed, 3),
+            "assertions": [a.as_dict() for a in self.assertions],
+            "steps": [s.as_dict() for s in self.steps],
+            "summary": self.summary,
+        }
+
+
+def _cluster_config(scenario: Scenario) -> Any:
+    from wsconsole.harness.cluster import ClusterConfig, Limits
+
+    spec = scenario.cluster
+    assert spec is not None
+    overrides: dict[str, Any] = {
+        "nodes": spec.nodes,
+        "redis_url": spec.broker,
+        "sticky": spec.sticky,
+        "limits": Limits(**spec.limits),
+    }
+    if spec.ping_interval is not None:
+        overrides["ping_interval"] = spec.ping_interval
+    if spec.ping_timeout is not None:
+        overrides["ping_timeout"] = spec.ping_timeout
+    if spec.timings == "demo":
+        return ClusterConfig.demo(**overrides)
+    return ClusterConfig(**overrides)
+
+
+def _swarm_config(scenario: Scenario, scale: float, url: str, token_factory: Any) -> Any:
+    from wsconsole.core.backoff import BackoffPolicy
+    from wsconsole.swarm.swarm import SwarmConfig
+
+    spec = scenario.swarm
+    b = spec.backoff
+    return SwarmConfig(
+        url=url,
+        clients=spec.clients,
+        rooms=spec.rooms,
+        rate=spec.rate,
+        duration=spec.duration * scale,
+        ramp=spec.ramp * scale,
+        settle=spec.settle * scale,
+        token_user=spec.token_user,
+        token_factory=token_factory,
+        payload=spec.payload,
+        distinct_addresses=spec.distinct_addresses,
+        backoff=BackoffPolicy(
+            initial=b.initial,
+            factor=b.factor,
+            cap=b.cap,
+            jitter=b.jitter,
+            max_attempts=b.max_attempts,
+        ),
+        ping_interval=spec.ping_interval,
+        ping_timeout=spec.ping_timeout,
+    )
+
+
+def _live_state(result: AssertionResult) -> str:
+    return "holding" if result.passed else "violated"
+
+
+class ScenarioRunner:
+    """Runs one scenario; see the module docstring for the events it reports."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        scale: float = 1.0,
+        on_event: EventSink | None = None,
+        token: str | None = None,
+    ) -> None:
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, not {scale}")
+        self.scenario = scenario
+        self.scale = scale
+        self.on_event = on_event
+        self.token = token  # for a scenario against an external url
+        self.result = ScenarioResult(scenario=scenario, scale=scale)
+        self.cluster: Any = None
+        self.swarm: Any = None
+        self._t0: float | None = None
+        self._stop = asyncio.Event()
+
+    # ---- public ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """End the run early: no more steps, the swarm stops, the verdict is still given."""
+        self.result.stopped = True
+        self._stop.set()
+        if self.swarm is not None:
+            self.swarm.stop()
+
+    def now(self) -> float:
+        """Seconds on the scenario clock (0 = the swarm started)."""
+        return 0.0 if self._t0 is None else time.monotonic() - self._t0
+
+    async def run(self) -> ScenarioResult:
+        """Run the scenario to its end and judge it; never raises for a failed run."""
+        result = self.result
+        result.started_wall = time.time()
+        began = time.monotonic()
+        sc = self.scenario
+        self._emit("phase", phase="starting", name=sc.name, scale=self.scale, path=sc.path)
+        unsubscribe: Callable[[], None] | None = None
+        try:
+            if sc.cluster is not None:
+                from wsconsole.harness.cluster import Cluster
+
+                self._emit("phase", phase="cluster", nodes=sc.cluster.nodes)
+                self.cluster = Cluster(_cluster_config(sc))
+                unsubscribe = self.cluster.subscribe(self._on_cluster_event)
+                await self.cluster.start()
+                url = self.cluster.url
+                factory = self.cluster.token
+                self._emit(
+                    "phase", phase="cluster_ready", url=url, ready_s=self.cluster.ready_seconds
+                )
+            else:
+                assert sc.url is not None
+                url, factory = sc.url, None
+            if not self._stop.is_set():
+                await self._run_load(url, factory)
+        except Exception as exc:
+            log.debug("scenario failed", exc_info=True)
+            result.error = f"{type(exc).__name__}: {exc}"
+            self._emit("error", detail=result.error)
+        finally:
+            if self.swarm is not None and self.swarm.phase not in ("done", "idle"):
+                self.swarm.stop()
+                self.swarm.stop()
+            if self.cluster is not None:
+                self._emit("phase", phase="cluster_stopping")
+                try:
+                    await self.cluster.stop()
+                except Exception as exc:  # stopping must never hide the verdict
+                    log.warning("cluster stop failed: %r", exc)
+                if unsubscribe is not None:
+                    unsubscribe()
+        self._judge()
+        result.elapsed = time.monotonic() - began
+        self._emit("result", **result.as_dict())
+        return result
+
+    # ---- the load and the steps -----------------------------------------------------------
+
+    async def _run_load(self, url: str, token_factory: Any) -> None:
+        from wsconsole.swarm.swarm import Swarm
+
+        config = _swarm_config(self.scenario, self.scale, url, token_factory)
+        if token_factory is None and self.token is not None:
+            config.token = self.token
+        self.swarm = Swarm(config, on_stats=self._on_stats)
+        self._emit(
+            "phase",
+            phase="swarm",
+            clients=config.clients,
+            rooms=config.rooms,
+            rate=config.rate,
+            duration=config.duration,
+        )
+        self._t0 = time.monotonic()
+        swarm_task = asyncio.get_running_loop().create_task(self.swarm.run(), name="scenario-swarm")
+        steps_task = asyncio.get_running_loop().create_task(
+            self._run_steps(), name="scenario-steps"
+        )
+        limit = self.scenario.timeout or (
+            (self.scenario.swarm.duration + self.scenario.swarm.settle) * self.scale + 60.0
+        )
+        try:
+            async with asyncio.timeout(limit):
+                summary = await swarm_task
+        except TimeoutError:
+            self.result.error = f"the scenario did not finish within {limit:.0f} s"
+            self.swarm.stop()
+            self.swarm.stop()
+            summary = await swarm_task
+        finally:
+            steps_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await steps_task
+        self.result.summary = summary
+        self._emit("summary", **summary)
+
+    async def _run_steps(self) -> None:
+        for step in self.scenario.steps:
+            due = step.at * self.scale
+            delay = due - self.now()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._stop.wait()
+            if self._stop.is_set():
+                return
+            await self._run_step(step)
+
+    async def _run_step(self, step: Step) -> None:
+        started = self.now()
+        timeout = STEP_TIMEOUT
+        if step.action == "wait":
+            timeout = float(step.params.get("timeout", STEP_TIMEOUT)) * self.scale + 5.0
+            if "seconds" in step.params:
+                timeout = float(step.params["seconds"]) * self.scale + 5.0
+        try:
+            async with asyncio.timeout(timeout):
+                detail = await self._perform(step)
+            ok = True
+        except TimeoutError:
+            ok, detail = False, f"did not finish within {timeout:.0f} s"
+        except Exception as exc:
+            ok, detail = False, str(exc) or type(exc).__name__
+        record = StepRecord(step, started, self.now() - started, ok, detail)
+        self.result.steps.append(record)
+        self._emit("step", **record.as_dict())
+
+    async def _perform(self, step: Step) -> str:
+        action, params = step.action, step.params
+        cluster = self.cluster
+        if action == "wait":
+            return await self._wait(params)
+        if action == "inject":
+            return await self._inject(params)
+        if cluster is None:
+            raise StepError(f"{action} needs a cluster")
+        if action in ("kill", "pause", "resume", "restart"):
+            await getattr(cluster, action)(params["node"])
+            return f"node {params['node']} {action}"
+        if action == "drain":
+            await cluster.drain(params["node"])
+            return f"node {params['node']} drained"
+        if action == "add":
+            node_id = await cluster.add()
+            return f"node {node_id} added"
+        if action == "broker_kill":
+            await cluster.broker_kill()
+            return "broker killed"
+        if action == "broker_restart":
+            await cluster.broker_restart()
+            return "broker restarted"
+        if action == "net":
+            extra = dict(params.get("params", {}))
+            reply = await cluster.net_fault(params["target"], params["kind"], **extra)
+            return f"{params['kind']} on {params['target']} {_brief(reply)}".strip()
+        if action == "net_clear":
+            reply = await cluster.net_clear(params["target"], params.get("kind"))
+            return f"cleared {params.get('kind') or 'all faults'} on {params['target']}"
+        raise StepError(f"unknown action {action!r}")
+
+    async def _wait(self, params: Any) -> str:
+        if "seconds" in params:
+            seconds = float(params["seconds"]) * self.scale
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._stop.wait()
+            return f"waited {seconds:.2f} s"
+        limit = float(params.get("timeout", STEP_TIMEOUT)) * self.scale
+        began = time.monotonic()
+        while True:
+            acc = self.swarm.accounting if self.swarm is not None else None
+            if acc is not None and acc.connected == len(acc.clients) and acc.clients:
+                return f"all {len(acc.clients)} clients connected"
+            if time.monotonic() - began > limit:
+                connected = acc.connected if acc is not None else 0
+                total = len(acc.clients) if acc is not None else 0
+                raise StepError(
+                    f"only {connected} of {total} clients connected after {limit:.1f} s"
+                )
+            await asyncio.sleep(0.05)
+
+    async def _inject(self, params: Any) -> str:
+        from wsconsole.scenarios.inject import inject_client, inject_server
+
+        case, count = params["case"], int(params.get("count", 1))
+        interval = float(params.get("interval", 0.0)) * self.scale
+        if params.get("direction", "client") == "server":
+            if self.cluster is None:
+                raise StepError("a server-side inject needs the cluster")
+            return await inject_server(self.cluster, case, count, params.get("node"))
+        url = self.cluster.url if self.cluster is not None else self.scenario.url
+        token = None
+        if self.cluster is not None:
+            token = self.cluster.token("scenario-injector")
+        elif self.token is not None:
+            token = self.token
+        return await inject_client(url, case, count, interval, token)
+
+    # ---- observing ------------------------------------------------------------------------
+
+    def _on_stats(self, stats: dict[str, Any]) -> None:
+        self.result.series.append(stats)
+        live = [
+            {"name": r.assertion.label, "state": _live_state(r)}
+            for r in (a.evaluate(stats) for a in self.scenario.assertions if _judgeable_live(a))
+        ]
+        self._emit("stats", **stats, assertions=live)
+
+    def _on_cluster_event(self, event: dict[str, Any]) -> None:
+        t = round(self.now(), 3) if self._t0 is not None else 0.0
+        if event.get("event") == "stats":
+            nodes = event.get("nodes") or {}
+            self.result.cluster_series.append(
+                {
+                    "t": t,
+                    "nodes": {
+                        node_id: float(values.get("connections", 0))
+                        for node_id, values in nodes.items()
+                        if isinstance(values, dict)
+                    },
+                }
+            )
+            return
+        fields = {k: v for k, v in event.items() if k not in ("event", "t")}
+        if "t" in event:
+            fields["wall"] = event["t"]
+        self.result.events.append({"event": event.get("event"), "t": t, **fields})
+        self._send({"event": "cluster_event", "t": t, "source": event.get("event"), **fields})
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        self._send({"event": event, **fields})
+
+    def _send(self, record: dict[str, Any]) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(record)
+        except Exception:
+            log.exception("scenario event sink failed")
+
+    # ---- the verdict ----------------------------------------------------------------------
+
+    def _judge(self) -> None:
+        result = self.result
+        self._emit("phase", phase="judging")
+        if result.summary:
+            result.assertions = [a.evaluate(result.summary) for a in self.scenario.assertions]
+        for outcome in result.assertions:
+            self._emit("assertion", **outcome.as_dict())
+        result.passed = (
+            result.error is None
+            and bool(result.summary)
+            and all(a.passed for a in result.assertions)
+            and not result.failed_steps
+            and not result.stopped
+        )
+
+
+_LIVE_METRICS = frozenset({"duplicated", "out_of_order", "reconnects", "errors"})
+
+
+def _judgeable_live(assertion: Any) -> bool:
+    """Assertions on counters that only grow can be shown as holding/violated while running."""
+    return assertion.kind == "order_kept" or (
+        assertion.kind == "compare"
+        and assertion.metric in _LIVE_METRICS
+        and assertion.op in ("<", "<=", "==")
+    )
+
+
+def _brief(reply: Any) -> str:
+    if isinstance(reply, dict):
+        fields = {k: v for k, v in reply.items() if k not in ("type", "rid", "ok")}
+        return str(fields) if fields else ""
+    return ""
