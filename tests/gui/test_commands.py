@@ -1,0 +1,46 @@
+"""`wsconsole gui` / `wsconsole screenshot`: usage errors exit 2 with a message; a real
+offscreen screenshot is a PNG of the window."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from PySide6.QtGui import QImage
+
+ENV = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+
+
+def _wsconsole(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "wsconsole", *args], capture_output=True,
+                          text=True, timeout=timeout, env=ENV, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["gui", "--url", "http://example.com"], "ws:// or wss://"),
+        (["--url", "ws://"], "no host"),
+        (["gui", "--swarm", "-1"], "--swarm"),
+        (["screenshot", "out.txt"], ".png"),
+        (["screenshot", "/no/such/dir/out.png"], "does not exist"),
+        (["screenshot", "x.png", "--size", "big"], "--size"),
+    ],
+)
+def test_usage_errors_exit_2(args: list[str], words: str) -> None:
+    done = _wsconsole(*args)
+    assert done.returncode == 2, done.stderr
+    assert words in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_screenshot_renders_the_window(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "shot.png"
+    done = _wsconsole("screenshot", str(out), "--after", "0.5", "--no-harness",
+                      "--size", "1200x800", "--settings", str(tmp_path / "s.ini"))
+    assert done.returncode == 0, done.stderr
+    image = QImage(str(out))
+    assert not image.isNull()
+    assert image.width() >= 1200 and image.height() >= 800
