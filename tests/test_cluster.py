@@ -10,8 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -21,7 +25,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.support import MS, pid_alive
+from tests.support import MS, pid_alive, wait_for
 from wsconsole.core.envelope import encode, parse_server
 from wsconsole.harness.balancer import rendezvous
 from wsconsole.harness.cluster import Cluster, ClusterConfig, ClusterError, NodeState
@@ -414,6 +418,15 @@ async def test_broker_kill_fails_publishes_visibly_and_recovers(cluster: Cluster
         assert first in a.before_reset and failed not in a.before_reset
         kinds = [e.get("reason") for e in cluster.events if e["event"] == "broker"]  # type: ignore[attr-defined]
         assert "killed" in kinds
+
+        # a broker that dies behind the supervisor's back is noticed and reported
+        assert cluster.broker.pid is not None
+        os.kill(cluster.broker.pid, signal.SIGKILL)
+        await until(lambda: cluster.broker.state == "down", what="unexpected broker exit seen")
+        last = [e for e in cluster.events if e["event"] == "broker"][-1]  # type: ignore[attr-defined]
+        assert last["reason"] == "exited" and last["expected"] is False
+        await cluster.broker_restart()
+        assert cluster.broker.state == "up" and pid_alive(cluster.broker.pid or 0)
     finally:
         await asyncio.gather(*(c.stop() for c in clients))
 
@@ -494,3 +507,37 @@ async def test_pause_resume_drain_restart_add(cluster: Cluster) -> None:
     assert set(cluster.merger.keys("connections")) >= {n1, n2, n3, new_id, "total"}
     t, v = cluster.series("connections", "total")
     assert len(t) == len(v) > 0
+
+
+async def test_a_failed_start_says_why_and_leaves_nothing(tmp_path: Any) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        harness = Cluster(config(nodes=1, port=port, log_dir=str(tmp_path)))
+        started: list[int] = []
+        harness.subscribe(lambda e: started.append(e["pid"]) if e.get("pid") else None)
+        with pytest.raises(ClusterError, match="balancer failed to start"):
+            await harness.start()
+    assert started and not [pid for pid in set(started) if pid_alive(pid)]
+    with pytest.raises(ClusterError, match="not running"):
+        await harness.kill("n1")
+
+
+def test_children_die_with_an_interpreter_that_never_called_stop(tmp_path: Any) -> None:
+    script = (
+        "import asyncio, json\n"
+        "from wsconsole.harness.cluster import Cluster, ClusterConfig\n"
+        "async def main():\n"
+        f"    cluster = Cluster(ClusterConfig(nodes=1, log_dir={str(tmp_path)!r}))\n"
+        "    await cluster.start()\n"
+        "    print(json.dumps(cluster.pids()), flush=True)\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=90
+    )
+    assert done.returncode == 0, done.stderr
+    pids = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(pids) == 3  # broker, node, balancer
+    assert wait_for(lambda: not [pid for pid in pids if pid_alive(pid)], timeout=10)

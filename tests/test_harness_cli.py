@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from tests.support import ProcessRegistry, pid_alive, wait_for
+from tests.support import ProcessRegistry, free_port, pid_alive, wait_for
 from wsconsole.harness.shell import Command, CommandError, help_event, parse
 
 
@@ -277,3 +277,23 @@ def test_sigint_drains_and_stops_everything(procs: ProcessRegistry) -> None:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGCONT)
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_an_unreachable_redis_is_exit_1_with_a_plain_message(procs: ProcessRegistry) -> None:
+    proc = procs.start(
+        [
+            sys.executable,
+            "-m",
+            "wsconsole",
+            "harness",
+            "--redis",
+            f"redis://127.0.0.1:{free_port()}/0",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert b"could not start the cluster" in err and b"PING" in err
+    assert b"Traceback" not in err

@@ -436,6 +436,7 @@ class Cluster:
             ids = [self._next_id() for _ in range(self.config.nodes)]
             for node_id in ids:
                 self.nodes[node_id] = NodeInfo(node_id)
+                self._set_node_state(self.nodes[node_id], NodeState.STARTING)
             # The nodes and the balancer boot in parallel (Python start-up dominates); the
             # balancer starts empty and learns each node's port through backend_add.
             results = await asyncio.gather(
