@@ -463,7 +463,7 @@ async def test_pause_resume_drain_restart_add(cluster: Cluster) -> None:
         await cluster.drain(n2)
         assert cluster.nodes[n2].state == NodeState.STOPPED
         assert not pid_alive(old_pid)
-        assert 1001 in client.closes
+        await until(lambda: 1001 in client.closes, what="close code 1001 going away")
         await until(lambda: client.joined.is_set() and client.opens >= 2, what="reconnect")
         assert await node_of(cluster, "dave") in (n1, n3)
         states = [e["state"] for e in events if e["event"] == "node" and e["id"] == n2]
@@ -541,3 +541,32 @@ def test_children_die_with_an_interpreter_that_never_called_stop(tmp_path: Any) 
     pids = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(pids) == 3  # broker, node, balancer
     assert wait_for(lambda: not [pid for pid in pids if pid_alive(pid)], timeout=10)
+
+
+def live_children() -> list[int]:
+    """PIDs of this test process's children that are alive (not zombies)."""
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+async def test_stop_during_start_leaves_nothing(tmp_path: Any) -> None:
+    before = set(await asyncio.to_thread(live_children))
+    harness = Cluster(config(log_dir=str(tmp_path)))
+    starting = asyncio.create_task(harness.start())
+    await until(lambda: len(set(live_children()) - before) >= 2, what="children booting")
+    assert not starting.done()
+    await harness.stop()
+    with pytest.raises(ClusterError):
+        await starting
+    await until(lambda: not (set(live_children()) - before), what="every child started to be gone")

@@ -805,6 +805,11 @@ class Cluster:
         self._spawned = [c for c in self._spawned if c.alive]
         self._spawned.append(child)
         child.tasks.append(self._spawn_task(self._watch(child), f"watch-{name}"))
+        if self._stopping:  # stop() began while this child was being created
+            child.expected_exit = True
+            _signal(proc.pid, signal.SIGKILL)
+            await child.exited.wait()
+            raise ClusterError(f"{name}: the cluster is stopping")
         assert proc.stdout is not None
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), self.config.ready_timeout)
