@@ -57,6 +57,7 @@ class HarnessState:
     seen: dict[tuple[str, str], int] = field(default_factory=dict)
     subs: dict[str, set[ServerConnection]] = field(default_factory=lambda: defaultdict(set))
     deliveries: int = 0
+    ack_delay: float = 0.0  # seconds between fan-out and ack: a window to lose the ack in
 
 
 def _token_of(request: Request) -> str | None:
@@ -136,6 +137,8 @@ def harness_handler(state: HarnessState, token: str | None, node: str = "t1"):  
                             state.deliveries += 1
                         except ConnectionClosed:
                             state.subs[room].discard(sub)
+                    if state.ack_delay:
+                        await asyncio.sleep(state.ack_delay)
                     await send(ws, "ack", id=ident, seq=seq)
                 elif kind == "rpc":
                     if msg["method"] == "echo":
@@ -166,6 +169,7 @@ async def start(
     token: str | None = None,
     history: int = 1000,
     ping_interval: float | None = None,
+    ack_delay: float = 0.0,
 ) -> tuple[Server, HarnessState | None]:
     """Start a test server on 127.0.0.1 in this loop; returns (server, harness state)."""
     state = None
@@ -174,7 +178,7 @@ async def start(
     elif mode == "close":
         handler = _closer(code, reason)
     elif mode == "harness":
-        state = HarnessState(history_limit=history)
+        state = HarnessState(history_limit=history, ack_delay=ack_delay)
         handler = harness_handler(state, token)
     else:
         raise ValueError(f"unknown mode {mode}")

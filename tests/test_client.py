@@ -585,3 +585,34 @@ async def test_countdown_and_observer_isolation(client_factory: Any) -> None:
     assert len(rec.events) == seen
     await client.stop()
     assert client.state is State.CLOSED
+
+
+async def test_lost_ack_resent_with_same_id_delivered_once(client_factory: Any) -> None:
+    """The connection drops after the server took a publish but before its ack: the client
+    re-sends it with the same id after reconnecting; subscribers get it exactly once."""
+    server, state = await start("harness", ack_delay=300 * MS)
+    assert state is not None
+    url = f"ws://127.0.0.1:{server_port(server)}"
+    try:
+        sub, s_rec = client_factory(url, harness=True, rooms=["x"])
+        pub, p_rec = client_factory(url, harness=True)
+        for c in (sub, pub):
+            await c.start()
+            await c.wait_state(State.OPEN, WAIT)
+        await s_rec.until(lambda: sub.rooms_tracker.since("x") == 0)
+        ident = await pub.publish("x", "once")
+        await s_rec.until(lambda: sub.rooms_tracker.since("x") == 1)  # delivered, not acked
+        assert pub.outbox.unacked == [ident]
+        pub._conn.transport.abort()  # type: ignore[union-attr]
+        await pub.wait_state(State.RECONNECTING, WAIT)
+        await p_rec.until(lambda: pub.stats.acked == 1)
+        publishes = [json.loads(t) for t in p_rec.texts(Direction.OUT) if '"publish"' in t]
+        assert [p["id"] for p in publishes] == [ident, ident]
+        acks = [d for d in p_rec.of(DeliveryEvent) if d.kind == "ack"]
+        assert [(a.id, a.seq) for a in acks] == [(ident, 1)]
+        await asyncio.sleep(100 * MS)
+        got = [json.loads(t) for t in s_rec.texts(Direction.IN) if '"message"' in t]
+        assert [(m["seq"], m["id"]) for m in got] == [(1, ident)]
+        assert state.deliveries == 1 and sub.stats.duplicates == 0
+    finally:
+        server.close()

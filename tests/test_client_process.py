@@ -116,7 +116,7 @@ async def test_sigstop_liveness_detected_then_reconnect(procs: ProcessRegistry) 
         await rec.until(lambda: any(h.kind == "liveness_lost" for h in rec.of(HeartbeatEvent)))
         lost = next(h for h in rec.of(HeartbeatEvent) if h.kind == "liveness_lost")
         detected = lost.at - stopped_at
-        assert detected <= interval + timeout + 100 * MS, detected
+        assert detected <= interval + timeout + 200 * MS, detected  # + watchdog step, load
         def retry_after_loss() -> Transition | None:
             return next((t for t in rec.of(Transition)
                          if t.state is State.RECONNECTING and t.at >= lost.at), None)
