@@ -347,8 +347,10 @@ class RawConnection:
         if not self.pipe.ended:
             self.send_close(1000)
             deadline = self.loop_time + min(self.config.timeout, 1.0)
-            while not self.pipe.ended and await self.pipe.changed(deadline):
-                self.pipe.buffer.clear()
+            # Until the peer's close frame or its end of stream: then our side may go.
+            while not isinstance(item := await self.next_frame(deadline), str):
+                if item.opcode == Opcode.CLOSE:
+                    break
         if self.pipe.ended:
             transport.abort()
         else:
@@ -515,6 +517,8 @@ class Observation:
 def judge(expected: Expectation, seen: Observation) -> tuple[Verdict, str]:
     """Verdict of an observation against an expectation, with the reason in plain words."""
     reaction = expected.reaction
+    if seen.peer_violation:
+        return Verdict.FAIL, f"the peer itself sent {seen.peer_violation}"
     if reaction is Reaction.FAIL:
         if seen.closed:
             if seen.close_code in expected.codes:
@@ -579,9 +583,11 @@ def _error_code(frame: ParsedFrame) -> str | None:
 class Watcher:
     """Reads the peer's frames into an Observation, answering the peer's own pings."""
 
-    def __init__(self, conn: RawConnection, seen: Observation) -> None:
+    def __init__(self, conn: RawConnection, seen: Observation, answer_pings: bool = True) -> None:
         self.conn = conn
         self.seen = seen
+        # False while the peer is inside an incomplete frame: a pong would become its payload.
+        self.answer_pings = answer_pings
 
     def _take(self, frame: ParsedFrame) -> None:
         seen = self.seen
@@ -598,7 +604,7 @@ class Watcher:
                 else:
                     self.conn.send_close(None)
         elif frame.opcode == Opcode.PING:
-            if not self.conn.close_sent:
+            if self.answer_pings and not self.conn.close_sent:
                 self.conn.send_frame(Opcode.PONG, frame.payload)
         elif frame.opcode == Opcode.PONG:
             seen.pongs.append(frame.payload)
@@ -609,8 +615,14 @@ class Watcher:
                 seen.app_errors.append(code)
 
     async def until(self, stop: Callable[[], bool], deadline: float) -> bool:
-        """Read frames until `stop()` holds, the stream ends, or the deadline; True if stopped."""
+        """Read frames until `stop()` holds, the stream ends, or the deadline; True if stopped.
+
+        A peer caught sending a frame no server may send ends the wait too: the verdict is
+        already a failure.
+        """
         while not stop():
+            if self.seen.peer_violation:
+                return False
             item = await self.conn.next_frame(deadline)
             if item == "timeout":
                 self.seen.timed_out = True
@@ -643,6 +655,7 @@ class CaseResult:
     observed: str
     reason: str
     duration: float
+    observation: Observation | None = None  # None when the case did not run
 
     def as_dict(self) -> dict[str, object]:
         """The --json record of the case."""
@@ -660,7 +673,9 @@ class CaseResult:
 async def observe(conn: RawConnection, case: Case, config: ProbeConfig) -> Observation:
     """Send the case's bytes and watch the peer react, each wait bounded by the config."""
     seen = Observation()
-    watcher = Watcher(conn, seen)
+    expected = case.expected
+    reaction = expected.reaction
+    watcher = Watcher(conn, seen, answer_pings=reaction is not Reaction.WAIT)
     chunks = case.chunks(Direction.CLIENT_TO_SERVER, mask_key=os.urandom(4),
                          max_size=config.max_size)
     for chunk in chunks:
@@ -668,8 +683,6 @@ async def observe(conn: RawConnection, case: Case, config: ProbeConfig) -> Obser
             seen.write_error = "connection already closed"
             break
         await asyncio.sleep(0)  # let a reaction to an earlier chunk arrive in between
-    expected = case.expected
-    reaction = expected.reaction
     loop_time = conn.loop_time
     deadline = loop_time + config.timeout
     ended = lambda: seen.closed or seen.ended is not None  # noqa: E731
@@ -719,7 +732,7 @@ async def run_case(case: Case, target: Target, config: ProbeConfig | None = None
     finally:
         await conn.close()
     verdict, reason = judge(case.expected, seen)
-    return CaseResult(case, verdict, seen.describe(), reason, time.monotonic() - started)
+    return CaseResult(case, verdict, seen.describe(), reason, time.monotonic() - started, seen)
 
 
 async def run_cases(
