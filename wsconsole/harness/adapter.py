@@ -616,12 +616,16 @@ class RedisAdapter:
 
         Entries expire unless refreshed, so a SIGKILLed node's connections stop counting
         after `presence_ttl`. While the broker is down the claim is granted locally and
-        registered when it returns (availability over strictness; documented).
+        registered when it returns (availability over strictness: only this node's own
+        connections count then).
         """
         member = f"{self.node_id}:{conn_id}"
         if self.state != UP:
-            self._presence.setdefault(user, {})[member] = None
-            return True, len(self._presence[user])
+            held = self._presence.setdefault(user, {})
+            if limit > 0 and member not in held and len(held) >= limit:
+                return False, len(held)
+            held[member] = None
+            return True, len(held)
         try:
             ok, count = await self._call(  # type: ignore[misc]
                 "claim", _CLAIM, (self._user_key(user),),

@@ -650,7 +650,8 @@ class Node:
             return
         exc = future.exception()
         if exc is not None:
-            self._error(conn, "broker_unavailable", str(exc), ident)
+            detail = f"{exc}; not acknowledged: re-send with the same id"
+            self._error(conn, "broker_unavailable", detail, ident)
             return
         self._send(conn, encode("ack", id=ident, seq=future.result().seq))
 
