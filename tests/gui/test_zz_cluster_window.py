@@ -44,13 +44,8 @@ def test_demo_cluster_kill_and_close(qloop, settings_path) -> None:  # type: ign
                 assert await until(lambda: w.plots.points("lat.p99") >= 1, 20)
 
             # Kill the node that serves the console's client, from the panel
-            serving = None
-            for node_id in list(cluster.nodes):
-                users = {c.get("user") for c in await cluster.connections(node_id)}
-                if CONSOLE_CONN in users:
-                    serving = node_id
-                    break
-            assert serving is not None
+            serving = await console.serving_node()
+            assert serving is not None and serving in cluster.nodes
             seen_before = len(console.timeline.states(CONSOLE_CONN))
             assert panel.select_node(serving)
             panel.run_action("kill")

@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", metavar="OUT.png", help="where to write the PNG")
     parser.add_argument("--after", type=float, default=8.0, metavar="SECONDS",
                         help="let the demo run this long before grabbing (default 8)")
+    parser.add_argument("--kill-after", type=float, metavar="SECONDS",
+                        help="SIGKILL the node serving the console's client this long after "
+                             "start-up, so the Timeline shows the reconnect")
     parser.add_argument("--size", default="1600x1000", metavar="WxH",
                         help="window size in pixels (default 1600x1000)")
     add_gui_arguments(parser)
@@ -31,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
         return fail_usage(f"{directory} does not exist")
     if not 0 <= args.after <= 600:
         return fail_usage("--after must be between 0 and 600 seconds")
+    if args.kill_after is not None and not 0 <= args.kill_after <= args.after:
+        return fail_usage("--kill-after must be between 0 and --after")
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
         if not (320 <= width <= 8000 and 240 <= height <= 8000):
@@ -46,4 +51,5 @@ def run(args: argparse.Namespace) -> int:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from wsconsole.gui.app import run as run_gui
 
-    return run_gui(options, screenshot=args.out, after=args.after)  # type: ignore[arg-type]
+    return run_gui(options, screenshot=args.out, after=args.after,  # type: ignore[arg-type]
+                   kill_after=args.kill_after)

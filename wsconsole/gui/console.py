@@ -298,6 +298,23 @@ class Console:
         self._changed()
         return result
 
+    async def serving_node(self, conn: str = CONSOLE_CONN) -> str | None:
+        """The node that holds the connection of session `conn` (asked over control)."""
+        cluster = self.cluster
+        if cluster is None:
+            return None
+        user = conn
+        for node_id, info in list(cluster.nodes.items()):
+            if str(getattr(info.state, "value", info.state)) != "running":
+                continue
+            try:
+                conns = await cluster.connections(node_id)
+            except Exception:  # a node that cannot answer does not hold it
+                continue
+            if any(c.get("user") == user for c in conns):
+                return node_id
+        return None
+
     async def start_demo(self, swarm_clients: int = 20) -> None:
         """The default start-up: demo cluster, the console's own client in a room, the swarm."""
         from wsconsole.harness.cluster import DEMO_BACKOFF_CAP, DEMO_BACKOFF_INITIAL

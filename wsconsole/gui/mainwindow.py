@@ -65,7 +65,7 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["Composer"], self.docks["Log"])
         self.docks["Composer"].raise_()
         self.resize(1600, 1000)
-        self.resizeDocks([self.docks["Connection"], self.docks["Live plots"]], [380, 560],
+        self.resizeDocks([self.docks["Connection"], self.docks["Live plots"]], [360, 440],
                          Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["Timeline"]], [240], Qt.Orientation.Vertical)
         self.resizeDocks([self.docks["Connection"], self.docks["Cluster"]], [520, 300],

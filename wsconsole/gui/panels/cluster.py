@@ -44,6 +44,8 @@ class ClusterPanel(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
+        self.table.setMinimumHeight(5 * (self.fontMetrics().height() + 6) + 8)
 
         self.buttons: dict[str, QPushButton] = {}
         node_row = QHBoxLayout()

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QPlainTextEdit,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -43,7 +45,7 @@ class ConnectionPanel(QWidget):
         self.console = console
 
         self.list = QListWidget()
-        self.list.setMaximumHeight(110)
+        self.list.setMaximumHeight(76)
         self.new_button = QPushButton("New")
         self.remove_button = QPushButton("Remove")
         list_buttons = QHBoxLayout()
@@ -128,15 +130,24 @@ class ConnectionPanel(QWidget):
         self.message.setStyleSheet("color: #c0392b;")
         self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
+        settings = QWidget()
+        settings_layout = QVBoxLayout(settings)
+        settings_layout.setContentsMargins(0, 0, 0, 0)
+        settings_layout.addLayout(form)
+        settings_layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(settings)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.list)
         layout.addLayout(list_buttons)
         layout.addLayout(status_row)
-        layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.message)
-        layout.addStretch(1)
+        layout.addWidget(scroll, 1)
 
         self.new_button.clicked.connect(self.new_connection)
         self.remove_button.clicked.connect(self._remove_selected)

@@ -284,10 +284,15 @@ class FramesPanel(QWidget):
         bar = QHBoxLayout()
         bar.addWidget(self.filter_edit, 3)
         bar.addWidget(self.regex_box)
+        kinds = QHBoxLayout()
+        kinds.addWidget(QLabel("direction"))
         for box in self.dir_boxes.values():
-            bar.addWidget(box)
+            kinds.addWidget(box)
+        kinds.addSpacing(12)
+        kinds.addWidget(QLabel("opcode"))
         for box in self.op_boxes.values():
-            bar.addWidget(box)
+            kinds.addWidget(box)
+        kinds.addStretch(1)
         bar.addWidget(self.pause_button)
         bar.addWidget(self.follow_button)
         bar.addWidget(self.clear_button)
@@ -304,9 +309,10 @@ class FramesPanel(QWidget):
         self.table.setWordWrap(False)
         header = self.table.horizontalHeader()
         header.setStretchLastSection(True)
-        for col, width in enumerate((95, 70, 50, 60, 55, 60, 55, 45)):
-            self.table.setColumnWidth(col, width)
         self.table.setFont(mono())
+        char = self.table.fontMetrics().horizontalAdvance("0")
+        for col, chars in enumerate((13, 8, 6, 7, 6, 8, 6, 5)):
+            self.table.setColumnWidth(col, chars * char + 10)
 
         self.detail_title = QLabel("select a frame")
         self.detail_tabs = QTabWidget()
@@ -332,6 +338,7 @@ class FramesPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(bar)
+        layout.addLayout(kinds)
         layout.addWidget(self.filter_error)
         layout.addWidget(splitter, 1)
         layout.addWidget(self.status)

@@ -64,7 +64,9 @@ class PlotsPanel(QWidget):
             plot = self.layout_widget.addPlot(row=row, col=0)
             plot.setTitle(title, size="9pt")
             plot.showGrid(x=True, y=True, alpha=0.25)
-            plot.setLabel("left", units=unit) if unit else None
+            if unit:
+                plot.setLabel("left", units=unit)
+            plot.getAxis("left").enableAutoSIPrefix(False)  # "ms" must not become "kms"
             plot.addLegend(offset=(-4, 4), labelTextSize="8pt", colCount=4)
             plot.setMouseEnabled(x=False, y=True)
             plot.setXRange(-self.window, 0, padding=0)
@@ -112,8 +114,7 @@ class PlotsPanel(QWidget):
     def _curve(self, plot: pg.PlotItem, name: str) -> pg.PlotDataItem:
         curve = self.curves.get(name)
         if curve is None:
-            color = PALETTE[len([n for n in self.curves if n.split(".")[0] == name.split(".")[0]])
-                            % len(PALETTE)]
+            color = PALETTE[len(plot.listDataItems()) % len(PALETTE)]
             width = 2 if name in ("conns.total", "lat.p99") else 1
             curve = plot.plot(pen=pg.mkPen(color, width=width), name=_label(name))
             curve.setDownsampling(auto=True, method="peak")

@@ -27,7 +27,7 @@ class TimelineCanvas(QWidget):
     def __init__(self, model: TimelineModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.model = model
-        self.window = 60.0
+        self.window = 30.0
         self.frozen_at: float | None = None  # paused: the right edge stays here
         self.setMinimumHeight(LANE_H + AXIS_H + 20)
 
@@ -130,7 +130,7 @@ class TimelinePanel(QWidget):
         self.canvas = TimelineCanvas(model)
         self.window_box = QComboBox()
         self.window_box.addItems(list(WINDOWS))
-        self.window_box.setCurrentText("1 min")
+        self.window_box.setCurrentText("30 s")
         self.pause_button = QToolButton(text="Pause", checkable=True)
         legend = QLabel(" ".join(
             f'<span style="background:{c}; color:white">&nbsp;{s}&nbsp;</span>'
