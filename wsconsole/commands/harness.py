@@ -168,9 +168,9 @@ def _human_stats(line: dict[str, Any]) -> str:
 def _human(event: dict[str, Any]) -> str | None:
     kind = event.get("event")
     if kind == "node":
-        text = (
-            f"node {event['id']} {event['state']} pid={event.get('pid')} port={event.get('port')}"
-        )
+        text = f"node {event['id']} {event['state']}"
+        if event.get("pid") is not None:
+            text += f" pid={event['pid']} port={event.get('port')}"
         if "exit_code" in event:
             text += f" exit_code={event['exit_code']}"
         if event.get("expected") is False:
@@ -181,6 +181,22 @@ def _human(event: dict[str, Any]) -> str | None:
     if kind == "broker":
         reason = f" ({event['reason']})" if event.get("reason") else ""
         return f"broker {event['state']}{reason} {event.get('url')} pid={event.get('pid')}"
+    if kind in ("node_event", "balancer_event"):
+        details = " ".join(
+            f"{k}={v}" for k, v in event.items() if k not in ("event", "id", "kind", "node", "t")
+        )
+        return f"{event.get('id')}: {event.get('kind')} {details}".rstrip()
+    if kind == "done":
+        details = " ".join(
+            f"{k}={v}" for k, v in event.items() if k not in ("event", "command", "id", "reply")
+        )
+        reply = event.get("reply")
+        if isinstance(reply, dict) and "faults" in reply:
+            active = [
+                f"{f.get('target')}:{f.get('kind')}" for f in reply["faults"] if isinstance(f, dict)
+            ]
+            details = f"{details} faults now: {', '.join(active) or 'none'}".strip()
+        return f"ok: {event['command']} {details}".rstrip()
     if kind == "balancer":
         return f"balancer {event['state']} port={event.get('port')} sticky={event.get('sticky')}"
     return None
@@ -217,6 +233,8 @@ class _Printer:
             )
         elif kind == "status":
             human = _human_status(event)
+        elif kind == "done":
+            human = _human(event)
         self.out.event(kind, human, **fields)
 
     def error(self, message: str, line: str | None = None) -> None:

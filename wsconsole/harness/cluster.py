@@ -605,7 +605,7 @@ class Cluster:
                 await child.exited.wait()
             with contextlib.suppress(ControlError):
                 await self._control.request(BALANCER, "backend_remove", id=node_id)
-            self._set_node_state(info, NodeState.STARTING, pid=None)
+            self._set_node_state(info, NodeState.STARTING, pid=None, port=None)
             await self._start_node(node_id)
             await self._backend_add(node_id)
 
