@@ -18,6 +18,10 @@ Error event kinds (ErrorEvent.kind), stable words for views and scripts: "refuse
 "protocol", "network", "closed" (an open connection ended; code and reason in the detail),
 "liveness" (nothing heard for ping_interval + ping_timeout), "server" (an `error`
 envelope), "auth" (token provider failed), "gave_up" (max attempts used).
+
+Delivery event kinds (harness mode): "ack", "gap", "duplicate", "out_of_order",
+"recovered", "replayed" (queued messages sent after a reconnect), "recovery_window_exceeded"
+and "reset" (`joined` with reset=true: the server's room sequence started again).
 """
 
 from __future__ import annotations
@@ -903,6 +907,10 @@ class ReconnectingClient:
         elif kind == "joined":
             room, seq = env["room"], env["seq"]
             since = self._join_since.pop(room, None)
+            if env.get("reset"):  # the broker lost its state: sequences start again
+                self.rooms_tracker.window_exceeded(room)
+                self._emit(DeliveryEvent(self.name, "reset", room=room, seq=seq,
+                                         detail="room sequence restarted by the server"))
             for decision, detail in self.rooms_tracker.joined(room, seq, since):
                 self._emit(DeliveryEvent(self.name, decision, room=room, seq=seq, detail=detail))
         elif kind == "ack":
