@@ -116,6 +116,8 @@ async def test_bad_first_message_closes_1008(
     async with client(nodes[1].url) as ws:
         await ws.send(json.dumps(first))
         code, text = await closed_with(ws)
+        if first["type"] == "join":
+            assert (await recv_json(ws))["code"] == "auth_required"
     assert code == 1008 and reason in (text or "")
 
 

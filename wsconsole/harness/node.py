@@ -8,8 +8,9 @@ Security checklist, all on by default, each configurable:
 - authentication: a JWT from the query parameter `token`, an `Authorization: Bearer`
   header, or a first `{"type": "auth", "token": ...}` message within `auth_timeout`.
   A bad token at the handshake gets HTTP 401; a bad, missing or late first message
-  closes with 1008. Tokens carry per-room patterns: join/publish elsewhere gets
-  `error unauthorized`. A token that expires while connected closes with 1008.
+  closes with 1008 (another request first also gets `error auth_required` before it).
+  Tokens carry per-room patterns: join/publish elsewhere gets `error unauthorized`.
+  A token that expires while connected closes with 1008.
 - Origin allow-list: no Origin (non-browser clients) and http(s) on localhost /
   127.0.0.1, plus `--origin` values (`*` allows any); anything else gets HTTP 403.
 - rate limit: a token bucket per connection (`rate` msg/s, burst `rate`); a message over
@@ -534,6 +535,7 @@ class Node:
                 envelope = parse_client(raw)
                 if envelope["type"] == "auth":
                     return verify_token(self.config.secret or "", envelope["token"])
+                self._error(conn, "auth_required", "send an auth message first", envelope.get("id"))
             except EnvelopeError as exc:
                 reason = f"authentication required ({exc.code})"
             except AuthError as exc:
