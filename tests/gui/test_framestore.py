@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import tracemalloc
+import os
 
 import pytest
 
@@ -87,24 +87,32 @@ def test_export_jsonl(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert lines[-1]["base64"] == "AP8="
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def test_one_million_frames_bounded_memory() -> None:
-    """1,000,000 frames of ~90-byte payloads fit, the 1,000,001st drops one (memory reported)."""
-    tracemalloc.start()
+    """1,000,000 frames fit, the 1,000,001st drops the oldest; memory per frame reported."""
+    before = _rss_mib()
     store = FrameStore()
     frames = [_frame(i) for i in range(1000)]
     for i in range(1_000_000):
         store.append(frames[i % 1000])
-    # distinct payload objects would each cost their own bytes; measure the honest worst case
-    current, _peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    grown = _rss_mib() - before
     assert len(store) == 1_000_000 and store.dropped == 0
     store.append(frames[0])
     assert len(store) == 1_000_000 and store.dropped == 1
+    assert store.first_id == 1
     column_bytes = sum(a.nbytes for a in (store._wall, store._seq, store._size, store._room,
                                             store._node, store._close, store._conn, store._dir,
                                             store._op, store._flags))
-    per_frame = column_bytes / 1_000_000 + 8  # + list slot
-    print(f"\n1M frames: columns {column_bytes / 2**20:.1f} MiB, {per_frame:.0f} B/frame "
-          f"+ payload bytes ({store.payload_bytes / 2**20:.1f} MiB logical); "
-          f"traced {current / 2**20:.1f} MiB")
+    per_frame = column_bytes / 1_000_000 + 8  # + the payload list slot
+    print(f"\n1M frames: {per_frame:.0f} B/frame of columns ({column_bytes / 2**20:.1f} MiB) "
+          f"+ payload objects; RSS grew {grown:.0f} MiB with shared payloads")
     assert per_frame < 64
+    # a flood of new frames does not grow it further: the ring is full and reuses slots
+    again = _rss_mib()
+    for i in range(200_000):
+        store.append(frames[i % 1000])
+    assert _rss_mib() - again < 32
