@@ -837,16 +837,19 @@ class ReconnectingClient:
         """True (and the transport aborted) once nothing arrived for interval + timeout."""
         assert self.options.ping_interval is not None
         limit = self.options.ping_interval + self.options.ping_timeout
-        step = max(0.01, min(limit / 20, 0.5))
         while True:
-            await asyncio.sleep(step)
+            # sleep exactly until the deadline the last inbound frame set, then re-check:
+            # one wake-up per quiet period instead of polling (cheap for a swarm of clients)
+            remaining = self._last_inbound + limit - time.monotonic()
+            if remaining > 0:
+                await asyncio.sleep(remaining)
+                continue
             silent = time.monotonic() - self._last_inbound
-            if silent >= limit:
-                self._emit(HeartbeatEvent(conn=self.name, kind="liveness_lost"))
-                self._emit(ErrorEvent(self.name, "liveness",
-                                      f"nothing heard from the server for {silent:.2f} s"))
-                conn.transport.abort()
-                return True
+            self._emit(HeartbeatEvent(conn=self.name, kind="liveness_lost"))
+            self._emit(ErrorEvent(self.name, "liveness",
+                                  f"nothing heard from the server for {silent:.2f} s"))
+            conn.transport.abort()
+            return True
 
     async def _resume(self, conn: ClientConnection) -> None:
         """After open: re-join rooms asking for what was missed, then flush the outbox."""
