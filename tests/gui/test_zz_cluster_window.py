@@ -83,3 +83,27 @@ def test_demo_cluster_kill_and_close(qloop, settings_path) -> None:  # type: ign
     alive = [pid for pid in pids if pid_alive(pid)]
     assert not alive, f"still running after close: {alive}"
     print(f"\nkill -> timeline {[s.value for s in transitions]}; stopped {len(pids)} pids")
+
+
+def test_close_during_startup_leaves_no_process(qloop, settings_path) -> None:  # type: ignore[no-untyped-def]
+    """Closing while the demo cluster is still starting stops whatever was already started."""
+
+    async def scenario() -> set[int]:
+        app = ConsoleApp(GuiOptions(harness=True, swarm_clients=0, settings_path=settings_path))
+        app.start()
+        seen: set[int] = set()
+        try:
+            # wait until some children exist, but not for the cluster to be ready
+            assert await until(lambda: app.console.cluster is not None
+                               and len(app.console.started_pids()) >= 1, 30)
+            seen |= app.console.started_pids()
+            app.window.close()
+            assert app.closed.is_set()
+        finally:
+            await app.shutdown()
+        return seen | app.console.started_pids()
+
+    pids = run(qloop, scenario(), 60)
+    assert pids
+    alive = [pid for pid in pids if pid_alive(pid)]
+    assert not alive, f"still running after close: {alive}"
