@@ -884,7 +884,12 @@ class ReconnectingClient:
         async for message in conn:
             self.stats.received += 1
             if self.options.harness:
-                self._handle_envelope(message)
+                try:
+                    self._handle_envelope(message)
+                except Exception as exc:  # one odd envelope must not end the client
+                    log.exception("%s: envelope handling failed", self.name)
+                    self._emit(ErrorEvent(self.name, "protocol",
+                                          f"could not handle envelope: {exc!r}"))
 
     def _handle_envelope(self, message: str | bytes) -> None:
         try:
