@@ -32,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--settle", type=float, default=5.0, help="max seconds to wait for acks after the load (5)"
     )
     parser.add_argument(
+        "--wait-joined",
+        type=float,
+        metavar="S",
+        help="start publishing once every client joined (wait at most S seconds)",
+    )
+    parser.add_argument(
         "--token-user", default="swarm", metavar="PREFIX", help="users PREFIX-0001, ... (swarm)"
     )
     auth = parser.add_mutually_exclusive_group()
@@ -86,6 +92,7 @@ def _config(args: argparse.Namespace) -> Any:
         backoff=backoff,
         ping_interval=args.ping_interval or None,
         ping_timeout=args.ping_timeout,
+        wait_joined=args.wait_joined,
     )
     config.validate()
     return config

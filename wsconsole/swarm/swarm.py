@@ -78,6 +78,9 @@ class SwarmConfig:
     connect_timeout: float = 10.0
     queue_limit: int | None = 10_000
     stats_interval: float = 1.0
+    # Hold the load until every client has joined its room (at most this many seconds), so
+    # every publish is owed to every subscriber; the duration then counts from that moment.
+    wait_joined: float | None = None
 
     def validate(self) -> None:
         """Raise SwarmConfigError naming the first setting that cannot work."""
@@ -95,6 +98,8 @@ class SwarmConfig:
                 raise SwarmConfigError(f"{name} must be >= 0, not {value}")
         if self.stats_interval <= 0:
             raise SwarmConfigError("stats interval must be > 0")
+        if self.wait_joined is not None and self.wait_joined < 0:
+            raise SwarmConfigError("wait_joined must be >= 0 seconds")
         if not self.token_user or len(self.token_user) > 100:
             raise SwarmConfigError("token user prefix must be 1 to 100 characters")
         if self.payload < 0:
@@ -215,6 +220,11 @@ class Swarm:
         try:
             self.phase = "ramp" if cfg.ramp > 0 else "load"
             self._task(self._ramp(), "swarm-ramp")
+            if cfg.wait_joined is not None:
+                self.phase = "joining"
+                await self._wait_all_joined(cfg.wait_joined)
+                started = self.clock()
+                self.phase = "load"
             publisher = self._task(self._publish_loop(started), "swarm-publish")
             await self._wait_load_end(started)
             publisher.cancel()
@@ -235,6 +245,14 @@ class Swarm:
             self.phase = "done"
         self.summary = self.accounting.summary(self.clock())
         return self.summary
+
+    async def _wait_all_joined(self, limit: float) -> None:
+        deadline = self.clock() + limit
+        want = self.config.clients
+        while len(self.accounting.subs) < want and self.clock() < deadline:
+            if self._stop.is_set():
+                return
+            await asyncio.sleep(0.05)
 
     async def _wait_load_end(self, started: float) -> None:
         cfg = self.config

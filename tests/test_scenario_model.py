@@ -1,0 +1,198 @@
+"""Scenario files: the schema, line-numbered errors, the assertion language, shipped files."""
+
+from __future__ import annotations
+
+import pytest
+
+from wsconsole.scenarios.assertions import AssertionSyntaxError, parse_assertion
+from wsconsole.scenarios.model import (
+    ScenarioError,
+    load_scenario,
+    parse_scenario,
+    shipped_scenarios,
+)
+
+GOOD = """\
+name = "demo"
+
+[cluster]
+nodes = 2
+sticky = "cookie"
+
+[swarm]
+clients = 10
+rooms = 2
+rate = 20
+duration = 8
+
+[swarm.backoff]
+jitter = 0
+
+[[steps]]
+at = 5
+action = "net"
+kind = "latency"
+params = { ms = 100 }
+
+[[steps]]
+at = 2
+action = "kill"
+node = "n1"
+
+[[assertions]]
+expect = "lost == 0"
+
+[[assertions]]
+name = "fast"
+expect = "reconnected_within 800ms"
+"""
+
+
+def _error(text: str) -> ScenarioError:
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text, "x.toml")
+    return info.value
+
+
+def test_a_valid_file_is_read_with_defaults_and_sorted_steps() -> None:
+    sc = parse_scenario(GOOD, "x.toml")
+    assert sc.name == "demo"
+    assert sc.cluster is not None and sc.cluster.nodes == 2 and sc.cluster.sticky == "cookie"
+    assert sc.cluster.broker is None and sc.cluster.timings == "demo"
+    assert sc.swarm.clients == 10 and sc.swarm.backoff.jitter == 0
+    assert sc.swarm.backoff.initial == 0.5
+    assert [s.action for s in sc.steps] == ["kill", "net"]
+    assert sc.steps[0].line == 22 and sc.steps[0].describe() == "kill n1"
+    assert sc.steps[1].params["target"] == "all"
+    assert [a.label for a in sc.assertions] == ["lost == 0", "fast"]
+    assert sc.assertions[1].value == pytest.approx(0.8)
+    assert sc.assertions[0].line == 28
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "words"),
+    [
+        ('nodes = 2', 'nodes = "two"', 4, "nodes must be an integer"),
+        ('nodes = 2', "nodes = 0", 4, "at least 1"),
+        ('sticky = "cookie"', 'sticky = "round-robin"', 5, "sticky must be one of"),
+        ("rooms = 2", "rooms = 20", 9, "cannot exceed clients"),
+        ("duration = 8", "duration = -1", 11, "greater than 0"),
+        ("jitter = 0", "jitter = -1", 14, "jitter must be at least 0"),
+        ('action = "kill"', 'action = "explode"', 24, "action must be one of"),
+        ('node = "n1"', 'nodes = "n1"', 25, "unknown key 'nodes'"),
+        ("at = 2", "at = 60", 23, "after the swarm ends"),
+        ("params = { ms = 100 }", "params = { speed = 100 }", 20, "net latency"),
+        ('expect = "lost == 0"', 'expect = "lost = 0"', 28, "cannot read"),
+        ('expect = "lost == 0"', 'expect = "lots == 0"', 28, "unknown metric"),
+        ("rate = 20", "rate = 20\ncolor = 1", 11, "unknown key 'color'"),
+        ('name = "demo"', 'name = "demo"\n[[steps]]\naction = "kill"\nnode = "n1"', 2, "no 'at'"),
+    ],
+)
+def test_mistakes_are_reported_with_their_line(old: str, new: str, line: int, words: str) -> None:
+    assert old in GOOD
+    error = _error(GOOD.replace(old, new, 1))
+    assert error.line == line, str(error)
+    assert words in error.reason
+    assert str(error).startswith(f"x.toml:{line}: ")
+
+
+def test_toml_syntax_errors_carry_tomllib_position() -> None:
+    error = _error(GOOD.replace("rate = 20", "rate = = 20"))
+    assert error.line == 10
+    assert "not valid TOML" in error.reason
+
+
+def test_missing_swarm_and_unknown_fault_case() -> None:
+    assert "[swarm]" in _error('name = "x"\n').reason
+    text = GOOD.replace('kind = "latency"\nparams = { ms = 100 }', 'case = "no-such-case"')
+    text = text.replace('action = "net"', 'action = "inject"')
+    error = _error(text)
+    assert error.line == 19 and "unknown fault case" in error.reason
+
+
+def test_server_only_case_needs_the_server_direction() -> None:
+    text = GOOD.replace('kind = "latency"\nparams = { ms = 100 }', 'case = "masked-server-frame"')
+    text = text.replace('action = "net"', 'action = "inject"')
+    assert "does not apply in the client direction" in _error(text).reason
+    sc = parse_scenario(text.replace('case = "masked', 'direction = "server"\ncase = "masked'))
+    assert sc.steps[1].params["direction"] == "server"
+
+
+def test_a_url_scenario_only_allows_client_side_steps() -> None:
+    text = GOOD.replace("[cluster]\nnodes = 2\nsticky = \"cookie\"\n", 'url = "ws://127.0.0.1:9"\n')
+    text = text.replace('name = "demo"\n', "")
+    error = _error(text)
+    assert "needs a [cluster]" in error.reason
+
+
+def test_unreadable_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ScenarioError, match="cannot read"):
+        load_scenario(tmp_path / "missing.toml")
+
+
+def test_every_shipped_scenario_is_valid() -> None:
+    shipped = shipped_scenarios()
+    wanted = {
+        "node-kill",
+        "broker-outage",
+        "herd-jitter",
+        "herd-no-jitter",
+        "slow-network",
+        "malformed-storm",
+        "rolling-restart",
+        "heartbeat-loss",
+    }
+    assert wanted <= set(shipped)
+    for path in shipped.values():
+        scenario = load_scenario(path)
+        assert scenario.assertions and scenario.cluster is not None
+
+
+SUMMARY = {
+    "lost": 0,
+    "duplicated": 2,
+    "out_of_order": 0,
+    "p99_latency_ms": 120.5,
+    "reconnects": 3,
+    "reconnect_max_ms": 1500.0,
+    "disconnected_at_end": 0,
+    "never_connected": 0,
+    "errors": {"closed": 3},
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "passed", "measured"),
+    [
+        ("lost == 0", True, 0),
+        ("duplicated == 0", False, 2),
+        ("duplicated <= 2", True, 2),
+        ("p99_latency_ms < 100", False, 120.5),
+        ("p99_latency_ms < 200", True, 120.5),
+        ("errors[closed] <= 3", True, 3),
+        ("errors[refused] == 0", True, 0),
+        ("order_kept", True, 0),
+        ("reconnected_within 2", True, 1.5),
+        ("reconnected_within 1s", False, 1.5),
+        ("reconnect_spread_ms < 10", False, None),  # no data: fails, never passes by default
+    ],
+)
+def test_assertions_evaluate_against_a_summary(text: str, passed: bool, measured: object) -> None:
+    outcome = parse_assertion(text).evaluate(SUMMARY)
+    assert outcome.passed is passed
+    assert outcome.measured == measured
+
+
+def test_reconnected_within_fails_while_someone_is_still_down() -> None:
+    outcome = parse_assertion("reconnected_within 10").evaluate(
+        {**SUMMARY, "disconnected_at_end": 2}
+    )
+    assert not outcome.passed and "2 still disconnected" in outcome.detail
+
+
+@pytest.mark.parametrize(
+    "text", ["", "lost", "lost == zero", "p99[x] < 3", "reconnected_within -1", "lost === 0"]
+)
+def test_bad_assertions_are_refused(text: str) -> None:
+    with pytest.raises(AssertionSyntaxError):
+        parse_assertion(text)
