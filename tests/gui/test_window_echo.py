@@ -211,3 +211,39 @@ def test_profile_validation_is_headless() -> None:
     assert parse_headers("A: 1\n\nB-c: two words") == [("A", "1"), ("B-c", "two words")]
     restored = Profile.from_dict({"name": "x", "url": 5, "backoff_cap": 7, "junk": 1})
     assert restored.name == "x" and restored.url == Profile().url and restored.backoff_cap == 7.0
+
+
+def test_url_option_connects_and_slot_errors_are_shown(qloop, echo_port, settings_path) -> None:  # type: ignore[no-untyped-def]
+    """`--url` debugs an external server at start-up; an asyncSlot failure lands in the Log."""
+    import sys
+
+    import qasync
+    from PySide6.QtCore import QObject
+
+    from wsconsole.gui.app import TARGET_CONN, install_hooks
+
+    class Broken(QObject):
+        @qasync.asyncSlot()
+        async def clicked(self) -> None:
+            raise ValueError("slot went wrong")
+
+    async def scenario() -> None:
+        app = ConsoleApp(GuiOptions(url=f"ws://127.0.0.1:{echo_port}/",
+                                    settings_path=settings_path))
+        app.start()
+        saved = sys.excepthook
+        install_hooks(app.errors, qloop)
+        try:
+            assert app.console.cluster is None
+            assert await app.wait_ready(10)
+            session = app.console.sessions[TARGET_CONN]
+            assert await until(lambda: session.state is State.OPEN, 10)
+            assert await until(lambda: app.window.connection.badge.text() == "OPEN", 5)
+            Broken().clicked()
+            assert await until(lambda: "slot went wrong" in app.window.log_view.toPlainText(), 5)
+        finally:
+            sys.excepthook = saved
+            app.window.close()
+            await app.shutdown()
+
+    run(qloop, scenario(), 30)
