@@ -616,3 +616,27 @@ async def test_lost_ack_resent_with_same_id_delivered_once(client_factory: Any) 
         assert state.deliveries == 1 and sub.stats.duplicates == 0
     finally:
         server.close()
+
+
+async def test_bad_envelopes_reported_in_harness_mode_untouched_in_raw(
+    client_factory: Any,
+) -> None:
+    """Harness mode: junk from the server is a "protocol" error and the connection stays.
+    Raw mode: the same frames are just frames."""
+    junk = ["not json", '{"type": "bogus"}', '{"type": "message", "room": "r"}', "[1]"]
+
+    async def sender(ws: ServerConnection) -> None:
+        for frame in junk:
+            await ws.send(frame)
+        await ws.wait_closed()
+
+    async with serve(sender, "127.0.0.1", 0) as server:
+        url = f"ws://127.0.0.1:{server_port(server)}"
+        harness, h_rec = client_factory(url, harness=True)
+        raw, r_rec = client_factory(url)
+        await harness.start()
+        await raw.start()
+        await h_rec.until(lambda: h_rec.errors().count("protocol") == len(junk))
+        await r_rec.until(lambda: len(r_rec.texts(Direction.IN)) == len(junk))
+        assert r_rec.texts(Direction.IN) == junk and r_rec.errors() == []
+        assert harness.state is State.OPEN and raw.state is State.OPEN
