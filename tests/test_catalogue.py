@@ -185,3 +185,13 @@ def test_websockets_reacts_as_catalogued(case: Case) -> None:
             assert seen["close"] is None and seen["pongs"] == [] and not seen["messages"]
         else:  # ACCEPT / IGNORE
             assert seen["close"] is None and seen["pongs"] == [], (case.id, seen)
+
+
+def test_docs_table_lists_every_case() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "faults.md").read_text()
+    rows = re.findall(r"^\| `([a-z0-9-]+)` \| ([^|]+) \|", doc, re.MULTILINE)
+    assert [case_id for case_id, _ in rows] == case_ids()
+    for case_id, section in rows:
+        assert get_case(case_id).section == section.strip()
