@@ -20,6 +20,7 @@ from PySide6.QtWidgets import QApplication
 
 from wsconsole.gui.console import Console
 from wsconsole.gui.errors import ErrorHub
+from wsconsole.gui.icon import app_icon
 from wsconsole.gui.mainwindow import MainWindow
 from wsconsole.gui.profiles import Profile
 
@@ -51,6 +52,7 @@ def ensure_app() -> QApplication:
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
     app.setQuitOnLastWindowClosed(False)  # closing goes through our shutdown
+    app.setWindowIcon(app_icon())
     return app
 
 
