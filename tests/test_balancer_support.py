@@ -86,7 +86,12 @@ class LocalBackend:
             await _backend_handler(self.id, self.received, ws)
 
         self.server = await serve(
-            handler, "127.0.0.1", 0, process_request=self._process_request, max_size=None
+            handler,
+            "127.0.0.1",
+            0,
+            process_request=self._process_request,
+            max_size=None,
+            close_timeout=500 * MS,  # stop() must not wait 10 s for a peer behind a blackhole
         )
         self.port = self.server.sockets[0].getsockname()[1]
         return self

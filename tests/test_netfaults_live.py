@@ -139,6 +139,10 @@ def raw_upgrade(port: int) -> socket.socket:
     while b"\r\n\r\n" not in received:
         received += sock.recv(4096)
     assert received.startswith(b"HTTP/1.1 101 "), received[:60]
+    hello = received.partition(b"\r\n\r\n")[2]
+    while len(hello) < 2 or len(hello) < 2 + hello[1]:  # a short unmasked text frame
+        hello += sock.recv(4096)
+    assert b'"backend"' in hello  # read it all: closing with unread data would send an RST
     return sock
 
 

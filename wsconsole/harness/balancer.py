@@ -538,6 +538,7 @@ class Balancer:
         self._health_tasks: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._changed = asyncio.Event()
+        self._push_now = asyncio.Event()
         self._control: ControlClient | None = None
         self.stopped = asyncio.Event()
         for backend_id, host, port in config.backends:
@@ -615,9 +616,13 @@ class Balancer:
             await asyncio.sleep(max(0.0, self.config.health_interval - (loop.time() - started)))
 
     async def _check_once(self, backend: Backend) -> None:
-        healthy = await self._probe(backend)
+        self._set_health(backend, await self._probe(backend))
+
+    def _set_health(self, backend: Backend, healthy: bool) -> None:
+        """Record a health verdict; a change is pushed to the supervisor at once."""
         if healthy != backend.healthy:
             log.info("backend %s is now %s", backend.id, "healthy" if healthy else "unhealthy")
+            self._push_now.set()
         backend.healthy = healthy
 
     async def _probe(self, backend: Backend) -> bool:
@@ -726,8 +731,8 @@ class Balancer:
                     server = await asyncio.open_connection(backend.host, backend.port, limit=CHUNK)
                 break
             except (OSError, TimeoutError) as exc:
-                log.info("backend %s refused a connection (%r): marked unhealthy", backend.id, exc)
-                backend.healthy = False
+                log.info("backend %s refused a connection (%r)", backend.id, exc)
+                self._set_health(backend, False)
         cookie_for = None
         if self.sticky == "cookie" and request.cookie(COOKIE_NAME) != backend.id:
             cookie_for = backend.id
@@ -844,8 +849,10 @@ class Balancer:
     async def _push_stats(self) -> None:
         assert self._control is not None
         while self._control.connected:
+            self._push_now.clear()
             await self._control.send(self.stats())
-            await asyncio.sleep(STATS_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._push_now.wait(), STATS_INTERVAL)
         log.warning("control channel lost: stopping")
         self.stopped.set()
 
