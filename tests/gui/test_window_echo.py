@@ -247,3 +247,44 @@ def test_url_option_connects_and_slot_errors_are_shown(qloop, echo_port, setting
             await app.shutdown()
 
     run(qloop, scenario(), 30)
+
+
+def test_close_frames_show_code_and_reason(qloop, procs, settings_path) -> None:  # type: ignore[no-untyped-def]
+    """A server that closes with 1001 shows a close frame (code + reason) and a reconnect."""
+    from tests.support import free_port
+    from wsconsole.gui.panels.frames import preview
+    from wsconsole.gui.profiles import Profile
+
+    from .conftest import start_server
+
+    port = start_server(procs, ["-m", "tests.servers", "close", "--port", str(free_port()),
+                                "--code", "1001", "--reason", "going away"])
+
+    async def scenario() -> None:
+        app = _app(settings_path)
+        try:
+            app.console.add_session(Profile(name="closer", url=f"ws://127.0.0.1:{port}/",
+                                            backoff_initial=0.2, backoff_cap=0.5,
+                                            backoff_jitter=0.0))
+            await app.console.connect("closer")
+            model = app.window.frames.model
+
+            def close_rows() -> list:
+                rows = [model.row_at(r) for r in range(model.rowCount())]
+                return [r for r in rows if r is not None and r.opcode is Opcode.CLOSE
+                        and r.direction is Direction.IN]
+
+            assert await until(lambda: close_rows(), 10)
+            row = close_rows()[0]
+            assert (row.close_code, row.close_reason) == (1001, "going away")
+            assert preview(row) == "close 1001 going away"
+            states = app.console.timeline.states("closer")
+            assert await until(lambda: State.RECONNECTING in app.console.timeline.states(
+                "closer"), 10), states
+            spans = app.console.timeline.lanes["closer"].spans
+            assert any(s.detail and "1001" in s.detail for s in spans)
+        finally:
+            app.window.close()
+            await app.shutdown()
+
+    run(qloop, scenario(), 30)
