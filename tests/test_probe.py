@@ -459,3 +459,29 @@ async def test_probe_answers_the_servers_keepalive_pings() -> None:
             assert seen.closed and seen.close_code == 1011  # no pongs: keepalive timeout
         finally:
             await conn.close()
+
+
+async def test_a_sloppy_server_that_reads_past_the_close() -> None:
+    """Answers a close with a close but goes on echoing text; accepts any close code."""
+    from wsconsole.core.frames import parse_frame
+
+    async def sloppy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upgrade(reader, writer)
+        buffer = b""
+        while data := await reader.read(65536):
+            buffer += data
+            while (parsed := parse_frame(buffer)) is not None:
+                frame, used = parsed
+                buffer = buffer[used:]
+                if frame.opcode in (Opcode.CLOSE, Opcode.TEXT):
+                    writer.write(encode_frame(frame.opcode, frame.payload))
+
+    config = ProbeConfig(timeout=CONFIG.timeout, close_timeout=200 * MS)  # it never hangs up
+    async with await raw_server(sloppy) as server:
+        target = Target(f"ws://127.0.0.1:{port_of(server)}/")
+        after = await run_case(get_case("data-after-close"), target, config)
+        code = await run_case(get_case("close-code-1005"), target, config)
+        normal = await run_case(get_case("close-normal"), target, config)
+    assert after.verdict is Verdict.FAIL and after.reason == "sent data after the close"
+    assert code.verdict is Verdict.FAIL and "closed with 1005" in code.reason
+    assert normal.verdict is Verdict.PASS  # a plain close is answered correctly

@@ -186,6 +186,7 @@ class ProbeConfig:
     silence: float = 1.0  # how long a peer must stay quiet on an incomplete frame
     max_size: int = DEFAULT_MAX_SIZE  # the size limit the peer is assumed to enforce
     read_limit: int = 16 * 1024 * 1024  # the largest frame the probe buffers from the peer
+    close_timeout: float = 1.0  # after a close frame, how long the peer may take to end TCP
 
 
 class _Pipe(asyncio.Protocol):
@@ -346,7 +347,7 @@ class RawConnection:
             return
         if not self.pipe.ended:
             self.send_close(1000)
-            deadline = self.loop_time + min(self.config.timeout, 1.0)
+            deadline = self.loop_time + min(self.config.timeout, self.config.close_timeout)
             # Until the peer's close frame or its end of stream: then our side may go.
             while not isinstance(item := await self.next_frame(deadline), str):
                 if item.opcode == Opcode.CLOSE:
@@ -356,7 +357,7 @@ class RawConnection:
         else:
             transport.close()
         if not self.pipe.lost:
-            deadline = self.loop_time + min(self.config.timeout, 1.0)
+            deadline = self.loop_time + min(self.config.timeout, self.config.close_timeout)
             while not self.pipe.lost and await self.pipe.changed(deadline):
                 pass
             if not self.pipe.lost:
@@ -608,7 +609,7 @@ class Watcher:
                 self.conn.send_frame(Opcode.PONG, frame.payload)
         elif frame.opcode == Opcode.PONG:
             seen.pongs.append(frame.payload)
-        elif not seen.closed:
+        else:  # data frames count even after a close: a peer must not send them then either
             seen.data.append((frame.opcode, frame.payload))
             code = _error_code(frame)
             if code is not None:
@@ -691,7 +692,7 @@ async def observe(conn: RawConnection, case: Case, config: ProbeConfig) -> Obser
         if seen.closed and not seen.ended:
             # Give the peer a moment to close TCP after its close frame (and catch late data).
             await watcher.until(lambda: seen.ended is not None,
-                                conn.loop_time + min(config.timeout, 1.0))
+                                conn.loop_time + min(config.timeout, config.close_timeout))
             seen.timed_out = False
     elif reaction is Reaction.WAIT:
         start = conn.loop_time
