@@ -159,3 +159,26 @@ async def test_list() -> None:
     code, lines, _ = await probe("--list", "--json")
     assert code == 0 and len(lines) >= 30
     assert {"id", "rfc", "directions", "expected", "construction"} <= lines[0].keys()
+
+
+def test_junit_escapes_what_xml_cannot_carry() -> None:
+    from wsconsole.faults.audit import Finding, Status
+    from wsconsole.faults.catalogue import get_case
+    from wsconsole.faults.junit import to_xml
+    from wsconsole.faults.probe import CaseResult, Verdict
+
+    results = [
+        CaseResult(get_case("rsv1-set"), Verdict.FAIL, "close 1000 'a\x00b <&>'", "wrong", 0.01),
+        CaseResult(get_case("ping-echo"), Verdict.LENIENT, "x", "alt", 0.02),
+        CaseResult(get_case("masked-server-frame"), Verdict.NOT_APPLICABLE, "not run", "s2c", 0),
+        CaseResult(get_case("opcode-3"), Verdict.ERROR, "handshake failed: refused", "", 0.0),
+    ]
+    findings = [Finding("plain-ws", "TLS", Status.FAIL, "clear\x1btext", True)]
+    root = ET.fromstring(to_xml(results, findings))
+    assert (root.get("tests"), root.get("failures"), root.get("errors"), root.get("skipped")) == (
+        "5", "2", "1", "1",
+    )
+    failure = root.find(".//testcase[@name='rsv1-set']/failure")
+    assert failure is not None and "a\\x00b <&>" in failure.get("message", "")
+    assert root.find(".//testcase[@name='ping-echo']/failure") is None  # lenient passes
+    assert root.find(".//testcase[@name='plain-ws']/failure").get("message") == "clear\\x1btext"  # type: ignore[union-attr]
