@@ -316,8 +316,13 @@ async def test_module_entry_point_and_bad_usage(
         assert b"error:" in err and b"Traceback" not in err
 
 
-async def test_half_close_is_passed_on(start_balancer):
-    """A client that shuts down its sending side still gets the backend's answer."""
+@pytest.mark.parametrize(
+    "fault",
+    [None, {"kind": "latency", "ms": 100}, {"kind": "slice", "size": 1000}],
+    ids=["plain", "latency", "slice"],
+)
+async def test_half_close_is_passed_on(start_balancer, fault):
+    """A client that shuts down its sending side still gets the backend's answer, faults or not."""
 
     async def counter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -335,6 +340,8 @@ async def test_half_close_is_passed_on(start_balancer):
     server = await asyncio.start_server(counter, "127.0.0.1", 0)
     try:
         balancer = await start_balancer({"raw": server.sockets[0].getsockname()[1]})
+        if fault is not None:
+            await balancer.fault("raw", **fault)
 
         def exchange() -> bytes:
             with socket.create_connection(("127.0.0.1", balancer.port), timeout=TIMEOUT) as sock:

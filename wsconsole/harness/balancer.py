@@ -369,6 +369,9 @@ class Pipe:
             while self._queue:
                 faults = self.conn.backend.faults
                 if faults is not None and faults.stalls(self.direction):
+                    if self.conn.sources_ended():  # held bytes nobody will ever read
+                        self.conn.abort()
+                        return
                     await board.changed()
                     continue
                 due, data = self._queue[0]
@@ -401,6 +404,9 @@ class Pipe:
         while view:
             faults = self.conn.backend.faults
             if faults is not None and faults.stalls(self.direction):
+                if self.conn.sources_ended():
+                    self.conn.abort()
+                    return
                 await self.conn.balancer.changed()
                 continue
             size = len(view)
@@ -454,9 +460,18 @@ class Connection:
         self._done = asyncio.Event()
 
     def reader_finished(self) -> None:
-        """Both sources ended (e.g. both peers gave up during a stall): nothing can flow."""
-        if self.up.reader_done and self.down.reader_done:
+        """End the connection if both peers left while held bytes can never flow (a stall)."""
+        faults = self.backend.faults
+        if (
+            self.sources_ended()
+            and faults is not None
+            and (faults.stalls(UP) or faults.stalls(DOWN))
+        ):
             self._done.set()
+
+    def sources_ended(self) -> bool:
+        """Whether both peers have ended their sending side."""
+        return self.up.reader_done and self.down.reader_done
 
     def abort(self) -> None:
         """End now, without flushing."""
