@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import ProcessRegistry, pid_alive
+from tests.support import ProcessRegistry, free_port, pid_alive
 from tests.test_node_support import (
     TIMEOUT,
     NodeProc,
@@ -368,3 +368,24 @@ def test_port_in_use_is_a_clear_error(broker: Broker, nodes: list[NodeProc]) -> 
     )  # fmt: skip
     assert result.returncode == 2
     assert b"cannot listen" in result.stderr and b"Traceback" not in result.stderr
+
+
+async def test_node_started_before_its_broker_serves_once_it_is_up(
+    procs: ProcessRegistry,
+) -> None:
+    late = Broker()
+    port = free_port()
+    node = start_node(
+        procs, f"redis://127.0.0.1:{port}/0", "early", "--broker-check", "0.1", secret=SECRET
+    )
+    try:
+        async with client(node.url, token()) as ws:
+            await send_json(ws, type="join", room="r")
+            err = await recv_json(ws)
+            assert err["code"] == "broker_unavailable", "said plainly, not hung"
+            assert http_get(node.port, "/healthz") == (200, "ok broker=down\n")
+            await asyncio.to_thread(late.start, port)
+            assert await _until_http(node.port, "/healthz", "ok\n")
+            assert (await join(ws, "r"))["seq"] == 0
+    finally:
+        late.stop()

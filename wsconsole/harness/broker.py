@@ -101,6 +101,14 @@ def _resp(*parts: str) -> bytes:
     return b"".join(out)
 
 
+def _continue(proc: subprocess.Popen[bytes]) -> None:
+    """SIGCONT a possibly paused process (POSIX only), so it can die or shut down."""
+    sigcont = getattr(signal, "SIGCONT", None)
+    if sigcont is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, sigcont)
+
+
 class Broker:
     """One Redis-protocol server for a cluster: either given by URL or started and owned here."""
 
@@ -245,14 +253,16 @@ class Broker:
         proc = self._require_owned("kill")
         if proc is None or proc.poll() is not None:
             return
-        for sig in (signal.SIGCONT, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, sig)
+        _continue(proc)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()  # SIGKILL on POSIX, TerminateProcess on Windows
         self._reap()
 
     def pause(self) -> None:
         """SIGSTOP the server: it keeps its port but answers nothing."""
         proc = self._require_owned("pause")
+        if not hasattr(signal, "SIGSTOP"):
+            raise BrokerError("pausing a process needs SIGSTOP, which this platform lacks")
         if proc is not None and proc.poll() is None:
             os.kill(proc.pid, signal.SIGSTOP)
 
@@ -260,7 +270,7 @@ class Broker:
         """SIGCONT a paused server."""
         proc = self._require_owned("resume")
         if proc is not None and proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT)
+            _continue(proc)
 
     def restart(self) -> str:
         """Kill the server if it runs and start a fresh one on the same port."""
@@ -275,8 +285,9 @@ class Broker:
         if proc is None:
             return
         if proc.poll() is None:
+            _continue(proc)
             with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
+                proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
         self._proc = None
@@ -287,8 +298,8 @@ class Broker:
             return
         proc = self._proc
         if proc is not None and proc.poll() is None:
+            _continue(proc)
             with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGCONT)
                 proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=timeout)

@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import re
@@ -327,8 +328,11 @@ class Node:
         return {"draining": True}
 
     async def _cmd_connections(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Connections with user and rooms; at most `limit` (default 2000) to bound the line."""
+        limit = message.get("limit", 2000)
+        limit = limit if isinstance(limit, int) and limit >= 0 else 2000
         conns = []
-        for conn in self.conns.values():
+        for conn in itertools.islice(self.conns.values(), limit):
             remote = conn.ws.remote_address
             conns.append(
                 {
@@ -338,7 +342,7 @@ class Node:
                     "remote": f"{remote[0]}:{remote[1]}" if remote else None,
                 }
             )
-        return {"connections": conns}
+        return {"connections": conns, "total": len(self.conns)}
 
     def snapshot(self) -> dict[str, Any]:
         """The stats message pushed to the supervisor (also the "stats" command's reply)."""
