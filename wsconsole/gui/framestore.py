@@ -148,6 +148,7 @@ class FrameStore:
         self._payload: list[bytes | None] = [None] * capacity
         self._reasons: dict[int, str] = {}
         self._names: list[str] = []
+        self._name_bytes: list[bytes] = []  # the same names encoded, for the text filter
         self._name_ids: dict[str, int] = {}
         self.first_id = 0
         self.next_id = 0
@@ -221,12 +222,14 @@ class FrameStore:
             return self._intern_fallback()
         self._name_ids[name] = len(self._names)
         self._names.append(name)
+        self._name_bytes.append(name.encode("utf-8"))
         return len(self._names) - 1
 
     def _intern_fallback(self) -> int:
         other = "(other)"
         if other not in self._name_ids:
             self._names[-1] = other
+            self._name_bytes[-1] = other.encode()
             self._name_ids[other] = len(self._names) - 1
         return self._name_ids[other]
 
@@ -324,27 +327,34 @@ class FrameStore:
             if conn_codes is not None:
                 mask &= np.isin(self._conn[start:end], conn_codes)
             ids = ids[mask]
-            if flt._pattern is not None:
-                ids = np.fromiter(
-                    (i for i in ids.tolist() if self._text_hit(flt._pattern, i)),
-                    dtype=np.int64,
-                )
+            if flt._pattern is not None and len(ids):
+                ids = self._search(flt._pattern, ids)
             pieces.append(ids)
         if not pieces:
             return np.empty(0, np.int64)
         return np.concatenate(pieces)
 
-    def _text_hit(self, pattern: re.Pattern[bytes], ident: int) -> bool:
-        slot = ident % self.capacity
-        payload = self._payload[slot]
-        if payload is not None and pattern.search(payload):
-            return True
-        for column in (self._room, self._node):
-            name = self._name(int(column[slot]))
-            if name is not None and pattern.search(name.encode("utf-8")):
-                return True
-        reason = self._reasons.get(ident)
-        return reason is not None and pattern.search(reason.encode("utf-8")) is not None
+    def _search(self, pattern: re.Pattern[bytes], ids: np.ndarray) -> np.ndarray:
+        """The ids whose payload, room, node or close reason the pattern finds."""
+        search = pattern.search
+        payloads = self._payload
+        names = self._name_bytes
+        slots = (ids % self.capacity).tolist()
+        rooms = self._room[slots].tolist()
+        nodes = self._node[slots].tolist()
+        reasons = self._reasons
+        name_hit = [search(name) is not None for name in names]
+        keep = []
+        for ident, slot, room, node in zip(ids.tolist(), slots, rooms, nodes, strict=True):
+            payload = payloads[slot]
+            if (
+                (payload is not None and search(payload))
+                or (room != NONE and name_hit[room])
+                or (node != NONE and name_hit[node])
+                or (ident in reasons and search(reasons[ident].encode("utf-8")))
+            ):
+                keep.append(ident)
+        return np.array(keep, dtype=np.int64)
 
     def export_jsonl(self, path: str | Path, ids: Iterable[int] | None = None) -> int:
         """Write the given frames (default: all held) as JSON lines; returns how many."""

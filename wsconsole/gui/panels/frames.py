@@ -8,6 +8,7 @@ at the bottom, and scrolling up switches it off, so it never fights the user.
 from __future__ import annotations
 
 import datetime
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -47,6 +48,7 @@ _OPCODE_NAMES = {
     Opcode.CONTINUATION: "cont",
 }
 _AnyIndex = QModelIndex | QPersistentModelIndex
+SCAN_CHUNK = 20_000  # frames a text filter searches between budget checks
 
 
 class IdBuffer:
@@ -134,9 +136,9 @@ class FramesTableModel(QAbstractTableModel):
         self.store = store
         self.filter = FrameFilter.make()
         self.ids = IdBuffer()
-        self._scanned = store.first_id
+        self._scanned = self._scan_start = store.first_id
         self._cache: OrderedDict[int, FrameRow] = OrderedDict()
-        self.paused = False
+        self._limit: int | None = None  # paused: frames from this id on wait
 
     # -- Qt model API
     def rowCount(self, parent: _AnyIndex = QModelIndex()) -> int:
@@ -215,8 +217,30 @@ class FramesTableModel(QAbstractTableModel):
         return preview(frame)
 
     # -- pulling from the store
-    def pull(self) -> tuple[int, int]:
-        """Drop rows whose frames left the store, add new matching ones; (removed, added)."""
+    @property
+    def paused(self) -> bool:
+        """True while the table takes no new frames (the store keeps recording)."""
+        return self._limit is not None
+
+    @paused.setter
+    def paused(self, value: bool) -> None:
+        self._limit = self.store.next_id if value else None
+
+    @property
+    def scanning(self) -> float | None:
+        """Progress (0..1) of a filter still working through held frames, else None."""
+        end = self.store.next_id if self._limit is None else self._limit
+        start = self._scan_start
+        if self._scanned >= end or self.filter._pattern is None or end <= start:
+            return None
+        return max(0.0, min(1.0, (self._scanned - start) / (end - start)))
+
+    def pull(self, budget: float = 0.03) -> tuple[int, int]:
+        """Drop rows whose frames left the store, add new matching ones; (removed, added).
+
+        A text filter is applied in chunks until `budget` seconds are used, so re-filtering
+        a million frames streams in over a few ticks instead of freezing the window.
+        """
         removed = 0
         if len(self.ids):
             removed = self.ids.count_below(self.store.first_id)
@@ -224,26 +248,34 @@ class FramesTableModel(QAbstractTableModel):
                 self.beginRemoveRows(QModelIndex(), 0, removed - 1)
                 self.ids.drop_front(removed)
                 self.endRemoveRows()
-        if self.paused or self._scanned >= self.store.next_id:
-            return removed, 0
-        lo = max(self._scanned, self.store.first_id)
-        new = self.store.match(self.filter, lo, self.store.next_id)
-        self._scanned = self.store.next_id
-        if len(new):
-            start = len(self.ids)
-            self.beginInsertRows(QModelIndex(), start, start + len(new) - 1)
-            self.ids.extend(new)
-            self.endInsertRows()
-        return removed, len(new)
+        end = self.store.next_id if self._limit is None else min(self._limit,
+                                                                 self.store.next_id)
+        deadline = time.perf_counter() + budget
+        added = 0
+        while self._scanned < end:
+            lo = max(self._scanned, self.store.first_id)
+            hi = end if self.filter._pattern is None else min(end, lo + SCAN_CHUNK)
+            new = self.store.match(self.filter, lo, hi)
+            self._scanned = hi
+            if len(new):
+                start = len(self.ids)
+                self.beginInsertRows(QModelIndex(), start, start + len(new) - 1)
+                self.ids.extend(new)
+                self.endInsertRows()
+                added += len(new)
+            if time.perf_counter() > deadline:
+                break
+        return removed, added
 
     def set_filter(self, flt: FrameFilter) -> None:
-        """Re-run the filter over every held frame."""
+        """Re-run the filter over every held frame (in budgeted chunks, see pull)."""
         self.beginResetModel()
         self.filter = flt
         self._cache.clear()
-        self.ids.reset(self.store.match(flt))
-        self._scanned = self.store.next_id
+        self.ids.reset(np.empty(0, np.int64))
+        self._scanned = self._scan_start = self.store.first_id
         self.endResetModel()
+        self.pull()
 
     def clear(self) -> None:
         """Empty the store and the table."""
@@ -251,7 +283,9 @@ class FramesTableModel(QAbstractTableModel):
         self.store.clear()
         self._cache.clear()
         self.ids.reset(np.empty(0, np.int64))
-        self._scanned = self.store.next_id
+        self._scanned = self._scan_start = self.store.next_id
+        if self._limit is not None:
+            self._limit = self.store.next_id
         self.endResetModel()
 
 
@@ -428,6 +462,9 @@ class FramesPanel(QWidget):
 
     def _update_status(self) -> None:
         paused = "  [paused]" if self.model.paused else ""
+        progress = self.model.scanning
+        if progress is not None:
+            paused += f"  filtering\u2026 {progress:.0%}"
         self.status.setText(
             f"{self.model.rowCount():,} shown / {len(self.store):,} held / "
             f"{self.store.dropped:,} dropped (capacity {self.store.capacity:,}){paused}"
