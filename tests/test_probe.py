@@ -445,13 +445,13 @@ async def test_raw_connection_reads_server_frames(echo_port: int) -> None:
 
 
 async def test_probe_answers_the_servers_keepalive_pings() -> None:
-    # The server pings every 50 ms and closes (1011) after 200 ms without a pong.
-    async with serve(echo, "127.0.0.1", 0, ping_interval=50 * MS, ping_timeout=200 * MS) as srv:
+    # The server pings every 100 ms and closes (1011) after 500 ms without a pong.
+    async with serve(echo, "127.0.0.1", 0, ping_interval=100 * MS, ping_timeout=500 * MS) as srv:
         target = Target(f"ws://127.0.0.1:{srv.sockets[0].getsockname()[1]}/")
         conn = await open_connection(target, CONFIG)
         seen = Observation()
         try:
-            await Watcher(conn, seen).until(lambda: seen.closed, conn.loop_time + 600 * MS)
+            await Watcher(conn, seen).until(lambda: seen.closed, conn.loop_time + 1500 * MS)
             assert not seen.closed and seen.ended is None
             await Watcher(conn, seen, answer_pings=False).until(
                 lambda: seen.closed, conn.loop_time + CONFIG.timeout

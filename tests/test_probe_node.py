@@ -4,6 +4,7 @@ all along; the audit passes a node with its default security checklist."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import select
@@ -54,7 +55,7 @@ async def test_every_case_against_a_node(procs: ProcessRegistry, broker_url: str
     url = f"ws://127.0.0.1:{port}/"
     async with connect(url, open_timeout=CONFIG.timeout) as bystander:
         await bystander.send('{"type": "join", "room": "lobby"}')
-        joined = json.loads(await bystander.recv())
+        joined = json.loads(await asyncio.wait_for(bystander.recv(), CONFIG.timeout))
         assert joined["type"] == "joined" and joined["room"] == "lobby"
 
         results = await run_cases(CATALOGUE, Target(url), CONFIG)
@@ -77,9 +78,9 @@ async def test_every_case_against_a_node(procs: ProcessRegistry, broker_url: str
             await publisher.send(
                 '{"type": "publish", "room": "lobby", "id": "after-faults", "data": "still here"}'
             )
-            ack = json.loads(await publisher.recv())
+            ack = json.loads(await asyncio.wait_for(publisher.recv(), CONFIG.timeout))
             assert ack["type"] == "ack" and ack["id"] == "after-faults"
-        message = json.loads(await bystander.recv())
+        message = json.loads(await asyncio.wait_for(bystander.recv(), CONFIG.timeout))
         assert message["type"] == "message" and message["data"] == "still here"
 
 
