@@ -94,6 +94,7 @@ def test_explicit_url_starts_nothing_and_cannot_be_killed() -> None:
             external.restart()
         external.stop()  # a no-op for a broker we do not own
         assert owned.alive
+        external.wait_ready(timeout=5)
 
 
 def test_unreachable_url_and_bad_scheme_are_clear_errors() -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 DEFAULT_READY_TIMEOUT = 10.0
+URL_SCHEMES = ("redis", "rediss", "unix")  # what redis-py (the nodes' client) understands
 
 
 class BrokerError(RuntimeError):
@@ -72,6 +73,19 @@ def ping(host: str, port: int, timeout: float = 0.5, password: str | None = None
             return sock.recv(64).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def url_ping(url: str, timeout: float = 0.5) -> bool:
+    """True if the server at a redis://, rediss:// or unix:// URL answers PING (auth, TLS ok)."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError, ValueError):
+        return False
+    finally:
+        client.close()
 
 
 def server_pid(host: str, port: int, timeout: float = 0.5) -> int | None:
@@ -129,7 +143,7 @@ class Broker:
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         if url is not None:
             parts = urlsplit(url)
-            if parts.scheme not in ("redis", "rediss", "valkey", "valkeys", "unix"):
+            if parts.scheme not in URL_SCHEMES:
                 raise BrokerError(f"not a Redis URL: {url!r} (expected redis://host:port)")
             self.host = parts.hostname or "127.0.0.1"
             self.port = parts.port or 6379
@@ -164,13 +178,13 @@ class Broker:
     def alive(self) -> bool:
         """Owned: the process runs (SIGSTOP still counts); external: it answers PING."""
         if not self.owned:
-            return ping(self.host, self.port)
+            return url_ping(self.url)
         return self._proc is not None and self._proc.poll() is None
 
     def start(self, port: int = 0) -> str:
         """Start the server (port 0: a free loopback port), wait until it answers PING."""
         if not self.owned:
-            if not ping(self.host, self.port, timeout=self.ready_timeout):
+            if not url_ping(self.url, timeout=self.ready_timeout):
                 raise BrokerError(f"the broker at {self.url} does not answer PING")
             return self.url
         if self._proc is not None and self._proc.poll() is None:
@@ -223,7 +237,7 @@ class Broker:
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
                 raise BrokerError(f"the broker exited at start: {self._stderr_tail()}")
-            if self._proc is None and ping(self.host, self.port, timeout=0.5):
+            if not self.owned and url_ping(self.url):
                 return
             if self._proc is not None and server_pid(self.host, self.port) == self._proc.pid:
                 return  # answered by our process, not another server that holds the port

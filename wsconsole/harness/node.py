@@ -848,7 +848,7 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
         raise UsageError(f"--id {args.id!r}: use 1-64 letters, digits, '.', '_' or '-'")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: not a TCP port")
-    if not re.match(r"^(redis|rediss|valkey|valkeys|unix)://", args.redis):
+    if not re.match(r"^(redis|rediss|unix)://", args.redis):
         raise UsageError(f"--redis {args.redis!r}: expected a URL like redis://127.0.0.1:6379/0")
     numeric = (
         "ping_interval", "ping_timeout", "max_size", "rate", "per_user", "soft_limit",
