@@ -187,6 +187,12 @@ async def _probe(out: Output, args: argparse.Namespace, target: Target, cases: l
         findings = await run_audit(target, config, audit_config, safe_only=args.audit_safe)
         for finding in findings:
             _show_finding(out, finding)
+    policy = [r for r in results if r.observation and r.observation.close_code == 1008]
+    if policy and not target.has_credentials:
+        sys.stderr.write(
+            f"wsconsole: note: {len(policy)} case(s) were closed with 1008 (policy violation);"
+            " if the endpoint needs credentials, pass --token\n"
+        )
     counts = summarize(results)
     failed_checks = sum(1 for f in findings if f.status is Status.FAIL)
     ok = all(r.verdict.ok for r in results) and failed_checks == 0

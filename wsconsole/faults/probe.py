@@ -686,7 +686,10 @@ async def observe(conn: RawConnection, case: Case, config: ProbeConfig) -> Obser
         await asyncio.sleep(0)  # let a reaction to an earlier chunk arrive in between
     loop_time = conn.loop_time
     deadline = loop_time + config.timeout
-    ended = lambda: seen.closed or seen.ended is not None  # noqa: E731
+
+    def ended() -> bool:
+        return seen.closed or seen.ended is not None
+
     if reaction in (Reaction.FAIL, Reaction.CLOSE):
         await watcher.until(ended, deadline)
         if seen.closed and not seen.ended:
