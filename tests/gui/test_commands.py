@@ -36,6 +36,16 @@ def test_usage_errors_exit_2(args: list[str], words: str) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_gui_without_display_is_a_usage_error() -> None:
+    env = {k: v for k, v in ENV.items()
+           if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    done = subprocess.run([sys.executable, "-m", "wsconsole", "--no-harness"],
+                          capture_output=True, text=True, timeout=60, env=env,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 2
+    assert "no display" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_screenshot_renders_the_window(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "shot.png"
     done = _wsconsole("screenshot", str(out), "--after", "0.5", "--no-harness",

@@ -68,6 +68,20 @@ def test_demo_cluster_kill_and_close(qloop, settings_path) -> None:  # type: ign
             assert await until(reconnected, 30), after_kill()
             assert any(m.label.startswith(f"node {serving}") for m in console.timeline.faults)
 
+            # Pause (SIGSTOP) the node serving it now: a heartbeat miss, then a reconnect
+            paused = await console.serving_node()
+            assert paused is not None and paused != serving
+            lane = console.timeline.lanes[CONSOLE_CONN]
+            misses_before = sum(1 for m in lane.markers if m.kind == "miss")
+            assert panel.select_node(paused)
+            panel.run_action("pause")
+            assert await until(lambda: row_state(paused) == "paused", 10)
+            assert await until(lambda: sum(1 for m in lane.markers if m.kind == "miss")
+                               > misses_before, 20)
+            assert await until(lambda: session.state is State.OPEN, 20)
+            panel.run_action("resume")
+            assert await until(lambda: row_state(paused) == "running", 10)
+
             # closing the window stops every process the console started
             pids = console.started_pids()
             assert len(pids) >= 5  # broker, 3 nodes (one dead already), balancer, swarm

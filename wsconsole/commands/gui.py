@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from wsconsole.commands.output import fail_usage
 
@@ -46,12 +48,22 @@ def options_from(args: argparse.Namespace) -> object:
     )
 
 
+def no_display() -> bool:
+    """True on Linux/BSD when neither X11 nor Wayland nor a Qt platform was chosen."""
+    if not sys.platform.startswith(("linux", "freebsd", "openbsd")):
+        return False
+    return not any(os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
+
+
 def run(args: argparse.Namespace) -> int:
     """Validate the options, then hand over to the Qt application."""
     try:
         options = options_from(args)
     except ValueError as exc:
         return fail_usage(str(exc))
+    if no_display():
+        return fail_usage("no display to open the window on (DISPLAY is not set); "
+                          "`wsconsole screenshot OUT.png` renders it offscreen")
     from wsconsole.gui.app import run as run_gui
 
     return run_gui(options)  # type: ignore[arg-type]
