@@ -399,6 +399,8 @@ class RedisAdapter:
         if not channel.startswith(self._room_channel_prefix):
             return
         room = channel[len(self._room_channel_prefix) :].decode("utf-8", "replace")
+        if room not in self._want:
+            return  # still in flight after an unsubscribe
         seq_text, _, frame = data.partition(b"\n")
         try:
             seq = int(seq_text)
@@ -412,7 +414,7 @@ class RedisAdapter:
         last = self._last.get(room)
         if last is not None and seq <= last:
             return  # already handed over (from a snapshot)
-        if last is not None and seq > last + 1 and room in self._want:
+        if last is not None and seq > last + 1:
             log.warning("room %s: gap after %d (got %d); catching up", room, last, seq)
             self._catching[room] = [(seq, frame)]
             task = asyncio.create_task(self._catch_up(room), name=f"adapter-catchup-{room}")
