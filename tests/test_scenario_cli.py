@@ -1,0 +1,117 @@
+"""`wsconsole scenario`: exit 2 for an invalid file (with its line), 1 for a failed verdict,
+reports written, progress as JSON lines; the runner stops early on request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from tests.support import pid_alive
+from wsconsole.scenarios.model import parse_scenario
+from wsconsole.scenarios.runner import ScenarioRunner
+
+SMALL = """\
+name = "small"
+[cluster]
+nodes = 1
+[swarm]
+clients = 4
+rooms = 1
+rate = 8
+duration = 2
+settle = 3
+[[assertions]]
+expect = "lost == 0"
+[[assertions]]
+name = "impossible"
+expect = "p99_latency_ms < 0"
+"""
+
+
+def _cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wsconsole", "scenario", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_malformed_file_exits_2_with_its_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SMALL.replace("rooms = 1", 'rooms = "one"'))
+    out = _cli("run", str(bad))
+    assert out.returncode == 2
+    assert f"{bad}:6: rooms must be an integer" in out.stderr
+    assert "Traceback" not in out.stderr
+    syntax = tmp_path / "syntax.toml"
+    syntax.write_text(SMALL.replace("rate = 8", "rate = [8"))
+    out = _cli("check", str(syntax))
+    assert out.returncode == 2 and f"{syntax}:8: not valid TOML" in out.stderr
+
+
+def test_check_and_list(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(SMALL)
+    out = _cli("check", str(good), "--json")
+    assert out.returncode == 0
+    assert json.loads(out.stdout)["assertions"] == 2
+    listed = _cli("list", "--json")
+    names = {json.loads(line)["name"] for line in listed.stdout.splitlines()}
+    assert {"node-kill", "heartbeat-loss"} <= names
+    assert _cli("run", str(tmp_path / "nope.toml")).returncode == 2
+    assert _cli().returncode == 2
+
+
+def test_impossible_assertion_exits_1_and_reports_are_written(tmp_path: Path) -> None:
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    junit, report = tmp_path / "out.xml", tmp_path / "out.html"
+    out = _cli("run", str(path), "--json", "--junit", str(junit), "--report", str(report))
+    assert out.returncode == 1, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    verdicts = {e["name"]: e["passed"] for e in lines if e["event"] == "assertion"}
+    assert verdicts == {"lost == 0": True, "impossible": False}
+    result = [e for e in lines if e["event"] == "result"][-1]
+    assert result["passed"] is False and result["error"] is None
+    assert any(e["event"] == "stats" for e in lines)
+    suite = ET.parse(junit).getroot()
+    assert (suite.get("tests"), suite.get("failures")) == ("2", "1")
+    page = report.read_text()
+    assert "<svg" in page and "impossible" in page and "FAIL" in page
+
+
+async def test_server_inject_without_node_support_fails_the_step_plainly() -> None:
+    text = SMALL.replace(
+        '[[assertions]]\nname = "impossible"\nexpect = "p99_latency_ms < 0"\n', ""
+    )
+    text += '[[steps]]\nat = 0.5\naction = "inject"\ndirection = "server"\n'
+    text += 'case = "masked-server-frame"\n'
+    runner = ScenarioRunner(parse_scenario(text, "inject.toml"))
+    result = await runner.run()
+    (step,) = result.steps
+    if step.ok:  # the node learnt "inject": then the step must have really sent the case
+        assert "masked-server-frame" in step.detail
+        return
+    assert "not available" in step.detail
+    assert not result.passed  # a step that could not be done never passes silently
+
+
+async def test_stop_ends_a_long_run_early_and_cleans_up() -> None:
+    text = SMALL.replace("duration = 2", "duration = 60")
+    runner = ScenarioRunner(parse_scenario(text, "long.toml"))
+    task = asyncio.create_task(runner.run())
+    while runner.swarm is None or runner.swarm.accounting.acknowledged < 4:
+        await asyncio.sleep(0.1)
+        assert not task.done()
+    runner.stop()
+    result = await asyncio.wait_for(task, 30)
+    assert result.stopped and not result.passed
+    assert result.summary["sent"] > 0
+    cluster = runner.cluster
+    pids = [cluster.broker.pid, cluster.balancer.pid, *(n.pid for n in cluster.nodes.values())]
+    assert not [pid for pid in pids if pid and pid_alive(pid)]
