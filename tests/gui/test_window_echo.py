@@ -179,7 +179,9 @@ def test_settings_persist_layout_profiles_templates(qloop, settings_path) -> Non
         app = _app(settings_path)
         w = app.window
         w.connection.url_edit.setText("ws://127.0.0.1:1234/saved")
+        w.connection.token_edit.setText("s3cr3t-token")
         w.connection.new_connection()
+        assert app.console.sessions["conn1"].profile.token == "s3cr3t-token"
         w.composer.format.setCurrentText("JSON")
         w.composer.editor.setPlainText('{"saved": true}')
         w.composer.save_template("greeting")
@@ -193,6 +195,7 @@ def test_settings_persist_layout_profiles_templates(qloop, settings_path) -> Non
         try:
             assert "conn1" in again.console.sessions
             assert again.console.sessions["conn1"].profile.url == "ws://127.0.0.1:1234/saved"
+            assert again.console.sessions["conn1"].profile.token == ""
             assert again.window.composer.templates["greeting"]["text"] == '{"saved": true}'
             assert not again.window.docks["Timeline"].isVisible()
         finally:
@@ -200,7 +203,7 @@ def test_settings_persist_layout_profiles_templates(qloop, settings_path) -> Non
             await again.shutdown()
 
     run(qloop, scenario(), 30)
-    assert Path(settings_path).exists()
+    assert "s3cr3t-token" not in Path(settings_path).read_text()
 
 
 def test_profile_validation_is_headless() -> None:

@@ -9,6 +9,7 @@ with timeouts, so closing the window never leaves a process running.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import importlib.util
 import logging
@@ -292,8 +293,6 @@ class Console:
         else:
             raise ValueError(f"unknown cluster action {action!r}")
         self._started_pids.update(cluster.pids())
-        if action in ("broker_kill",):
-            self.timeline.fault("broker killed")
         self.errors.info(f"cluster: {action} {node_id or ''}".strip())
         self._changed()
         return result
@@ -386,6 +385,7 @@ class Console:
             start_new_session=True,
         )
         self._started_pids.add(proc.pid)
+        _EXIT_KILL.add(proc.pid)
         self.swarm = SwarmProc(proc, {})
         self.swarm.reader = self.spawn(self._read_swarm(self.swarm), "swarm-reader")
         return True
@@ -417,6 +417,7 @@ class Console:
             with contextlib.suppress(ProcessLookupError):
                 swarm.proc.kill()
             await swarm.proc.wait()
+        _EXIT_KILL.discard(swarm.proc.pid)
 
     # -- sampling ----------------------------------------------------------------------------
 
@@ -507,6 +508,17 @@ class Console:
                 for sig in (signal.SIGCONT, signal.SIGKILL):
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.kill(pid, sig)
+
+
+_EXIT_KILL: set[int] = set()  # children to SIGKILL if the interpreter exits without shutdown()
+
+
+@atexit.register
+def _kill_at_exit() -> None:
+    for pid in list(_EXIT_KILL):
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:

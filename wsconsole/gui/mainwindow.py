@@ -121,9 +121,9 @@ class MainWindow(QMainWindow):
                 self.console.add_session(profile)
 
     def save_profiles(self) -> None:
-        """Saved connections (the demo's own client is re-made at start-up, not saved)."""
-        profiles = [s.profile.as_dict() for s in self.console.sessions.values()
-                    if s.name != CONSOLE_CONN]
+        """Saved connections without their tokens (the demo's own client is not saved)."""
+        profiles = [{**s.profile.as_dict(), "token": ""}  # secrets stay out of settings
+                    for s in self.console.sessions.values() if s.name != CONSOLE_CONN]
         self.settings.setValue("connections/profiles", orjson.dumps(profiles).decode())
 
     def save(self) -> None:
