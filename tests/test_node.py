@@ -62,13 +62,19 @@ async def test_two_clients_on_different_nodes_see_each_other(nodes: list[NodePro
         await send_json(a, type="publish", room=r, id="a1", data={"text": "hi bob"})
         got = await recv_json(b)
         assert got["type"] == "message" and got["data"] == {"text": "hi bob"}
-        assert (got["room"], got["seq"], got["id"], got["node"]) == (r, 1, "a1", "n1")
+        assert (got["room"], got["seq"], got["id"]) == (r, 1, "a1")
+        assert (got["node"], got["pub_node"]) == ("n2", "n1"), "delivered by n2, published on n1"
         assert isinstance(got["ts"], float)
         ack, _ = await recv_until(a, lambda f: f["type"] == "ack")
         assert ack == {"type": "ack", "id": "a1", "seq": 1}
         await send_json(b, type="publish", room=r, id="b1", data="hi alice")
         got, _ = await recv_until(a, lambda f: f.get("id") == "b1")
-        assert (got["seq"], got["node"], got["data"]) == (2, "n2", "hi alice")
+        assert (got["seq"], got["node"], got["pub_node"], got["data"]) == (
+            2,
+            "n1",
+            "n2",
+            "hi alice",
+        )
 
 
 async def test_seq_dense_and_atomic_with_publishers_on_two_nodes(nodes: list[NodeProc]) -> None:
@@ -143,6 +149,7 @@ async def test_join_since_recovers_exactly_what_was_missed(nodes: list[NodeProc]
             missed = [await recv_json(late) for _ in range(6)]
             assert [m["seq"] for m in missed] == [5, 6, 7, 8, 9, 10]
             assert [m["data"] for m in missed] == [5, 6, 7, 8, 9, 10]
+            assert {(m["node"], m["pub_node"]) for m in missed} == {("n2", "n1")}
             await send_json(pub, type="publish", room=r, id="live", data=11)
             live = await recv_json(late)
             assert (live["seq"], live["id"]) == (11, "live")
@@ -234,7 +241,7 @@ async def test_broker_outage_is_visible_and_recovers(
                 assert reset == {"type": "joined", "room": r, "seq": 0, "reset": True}
             await send_json(a, type="publish", room=r, id="again", data=2)
             got, _ = await recv_until(b, lambda f: f["type"] == "message")
-            assert (got["id"], got["seq"], got["node"]) == ("again", 1, "o1")
+            assert (got["id"], got["seq"], got["node"], got["pub_node"]) == ("again", 1, "o2", "o1")
             assert http_get(n1.port, "/healthz") == (200, "ok\n")
     finally:
         broker.stop()

@@ -35,6 +35,9 @@ Drain (SIGTERM, SIGINT or the control command "drain"): new handshakes get HTTP 
 client is closed with 1001 "going away", the process exits when no connection is left or
 after `drain_deadline` seconds.
 
+Messages: `node` is the node that delivered the message (the one the client is connected
+to), `pub_node` the node it was published on, `ts` the wall time of the publish.
+
 Protocol extras: after `auth` by message nothing is sent (later messages are processed in
 order); a `join` beyond the history window gets `error recovery_window_exceeded` (with
 `room`, `first`, `seq`) and is still joined at the current seq (a `joined` follows); when
@@ -207,6 +210,8 @@ class Node:
         self.server: Server | None = None
         self.control: ControlClient | None = None
         self._node_json = orjson.dumps(config.id)
+        # Frames are stored in the broker without their end; each delivering node adds it.
+        self._tail = b',"node":' + self._node_json + b"}"
         self._stop = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
@@ -643,9 +648,9 @@ class Node:
         suffix = b"".join(
             (
                 b',"id":', orjson.dumps(ident),
-                b',"node":', self._node_json,
+                b',"pub_node":', self._node_json,
                 b',"ts":', orjson.dumps(time.time()),
-                b',"data":', orjson.dumps(envelope["data"]), b"}",
+                b',"data":', orjson.dumps(envelope["data"]),
             )
         )  # fmt: skip
         future = self.adapter.publish_nowait(room, ident, prefix, suffix)
@@ -690,7 +695,7 @@ class Node:
             )
         self._send(conn, encode("joined", room=room, seq=snap.seq))
         for frame in snap.frames:
-            self._send(conn, frame)
+            self._send(conn, frame + self._tail)
         last = snap.seq
         for seq, frame in conn.pending.pop(room, []):
             if seq > last:
@@ -714,6 +719,7 @@ class Node:
         members = self.rooms.get(room)
         if not members:
             return
+        frame += self._tail
         targets = []
         limit = self.config.max_buffered
         for conn in members:
