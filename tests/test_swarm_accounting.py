@@ -174,3 +174,28 @@ def test_a_broker_that_lost_its_state_opens_a_new_epoch() -> None:
     assert summary["duplicated"] == 0
     assert summary["out_of_order"] == 1
     assert summary["seq_restarts"] == 1
+
+
+def test_compaction_keeps_verdicts_and_bounds_memory() -> None:
+    acc = Accounting(horizon=10.0, compact_above=0, max_samples=50)
+    for name in ("a", "b"):
+        acc.joined(name, "r", 0)
+    for n in range(1, 101):
+        acc.published("a", "r", f"a-{n}")
+        acc.acked(f"a-{n}", n, at=float(n))
+        acc.delivered_message("a", "r", n, f"a-{n}", 0.001 * n)
+        if n != 7:  # b misses one
+            acc.delivered_message("b", "r", n, f"a-{n}", 0.001 * n)
+    before = (acc.expected(), acc.lost(), acc.delivered)
+    forgotten = acc.compact(now=100.0)  # everything acked before t=90 is final
+    assert forgotten == 89
+    assert (acc.expected(), acc.lost(), acc.delivered) == before == (200, 1, 199)
+    assert len(acc._room_of) == 11 and len(acc.subs[("b", "r")].ids) == 11
+    assert len(acc._latencies) == 50  # a uniform sample, not every value
+    summary = acc.summary(100.0)
+    assert 0 < summary["p50_latency_ms"] < 100
+    # a broker restart after compaction is still seen as a new epoch (seq 1 was taken)
+    acc.published("a", "r", "a-new")
+    acc.acked("a-new", 1, at=101.0)
+    assert acc.epochs() == {"r": 1}
+    assert acc.lost() == 1 + 2  # both subscribers now owe the first message of the new epoch

@@ -18,6 +18,8 @@ live and at the end, the questions a QA engineer asks after breaking a cluster:
 from __future__ import annotations
 
 import math
+import random
+import time
 from array import array
 from collections import Counter
 from collections.abc import Sequence
@@ -61,6 +63,8 @@ class _RoomAcks:
     epoch: int = 0
     by_seq: dict[int, str] = field(default_factory=dict)
     acked: list[tuple[int, int, str]] = field(default_factory=list)  # (epoch, seq, id)
+    times: list[float] = field(default_factory=list)  # when each was acknowledged
+    floor: int = 0  # highest seq of this epoch already compacted away (taken)
 
 
 @dataclass(slots=True)
@@ -77,8 +81,25 @@ class _ClientState:
 class Accounting:
     """Counts and cross-checks everything a swarm sent, got acknowledged and received."""
 
-    def __init__(self, started_at: float = 0.0) -> None:
+    def __init__(
+        self,
+        started_at: float = 0.0,
+        horizon: float = 120.0,
+        compact_above: int = 100_000,
+        max_samples: int = 1_000_000,
+    ) -> None:
         self.started_at = started_at
+        # Long runs stay bounded: once more than `compact_above` messages are tracked, those
+        # acknowledged over `horizon` seconds ago get their final verdict (delivered or lost
+        # for each subscriber) and are forgotten; latencies beyond `max_samples` are kept as
+        # a uniform random sample (reservoir), so percentiles stay representative.
+        self.horizon = horizon
+        self.compact_above = compact_above
+        self.max_samples = max_samples
+        self._final_expected = 0
+        self._final_lost = 0
+        self._latency_seen = 0
+        self._rng = random.Random(0)
         self.clients: dict[str, _ClientState] = {}
         self.subs: dict[tuple[str, str], _Subscription] = {}
         self.sent = 0
@@ -148,7 +169,7 @@ class Accounting:
             self._room_of[ident] = room
             self.sent += 1
 
-    def acked(self, ident: str, seq: int) -> None:
+    def acked(self, ident: str, seq: int, at: float | None = None) -> None:
         """The broker accepted a publish and gave it `seq` (re-acks of the same id ignored)."""
         room = self._room_of.get(ident)
         if room is None:
@@ -161,11 +182,13 @@ class Accounting:
         self._acked_seq[ident] = seq
         self.acknowledged += 1
         acks = self._room(room)
-        if acks.by_seq.get(seq, ident) != ident:
+        if acks.by_seq.get(seq, ident) != ident or seq <= acks.floor:
             acks.epoch += 1
             acks.by_seq = {}
+            acks.floor = 0
         acks.by_seq[seq] = ident
         acks.acked.append((acks.epoch, seq, ident))
+        acks.times.append(time.monotonic() if at is None else at)
 
     def delivered_message(
         self,
@@ -193,8 +216,52 @@ class Accounting:
             sub.max_seq = seq
         self.delivered += 1
         if latency is not None and latency >= 0:
-            self._latencies.append(latency)
+            self._keep_latency(latency)
             self._interval_latencies.append(latency)
+
+    def _keep_latency(self, latency: float) -> None:
+        self._latency_seen += 1
+        if len(self._latencies) < self.max_samples:
+            self._latencies.append(latency)
+            return
+        slot = self._rng.randrange(self._latency_seen)
+        if slot < self.max_samples:
+            self._latencies[slot] = latency
+
+    def compact(self, now: float) -> int:
+        """Give old acknowledged messages their final verdict and forget them (bounded memory
+        for long runs); returns how many were forgotten. A no-op below `compact_above`."""
+        if len(self._room_of) <= self.compact_above:
+            return 0
+        cutoff = now - self.horizon
+        by_room: dict[str, list[_Subscription]] = {}
+        for (_, room), sub in self.subs.items():
+            by_room.setdefault(room, []).append(sub)
+        forgotten = 0
+        for room, acks in self._rooms.items():
+            count = 0
+            while count < len(acks.times) and acks.times[count] < cutoff:
+                count += 1
+            if not count:
+                continue
+            for epoch, seq, ident in acks.acked[:count]:
+                for sub in by_room.get(room, ()):
+                    owed = epoch > sub.epoch or (epoch == sub.epoch and seq > sub.baseline)
+                    had = ident in sub.ids
+                    sub.ids.discard(ident)
+                    if owed:
+                        self._final_expected += 1
+                        if not had:
+                            self._final_lost += 1
+                self._room_of.pop(ident, None)
+                self._acked_seq.pop(ident, None)
+                if acks.by_seq.get(seq) == ident:
+                    del acks.by_seq[seq]
+                    acks.floor = max(acks.floor, seq)
+            del acks.acked[:count]
+            del acks.times[:count]
+            forgotten += count
+        return forgotten
 
     def window_exceeded(self, name: str, room: str) -> None:
         """The node said it can no longer recover this room for this client."""
@@ -238,11 +305,12 @@ class Accounting:
 
     def expected(self) -> int:
         """Deliveries owed, over every subscription."""
-        return sum(len(self.expected_for(name, room)) for name, room in self.subs)
+        current = sum(len(self.expected_for(name, room)) for name, room in self.subs)
+        return self._final_expected + current
 
     def lost(self) -> int:
         """Acknowledged messages a subscriber should have but does not have."""
-        total = 0
+        total = self._final_lost
         for (name, room), sub in self.subs.items():
             total += sum(1 for ident in self.expected_for(name, room) if ident not in sub.ids)
         return total

@@ -347,6 +347,7 @@ class Swarm:
             self._emit_stats()
 
     def _emit_stats(self) -> None:
+        self.accounting.compact(self.clock())
         snapshot = self.accounting.snapshot(self.clock())
         snapshot["phase"] = self.phase
         if self.on_stats is not None:
@@ -398,7 +399,7 @@ class Swarm:
         elif kind == "ack":
             ident, seq = env.get("id"), env.get("seq")
             if isinstance(ident, str) and isinstance(seq, int):
-                acc.acked(ident, seq)
+                acc.acked(ident, seq, self.clock())
                 self._pending.pop(ident, None)
                 self._retries.pop(ident, None)
         elif kind == "joined":
