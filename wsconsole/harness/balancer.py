@@ -39,8 +39,15 @@ connections are left to end by themselves); ``fault {target, kind, ...params}``;
 ``fault_clear {target, kind?}``; ``sticky {mode}``. Faults are documented in
 ``wsconsole.harness.netfaults``.
 
+Connection ends: a clean end of stream in one direction is passed on as a half-close and the
+other direction gets up to ``HALF_CLOSE_TIMEOUT`` s to finish; a socket error ends both sides. A
+connection whose peers both ended their sending side while a fault stalls it is closed (its
+held bytes could never be read). Stats are also pushed at once when a backend's health flips.
+
 The pipe's fast path (no fault on the backend, nothing queued) is: read up to 64 KiB, count,
 one attribute check, write, drain. Only a faulted backend's chunks go through the delay queue.
+Measured on the shared 2-core box (64 KiB bulk, one stream): direct ~850 MB/s, through the
+balancer ~780-870 MB/s, the fault path with a 0 ms latency fault ~560-870 MB/s (noisy).
 """
 
 from __future__ import annotations
