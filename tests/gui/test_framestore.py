@@ -73,6 +73,12 @@ def test_filters_narrow_across_the_wrap() -> None:
     assert len(pings) == 1
     with pytest.raises(ValueError, match="invalid regular expression"):
         FrameFilter.make(text="(", regex=True)
+    for evil in ("(a+)+$", r"(\w*)*x", "(x+x+)+y", "(a{1,5})*b"):
+        with pytest.raises(ValueError, match="nested quantifiers"):
+            FrameFilter.make(text=evil, regex=True)
+    for fine in (r"(ab)+", r"a+b*", r"\(a+\)+", "(a|b)*c"):
+        FrameFilter.make(text=fine, regex=True)
+    FrameFilter.make(text="(a+)+", regex=False)  # plain text is escaped, never a pattern
 
 
 def test_export_jsonl(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -24,6 +24,9 @@ NONE = -1  # "no value" in the integer columns (seq, room, node, close code)
 _DIRS = (Direction.IN, Direction.OUT)
 _MAX_NAMES = 65_536  # interned room/node/conn names; beyond that they read as "(other)"
 _PARSE_LIMIT = 65_536  # text frames larger than this are not parsed for room/seq/node
+# a quantified group that itself contains a quantifier: the classic catastrophic backtracking
+# shape, which Python's re cannot interrupt (it would freeze the window)
+_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)[+*{]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,9 @@ class FrameFilter:
     ) -> FrameFilter:
         """Build a filter; raises ValueError with a readable message for a bad regex."""
         pattern = None
+        if text and regex and _NESTED_QUANTIFIER.search(text):
+            raise ValueError("nested quantifiers like (a+)+ can take exponential time; "
+                             "simplify the regular expression")
         if text:
             source = text if regex else re.escape(text)
             try:
