@@ -99,6 +99,8 @@ def svg_plot(
     unit: str = "",
     width: int = 760,
     height: int = 200,
+    t_range: tuple[float, float] | None = None,
+    label_markers: bool = False,
 ) -> str:
     """An inline SVG line chart of (t, value) series with vertical step markers."""
     left, right, top, bottom = 56, 12, 26, 30
@@ -107,6 +109,8 @@ def svg_plot(
     times = [p[0] for p in points] + [m[0] for m in markers]
     t_min = min(times, default=0.0)
     t_max = max(times, default=1.0)
+    if t_range is not None:
+        t_min, t_max = t_range
     if t_max - t_min < 1e-9:
         t_max = t_min + 1.0
     v_max = max((p[1] for p in points), default=1.0)
@@ -132,7 +136,7 @@ def svg_plot(
         )
         parts.append(
             f'<text x="{left - 6}" y="{yy + 4:.1f}" class="axis" text-anchor="end">'
-            f"{_fmt(value)}{unit}</text>"
+            f"{_fmt(value, unit)}{unit}</text>"
         )
     for i in range(6):
         t = t_min + (t_max - t_min) * i / 5
@@ -146,6 +150,12 @@ def svg_plot(
             f'<line x1="{xx:.1f}" x2="{xx:.1f}" y1="{top}" y2="{top + plot_h}" class="marker">'
             f"<title>{html.escape(label)} at {t:.2f} s</title></line>"
         )
+        if label_markers:
+            short = label if len(label) <= 14 else label[:13] + "…"
+            parts.append(
+                f'<text x="{xx + 3:.1f}" y="{top + plot_h - 4}" class="axis">'
+                f"{html.escape(short)}</text>"
+            )
     legend_x = left + 8
     for index, (name, data) in enumerate(series):
         color = PALETTE[index % len(PALETTE)]
@@ -159,7 +169,7 @@ def svg_plot(
             f'<text x="{legend_x}" y="{top + 14}" class="legend" fill="{color}">'
             f"{html.escape(name)}</text>"
         )
-        legend_x += 9 * len(name) + 24
+        legend_x += 10 * len(name) + 28
     parts.append("</svg>")
     return "".join(parts)
 
@@ -177,7 +187,9 @@ def _nice_ceiling(value: float) -> float:
     return 10 * base
 
 
-def _fmt(value: float) -> str:
+def _fmt(value: float, unit: str = "") -> str:
+    if unit:
+        return f"{value:g}"
     if value >= 1000:
         return f"{value / 1000:g}k"
     return f"{value:g}"
@@ -281,8 +293,20 @@ def html_report(result: ScenarioResult) -> str:
     out.append("</table>")
 
     out.append("<h2>Plots</h2>")
+    times = [s["t"] for s in result.series] + [s["t"] for s in result.cluster_series]
+    times += [m[0] for m in markers]
+    span = (0.0, max(max(times, default=1.0), 1.0))
     out.append(
-        svg_plot("clients connected", [("connected", _series(result, "connected"))], markers)
+        svg_plot(
+            "clients connected (and reconnects per second)",
+            [
+                ("connected", _series(result, "connected")),
+                ("reconnects/s", _series(result, "reconnects_delta")),
+            ],
+            markers,
+            t_range=span,
+            label_markers=True,
+        )
     )
     out.append(
         svg_plot(
@@ -293,6 +317,7 @@ def html_report(result: ScenarioResult) -> str:
                 ("delivered", _series(result, "delivered_delta")),
             ],
             markers,
+            t_range=span,
         )
     )
     out.append(
@@ -304,11 +329,12 @@ def html_report(result: ScenarioResult) -> str:
             ],
             markers,
             unit="ms",
+            t_range=span,
         )
     )
     nodes = _node_series(result)
     if nodes:
-        out.append(svg_plot("connections per node (server side)", nodes, markers))
+        out.append(svg_plot("connections per node (server side)", nodes, markers, t_range=span))
 
     out.append("<h2>Timeline</h2><table><tr><th>t (s)</th><th>what</th><th>detail</th></tr>")
     rows: list[tuple[float, str, str, str]] = []

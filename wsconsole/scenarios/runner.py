@@ -411,6 +411,8 @@ class ScenarioRunner:
     def _on_cluster_event(self, event: dict[str, Any]) -> None:
         t = round(self.now(), 3) if self._t0 is not None else 0.0
         if event.get("event") == "stats":
+            if self._t0 is None:  # before the swarm: no time axis yet
+                return
             nodes = event.get("nodes") or {}
             self.result.cluster_series.append(
                 {
