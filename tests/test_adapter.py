@@ -232,3 +232,24 @@ async def test_publish_while_never_connected_is_refused(broker: Broker) -> None:
             await adapter.subscribe("r")
     finally:
         await adapter.close()
+
+
+async def test_gap_beyond_the_window_is_reported_not_papered_over(make: object) -> None:
+    rec = Recorder()
+    a = await make("a", rec, history=3)  # type: ignore[operator]
+    b = await make("b", history=3)  # type: ignore[operator]
+    room = f"r-{uuid.uuid4().hex}"
+    await a.subscribe(room)
+    a.note_seq(room, 0)
+    await a.unsubscribe(room)  # as if the pub/sub link had lost these
+    for i in range(10):
+        await publish(b, room, f"m{i}")
+    await a.subscribe(room)
+    a.note_seq(room, 1)
+    await publish(b, room, "m10")  # seq 11 after 1: a gap the history cannot fill
+    await until(lambda: len(rec.gaps) == 1)
+    gap = rec.gaps[0]
+    assert (gap.room, gap.since, gap.first, gap.seq) == (room, 1, 9, 11)
+    await publish(b, room, "m11")
+    await until(lambda: len(rec.messages) == 1)
+    assert rec.messages[0][1] == 12, "live frames continue after the reported gap"

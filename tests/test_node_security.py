@@ -312,3 +312,34 @@ async def test_ghost_connections_of_a_killed_node_expire(
                 await asyncio.sleep(0.2)
     assert time.monotonic() - killed >= 1.5
     ws.transport.abort()
+
+
+# -- the pure parts, without a loop --------------------------------------------------
+def test_token_bucket_allows_the_burst_then_the_rate() -> None:
+    from wsconsole.harness.node import TokenBucket
+
+    bucket = TokenBucket(rate=10, burst=10, now=0.0)
+    assert [bucket.take(0.0) for _ in range(11)] == [True] * 10 + [False]
+    assert bucket.take(0.1) and not bucket.take(0.1), "one token per 1/rate seconds"
+    assert sum(bucket.take(100.0) for _ in range(50)) == 10, "never more than the burst"
+
+
+@pytest.mark.parametrize(
+    ("origin", "extra", "allowed"),
+    [
+        (None, (), True),
+        ("http://localhost", (), True),
+        ("HTTPS://LOCALHOST:3000", (), True),
+        ("http://127.0.0.1:8080/", (), True),
+        ("http://localhost:99999999", (), False),
+        ("ws://localhost", (), False),
+        ("http://[::1]", (), False),
+        ("https://app.example", (), False),
+        ("https://app.example", ("https://app.example",), True),
+        ("https://other.example", ("*",), True),
+    ],
+)
+def test_origin_allow_list(origin: str | None, extra: tuple[str, ...], allowed: bool) -> None:
+    from wsconsole.harness.node import origin_allowed
+
+    assert origin_allowed(origin, extra) is allowed

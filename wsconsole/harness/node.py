@@ -142,6 +142,13 @@ def origin_allowed(origin: str | None, extra: Sequence[str] = ()) -> bool:
     return bool(_LOCAL_ORIGIN.fullmatch(origin)) or origin in {o.lower() for o in extra}
 
 
+def _size(payload: str | bytes) -> int:
+    """Payload bytes on the wire (UTF-8 for text; str.isascii is O(1) in CPython)."""
+    if isinstance(payload, str) and not payload.isascii():
+        return len(payload.encode("utf-8", "surrogatepass"))
+    return len(payload)
+
+
 class TokenBucket:
     """Rate limit as a token bucket: `rate` tokens/s, at most `burst`; pure, time is given."""
 
@@ -539,7 +546,7 @@ class Node:
             reason = "authentication timeout"
         if raw is not None:
             self.stats.msgs_in += 1
-            self.stats.bytes_in += len(raw)
+            self.stats.bytes_in += _size(raw)
             try:
                 envelope = parse_client(raw)
                 if envelope["type"] == "auth":
@@ -558,7 +565,7 @@ class Node:
         """Queue one text frame for a client without waiting (fan-out and replies)."""
         broadcast([conn.ws], frame, text=True)
         self.stats.msgs_out += 1
-        self.stats.bytes_out += len(frame)
+        self.stats.bytes_out += _size(frame)
 
     def _error(
         self, conn: Conn, code: str, detail: str, id: str | None = None, **extra: Any
@@ -572,7 +579,7 @@ class Node:
         abuse = cfg.abuse or (max(10, int(cfg.rate)) if cfg.rate else 0)
         async for raw in ws:
             self.stats.msgs_in += 1
-            self.stats.bytes_in += len(raw)
+            self.stats.bytes_in += _size(raw)
             if conn.bucket is not None and not conn.bucket.take(time.monotonic()):
                 self.stats.rate_limited += 1
                 conn.strikes += 1
