@@ -852,6 +852,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also allow this Origin (repeatable; '*' = any)")  # fmt: skip
     add("--compression", action="store_true", help="enable permessage-deflate (off by default)")
     add("--verbose", "-v", action="store_true", help="log at INFO level on stderr")
+    add("--json", action="store_true", help="accepted for symmetry: stdout is always JSON lines")
 
 
 def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> NodeConfig:
