@@ -28,6 +28,9 @@ from tests.test_balancer_support import (
     served_by,
     start_balancer,
 )
+from wsconsole.core.backoff import BackoffPolicy
+from wsconsole.core.client import ClientOptions, ReconnectingClient
+from wsconsole.core.lifecycle import State, Transition
 from wsconsole.harness.control import ControlError
 
 __all__ = ["local_backends", "start_balancer"]
@@ -292,3 +295,50 @@ async def test_fault_requests_are_validated(local_backends, start_balancer):
     assert reply["faults"] == [{"target": "all", "kind": "slice", "size": 4, "delay_ms": 0.0}]
     assert (await balancer.clear("n1"))["removed"] == 1
     assert (await balancer.clear("all"))["faults"] == []
+
+
+async def test_project_client_reconnects_after_reset_and_catches_a_blackhole(
+    local_backends, start_balancer
+):
+    """The console's own ReconnectingClient through the faulted balancer (issue 5's proofs)."""
+    backends = await local_backends(1)
+    balancer = await start_balancer({b.id: b.port for b in backends.values()})
+    options = ClientOptions(
+        url=balancer.url,
+        backoff=BackoffPolicy(initial=0.1, cap=0.5, jitter=0.05),
+        ping_interval=300 * MS,
+        ping_timeout=300 * MS,
+        close_timeout=300 * MS,
+        connect_timeout=1000 * MS,
+        compression=False,
+    )
+    client = ReconnectingClient(options, name="through-balancer")
+    seen: list[Transition] = []
+    client.subscribe(lambda event: seen.append(event) if isinstance(event, Transition) else None)
+
+    async def next_state(state: State, after: int) -> int:
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            for index in range(after, len(seen)):
+                if seen[index].state is state:
+                    return index
+            await asyncio.sleep(0.01)
+        raise TimeoutError(f"no {state} after {[t.state.value for t in seen[after:]]}")
+
+    await client.start()
+    try:
+        opened = await next_state(State.OPEN, 0)
+        await balancer.fault("n1", "reset")
+        dropped = await next_state(State.RECONNECTING, opened)
+        reopened = await next_state(State.OPEN, dropped)
+        assert seen[dropped].previous in (State.OPEN, State.CLOSING)
+
+        await balancer.fault("n1", "blackhole")
+        started = time.monotonic()
+        lost = await next_state(State.RECONNECTING, reopened)
+        assert time.monotonic() - started >= 0.3  # noticed by its own liveness check, not a close
+        assert await balancer.stats_until(lambda b: b["n1"]["total"] >= 3)
+        await balancer.clear("n1")
+        await next_state(State.OPEN, lost)
+    finally:
+        await client.stop()
