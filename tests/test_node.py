@@ -352,6 +352,7 @@ def test_node_exits_when_its_supervisor_goes_away(broker: Broker, procs: Process
         (["--redis", "redis://h:1", "--control", "h:1"], {"WSCONSOLE_JWT_SECRET": "s"},
          "WSCONSOLE_CONTROL_KEY"),
         (["--redis", "redis://h:1", "--no-auth", "--rate", "-1"], {}, "--rate"),
+        (["--redis", "redis://h:port", "--no-auth"], {}, "Port could not be cast"),
         (["--redis", "redis://h:1", "--no-auth", "--id", "bad id!"], {}, "--id"),
     ],
 )  # fmt: skip

@@ -202,6 +202,13 @@ class RedisAdapter:
         self._node_channel = f"{p}:node:{node_id}".encode()
         self._room_channel_prefix = f"{p}:room:".encode()
 
+    @staticmethod
+    def check_url(url: str) -> None:
+        """Raise ValueError if redis-py cannot parse `url` (checked before starting a node)."""
+        from redis.asyncio.connection import parse_url
+
+        parse_url(url)
+
     # -- keys -------------------------------------------------------------------------
     def _keys(self, room: str) -> tuple[str, str]:
         p = self.config.prefix

@@ -864,6 +864,10 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
         raise UsageError(f"--port {args.port}: not a TCP port")
     if not re.match(r"^(redis|rediss|unix)://", args.redis):
         raise UsageError(f"--redis {args.redis!r}: expected a URL like redis://127.0.0.1:6379/0")
+    try:
+        RedisAdapter.check_url(args.redis)
+    except ValueError as exc:
+        raise UsageError(f"--redis {args.redis!r}: {exc}") from None
     numeric = (
         "ping_interval", "ping_timeout", "max_size", "rate", "per_user", "soft_limit",
         "history", "auth_timeout", "drain_deadline", "presence_ttl", "broker_check",
