@@ -25,8 +25,14 @@ Kinds and parameters (the wire form is ``{"kind": KIND, **params}``):
 ``half_open`` ``direction`` ("up" or "down"). A one-way stall: bytes in that direction are held
               (as for ``blackhole``) while the other direction flows normally.
 
-This module is pure logic (parsing, merging, the token bucket, the piece plan); the balancer's
-pipes consult an ``ActiveFaults`` once per chunk, and only when it is not ``None``.
+Kinds combine on one target: a chunk first waits out its latency, then is held while a stall
+(blackhole or half_open) applies, then is written in pieces of min(slice size, 1/20 s of
+bandwidth). Stalls are re-checked between pieces, so switching a fault on or off takes effect
+mid-message. A stalled connection whose two peers have both ended their sending side is closed,
+since its held bytes could never be read.
+
+This module is pure logic (validation, the text form, merging by target, the token bucket); the
+balancer's pipes consult an ``ActiveFaults`` once per chunk, and only when it is not ``None``.
 """
 
 from __future__ import annotations
