@@ -42,6 +42,7 @@ def test_demo_cluster_kill_and_close(qloop, settings_path) -> None:  # type: ign
             if console.swarm is not None:  # the swarm publishes: messages flow
                 assert await until(lambda: (console.series.last("msgs.in") or 0) > 0, 20)
                 assert await until(lambda: w.plots.points("lat.p99") >= 1, 20)
+                assert await until(lambda: "6/6 connected" in panel.swarm_label.text(), 20)
 
             # Kill the node that serves the console's client, from the panel
             serving = await console.serving_node()

@@ -435,6 +435,8 @@ class Console:
         swarm = self.swarm.latest if self.swarm is not None else {}
         if isinstance(swarm.get("reconnects"), int):
             reconnects += swarm["reconnects"]
+        if isinstance(swarm.get("connected"), int):
+            add("conns.swarm", now, swarm["connected"])
         if nodes:
             total = stats.get("total") or {}
             add("conns.total", now, total.get("connections", 0))
@@ -464,6 +466,22 @@ class Console:
         self.series.tick()
 
     # -- shutdown ----------------------------------------------------------------------------
+
+    def swarm_summary(self) -> str | None:
+        """One line about the simulated clients (None when no swarm runs)."""
+        if self.swarm is None:
+            return None
+        latest = self.swarm.latest
+        if not latest:
+            return "swarm: starting"
+        if self.swarm.proc.returncode is not None:
+            return f"swarm: exited with code {self.swarm.proc.returncode}"
+        parts = [f"swarm: {latest.get('connected', '?')}/{latest.get('clients', '?')} connected"]
+        for key in ("sent", "acknowledged", "delivered", "duplicated", "out_of_order",
+                    "reconnects"):
+            if key in latest:
+                parts.append(f"{key.replace('_', ' ')} {latest[key]}")
+        return "  ".join(parts)
 
     def started_pids(self) -> set[int]:
         """Every child PID the console started (cluster children and the swarm)."""

@@ -68,6 +68,8 @@ class ClusterPanel(QWidget):
 
         self.balancer_label = QLabel("balancer -")
         self.balancer_label.setWordWrap(True)
+        self.swarm_label = QLabel("")
+        self.swarm_label.setWordWrap(True)
         self.message = QLabel("")
         self.message.setStyleSheet("color: #c0392b;")
 
@@ -78,6 +80,7 @@ class ClusterPanel(QWidget):
         layout.addLayout(node_row)
         layout.addLayout(broker_row)
         layout.addWidget(self.balancer_label)
+        layout.addWidget(self.swarm_label)
         layout.addWidget(self.message)
 
         self.timer = QTimer(self, interval=refresh_ms)
@@ -165,6 +168,9 @@ class ClusterPanel(QWidget):
                                           Qt.AlignmentFlag.AlignVCenter)
         if selected is not None and self.selected_node() != selected:
             self.select_node(selected)
+        swarm = self.console.swarm_summary()
+        self.swarm_label.setText(swarm or "")
+        self.swarm_label.setVisible(swarm is not None)
         if cluster is None:
             self.broker_badge.setText("broker -")
             self.broker_badge.setStyleSheet("")

@@ -27,6 +27,7 @@ PLOTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 LABELS = {
     "conns.total": "total",
+    "conns.swarm": "swarm",
     "msgs.in": "cluster in",
     "msgs.out": "cluster out",
     "client.in": "console in",
