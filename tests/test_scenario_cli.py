@@ -115,3 +115,22 @@ async def test_stop_ends_a_long_run_early_and_cleans_up() -> None:
     cluster = runner.cluster
     pids = [cluster.broker.pid, cluster.balancer.pid, *(n.pid for n in cluster.nodes.values())]
     assert not [pid for pid in pids if pid and pid_alive(pid)]
+
+
+async def test_a_scenario_against_an_external_url() -> None:
+    from tests.servers import server_port, start
+
+    server, state = await start("harness")
+    try:
+        url = f"ws://127.0.0.1:{server_port(server)}"
+        text = (
+            f'url = "{url}"\n[swarm]\nclients = 5\nrooms = 1\nrate = 10\nduration = 1.5\n'
+            '[[steps]]\nat = 0\naction = "wait"\nuntil = "connected"\ntimeout = 10\n'
+            '[[assertions]]\nexpect = "lost == 0"\n[[assertions]]\nexpect = "delivered > 0"\n'
+        )
+        result = await ScenarioRunner(parse_scenario(text, "url.toml")).run()
+    finally:
+        server.close()
+    assert result.passed, (result.error, [a.as_dict() for a in result.assertions])
+    assert result.steps[0].ok and "all 5 clients connected" in result.steps[0].detail
+    assert state is not None and state.deliveries > 0

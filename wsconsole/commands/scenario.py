@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -35,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="multiply every scheduled time (default: $WSCONSOLE_SCENARIO_SCALE or 1)",
     )
     run_p.add_argument("--json", action="store_true", help="one JSON object per line")
+    auth = run_p.add_mutually_exclusive_group()
+    auth.add_argument("--token", help="for a scenario with url =: one token for every client")
+    auth.add_argument(
+        "--secret-env",
+        metavar="VAR",
+        help="for a scenario with url =: variable holding the server's JWT secret",
+    )
     check_p = sub.add_parser("check", help="validate a scenario file without running it")
     check_p.add_argument("file")
     check_p.add_argument("--json", action="store_true")
@@ -91,14 +99,16 @@ def _human(event: dict[str, Any]) -> str | None:
         failed = sum(1 for a in event["assertions"] if not a["passed"])
         bad_steps = sum(1 for s in event["steps"] if not s["ok"])
         word = "PASS" if event["passed"] else "FAIL"
+        total = len(event["assertions"]) + event.get("not_measured", 0)
+        unmeasured = f" ({event['not_measured']} not measured)" if event.get("not_measured") else ""
         return (
-            f"result: {word} — {len(event['assertions']) - failed}/{len(event['assertions'])}"
-            f" assertions held, {bad_steps} step(s) failed, {event['elapsed']:.1f} s"
+            f"result: {word} — {len(event['assertions']) - failed}/{total} assertions held"
+            f"{unmeasured}, {bad_steps} step(s) failed, {event['elapsed']:.1f} s"
         )
     return None
 
 
-async def _run(scenario: Any, scale: float, out: Output) -> Any:
+async def _run(scenario: Any, scale: float, out: Output, auth: dict[str, Any]) -> Any:
     from wsconsole.scenarios.runner import ScenarioRunner
 
     def on_event(event: dict[str, Any]) -> None:
@@ -112,7 +122,7 @@ async def _run(scenario: Any, scale: float, out: Output) -> Any:
             return
         out.event(event["event"], human, **fields)
 
-    runner = ScenarioRunner(scenario, scale=scale, on_event=on_event)
+    runner = ScenarioRunner(scenario, scale=scale, on_event=on_event, **auth)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -163,7 +173,13 @@ def run(args: argparse.Namespace) -> int:
     for target in (args.junit, args.report):
         if target is not None and not Path(target).resolve().parent.is_dir():
             return fail_usage(f"cannot write {target}: its directory does not exist")
-    result = asyncio.run(_run(scenario, scale, out))
+    auth: dict[str, Any] = {"token": args.token}
+    if args.secret_env:
+        secret = os.environ.get(args.secret_env)
+        if not secret:
+            return fail_usage(f"environment variable {args.secret_env} is not set")
+        auth["secret"] = secret
+    result = asyncio.run(_run(scenario, scale, out, auth))
     from wsconsole.scenarios.report import write_html, write_junit
 
     try:

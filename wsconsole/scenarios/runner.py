@@ -115,6 +115,7 @@ class ScenarioResult:
             "scale": self.scale,
             "elapsed": round(self.elapsed, 3),
             "assertions": [a.as_dict() for a in self.assertions],
+            "not_measured": len(self.scenario.assertions) - len(self.assertions),
             "steps": [s.as_dict() for s in self.steps],
             "summary": self.summary,
         }
@@ -183,13 +184,15 @@ class ScenarioRunner:
         scale: float = 1.0,
         on_event: EventSink | None = None,
         token: str | None = None,
+        secret: str | None = None,
     ) -> None:
         if not scale > 0:
             raise ValueError(f"scale must be positive, not {scale}")
         self.scenario = scenario
         self.scale = scale
         self.on_event = on_event
-        self.token = token  # for a scenario against an external url
+        self.token = token  # for a scenario against an external url: one token for all
+        self.secret = secret  # or the server's JWT secret: one token per simulated user
         self.result = ScenarioResult(scenario=scenario, scale=scale)
         self.cluster: Any = None
         self.swarm: Any = None
@@ -233,6 +236,11 @@ class ScenarioRunner:
             else:
                 assert sc.url is not None
                 url, factory = sc.url, None
+                if self.secret is not None:
+                    from wsconsole.harness.auth import issue_token
+
+                    secret = self.secret
+                    factory = lambda user: issue_token(secret, user)  # noqa: E731
             if not self._stop.is_set():
                 await self._run_load(url, factory)
         except Exception as exc:
@@ -394,6 +402,10 @@ class ScenarioRunner:
         token = None
         if self.cluster is not None:
             token = self.cluster.token("scenario-injector")
+        elif self.secret is not None:
+            from wsconsole.harness.auth import issue_token
+
+            token = issue_token(self.secret, "scenario-injector")
         elif self.token is not None:
             token = self.token
         return await inject_client(url, case, count, interval, token)
