@@ -357,3 +357,32 @@ async def test_half_close_is_passed_on(start_balancer, fault):
         await balancer.stats_until(lambda b: b["raw"]["connections"] == 0)
     finally:
         server.close()
+
+
+async def test_removed_backend_keeps_its_open_connections(local_backends, start_balancer):
+    backends = await local_backends(2)
+    balancer = await start_balancer({b.id: b.port for b in backends.values()})
+    src = {await served_by(balancer.url, s): s for s in SOURCES}
+    ws, served = await open_client(balancer.url, src["n1"])
+    assert served == "n1"
+    await balancer.request("backend_remove", id="n1")
+    assert await served_by(balancer.url, src["n1"]) == "n2"  # new connections avoid it
+    await ws.send("still here")
+    assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "still here"  # the open one lives on
+    assert set((await balancer.request("stats"))["backends"]) == {"n2"}
+    await ws.close()
+    reply = await balancer.request("backend_add", id="n3", host="127.0.0.1", port=1)
+    assert reply["healthy"] is False  # added, but nothing listens there
+
+
+async def test_port_in_use_is_a_clear_error(procs: ProcessRegistry):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = procs.python(
+            "-m", "wsconsole", "balancer", "--port", str(port), stderr=subprocess.PIPE
+        )
+        _, err = await asyncio.to_thread(proc.communicate, timeout=TIMEOUT)
+    assert proc.returncode == 2
+    assert b"cannot start" in err and b"Traceback" not in err
