@@ -386,3 +386,13 @@ async def test_port_in_use_is_a_clear_error(procs: ProcessRegistry):
         _, err = await asyncio.to_thread(proc.communicate, timeout=TIMEOUT)
     assert proc.returncode == 2
     assert b"cannot start" in err and b"Traceback" not in err
+
+
+async def test_sigterm_stops_the_balancer_and_its_connections(local_backends, start_balancer):
+    backends = await local_backends(1)
+    balancer = await start_balancer({b.id: b.port for b in backends.values()})
+    ws, _ = await open_client(balancer.url)
+    balancer.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(balancer.proc.wait, TIMEOUT) == 0
+    with pytest.raises(ConnectionClosed):
+        await asyncio.wait_for(ws.recv(), TIMEOUT)
