@@ -33,7 +33,8 @@ the header `X-Broker` carries the state.
 
 Drain (SIGTERM, SIGINT or the control command "drain"): new handshakes get HTTP 503, every
 client is closed with 1001 "going away", the process exits when no connection is left or
-after `drain_deadline` seconds.
+after `drain_deadline` seconds. With `--control`, losing the channel (the supervisor is
+gone) also drains, so no orphan node keeps running.
 
 Messages: `node` is the node that delivered the message (the one the client is connected
 to), `pub_node` the node it was published on, `ts` the wall time of the publish.
