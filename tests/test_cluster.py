@@ -60,12 +60,15 @@ async def cluster(tmp_path: Any, request: pytest.FixtureRequest) -> AsyncIterato
         assert not [pid for pid in pids if pid_alive(pid)], "a child outlived stop()"
 
 
-async def until(predicate: Any, timeout: float = WAIT, what: str = "condition") -> None:
+async def until(
+    predicate: Any, timeout: float = WAIT, what: str = "condition", detail: Any = None
+) -> None:
     """Await until `predicate()` is true (polling), failing with `what` after `timeout`."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            extra = f": {detail()}" if detail is not None else ""
+            raise AssertionError(f"timed out waiting for {what}{extra}")
         await asyncio.sleep(0.05)
 
 
@@ -135,11 +138,20 @@ class RoomClient:
                     ping_interval=1,
                     ping_timeout=2,
                 ) as ws:
-                    self.ws = ws
                     self.opens += 1
                     await ws.send(encode("join", room=self.room, since=self.last_seq))
-                    for ident, data in list(self.pending.items()):
-                        await ws.send(encode("publish", room=self.room, data=data, id=ident))
+                    # re-send what is unacknowledged, in order, including anything queued
+                    # while re-sending; only then does publish() send directly
+                    sent: set[str] = set()
+                    while batch := [i for i in self.pending if i not in sent]:
+                        for ident in batch:
+                            data = self.pending.get(ident)
+                            sent.add(ident)
+                            if ident in self.pending:
+                                await ws.send(
+                                    encode("publish", room=self.room, data=data, id=ident)
+                                )
+                    self.ws = ws
                     async for raw in ws:
                         self._handle(parse_server(raw))
                     self.closes.append(ws.close_code)
@@ -183,7 +195,7 @@ class RoomClient:
         ident = f"{self.name}-{next(self._ids)}"
         self.pending[ident] = data
         ws = self.ws
-        if ws is not None and self.joined.is_set():
+        if ws is not None:
             with contextlib.suppress(websockets.exceptions.ConnectionClosed):
                 await ws.send(encode("publish", room=self.room, data=data, id=ident))
         return ident
@@ -354,7 +366,11 @@ async def test_node_killed_under_load_loses_nothing_and_duplicates_nothing(
         stop_load.set()
         await asyncio.gather(*loaders)
     try:
-        await until(lambda: not any(c.pending for c in clients), what="every publish acked")
+        await until(
+            lambda: not any(c.pending for c in clients),
+            what="every publish acked",
+            detail=lambda: {c.name: (list(c.pending)[:3], c.errors[-3:]) for c in clients},
+        )
         acked = {ident: seq for c in clients for ident, seq in c.acked.items()}
         top = max(acked.values())
         await until(lambda: all((c.last_seq or 0) >= top for c in clients), what="every delivery")
