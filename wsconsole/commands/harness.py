@@ -33,7 +33,7 @@ from wsconsole.harness.cluster import (
     ClusterError,
     Limits,
 )
-from wsconsole.harness.shell import CommandError, Quit, execute, help_event, parse
+from wsconsole.harness.shell import USAGE, CommandError, Quit, execute, help_event, parse
 
 HELP = "Run the local multi-node harness (broker, nodes, balancer) and control it from stdin."
 
@@ -42,40 +42,47 @@ TOKEN_USER = "tester"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The harness flags: cluster shape, timings, and every node limit."""
-    parser.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
-    parser.add_argument("--port", type=int, default=0, help="public balancer port (0: any free)")
-    parser.add_argument("--redis", metavar="URL", help="use this Redis instead of starting one")
-    parser.add_argument("--sticky", choices=STICKY_MODES, default="ip", help="balancer affinity")
-    parser.add_argument(
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "stdin commands, one per line:\n  " + "\n  ".join(USAGE.values())
+    add = parser.add_argument
+    add("--nodes", type=int, default=3, metavar="N", help="number of nodes (default 3)")
+    add("--port", type=int, default=0, metavar="P", help="public balancer port (default: free)")
+    add("--redis", metavar="URL", help="use this Redis/Valkey instead of starting one")
+    add("--sticky", choices=STICKY_MODES, default="ip", help="balancer affinity (default ip)")
+    add(
         "--demo-timings",
         action="store_true",
         help=f"ping every {DEMO_PING_INTERVAL:g} s, pong timeout {DEMO_PING_TIMEOUT:g} s",
     )
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    parser.add_argument("--ping-interval", type=float, help=f"seconds (default {PING_INTERVAL:g})")
-    parser.add_argument("--ping-timeout", type=float, help=f"seconds (default {PING_TIMEOUT:g})")
-    limits = Limits()
-    group = parser.add_argument_group("node limits (the security checklist, all on by default)")
-    group.add_argument("--max-size", type=int, default=limits.max_size, help="bytes per message")
-    group.add_argument("--rate", type=float, default=limits.rate, help="messages/s per connection")
-    group.add_argument("--per-user", type=int, default=limits.per_user, help="connections per user")
-    group.add_argument("--soft-limit", type=int, default=limits.soft_limit, help="per node")
-    group.add_argument("--history", type=int, default=limits.history, help="messages per room")
-    group.add_argument("--auth-timeout", type=float, default=limits.auth_timeout, help="seconds")
-    group.add_argument("--drain-deadline", type=float, default=limits.drain_deadline, help="s")
-    group.add_argument("--no-auth", action="store_true", help="accept clients without a token")
-    group.add_argument(
-        "--origin", action="append", default=[], metavar="ORIGIN", help="allow this Origin too"
-    )
-    group.add_argument("--compression", action="store_true", help="permessage-deflate on nodes")
-    parser.add_argument(
-        "--stats-interval", type=float, default=1.0, help="seconds between stats lines (0: none)"
-    )
-    parser.add_argument("--user", default=TOKEN_USER, help="user of the token in the ready event")
-    parser.add_argument("--log-dir", help="write the children's logs here (default: a temp dir)")
-    parser.add_argument(
-        "--exit-on-eof", action="store_true", help="stop when stdin ends, even if it is not a tty"
-    )
+    add("--json", action="store_true", help="one JSON object per line")
+    add("--ping-interval", type=float, metavar="S", help=f"seconds (default {PING_INTERVAL:g})")
+    add("--ping-timeout", type=float, metavar="S", help=f"seconds (default {PING_TIMEOUT:g})")
+    add("--stats-interval", type=float, default=1.0, metavar="S",
+        help="seconds between stats lines (default 1; 0: none)")  # fmt: skip
+    add("--user", default=TOKEN_USER, help=f"user of the ready event's token ({TOKEN_USER})")
+    add("--log-dir", metavar="DIR", help="children's logs (default: a temporary directory)")
+    add("--exit-on-eof", action="store_true", help="stop when stdin ends even if not a tty")
+    d = Limits()
+    group = parser.add_argument_group("node limits (all on by default)")
+    limit = group.add_argument
+    limit("--max-size", type=int, default=d.max_size, metavar="BYTES",
+          help=f"largest message, else close 1009 (default {d.max_size}; 0: none)")  # fmt: skip
+    limit("--rate", type=float, default=d.rate, metavar="N",
+          help=f"messages/s per connection (default {d.rate:g}; 0: none)")  # fmt: skip
+    limit("--per-user", type=int, default=d.per_user, metavar="N",
+          help=f"connections per user, cluster-wide (default {d.per_user}; 0: none)")  # fmt: skip
+    limit("--soft-limit", type=int, default=d.soft_limit, metavar="N",
+          help=f"connections per node, else 1013 (default {d.soft_limit}; 0: none)")  # fmt: skip
+    limit("--history", type=int, default=d.history, metavar="N",
+          help=f"messages kept per room for recovery (default {d.history})")  # fmt: skip
+    limit("--auth-timeout", type=float, default=d.auth_timeout, metavar="S",
+          help=f"time for a first auth message (default {d.auth_timeout:g})")  # fmt: skip
+    limit("--drain-deadline", type=float, default=d.drain_deadline, metavar="S",
+          help=f"a draining node exits by then (default {d.drain_deadline:g})")  # fmt: skip
+    limit("--no-auth", action="store_true", help="accept clients without a token")
+    limit("--origin", action="append", default=[], metavar="ORIGIN",
+          help="also allow this browser Origin (repeatable)")  # fmt: skip
+    limit("--compression", action="store_true", help="permessage-deflate on the nodes")
 
 
 def config_from_args(args: argparse.Namespace) -> ClusterConfig:
