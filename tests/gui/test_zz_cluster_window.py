@@ -6,6 +6,8 @@ the table and the Timeline, and closing the window stops every process the conso
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.support import pid_alive
 from wsconsole.core.lifecycle import State
 from wsconsole.gui.app import ConsoleApp, GuiOptions
@@ -45,7 +47,12 @@ def test_demo_cluster_kill_and_close(qloop, settings_path) -> None:  # type: ign
                 assert await until(lambda: "6/6 connected" in panel.swarm_label.text(), 20)
 
             # Kill the node that serves the console's client, from the panel
-            serving = await console.serving_node()
+            serving = None
+            for _ in range(60):
+                serving = await console.serving_node()
+                if serving is not None:
+                    break
+                await asyncio.sleep(0.25)
             assert serving is not None and serving in cluster.nodes
             seen_before = len(console.timeline.states(CONSOLE_CONN))
             assert panel.select_node(serving)
@@ -70,8 +77,13 @@ def test_demo_cluster_kill_and_close(qloop, settings_path) -> None:  # type: ign
             assert any(m.label.startswith(f"node {serving}") for m in console.timeline.faults)
 
             # Pause (SIGSTOP) the node serving it now: a heartbeat miss, then a reconnect
-            paused = await console.serving_node()
-            assert paused is not None and paused != serving
+            paused = None
+            for _ in range(60):  # the reconnect may still be settling on a node
+                paused = await console.serving_node()
+                if paused is not None and session.state is State.OPEN:
+                    break
+                await asyncio.sleep(0.25)
+            assert paused is not None and paused != serving, (paused, after_kill())
             lane = console.timeline.lanes[CONSOLE_CONN]
             misses_before = sum(1 for m in lane.markers if m.kind == "miss")
             assert panel.select_node(paused)
@@ -82,6 +94,18 @@ def test_demo_cluster_kill_and_close(qloop, settings_path) -> None:  # type: ign
             assert await until(lambda: session.state is State.OPEN, 20)
             panel.run_action("resume")
             assert await until(lambda: row_state(paused) == "running", 10)
+
+            # a network fault typed in the panel: refused when malformed, felt when applied
+            panel.net_edit.setText("latency lots")
+            assert not panel.apply_net_fault()
+            assert "not a number" in panel.message.text()
+            panel.net_target.setCurrentText("all")
+            panel.net_edit.setText("latency 300ms")
+            assert panel.apply_net_fault()
+            assert await until(lambda: (session.rtt or 0) > 0.25, 20), session.rtt
+            assert any(m.label.startswith("net latency 300ms") for m in console.timeline.faults)
+            panel.clear_net_faults()
+            assert await until(lambda: (session.rtt or 1) < 0.2, 20), session.rtt
 
             # closing the window stops every process the console started
             pids = console.started_pids()

@@ -277,9 +277,7 @@ class Console:
 
     async def cluster_action(self, action: str, node_id: str | None = None) -> Any:
         """Run a supervisor command: kill/pause/resume/drain/restart(node), add, broker_*."""
-        cluster = self.cluster
-        if cluster is None or self.cluster_state != "ready":
-            raise RuntimeError("no cluster is running")
+        cluster = self._ready_cluster()
         if action in ("kill", "pause", "resume", "drain", "restart"):
             if not node_id:
                 raise ValueError(f"{action} needs a node")
@@ -296,6 +294,37 @@ class Console:
         self.errors.info(f"cluster: {action} {node_id or ''}".strip())
         self._changed()
         return result
+
+    async def net_fault(self, target: str, text: str) -> dict[str, Any]:
+        """Apply a balancer network fault typed as text ("latency 200ms 50ms", "blackhole")
+        to one node or "all"; ValueError with the parser's message for bad text."""
+        from wsconsole.harness.netfaults import FaultError, fault_from_words
+
+        try:
+            kind, params = fault_from_words(text.split())
+        except FaultError as exc:
+            raise ValueError(str(exc)) from None
+        cluster = self._ready_cluster()
+        result = await cluster.net_fault(target, kind, **params)
+        self.timeline.fault(f"net {text.strip()} on {target}")
+        self.errors.info(f"network fault on {target}: {text.strip()}")
+        return result
+
+    async def net_clear(self, target: str) -> dict[str, Any]:
+        """Remove every network fault from `target` (a node id or "all")."""
+        result = await self._ready_cluster().net_clear(target)
+        self.timeline.fault(f"net cleared on {target}")
+        return result
+
+    async def set_sticky(self, mode: str) -> None:
+        """Switch the balancer's affinity mode (ip, cookie, sid)."""
+        await self._ready_cluster().set_sticky(mode)
+        self.errors.info(f"balancer sticky mode: {mode}")
+
+    def _ready_cluster(self) -> Any:
+        if self.cluster is None or self.cluster_state != "ready":
+            raise RuntimeError("no cluster is running")
+        return self.cluster
 
     async def serving_node(self, conn: str = CONSOLE_CONN) -> str | None:
         """The node that holds the connection of session `conn` (asked over control)."""

@@ -12,9 +12,11 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QLineEdit,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -66,6 +68,29 @@ class ClusterPanel(QWidget):
             self.buttons[action].clicked.connect(lambda _=False, a=action: self.run_action(a))
             broker_row.addWidget(self.buttons[action])
 
+        self.net_target = QComboBox()
+        self.net_edit = QLineEdit(placeholderText="latency 200ms 50ms | bandwidth 100kB/s | "
+                                                  "reset | blackhole | slice 16 5ms | half_open up")
+        self.buttons["net_apply"] = QPushButton("Apply")
+        self.buttons["net_clear"] = QPushButton("Clear")
+        self.sticky_box = QComboBox()
+        self.sticky_box.addItems(["ip", "cookie", "sid"])
+        self.buttons["sticky"] = QPushButton("Set")
+        net_row = QHBoxLayout()
+        net_row.addWidget(QLabel("network"))
+        net_row.addWidget(self.net_target)
+        net_row.addWidget(self.net_edit, 1)
+        net_row.addWidget(self.buttons["net_apply"])
+        net_row.addWidget(self.buttons["net_clear"])
+        sticky_row = QHBoxLayout()
+        sticky_row.addWidget(QLabel("sticky"))
+        sticky_row.addWidget(self.sticky_box)
+        sticky_row.addWidget(self.buttons["sticky"])
+        sticky_row.addStretch(1)
+        self.buttons["net_apply"].clicked.connect(self.apply_net_fault)
+        self.net_edit.returnPressed.connect(self.apply_net_fault)
+        self.buttons["net_clear"].clicked.connect(self.clear_net_faults)
+        self.buttons["sticky"].clicked.connect(self.set_sticky)
         self.balancer_label = QLabel("balancer -")
         self.balancer_label.setWordWrap(True)
         self.swarm_label = QLabel("")
@@ -80,6 +105,8 @@ class ClusterPanel(QWidget):
         layout.addLayout(node_row)
         layout.addLayout(broker_row)
         layout.addWidget(self.balancer_label)
+        layout.addLayout(net_row)
+        layout.addLayout(sticky_row)
         layout.addWidget(self.swarm_label)
         layout.addWidget(self.message)
 
@@ -116,6 +143,40 @@ class ClusterPanel(QWidget):
         label = f"{action} {node}" if node else action
         self.console.spawn(self.console.cluster_action(action, node), label)
 
+    def apply_net_fault(self) -> bool:
+        """Apply the typed network fault to the chosen target; bad text is refused here."""
+        from wsconsole.harness.netfaults import FaultError, fault_from_words
+
+        text = self.net_edit.text().strip()
+        try:
+            fault_from_words(text.split())
+        except FaultError as exc:
+            self.message.setText(f"network fault: {exc}")
+            return False
+        if self.console.cluster is None:
+            self.message.setText("no cluster is running")
+            return False
+        target = self.net_target.currentText() or "all"
+        self.message.setText("")
+        self.console.spawn(self.console.net_fault(target, text), f"net {text} on {target}")
+        return True
+
+    def clear_net_faults(self) -> None:
+        """Remove the network faults of the chosen target."""
+        if self.console.cluster is None:
+            self.message.setText("no cluster is running")
+            return
+        target = self.net_target.currentText() or "all"
+        self.console.spawn(self.console.net_clear(target), f"net clear on {target}")
+
+    def set_sticky(self) -> None:
+        """Switch the balancer's sticky mode."""
+        if self.console.cluster is None:
+            self.message.setText("no cluster is running")
+            return
+        mode = self.sticky_box.currentText()
+        self.console.spawn(self.console.set_sticky(mode), f"sticky {mode}")
+
     def rows(self) -> list[dict[str, Any]]:
         """The nodes as shown: id, state, pid, port and the latest stats."""
         cluster = self.console.cluster
@@ -147,6 +208,13 @@ class ClusterPanel(QWidget):
         for button in self.buttons.values():
             button.setEnabled(enabled)
         rows = self.rows()
+        targets = ["all", *(row["id"] for row in rows)]
+        if [self.net_target.itemText(i) for i in range(self.net_target.count())] != targets:
+            current = self.net_target.currentText()
+            self.net_target.clear()
+            self.net_target.addItems(targets)
+            if current in targets:
+                self.net_target.setCurrentText(current)
         selected = self.selected_node()
         if self.table.rowCount() != len(rows):
             self.table.setRowCount(len(rows))
