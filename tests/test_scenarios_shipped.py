@@ -26,7 +26,8 @@ async def test_shipped_scenario_passes(name: str) -> None:
     result = await runner.run()
     failed = [a.as_dict() for a in result.assertions if not a.passed]
     bad_steps = [s.as_dict() for s in result.failed_steps]
-    assert result.passed, (result.error, failed, bad_steps, result.summary)
+    verdict = {"error": result.error, "failed": failed, "steps": bad_steps}
+    assert result.passed, f"{name}: {verdict} summary={result.summary}"
     assert len(result.steps) == len(scenario.steps)
     assert len(result.assertions) == len(scenario.assertions)
     # progress reached the caller while it ran, and everything is gone afterwards

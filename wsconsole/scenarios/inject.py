@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
-CONCURRENCY = 4  # below the per-user connection limit (5): the injector has one user
+CONCURRENCY = 4  # raw connections open at once during a storm
 
 
 class InjectUnavailable(RuntimeError):
@@ -21,9 +22,17 @@ class InjectUnavailable(RuntimeError):
 
 
 async def inject_client(
-    url: str, case_id: str, count: int, interval: float = 0.0, token: str | None = None
+    url: str,
+    case_id: str,
+    count: int,
+    interval: float = 0.0,
+    token: str | None = None,
+    token_for: Callable[[int], str] | None = None,
 ) -> str:
-    """Send a catalogue case `count` times from raw clients; raises if any reaction is wrong."""
+    """Send a catalogue case `count` times from raw clients; raises if any reaction is wrong.
+
+    `token_for(n)` gives injection n its own token (its own user, so the per-user connection
+    limit never turns a storm into refused handshakes); else `token` is used for all."""
     from wsconsole.faults.catalogue import Direction, get_case
     from wsconsole.faults.probe import ProbeConfig, Target, run_case
 
@@ -32,7 +41,6 @@ async def inject_client(
         raise InjectUnavailable(
             f'case {case_id} is server-to-client only: use direction = "server"'
         )
-    target = Target(url, token=token)
     config = ProbeConfig(timeout=5.0)
     gate = asyncio.Semaphore(CONCURRENCY)
     verdicts: Counter[str] = Counter()
@@ -41,6 +49,7 @@ async def inject_client(
     async def one(index: int) -> None:
         if interval > 0:
             await asyncio.sleep(interval * index)
+        target = Target(url, token=token_for(index) if token_for is not None else token)
         async with gate:
             result = await run_case(case, target, config)
         verdicts[result.verdict.value] += 1

@@ -198,6 +198,7 @@ class ScenarioRunner:
         self.swarm: Any = None
         self._t0: float | None = None
         self._stop = asyncio.Event()
+        self._injections = 0
 
     # ---- public ---------------------------------------------------------------------------
 
@@ -399,16 +400,19 @@ class ScenarioRunner:
                 raise StepError("a server-side inject needs the cluster")
             return await inject_server(self.cluster, case, count, params.get("node"))
         url = self.cluster.url if self.cluster is not None else self.scenario.url
-        token = None
+        assert url is not None
+        self._injections += 1
+        prefix = f"scenario-injector-{self._injections}"
+        token_for: Callable[[int], str] | None = None
         if self.cluster is not None:
-            token = self.cluster.token("scenario-injector")
+            cluster = self.cluster
+            token_for = lambda n: cluster.token(f"{prefix}-{n}")  # noqa: E731
         elif self.secret is not None:
             from wsconsole.harness.auth import issue_token
 
-            token = issue_token(self.secret, "scenario-injector")
-        elif self.token is not None:
-            token = self.token
-        return await inject_client(url, case, count, interval, token)
+            secret = self.secret
+            token_for = lambda n: issue_token(secret, f"{prefix}-{n}")  # noqa: E731
+        return await inject_client(url, case, count, interval, self.token, token_for)
 
     # ---- observing ------------------------------------------------------------------------
 
