@@ -39,6 +39,7 @@ class MainWindow(QMainWindow):
         self.console = console
         self.settings = settings
         self.allow_close = False
+        self.saved = False  # settings written at least once (a Ctrl-C skips the close button)
         self.setWindowTitle(f"wsconsole {__version__}")
         self.setObjectName("MainWindow")
         self.setDockNestingEnabled(True)
@@ -135,10 +136,13 @@ class MainWindow(QMainWindow):
         s.setValue("composer/templates", orjson.dumps(self.composer.templates).decode())
         self.save_profiles()
         s.sync()
+        self.saved = True
 
     def closeEvent(self, event: QCloseEvent) -> None:
         """First close: save and ask for shutdown; the app closes us once everything stopped."""
         if self.allow_close:
+            if not self.saved:
+                self.save()
             event.accept()
             return
         event.ignore()
