@@ -151,3 +151,17 @@ def test_config_validation_names_the_setting() -> None:
         assert len(addresses) == 600 and all(a[0].startswith("127.") for a in addresses)
     assert SwarmConfig(url="ws://example.com:1").local_addr(0) is None
     assert config.user(0) == "swarm-0001" and config.room(5) == "swarm-0"
+
+
+def test_swarm_cli_unreachable_server_exits_1_and_says_why() -> None:
+    from tests.support import free_port
+
+    out = subprocess.run(
+        [sys.executable, "-m", "wsconsole", "swarm", f"ws://127.0.0.1:{free_port()}",
+         "--clients", "2", "--rate", "0", "--duration", "1.5", "--settle", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 1
+    assert "2 never connected" in out.stdout and "refused" in out.stdout

@@ -1,8 +1,9 @@
 """`wsconsole swarm URL`: many simulated clients with loss, duplicate and order accounting.
 
 Prints a stats line every second and a summary at the end (`--json`: {"event": "stats", ...}
-lines and one {"event": "summary", ...}). Exit 0 when every acknowledged message reached every
-subscriber exactly once and in order, 1 otherwise, 2 for bad usage. SIGINT/SIGTERM end the
+lines and one {"event": "summary", ...}). Exit 0 when every client got in, every publish was
+acknowledged and reached every subscriber exactly once and in order; 1 otherwise; 2 for bad
+usage. SIGINT/SIGTERM end the
 load early (a second one skips the settle phase); nothing is left running.
 """
 
@@ -135,9 +136,11 @@ def _human_summary(s: dict[str, Any]) -> str:
 
 
 def clean(summary: dict[str, Any]) -> bool:
-    """The swarm's own verdict: every acked message delivered once, in order, all acked."""
+    """The swarm's own verdict: every client got in, every publish was acknowledged, every
+    acknowledged message reached every subscriber once and in order."""
     return not (
-        summary["lost"]
+        summary["never_connected"]
+        or summary["lost"]
         or summary["duplicated"]
         or summary["out_of_order"]
         or summary["unacknowledged"]
