@@ -134,3 +134,33 @@ async def test_a_scenario_against_an_external_url() -> None:
     assert result.passed, (result.error, [a.as_dict() for a in result.assertions])
     assert result.steps[0].ok and "all 5 clients connected" in result.steps[0].detail
     assert state is not None and state.deliveries > 0
+
+
+async def test_real_loss_is_caught_when_the_history_is_too_short() -> None:
+    """With a one-message history, clients of a killed node cannot recover what they
+    missed: the node says so (recovery_window_exceeded) and the accounting counts it lost."""
+    text = """\
+name = "no history"
+[cluster]
+nodes = 2
+[cluster.limits]
+history = 1
+[swarm]
+clients = 12
+rooms = 1
+rate = 40
+duration = 4
+settle = 3
+[[steps]]
+at = 1.5
+action = "kill"
+node = "n1"
+[[assertions]]
+expect = "lost == 0"
+"""
+    result = await ScenarioRunner(parse_scenario(text, "nohistory.toml")).run()
+    summary = result.summary
+    assert summary["reconnects"] > 0
+    assert summary["errors"].get("recovery_window_exceeded", 0) > 0
+    assert summary["lost"] > 0
+    assert not result.passed and not result.assertions[0].passed
