@@ -9,16 +9,27 @@ import pytest
 
 
 def test_void_qt_methods_do_not_leak_none() -> None:
-    """PySide6 6.12.0 on 3.11 drops a None reference per void call; the pin must avoid it."""
-    QtCore = pytest.importorskip("PySide6.QtCore")
-    app = QtCore.QCoreApplication.instance() or QtCore.QCoreApplication([])
-    timer = QtCore.QTimer()
-    before = sys.getrefcount(None)
-    for i in range(5000):
-        timer.setInterval(i % 100 + 1)
-        app.processEvents()
-    after = sys.getrefcount(None)
-    assert after >= before - 50, f"None refcount fell by {before - after} over 5000 calls"
+    """PySide6 6.12.0 on 3.11 drops a None reference per void call; the pin must avoid it.
+
+    Runs in a fresh process so its bare QCoreApplication never meets the GUI tests' QApplication.
+    """
+    pytest.importorskip("PySide6.QtCore")
+    code = (
+        "import sys\n"
+        "from PySide6 import QtCore\n"
+        "app = QtCore.QCoreApplication([])\n"
+        "timer = QtCore.QTimer()\n"
+        "before = sys.getrefcount(None)\n"
+        "for i in range(5000):\n"
+        "    timer.setInterval(i % 100 + 1)\n"
+        "    app.processEvents()\n"
+        "print(before - sys.getrefcount(None))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    lost = int(out.stdout.strip())
+    assert lost < 50, f"None refcount fell by {lost} over 5000 void calls"
 
 
 def test_core_imports_without_qt() -> None:
