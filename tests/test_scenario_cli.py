@@ -164,3 +164,39 @@ expect = "lost == 0"
     assert summary["errors"].get("recovery_window_exceeded", 0) > 0
     assert summary["lost"] > 0
     assert not result.passed and not result.assertions[0].passed
+
+
+def test_sigterm_stops_a_child_run_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """How a window runs a scenario: as a child reading JSON lines, stopped by SIGTERM."""
+    import signal
+
+    path = tmp_path / "long.toml"
+    path.write_text(SMALL.replace("duration = 2", "duration = 120"))
+    report = tmp_path / "stopped.html"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsconsole", "scenario", "run", str(path), "--json",
+         "--report", str(report)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    pids: set[int] = set()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            event = json.loads(line)
+            if event["event"] == "cluster_event" and event.get("pid"):
+                pids.add(event["pid"])
+            if event["event"] == "stats" and event["acknowledged"] > 0:
+                break
+        proc.send_signal(signal.SIGTERM)
+        rest = [json.loads(line) for line in proc.stdout]
+        assert proc.wait(timeout=30) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    result = [e for e in rest if e["event"] == "result"][-1]
+    assert result["stopped"] is True and result["passed"] is False
+    assert report.exists() and "stopped early" in report.read_text()
+    assert len(pids) >= 3  # broker, node, balancer
+    assert not [pid for pid in pids if pid_alive(pid)]

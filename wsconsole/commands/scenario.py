@@ -113,7 +113,7 @@ async def _run(scenario: Any, scale: float, out: Output, auth: dict[str, Any]) -
 
     def on_event(event: dict[str, Any]) -> None:
         fields = {k: v for k, v in event.items() if k != "event"}
-        if event["event"] == "summary":
+        if event["event"] == "summary" and not out.json_mode:
             return
         if event["event"] == "result" and out.json_mode:
             fields.pop("summary", None)

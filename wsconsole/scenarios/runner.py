@@ -9,6 +9,8 @@ its summary is still judged, the cluster is stopped); every step of the way is r
 - {"event": "step", "t", "action", "label", "ok", "detail", "duration"}
 - {"event": "stats", ... the swarm's live snapshot ..., "assertions": [{name, state}]}
 - {"event": "cluster_event", "t", "source": "node"|"broker"|..., ... the event's fields}
+- {"event": "cluster_stats", "t", "nodes": {id: connections}} (twice a second)
+- {"event": "summary", ... the swarm's final summary ...}
 - {"event": "assertion", "name", "expect", "measured", "passed", "detail"}
 - {"event": "result", "passed", ...}
 
@@ -430,16 +432,16 @@ class ScenarioRunner:
             if self._t0 is None:  # before the swarm: no time axis yet
                 return
             nodes = event.get("nodes") or {}
-            self.result.cluster_series.append(
-                {
-                    "t": t,
-                    "nodes": {
-                        node_id: float(values.get("connections", 0))
-                        for node_id, values in nodes.items()
-                        if isinstance(values, dict)
-                    },
-                }
-            )
+            sample = {
+                "t": t,
+                "nodes": {
+                    node_id: float(values.get("connections", 0))
+                    for node_id, values in nodes.items()
+                    if isinstance(values, dict)
+                },
+            }
+            self.result.cluster_series.append(sample)
+            self._send({"event": "cluster_stats", **sample})
             return
         fields = {k: v for k, v in event.items() if k not in ("event", "t")}
         if "t" in event:
