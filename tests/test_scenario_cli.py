@@ -200,3 +200,29 @@ def test_sigterm_stops_a_child_run_and_leaves_nothing_behind(tmp_path: Path) -> 
     assert report.exists() and "stopped early" in report.read_text()
     assert len(pids) >= 3  # broker, node, balancer
     assert not [pid for pid in pids if pid_alive(pid)]
+
+
+async def test_a_run_over_its_timeout_is_ended_and_judged_failed() -> None:
+    text = "timeout = 3\n" + SMALL.replace("duration = 2", "duration = 60")
+    runner = ScenarioRunner(parse_scenario(text, "slow.toml"))
+    result = await asyncio.wait_for(runner.run(), 60)
+    assert result.error is not None and "did not finish within 3 s" in result.error
+    assert result.summary["sent"] > 0 and not result.passed
+    assert all(client.state.value == "CLOSED" for client in runner.swarm.clients)
+
+
+async def test_cancelling_a_run_still_stops_clients_and_cluster() -> None:
+    runner = ScenarioRunner(parse_scenario(SMALL.replace("duration = 2", "duration = 60"), "c"))
+    task = asyncio.create_task(runner.run())
+    while runner.swarm is None or runner.swarm.accounting.acknowledged < 2:
+        await asyncio.sleep(0.1)
+        assert not task.done()
+    task.cancel()
+    try:
+        await asyncio.wait_for(task, 30)
+    except asyncio.CancelledError:
+        pass
+    assert all(client.state.value == "CLOSED" for client in runner.swarm.clients)
+    cluster = runner.cluster
+    pids = [cluster.broker.pid, cluster.balancer.pid, *(n.pid for n in cluster.nodes.values())]
+    assert not [pid for pid in pids if pid and pid_alive(pid)]

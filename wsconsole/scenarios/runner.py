@@ -294,7 +294,7 @@ class ScenarioRunner:
         )
         try:
             async with asyncio.timeout(limit):
-                summary = await swarm_task
+                summary = await asyncio.shield(swarm_task)
         except TimeoutError:
             self.result.error = f"the scenario did not finish within {limit:.0f} s"
             self.swarm.stop()
@@ -304,6 +304,11 @@ class ScenarioRunner:
             steps_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await steps_task
+            if not swarm_task.done():  # we were cancelled: still close every client
+                self.swarm.stop()
+                self.swarm.stop()
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await swarm_task
         self.result.summary = summary
         self._emit("summary", **summary)
 
