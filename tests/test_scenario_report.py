@@ -112,3 +112,12 @@ def test_svg_plot_handles_no_data_and_flat_lines() -> None:
     assert empty.startswith("<svg") and "polyline" not in empty
     flat = svg_plot("flat", [("a", [(0.0, 0.0), (1.0, 0.0)])], markers=[(0.5, "x")])
     assert "polyline" in flat and "marker" in flat
+
+
+def test_reconnect_histogram_appears_when_there_were_reconnects() -> None:
+    result = _result()
+    result.reconnect_times = [0.5, 0.51, 0.52, 1.4]
+    result.summary["reconnect_spread_ms"] = 600.0
+    page = html_report(result)
+    assert "time to reconnect, 4 reconnects — spread p90-p10 600 ms" in page
+    assert page.count("<svg") == 5

@@ -174,6 +174,53 @@ def svg_plot(
     return "".join(parts)
 
 
+def svg_histogram(
+    title: str, values: Sequence[float], bins: int = 30, width: int = 760, height: int = 180
+) -> str:
+    """An inline SVG histogram of `values` (seconds, shown in ms), e.g. time-to-reconnect."""
+    left, right, top, bottom = 56, 28, 26, 30
+    plot_w, plot_h = width - left - right, height - top - bottom
+    low = 0.0  # from zero, so a tight herd and a jittered spread look as different as they are
+    high = max(values, default=1.0) * 1.05
+    if high - low < 1e-9:
+        high = low + 0.001
+    counts = [0] * bins
+    for value in values:
+        counts[min(bins - 1, int((value - low) / (high - low) * bins))] += 1
+    peak = _nice_ceiling(max(max(counts, default=1), 1))
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
+        f' viewBox="0 0 {width} {height}" role="img" aria-label="{html.escape(title)}">',
+        f'<text x="{left}" y="16" class="title">{html.escape(title)}</text>',
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" class="frame"/>',
+    ]
+    bar_w = plot_w / bins
+    for index, count in enumerate(counts):
+        if not count:
+            continue
+        bar_h = count / peak * plot_h
+        x = left + index * bar_w
+        parts.append(
+            f'<rect x="{x + 1:.1f}" y="{top + plot_h - bar_h:.1f}" width="{bar_w - 2:.1f}"'
+            f' height="{bar_h:.1f}" fill="{PALETTE[0]}"><title>{count}</title></rect>'
+        )
+    for i in range(3):
+        value = peak * i / 2
+        yy = top + plot_h - value / peak * plot_h
+        parts.append(
+            f'<text x="{left - 6}" y="{yy + 4:.1f}" class="axis" text-anchor="end">{value:g}</text>'
+        )
+    for i in range(6):
+        value = low + (high - low) * i / 5
+        xx = left + plot_w * i / 5
+        parts.append(
+            f'<text x="{xx:.1f}" y="{height - 10}" class="axis" text-anchor="middle">'
+            f"{value * 1000:.0f}ms</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
@@ -332,6 +379,15 @@ def html_report(result: ScenarioResult) -> str:
             t_range=span,
         )
     )
+    if result.reconnect_times:
+        spread = result.summary.get("reconnect_spread_ms")
+        label = f" — spread p90-p10 {spread:.0f} ms" if isinstance(spread, int | float) else ""
+        out.append(
+            svg_histogram(
+                f"time to reconnect, {len(result.reconnect_times)} reconnects{label}",
+                result.reconnect_times,
+            )
+        )
     nodes = _node_series(result)
     if nodes:
         out.append(svg_plot("connections per node (server side)", nodes, markers, t_range=span))

@@ -98,6 +98,7 @@ class ScenarioResult:
     series: list[dict[str, Any]] = field(default_factory=list)  # swarm stats, one per second
     cluster_series: list[dict[str, Any]] = field(default_factory=list)  # {t, nodes: {id: conns}}
     events: list[dict[str, Any]] = field(default_factory=list)  # cluster events with t
+    reconnect_times: list[float] = field(default_factory=list)  # seconds, each reconnect
     started_wall: float = 0.0
     elapsed: float = 0.0
     stopped: bool = False
@@ -310,6 +311,7 @@ class ScenarioRunner:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await swarm_task
         self.result.summary = summary
+        self.result.reconnect_times = self.swarm.accounting.reconnect_times()
         self._emit("summary", **summary)
 
     async def _run_steps(self) -> None:
