@@ -559,6 +559,36 @@ def test_children_die_with_an_interpreter_that_never_called_stop(tmp_path: Any) 
     assert wait_for(lambda: not [pid for pid in pids if pid_alive(pid)], timeout=10)
 
 
+def test_children_die_with_a_supervisor_that_was_sigkilled(tmp_path: Any) -> None:
+    """SIGKILL leaves atexit no chance: the broker, node and balancer go with PDEATHSIG."""
+    script = (
+        "import asyncio, json\n"
+        "from wsconsole.harness.cluster import Cluster, ClusterConfig\n"
+        "async def main():\n"
+        f"    cluster = Cluster(ClusterConfig(nodes=1, log_dir={str(tmp_path)!r}))\n"
+        "    await cluster.start()\n"
+        "    print(json.dumps(cluster.pids()), flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    )
+    pids: list[int] = []
+    try:
+        assert supervisor.stdout is not None
+        pids = json.loads(supervisor.stdout.readline())
+        assert len(pids) == 3  # broker, node, balancer
+        supervisor.kill()
+        supervisor.wait(timeout=10)
+        assert wait_for(lambda: not [pid for pid in pids if pid_alive(pid)], timeout=10)
+    finally:
+        supervisor.kill()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 def live_children() -> list[int]:
     """PIDs of this test process's children that are alive (not zombies)."""
     me = os.getpid()

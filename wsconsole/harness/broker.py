@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from wsconsole.harness.procs import DIE_WITH_PARENT
+
 DEFAULT_READY_TIMEOUT = 10.0
 URL_SCHEMES = ("redis", "rediss", "unix")  # what redis-py (the nodes' client) understands
 
@@ -227,6 +229,7 @@ class Broker:
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     cwd=self._dir.name,
+                    preexec_fn=DIE_WITH_PARENT,
                 )
         except OSError as exc:
             raise BrokerError(f"cannot run {argv[0]}: {exc}") from None

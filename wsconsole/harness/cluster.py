@@ -31,14 +31,12 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import ctypes
 import enum
 import itertools
 import logging
 import os
 import secrets
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -52,7 +50,7 @@ import orjson
 from wsconsole.harness import auth
 from wsconsole.harness.broker import Broker, BrokerError
 from wsconsole.harness.control import CONTROL_KEY_ENV, ControlError, ControlServer
-from wsconsole.harness.procs import child_argv
+from wsconsole.harness.procs import DIE_WITH_PARENT, child_argv
 from wsconsole.harness.stats import StatsMerger
 
 log = logging.getLogger(__name__)
@@ -281,27 +279,6 @@ class _Child:
         return self.proc.returncode is None
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """Linux: a pre-exec hook making the child get SIGKILL if the supervisor dies (PDEATHSIG).
-
-    The net under `atexit`, which cannot run when the supervisor itself is SIGKILLed.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-    kill = int(signal.SIGKILL)
-
-    def hook() -> None:
-        prctl(pr_set_pdeathsig, kill)
-
-    return hook
-
-
-_PREEXEC = _die_with_parent()
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
@@ -796,7 +773,7 @@ class Cluster:
                 stderr=log_fd,
                 env=self._env(),
                 start_new_session=True,
-                preexec_fn=_PREEXEC,
+                preexec_fn=DIE_WITH_PARENT,
             )
         finally:
             os.close(log_fd)
