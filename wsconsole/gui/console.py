@@ -390,7 +390,7 @@ class Console:
             DEMO_PING_TIMEOUT,
             JWT_SECRET_ENV,
         )
-        from wsconsole.harness.procs import child_argv
+        from wsconsole.harness.procs import DIE_WITH_PARENT, child_argv
 
         if not self.swarm_available():
             self.errors.info("swarm not available: the demo runs without simulated clients")
@@ -412,6 +412,7 @@ class Console:
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,
+            preexec_fn=DIE_WITH_PARENT,
         )
         self._started_pids.add(proc.pid)
         _EXIT_KILL.add(proc.pid)
