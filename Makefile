@@ -24,5 +24,11 @@ lint: $(STAMP)
 test: lint
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -p no:cacheprovider
 
+# Benchmarks against peers (python-socketio, Node socket.io, websockets.broadcast): writes
+# docs/benchmarks.md and docs/benchmarks.json. Node.js and npm are needed for the Node peer.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m benchmarks
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info
