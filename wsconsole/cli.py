@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "swarm": "wsconsole.commands.swarm",
     "scenario": "wsconsole.commands.scenario",
     "screenshot": "wsconsole.commands.screenshot",
+    "selftest": "wsconsole.commands.selftest",
+    "diagnose": "wsconsole.commands.diagnose",
 }
 
 
@@ -58,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run the chosen sub-command; returns the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser, modules = build_parser()
+    if args_list[:1] == ["--self-test"]:
+        args_list[0] = "selftest"
     starts_with_option = bool(args_list) and args_list[0].startswith("-")
     if not args_list or (starts_with_option and args_list[0] not in ("-h", "--help", "--version")):
         args_list.insert(0, "gui")
