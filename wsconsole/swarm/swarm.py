@@ -207,6 +207,8 @@ class Swarm:
     async def run(self) -> Stats:
         """Ramp, load, settle, stop; returns the summary (also kept in `summary`)."""
         cfg = self.config
+        if self.clients:
+            raise RuntimeError("a Swarm runs once; make a new one for another run")
         started = self.clock()
         self.accounting = Accounting(started_at=started)
         for index in range(cfg.clients):
@@ -225,7 +227,7 @@ class Swarm:
                 await self._wait_all_joined(cfg.wait_joined)
                 started = self.clock()
                 self.phase = "load"
-            publisher = self._task(self._publish_loop(started), "swarm-publish")
+            publisher = self._task(self._publish_loop(), "swarm-publish")
             await self._wait_load_end(started)
             publisher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -280,11 +282,11 @@ class Swarm:
         if self.phase == "ramp":
             self.phase = "load"
 
-    async def _publish_loop(self, started: float) -> None:
+    async def _publish_loop(self) -> None:
         cfg = self.config
         if cfg.rate <= 0:
             return
-        tick = min(0.05, 1.0 / cfg.rate) if cfg.rate > 0 else 0.05
+        tick = min(0.05, 1.0 / cfg.rate)
         budget = 0.0
         last = self.clock()
         cursor = 0
