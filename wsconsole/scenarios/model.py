@@ -353,7 +353,7 @@ def _cluster(r: _Reader, table: dict[str, Any]) -> ClusterSpec:
     limits = r.table(table, "limits", *where)
     r.check_keys(limits, LIMIT_KEYS, *where, "limits")
     for key in limits:
-        r.number(limits, key, None, *where, "limits", minimum=0)
+        r.number(limits, key, None, *where, "limits", positive=True)
     return ClusterSpec(
         nodes=r.number(table, "nodes", 3, *where, minimum=1, maximum=32, integer=True),
         broker=None if broker == "embedded" else broker,
