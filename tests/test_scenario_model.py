@@ -78,6 +78,8 @@ def test_a_valid_file_is_read_with_defaults_and_sorted_steps() -> None:
         ("rooms = 2", "rooms = 20", 9, "cannot exceed clients"),
         ("duration = 8", "duration = -1", 11, "greater than 0"),
         ("jitter = 0", "jitter = -1", 14, "jitter must be at least 0"),
+        ("jitter = 0", "jitter = 0\ninitial = 9", 13, "cap (5.0) is below initial (9)"),
+        ('sticky = "cookie"', 'sticky = "cookie"\n[cluster.limits]\nhistory = 0', 7, "history"),
         ('action = "kill"', 'action = "explode"', 24, "action must be one of"),
         ('node = "n1"', 'nodes = "n1"', 25, "unknown key 'nodes'"),
         ("at = 2", "at = 60", 23, "after the swarm ends"),

@@ -346,7 +346,7 @@ def _cluster(r: _Reader, table: dict[str, Any]) -> ClusterSpec:
         *where,
     )
     broker = r.string(table, "broker", "embedded", *where)
-    if broker != "embedded" and not re.match(r"^(redis|rediss|valkey|unix)://", broker):
+    if broker != "embedded" and not re.match(r"^(redis|rediss|unix)://", broker):
         raise r.fail(
             f'broker must be "embedded" or a redis:// URL, not {broker!r}', *where, "broker"
         )
@@ -402,6 +402,10 @@ def _swarm(r: _Reader, table: dict[str, Any]) -> SwarmSpec:
         jitter=r.number(backoff_table, "jitter", 0.5, *bw, minimum=0.0),
         max_attempts=r.number(backoff_table, "max_attempts", None, *bw, minimum=1, integer=True),
     )
+    if backoff.cap < backoff.initial:
+        raise r.fail(
+            f"backoff cap ({backoff.cap}) is below initial ({backoff.initial})", *bw, "cap"
+        )
     ping_interval = table.get("ping_interval", 2.0)
     if ping_interval is not False:
         ping_interval = r.number(table, "ping_interval", 2.0, *where, positive=True)
