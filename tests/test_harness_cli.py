@@ -54,9 +54,10 @@ from wsconsole.harness.shell import Command, CommandError, help_event, parse
         ("net all clear", Command("net", ("all", "clear"))),
         ("net n2 clear latency", Command("net", ("n2", "clear", "latency"))),
         (
-            "inject n1 bad-utf8 repeat=2",
-            Command("inject", ("n1", "bad-utf8"), (("repeat", 2),)),
+            "inject n1 invalid-utf8-text lobby repeat=2",
+            Command("inject", ("n1", "invalid-utf8-text", "lobby"), (("repeat", 2),)),
         ),
+        ("inject n2 rsv1-set all", Command("inject", ("n2", "rsv1-set", "all"))),
     ],
 )
 def test_parse_accepts_every_documented_command(line: str, expected: Command) -> None:
@@ -86,6 +87,12 @@ def test_blank_lines_and_comments_are_skipped(line: str) -> None:
         ("net n1 latency ms=-5", "usage: net"),
         ("net n1 clear latency extra", "usage: net"),
         ("inject n1", "usage: inject"),
+        ("inject n1 rsv1-set", "usage: inject"),
+        ("inject n1 rsv1-set count=2", "usage: inject"),
+        ("inject n1 bad-utf8 all", "unknown case id 'bad-utf8'"),
+        ("inject n1 app-bad-json all", "client-to-server only"),
+        ("inject n1 rsv1-set all speed=3", "unknown option 'speed'"),
+        ("inject n1 rsv1-set all repeat=0", "repeat must be"),
         ("status now", "usage: status"),
     ],
 )

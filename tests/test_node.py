@@ -313,6 +313,8 @@ async def test_control_channel_stats_commands_and_events(
             reply = await server.request("c1", "stats")
             assert reply["connections"] == 1
             with pytest.raises(Exception, match="unknown command"):
+                await server.request("c1", "explode")
+            with pytest.raises(Exception, match="inject needs case=ID"):
                 await server.request("c1", "inject")
             await server.request("c1", "drain")
             await asyncio.wait_for(ws.wait_closed(), TIMEOUT)

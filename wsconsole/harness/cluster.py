@@ -612,6 +612,30 @@ class Cluster:
         except ControlError as exc:
             raise ClusterError(str(exc)) from None
 
+    async def inject(
+        self, node_id: str, case_id: str, target: str = "*", **options: Any
+    ) -> dict[str, Any]:
+        """Have a node write a catalogue case raw to a connection, a room's members or all ("*").
+
+        `options`: count (at most that many connections), repeat, wait (seconds to watch the
+        clients react), max_size. The reply says what was written to how many connections and
+        each client's reaction with a verdict (faults/inject.py); bad input is a ClusterError.
+        """
+        from wsconsole.faults.inject import InjectError, parse_request
+
+        try:
+            request = parse_request({"case": case_id, "target": target, **options})
+        except InjectError as exc:
+            raise ClusterError(str(exc)) from None
+        self._live_child(node_id)
+        fields = {"case": case_id, "target": request.target, **options}
+        try:
+            return await self._control.request(
+                node_id, "inject", timeout=request.wait + 5.0, **fields
+            )
+        except ControlError as exc:
+            raise ClusterError(str(exc)) from None
+
     # ---------------------------------------------------------------- broker operations
 
     async def broker_kill(self) -> None:

@@ -77,6 +77,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from wsconsole.core.envelope import EnvelopeError, encode, parse_client
+from wsconsole.faults.inject import (
+    ALL,
+    InjectError,
+    InjectRequest,
+    parse_request,
+    reaction_record,
+    split_target,
+)
 from wsconsole.harness.adapter import (
     UP,
     AdapterConfig,
@@ -97,6 +105,7 @@ from wsconsole.harness.control import CONTROL_KEY_ENV, ControlClient
 
 log = logging.getLogger("wsconsole.node")
 
+_ENVELOPE = ("type", "rid", "cmd")  # control-message fields that are not a command's own
 _LOCAL_ORIGIN = re.compile(r"https?://(localhost|127\.0\.0\.1)(:\d{1,5})?")
 
 
@@ -183,12 +192,15 @@ class NodeStats:
     rate_limited: int = 0
     auth_failures: int = 0
     accepted: int = 0
+    injected: int = 0  # connections written a malformed frame on purpose ("inject")
 
 
 class Conn:
     """One client connection's protocol state."""
 
-    __slots__ = ("bucket", "claims", "id", "pending", "rooms", "strikes", "user", "ws")
+    __slots__ = (
+        "bucket", "claims", "id", "injected", "pending", "rooms", "strikes", "user", "ws",
+    )  # fmt: skip
 
     def __init__(self, ws: ServerConnection, bucket: TokenBucket | None) -> None:
         self.ws = ws
@@ -200,6 +212,7 @@ class Conn:
         self.pending: dict[str, list[tuple[int, bytes]]] = {}
         self.bucket = bucket
         self.strikes = 0
+        self.injected: str | None = None  # the case id last injected into this connection
 
 
 CommandHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
@@ -238,11 +251,12 @@ class Node:
             on_reset=self._on_broker_reset,
             on_gap=self._on_gap,
         )
-        # Control commands by name; a later issue adds "inject" here.
+        # Control commands by name.
         self.commands: dict[str, CommandHandler] = {
             "stats": self._cmd_stats,
             "drain": self._cmd_drain,
             "connections": self._cmd_connections,
+            "inject": self._cmd_inject,
         }
         self.rpc_methods: dict[str, Callable[[Conn, Any], dict[str, Any]]] = {
             "echo": lambda conn, params: {"data": params},
@@ -356,6 +370,88 @@ class Node:
                 }
             )
         return {"connections": conns, "total": len(self.conns)}
+
+    # -- inject (server to client) -----------------------------------------------------
+    def _inject_targets(self, request: InjectRequest) -> tuple[str, list[Conn]]:
+        """The connections a target names: ('all'|'conn'|'room', conns); InjectError if none."""
+        if request.target == ALL:
+            kind, found = "all", list(self.conns.values())
+            if not found:
+                raise InjectError(f"node {self.config.id} has no connection to inject into")
+        else:
+            explicit, name = split_target(request.target)
+            conn = self.conns.get(name) if explicit != "room" else None
+            members = self.rooms.get(name) if explicit != "conn" else None
+            if conn is not None:
+                kind, found = "conn", [conn]
+            elif members:
+                kind, found = "room", sorted(members, key=lambda c: c.id)
+            else:
+                rooms = ", ".join(sorted(self.rooms)[:10]) or "none"
+                what = {"conn": "connection", "room": "room"}.get(explicit or "", "conn or room")
+                raise InjectError(
+                    f"no {what} {name!r} on node {self.config.id} ({len(self.conns)} "
+                    f"connections; rooms: {rooms}; ids: the 'connections' command)"
+                )
+        if request.count is not None:
+            found = found[: request.count]
+        return kind, found
+
+    async def _cmd_inject(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Write a catalogue case raw to connections, then report each client's reaction.
+
+        The bytes go straight to the transport, bypassing websockets' framing (at a frame
+        boundary: websockets writes whole frames). A client that fails the connection is
+        forgotten like any other that leaves; its close is not counted as a node error.
+        """
+        request = parse_request({k: v for k, v in message.items() if k not in _ENVELOPE})
+        kind, targets = self._inject_targets(request)
+        data = request.data()
+        case = request.case
+        written: list[Conn] = []
+        skipped = 0
+        for conn in targets:
+            transport = conn.ws.transport
+            if conn.ws.state.name != "OPEN" or transport is None or transport.is_closing():
+                skipped += 1
+                continue
+            conn.injected = case.id
+            transport.write(data)
+            written.append(conn)
+        self.stats.injected += len(written)
+        self.stats.bytes_out += len(data) * len(written)
+        self._event("injected", case=case.id, target=request.target, sent=len(written))
+        started = time.monotonic()
+        if written and request.wait > 0:
+            waiters = [asyncio.ensure_future(conn.ws.wait_closed()) for conn in written]
+            _, pending = await asyncio.wait(waiters, timeout=request.wait)
+            for waiter in pending:
+                waiter.cancel()
+        waited = time.monotonic() - started
+        reactions = []
+        verdicts: Counter[str] = Counter()
+        for conn in written:
+            closed = conn.ws.state.name == "CLOSED"
+            code, reason = conn.ws.close_code, conn.ws.close_reason or ""
+            record = reaction_record(conn.id, case.expected, closed, code, reason, waited)
+            verdicts[record["verdict"]] += 1
+            if len(reactions) < 100:
+                reactions.append(record)
+        return {
+            "case": case.id,
+            "rfc": case.section,
+            "title": case.title,
+            "expected": case.expected.describe(),
+            "target": request.target,
+            "kind": kind,
+            "sent": len(written),
+            "skipped": skipped,
+            "bytes": len(data),
+            "connections": [conn.id for conn in written[:100]],
+            "reactions": reactions,
+            "verdicts": dict(verdicts),
+            "waited": round(waited, 3),
+        }
 
     def snapshot(self) -> dict[str, Any]:
         """The stats message pushed to the supervisor (also the "stats" command's reply)."""
@@ -524,7 +620,7 @@ class Node:
             await self._cleanup(conn, claimed)
 
     async def _cleanup(self, conn: Conn, claimed: bool) -> None:
-        code = conn.ws.close_code
+        code = None if conn.injected else conn.ws.close_code  # a reaction we asked for
         kind = {1002: "protocol_error", 1007: "invalid_payload", 1009: "too_big"}.get(code or 0)
         if kind is not None:
             self.stats.errors[kind] += 1

@@ -12,7 +12,9 @@ One command per line; words separated by blanks; `#` starts a comment:
         latency 200ms [50ms] | bandwidth 100kB/s | reset [persist] | blackhole
         | slice 16 [5ms] | half_open up|down      (see harness/netfaults.py)
     net ID|all clear [KIND]                                    remove one fault kind, or all
-    inject ID CASE [key=value...]                              forwarded to the node's "inject"
+    inject ID CASE CONN|ROOM|all [count=N repeat=N wait=S]     node ID writes a catalogue case
+        raw to one connection (id from `status`/the node's "connections"), a room's members,
+        or all its connections; the reply has each client's reaction (faults/inject.py)
     help                                                       this list
     quit | exit                                                drain and stop everything
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from wsconsole.faults.inject import InjectError, parse_request
 from wsconsole.harness.cluster import STICKY_MODES, Cluster, ClusterError
 from wsconsole.harness.netfaults import FaultError, fault_from_words, parse_fault
 
@@ -55,10 +58,13 @@ USAGE = {
     "token": "token USER [ROOMS...]",
     "sticky": "sticky ip|cookie|sid",
     "net": "net ID|all KIND [ARGS|key=value...]  or  net ID|all clear [KIND]",
-    "inject": "inject ID CASE [key=value...]",
+    "inject": "inject ID CASE CONN|ROOM|all [count=N repeat=N wait=S]",
     "help": "help",
     "quit": "quit",
 }
+
+
+INJECT_OPTIONS = ("count", "repeat", "wait", "max_size")
 
 
 class CommandError(ValueError):
@@ -161,10 +167,18 @@ def parse(line: str) -> Command | None:
         except FaultError as exc:
             raise CommandError(f"{exc} (usage: {usage})") from None
         return Command(name, (target, kind), params)
-    # inject
-    if len(rest) < 2:
+    # inject ID CASE TARGET [key=value...]
+    if len(rest) < 3 or "=" in rest[2]:
         raise CommandError(f"usage: {usage}")
-    return Command(name, (rest[0], rest[1]), _split_params(rest[2:], usage))
+    params = _split_params(rest[3:], usage)
+    unknown = [key for key, _ in params if key not in INJECT_OPTIONS]
+    if unknown:
+        raise CommandError(f"unknown option {unknown[0]!r} (usage: {usage})")
+    try:
+        parse_request({"case": rest[1], "target": rest[2], **dict(params)})
+    except InjectError as exc:
+        raise CommandError(str(exc)) from None
+    return Command(name, (rest[0], rest[1], rest[2]), params)
 
 
 def help_event() -> dict[str, Any]:
@@ -223,8 +237,8 @@ async def _execute(cluster: Cluster, command: Command) -> dict[str, Any]:
         else:
             reply = await cluster.net_fault(target, kind, **command.options)
         return {**done, "reply": _public(reply)}
-    # inject: forwarded as is to the node, which owns the catalogue of malformed frames
-    reply = await cluster.request(args[0], "inject", case=args[1], **command.options)
+    # inject: the node writes the case and reports each client's reaction
+    reply = await cluster.inject(args[0], args[1], args[2], **command.options)
     return {**done, "reply": _public(reply)}
 
 
