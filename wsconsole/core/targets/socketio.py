@@ -1,0 +1,402 @@
+"""A Socket.IO (protocol v5 / Engine.IO v4) target on python-socketio's AsyncClient.
+
+Every Socket.IO packet the client sends or receives is reported as a FrameRecord whose
+payload is the packet exactly as encoded on the wire (`42/chat,7["event",...]`, as DevTools
+shows it; binary attachments as BINARY records); Engine.IO pings from the server are
+HeartbeatEvents. python-socketio's own reconnection is switched off: its delays are not
+ours and its attempts are invisible until one succeeds. Our loop drives reconnection with
+`BackoffPolicy`, so every drop shows as OPEN > RECONNECTING (attempt, delay) > CONNECTING,
+exactly like the WebSocket client, and rooms joined with `join()` are joined again.
+
+A connect that gets no Engine.IO open packet within `connect_timeout` (for instance a plain
+WebSocket server accepting the upgrade and then saying nothing) ends in an ErrorEvent of
+kind "protocol_mismatch" when `detect.sniff` finds another protocol there, "timeout" else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import urllib.parse
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import engineio
+import socketio
+from engineio import packet as eio_packet
+
+from wsconsole.core.backoff import BackoffPolicy
+from wsconsole.core.client import ClientOptionsError, NotConnected, _check_header
+from wsconsole.core.events import (
+    Direction,
+    ErrorEvent,
+    FrameRecord,
+    HeartbeatEvent,
+    Observer,
+    Opcode,
+)
+from wsconsole.core.lifecycle import State
+from wsconsole.core.targets.base import TargetBase
+from wsconsole.core.targets.detect import mismatch_text, sniff
+
+log = logging.getLogger(__name__)
+
+TRANSPORTS = ("websocket", "polling")
+EventListener = Callable[[str, str, tuple[Any, ...]], None]  # (namespace, event, args)
+
+
+class AckTimeout(TimeoutError):
+    """The server did not acknowledge an emit within its timeout."""
+
+
+@dataclass
+class SocketIOOptions:
+    """Where and how to connect; validated on creation (ClientOptionsError)."""
+
+    url: str
+    path: str = "socket.io"
+    namespaces: list[str] = field(default_factory=lambda: ["/"])
+    auth: dict[str, Any] | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    transports: list[str] = field(default_factory=lambda: ["polling", "websocket"])
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    connect_timeout: float = 10.0
+    ack_timeout: float = 10.0
+    insecure: bool = False
+    rooms: list[str] = field(default_factory=list)
+    join_event: str = "join"
+    leave_event: str = "leave"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ClientOptionsError naming the first option that cannot work."""
+        try:
+            parts = urllib.parse.urlsplit(self.url)
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except (ValueError, AttributeError) as exc:
+            raise ClientOptionsError(f"malformed URL {self.url!r}: {exc}") from None
+        if parts.scheme.lower() not in ("http", "https", "ws", "wss"):
+            raise ClientOptionsError(
+                f"a Socket.IO URL is http(s):// or ws(s)://, got {self.url!r}")
+        if not parts.hostname:
+            raise ClientOptionsError(f"no host in {self.url!r}")
+        if parts.port == 0:
+            raise ClientOptionsError("port 0 is not a port to connect to")
+        if not self.path.strip("/"):
+            raise ClientOptionsError("the Socket.IO path is empty")
+        if not self.namespaces:
+            self.namespaces = ["/"]
+        self.namespaces = ["/" + ns.strip("/") if ns.strip("/") else "/"
+                           for ns in self.namespaces]
+        self.headers = [_check_header(str(k), str(v)) for k, v in self.headers]
+        if not self.transports or any(t not in TRANSPORTS for t in self.transports):
+            raise ClientOptionsError(
+                f"transports must be websocket and/or polling, got {self.transports}")
+        if self.auth is not None and not isinstance(self.auth, dict):
+            raise ClientOptionsError("the auth payload must be a JSON object")
+        for name in ("connect_timeout", "ack_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value <= 0:
+                raise ClientOptionsError(f"{name.replace('_', ' ')} must be > 0, got {value}")
+
+    @property
+    def base_url(self) -> str:
+        """The server's http(s) origin (python-socketio ignores the URL's path)."""
+        parts = urllib.parse.urlsplit(self.url)
+        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme.lower(), parts.scheme.lower())
+        return urllib.parse.urlunsplit((scheme, parts.netloc, "", parts.query, ""))
+
+
+def options_from_url(url: str, **kwargs: Any) -> SocketIOOptions:
+    """Options for a URL written the socket.io-client way: the path is the namespace,
+    except a path ending in /socket.io, which is the Engine.IO path."""
+    path = urllib.parse.urlsplit(url).path.strip("/")
+    if path and "namespaces" not in kwargs and "path" not in kwargs:
+        if path.split("/")[-1] == "socket.io":
+            kwargs["path"] = path
+        else:
+            kwargs["namespaces"] = ["/" + path]
+    return SocketIOOptions(url=url, **kwargs)
+
+
+class _EngineIO(engineio.AsyncClient):
+    """Engine.IO client that reports server pings as heartbeats."""
+
+    on_ping: Callable[[], None] | None = None
+
+    async def _receive_packet(self, pkt: Any) -> None:
+        if pkt.packet_type == eio_packet.PING and self.on_ping is not None:
+            self.on_ping()
+        await super()._receive_packet(pkt)
+
+
+class _TappedClient(socketio.AsyncClient):
+    """AsyncClient that shows every packet to the driver and says when the link dropped."""
+
+    def __init__(self, driver: SocketIOClient, **kwargs: Any) -> None:
+        self._driver = driver
+        super().__init__(**kwargs)
+        self.eio.on_ping = driver._on_ping
+
+    def _engineio_client_class(self) -> type:
+        return _EngineIO
+
+    async def _send_packet(self, pkt: Any) -> None:
+        encoded = pkt.encode()
+        for part in encoded if isinstance(encoded, list) else [encoded]:
+            self._driver._frame(Direction.OUT, part)
+        await super()._send_packet(pkt)
+
+    async def _handle_eio_message(self, data: Any) -> None:
+        self._driver._frame(Direction.IN, data)
+        await super()._handle_eio_message(data)
+
+    async def _handle_eio_disconnect(self, reason: Any) -> None:
+        await super()._handle_eio_disconnect(reason)
+        self._driver._dropped(str(reason) if reason else "transport closed")
+
+
+class SocketIOClient(TargetBase):
+    """A Socket.IO client that reconnects per our backoff policy and reports every packet."""
+
+    def __init__(self, options: SocketIOOptions, name: str = "socketio",
+                 observers: Iterable[Observer] = ()) -> None:
+        super().__init__(name, options.backoff, observers)
+        self.options = options
+        self.rooms: list[str] = list(dict.fromkeys(options.rooms))
+        self.sid: str | None = None
+        self.transport: str | None = None
+        self._sio: _TappedClient | None = None
+        self._gone: asyncio.Future[str] | None = None
+        self._listeners: list[EventListener] = []
+
+    # -- listening
+
+    def on_event(self, listener: EventListener) -> None:
+        """Call `listener(namespace, event, args)` for every event the server emits."""
+        self._listeners.append(listener)
+
+    def _frame(self, direction: Direction, data: str | bytes) -> None:
+        payload = data.encode() if isinstance(data, str) else bytes(data)
+        opcode = Opcode.TEXT if isinstance(data, str) else Opcode.BINARY
+        if direction is Direction.IN:
+            self.stats.received += 1
+            self.stats.bytes_in += len(payload)
+        else:
+            self.stats.sent += 1
+            self.stats.bytes_out += len(payload)
+        self._emit(FrameRecord(self.name, direction, opcode, payload))
+
+    def _on_ping(self) -> None:
+        self._emit(HeartbeatEvent(self.name, "ping_received"))
+
+    def _dropped(self, reason: str) -> None:
+        if self._gone is not None and not self._gone.done():
+            self._gone.set_result(reason)
+
+    def _make_client(self) -> _TappedClient:
+        sio = _TappedClient(self, reconnection=False, handle_sigint=False,
+                            ssl_verify=not self.options.insecure,
+                            request_timeout=self.options.connect_timeout)
+        for ns in self.options.namespaces:
+            sio.on("*", self._catch_all(ns), namespace=ns)
+        return sio
+
+    def _catch_all(self, namespace: str) -> Callable[..., None]:
+        def handler(event: str, *args: Any) -> None:
+            for listener in list(self._listeners):
+                try:
+                    listener(namespace, event, args)
+                except Exception:
+                    log.exception("event listener %r failed", listener)
+        return handler
+
+    # -- start / stop
+
+    async def start(self) -> None:
+        """Start connecting in a named background task (returns at once)."""
+        if self._task is not None and not self._task.done():
+            return
+        self._start_task(self._run(), f"socketio-{self.name}")
+
+    async def stop(self, code: int = 1000, reason: str = "") -> None:
+        """Disconnect if connected, stop reconnecting, and wait until CLOSED."""
+        self._stopping = True
+        self._wake.set()
+        task = self._task
+        if task is None or task.done():
+            return
+        if self._sio is not None and self.state is State.OPEN:
+            self._move(State.CLOSING, code=code, reason=reason or "client disconnect")
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.options.connect_timeout):
+                    await self._sio.disconnect()
+            self._dropped("client disconnect")
+        else:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            async with asyncio.timeout(self.options.connect_timeout + 1):
+                await asyncio.shield(task)
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- the loop
+
+    async def _run(self) -> None:
+        try:
+            await self._loop()
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # a bug here must still end in CLOSED, visibly
+            log.exception("socket.io client %s failed", self.name)
+            self._emit(ErrorEvent(self.name, "protocol", f"internal error: {exc!r}"))
+        finally:
+            sio, self._sio = self._sio, None
+            if sio is not None:
+                await _abandon(sio)
+            self._finish(1000, "client disconnect")
+
+    async def _loop(self) -> None:
+        attempt = 0
+        while not self._stopping:
+            self._move(State.CONNECTING, attempt=attempt)
+            sio = self._make_client()
+            self._gone = asyncio.get_running_loop().create_future()
+            try:
+                await self._open(sio)
+            except asyncio.CancelledError:
+                await _abandon(sio)
+                raise
+            except Exception as exc:
+                await _abandon(sio)
+                kind, detail = await self._classify(exc)
+                self._emit(ErrorEvent(self.name, kind, detail))
+                attempt = await self._retry(error=f"{kind}: {detail}")
+                if attempt < 0:
+                    return
+                continue
+            self._sio = sio
+            self.sid = sio.sid
+            self.transport = sio.transport()
+            self._move(State.OPEN, attempt=attempt, reason=f"sid {sio.sid} via {self.transport}")
+            self.policy.reset()
+            attempt = 0
+            for room in self.rooms:
+                with contextlib.suppress(Exception):
+                    await sio.emit(self.options.join_event, room,
+                                   namespace=self.options.namespaces[0])
+            reason = await self._gone
+            self._sio = None
+            self.sid = None
+            await _abandon(sio)
+            if self._stopping:
+                return
+            self.stats.reconnects += 1
+            self._emit(ErrorEvent(self.name, "closed", f"disconnected: {reason}"))
+            attempt = await self._retry(reason=reason, error=f"closed: {reason}")
+            if attempt < 0:
+                return
+
+    async def _open(self, sio: _TappedClient) -> None:
+        opts = self.options
+        timeout = opts.connect_timeout
+        async with asyncio.timeout(timeout + 1):
+            await sio.connect(
+                opts.base_url,
+                headers=dict(opts.headers),
+                auth=opts.auth,
+                transports=list(opts.transports),
+                namespaces=list(opts.namespaces),
+                socketio_path=opts.path,
+                wait_timeout=timeout,
+            )
+
+    async def _classify(self, exc: BaseException) -> tuple[str, str]:
+        """A stable (kind, detail) for a failed connect; sniffs for a protocol mismatch."""
+        text = " ".join(str(a) for a in getattr(exc, "args", ()) if a) or type(exc).__name__
+        if "namespaces failed" in text:
+            return "handshake_rejected", text
+        with contextlib.suppress(Exception):
+            seen = await sniff(self.options.url, socketio_path=self.options.path,
+                               timeout=min(3.0, self.options.connect_timeout),
+                               verify=not self.options.insecure)
+            if seen.kind == "unreachable":
+                return "refused", seen.detail
+            mismatch = mismatch_text("socketio", seen)
+            if mismatch:
+                return "protocol_mismatch", mismatch
+            if seen.kind == "http":
+                return "handshake_rejected", f"no Socket.IO server at /{self.options.path}: " \
+                                             f"{seen.detail}"
+        if isinstance(exc, TimeoutError):
+            return "timeout", "timed out opening the connection"
+        return "protocol", text
+
+    # -- talking
+
+    def _need_open(self) -> _TappedClient:
+        sio = self._sio
+        if sio is None or self.state is not State.OPEN:
+            raise NotConnected(f"{self.name} is not connected (state {self.state.value})")
+        return sio
+
+    async def emit(self, event: str, *args: Any, namespace: str | None = None,
+                   ack: bool = False, timeout: float | None = None) -> list[Any] | None:
+        """Emit `event` with any number of args; with ack=True wait for and return the ack's
+        arguments (AckTimeout after `timeout`, default options.ack_timeout)."""
+        sio = self._need_open()
+        ns = namespace or self.options.namespaces[0]
+        data: Any = None
+        if len(args) == 1 and not isinstance(args[0], tuple):
+            data = args[0]
+        elif args:
+            data = tuple(args)  # python-socketio expands a tuple into separate arguments
+        if not ack:
+            await sio.emit(event, data, namespace=ns)
+            return None
+        reply: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+
+        def on_ack(*values: Any) -> None:
+            if not reply.done():
+                reply.set_result(list(values))
+
+        await sio.emit(event, data, namespace=ns, callback=on_ack)
+        wait = self.options.ack_timeout if timeout is None else timeout
+        try:
+            async with asyncio.timeout(wait):
+                return await reply
+        except TimeoutError:
+            raise AckTimeout(f"no ack for {event!r} within {wait:g} s") from None
+
+    async def join(self, room: str, ack: bool = False) -> list[Any] | None:
+        """Emit the server's join event (options.join_event); re-joined after reconnects."""
+        if room not in self.rooms:
+            self.rooms.append(room)
+        if self.state is not State.OPEN:
+            return None
+        return await self.emit(self.options.join_event, room, ack=ack)
+
+    async def leave(self, room: str, ack: bool = False) -> list[Any] | None:
+        """Emit the server's leave event and stop re-joining `room`."""
+        with contextlib.suppress(ValueError):
+            self.rooms.remove(room)
+        if self.state is not State.OPEN:
+            return None
+        return await self.emit(self.options.leave_event, room, ack=ack)
+
+
+async def _abandon(sio: socketio.AsyncClient) -> None:
+    """Drop a client and its HTTP session without waiting on a dead peer."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(2):
+            await sio.eio.disconnect(abort=True)
+    with contextlib.suppress(Exception):
+        http = sio.eio.http
+        if http is not None and not http.closed:
+            await http.close()
