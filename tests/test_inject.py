@@ -336,3 +336,40 @@ def test_harness_stdin_inject_line(procs: ProcessRegistry) -> None:
         for pid in pids:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------ scenario step
+
+
+async def test_scenario_server_inject_step_reaches_swarm_clients() -> None:
+    """A `direction = "server"` inject step: the node writes the case to 2 swarm clients,
+    each fails the connection with 1002, the step passes and says so; the swarm reconnects."""
+    from wsconsole.scenarios.model import parse_scenario
+    from wsconsole.scenarios.runner import ScenarioRunner
+
+    text = """\
+name = "server inject"
+[cluster]
+nodes = 1
+timings = "demo"
+[swarm]
+clients = 4
+rooms = 1
+rate = 8
+duration = 3
+settle = 4
+[[steps]]
+at = 1
+action = "inject"
+direction = "server"
+case = "rsv2-set"
+count = 2
+[[assertions]]
+expect = "lost == 0"
+"""
+    runner = ScenarioRunner(parse_scenario(text, "server-inject.toml"))
+    result = await runner.run()
+    (step,) = result.steps
+    assert step.ok, step.detail
+    assert step.detail.startswith("rsv2-set from node n1 to 2 of its clients: 2 pass"), step.detail
+    assert result.passed, result

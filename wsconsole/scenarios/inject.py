@@ -2,9 +2,10 @@
 
 direction "client": the case is sent `count` times, each on a fresh raw connection made by
 the probe (faults/probe.py) through the cluster's public URL, a few at a time, and each
-reaction is judged against the catalogue's expectation. direction "server": a node is asked
-over the control channel to write the case's bytes to its own clients (the node command
-"inject"); a node without that command makes the step fail with "not available", never pass.
+reaction is judged against the catalogue's expectation. direction "server": a node (`node`, or
+the first running one) writes the case's bytes raw to up to `count` of its own clients
+(`Cluster.inject`, faults/inject.py) and judges each client's reaction (its close code, or
+staying open); any client reacting against the expectation fails the step.
 """
 
 from __future__ import annotations
@@ -78,13 +79,25 @@ async def inject_server(cluster: Any, case_id: str, count: int, node: str | None
             raise InjectUnavailable("no running node to inject from")
         node = running[0]
     try:
-        reply = await cluster.request(node, "inject", case=case_id, count=count)
+        reply = await cluster.inject(node, case_id, "*", count=count)
     except Exception as exc:
         text = str(exc)
-        if "unknown" in text.lower() or "not supported" in text.lower():
+        if "unknown command" in text.lower() or "not supported" in text.lower():
             raise InjectUnavailable(
                 f"server-side inject is not available on node {node}: {text}"
             ) from None
         raise
-    sent = reply.get("sent", reply.get("count", count))
-    return f"{case_id} x{count} from node {node} to its clients (sent {sent})"
+    sent = int(reply.get("sent", 0))
+    verdicts: dict[str, int] = reply.get("verdicts") or {}
+    tally = ", ".join(f"{n} {verdict}" for verdict, n in sorted(verdicts.items())) or "none"
+    failed = [r for r in reply.get("reactions", []) if r.get("verdict") == "fail"]
+    if failed:
+        first = failed[0]
+        raise RuntimeError(
+            f"{case_id} from node {node} to {sent} clients: {tally}; first: "
+            f"{first.get('observed')} ({first.get('reason')})"
+        )
+    return (
+        f"{case_id} from node {node} to {sent} of its clients: {tally} "
+        f"(expected {case.expected.describe()})"
+    )
