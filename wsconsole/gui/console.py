@@ -310,10 +310,10 @@ class Console:
         self.errors.info(f"network fault on {target}: {text.strip()}")
         return result
 
-    async def net_clear(self, target: str) -> dict[str, Any]:
-        """Remove every network fault from `target` (a node id or "all")."""
-        result = await self._ready_cluster().net_clear(target)
-        self.timeline.fault(f"net cleared on {target}")
+    async def net_clear(self, target: str, kind: str | None = None) -> dict[str, Any]:
+        """Remove every network fault (or only `kind`) from `target` (a node id or "all")."""
+        result = await self._ready_cluster().net_clear(target, kind)
+        self.timeline.fault(f"net {kind + ' ' if kind else ''}cleared on {target}")
         return result
 
     async def set_sticky(self, mode: str) -> None:
