@@ -20,7 +20,10 @@ from wsconsole.gui.errors import Report
 from wsconsole.gui.panels.cluster import ClusterPanel
 from wsconsole.gui.panels.composer import ComposerPanel
 from wsconsole.gui.panels.connection import ConnectionPanel
+from wsconsole.gui.panels.faultmarks import FaultMarks
 from wsconsole.gui.panels.frames import FramesPanel
+from wsconsole.gui.panels.inject import InjectPanel
+from wsconsole.gui.panels.network import NetworkPanel
 from wsconsole.gui.panels.plots import PlotsPanel
 from wsconsole.gui.panels.timeline import TimelinePanel
 from wsconsole.gui.profiles import Profile
@@ -51,6 +54,9 @@ class MainWindow(QMainWindow):
         self.plots = PlotsPanel(console.series)
         self.timeline = TimelinePanel(console.timeline)
         self.composer = ComposerPanel(console)
+        self.inject = InjectPanel(console)
+        self.network = NetworkPanel(console)
+        self.fault_marks = FaultMarks(self.plots, console.timeline)
         self.log_view = QPlainTextEdit(readOnly=True)
         self.log_view.setMaximumBlockCount(2000)
 
@@ -64,6 +70,11 @@ class MainWindow(QMainWindow):
         self.splitDockWidget(self.docks["Timeline"], self.docks["Composer"],
                              Qt.Orientation.Horizontal)
         self.tabifyDockWidget(self.docks["Composer"], self.docks["Log"])
+        self._dock("Inject", self.inject, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.docks["Composer"], self.docks["Inject"])
+        self._dock("Network", self.network, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.tabifyDockWidget(self.docks["Cluster"], self.docks["Network"])
+        self.docks["Cluster"].raise_()
         self.docks["Composer"].raise_()
         self.resize(1600, 1000)
         self.resizeDocks([self.docks["Connection"], self.docks["Live plots"]], [360, 440],
@@ -151,7 +162,8 @@ class MainWindow(QMainWindow):
 
     def stop_timers(self) -> None:
         """Stop the panels' refresh timers (before the console goes away)."""
-        for panel in (self.frames, self.connection, self.cluster, self.plots, self.timeline):
+        for panel in (self.frames, self.connection, self.cluster, self.plots, self.timeline,
+                      self.inject, self.network, self.fault_marks):
             panel.timer.stop()
 
 
