@@ -141,6 +141,7 @@ class Console:
         self._last_sample: tuple[float, int, int, int] | None = None
         self._started_pids: set[int] = set()
         self._cluster_events: deque[dict[str, Any]] = deque(maxlen=500)
+        self._owners: list[Any] = []  # other owners of children, see adopt()
 
     # -- tasks -------------------------------------------------------------------------------
 
@@ -513,9 +514,16 @@ class Console:
                 parts.append(f"{key.replace('_', ' ')} {latest[key]}")
         return "  ".join(parts)
 
+    def adopt(self, owner: Any) -> None:
+        """Stop `owner` with the console and count its PIDs as started here; an owner of child
+        processes (e.g. the Scenarios panel's run) has `pids() -> set[int]` and `async stop()`."""
+        self._owners.append(owner)
+
     def started_pids(self) -> set[int]:
         """Every child PID the console started (cluster children and the swarm)."""
         pids = set(self._started_pids)
+        for owner in self._owners:
+            pids.update(owner.pids())
         if self.cluster is not None:
             pids.update(self.cluster.pids())
         if self.swarm is not None:
@@ -529,6 +537,7 @@ class Console:
         self._closing = True
         steps: list[Coroutine[Any, Any, Any]] = [self.disconnect(n) for n in list(self.sessions)]
         steps.append(self.stop_swarm())
+        steps.extend(owner.stop() for owner in self._owners)
         results = await asyncio.gather(*steps, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
