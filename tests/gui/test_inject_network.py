@@ -94,8 +94,9 @@ def test_inject_panel_runs_both_directions(qloop) -> None:  # type: ignore[no-un
         assert await until(reconnected, 20), console.timeline.states(CONSOLE_CONN)[before:]
         assert session.state is State.OPEN
         labels = [m.label for m in console.timeline.faults]
-        assert "inject rsv1-set → cluster (balancer)" in labels
-        assert any(label.startswith("inject invalid-utf8-text ← n1 → console") for label in labels)
+        assert "inject rsv1-set → cluster" in labels
+        assert "inject app-unknown-type → console" in labels
+        assert "inject invalid-utf8-text ← n1" in labels
 
         # a target that is not there: the node's message, shown in the panel, no new row
         panel.target_box.setEditText("ghost")

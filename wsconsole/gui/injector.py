@@ -123,11 +123,11 @@ class Injector:
         except (TargetError, ValueError) as exc:
             raise ValueError(f"{via}: {exc}") from None
 
-    def _record(self, record: InjectRecord) -> InjectRecord:
+    def _record(self, record: InjectRecord, where: str) -> InjectRecord:
         self.history.append(record)
         self.version += 1
         arrow = "→" if record.direction is Direction.CLIENT_TO_SERVER else "←"
-        self.console.timeline.fault(f"inject {record.case} {arrow} {record.target}")
+        self.console.timeline.fault(f"inject {record.case} {arrow} {where}")
         return record
 
     async def client_to_server(self, case_id: str, via: str) -> InjectRecord:
@@ -139,7 +139,7 @@ class Injector:
             time.time(), Direction.CLIENT_TO_SERVER, case.id, case.section,
             f"{via} ({target.url})" if via != CLUSTER_VIA else via,
             case.expected.describe(), result.observed, result.verdict.value, result.reason,
-        ))
+        ), via.removesuffix(" (balancer)"))
 
     async def server_to_client(self, node: str, case_id: str, target: str) -> InjectRecord:
         """A node writes the case to a connection, room, all, or a console session's link."""
@@ -169,4 +169,4 @@ class Injector:
         return self._record(InjectRecord(
             time.time(), Direction.SERVER_TO_CLIENT, case.id, case.section,
             f"{node} → {shown}", case.expected.describe(), observed, worst(verdicts), reason,
-        ))
+        ), node)

@@ -91,12 +91,12 @@ class InjectPanel(QWidget):
         s2c_layout.addWidget(QLabel("to"))
         s2c_layout.addWidget(self.target_box, 1)
         s2c_layout.addWidget(self.refresh_button)
-        form = QFormLayout()
+        self.form = form = QFormLayout()
         form.addRow("case", self.case_box)
         form.addRow("", self.case_info)
         form.addRow("direction", direction_row)
         form.addRow("target", self.c2s_row)
-        form.addRow("", self.s2c_row)
+        form.addRow("target", self.s2c_row)
         run_row = QHBoxLayout()
         run_row.addWidget(self.run_button)
         run_row.addWidget(self.message, 1)
@@ -136,8 +136,8 @@ class InjectPanel(QWidget):
         self.case_box.blockSignals(False)
         self._show_case()
         c2s = self.direction is Direction.CLIENT_TO_SERVER
-        self.c2s_row.setVisible(c2s)
-        self.s2c_row.setVisible(not c2s)
+        self.form.setRowVisible(self.c2s_row, c2s)
+        self.form.setRowVisible(self.s2c_row, not c2s)
         if not c2s and self.target_box.count() == 0:
             self.load_targets()
 

@@ -77,9 +77,10 @@ class NetworkPanel(QWidget):
             if fault.kind == "blackhole":
                 edit.setEnabled(False)
             if fault.kind == "reset":
-                edit.setPlaceholderText("persist (optional)")
+                edit.setPlaceholderText("persist?")
             hint = QLabel(fault.hint)
             hint.setStyleSheet("color: #777;")
+            hint.setWordWrap(True)
             grid.addWidget(toggle, row, 0)
             grid.addWidget(edit, row, 1)
             grid.addWidget(hint, row, 2)
@@ -88,6 +89,7 @@ class NetworkPanel(QWidget):
             self.toggles[fault.kind] = toggle
             self.params[fault.kind] = edit
         grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(2, 2)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(top)
