@@ -1,0 +1,144 @@
+"""`wsconsole diagnose URL`: check an endpoint step by step and write a support bundle.
+
+DNS, TCP, TLS (wss://), the handshake, round-trip latency over `--pings` pings, a dropped
+connection and the client's reconnect, and the production-safe security checks; each step
+printed with a plain-language verdict (`--json`: one object per step and a summary).
+`--out FILE.zip` writes the support bundle (report, frames, timeline, logs, versions and
+settings, secrets redacted). Exit 0 when the endpoint works (warnings included), 1 when a
+step found a problem, 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from wsconsole.commands.output import Output, fail_usage
+from wsconsole.core.client import ClientOptionsError, parse_header
+from wsconsole.diagnostics.bundle import BundleInputs, write_bundle
+from wsconsole.diagnostics.checks import (
+    DiagnoseError,
+    DiagnoseOptions,
+    StepResult,
+    Verdict,
+    diagnose,
+)
+from wsconsole.diagnostics.settings import app_settings_files
+from wsconsole.diagnostics.versions import versions
+from wsconsole.logs import log_files, setup_logging
+
+HELP = "Diagnose a WebSocket endpoint (DNS, TCP, TLS, handshake, latency, reconnect, audit)."
+
+MARKS = {Verdict.OK: "ok  ", Verdict.WARN: "WARN", Verdict.FAIL: "FAIL", Verdict.SKIP: "skip"}
+
+
+def _error(message: str) -> NoReturn:
+    """argparse's error hook: one line on stderr and exit code 2."""
+    sys.exit(fail_usage(message))
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 1000, got {text}")
+    return value
+
+
+_positive.__name__ = "positive number"
+_count.__name__ = "count"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the options of `wsconsole diagnose`."""
+    parser.error = _error  # type: ignore[method-assign]
+    parser.add_argument("url", help="ws:// or wss:// URL of the endpoint")
+    parser.add_argument("--token", help="auth token (redacted in every output)")
+    parser.add_argument("--token-mode", choices=["query", "header", "message"],
+                        default="query",
+                        help="token as ?token=, Authorization: Bearer, or a first auth message")
+    parser.add_argument("-H", "--header", action="append", default=[], metavar="'K: V'",
+                        help="extra handshake header (repeatable)")
+    parser.add_argument("--subprotocol", action="append", default=[], metavar="NAME",
+                        help="offer this subprotocol (repeatable)")
+    parser.add_argument("--origin", help="Origin header, e.g. https://app.example.com")
+    parser.add_argument("--ca-file", metavar="PEM", help="trust this CA bundle for wss://")
+    parser.add_argument("--insecure", action="store_true",
+                        help="continue past certificate errors (they are still reported)")
+    parser.add_argument("--timeout", type=_positive, default=5.0, metavar="SECONDS",
+                        help="limit for each network wait (default 5)")
+    parser.add_argument("--pings", type=_count, default=5, help="pings for latency (default 5)")
+    parser.add_argument("--no-reconnect", action="store_true", help="skip the reconnect cycle")
+    parser.add_argument("--no-audit", action="store_true", help="skip the security checks")
+    parser.add_argument("--out", metavar="FILE.zip", help="write a support bundle here")
+    parser.add_argument("--settings", metavar="FILE",
+                        help="settings file to include, redacted (default: the app's own)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def build_options(args: argparse.Namespace) -> DiagnoseOptions:
+    """DiagnoseOptions from the command line; DiagnoseError for bad input."""
+    try:
+        headers = [parse_header(h) for h in args.header]
+    except ClientOptionsError as exc:
+        raise DiagnoseError(str(exc)) from None
+    options = DiagnoseOptions(
+        url=args.url, token=args.token, token_mode=args.token_mode, headers=headers,
+        subprotocols=list(args.subprotocol), origin=args.origin, ca_file=args.ca_file,
+        insecure=args.insecure, timeout=args.timeout, pings=args.pings,
+        reconnect=not args.no_reconnect, audit=not args.no_audit)
+    options.validate()
+    return options
+
+
+def bundle_inputs(settings_file: str | None) -> BundleInputs:
+    """Versions, the app's settings files and log files for the bundle."""
+    files = app_settings_files(settings_file)
+    return BundleInputs(versions=versions(), settings_files=files, log_files=log_files())
+
+
+def run(args: argparse.Namespace) -> int:
+    """Diagnose, print each step, optionally write the bundle; exit 0 / 1 / 2."""
+    try:
+        options = build_options(args)
+    except DiagnoseError as exc:
+        return fail_usage(str(exc))
+    if args.out and not args.out.lower().endswith(".zip"):
+        return fail_usage(f"--out must name a .zip file, not {args.out!r}")
+    if args.settings and not Path(args.settings).is_file():
+        return fail_usage(f"settings file not found: {args.settings}")
+    if args.ca_file and not Path(args.ca_file).is_file():
+        return fail_usage(f"CA file not found: {args.ca_file}")
+    setup_logging()
+    out = Output(args.json)
+
+    def show(step: StepResult) -> None:
+        out.event("step", f"{MARKS[step.verdict]}  {step.title}: {step.summary}",
+                  **step.as_dict())
+
+    diagnosis = asyncio.run(diagnose(options, show))
+    path = None
+    if args.out:
+        try:
+            path = write_bundle(diagnosis, args.out, bundle_inputs(args.settings))
+        except OSError as exc:
+            return fail_usage(f"cannot write {args.out}: {exc}")
+    out.event("result", diagnosis.headline() + (f"\nSupport bundle: {path}" if path else ""),
+              verdict=diagnosis.verdict.value, headline=diagnosis.headline(),
+              bundle=str(path) if path else None)
+    return 1 if diagnosis.verdict is Verdict.FAIL else 0
