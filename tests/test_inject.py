@@ -232,6 +232,37 @@ async def test_plain_clients_fail_injected_frames_and_the_node_serves_on(
     await bystander.close()
 
 
+async def test_every_server_to_client_case_against_a_plain_websockets_client(
+    cluster: Cluster,
+) -> None:
+    """Each case into a fresh reading `websockets` client: its reaction, as the node sees it,
+    conforms (pass or lenient); one bystander is served throughout."""
+    from wsconsole.faults.catalogue import Direction, Reaction, select
+
+    bystander = await plain_client(cluster, "bystander")
+    results: dict[str, str] = {}
+    for index, case in enumerate(select(direction=Direction.SERVER_TO_CLIENT)):
+        user = f"sweep{index}"
+        client = await plain_client(cluster, user)
+        conn = await conn_of(cluster, user)
+        stays_open = case.expected.reaction not in (Reaction.FAIL, Reaction.CLOSE)
+        reply = await cluster.inject("n1", case.id, conn, wait=0.3 if stays_open else REACT)
+        (reaction,) = reply["reactions"]
+        results[case.id] = f"{reaction['verdict']}: {reaction['observed']}"
+        if reaction["verdict"] not in ("pass", "pass (lenient)"):
+            results[case.id] += f" ({reaction['reason']})"
+        if stays_open:
+            await client.close()
+        else:
+            await asyncio.wait_for(client.reader, WAIT)
+    await bystander.still_served("after-sweep")
+    await bystander.close()
+    bad = {k: v for k, v in results.items() if not v.startswith("pass")}
+    assert not bad, bad
+    assert len(results) >= 40
+    assert results["length-64bit-msb"].startswith("pass (lenient): closed 1009")
+
+
 async def test_bad_inject_requests_get_clear_errors(cluster: Cluster) -> None:
     with pytest.raises(ClusterError, match="no connection to inject into"):
         await cluster.inject("n1", "rsv1-set", "all")
