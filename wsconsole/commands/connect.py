@@ -5,6 +5,14 @@ commands: /join ROOM, /leave ROOM, /publish ROOM TEXT, /rpc METHOD [JSON], /ping
 other lines go out untouched (type envelopes yourself). End of stdin stops reading but
 keeps the connection; Ctrl-C (SIGINT) or SIGTERM closes with 1000 and exits 0, as does
 --duration. Exit 1 when --max-attempts retries are used up, 2 for bad usage.
+
+Other targets (docs/targets.md): --socketio (Socket.IO v5; stdin lines are "/emit EVENT
+[JSON]", "/call EVENT [JSON]" (waits for the ack), "/join ROOM", "/leave ROOM", "/quit"; a
+plain line emits "message") and --sse (an event stream, read only). Without a flag the kind
+is taken from the URL where that is unambiguous: ws(s):// is WebSocket, an http(s):// URL
+whose path has /socket.io is Socket.IO; another http(s):// URL needs --socketio or --sse.
+--har-out FILE writes the session as a HAR; --replay FILE.har re-sends a recorded
+connection's sent messages once the first connection opens.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.parse
 from typing import Any, NoReturn
 
 import orjson
@@ -39,6 +48,14 @@ from wsconsole.core.events import (
     Opcode,
 )
 from wsconsole.core.lifecycle import State, Transition
+from wsconsole.core.targets.detect import mismatch_text, sniff
+from wsconsole.core.targets.socketio import (
+    SocketIOClient,
+    SocketIOOptions,
+    options_from_url,
+)
+from wsconsole.core.targets.sse import SSEClient, SSEOptions
+from wsconsole.har import HarConnection, HarError, dump_har, load_har, replay
 
 HELP = "Connect to a WebSocket URL, show every frame and state change, send stdin lines."
 
@@ -71,7 +88,12 @@ _non_negative.__name__ = "number >= 0"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options of `wsconsole connect`."""
     parser.error = _error  # type: ignore[method-assign]
-    parser.add_argument("url", help="ws:// or wss:// URL")
+    parser.add_argument("url", help="ws(s):// URL, or http(s):// with --socketio / --sse")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--socketio", action="store_true",
+                      help="the target is a Socket.IO server (protocol v5)")
+    kind.add_argument("--sse", action="store_true",
+                      help="the target is a Server-Sent Events stream")
     parser.add_argument("-H", "--header", action="append", default=[], metavar="'K: V'",
                         help="extra handshake header (repeatable)")
     parser.add_argument("-s", "--subprotocol", action="append", default=[],
@@ -109,20 +131,100 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=_positive, metavar="S",
                         help="close normally and exit 0 after S seconds")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    sio = parser.add_argument_group("Socket.IO (--socketio)")
+    sio.add_argument("--path", default=None, metavar="PATH",
+                     help="Engine.IO path (default socket.io)")
+    sio.add_argument("--namespace", action="append", default=[], metavar="NS",
+                     help="namespace to connect (repeatable; default the URL path or /)")
+    sio.add_argument("--auth", metavar="JSON", help="auth payload, a JSON object")
+    sio.add_argument("--transport", choices=["upgrade", "websocket", "polling"],
+                     default="upgrade",
+                     help="polling then upgrade (default), websocket only, or polling only")
+    sio.add_argument("--ack-timeout", type=_positive, default=10.0, metavar="S")
+    sio.add_argument("--join-event", default="join", metavar="EVENT",
+                     help="event the server joins rooms on (used by --room and /join)")
+    sio.add_argument("--leave-event", default="leave", metavar="EVENT")
+    sse = parser.add_argument_group("Server-Sent Events (--sse)")
+    sse.add_argument("--last-event-id", metavar="ID", help="resume after this event id")
+    sse.add_argument("--read-timeout", type=_positive, metavar="S",
+                     help="reconnect when nothing arrives for S seconds (default: wait)")
+    har = parser.add_argument_group("HAR")
+    har.add_argument("--har-out", metavar="FILE", help="write the session as a HAR at exit")
+    har.add_argument("--replay", metavar="FILE.har",
+                     help="re-send a recorded connection's sent messages after the first open")
+    har.add_argument("--replay-entry", type=int, default=0, metavar="N",
+                     help="which WebSocket connection of the HAR (0 = the first)")
+    har.add_argument("--replay-timing", choices=["fast", "original"], default="fast")
+    har.add_argument("--replay-speed", type=_positive, default=1.0, metavar="X",
+                     help="with original timing, X times faster")
 
 
-def build_options(args: argparse.Namespace) -> ClientOptions:
-    """ClientOptions from the parsed arguments (ClientOptionsError / BackoffError if bad)."""
-    headers = [parse_header(line) for line in args.header]
+def target_kind(args: argparse.Namespace) -> str:
+    """"ws", "socketio" or "sse": the flag if given, else the URL when it is unambiguous."""
+    if args.socketio:
+        return "socketio"
+    if args.sse:
+        return "sse"
+    try:
+        parts = urllib.parse.urlsplit(args.url)
+    except ValueError:
+        return "ws"  # the WebSocket options name the problem
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        if "/socket.io" in parts.path:
+            return "socketio"
+        raise ClientOptionsError(
+            f"{args.url} is not a ws:// or wss:// URL: for an http(s) target say --socketio "
+            "or --sse (the URL alone does not tell which)")
+    return "ws"
+
+
+def _policy(args: argparse.Namespace) -> BackoffPolicy:
     if args.max_attempts is not None and args.max_attempts < 0:
         raise ClientOptionsError("--max-attempts must be >= 0")
-    policy = BackoffPolicy(
+    return BackoffPolicy(
         initial=args.backoff_initial,
         factor=args.backoff_factor,
         cap=max(args.backoff_cap, args.backoff_initial),
         jitter=args.backoff_jitter,
         max_attempts=args.max_attempts,
     )
+
+
+def build_socketio_options(args: argparse.Namespace) -> SocketIOOptions:
+    """SocketIOOptions from the parsed arguments (ClientOptionsError if bad)."""
+    auth = None
+    if args.auth is not None:
+        try:
+            auth = orjson.loads(args.auth)
+        except orjson.JSONDecodeError as exc:
+            raise ClientOptionsError(f"--auth is not JSON: {exc}") from None
+    extra: dict[str, Any] = {}
+    if args.path:
+        extra["path"] = args.path
+    if args.namespace:
+        extra["namespaces"] = list(args.namespace)
+    transports = {"upgrade": ["polling", "websocket"], "websocket": ["websocket"],
+                  "polling": ["polling"]}[args.transport]
+    return options_from_url(
+        args.url, auth=auth, headers=[parse_header(line) for line in args.header],
+        transports=transports, backoff=_policy(args), connect_timeout=args.connect_timeout,
+        ack_timeout=args.ack_timeout, insecure=args.insecure, rooms=list(args.room),
+        join_event=args.join_event, leave_event=args.leave_event, **extra)
+
+
+def build_sse_options(args: argparse.Namespace) -> SSEOptions:
+    """SSEOptions from the parsed arguments (ClientOptionsError if bad)."""
+    return SSEOptions(url=args.url, headers=[parse_header(line) for line in args.header],
+                      backoff=_policy(args), connect_timeout=args.connect_timeout,
+                      read_timeout=args.read_timeout, insecure=args.insecure,
+                      last_event_id=args.last_event_id)
+
+
+def build_options(args: argparse.Namespace) -> ClientOptions:
+    """ClientOptions from the parsed arguments (ClientOptionsError / BackoffError if bad)."""
+    headers = [parse_header(line) for line in args.header]
+    policy = _policy(args)
     return ClientOptions(
         url=args.url,
         headers=headers,
@@ -162,8 +264,9 @@ def _preview(payload: bytes, opcode: Opcode) -> str:
 class Printer:
     """Observer turning client events into --json lines or readable terminal lines."""
 
-    def __init__(self, out: Output) -> None:
+    def __init__(self, out: Output, kind: str = "ws") -> None:
         self.out = out
+        self.kind = kind
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Transition):
@@ -203,6 +306,9 @@ class Printer:
             return  # shown as heartbeat events
         direction = fr.direction.value
         arrow = "<" if direction == "in" else ">"
+        if self.kind == "sse" and fr.opcode is Opcode.TEXT:
+            self._sse(fr)
+            return
         if fr.opcode is Opcode.CLOSE:
             human = f"{_clock(fr.wall)} {arrow} close {fr.close_code} {fr.close_reason or ''}"
             self.out.event("close", human.rstrip(), direction=direction, code=fr.close_code,
@@ -221,6 +327,14 @@ class Printer:
             fields["b64"] = base64.b64encode(fr.payload).decode()
         self.out.event("message", f"{_clock(fr.wall)} {arrow} {_preview(fr.payload, fr.opcode)}",
                        **fields)
+
+    def _sse(self, fr: FrameRecord) -> None:
+        fields = orjson.loads(fr.payload)
+        fields["type"] = fields.pop("event", "message")  # "event" is the line's own key
+        head = " ".join(f"{k}={fields[k]}" for k in ("type", "id", "retry") if k in fields)
+        data = str(fields.get("data", ""))
+        shown = data if len(data) <= PREVIEW else data[:PREVIEW] + "..."
+        self.out.event("sse", f"{_clock(fr.wall)} < {head} {shown}", t=fr.wall, **fields)
 
     def _heartbeat(self, hb: HeartbeatEvent) -> None:
         clock = _clock(hb.wall)
@@ -280,32 +394,142 @@ async def _command(client: ReconnectingClient, line: str, out: Output, done: asy
         )
 
 
-async def _main(args: argparse.Namespace, options: ClientOptions) -> int:
-    out = Output(args.json)
-    client = ReconnectingClient(options, name="connect", observers=[Printer(out)])
+def _json_args(text: str) -> list[Any]:
+    """Arguments of /emit and /call: a JSON array is the argument list, another JSON value
+    one argument, anything else one string; nothing means no arguments."""
+    text = text.strip()
+    if not text:
+        return []
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return [text]
+    return value if isinstance(value, list) else [value]
+
+
+async def _sio_command(client: SocketIOClient, line: str, out: Output,
+                       done: asyncio.Event) -> None:
+    """Run one stdin line against a Socket.IO target."""
+    if not line.startswith("/"):
+        await client.emit("message", line)
+        return
+    verb, _, rest = line[1:].partition(" ")
+    event, _, raw = rest.strip().partition(" ")
+    if verb in ("emit", "call") and event:
+        reply = await client.emit(event, *_json_args(raw), ack=verb == "call")
+        if verb == "call":
+            out.event("ack", f"ack {event} {orjson.dumps(reply).decode()}", name=event,
+                      args=reply)
+    elif verb in ("join", "leave") and event:
+        await (client.join(event) if verb == "join" else client.leave(event))
+    elif verb == "quit":
+        done.set()
+    else:
+        raise ClientError(f"unknown command {line!r} (/emit EVENT [JSON], /call EVENT [JSON], "
+                          "/join ROOM, /leave ROOM, /quit)")
+
+
+class MismatchWatch:
+    """Observer of a WebSocket client: the first rejected handshake is followed by a sniff
+    of the URL, and a Socket.IO or SSE server there is reported as a protocol mismatch."""
+
+    def __init__(self, url: str, out: Output, insecure: bool) -> None:
+        self.url = url
+        self.out = out
+        self.insecure = insecure
+        self.task: asyncio.Task[None] | None = None
+
+    def __call__(self, event: Event) -> None:
+        if (self.task is None and isinstance(event, ErrorEvent)
+                and event.kind in ("handshake_rejected", "protocol")):
+            self.task = asyncio.get_running_loop().create_task(
+                self._check(), name="wsconsole-connect-sniff")
+
+    async def _check(self) -> None:
+        with contextlib.suppress(Exception):
+            text = mismatch_text("websocket", await sniff(self.url, verify=not self.insecure))
+            if text:
+                self.out.event("error", f"! protocol_mismatch: {text}",
+                               kind="protocol_mismatch", detail=text, t=time.time())
+
+
+def _pick_replay(args: argparse.Namespace) -> HarConnection | None:
+    """The HAR connection to replay (HarError / ClientOptionsError when it cannot be)."""
+    if not args.replay:
+        return None
+    conns = load_har(args.replay)
+    if not 0 <= args.replay_entry < len(conns):
+        raise ClientOptionsError(
+            f"--replay-entry {args.replay_entry}: {args.replay} has {len(conns)} WebSocket "
+            f"connection(s), numbered 0..{len(conns) - 1}")
+    return conns[args.replay_entry]
+
+
+async def _replay_after_open(client: Any, conn: HarConnection, args: argparse.Namespace,
+                             out: Output, send: Any) -> None:
+    await client.wait_state(State.OPEN)
+    count = await replay(conn, send, timing=args.replay_timing, speed=args.replay_speed)
+    out.event("replayed", f"replayed {count} message(s) from {conn.url}", count=count,
+              source=conn.url, timing=args.replay_timing)
+
+
+def _sio_sender(client: SocketIOClient) -> Any:
+    """Replay into a Socket.IO target: recorded EVENT packets are emitted again."""
+    from socketio import packet as sio_packet
+
+    async def send(data: str | bytes) -> None:
+        if isinstance(data, bytes):
+            return
+        text = data[1:] if data[:1] == "4" else data  # Engine.IO message prefix
+        try:
+            pkt = sio_packet.Packet(encoded_packet=text)
+        except Exception:
+            return
+        if pkt.packet_type == sio_packet.EVENT and pkt.data:
+            await client.emit(pkt.data[0], *pkt.data[1:], namespace=pkt.namespace)
+    return send
+
+
+async def _main(args: argparse.Namespace, client: Any, kind: str, out: Output,
+                command: Any, conn: HarConnection | None = None,
+                watch: MismatchWatch | None = None) -> int:
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
+    frames: list[FrameRecord] = []
+    if args.har_out:
+        client.subscribe(lambda e: frames.append(e) if isinstance(e, FrameRecord) else None)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, done.set)
-    for text in args.send:
-        await client.send(text)
+    if kind == "ws":
+        for text in args.send:
+            await client.send(text)
     started = time.monotonic()
     await client.start()
     lines: asyncio.Queue[str | None] = asyncio.Queue()
-    _start_stdin_reader(loop, lines)
+    if kind != "ws":
+        for text in args.send:
+            lines.put_nowait(text)
+    if kind != "sse":
+        _start_stdin_reader(loop, lines)
 
     async def pump() -> None:
+        if kind != "ws":
+            await client.wait_state(State.OPEN)
         while True:
             line = await lines.get()
             if line is None:
                 return
             try:
-                await _command(client, line, out, done)
+                await command(client, line, out, done)
             except (ClientError, TimeoutError, ValueError, orjson.JSONDecodeError) as exc:
                 out.event("error", f"! {type(exc).__name__}: {exc}", kind="input",
                           detail=f"{type(exc).__name__}: {exc}")
 
-    pump_task = loop.create_task(pump(), name="wsconsole-connect-stdin")
+    tasks = [] if command is None else [loop.create_task(pump(), name="wsconsole-connect-stdin")]
+    if conn is not None:
+        send = _sio_sender(client) if kind == "socketio" else client.send
+        tasks.append(loop.create_task(_replay_after_open(client, conn, args, out, send),
+                                      name="wsconsole-connect-replay"))
     ended = loop.create_task(client.wait_closed(), name="wsconsole-connect-wait")
     stop_wait = loop.create_task(done.wait(), name="wsconsole-connect-signal")
     try:
@@ -314,27 +538,68 @@ async def _main(args: argparse.Namespace, options: ClientOptions) -> int:
     finally:
         gave_up = ended.done() and client.final_error is not None
         await client.stop(1000, "")
-        for task in (pump_task, ended, stop_wait):
+        for task in (*tasks, ended, stop_wait):
             task.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if watch is not None and watch.task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                async with asyncio.timeout(10):
+                    await watch.task
     code = 1 if gave_up else 0
     summary = {**client.stats.as_dict(), "state": client.state.value,
                "duration": round(time.monotonic() - started, 3), "exit": code}
+    if kind != "ws":
+        summary["target"] = kind
     if client.final_error:
         summary["error"] = client.final_error
+    if args.har_out:
+        try:
+            summary["har"] = dump_har(frames, args.har_out, urls={client.name: args.url})
+        except OSError as exc:
+            out.event("error", f"! cannot write {args.har_out}: {exc}", kind="har",
+                      detail=str(exc))
     out.event("summary", "summary " + ", ".join(f"{k} {v}" for k, v in summary.items()),
               **summary)
     return code
 
 
+def _make_client(args: argparse.Namespace, kind: str,
+                 out: Output) -> tuple[Any, Any, MismatchWatch | None]:
+    """The client for the target kind, its stdin command runner, its mismatch watch."""
+    printer = Printer(out, kind)
+    if kind == "socketio":
+        return SocketIOClient(build_socketio_options(args), name="connect",
+                              observers=[printer]), _sio_command, None
+    if kind == "sse":
+        return SSEClient(build_sse_options(args), name="connect",
+                         observers=[printer]), None, None
+    watch = MismatchWatch(args.url, out, args.insecure)
+    client = ReconnectingClient(build_options(args), name="connect", observers=[printer, watch])
+    return client, _command, watch
+
+
+async def _run(args: argparse.Namespace, kind: str, conn: HarConnection | None) -> int:
+    out = Output(args.json)
+    try:
+        client, command, watch = _make_client(args, kind, out)
+    except (ClientOptionsError, BackoffError) as exc:
+        return fail_usage(str(exc))
+    return await _main(args, client, kind, out, command, conn, watch)
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of `wsconsole connect`."""
     try:
-        options = build_options(args)
-    except (ClientOptionsError, BackoffError) as exc:
+        kind = target_kind(args)
+        if kind == "ws":
+            build_options(args)
+        conn = _pick_replay(args)
+    except (ClientOptionsError, BackoffError, HarError) as exc:
         return fail_usage(str(exc))
+    if conn is not None and kind == "sse":
+        return fail_usage("--replay needs a target that can send (WebSocket or Socket.IO)")
     try:
-        return asyncio.run(_main(args, options))
+        return asyncio.run(_run(args, kind, conn))
     except KeyboardInterrupt:
         return 0
