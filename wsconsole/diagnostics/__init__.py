@@ -1,0 +1,1 @@
+"""Support-team diagnostics: endpoint checks, redaction, the support bundle, versions (no Qt)."""
