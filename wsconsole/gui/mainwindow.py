@@ -25,6 +25,7 @@ from wsconsole.gui.panels.frames import FramesPanel
 from wsconsole.gui.panels.inject import InjectPanel
 from wsconsole.gui.panels.network import NetworkPanel
 from wsconsole.gui.panels.plots import PlotsPanel
+from wsconsole.gui.panels.scenarios import ScenariosPanel
 from wsconsole.gui.panels.timeline import TimelinePanel
 from wsconsole.gui.profiles import Profile
 
@@ -56,6 +57,7 @@ class MainWindow(QMainWindow):
         self.composer = ComposerPanel(console)
         self.inject = InjectPanel(console)
         self.network = NetworkPanel(console)
+        self.scenarios = ScenariosPanel(console)
         self.fault_marks = FaultMarks(self.plots, console.timeline)
         self.log_view = QPlainTextEdit(readOnly=True)
         self.log_view.setMaximumBlockCount(2000)
@@ -72,6 +74,8 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["Composer"], self.docks["Log"])
         self._dock("Inject", self.inject, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.docks["Composer"], self.docks["Inject"])
+        self._dock("Scenarios", self.scenarios, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.docks["Composer"], self.docks["Scenarios"])
         self._dock("Network", self.network, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.tabifyDockWidget(self.docks["Cluster"], self.docks["Network"])
         self.docks["Cluster"].raise_()
@@ -163,7 +167,7 @@ class MainWindow(QMainWindow):
     def stop_timers(self) -> None:
         """Stop the panels' refresh timers (before the console goes away)."""
         for panel in (self.frames, self.connection, self.cluster, self.plots, self.timeline,
-                      self.inject, self.network, self.fault_marks):
+                      self.inject, self.network, self.fault_marks, self.scenarios):
             panel.timer.stop()
 
 
