@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "connect": "wsconsole.commands.connect",
     "harness": "wsconsole.commands.harness",
     "node": "wsconsole.commands.node",
+    "sionode": "wsconsole.harness.sionode",
     "balancer": "wsconsole.commands.balancer",
     "probe": "wsconsole.commands.probe",
     "swarm": "wsconsole.commands.swarm",
