@@ -23,6 +23,7 @@ from wsconsole.gui.errors import ErrorHub
 from wsconsole.gui.icon import app_icon
 from wsconsole.gui.mainwindow import MainWindow
 from wsconsole.gui.profiles import Profile
+from wsconsole.logs import setup_logging
 
 log = logging.getLogger(__name__)
 ORGANIZATION = "wsconsole"
@@ -182,6 +183,7 @@ def run(options: GuiOptions, screenshot: str | None = None, after: float = 8.0,
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()  # also to the user log folder, rotated (Help > Open log folder)
     import qasync  # after PySide6, so qasync uses the binding already imported
 
     errors = ErrorHub()

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QDockWidget, QMainWindow, QPlainTextEdit, QWidget
 
 from wsconsole import __version__
 from wsconsole.gui.console import CONSOLE_CONN, Console
+from wsconsole.gui.dialogs.help import install_help_menu
 from wsconsole.gui.errors import Report
 from wsconsole.gui.panels.cluster import ClusterPanel
 from wsconsole.gui.panels.composer import ComposerPanel
@@ -94,6 +95,7 @@ class MainWindow(QMainWindow):
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
         file_menu.addAction(quit_action)
+        self.help_menu = install_help_menu(self)  # About, Diagnose, support bundle, logs
 
         console.errors.listeners.append(self.show_report)
         self.connection.profiles_changed.connect(self.save_profiles)

@@ -1,0 +1,1 @@
+"""Dialogs reached from the main window's menus (About, Diagnose endpoint)."""
