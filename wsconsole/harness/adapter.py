@@ -147,6 +147,8 @@ class AdapterConfig:
     socket_timeout: float = 2.0  # a broker that answers nothing this long is down
     batch: int = 256  # publishes per pipeline
     max_backlog: int = 50_000  # queued publishes beyond this are refused
+    pool_size: int = 64  # broker connections per node (plus the pub/sub one)
+    pool_wait: float = 30.0  # seconds a call may wait for a free broker connection
     prefix: str = "ws"
 
 
@@ -176,13 +178,19 @@ class RedisAdapter:
         self.on_reset = on_reset or (lambda rooms: None)
         self.on_gap = on_gap or (lambda room, exc: None)
         self.state = DOWN
-        self._redis = aioredis.Redis.from_url(
+        # A blocking pool: a burst of handshakes (each claims presence and joins) waits for
+        # a free broker connection instead of failing with "Too many connections" (redis-py's
+        # plain pool caps at 100 and raises), which would mark a healthy broker down.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=self.config.pool_size,
+            timeout=self.config.pool_wait,
             socket_timeout=self.config.socket_timeout,
             socket_connect_timeout=self.config.socket_timeout,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
+        self._redis = aioredis.Redis.from_pool(pool)
         self._sha: dict[str, str] = {}
         self._epoch: bytes | None = None
         self._queue: deque[tuple[tuple[bytes | str, ...], asyncio.Future[PublishResult]]] = deque()
