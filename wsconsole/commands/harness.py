@@ -25,6 +25,7 @@ from wsconsole.commands.output import Output, fail_usage
 from wsconsole.harness.cluster import (
     DEMO_PING_INTERVAL,
     DEMO_PING_TIMEOUT,
+    FLAVOURS,
     PING_INTERVAL,
     PING_TIMEOUT,
     STICKY_MODES,
@@ -49,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--port", type=int, default=0, metavar="P", help="public balancer port (default: free)")
     add("--redis", metavar="URL", help="use this Redis/Valkey instead of starting one")
     add("--sticky", choices=STICKY_MODES, default="ip", help="balancer affinity (default ip)")
+    add("--flavour", choices=FLAVOURS, default="ws",
+        help="node kind: ws (harness protocol) or socketio (python-socketio); default ws")
     add(
         "--demo-timings",
         action="store_true",
@@ -112,6 +115,7 @@ def config_from_args(args: argparse.Namespace) -> ClusterConfig:
         ),
         stats_interval=args.stats_interval or 1.0,
         log_dir=args.log_dir,
+        flavour=args.flavour,
     )
     config.validate()
     if not args.user:
@@ -269,8 +273,10 @@ def _human_status(status: dict[str, Any]) -> str:
 
 
 def _ready_event(cluster: Cluster, user: str) -> dict[str, Any]:
+    flavour = cluster.config.flavour
     return {
-        "url": cluster.url,
+        "url": cluster.url if flavour == "ws" else cluster.url.replace("ws://", "http://", 1),
+        "flavour": flavour,
         "nodes": [
             {"id": n.id, "port": n.port, "pid": n.pid, "metrics_url": n.metrics_url}
             for n in cluster.nodes.values()

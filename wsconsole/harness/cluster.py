@@ -59,6 +59,7 @@ JWT_SECRET_ENV = "WSCONSOLE_JWT_SECRET"
 LOOPBACK = "127.0.0.1"
 BALANCER = "balancer"
 STICKY_MODES = ("ip", "cookie", "sid")
+FLAVOURS = ("ws", "socketio")  # node kinds: `wsconsole node` or `wsconsole sionode`
 REDIS_SCHEMES = ("redis://", "rediss://", "valkey://", "valkeys://", "unix://")
 
 # DESIGN.md defaults table: the server heartbeat, and the demo timings preset.
@@ -147,6 +148,7 @@ class ClusterConfig:
     ready_timeout: float = 30.0  # generous: the machines running tests are busy
     stop_timeout: float = 5.0  # beyond a node's drain deadline, before SIGKILL
     log_dir: str | None = None  # children's stderr; None = a fresh temporary directory
+    flavour: str = "ws"  # "socketio": python-socketio nodes (harness/sionode.py), same controls
 
     @classmethod
     def demo(cls, **overrides: Any) -> ClusterConfig:
@@ -165,6 +167,8 @@ class ClusterConfig:
             raise ValueError(
                 f"sticky must be one of {', '.join(STICKY_MODES)}, not {self.sticky!r}"
             )
+        if self.flavour not in FLAVOURS:
+            raise ValueError(f"flavour must be one of {', '.join(FLAVOURS)}, not {self.flavour!r}")
         if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):
             raise ValueError(
                 f"not a Redis URL (redis://, rediss://, valkey:// or unix://): {self.redis_url!r}"
@@ -759,7 +763,7 @@ class Cluster:
         cfg = self.config
         assert self.broker.url is not None
         return child_argv(
-            "node",
+            "sionode" if cfg.flavour == "socketio" else "node",
             "--id", node_id,
             "--host", LOOPBACK,
             "--port", "0",

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import engineio
 import socketio
 from engineio import packet as eio_packet
@@ -137,6 +138,8 @@ class _EngineIO(engineio.AsyncClient):
 class _TappedClient(socketio.AsyncClient):
     """AsyncClient that shows every packet to the driver and says when the link dropped."""
 
+    _wsc_sessions: list[aiohttp.ClientSession]
+
     def __init__(self, driver: SocketIOClient, **kwargs: Any) -> None:
         self._driver = driver
         super().__init__(**kwargs)
@@ -199,9 +202,20 @@ class SocketIOClient(TargetBase):
             self._gone.set_result(reason)
 
     def _make_client(self) -> _TappedClient:
+        sessions: list[aiohttp.ClientSession] = []
+
+        def http_session() -> aiohttp.ClientSession:
+            # Like a browser, keep cookies set by an IP-address host (aiohttp refuses them by
+            # default): a cookie-sticky balancer in front of 127.0.0.1 depends on it.
+            session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+            sessions.append(session)
+            return session
+
         sio = _TappedClient(self, reconnection=False, handle_sigint=False,
                             ssl_verify=not self.options.insecure,
-                            request_timeout=self.options.connect_timeout)
+                            request_timeout=self.options.connect_timeout,
+                            http_session=http_session)
+        sio._wsc_sessions = sessions
         for ns in self.options.namespaces:
             sio.on("*", self._catch_all(ns), namespace=ns)
         return sio
@@ -232,9 +246,13 @@ class SocketIOClient(TargetBase):
             return
         if self._sio is not None and self.state is State.OPEN:
             self._move(State.CLOSING, code=code, reason=reason or "client disconnect")
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self.options.connect_timeout):
-                    await self._sio.disconnect()
+            # a task of its own: the driver abandons the client (cancelling its transport
+            # tasks) as soon as the disconnect is seen, which must not cancel stop() itself
+            bye = asyncio.get_running_loop().create_task(
+                self._sio.disconnect(), name=f"wsconsole-socketio-{self.name}-disconnect")
+            await asyncio.wait([bye], timeout=self.options.connect_timeout)
+            if bye.done() and not bye.cancelled():
+                bye.exception()  # retrieved: a failed goodbye changes nothing
             self._dropped("client disconnect")
         else:
             task.cancel()
@@ -391,12 +409,19 @@ class SocketIOClient(TargetBase):
         return await self.emit(self.options.leave_event, room, ack=ack)
 
 
-async def _abandon(sio: socketio.AsyncClient) -> None:
-    """Drop a client and its HTTP session without waiting on a dead peer."""
+async def _abandon(sio: _TappedClient) -> None:
+    """Drop a client, its transport tasks and every HTTP session it made, without waiting
+    on a dead peer (a polling loop left running would open a fresh session later)."""
+    eio = sio.eio
     with contextlib.suppress(Exception):
         async with asyncio.timeout(2):
-            await sio.eio.disconnect(abort=True)
-    with contextlib.suppress(Exception):
-        http = sio.eio.http
-        if http is not None and not http.closed:
-            await http.close()
+            await eio.disconnect(abort=True)
+    for task in (eio.read_loop_task, eio.write_loop_task):
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+    for session in getattr(sio, "_wsc_sessions", []):
+        if not session.closed:
+            with contextlib.suppress(Exception):
+                await session.close()

@@ -1,0 +1,386 @@
+"""The Socket.IO node flavour: python-socketio's AsyncServer fanned out through the broker.
+
+Run as `wsconsole sionode` (same options as `wsconsole node`; the supervisor starts it for
+`wsconsole harness --flavour socketio`). It is the harness node's process interface on a
+Socket.IO server: one `listening` JSON line on stdout, `GET /healthz` (200 "ok", 503
+"draining") and `GET /metrics` on the same port as `/socket.io/`, the control channel
+(commands "stats", "drain", "connections"; stats snapshots in the ws node's shape), drain on
+SIGTERM/SIGINT or when the control channel is lost.
+
+Fan-out: `socketio.AsyncRedisManager` over the cluster's broker, so an emit to a room on one
+node reaches that room's members on every node. Unlike the ws node there is no broker-side
+history or sequence recovery: python-socketio's connection-state recovery dies with its
+node (measured, DESIGN.md), which is exactly what QA comes here to watch.
+
+Events (client to node): "join" ROOM and "leave" ROOM (ack ["joined"|"left", ROOM]),
+"publish" ROOM DATA (ack ["ok"]; every member of ROOM gets "message" {room, data, node,
+pub_node, ts}), "echo" ...args (ack the same args), "whoami" (ack {node, sid, user, rooms}).
+Auth (unless --no-auth): a JWT in the auth payload {"token": ...}, the `token` query
+parameter or `Authorization: Bearer`; refused connections get a CONNECT_ERROR
+{"message": reason}. Drain: new connections are refused ("draining"), every client is
+disconnected (the client sees "io server disconnect" and reconnects through the balancer).
+Polling needs stickiness: with the balancer in "ip" or "cookie" mode every request of a
+session reaches this node; "sid" hashes the Engine.IO sid, which the node chose, so polling
+sessions break there (websocket-only sessions work in every mode) — see docs/targets.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+import socketio
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from wsconsole.harness import node as ws_node
+from wsconsole.harness.auth import AuthError, Claims, room_allowed, verify_token
+from wsconsole.harness.control import ControlClient
+
+log = logging.getLogger(__name__)
+
+HELP = "Run one Socket.IO harness node (python-socketio fanned out through the broker)."
+CHANNEL = "wsconsole-socketio"
+
+
+@dataclass
+class SioStats:
+    """Counters reported on /metrics and to the supervisor."""
+
+    accepted: int = 0
+    msgs_in: int = 0
+    msgs_out: int = 0
+    auth_failures: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+class SioNode:
+    """A Socket.IO node: call `run()`; it returns the exit code after a drain."""
+
+    def __init__(self, config: ws_node.NodeConfig) -> None:
+        self.config = config
+        self.stats = SioStats()
+        self.users: dict[str, str] = {}  # sid -> user
+        self.rooms: dict[str, set[str]] = {}  # sid -> rooms joined
+        self.draining = False
+        self.port = 0
+        self.control: ControlClient | None = None
+        self.broker = "up"
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.manager = socketio.AsyncRedisManager(config.redis, channel=CHANNEL)
+        origins: Any = "*" if "*" in config.origins else self._origin_ok
+        self.sio = socketio.AsyncServer(
+            async_mode="aiohttp", client_manager=self.manager,
+            ping_interval=config.ping_interval or 25, ping_timeout=config.ping_timeout or 20,
+            max_http_buffer_size=config.max_size or 10**8, cors_allowed_origins=origins,
+        )
+        self.app = web.Application()
+        self.app.router.add_get("/healthz", self._healthz)
+        self.app.router.add_get("/metrics", self._metrics)
+        self.sio.attach(self.app)
+        self._runner: web.AppRunner | None = None
+        self._wire()
+        self.commands = {"stats": self._cmd_stats, "drain": self._cmd_drain,
+                         "connections": self._cmd_connections}
+
+    def _origin_ok(self, origin: str) -> bool:
+        return ws_node.origin_allowed(origin, self.config.origins)
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- Socket.IO events ---------------------------------------------------------------
+
+    def _wire(self) -> None:
+        sio = self.sio
+        sio.on("connect", self._on_connect)
+        sio.on("disconnect", self._on_disconnect)
+        sio.on("join", self._on_join)
+        sio.on("leave", self._on_leave)
+        sio.on("publish", self._on_publish)
+        sio.on("echo", self._on_echo)
+        sio.on("whoami", self._on_whoami)
+
+    def _claims(self, environ: dict[str, Any], auth: Any) -> Claims | None:
+        if not self.config.auth:
+            return None
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if not token:
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            token = (query.get("token") or [None])[0]
+        if not token:
+            header = environ.get("HTTP_AUTHORIZATION", "")
+            scheme, _, value = header.partition(" ")
+            token = value.strip() if scheme.lower() == "bearer" else None
+        return verify_token(self.config.secret or "", token or "")
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if self.draining:
+            raise socketio.exceptions.ConnectionRefusedError("draining")
+        if self.config.soft_limit and len(self.users) >= self.config.soft_limit:
+            raise socketio.exceptions.ConnectionRefusedError("try again later")
+        try:
+            claims = self._claims(environ, auth)
+        except AuthError as exc:
+            self.stats.auth_failures += 1
+            raise socketio.exceptions.ConnectionRefusedError(exc.reason) from None
+        self.users[sid] = claims.user if claims else "anonymous"
+        self.rooms[sid] = set()
+        self.stats.accepted += 1
+        if claims is not None:
+            await self.sio.save_session(sid, {"rooms": claims.rooms})
+
+    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        self.users.pop(sid, None)
+        self.rooms.pop(sid, None)
+        if self.draining and not self.users:
+            self._stop.set()
+
+    async def _allowed(self, sid: str, room: Any) -> bool:
+        if not isinstance(room, str) or not room or len(room) > 200:
+            self.stats.errors["bad_room"] += 1
+            return False
+        if not self.config.auth:
+            return True
+        session = await self.sio.get_session(sid)
+        claims = Claims(user=self.users.get(sid, ""), rooms=tuple(session.get("rooms", ())),
+                        exp=0)
+        if not room_allowed(claims, room):
+            self.stats.errors["unauthorized"] += 1
+            return False
+        return True
+
+    async def _on_join(self, sid: str, room: Any = None) -> Any:
+        self.stats.msgs_in += 1
+        if not await self._allowed(sid, room):
+            return "error", "unauthorized or bad room"
+        await self.sio.enter_room(sid, room)
+        self.rooms.setdefault(sid, set()).add(room)
+        return "joined", room
+
+    async def _on_leave(self, sid: str, room: Any = None) -> Any:
+        self.stats.msgs_in += 1
+        if isinstance(room, str):
+            await self.sio.leave_room(sid, room)
+            self.rooms.get(sid, set()).discard(room)
+        return "left", room
+
+    async def _on_publish(self, sid: str, room: Any = None, data: Any = None) -> Any:
+        self.stats.msgs_in += 1
+        if not await self._allowed(sid, room):
+            return "error", "unauthorized or bad room"
+        message = {"room": room, "data": data, "node": self.config.id,
+                   "pub_node": self.config.id, "ts": time.time()}
+        try:
+            await self.sio.emit("message", message, room=room)
+        except Exception as exc:  # the broker is down: say so, never crash the node
+            self.stats.errors["broker_unavailable"] += 1
+            self.broker = "down"
+            return "error", f"broker_unavailable: {type(exc).__name__}"
+        self.broker = "up"
+        self.stats.msgs_out += 1
+        return "ok"
+
+    async def _on_echo(self, sid: str, *args: Any) -> Any:
+        self.stats.msgs_in += 1
+        return args
+
+    async def _on_whoami(self, sid: str, *args: Any) -> Any:
+        self.stats.msgs_in += 1
+        return {"node": self.config.id, "sid": sid, "user": self.users.get(sid),
+                "rooms": sorted(self.rooms.get(sid, ()))}
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        if self.draining:
+            return web.Response(status=503, text="draining")
+        return web.Response(text="ok", headers={"X-Broker": self.broker})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        registry = CollectorRegistry()
+        registry.register(_Collector(self))  # type: ignore[arg-type]
+        return web.Response(body=generate_latest(registry),
+                            headers={"Content-Type": "text/plain; version=0.0.4"})
+
+    # -- control --------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The stats message pushed to the supervisor (the ws node's shape)."""
+        s = self.stats
+        return {"type": "stats", "node": self.config.id, "t": time.time(),
+                "connections": len(self.users), "msgs_in": s.msgs_in, "msgs_out": s.msgs_out,
+                "bytes_in": 0, "bytes_out": 0, "errors": dict(s.errors), "rate_limited": 0,
+                "auth_failures": s.auth_failures, "broker": self.broker,
+                "draining": self.draining, "rooms": len(set().union(*self.rooms.values()))
+                if self.rooms else 0, "flavour": "socketio"}
+
+    async def _command(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        handler = self.commands.get(str(message.get("cmd")))
+        if handler is None:
+            raise ValueError(f"unknown command {message.get('cmd')!r}")
+        return await handler(message)
+
+    async def _cmd_stats(self, message: dict[str, Any]) -> dict[str, Any]:
+        return self.snapshot()
+
+    async def _cmd_drain(self, message: dict[str, Any]) -> dict[str, Any]:
+        self.drain_soon()
+        return {"draining": True, "connections": len(self.users)}
+
+    async def _cmd_connections(self, message: dict[str, Any]) -> dict[str, Any]:
+        return {"connections": [{"id": sid, "user": user, "rooms": sorted(self.rooms.get(sid, ()))}
+                                for sid, user in list(self.users.items())[:1000]]}
+
+    async def _stats_loop(self) -> None:
+        while not self._stop.is_set():
+            if self.control is None or not self.control.connected:
+                log.error("control channel lost: the supervisor is gone; draining")
+                self.drain_soon()
+                return
+            await self.control.send(self.snapshot())
+            await asyncio.sleep(self.config.stats_interval)
+
+    def _event(self, kind: str, **fields: Any) -> None:
+        if self.control is not None and self.control.connected:
+            message = {"type": "event", "kind": kind, "node": self.config.id, "t": time.time()}
+            self._spawn(self.control.send({**message, **fields}), f"sionode-event-{kind}")
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def drain_soon(self) -> None:
+        """Start draining (idempotent); safe from a signal handler."""
+        if not self.draining:
+            self.draining = True
+            self._spawn(self._drain(), "sionode-drain")
+
+    async def _drain(self) -> None:
+        self._event("draining", connections=len(self.users))
+        for sid in list(self.users):
+            with contextlib.suppress(Exception):
+                await self.sio.disconnect(sid)
+        if not self.users:
+            self._stop.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), self.config.drain_deadline)
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Listen, print the `listening` line, serve until drained; the exit code."""
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            sys.stderr.write(f"wsconsole sionode: cannot listen on {self.config.host}:"
+                             f"{self.config.port}: {exc.strerror or exc}\n")
+            await self._runner.cleanup()
+            return 2
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.drain_soon)
+        line = {"event": "listening", "id": self.config.id, "port": self.port,
+                "pid": os.getpid(), "broker": self.broker, "flavour": "socketio"}
+        sys.stdout.write(orjson.dumps(line).decode() + "\n")
+        sys.stdout.flush()
+        if self.config.control is not None:
+            host, port = self.config.control
+            self.control = ControlClient(self.config.id, self.config.control_key or "",
+                                         self._command)
+            try:
+                await self.control.connect(host, port)
+            except OSError as exc:
+                log.error("control channel %s:%d unreachable: %s; draining", host, port, exc)
+                self.drain_soon()
+            else:
+                self._spawn(self._stats_loop(), "sionode-stats")
+        await self._stop.wait()
+        self._event("stopped")
+        await asyncio.sleep(0)
+        await self._runner.cleanup()
+        if self.control is not None:
+            with contextlib.suppress(Exception):
+                await self.control.close()
+        return 0
+
+
+class _Collector:
+    """Prometheus collector reading the node's counters at scrape time."""
+
+    def __init__(self, node: SioNode) -> None:
+        self.node = node
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        """Yield the node's metric families (names shared with the ws node)."""
+        node, s, ident = self.node, self.node.stats, [self.node.config.id]
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            family = GaugeMetricFamily(name, doc, labels=["node"])
+            family.add_metric(ident, value)
+            return family
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            family = CounterMetricFamily(name, doc, labels=["node"])
+            family.add_metric(ident, value)
+            return family
+
+        yield gauge("wsconsole_connections", "Open Socket.IO connections", len(node.users))
+        yield gauge("wsconsole_draining", "1 while the node drains", node.draining)
+        yield counter("wsconsole_connections_accepted", "Connections accepted", s.accepted)
+        yield counter("wsconsole_messages_in", "Events received from clients", s.msgs_in)
+        yield counter("wsconsole_messages_out", "Events published", s.msgs_out)
+        yield counter("wsconsole_auth_failures", "Refused authentications", s.auth_failures)
+
+
+# -- command line (`wsconsole sionode`, listed in cli.COMMANDS) ---------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ws node's options: the supervisor passes the same ones to either flavour."""
+    ws_node.add_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a Socket.IO node until drained; exit code 2 on bad usage."""
+    try:
+        config = ws_node.config_from_args(args)
+    except ws_node.UsageError as exc:
+        sys.stderr.write(f"wsconsole sionode: error: {exc}\n")
+        return 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        stream=sys.stderr)
+    return asyncio.run(SioNode(config).run())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m wsconsole.harness.sionode ...`."""
+    parser = argparse.ArgumentParser(prog="wsconsole sionode", description=HELP)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
