@@ -43,6 +43,8 @@ name = "nothing lost"
 expect = "lost == 0"
 [[assertions]]
 expect = "reconnected_within 3"
+[[assertions]]
+expect = "reconnects > 0"
 """
 
 
@@ -64,13 +66,18 @@ def test_progress_folds_runner_events() -> None:
     progress = RunProgress(scenario, scale=0.5)
     assert [s.at for s in progress.steps] == [1.0, 3.0]  # scaled plan
     assert progress.planned == 5.0
-    assert [a.state for a in progress.assertions] == ["pending"] * 3
+    assert [a.state for a in progress.assertions] == ["pending"] * 4
     progress.apply({"event": "phase", "phase": "swarm", "_mono": 100.0})
     assert progress.phase_text(now=101.0).startswith("ramp 1.0 / 5.0 s")
     live = [{"name": "duplicated == 0", "state": "holding"}]
-    progress.apply({"event": "stats", "t": 1.0, "phase": "load", "assertions": live})
+    progress.apply({"event": "stats", "t": 1.0, "phase": "load", "assertions": live,
+                    "reconnects": 0})
     assert progress.assertions[0].state == "passing"
     assert progress.assertions[1].state == "pending"  # not judged live
+    assert progress.assertions[3].state == "pending"  # reconnects > 0: not yet
+    progress.apply({"event": "stats", "t": 1.5, "phase": "load", "reconnects": 3})
+    assert progress.assertions[3].state == "passing"  # met, and a counter never goes down
+    assert progress.assertions[3].measured == 3  # the value so far
     live = [{"name": "duplicated == 0", "state": "violated"}]
     progress.apply({"event": "stats", "t": 2.0, "phase": "load", "assertions": live})
     assert progress.assertions[0].state == "failing"
@@ -92,13 +99,14 @@ def test_progress_folds_runner_events() -> None:
     assert not progress.running and progress.verdict == "FAILED"
     states = [(a.state, a.measured, a.detail) for a in progress.assertions]
     assert states == [("failed", 2, "measured 2"), ("passed", 0, "measured 0"),
-                      ("failed", None, "not measured")]
+                      ("failed", None, "not measured"), ("failed", None, "not measured")]
 
 
 def test_progress_without_a_verdict_says_why() -> None:
     progress = RunProgress(parse_scenario(SMALL, "small.toml"), scale=1.0)
     progress.finished(1, "Traceback...\nOSError: no space left on device\n")
     assert progress.verdict == "FAILED"
+    assert [s.status for s in progress.steps] == ["not run", "not run"]
     assert "code 1" in progress.errors[-1] and "no space left" in progress.errors[-1]
     assert {a.state for a in progress.assertions} == {"failed"}
 
@@ -113,9 +121,9 @@ def test_shipped_scenario_runs_to_passed_with_markers_and_report(qloop, tmp_path
     async def scenario() -> None:
         assert panel.open_path(shipped_scenarios()["node-kill"])
         assert "valid" in panel.message.text() and panel.run_button.isEnabled()
-        panel.scale_spin.setValue(0.4)
+        panel.scale_spin.setValue(0.6)  # the restart at 4.2 s has time to finish
         assert panel.run_scenario()
-        assert not panel.run_button.isEnabled() and not panel.source.isEnabled()
+        assert not panel.run_button.isEnabled() and panel.source.isReadOnly()
 
         def watch() -> bool:
             seen.update(panel.assertion_states().values())
@@ -136,14 +144,14 @@ def test_shipped_scenario_runs_to_passed_with_markers_and_report(qloop, tmp_path
     # live states were shown while it ran: pending ones and live-judged ones passing
     assert {"pending", "passing"} <= seen, seen
     steps = [panel.steps_table.item(r, 2).text() for r in range(panel.steps_table.rowCount())]
-    assert steps == ["ok", "ok"]
+    assert steps == ["ok", "ok"], progress.steps
     assert panel.progress_bar.value() == 1000
     # a marker per step on the Timeline (the plots' fault lines read the same markers)
     labels = [m.label for m in console.timeline.faults]
     assert "scenario: kill n1" in labels and "scenario: restart n1" in labels
     kill_at = next(m.at for m in console.timeline.faults if m.label == "scenario: kill n1")
     assert progress.t0_mono is not None
-    assert abs(kill_at - (progress.t0_mono + 3 * 0.4)) < 1.0
+    assert abs(kill_at - (progress.t0_mono + 3 * 0.6)) < 1.0
     # the scenario swarm's figures reached the plot series
     assert console.series.last("conns.scenario") is not None
     # the report: written, openable

@@ -36,7 +36,10 @@ log = logging.getLogger(__name__)
 Spawn = Callable[[Coroutine[Any, Any, Any], str], "asyncio.Task[Any]"]
 
 PENDING, PASSING, FAILING, PASSED, FAILED = "pending", "passing", "failing", "passed", "failed"
+NOT_RUN = "not run"
 LIVE_STATES = {"holding": PASSING, "violated": FAILING}
+GROWING = frozenset({"reconnects", "sent", "acknowledged", "delivered", "duplicated",
+                     "out_of_order"})  # swarm counters in the stats lines that never go down
 
 
 # -- progress: pure state ---------------------------------------------------------------------
@@ -63,7 +66,7 @@ class StepView:
     label: str
     line: int | None
     note: str | None = None
-    status: str = PENDING  # pending, ok, failed
+    status: str = PENDING  # pending, ok, failed, not run
     t: float | None = None
     detail: str = ""
 
@@ -84,6 +87,12 @@ class RunProgress:
         self.assertions = [
             AssertionView(a.label, a.expect, a.line) for a in scenario.assertions
         ]
+        # "reconnects > 0" on a counter that only grows: once met it stays met, so it can
+        # show as passing while the run goes on (the runner judges the "<" kind live)
+        self._growing = {
+            index: a for index, a in enumerate(scenario.assertions)
+            if a.kind == "compare" and a.metric in GROWING and a.op in (">", ">=")
+        }
         self.stats: dict[str, Any] = {}
         self.result: dict[str, Any] | None = None
         self.errors: list[str] = []
@@ -112,10 +121,17 @@ class RunProgress:
         elif kind == "stats":
             self.stats = event
             self.swarm_phase = event.get("phase") or self.swarm_phase
+            for index, assertion in self._growing.items():
+                view = self.assertions[index]
+                if view.state == PENDING and assertion.evaluate(event).passed:
+                    view.state = PASSING
             for live in event.get("assertions") or ():
                 view = self._assertion(str(live.get("name")), final=False)
                 if view is not None and view.state in (PENDING, PASSING, FAILING):
                     view.state = LIVE_STATES.get(str(live.get("state")), view.state)
+            for view, assertion in zip(self.assertions, self.scenario.assertions, strict=True):
+                if view.state in (PASSING, FAILING) and assertion.kind != "reconnected_within":
+                    view.measured = assertion.evaluate(event).measured  # so far
         elif kind == "step":
             done = self._step(event)
             if done is not None:
@@ -146,6 +162,10 @@ class RunProgress:
         """The child exited; without a result line the run failed (say why)."""
         self.exit_code = exit_code
         self.phase = "done"
+        for step in self.steps:  # cut off by the end of the load or a stop: say so
+            if step.status == PENDING:
+                step.status = NOT_RUN
+                step.detail = "no outcome: the run ended first"
         why = stderr.strip().splitlines()[-1] if stderr.strip() else ""
         if self.result is not None and self.result.get("passed") and exit_code != 0:
             self.errors.append(f"the scenario passed but exited with code {exit_code}"
@@ -451,6 +471,7 @@ class ScenarioControl:
 __all__ = [
     "FAILED",
     "FAILING",
+    "NOT_RUN",
     "PASSED",
     "PASSING",
     "PENDING",

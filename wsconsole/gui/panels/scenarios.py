@@ -41,6 +41,7 @@ from wsconsole.gui.console import Console
 from wsconsole.gui.scenariorun import (
     FAILED,
     FAILING,
+    NOT_RUN,
     PASSED,
     PASSING,
     PENDING,
@@ -58,6 +59,8 @@ STATE_COLORS = {
     PASSED: "#2e9e44",
     FAILED: "#c0392b",
     "ok": "#2e9e44",
+    "running": "#1f77b4",
+    NOT_RUN: "#d9822b",
 }
 VERDICT_COLORS = {"PASSED": "#2e9e44", "FAILED": "#c0392b", "STOPPED": "#d9822b"}
 STEP_COLUMNS = ("At", "Step", "Status", "Detail")
@@ -374,8 +377,9 @@ class ScenariosPanel(QWidget):
         self.run_button.setEnabled(self.can_run())
         self.stop_button.setEnabled(running and self.run is not None and self.run.running)
         self.report_button.setEnabled(not running and self.report_path() is not None)
-        for widget in (self.open_button, self.shipped_box, self.source):
+        for widget in (self.open_button, self.shipped_box):
             widget.setEnabled(not running)
+        self.source.setReadOnly(running)  # what runs stays readable, not greyed out
 
     # -- following the run -------------------------------------------------------------------
 
@@ -456,7 +460,9 @@ class ScenariosPanel(QWidget):
                 f"sent {stats.get('sent')}  delivered {stats.get('delivered')}  "
                 f"reconnects {stats.get('reconnects')}  "
                 f"p99 {'-' if p99 is None else f'{p99:.1f} ms'}")
-        if progress.version != self._seen_version:
+        due = progress.next_step()
+        if progress.version != self._seen_version or (
+                due is not None and due.at <= progress.elapsed(now)):
             self._seen_version = progress.version
             self._fill_tables(progress)
             self._buttons()
@@ -464,10 +470,14 @@ class ScenariosPanel(QWidget):
     def _fill_tables(self, progress: RunProgress) -> None:
         table = self.steps_table
         table.setRowCount(len(progress.steps))
+        elapsed = progress.elapsed() if progress.t0_mono is not None else -1.0
         for row, step in enumerate(progress.steps):
             _set(table, row, 0, f"{step.at:.1f} s")
             _set(table, row, 1, step.label + (f"  ({step.note})" if step.note else ""))
-            _set(table, row, 2, step.status, STATE_COLORS.get(step.status, STATE_COLORS[FAILED]))
+            status = step.status
+            if status == PENDING and progress.running and step.at <= elapsed:
+                status = "running"  # due: the step is being carried out
+            _set(table, row, 2, status, STATE_COLORS.get(status, STATE_COLORS[FAILED]))
             when = f"at {step.t:.1f} s: " if step.t is not None else ""
             _set(table, row, 3, f"{when}{step.detail}" if step.detail else "")
         table = self.assert_table
