@@ -9,7 +9,8 @@ generator itself (the same for every contender: 2 subscriber processes, 1 publis
 
 Per repeat: a latency step at a fixed moderate rate (publish-to-deliver p50/p99 from the
 send time carried in each message), then a ramp of publish rates until the delivered
-rate falls below 70 % of the offered one; "delivered_per_s" is the best step.
+rate falls below 70 % of the offered one (or the median latency passes 1 s: a growing
+backlog); "delivered_per_s" is the best step.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.common import (
-    ROOT,
     NODE_DIR,
+    ROOT,
     BenchError,
     Child,
     CpuMeter,
@@ -50,7 +51,7 @@ class FanoutSize:
     sub_procs: int = 2
     latency_rate: float = 100.0  # publishes/s: x 500 subscribers = 50k deliveries/s
     latency_seconds: float = 6.0
-    rates: tuple[float, ...] = (100.0, 200.0, 400.0, 800.0, 1600.0)
+    rates: tuple[float, ...] = (100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0)
     step_seconds: float = 3.0
     per_pub_conn: float = 80.0  # publishes/s per publisher connection (node limit: 100)
     contenders: tuple[str, ...] = CONTENDERS
@@ -129,7 +130,7 @@ def python_socketio(size: FanoutSize, publishers: int) -> contextlib.AbstractAsy
     return _redis_nodes(
         size,
         lambda url: [python(), "-m", "benchmarks.servers.sio_server", "--port", "0",
-                     "--redis", url],  # fmt: skip
+                     "--redis", url],
         child_env(),
         publishers,
     )
@@ -218,7 +219,7 @@ async def _step(
 
 async def run_contender(name: str, size: FanoutSize, repeat: int) -> dict[str, Any]:
     """Start one contender, measure `repeat` times, stop it; medians and every run."""
-    publishers = max(1, math.ceil(max(size.rates + (size.latency_rate,)) / size.per_pub_conn))
+    publishers = max(1, math.ceil(max((*size.rates, size.latency_rate)) / size.per_pub_conn))
     if name == "node-socketio":
         reason = await asyncio.to_thread(ensure_node_modules)
         if reason is not None:
@@ -250,7 +251,9 @@ async def run_contender(name: str, size: FanoutSize, repeat: int) -> dict[str, A
                                        every, 0.0)  # fmt: skip
                     ramp.append(step)
                     if step["delivered_per_s"] < 0.7 * step["offered_per_s"]:
-                        break
+                        break  # saturated: most of the offered load no longer arrives
+                    if (step["p50_ms"] or 0) > 1000:
+                        break  # saturated: a backlog of more than a second builds up
                 best = max(ramp, key=lambda s: s["delivered_per_s"])
                 runs.append({"latency_step": latency, "ramp": ramp, "best": best})
         finally:
@@ -267,6 +270,14 @@ async def run_contender(name: str, size: FanoutSize, repeat: int) -> dict[str, A
         "loadgen_cpu_max_pct_at_best": max(r["best"]["loadgen_cpu"]["max_pct"] for r in runs),
         "server_cpu_total_pct_at_best": summarize(
             [r["best"]["server_cpu"]["total_pct"] for r in runs]
+        )["median"],
+        "delivered_per_server_cpu_s": summarize(
+            [
+                round(r["best"]["delivered_per_s"] / (r["best"]["server_cpu"]["total_pct"] / 100))
+                if r["best"]["server_cpu"]["total_pct"]
+                else None
+                for r in runs
+            ]
         )["median"],
         "nodes": 1 if name == "websockets-broadcast" else size.nodes,
         "subscribers": size.subscribers,

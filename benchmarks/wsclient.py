@@ -43,7 +43,7 @@ def mask_frame(opcode: int, payload: bytes) -> bytes:
 class Counters:
     """What every client of one load-generator process adds to."""
 
-    __slots__ = ("latencies", "received", "sample_every", "_tick")
+    __slots__ = ("_tick", "latencies", "received", "sample_every")
 
     def __init__(self) -> None:
         self.received = 0

@@ -1,0 +1,125 @@
+"""`make bench` machinery at a tiny size: every benchmark runs once and writes its report.
+
+Benchmarks are not tests (issue 7): this proves the benchmark starts everything it needs,
+drives it with the real load generator and writes docs-shaped results, asserting the
+structure and that traffic really flowed, never speed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.common import ensure_node_modules, percentile, summarize
+from benchmarks.report import markdown, verdicts
+from benchmarks.wsclient import mask_frame
+from wsconsole.core.frames import parse_frame
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_masked_client_frame_parses_back() -> None:
+    frame = mask_frame(1, b'{"t":1.5}' * 20)
+    parsed, used = parse_frame(frame)  # type: ignore[misc]
+    assert used == len(frame)
+    assert parsed.masked and parsed.payload == b'{"t":1.5}' * 20
+
+
+def test_statistics() -> None:
+    assert percentile([], 50) is None
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile(list(range(101)), 99) == 99
+    block = summarize([3, None, 1, 2])
+    assert (block["median"], block["min"], block["max"]) == (2, 1, 3)
+
+
+def test_verdicts_say_missed_when_missed() -> None:
+    doc = {
+        "fanout": {
+            "wsconsole": {"delivered_per_s": 100_000, "p99_ms": 60.0},
+            "python-socketio": {"delivered_per_s": 40_000},
+            "node-socketio": {"delivered_per_s": 90_000},
+        },
+        "capacity": {"held": 10_000},
+    }
+    result = dict(verdicts(doc))
+    assert result[next(t for t in result if "5x" in t)].startswith("missed: 2.50x")
+    assert result[next(t for t in result if "p99 < 50" in t)].startswith("missed")
+    assert result[next(t for t in result if "10,000" in t)].startswith("met")
+    assert "not measured" in result[next(t for t in result if "1,000,000" in t)]
+
+
+def test_quick_run_writes_every_section(tmp_path: Path) -> None:
+    """One tiny run of all four benchmarks and every contender, through `python -m`."""
+    skip_node = ensure_node_modules()
+    argv = [sys.executable, "-m", "benchmarks", "--quick", "--repeat", "1",
+            "--out", str(tmp_path)]  # fmt: skip
+    if skip_node is not None:
+        for name in ("wsconsole", "python-socketio", "websockets-broadcast"):
+            argv += ["--contender", name]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads((tmp_path / "benchmarks.json").read_text())
+    names = ["wsconsole", "python-socketio", "websockets-broadcast"]
+    if skip_node is None:
+        names.append("node-socketio")
+    for name in names:
+        fan = doc["fanout"][name]
+        assert "not_run" not in fan, (name, fan)
+        assert set(fan) >= {"delivered_per_s", "p50_ms", "p99_ms"}
+        # traffic really flowed: every subscriber got every message at the latency rate
+        assert fan["latency_delivered_ratio"] == 1.0, (name, fan)
+        assert fan["delivered_per_s"] > 0 and fan["p50_ms"] <= fan["p99_ms"]
+        assert fan["loadgen_cpu_max_pct_at_best"] is not None
+    cap = doc["capacity"]
+    assert cap["held"] == cap["connections"] == cap["runs"][0]["node_reports"]
+    assert cap["rss_per_conn_kib"] is not None
+    for label in ("jitter", "no_jitter"):
+        run = doc["storm"][label]["runs"][0]
+        assert run["dropped"] == run["back"] == run["clients"], run
+        assert doc["storm"][label]["all_back_s"] > 0
+    # without jitter every client waits the same 1 s, with jitter they spread out
+    assert doc["storm"]["no_jitter"]["all_back_s"] >= 1.0
+    win = doc["window"]
+    assert "not_run" not in win, win
+    step = next(iter(win["rates"].values()))
+    assert step["kept_up"] and step["lag_p99_ms"] is not None
+    assert win["runs"][0]["memory"]["held"] == win["frames_held"]
+    text = (tmp_path / "benchmarks.md").read_text()
+    for heading in ("## Targets", "## Fan-out", "## Connection capacity", "## Reconnect storm",
+                    "## Window ingest"):  # fmt: skip
+        assert heading in text
+    assert (tmp_path / "benchmarks.md").read_text() == markdown(doc)
+
+
+def test_bad_usage_exits_2(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--repeat", "0", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "--repeat" in proc.stderr
+    assert not (tmp_path / "benchmarks.json").exists()
+
+
+@pytest.mark.parametrize("only", ["nonsense"])
+def test_unknown_benchmark_is_a_usage_error(only: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--only", only], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+def test_node_pre_encoded_fanout_frame(size: int) -> None:
+    """The node's once-encoded fan-out frame is a valid final unmasked text frame."""
+    from wsconsole.harness.node import text_frame
+
+    payload = b"x" * size
+    frame = text_frame(payload)
+    parsed, used = parse_frame(frame)  # type: ignore[misc]
+    assert used == len(frame)
+    assert (parsed.fin, parsed.opcode, parsed.masked, parsed.payload) == (True, 1, False, payload)
