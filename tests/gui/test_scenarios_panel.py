@@ -280,3 +280,29 @@ def test_stop_kills_a_child_that_ignores_sigterm(qloop, tmp_path) -> None:  # ty
     pid, code = run(qloop, scenario(), 30)
     assert code == -9
     assert pid is not None and not pid_alive(pid)
+
+
+def test_long_lines_are_read_and_the_exit_is_seen(qloop, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A result line far beyond asyncio's default 64 KiB line limit still arrives whole."""
+    import sys
+
+    from wsconsole.gui.scenariorun import ScenarioRun
+
+    class Chatty(ScenarioRun):
+        def argv(self) -> list[str]:
+            code = ("import json; print(json.dumps({'event': 'result', 'passed': True, "
+                    "'steps': ['x' * 100 for _ in range(3000)]}));"
+                    "print(json.dumps({'event': 'phase', 'phase': 'after'}))")
+            return [sys.executable, "-c", code]
+
+    async def scenario() -> ScenarioRun:
+        chatty = Chatty(tmp_path / "x.toml", 1.0, tmp_path / "r.html")
+        await chatty.start()
+        await asyncio.wait_for(chatty.exited.wait(), 20)
+        return chatty
+
+    chatty = run(qloop, scenario(), 30)
+    events = chatty.drain()
+    assert [e["event"] for e in events] == ["result", "phase"]
+    assert chatty.result is not None and len(chatty.result["steps"]) == 3000
+    assert chatty.returncode == 0 and not chatty.running and not chatty.buffer

@@ -37,6 +37,7 @@ Spawn = Callable[[Coroutine[Any, Any, Any], str], "asyncio.Task[Any]"]
 
 PENDING, PASSING, FAILING, PASSED, FAILED = "pending", "passing", "failing", "passed", "failed"
 NOT_RUN = "not run"
+LINE_LIMIT = 16 << 20  # longest JSON line read from the child (a result with many steps)
 LIVE_STATES = {"holding": PASSING, "violated": FAILING}
 GROWING = frozenset({"reconnects", "sent", "acknowledged", "delivered", "duplicated",
                      "out_of_order"})  # swarm counters in the stats lines that never go down
@@ -317,6 +318,7 @@ class ScenarioRun:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             preexec_fn=DIE_WITH_PARENT,
+            limit=LINE_LIMIT,
         )
         run = spawn or _plain_spawn
         self._tasks = [run(self._read(), "scenario-reader")]
@@ -349,21 +351,13 @@ class ScenarioRun:
         err = asyncio.get_running_loop().create_task(self._read_stderr(),
                                                      name="wsconsole-scenario-stderr")
         try:
-            async for line in self.proc.stdout:
-                try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue
-                if not isinstance(record, dict):
-                    continue
-                record["_mono"] = time.monotonic()
-                record["_wall"] = time.time()
-                self._note_pid(record)
-                if record.get("event") == "result":
-                    self.result = record
-                if len(self.buffer) == self.buffer.maxlen:
-                    self.dropped += 1
-                self.buffer.append(record)
+            try:
+                async for line in self.proc.stdout:
+                    self._take(line)
+            except ValueError as exc:  # a line beyond the reader's limit: keep the pipe flowing
+                self.stderr.append(f"wsconsole: unreadable output from the scenario: {exc}")
+                while await self.proc.stdout.read(1 << 16):
+                    pass
             with contextlib.suppress(asyncio.CancelledError):
                 await err
             self.returncode = await self.proc.wait()
@@ -372,6 +366,22 @@ class ScenarioRun:
             if self.proc.returncode is not None:
                 self.returncode = self.proc.returncode
                 self.exited.set()
+
+    def _take(self, line: bytes) -> None:
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(record, dict):
+            return
+        record["_mono"] = time.monotonic()
+        record["_wall"] = time.time()
+        self._note_pid(record)
+        if record.get("event") == "result":
+            self.result = record
+        if len(self.buffer) == self.buffer.maxlen:
+            self.dropped += 1
+        self.buffer.append(record)
 
     async def _read_stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
