@@ -473,23 +473,6 @@ async def _replay_after_open(client: Any, conn: HarConnection, args: argparse.Na
               source=conn.url, timing=args.replay_timing)
 
 
-def _sio_sender(client: SocketIOClient) -> Any:
-    """Replay into a Socket.IO target: recorded EVENT packets are emitted again."""
-    from socketio import packet as sio_packet
-
-    async def send(data: str | bytes) -> None:
-        if isinstance(data, bytes):
-            return
-        text = data[1:] if data[:1] == "4" else data  # Engine.IO message prefix
-        try:
-            pkt = sio_packet.Packet(encoded_packet=text)
-        except Exception:
-            return
-        if pkt.packet_type == sio_packet.EVENT and pkt.data:
-            await client.emit(pkt.data[0], *pkt.data[1:], namespace=pkt.namespace)
-    return send
-
-
 async def _main(args: argparse.Namespace, client: Any, kind: str, out: Output,
                 command: Any, conn: HarConnection | None = None,
                 watch: MismatchWatch | None = None) -> int:
@@ -527,7 +510,7 @@ async def _main(args: argparse.Namespace, client: Any, kind: str, out: Output,
 
     tasks = [] if command is None else [loop.create_task(pump(), name="wsconsole-connect-stdin")]
     if conn is not None:
-        send = _sio_sender(client) if kind == "socketio" else client.send
+        send = client.send_recorded if kind == "socketio" else client.send
         tasks.append(loop.create_task(_replay_after_open(client, conn, args, out, send),
                                       name="wsconsole-connect-replay"))
     ended = loop.create_task(client.wait_closed(), name="wsconsole-connect-wait")

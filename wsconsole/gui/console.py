@@ -194,23 +194,21 @@ class Console:
 
     async def connect(self, name: str, profile: Profile | None = None) -> Session:
         """(Re)start the client of session `name` with `profile` (validated: ValueError)."""
-        from wsconsole.core.client import ClientOptionsError, ReconnectingClient
+        from wsconsole.core.client import ClientOptionsError
+        from wsconsole.gui.targets import make_client
 
         session = self.sessions[name]
         if profile is not None:
             if profile.name != name:
                 raise ValueError("renaming a connection is done by adding a new one")
             session.profile = profile
-        try:
-            options = session.profile.to_options()
+        try:  # a WebSocket, Socket.IO or SSE client by the profile's kind, same events
+            client = make_client(
+                session.profile, name, [self.frames, self.timeline, session.observe]
+            )
         except ClientOptionsError as exc:
             raise ValueError(str(exc)) from None
         await self.disconnect(name)
-        client = ReconnectingClient(
-            options,
-            name=name,
-            observers=[self.frames, self.timeline, session.observe],
-        )
         session.client = client
         session.last_error = None
         await client.start()

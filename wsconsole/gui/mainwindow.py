@@ -23,6 +23,7 @@ from wsconsole.gui.panels.composer import ComposerPanel
 from wsconsole.gui.panels.connection import ConnectionPanel
 from wsconsole.gui.panels.faultmarks import FaultMarks
 from wsconsole.gui.panels.frames import FramesPanel
+from wsconsole.gui.panels.har import install_har_menu
 from wsconsole.gui.panels.inject import InjectPanel
 from wsconsole.gui.panels.network import NetworkPanel
 from wsconsole.gui.panels.plots import PlotsPanel
@@ -92,6 +93,7 @@ class MainWindow(QMainWindow):
         for dock in self.docks.values():
             view_menu.addAction(dock.toggleViewAction())
         file_menu = self.menuBar().addMenu("&File")
+        self.har = install_har_menu(self, file_menu, console, self.connection.selected_name)
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
         file_menu.addAction(quit_action)

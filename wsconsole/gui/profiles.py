@@ -85,6 +85,12 @@ class Profile:
     max_attempts: int = 0  # 0 = unlimited
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
+    # the kind of target (gui/targets.py): "ws", "socketio" or "sse"; sio_* for Socket.IO
+    kind: str = "ws"
+    sio_path: str = "socket.io"
+    sio_namespaces: str = ""
+    sio_auth: str = ""
+    sio_transport: str = "upgrade"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> dict[str, str]:
@@ -92,9 +98,14 @@ class Profile:
         problems: dict[str, str] = {}
         if not self.name.strip():
             problems["name"] = "a connection needs a name"
-        url_problem = check_url(self.url)
-        if url_problem:
-            problems["url"] = url_problem
+        if self.kind == "ws":
+            url_problem = check_url(self.url)
+            if url_problem:
+                problems["url"] = url_problem
+        else:
+            from wsconsole.gui.targets import problems as target_problems
+
+            problems.update(target_problems(self))
         try:
             parse_headers(self.headers)
         except ValueError as exc:

@@ -27,6 +27,7 @@ import aiohttp
 import engineio
 import socketio
 from engineio import packet as eio_packet
+from socketio import packet as sio_packet
 
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientOptionsError, NotConnected, _check_header
@@ -103,6 +104,11 @@ class SocketIOOptions:
             value = getattr(self, name)
             if not isinstance(value, int | float) or value <= 0:
                 raise ClientOptionsError(f"{name.replace('_', ' ')} must be > 0, got {value}")
+
+    @property
+    def harness(self) -> bool:
+        """Never the harness protocol (views ask ClientOptions-like objects this)."""
+        return False
 
     @property
     def base_url(self) -> str:
@@ -391,6 +397,24 @@ class SocketIOClient(TargetBase):
                 return await reply
         except TimeoutError:
             raise AckTimeout(f"no ack for {event!r} within {wait:g} s") from None
+
+    async def send(self, data: str | bytes) -> None:
+        """What socket.send() does in socket.io-client: emit a "message" event."""
+        await self.emit("message", data)
+
+    async def send_recorded(self, data: str | bytes) -> None:
+        """Replay one recorded packet (as a HAR holds it, `42["ev",...]`): EVENT packets
+        are emitted again on this connection; the rest (connect, pings, acks) belongs to
+        the connection that recorded it and is skipped."""
+        if isinstance(data, bytes):
+            return
+        text = data[1:] if data[:1] == "4" else data  # the Engine.IO "message" prefix
+        try:
+            pkt = sio_packet.Packet(encoded_packet=text)
+        except Exception:
+            return
+        if pkt.packet_type == sio_packet.EVENT and pkt.data:
+            await self.emit(pkt.data[0], *pkt.data[1:], namespace=pkt.namespace)
 
     async def join(self, room: str, ack: bool = False) -> list[Any] | None:
         """Emit the server's join event (options.join_event); re-joined after reconnects."""

@@ -25,7 +25,7 @@ import orjson
 from httpx_sse._decoders import SSELineDecoder
 
 from wsconsole.core.backoff import BackoffPolicy
-from wsconsole.core.client import ClientOptionsError, _check_header
+from wsconsole.core.client import ClientOptionsError, NotConnected, _check_header
 from wsconsole.core.events import (
     DeliveryEvent,
     Direction,
@@ -74,6 +74,11 @@ class SSEOptions:
             raise ClientOptionsError(f"connect timeout must be > 0, got {self.connect_timeout}")
         if self.read_timeout is not None and self.read_timeout <= 0:
             raise ClientOptionsError(f"read timeout must be > 0 or None, got {self.read_timeout}")
+
+    @property
+    def harness(self) -> bool:
+        """Never the harness protocol (views ask ClientOptions-like objects this)."""
+        return False
 
 
 @dataclass
@@ -201,6 +206,10 @@ class SSEClient(TargetBase):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+    async def send(self, data: str | bytes) -> None:
+        """An event stream only receives: always NotConnected, with the reason."""
+        raise NotConnected("an SSE stream only receives; nothing can be sent on it")
 
     async def _run(self) -> None:
         try:

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 from wsconsole.core.lifecycle import State
 from wsconsole.gui.console import Console, Session
 from wsconsole.gui.profiles import TOKEN_MODES, Profile
+from wsconsole.gui.targets import KINDS, SIO_TRANSPORTS, options_for
 from wsconsole.gui.theme import badge_style
 
 _ERROR_STYLE = "border: 1px solid #c0392b; background: #fdecea;"
@@ -68,6 +69,22 @@ class ConnectionPanel(QWidget):
         self.name_edit = self._field("name", QLineEdit(), form, "Name")
         self.url_edit = self._field("url", QLineEdit(placeholderText="ws://host:port/path"),
                                     form, "URL")
+        self.kind_box = self._field("kind", QComboBox(), form, "Kind")
+        for key, label in KINDS.items():
+            self.kind_box.addItem(label, key)
+        sio_row = QHBoxLayout()
+        self.sio_path_edit = QLineEdit(placeholderText="socket.io")
+        self.sio_namespaces_edit = QLineEdit(placeholderText="namespaces (/)")
+        self.sio_auth_edit = QLineEdit(placeholderText='auth {"token": ...}')
+        self.sio_transport = QComboBox()
+        self.sio_transport.addItems(list(SIO_TRANSPORTS))
+        for key, widget in (("sio_path", self.sio_path_edit),
+                            ("sio_namespaces", self.sio_namespaces_edit),
+                            ("sio_auth", self.sio_auth_edit),
+                            ("sio_transport", self.sio_transport)):
+            self.fields[key] = widget
+            sio_row.addWidget(widget, 2 if key == "sio_auth" else 1)
+        form.addRow("Socket.IO", sio_row)
         self.headers_edit = self._field("headers", QPlainTextEdit(), form, "Headers")
         self.headers_edit.setPlaceholderText("Name: value, one per line")
         self.headers_edit.setMaximumHeight(54)
@@ -241,6 +258,11 @@ class ConnectionPanel(QWidget):
         """Show a profile in the form."""
         self.name_edit.setText(profile.name)
         self.url_edit.setText(profile.url)
+        self.kind_box.setCurrentIndex(max(0, self.kind_box.findData(profile.kind)))
+        self.sio_path_edit.setText(profile.sio_path)
+        self.sio_namespaces_edit.setText(profile.sio_namespaces)
+        self.sio_auth_edit.setText(profile.sio_auth)
+        self.sio_transport.setCurrentText(profile.sio_transport)
         self.headers_edit.setPlainText(profile.headers)
         self.subprotocols_edit.setText(profile.subprotocols)
         self.token_edit.setText(profile.token)
@@ -264,6 +286,11 @@ class ConnectionPanel(QWidget):
         return Profile(
             name=self.name_edit.text().strip(),
             url=self.url_edit.text().strip(),
+            kind=self.kind_box.currentData() or "ws",
+            sio_path=self.sio_path_edit.text().strip(),
+            sio_namespaces=self.sio_namespaces_edit.text(),
+            sio_auth=self.sio_auth_edit.text(),
+            sio_transport=self.sio_transport.currentText(),
             headers=self.headers_edit.toPlainText(),
             subprotocols=self.subprotocols_edit.text(),
             token=self.token_edit.text(),
@@ -298,7 +325,7 @@ class ConnectionPanel(QWidget):
             problems["name"] = "to use another name, add a New connection"
         if not problems:
             try:
-                profile.to_options()
+                options_for(profile)  # the options of its kind: WebSocket, Socket.IO or SSE
             except ValueError as exc:  # ClientOptionsError is a ValueError
                 problems["url"] = str(exc)
         self._mark(problems)
