@@ -580,8 +580,10 @@ class Balancer:
     async def start(self) -> int:
         """Check every backend once, listen, start health loops and control; returns the port."""
         await asyncio.gather(*(self._check_once(b) for b in self.backends.values()))
+        # a deep accept queue: a reconnect storm arrives at once (asyncio's default is 100,
+        # beyond which the kernel drops or resets connections)
         self._server = await asyncio.start_server(
-            self._accept, self.config.host, self.config.port, limit=CHUNK
+            self._accept, self.config.host, self.config.port, limit=CHUNK, backlog=4096
         )
         self.port = self._server.sockets[0].getsockname()[1]
         for backend in self.backends.values():

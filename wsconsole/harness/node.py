@@ -111,6 +111,7 @@ _LOCAL_ORIGIN = re.compile(r"https?://(localhost|127\.0\.0\.1)(:\d{1,5})?")
 
 
 WS_OPEN = WsState.OPEN
+LISTEN_BACKLOG = 4096  # capped by the kernel's net.core.somaxconn
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -311,6 +312,9 @@ class Node:
             close_timeout=self.config.close_timeout,
             max_size=self.config.max_size,
             server_header=None,
+            # asyncio's default accept queue (100) overflows in a reconnect storm or a burst
+            # of handshakes, and the kernel then resets connections (benchmarks/capacity.py)
+            backlog=LISTEN_BACKLOG,
         )
         self.port = self.server.sockets[0].getsockname()[1]
         return self.port
