@@ -90,7 +90,10 @@ async def run_once(size: CapacitySize) -> dict[str, Any]:
         failed = sum(r["failed"] for r in readies)
         if failed:
             first = next(r["error"] for r in readies if r["error"])
-            raise BenchError(f"capacity: {failed} of {size.connections} failed to open: {first}")
+            raise BenchError(
+                f"capacity: {failed} of {size.connections} failed to open: {first}; "
+                f"node stderr: {node.stderr_tail()}"
+            )
         await asyncio.gather(*(g.call(cmd="start") for g in gens))
         cpu0 = sum(proc.cpu_times()[:2])
         await asyncio.sleep(size.hold)

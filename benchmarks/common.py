@@ -15,6 +15,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,11 +85,13 @@ class Child:
 
     async def start(self, timeout: float = 60.0) -> int:
         """Start and wait for the listening line; returns the port."""
+        # stderr to a file, never a pipe nobody reads (a chatty child would block on it)
+        self.log = tempfile.NamedTemporaryFile(prefix="wsconsole-bench-", suffix=".log")
         self.proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the wait is async
             self.argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self.log,
             env=self.env,
             cwd=ROOT,
             start_new_session=True,
@@ -101,12 +104,10 @@ class Child:
                 while True:
                     line = await loop.run_in_executor(None, proc.stdout.readline)
                     if not line:
-                        err = b""
-                        if proc.stderr is not None:
-                            err = await loop.run_in_executor(None, proc.stderr.read)
+                        await asyncio.to_thread(proc.wait, 5)
                         raise BenchError(
                             f"{' '.join(self.argv[:3])} exited before listening: "
-                            f"{err.decode(errors='replace').strip()[-400:]}"
+                            f"{self.stderr_tail()}"
                         )
                     with contextlib.suppress(ValueError):
                         message = json.loads(line)
@@ -117,9 +118,18 @@ class Child:
             self.stop()
             raise BenchError(f"{' '.join(self.argv[:3])} did not listen in {timeout} s") from None
 
+    def stderr_tail(self, size: int = 400) -> str:
+        """The end of the child's stderr."""
+        try:
+            return Path(self.log.name).read_bytes()[-size:].decode(errors="replace").strip()
+        except (OSError, AttributeError):
+            return ""
+
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM (SIGKILL after `timeout`) by PID; idempotent."""
         stop_pid(self.proc, timeout)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def stop_pid(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
