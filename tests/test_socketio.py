@@ -212,3 +212,20 @@ async def test_plain_websocket_server_is_a_protocol_mismatch(transports: list[st
     assert "plain WebSocket" in error.detail
     assert gave_up.kind == "gave_up"
     assert client.state is State.CLOSED
+
+
+async def test_event_stream_at_a_socketio_url_is_a_protocol_mismatch() -> None:
+    from tests.test_sse import Feed, serve
+
+    async with serve(Feed()) as base:
+        options = options_from_url(
+            base + "/events", transports=["polling", "websocket"], connect_timeout=2.0,
+            backoff=BackoffPolicy(initial=0, jitter=0, max_attempts=0))
+        log: list[Any] = []
+        c = SocketIOClient(options, observers=[log.append])
+        await c.start()
+        async with asyncio.timeout(WAIT):
+            await c.wait_closed()
+    [error, _gave_up] = [e for e in log if isinstance(e, ErrorEvent)]
+    assert error.kind == "protocol_mismatch", error
+    assert "Server-Sent Events (use --sse)" in error.detail
