@@ -454,6 +454,7 @@ class ScenarioControl:
     def __init__(self, spawn: Spawn | None = None) -> None:
         self.spawn = spawn
         self.current: ScenarioRun | None = None
+        self.closed = False  # the console is shutting down: no new runs
 
     @property
     def running(self) -> bool:
@@ -462,10 +463,14 @@ class ScenarioControl:
 
     async def start(self, run: ScenarioRun) -> ScenarioRun:
         """Start `run` (one at a time: RuntimeError while another runs)."""
+        if self.closed:
+            raise RuntimeError("the console is closing")
         if self.running:
             raise RuntimeError("a scenario is already running")
         self.current = run
         await run.start(self.spawn)
+        if self.closed:  # the window closed while the child was starting
+            await run.stop(grace=0.5)
         return run
 
     def pids(self) -> set[int]:
@@ -473,7 +478,9 @@ class ScenarioControl:
         return set() if self.current is None else self.current.pids()
 
     async def stop(self, grace: float = 0.5, timeout: float = 10.0) -> None:
-        """Stop the running scenario, if any (the console calls this when the window closes)."""
+        """Stop the running scenario, if any, and take no more (the console calls this when
+        the window closes)."""
+        self.closed = True
         if self.current is not None:
             await self.current.stop(grace=grace, timeout=timeout)
 
