@@ -84,13 +84,39 @@ def dir_size(path: Path) -> int:
     return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
+ICON_SCRIPT = """
+import sys
+from pathlib import Path
+from PySide6.QtCore import QSize
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from wsconsole.gui.icon import app_icon
+out = Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
+icon = app_icon()
+for name, size in (("wsconsole.png", 256), ("wsconsole.ico", 256), ("wsconsole.icns", 256)):
+    image = icon.pixmap(QSize(size, size)).toImage()
+    if not image.save(str(out / name)):
+        sys.exit(f"Qt could not write {name}")
+"""
+
+
+def make_icons(folder: Path) -> Path:
+    """Render the app icon (drawn in code, gui/icon.py) as .png, .ico and .icns with Qt."""
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    subprocess.run([sys.executable, "-c", ICON_SCRIPT, str(folder)], check=True, env=env,
+                   cwd=ROOT)
+    return folder
+
+
 def build_bundle(out: Path, work: Path) -> Path:
     """Run PyInstaller on the spec; returns dist/wsconsole (the one-folder bundle)."""
     began = time.monotonic()
+    icons = make_icons(work / "icons")
     subprocess.run(
         [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
          "--distpath", str(out), "--workpath", str(work), str(SPEC)],
-        check=True, cwd=ROOT,
+        check=True, cwd=ROOT, env={**os.environ, "WSCONSOLE_ICONS": str(icons)},
     )
     bundle = out / NAME
     report("bundle", bundle, seconds=round(time.monotonic() - began, 1))
@@ -139,7 +165,8 @@ def build_tar(bundle: Path, out: Path, arch: str) -> Path:
     return target
 
 
-def build_deb(bundle: Path, out: Path, compress: str = "xz") -> Path:
+def build_deb(bundle: Path, out: Path, compress: str = "xz",
+              icon_png: Path | None = None) -> Path:
     """A .deb made with dpkg-deb: /opt/wsconsole, /usr/bin wrappers, desktop entry, icon."""
     if shutil.which("dpkg-deb") is None:
         raise SystemExit("dpkg-deb is not installed (apt-get install dpkg)")
@@ -161,6 +188,10 @@ def build_deb(bundle: Path, out: Path, compress: str = "xz") -> Path:
     icons = stage / "usr" / "share" / "icons" / "hicolor" / "scalable" / "apps"
     icons.mkdir(parents=True)
     shutil.copy(ROOT / "resources" / "icons" / "wsconsole.svg", icons / "wsconsole.svg")
+    if icon_png is not None and icon_png.is_file():
+        raster = stage / "usr" / "share" / "icons" / "hicolor" / "256x256" / "apps"
+        raster.mkdir(parents=True)
+        shutil.copy(icon_png, raster / "wsconsole.png")
     docs = stage / "usr" / "share" / "doc" / NAME
     docs.mkdir(parents=True)
     (docs / "copyright").write_text(
@@ -215,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_tar:
             build_tar(bundle, out, arch)
         if not args.no_deb:
-            build_deb(bundle, out, args.deb_compress)
+            icon_png = args.work.resolve() / "icons" / "wsconsole.png"
+            build_deb(bundle, out, args.deb_compress, icon_png)
     report("done", seconds=round(time.monotonic() - began, 1))
     return 0
 
