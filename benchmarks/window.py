@@ -20,13 +20,13 @@ class WindowSize:
     """Flood rates (frames/s), seconds per rate, frames for the memory figure."""
 
     rates: tuple[int, ...] = (5_000, 10_000, 20_000, 40_000)
-    seconds: float = 4.0
+    seconds: float = 6.0
     million: int = 1_000_000
 
     @classmethod
     def quick(cls) -> WindowSize:
         """Tiny: proves the machinery."""
-        return cls(rates=(2_000,), seconds=1.0, million=20_000)
+        return cls(rates=(2_000,), seconds=0.5, million=20_000)
 
 
 async def run_once(size: WindowSize, timeout: float = 600.0) -> dict[str, Any]:
