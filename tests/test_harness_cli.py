@@ -58,6 +58,7 @@ from wsconsole.harness.shell import Command, CommandError, help_event, parse
             Command("inject", ("n1", "invalid-utf8-text", "lobby"), (("repeat", 2),)),
         ),
         ("inject n2 rsv1-set all", Command("inject", ("n2", "rsv1-set", "all"))),
+        ("conns n1", Command("conns", ("n1",))),
     ],
 )
 def test_parse_accepts_every_documented_command(line: str, expected: Command) -> None:
@@ -87,6 +88,7 @@ def test_blank_lines_and_comments_are_skipped(line: str) -> None:
         ("net n1 latency ms=-5", "usage: net"),
         ("net n1 clear latency extra", "usage: net"),
         ("inject n1", "usage: inject"),
+        ("conns", "usage: conns ID"),
         ("inject n1 rsv1-set", "usage: inject"),
         ("inject n1 rsv1-set count=2", "usage: inject"),
         ("inject n1 bad-utf8 all", "unknown case id 'bad-utf8'"),

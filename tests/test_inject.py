@@ -347,12 +347,17 @@ def test_harness_stdin_inject_line(procs: ProcessRegistry) -> None:
             assert "no conn or room 'nowhere' on node n1" in error["error"]
             harness.send("inject n1 not-a-case lobby")
             assert "unknown case id" in harness.expect(lambda e: e["event"] == "error")["error"]
+            harness.send("conns n1")
+            listed = harness.expect(lambda e: e["event"] == "connections")
+            (conn,) = listed["connections"]
+            assert listed["id"] == "n1" and conn["rooms"] == ["lobby"]
             harness.send("inject n1 rsv1-set lobby wait=5")
             done = harness.expect(lambda e: e["event"] == "done")
             assert done["command"] == "inject n1 rsv1-set lobby"
             reply = done["reply"]
             assert (reply["kind"], reply["sent"], reply["verdicts"]) == ("room", 1, {"pass": 1})
             assert reply["reactions"][0]["code"] == 1002
+            assert reply["connections"] == [conn["id"]]
             with pytest.raises(ConnectionClosedError):
                 ws.recv(timeout=10)
             assert ws.protocol.close_sent is not None and ws.protocol.close_sent.code == 1002

@@ -6,6 +6,8 @@ One command per line; words separated by blanks; `#` starts a comment:
     add                                                        one more node
     broker kill | broker restart                               the Redis-protocol broker
     status                                                     nodes, broker, balancer
+    conns ID                                                   node ID's connections (id, user,
+                                                               rooms, remote): inject targets
     token USER [ROOMS...]                                      a JWT for USER (rooms default *)
     sticky ip|cookie|sid                                       the balancer's affinity mode
     net ID|all KIND [ARGS | key=value...]                      a network fault in the balancer:
@@ -13,7 +15,7 @@ One command per line; words separated by blanks; `#` starts a comment:
         | slice 16 [5ms] | half_open up|down      (see harness/netfaults.py)
     net ID|all clear [KIND]                                    remove one fault kind, or all
     inject ID CASE CONN|ROOM|all [count=N repeat=N wait=S]     node ID writes a catalogue case
-        raw to one connection (id from `status`/the node's "connections"), a room's members,
+        raw to one connection (an id from `conns ID`), a room's members on that node,
         or all its connections; the reply has each client's reaction (faults/inject.py)
     help                                                       this list
     quit | exit                                                drain and stop everything
@@ -38,6 +40,7 @@ COMMANDS = (
     "add",
     "broker",
     "status",
+    "conns",
     "token",
     "sticky",
     "net",
@@ -55,6 +58,7 @@ USAGE = {
     "add": "add",
     "broker": "broker kill|restart",
     "status": "status",
+    "conns": "conns ID",
     "token": "token USER [ROOMS...]",
     "sticky": "sticky ip|cookie|sid",
     "net": "net ID|all KIND [ARGS|key=value...]  or  net ID|all clear [KIND]",
@@ -127,7 +131,7 @@ def parse(line: str) -> Command | None:
         if len(rest) != count:
             raise CommandError(f"usage: {usage}")
 
-    if name in NODE_COMMANDS:
+    if name in (*NODE_COMMANDS, "conns"):
         expect(1)
         return Command(name, (rest[0],))
     if name in ("add", "status", "help", "quit"):
@@ -203,6 +207,9 @@ async def _execute(cluster: Cluster, command: Command) -> dict[str, Any]:
         return help_event()
     if name == "status":
         return {"event": "status", **cluster.status()}
+    if name == "conns":
+        conns = await cluster.connections(args[0])
+        return {"event": "connections", "id": args[0], "total": len(conns), "connections": conns}
     if name == "token":
         user, rooms = args[0], args[1:] or ("*",)
         return {
