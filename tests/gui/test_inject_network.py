@@ -163,3 +163,39 @@ def test_network_panel_toggles_are_felt_and_marked(qloop) -> None:  # type: igno
         await asyncio.sleep(0)
 
     run(qloop, with_console(body), timeout=90)
+
+
+def test_panels_without_a_cluster_probe_a_session_url(qloop, echo_port) -> None:  # type: ignore[no-untyped-def]
+    """No harness: the Inject panel probes an external server through a session's URL (a
+    plain websockets echo server); node injection and network toggles say plainly why not."""
+
+    async def body() -> None:
+        console = Console()
+        console.add_session(Profile(name="target", url=f"ws://127.0.0.1:{echo_port}/"))
+        inject = InjectPanel(console, refresh_ms=50)
+        network = NetworkPanel(console, refresh_ms=50)
+        try:
+            assert await until(lambda: inject.via_box.count() == 1, 5)
+            assert inject.via_box.currentText() == "target"
+            assert inject.select_case("invalid-utf8-fragmented")
+            assert inject.run()
+            assert await until(lambda: inject.table.rowCount() == 1, 20)
+            assert inject.table.item(0, 6).text().startswith("close 1007")
+            assert inject.table.item(0, 7).text() == "pass"
+            assert "ws://127.0.0.1" in inject.table.item(0, 4).text()
+            assert console.timeline.faults[-1].label == "inject invalid-utf8-fragmented → target"
+
+            inject.s2c.setChecked(True)
+            assert not inject.run_button.isEnabled()
+            assert not inject.run()
+            assert inject.message.text() == "no running node to inject from"
+
+            assert not network.toggles["latency"].isEnabled()
+            assert not network.toggle("latency", True)
+            assert network.message.text() == "no cluster is running" and not network.active
+        finally:
+            for timer in (inject.timer, network.timer):
+                timer.stop()
+            await console.shutdown()
+
+    run(qloop, body(), timeout=60)

@@ -138,6 +138,7 @@ class InjectPanel(QWidget):
         c2s = self.direction is Direction.CLIENT_TO_SERVER
         self.form.setRowVisible(self.c2s_row, c2s)
         self.form.setRowVisible(self.s2c_row, not c2s)
+        self._update_run()
         if not c2s and self.target_box.count() == 0:
             self.load_targets()
 
@@ -231,14 +232,16 @@ class InjectPanel(QWidget):
         else:
             self._seen = -1  # the next tick shows the new record's verdict
 
+    def _update_run(self) -> None:
+        c2s = self.direction is Direction.CLIENT_TO_SERVER
+        self.run_button.setEnabled(bool((self.via_box if c2s else self.node_box).count()))
+
     # -- view -------------------------------------------------------------------------------
     def refresh(self) -> None:
         """Timer tick: routes and nodes, then the history if it changed."""
         _sync(self.via_box, self.injector.probe_vias())
         _sync(self.node_box, self.injector.nodes())
-        self.run_button.setEnabled(
-            bool(self.via_box.count()) if self.direction is Direction.CLIENT_TO_SERVER
-            else bool(self.node_box.count()))
+        self._update_run()
         if self.injector.version == self._seen:
             return
         self._seen = self.injector.version
