@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
@@ -48,14 +48,11 @@ from wsconsole.core.events import (
     Opcode,
 )
 from wsconsole.core.lifecycle import State, Transition
-from wsconsole.core.targets.detect import mismatch_text, sniff
-from wsconsole.core.targets.socketio import (
-    SocketIOClient,
-    SocketIOOptions,
-    options_from_url,
-)
-from wsconsole.core.targets.sse import SSEClient, SSEOptions
 from wsconsole.har import HarConnection, HarError, dump_har, load_har, replay
+
+if TYPE_CHECKING:  # imported when used: python-socketio and httpx take a second to load
+    from wsconsole.core.targets.socketio import SocketIOClient, SocketIOOptions
+    from wsconsole.core.targets.sse import SSEOptions
 
 HELP = "Connect to a WebSocket URL, show every frame and state change, send stdin lines."
 
@@ -193,6 +190,8 @@ def _policy(args: argparse.Namespace) -> BackoffPolicy:
 
 def build_socketio_options(args: argparse.Namespace) -> SocketIOOptions:
     """SocketIOOptions from the parsed arguments (ClientOptionsError if bad)."""
+    from wsconsole.core.targets.socketio import options_from_url
+
     auth = None
     if args.auth is not None:
         try:
@@ -215,6 +214,8 @@ def build_socketio_options(args: argparse.Namespace) -> SocketIOOptions:
 
 def build_sse_options(args: argparse.Namespace) -> SSEOptions:
     """SSEOptions from the parsed arguments (ClientOptionsError if bad)."""
+    from wsconsole.core.targets.sse import SSEOptions
+
     return SSEOptions(url=args.url, headers=[parse_header(line) for line in args.header],
                       backoff=_policy(args), connect_timeout=args.connect_timeout,
                       read_timeout=args.read_timeout, insecure=args.insecure,
@@ -446,6 +447,8 @@ class MismatchWatch:
                 self._check(), name="wsconsole-connect-sniff")
 
     async def _check(self) -> None:
+        from wsconsole.core.targets.detect import mismatch_text, sniff
+
         with contextlib.suppress(Exception):
             text = mismatch_text("websocket", await sniff(self.url, verify=not self.insecure))
             if text:
@@ -552,9 +555,13 @@ def _make_client(args: argparse.Namespace, kind: str,
     """The client for the target kind, its stdin command runner, its mismatch watch."""
     printer = Printer(out, kind)
     if kind == "socketio":
+        from wsconsole.core.targets.socketio import SocketIOClient
+
         return SocketIOClient(build_socketio_options(args), name="connect",
                               observers=[printer]), _sio_command, None
     if kind == "sse":
+        from wsconsole.core.targets.sse import SSEClient
+
         return SSEClient(build_sse_options(args), name="connect",
                          observers=[printer]), None, None
     watch = MismatchWatch(args.url, out, args.insecure)

@@ -37,18 +37,22 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import orjson
-import socketio
-from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from wsconsole.harness import node as ws_node
 from wsconsole.harness.auth import AuthError, Claims, room_allowed, verify_token
 from wsconsole.harness.control import ControlClient
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+# python-socketio and aiohttp are imported where used: every `wsconsole` command line
+# loads this module for its HELP, and only a running node needs them.
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,9 @@ class SioNode:
     """A Socket.IO node: call `run()`; it returns the exit code after a drain."""
 
     def __init__(self, config: ws_node.NodeConfig) -> None:
+        import socketio
+        from aiohttp import web
+
         self.config = config
         self.stats = SioStats()
         self.users: dict[str, str] = {}  # sid -> user
@@ -133,6 +140,8 @@ class SioNode:
         return verify_token(self.config.secret or "", token or "")
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        import socketio
+
         if self.draining:
             raise socketio.exceptions.ConnectionRefusedError("draining")
         if self.config.soft_limit and len(self.users) >= self.config.soft_limit:
@@ -211,11 +220,15 @@ class SioNode:
     # -- HTTP -----------------------------------------------------------------------------
 
     async def _healthz(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         if self.draining:
             return web.Response(status=503, text="draining")
         return web.Response(text="ok", headers={"X-Broker": self.broker})
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         registry = CollectorRegistry()
         registry.register(_Collector(self))  # type: ignore[arg-type]
         return web.Response(body=generate_latest(registry),
@@ -285,6 +298,8 @@ class SioNode:
 
     async def run(self) -> int:
         """Listen, print the `listening` line, serve until drained; the exit code."""
+        from aiohttp import web
+
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
