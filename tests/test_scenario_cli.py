@@ -226,3 +226,15 @@ async def test_cancelling_a_run_still_stops_clients_and_cluster() -> None:
     cluster = runner.cluster
     pids = [cluster.broker.pid, cluster.balancer.pid, *(n.pid for n in cluster.nodes.values())]
     assert not [pid for pid in pids if pid and pid_alive(pid)]
+
+
+async def test_a_step_the_load_outlives_fails_the_run() -> None:
+    """A step still running when the swarm ends is recorded as failed, never dropped silently."""
+    impossible = 'name = "impossible"\nexpect = "p99_latency_ms < 0"'
+    text = SMALL.replace(impossible, 'expect = "sent > 0"')
+    text += '[[steps]]\nat = 1\naction = "wait"\nseconds = 60\n'
+    result = await ScenarioRunner(parse_scenario(text, "late.toml")).run()
+    assert [a.passed for a in result.assertions] == [True, True]
+    assert len(result.steps) == 1 and not result.steps[0].ok
+    assert "not run" in result.steps[0].detail
+    assert not result.passed

@@ -305,6 +305,7 @@ class ScenarioRunner:
             steps_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await steps_task
+            self._record_unfinished_steps()
             if not swarm_task.done():  # we were cancelled: still close every client
                 self.swarm.stop()
                 self.swarm.stop()
@@ -313,6 +314,15 @@ class ScenarioRunner:
         self.result.summary = summary
         self.result.reconnect_times = self.swarm.accounting.reconnect_times()
         self._emit("summary", **summary)
+
+    def _record_unfinished_steps(self) -> None:
+        """A step the load outlived never passes silently: it is recorded as failed."""
+        for step in self.scenario.steps[len(self.result.steps) :]:
+            record = StepRecord(
+                step, self.now(), 0.0, False, "not run to the end: the load finished first"
+            )
+            self.result.steps.append(record)
+            self._emit("step", **record.as_dict())
 
     async def _run_steps(self) -> None:
         for step in self.scenario.steps:
