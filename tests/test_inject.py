@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -223,6 +224,11 @@ async def test_plain_clients_fail_injected_frames_and_the_node_serves_on(
     assert remaining == ["bystander"]
     stats = await cluster.request("n1", "stats")
     assert "protocol_error" not in stats["errors"] and "invalid_payload" not in stats["errors"]
+    metrics_url = cluster.nodes["n1"].metrics_url
+    assert metrics_url is not None
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(metrics_url, timeout=WAIT)).text
+    assert 'wsconsole_injected_total{node="n1"} 5.0' in text
 
     # a frame a client must answer, not fail: the connection stays open
     reply = await cluster.inject("n1", "ping-echo", "all", wait=0.3)

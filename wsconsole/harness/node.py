@@ -964,6 +964,9 @@ class _NodeCollector:
             "wsconsole_rate_limited", "Messages refused by the rate limit", s.rate_limited
         )
         yield counter("wsconsole_auth_failures", "Refused authentications", s.auth_failures)
+        yield counter(
+            "wsconsole_injected", "Connections sent a malformed frame on purpose", s.injected
+        )
         errors = CounterMetricFamily("wsconsole_errors", "Errors by kind", labels=["node", "kind"])
         for kind, count in sorted(s.errors.items()):
             errors.add_metric([node.config.id, kind], count)
