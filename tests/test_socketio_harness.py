@@ -142,8 +142,21 @@ async def test_auth_stats_health_and_metrics() -> None:
         await refused.start()
         async with asyncio.timeout(CLUSTER_WAIT):
             await refused.wait_closed()
-        kinds = [e.kind for e in bad if isinstance(e, ErrorEvent)]
-        assert kinds[0] == "handshake_rejected", bad
+        [refusal, _gave_up] = [e for e in bad if isinstance(e, ErrorEvent)]
+        assert refusal.kind == "handshake_rejected"
+        assert refusal.detail == "connection refused by the server: /: malformed token"
+        # a browser Origin outside the allow-list is refused like on the ws nodes
+        foreign: list[Any] = []
+        evil = client(cluster, foreign, "evil", headers=[("Origin", "http://evil.example")],
+                      backoff=BackoffPolicy(initial=0, jitter=0, max_attempts=0))
+        await evil.start()
+        async with asyncio.timeout(CLUSTER_WAIT):
+            await evil.wait_closed()
+        [why, _gave_up] = [e for e in foreign if isinstance(e, ErrorEvent)]
+        assert why.kind == "handshake_rejected"
+        assert why.detail == 'HTTP 400: "http://evil.example is not an accepted origin."'
+        assert evil.lifecycle.history[-1].state is State.CLOSED
+        assert not any(isinstance(e, Transition) and e.state is State.OPEN for e in foreign)
         log: list[Any] = []
         c = client(cluster, log)
         await c.start()
@@ -156,6 +169,7 @@ async def test_auth_stats_health_and_metrics() -> None:
                 health = await http.get(f"http://127.0.0.1:{node.port}/healthz")
                 metrics = await http.get(node.metrics_url or "")
             assert health.status_code == 200 and health.text == "ok"
+            assert c.latency is not None and c.latency > 0  # the whoami ack round trip
             assert f'wsconsole_connections{{node="{node.id}"}} 1.0' in metrics.text
             assert "wsconsole_auth_failures" in metrics.text
         finally:

@@ -104,7 +104,8 @@ class SioNode:
         self.commands = {"stats": self._cmd_stats, "drain": self._cmd_drain,
                          "connections": self._cmd_connections}
 
-    def _origin_ok(self, origin: str) -> bool:
+    def _origin_ok(self, origin: str | None, environ: Any = None) -> bool:
+        """The ws node's allow-list: no Origin, localhost http(s), plus --origin values."""
         return ws_node.origin_allowed(origin, self.config.origins)
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:

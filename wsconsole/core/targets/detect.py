@@ -73,6 +73,16 @@ async def sniff(url: str, *, socketio_path: str = "socket.io", timeout: float = 
             return Sniff("unreachable", f"{type(exc).__name__}: {exc}")
 
 
+async def engineio_handshake(url: str, *, path: str = "socket.io",
+                             headers: list[tuple[str, str]] | None = None,
+                             timeout: float = 3.0, verify: bool = True) -> tuple[int, str]:
+    """Status and (start of the) body of an Engine.IO polling handshake sent with
+    `headers`: says why a Socket.IO server that works for others refuses this client."""
+    async with httpx.AsyncClient(timeout=timeout, verify=verify) as http:
+        reply = await http.get(engineio_url(url, path), headers=headers or [])
+        return reply.status_code, reply.text[:300].strip()
+
+
 async def _head_of(reply: httpx.Response, limit: int = 2048) -> str:
     data = b""
     async for chunk in reply.aiter_bytes():

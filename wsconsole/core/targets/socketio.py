@@ -3,8 +3,9 @@
 Every Socket.IO packet the client sends or receives is reported as a FrameRecord whose
 payload is the packet exactly as encoded on the wire (`42/chat,7["event",...]`, as DevTools
 shows it; binary attachments as BINARY records); Engine.IO pings from the server are
-HeartbeatEvents. python-socketio's own reconnection is switched off: its delays are not
-ours and its attempts are invisible until one succeeds. Our loop drives reconnection with
+HeartbeatEvents; `latency` is the last emit-to-ack round trip. python-socketio's own
+reconnection is switched off: its delays are not ours and its attempts are invisible until
+one succeeds. Our loop drives reconnection with
 `BackoffPolicy`, so every drop shows as OPEN > RECONNECTING (attempt, delay) > CONNECTING,
 exactly like the WebSocket client, and rooms joined with `join()` are joined again.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,7 +43,7 @@ from wsconsole.core.events import (
 )
 from wsconsole.core.lifecycle import State
 from wsconsole.core.targets.base import TargetBase
-from wsconsole.core.targets.detect import mismatch_text, sniff
+from wsconsole.core.targets.detect import engineio_handshake, mismatch_text, sniff
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +166,10 @@ class _TappedClient(socketio.AsyncClient):
         self._driver._frame(Direction.IN, data)
         await super()._handle_eio_message(data)
 
+    async def _handle_error(self, namespace: Any, data: Any) -> None:
+        self._driver._refused(namespace, data)
+        await super()._handle_error(namespace, data)
+
     async def _handle_eio_disconnect(self, reason: Any) -> None:
         await super()._handle_eio_disconnect(reason)
         self._driver._dropped(str(reason) if reason else "transport closed")
@@ -182,6 +188,7 @@ class SocketIOClient(TargetBase):
         self._sio: _TappedClient | None = None
         self._gone: asyncio.Future[str] | None = None
         self._listeners: list[EventListener] = []
+        self._refusals: list[str] = []  # CONNECT_ERROR reasons of the current attempt
 
     # -- listening
 
@@ -224,7 +231,14 @@ class SocketIOClient(TargetBase):
         sio._wsc_sessions = sessions
         for ns in self.options.namespaces:
             sio.on("*", self._catch_all(ns), namespace=ns)
+        self._refusals = []
         return sio
+
+    def _refused(self, namespace: str | None, data: Any) -> None:
+        """A CONNECT_ERROR packet: the server refused the namespace (auth, origin...)."""
+        message = data.get("message") if isinstance(data, dict) else data
+        namespace = namespace or "/"
+        self._refusals.append(f"{namespace}: {message}" if message else namespace)
 
     def _catch_all(self, namespace: str) -> Callable[..., None]:
         def handler(event: str, *args: Any) -> None:
@@ -344,6 +358,9 @@ class SocketIOClient(TargetBase):
     async def _classify(self, exc: BaseException) -> tuple[str, str]:
         """A stable (kind, detail) for a failed connect; sniffs for a protocol mismatch."""
         text = " ".join(str(a) for a in getattr(exc, "args", ()) if a) or type(exc).__name__
+        if self._refusals:  # the server answered CONNECT with CONNECT_ERROR and its reason
+            return "handshake_rejected", "connection refused by the server: " + "; ".join(
+                self._refusals)
         if "namespaces failed" in text:
             return "handshake_rejected", text
         with contextlib.suppress(Exception):
@@ -358,6 +375,13 @@ class SocketIOClient(TargetBase):
             if seen.kind == "http":
                 return "handshake_rejected", f"no Socket.IO server at /{self.options.path}: " \
                                              f"{seen.detail}"
+            if seen.kind == "socketio":  # it answers others: what does it say to us?
+                status, body = await engineio_handshake(
+                    self.options.url, path=self.options.path, headers=self.options.headers,
+                    timeout=min(3.0, self.options.connect_timeout),
+                    verify=not self.options.insecure)
+                if status != 200:
+                    return "handshake_rejected", f"HTTP {status}: {body}".rstrip(": ")
         if isinstance(exc, TimeoutError):
             return "timeout", "timed out opening the connection"
         return "protocol", text
@@ -392,9 +416,12 @@ class SocketIOClient(TargetBase):
 
         await sio.emit(event, data, namespace=ns, callback=on_ack)
         wait = self.options.ack_timeout if timeout is None else timeout
+        sent = time.monotonic()
         try:
             async with asyncio.timeout(wait):
-                return await reply
+                values = await reply
+            self.latency = time.monotonic() - sent  # Socket.IO's round trip: emit to ack
+            return values
         except TimeoutError:
             raise AckTimeout(f"no ack for {event!r} within {wait:g} s") from None
 
