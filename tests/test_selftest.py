@@ -7,6 +7,7 @@ SIGKILLs one of them); its own "stop" step checks that none of them is left behi
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -38,6 +39,8 @@ def test_self_test_passes_every_step_in_order() -> None:
     assert [s["step"] for s in steps] == list(STEPS)
     assert all(s["ok"] for s in steps), steps
     by_step = {s["step"]: s for s in steps}
+    route = re.search(r"\((n\d+) -> broker -> (n\d+)\)", str(by_step["relay"]["detail"]))
+    assert route and route[1] != route[2]  # published on one node, delivered by the other
     assert "killed" in str(by_step["failover"]["detail"])
     assert "RECONNECTING" in str(by_step["failover"]["detail"])
     assert lines[-1] == {"event": "result", "ok": True, "failed_step": None}

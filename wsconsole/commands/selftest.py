@@ -57,7 +57,10 @@ class Inbox:
     """Observer keeping a client's received `message` ids and its state changes."""
 
     ids: list[str] = field(default_factory=list)
+    arrived: dict[str, float] = field(default_factory=dict)  # id -> monotonic arrival time
+    route: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (pub_node, node)
     states: list[State] = field(default_factory=list)
+    joined: int = 0  # `joined` replies seen (one per (re)join of the room)
 
     def __call__(self, event: object) -> None:
         """Record harness messages and transitions; ignore the rest."""
@@ -68,6 +71,11 @@ class Inbox:
                 return
             if isinstance(frame, dict) and frame.get("type") == "message":
                 self.ids.append(str(frame.get("id")))
+                self.arrived[str(frame.get("id"))] = time.monotonic()
+                self.route[str(frame.get("id"))] = (str(frame.get("pub_node")),
+                                                    str(frame.get("node")))
+            elif isinstance(frame, dict) and frame.get("type") == "joined":
+                self.joined += 1
         elif isinstance(event, Transition):
             self.states.append(event.state)
 
@@ -202,10 +210,14 @@ class SelfTest:
         for name, client in self.clients.items():
             if await client.wait_state(State.OPEN, self.timeout) is None:
                 raise StepFailed(f"{name} did not open")
+            inbox = self.inboxes[name]
+            await _until(lambda inbox=inbox: inbox.joined > 0, f"{name} to join {ROOM}",
+                         self.timeout)
         return ", ".join(f"{n} on node {self.homes[n]}" for n in self.clients)
 
-    async def _relay_once(self, what: str) -> str:
-        """Publish from the sender until the receiver gets that message id."""
+    async def _relay_once(self, what: str, cross: bool) -> str:
+        """Publish from the sender until the receiver gets that message id; with `cross`,
+        it must have been delivered by another node than the one it was published on."""
         sender, receiver = self.clients["sender"], self.inboxes["receiver"]
         deadline = time.monotonic() + self.timeout
         while True:
@@ -220,13 +232,17 @@ class SelfTest:
                     raise StepFailed(f"the receiver never got a message published by the "
                                      f"sender ({what})") from None
                 continue
-            return f"{(time.monotonic() - began) * 1000:.0f} ms"
+            published_on, delivered_by = receiver.route[ident]
+            if cross and published_on == delivered_by:
+                raise StepFailed(f"message {ident} was published and delivered by the same node "
+                                 f"{delivered_by}: it did not cross the broker")
+            return (f"{(receiver.arrived[ident] - began) * 1000:.1f} ms "
+                    f"({published_on} -> broker -> {delivered_by})")
 
     async def relay(self) -> str:
         """Publish on one node, receive on the other: the message crossed the broker."""
-        took = await self._relay_once("relay")
-        return (f"published on node {self.homes['sender']}, received on node "
-                f"{self.homes['receiver']} in {took}")
+        took = await self._relay_once("relay", cross=True)
+        return f"published by the sender, received by the receiver in {took}"
 
     async def failover(self) -> str:
         """SIGKILL the receiver's node; its client reconnects elsewhere and receives again."""
@@ -234,12 +250,14 @@ class SelfTest:
         victim = self.homes["receiver"]
         inbox = self.inboxes["receiver"]
         before = len(inbox.states)
+        joins = inbox.joined
         await cluster.kill(victim)
         await _until(lambda: State.RECONNECTING in inbox.states[before:],
                      "the receiver to notice the killed node", self.timeout)
         if await receiver.wait_state(State.OPEN, self.timeout) is None:
             raise StepFailed("the receiver did not reconnect")
-        took = await self._relay_once("failover")
+        await _until(lambda: inbox.joined > joins, "the receiver to rejoin", self.timeout)
+        took = await self._relay_once("failover", cross=False)
         seen = " > ".join(s.value for s in inbox.states[before:])
         return f"node {victim} killed; receiver {seen}; received again in {took}"
 
