@@ -66,3 +66,27 @@ async def test_websocket_url_at_an_event_stream_is_a_mismatch() -> None:
     assert code == 1
     [mismatch] = [e for e in events if e.get("kind") == "protocol_mismatch"]
     assert "Server-Sent Events" in mismatch["detail"] and "--sse" in mismatch["detail"]
+
+
+async def test_stdout_closed_by_the_reader_ends_quietly() -> None:
+    """`wsconsole connect --sse URL | head -2`: exit 0 soon, no traceback."""
+    async with serve(Feed(per_connection=2, retry_ms=50)) as base:
+        proc = await asyncio.create_subprocess_exec(
+            *child_argv("connect", "--sse", base + "/events"), cwd=ROOT, env=ENV,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            first = await asyncio.wait_for(proc.stdout.readline(), WAIT)
+            assert b"CONNECTING" in first
+            proc.stdout.feed_eof()
+            transport = proc._transport  # type: ignore[attr-defined]
+            transport.get_pipe_transport(1).close()  # the reader goes away, like `head`
+            async with asyncio.timeout(WAIT):
+                err = await proc.stderr.read()
+                code = await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert code == 0 and b"Traceback" not in err, err

@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -268,8 +269,20 @@ class Printer:
     def __init__(self, out: Output, kind: str = "ws") -> None:
         self.out = out
         self.kind = kind
+        self.broken = False  # stdout went away (`| head`): stop printing, end the session
+        self.on_broken: Any = None
 
     def __call__(self, event: Event) -> None:
+        if self.broken:
+            return
+        try:
+            self._print(event)
+        except BrokenPipeError:
+            self.broken = True
+            if self.on_broken is not None:
+                self.on_broken()
+
+    def _print(self, event: Event) -> None:
         if isinstance(event, Transition):
             self._state(event)
         elif isinstance(event, FrameRecord):
@@ -333,7 +346,7 @@ class Printer:
         fields = orjson.loads(fr.payload)
         fields["type"] = fields.pop("event", "message")  # "event" is the line's own key
         head = " ".join(f"{k}={fields[k]}" for k in ("type", "id", "retry") if k in fields)
-        data = str(fields.get("data", ""))
+        data = str(fields.get("data", "")).replace("\r", "\\r").replace("\n", "\\n")
         shown = data if len(data) <= PREVIEW else data[:PREVIEW] + "..."
         self.out.event("sse", f"{_clock(fr.wall)} < {head} {shown}", t=fr.wall, **fields)
 
@@ -481,6 +494,9 @@ async def _main(args: argparse.Namespace, client: Any, kind: str, out: Output,
                 watch: MismatchWatch | None = None) -> int:
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
+    for observer in getattr(client, "_observers", []):
+        if isinstance(observer, Printer):
+            observer.on_broken = done.set
     frames: list[FrameRecord] = []
     if args.har_out:
         client.subscribe(lambda e: frames.append(e) if isinstance(e, FrameRecord) else None)
@@ -592,4 +608,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run(args, kind, conn))
     except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # the reader of stdout left (`| head`): end quietly
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -421,6 +421,7 @@ class SocketIOClient(TargetBase):
             async with asyncio.timeout(wait):
                 values = await reply
             self.latency = time.monotonic() - sent  # Socket.IO's round trip: emit to ack
+            self.stats.acked += 1
             return values
         except TimeoutError:
             raise AckTimeout(f"no ack for {event!r} within {wait:g} s") from None
