@@ -1,13 +1,14 @@
 """HAR import and export for WebSocket traffic, in Chrome DevTools' format (pure, no I/O loop).
 
-Chrome (and Firefox, which writes the same extension) records each WebSocket as an entry
-with `_resourceType: "websocket"`, the upgrade request/response, and `_webSocketMessages`:
-`{"type": "send"|"receive", "time": <epoch seconds>, "opcode": 1|2, "data": ...}` where
-binary data (opcode 2) is base64. Import turns every such entry into a `HarConnection`
-and its messages into FrameRecords (the Frames view's input); export writes FrameRecords
-(or the Frames view's rows) grouped by connection back into a HAR 1.2 log that DevTools-
-compatible tools open. `replay()` re-sends a connection's sent messages, as fast as
-possible or with the original spacing.
+Chrome DevTools (since v76; the de-facto format that mitmproxy, HTTP Toolkit and Proxyman
+also read and write) records each WebSocket as an entry with `_resourceType: "websocket"`,
+the upgrade request/response, and `_webSocketMessages`: `{"type": "send"|"receive",
+"time": <epoch seconds>, "opcode": 1|2, "data": ...}` where binary data (opcode 2) is
+base64. Import turns every such entry into a `HarConnection` and its messages into
+FrameRecords (the Frames view's input); export writes FrameRecords (or the Frames view's
+rows) grouped by connection back into a HAR 1.2 log that DevTools-compatible tools open.
+`replay()` re-sends a connection's sent messages, as fast as possible or with the original
+spacing.
 
 Bad input raises HarError with a message naming the problem (not JSON, truncated, not a
 HAR log, no WebSocket entries, a malformed message at entry N).
