@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import shutil
 import ssl
 import subprocess
 import sys
+import tempfile
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -55,9 +57,12 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
 async def run_cli(*args: str, env: dict[str, str] | None = None,
                   timeout: float = 90.0) -> tuple[int, str, str]:
     """`python -m wsconsole ARGS` as a child process; (exit code, stdout, stderr)."""
+    private = tempfile.mkdtemp(prefix="wsconsole-test-logs-")  # never the user's log folder
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "wsconsole", *args, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})})
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "WSCONSOLE_LOG_DIR": private, "XDG_CONFIG_HOME": private,
+             **(env or {})})
     try:
         async with asyncio.timeout(timeout):
             out, err = await proc.communicate()
@@ -65,6 +70,7 @@ async def run_cli(*args: str, env: dict[str, str] | None = None,
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+        shutil.rmtree(private, ignore_errors=True)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
@@ -253,8 +259,9 @@ async def test_an_http_server_refusing_the_upgrade_is_a_plain_finding(
     (["diagnose", "ws://127.0.0.1:1/", "-H", "no colon"], "header"),
     (["diagnose", "ws://127.0.0.1:1/", "--pings", "0"], "between 1 and 1000"),
 ])
-def test_bad_usage_exits_2_with_one_line(args: list[str], words: str) -> None:
+def test_bad_usage_exits_2_with_one_line(args: list[str], words: str, tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "wsconsole", *args], capture_output=True,
-                            text=True, timeout=60)
+                            text=True, timeout=60,
+                            env={**os.environ, "WSCONSOLE_LOG_DIR": str(tmp_path)})
     assert result.returncode == 2, result.stdout + result.stderr
     assert words in result.stderr and "Traceback" not in result.stderr
