@@ -113,3 +113,63 @@ def test_the_tarball_and_the_deb(built: dict[str, Path], tmp_path: Path) -> None
     assert "Exec=wsconsole-gui" in desktop and "Icon=wsconsole" in desktop
     version = run_bundle(root / "opt/wsconsole/wsconsole", "--version", timeout=60)
     assert version.returncode == 0 and version.stdout.startswith("wsconsole ")
+
+
+@pytest.fixture
+def expired_tls_port(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A TLS server (thread) on 127.0.0.1 whose certificate expired yesterday; its CA file."""
+    import datetime as dt
+    import socket
+    import ssl
+    import threading
+
+    import trustme
+
+    ca = trustme.CA()
+    now = dt.datetime.now(dt.UTC)
+    cert = ca.issue_cert("127.0.0.1", not_before=now - dt.timedelta(days=30),
+                         not_after=now - dt.timedelta(days=1))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                raw, _ = listener.accept()
+            except TimeoutError:
+                continue
+            try:
+                raw.settimeout(5)
+                with context.wrap_socket(raw, server_side=True):
+                    pass
+            except (OSError, ssl.SSLError):
+                raw.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], ca_file
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def test_the_bundle_diagnoses_an_expired_certificate(built: dict[str, Path],
+                                                     expired_tls_port: tuple[int, Path]) -> None:
+    executable = built["bundle"] / ("wsconsole.exe" if os.name == "nt" else "wsconsole")
+    port, ca_file = expired_tls_port
+    result = run_bundle(executable, "diagnose", f"wss://127.0.0.1:{port}/", "--ca-file",
+                        str(ca_file), "--timeout", "5", "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    steps = {x["id"]: x for x in map(orjson.loads, result.stdout.splitlines()) if "id" in x}
+    assert steps["tls"]["verdict"] == "fail"
+    # the certificate is parsed inside the bundle (cryptography) even though it is not trusted
+    assert "certificate has expired" in steps["tls"]["summary"]
+    assert steps["tls"]["detail"]["certificate"]["days_left"] < 0
