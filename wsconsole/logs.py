@@ -23,6 +23,7 @@ MAX_BYTES = 1 << 20
 BACKUPS = 5
 
 _handler: RotatingFileHandler | None = None
+_previous_level: int | None = None
 
 
 def log_dir() -> Path:
@@ -44,7 +45,7 @@ def log_files(folder: Path | None = None) -> list[Path]:
 def setup_logging(level: int = logging.INFO, max_bytes: int = MAX_BYTES,
                   backups: int = BACKUPS) -> Path | None:
     """Log to the user log folder with rotation; returns the file, None if it cannot be made."""
-    global _handler
+    global _handler, _previous_level
     if _handler is not None:
         return Path(_handler.baseFilename)
     folder = log_dir()
@@ -59,6 +60,7 @@ def setup_logging(level: int = logging.INFO, max_bytes: int = MAX_BYTES,
     handler.setLevel(level)
     root = logging.getLogger()
     root.addHandler(handler)
+    _previous_level = root.level
     if root.level > level or root.level == logging.NOTSET:
         root.setLevel(level)
     _handler = handler
@@ -67,8 +69,12 @@ def setup_logging(level: int = logging.INFO, max_bytes: int = MAX_BYTES,
 
 def stop_logging() -> None:
     """Remove and close the file handler (tests; a process normally keeps it to the end)."""
-    global _handler
+    global _handler, _previous_level
     if _handler is not None:
-        logging.getLogger().removeHandler(_handler)
+        root = logging.getLogger()
+        root.removeHandler(_handler)
         _handler.close()
         _handler = None
+        if _previous_level is not None:
+            root.setLevel(_previous_level)
+            _previous_level = None
