@@ -265,3 +265,61 @@ def test_bad_usage_exits_2_with_one_line(args: list[str], words: str, tmp_path: 
                             env={**os.environ, "WSCONSOLE_LOG_DIR": str(tmp_path)})
     assert result.returncode == 2, result.stdout + result.stderr
     assert words in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture
+async def tls_echo(tmp_path: Path) -> AsyncIterator[Any]:
+    """Factory: a wss:// echo server (websockets) whose certificate ends `days` from now."""
+    from websockets.asyncio.server import serve
+
+    servers: list[Any] = []
+
+    async def start(days: int) -> tuple[str, Path]:
+        ca = trustme.CA()
+        now = dt.datetime.now(dt.UTC)
+        cert = ca.issue_cert("127.0.0.1", not_before=now - dt.timedelta(days=1),
+                             not_after=now + dt.timedelta(days=days))
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(context)
+        ca_file = tmp_path / f"ca-{days}.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+
+        async def echo(ws: Any) -> None:
+            async for message in ws:
+                await ws.send(message)
+
+        server = await serve(echo, "127.0.0.1", 0, ssl=context)
+        servers.append(server)
+        port = server.sockets[0].getsockname()[1]
+        return f"wss://127.0.0.1:{port}/", ca_file
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_healthy_wss_endpoint_passes_tls_and_the_connection_steps(tls_echo: Any) -> None:
+    url, ca_file = await tls_echo(365)
+    diagnosis = await diagnose(DiagnoseOptions(url, ca_file=str(ca_file), timeout=5.0,
+                                               pings=3))
+    verdicts = {s.id: s.verdict for s in diagnosis.steps}
+    for step_id in ("dns", "tcp", "tls", "handshake", "latency", "reconnect"):
+        assert verdicts[step_id] is Verdict.OK, diagnosis.step(step_id)
+    tls = diagnosis.step("tls")
+    assert tls is not None and tls.detail["verified"] is True
+    assert tls.detail["protocol"] in ("TLSv1.2", "TLSv1.3")
+    assert 360 <= tls.detail["certificate"]["days_left"] <= 365
+    assert "127.0.0.1" in tls.detail["certificate"]["names"]
+    # the echo server asks for no credentials: the audit says so, as a warning
+    assert verdicts["audit"] is Verdict.WARN and diagnosis.verdict is Verdict.WARN
+
+
+async def test_a_certificate_about_to_expire_is_a_warning(tls_echo: Any) -> None:
+    url, ca_file = await tls_echo(5)
+    diagnosis = await diagnose(DiagnoseOptions(url, ca_file=str(ca_file), timeout=5.0,
+                                               pings=1, reconnect=False, audit=False))
+    tls = diagnosis.step("tls")
+    assert tls is not None and tls.verdict is Verdict.WARN
+    assert "renew it soon" in tls.summary
+    assert diagnosis.step("handshake").verdict is Verdict.OK  # type: ignore[union-attr]
