@@ -331,7 +331,10 @@ def _certificate_facts(der: bytes | None) -> dict[str, Any]:
     """Subject, issuer, validity and names of a DER certificate (cryptography parses it)."""
     if not der:
         return {}
-    from cryptography import x509
+    try:
+        from cryptography import x509
+    except ImportError:  # a declared dependency; say so rather than fail the step
+        return {"error": "the cryptography package is not installed: no certificate details"}
 
     try:
         cert = x509.load_der_x509_certificate(der)
