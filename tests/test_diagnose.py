@@ -104,8 +104,11 @@ async def test_diagnose_the_harness_writes_a_bundle_without_any_secret(
     lines = json_lines(stdout)
     steps = {line["id"]: line for line in lines if line["event"] == "step"}
     assert list(steps) == ["dns", "tcp", "handshake", "latency", "reconnect", "audit"]
-    for step_id in ("dns", "tcp", "handshake", "latency", "reconnect"):
+    for step_id in ("dns", "tcp", "handshake", "latency", "reconnect", "audit"):
         assert steps[step_id]["verdict"] == "ok", steps[step_id]
+    findings = {f["check"]: f["status"] for f in steps["audit"]["detail"]["findings"]}
+    # the token was only in the URL: the audit still left it out to test "no credentials"
+    assert findings["no-credentials"] == "pass" and findings["rate-limit"] == "n/a"
     assert steps["handshake"]["detail"]["status"] == 101
     assert len(steps["latency"]["detail"]["rtt_ms"]) == 5
     assert "RECONNECTING" in steps["reconnect"]["detail"]["states"]

@@ -156,10 +156,19 @@ class DiagnoseOptions:
         )
 
     def target(self) -> Target:
-        """The probe's target for the audit."""
-        return Target(url=self.url, headers=tuple(self.headers),
-                      subprotocols=tuple(self.subprotocols), token=self.token,
-                      token_via=self.token_mode, origin=self.origin, ca_file=self.ca_file,
+        """The probe's target for the audit; a `token` already in the URL's query becomes
+        the target's token, so the "without credentials" check can really leave it out."""
+        url, token, via = self.url, self.token, self.token_mode
+        parts = urllib.parse.urlsplit(url)
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        in_url = [v for k, v in query if k == "token"]
+        if in_url and token is None:
+            token, via = in_url[-1], "query"
+            kept = urllib.parse.urlencode([(k, v) for k, v in query if k != "token"])
+            url = urllib.parse.urlunsplit(parts._replace(query=kept))
+        return Target(url=url, headers=tuple(self.headers),
+                      subprotocols=tuple(self.subprotocols), token=token,
+                      token_via=via, origin=self.origin, ca_file=self.ca_file,
                       insecure=self.insecure)
 
 

@@ -30,7 +30,7 @@ from wsconsole.core.lifecycle import State, Transition
 from wsconsole.diagnostics.bundle import Bundle, BundleError, read_bundle, report_html
 from wsconsole.gui.framestore import FrameStore
 from wsconsole.gui.panels.frames import FramesPanel
-from wsconsole.gui.panels.timeline import WINDOWS, TimelinePanel
+from wsconsole.gui.panels.timeline import TimelinePanel
 from wsconsole.gui.timelinemodel import TimelineModel
 
 
@@ -95,13 +95,15 @@ class BundleView(QWidget):
         if span is not None:
             first, last = span
             canvas = self.timeline_panel.canvas
-            length = last - first + 1.0
-            label = next((k for k, v in WINDOWS.items() if v >= length), None)
-            if label is not None:
-                self.timeline_panel.window_box.setCurrentText(label)
-            else:
-                canvas.window = length
-            canvas.frozen_at = last + 0.5  # the bundle's end stays at the right edge
+            length = max(1.0, (last - first) * 1.1)
+            # the whole bundle fills the canvas; the usual windows stay in the selector
+            box = self.timeline_panel.window_box
+            box.blockSignals(True)
+            box.insertItem(0, f"{length:.1f} s (bundle)")
+            box.setCurrentIndex(0)
+            box.blockSignals(False)
+            canvas.window = length
+            canvas.frozen_at = last + (last - first) * 0.05  # the end stays at the right edge
         self.versions = QPlainTextEdit(readOnly=True)
         self.versions.setPlainText(orjson.dumps(bundle.versions,
                                                 option=orjson.OPT_INDENT_2).decode())
