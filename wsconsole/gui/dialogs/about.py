@@ -38,12 +38,22 @@ def about_rows(info: dict[str, Any] | None = None) -> list[tuple[str, str]]:
         ("PySide6", pyside_version),
         ("Python", f"{info.get('python', sys.version.split()[0])}"),
         ("websockets", str(libs.get("websockets", "?"))),
-        ("broker", str(info.get("broker", "?"))),
+        *_broker_rows(str(info.get("broker", "?"))),
     ]
     shown = {"websockets", "PySide6", "PySide6-Essentials"}
     rows += [(name, str(v)) for name, v in libs.items() if name not in shown]
     rows.append(("system", str(info.get("system", {}).get("platform", "?"))))
     rows.append(("log folder", str(log_dir())))
+    return rows
+
+
+def _broker_rows(text: str) -> list[tuple[str, str]]:
+    """`valkey-server --version` output split into a short version and the binary's path."""
+    version, _, path = text.partition(" [")
+    version = version.split(" sha=")[0]
+    rows = [("broker", version)]
+    if path:
+        rows.append(("broker binary", path.rstrip("]")))
     return rows
 
 
@@ -64,7 +74,7 @@ class AboutDialog(QDialog):
         for r, (name, value) in enumerate(self.rows):
             self.table.setItem(r, 0, QTableWidgetItem(name))
             self.table.setItem(r, 1, QTableWidgetItem(value))
-        self.table.resizeColumnsToContents()
+        self.table.resizeColumnToContents(0)
         self.table.horizontalHeader().setStretchLastSection(True)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         self.copy_button = QPushButton("Copy")
