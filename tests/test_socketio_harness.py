@@ -168,6 +168,8 @@ async def test_auth_stats_health_and_metrics() -> None:
             async with httpx.AsyncClient(timeout=5) as http:
                 health = await http.get(f"http://127.0.0.1:{node.port}/healthz")
                 metrics = await http.get(node.metrics_url or "")
+            [listed] = await cluster.connections(node.id)
+            assert listed["user"] == "qa" and listed["id"]
             assert health.status_code == 200 and health.text == "ok"
             assert c.latency is not None and c.latency > 0  # the whoami ack round trip
             assert f'wsconsole_connections{{node="{node.id}"}} 1.0' in metrics.text

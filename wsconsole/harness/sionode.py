@@ -261,8 +261,12 @@ class SioNode:
         return {"draining": True, "connections": len(self.users)}
 
     async def _cmd_connections(self, message: dict[str, Any]) -> dict[str, Any]:
-        return {"connections": [{"id": sid, "user": user, "rooms": sorted(self.rooms.get(sid, ()))}
-                                for sid, user in list(self.users.items())[:1000]]}
+        """Connections (Socket.IO sids) with user and rooms, the ws node's reply shape."""
+        limit = message.get("limit", 2000)
+        limit = limit if isinstance(limit, int) and limit >= 0 else 2000
+        conns = [{"id": sid, "user": user, "rooms": sorted(self.rooms.get(sid, ())),
+                  "remote": None} for sid, user in list(self.users.items())[:limit]]
+        return {"connections": conns, "total": len(self.users)}
 
     async def _stats_loop(self) -> None:
         while not self._stop.is_set():
