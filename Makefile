@@ -30,5 +30,10 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m benchmarks
 
+# A one-folder PyInstaller bundle, a .tar.gz and a .deb in dist/ (see docs/packaging.md).
+package: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[package]'
+	$(BIN)/python packaging/build.py
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info

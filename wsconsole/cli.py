@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -47,6 +48,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     parser = argparse.ArgumentParser(
         prog="wsconsole",
         description="Monitor, debug and break WebSocket and real-time systems.",
+        epilog="With no COMMAND the console window opens. `wsconsole --self-test` is "
+        "`wsconsole selftest`: broker, nodes, balancer and a client, end to end.",
     )
     parser.add_argument("--version", action="version", version=f"wsconsole {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -73,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(modules[args.command].run(args) or 0)
     except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        # The reader went away (`wsconsole ... | head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import wsconsole
 from wsconsole.scenarios.assertions import Assertion, AssertionSyntaxError, parse_assertion
 
 NODE_ACTIONS = frozenset({"kill", "pause", "resume", "drain", "restart"})
@@ -265,10 +265,7 @@ class _Reader:
 
 def shipped_dir() -> Path:
     """Where the scenarios shipped with wsconsole live (source checkout or packaged bundle)."""
-    bundle = getattr(sys, "_MEIPASS", None)
-    if bundle is not None:
-        return Path(bundle) / "resources" / "scenarios"
-    return Path(__file__).resolve().parents[2] / "resources" / "scenarios"
+    return Path(wsconsole.__file__).resolve().parent / "resources" / "scenarios"
 
 
 def shipped_scenarios() -> dict[str, Path]:
