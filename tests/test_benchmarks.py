@@ -53,28 +53,29 @@ def test_verdicts_say_missed_when_missed() -> None:
     assert "not measured" in result[next(t for t in result if "1,000,000" in t)]
 
 
-def test_quick_run_writes_every_section(tmp_path: Path) -> None:
-    """One tiny run of all four benchmarks and every contender, through `python -m`."""
-    skip_node = ensure_node_modules()
+def _quick(tmp_path: Path, *extra: str) -> dict:  # type: ignore[type-arg]
     argv = [sys.executable, "-m", "benchmarks", "--quick", "--repeat", "1",
-            "--out", str(tmp_path)]  # fmt: skip
-    if skip_node is not None:
-        for name in ("wsconsole", "python-socketio", "websockets-broadcast"):
-            argv += ["--contender", name]
+            "--out", str(tmp_path), *extra]  # fmt: skip
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=110)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    doc = json.loads((tmp_path / "benchmarks.json").read_text())
-    names = ["wsconsole", "python-socketio", "websockets-broadcast"]
-    if skip_node is None:
-        names.append("node-socketio")
-    for name in names:
-        fan = doc["fanout"][name]
-        assert "not_run" not in fan, (name, fan)
-        assert set(fan) >= {"delivered_per_s", "p50_ms", "p99_ms"}
-        # traffic really flowed: every subscriber got every message at the latency rate
-        assert fan["latency_delivered_ratio"] == 1.0, (name, fan)
-        assert fan["delivered_per_s"] > 0 and fan["p50_ms"] <= fan["p99_ms"]
-        assert fan["loadgen_cpu_max_pct_at_best"] is not None
+    return json.loads((tmp_path / "benchmarks.json").read_text())
+
+
+def _assert_fanout(fan: dict) -> None:  # type: ignore[type-arg]
+    assert "not_run" not in fan, fan
+    assert set(fan) >= {"delivered_per_s", "p50_ms", "p99_ms"}
+    # traffic really flowed: every subscriber got every message at the latency rate
+    assert fan["latency_delivered_ratio"] == 1.0, fan
+    assert fan["delivered_per_s"] > 0 and fan["p50_ms"] <= fan["p99_ms"]
+    assert fan["loadgen_cpu_max_pct_at_best"] is not None
+
+
+def test_quick_run_writes_every_section(tmp_path: Path) -> None:
+    """One tiny run of all four benchmarks (the Python contenders), through `python -m`."""
+    doc = _quick(tmp_path, "--contender", "wsconsole", "--contender", "python-socketio",
+                 "--contender", "websockets-broadcast")  # fmt: skip
+    for name in ("wsconsole", "python-socketio", "websockets-broadcast"):
+        _assert_fanout(doc["fanout"][name])
     cap = doc["capacity"]
     assert cap["held"] == cap["connections"] == cap["runs"][0]["node_reports"]
     assert cap["rss_per_conn_kib"] is not None
@@ -82,7 +83,7 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
         run = doc["storm"][label]["runs"][0]
         assert run["dropped"] == run["back"] == run["clients"], run
         assert doc["storm"][label]["all_back_s"] > 0
-    # without jitter every client waits the same 1 s, with jitter they spread out
+    # without jitter every client waits the full first backoff (1 s) before coming back
     assert doc["storm"]["no_jitter"]["all_back_s"] >= 1.0
     win = doc["window"]
     assert "not_run" not in win, win
@@ -93,7 +94,17 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
     for heading in ("## Targets", "## Fan-out", "## Connection capacity", "## Reconnect storm",
                     "## Window ingest"):  # fmt: skip
         assert heading in text
-    assert (tmp_path / "benchmarks.md").read_text() == markdown(doc)
+    assert text == markdown(doc)
+
+
+@pytest.mark.timeout(200)
+def test_quick_node_socketio(tmp_path: Path) -> None:
+    """The Node.js contender (npm installs it under benchmarks/.node on first use)."""
+    reason = ensure_node_modules(timeout=60)
+    if reason is not None:
+        pytest.skip(f"node-socketio contender not available: {reason}")
+    doc = _quick(tmp_path, "--only", "fanout", "--contender", "node-socketio")
+    _assert_fanout(doc["fanout"]["node-socketio"])
 
 
 def test_bad_usage_exits_2(tmp_path: Path) -> None:
