@@ -58,17 +58,17 @@ from websockets.uri import parse_uri
 from wsconsole import __version__
 from wsconsole.core import envelope
 from wsconsole.core.backoff import BackoffPolicy
+from wsconsole.core.driver import ClientStats, ConnectionDriver
 from wsconsole.core.events import (
     DeliveryEvent,
     Direction,
     ErrorEvent,
-    Event,
     FrameRecord,
     HeartbeatEvent,
     Observer,
     Opcode,
 )
-from wsconsole.core.lifecycle import Lifecycle, State, Transition
+from wsconsole.core.lifecycle import State
 
 log = logging.getLogger(__name__)
 
@@ -221,27 +221,6 @@ class ClientOptions:
 
 
 # ---------------------------------------------------------------- plain bookkeeping
-
-
-@dataclass
-class ClientStats:
-    """Counters of one client; `queued` is the current offline queue length."""
-
-    sent: int = 0
-    received: int = 0
-    acked: int = 0
-    gaps: int = 0
-    missing: int = 0
-    duplicates: int = 0
-    out_of_order: int = 0
-    reconnects: int = 0
-    queued: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        """JSON-ready counters."""
-        return dict(self.__dict__)
 
 
 @dataclass
@@ -528,86 +507,25 @@ class _TappedConnection(ClientConnection):
 # ---------------------------------------------------------------- the driver
 
 
-class ReconnectingClient:
+class ReconnectingClient(ConnectionDriver):
     """A WebSocket client that reconnects per its backoff policy and reports every event."""
 
     def __init__(
         self, options: ClientOptions, name: str = "client", observers: Iterable[Observer] = ()
     ) -> None:
+        super().__init__(name, options.backoff, observers)
         self.options = options
-        self.name = name
-        self.lifecycle = Lifecycle(name)
-        self.policy = options.backoff.copy()
-        self.stats = ClientStats()
         self.rooms_tracker = RoomTracker()
         self.outbox = Outbox(options.queue_limit)
-        self.latency: float | None = None
-        self.next_attempt: tuple[float, float] | None = None  # (monotonic time, delay)
         self.rooms: list[str] = list(dict.fromkeys(options.rooms))
         self.subprotocol: str | None = None
-        self.final_error: str | None = None
-        self._observers: list[Observer] = list(observers)
-        self._task: asyncio.Task[None] | None = None
         self._conn: ClientConnection | None = None
         self._ready = False  # open, rejoined and the queue flushed: send directly
-        self._stopping = False
         self._stop_args: tuple[int, str] = (1000, "")
-        self._wake = asyncio.Event()
-        self._state_waiters: list[tuple[State, asyncio.Future[Transition]]] = []
         self._rpc: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._join_since: dict[str, int | None] = {}
         self._last_inbound = 0.0
         self._flush_lock = asyncio.Lock()
-
-    # -- observers and state
-
-    def subscribe(self, observer: Observer) -> None:
-        """Receive every event from now on."""
-        self._observers.append(observer)
-
-    def unsubscribe(self, observer: Observer) -> None:
-        """Stop receiving events."""
-        with contextlib.suppress(ValueError):
-            self._observers.remove(observer)
-
-    def _emit(self, event: Event) -> None:
-        for observer in list(self._observers):
-            try:
-                observer(event)
-            except Exception:
-                log.exception("observer %r failed", observer)
-
-    @property
-    def state(self) -> State:
-        """The current connection state."""
-        return self.lifecycle.state
-
-    def _move(self, state: State, **fields: Any) -> Transition:
-        record = self.lifecycle.move(state, **fields)
-        self.next_attempt = (
-            (record.at + record.delay, record.delay)
-            if state is State.RECONNECTING and record.delay is not None
-            else None
-        )
-        self._emit(record)
-        for waiter in list(self._state_waiters):
-            wanted, future = waiter
-            if wanted is state and not future.done():
-                future.set_result(record)
-        return record
-
-    async def wait_state(self, state: State, timeout: float | None = None) -> Transition | None:
-        """Wait until the client enters `state` (now if already there); TimeoutError after."""
-        if self.state is state:
-            return self.lifecycle.history[-1] if self.lifecycle.history else None
-        future: asyncio.Future[Transition] = asyncio.get_running_loop().create_future()
-        waiter = (state, future)
-        self._state_waiters.append(waiter)
-        try:
-            async with asyncio.timeout(timeout):
-                return await future
-        finally:
-            self._state_waiters.remove(waiter)
 
     # -- start / stop
 
@@ -645,12 +563,6 @@ class ReconnectingClient:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-
-    async def wait_closed(self) -> None:
-        """Wait for the driver to end (after stop(), or when the attempts are used up)."""
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._task)
 
     # -- the loop
 

@@ -1,7 +1,7 @@
-"""What every target driver shares: observers, the lifecycle, stats, waiting for a state.
+"""What the Socket.IO and SSE drivers share beyond `core.driver`: the backoff wait, the end.
 
-Kept apart from the protocol code so the Socket.IO and SSE drivers stay small and report
-transitions exactly as `ReconnectingClient` does (same Lifecycle, same next_attempt).
+Kept apart from the protocol code so those drivers stay small and report transitions
+exactly as `ReconnectingClient` does (same ConnectionDriver base).
 """
 
 from __future__ import annotations
@@ -9,86 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
 from typing import Any
 
-from wsconsole.core.backoff import BackoffPolicy
-from wsconsole.core.client import ClientStats
-from wsconsole.core.events import ErrorEvent, Event, Observer
-from wsconsole.core.lifecycle import Lifecycle, State, Transition
+from wsconsole.core.driver import ConnectionDriver
+from wsconsole.core.events import ErrorEvent
+from wsconsole.core.lifecycle import State
 
 log = logging.getLogger(__name__)
 
 
-class TargetBase:
-    """Observers, lifecycle, counters and the backoff wait shared by the target drivers."""
-
-    def __init__(self, name: str, backoff: BackoffPolicy, observers: Iterable[Observer]) -> None:
-        self.name = name
-        self.lifecycle = Lifecycle(name)
-        self.policy = backoff.copy()
-        self.stats = ClientStats()
-        self.latency: float | None = None
-        self.next_attempt: tuple[float, float] | None = None  # (monotonic due, delay)
-        self.final_error: str | None = None
-        self._observers: list[Observer] = list(observers)
-        self._state_waiters: list[tuple[State, asyncio.Future[Transition]]] = []
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._wake = asyncio.Event()
-
-    def subscribe(self, observer: Observer) -> None:
-        """Receive every event from now on."""
-        self._observers.append(observer)
-
-    def unsubscribe(self, observer: Observer) -> None:
-        """Stop receiving events."""
-        with contextlib.suppress(ValueError):
-            self._observers.remove(observer)
-
-    def _emit(self, event: Event) -> None:
-        for observer in list(self._observers):
-            try:
-                observer(event)
-            except Exception:
-                log.exception("observer %r failed", observer)
-
-    @property
-    def state(self) -> State:
-        """The current connection state."""
-        return self.lifecycle.state
-
-    def _move(self, state: State, **fields: Any) -> Transition:
-        record = self.lifecycle.move(state, **fields)
-        self.next_attempt = (
-            (record.at + record.delay, record.delay)
-            if state is State.RECONNECTING and record.delay is not None
-            else None
-        )
-        self._emit(record)
-        for wanted, future in list(self._state_waiters):
-            if wanted is state and not future.done():
-                future.set_result(record)
-        return record
-
-    async def wait_state(self, state: State, timeout: float | None = None) -> Transition | None:
-        """Wait until the target enters `state` (now if already there); TimeoutError after."""
-        if self.state is state:
-            return self.lifecycle.history[-1] if self.lifecycle.history else None
-        future: asyncio.Future[Transition] = asyncio.get_running_loop().create_future()
-        waiter = (state, future)
-        self._state_waiters.append(waiter)
-        try:
-            async with asyncio.timeout(timeout):
-                return await future
-        finally:
-            self._state_waiters.remove(waiter)
-
-    async def wait_closed(self) -> None:
-        """Wait for the driver to end (after stop(), or when the attempts are used up)."""
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._task)
+class TargetBase(ConnectionDriver):
+    """The backoff wait and the ending shared by the Socket.IO and SSE drivers."""
 
     def _start_task(self, coro: Any, label: str) -> None:
         self._stopping = False
