@@ -27,10 +27,11 @@ import sys
 import threading
 import time
 import urllib.parse
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from wsconsole.commands.argtypes import non_negative, one_line_errors, positive
 from wsconsole.commands.output import Output, fail_usage
 from wsconsole.core.backoff import BackoffError, BackoffPolicy
 from wsconsole.core.client import (
@@ -60,32 +61,9 @@ HELP = "Connect to a WebSocket URL, show every frame and state change, send stdi
 PREVIEW = 200  # characters of a payload shown in human output
 
 
-def _error(message: str) -> NoReturn:
-    """argparse's error hook: one line on stderr and exit code 2 (no usage dump)."""
-    sys.exit(fail_usage(message))
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-_positive.__name__ = "positive number"
-_non_negative.__name__ = "number >= 0"
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options of `wsconsole connect`."""
-    parser.error = _error  # type: ignore[method-assign]
+    one_line_errors(parser)
     parser.add_argument("url", help="ws(s):// URL, or http(s):// with --socketio / --sse")
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--socketio", action="store_true",
@@ -109,24 +87,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="room to join and re-join (repeatable, implies --harness)")
     parser.add_argument("--send", action="append", default=[], metavar="TEXT",
                         help="message to send on the first open (repeatable, in order)")
-    parser.add_argument("--backoff-initial", type=_non_negative, default=1.0, metavar="S")
-    parser.add_argument("--backoff-factor", type=_positive, default=2.0)
-    parser.add_argument("--backoff-cap", type=_non_negative, default=30.0, metavar="S")
-    parser.add_argument("--backoff-jitter", type=_non_negative, default=1.0, metavar="S")
+    parser.add_argument("--backoff-initial", type=non_negative, default=1.0, metavar="S")
+    parser.add_argument("--backoff-factor", type=positive, default=2.0)
+    parser.add_argument("--backoff-cap", type=non_negative, default=30.0, metavar="S")
+    parser.add_argument("--backoff-jitter", type=non_negative, default=1.0, metavar="S")
     parser.add_argument("--max-attempts", type=int, default=None, metavar="N",
                         help="give up (exit 1) after N failed retries; default unlimited")
-    parser.add_argument("--ping-interval", type=_non_negative, default=25.0, metavar="S",
+    parser.add_argument("--ping-interval", type=non_negative, default=25.0, metavar="S",
                         help="client ping interval; 0 turns pings and liveness off")
-    parser.add_argument("--ping-timeout", type=_positive, default=10.0, metavar="S")
-    parser.add_argument("--connect-timeout", type=_positive, default=10.0, metavar="S")
-    parser.add_argument("--close-timeout", type=_positive, default=2.0, metavar="S")
+    parser.add_argument("--ping-timeout", type=positive, default=10.0, metavar="S")
+    parser.add_argument("--connect-timeout", type=positive, default=10.0, metavar="S")
+    parser.add_argument("--close-timeout", type=positive, default=2.0, metavar="S")
     parser.add_argument("--max-size", type=int, default=2**20, metavar="BYTES",
                         help="largest incoming message; 0 means no limit")
     parser.add_argument("--queue-limit", type=int, default=10_000, metavar="N",
                         help="messages kept while offline")
     parser.add_argument("--no-compression", action="store_true",
                         help="do not offer permessage-deflate")
-    parser.add_argument("--duration", type=_positive, metavar="S",
+    parser.add_argument("--duration", type=positive, metavar="S",
                         help="close normally and exit 0 after S seconds")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     sio = parser.add_argument_group("Socket.IO (--socketio)")
@@ -138,13 +116,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sio.add_argument("--transport", choices=["upgrade", "websocket", "polling"],
                      default="upgrade",
                      help="polling then upgrade (default), websocket only, or polling only")
-    sio.add_argument("--ack-timeout", type=_positive, default=10.0, metavar="S")
+    sio.add_argument("--ack-timeout", type=positive, default=10.0, metavar="S")
     sio.add_argument("--join-event", default="join", metavar="EVENT",
                      help="event the server joins rooms on (used by --room and /join)")
     sio.add_argument("--leave-event", default="leave", metavar="EVENT")
     sse = parser.add_argument_group("Server-Sent Events (--sse)")
     sse.add_argument("--last-event-id", metavar="ID", help="resume after this event id")
-    sse.add_argument("--read-timeout", type=_positive, metavar="S",
+    sse.add_argument("--read-timeout", type=positive, metavar="S",
                      help="reconnect when nothing arrives for S seconds (default: wait)")
     har = parser.add_argument_group("HAR")
     har.add_argument("--har-out", metavar="FILE", help="write the session as a HAR at exit")
@@ -153,7 +131,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     har.add_argument("--replay-entry", type=int, default=0, metavar="N",
                      help="which WebSocket connection of the HAR (0 = the first)")
     har.add_argument("--replay-timing", choices=["fast", "original"], default="fast")
-    har.add_argument("--replay-speed", type=_positive, default=1.0, metavar="X",
+    har.add_argument("--replay-speed", type=positive, default=1.0, metavar="X",
                      help="with original timing, X times faster")
 
 

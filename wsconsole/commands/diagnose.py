@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from pathlib import Path
-from typing import NoReturn
 
+from wsconsole.commands.argtypes import int_between, one_line_errors, positive
 from wsconsole.commands.output import Output, fail_usage
 from wsconsole.core.client import ClientOptionsError, parse_header
 from wsconsole.diagnostics.bundle import BundleInputs, write_bundle
@@ -35,38 +34,11 @@ HELP = "Diagnose a WebSocket endpoint (DNS, TCP, TLS, handshake, latency, reconn
 MARKS = {Verdict.OK: "ok  ", Verdict.WARN: "WARN", Verdict.FAIL: "FAIL", Verdict.SKIP: "skip"}
 
 
-def _error(message: str) -> NoReturn:
-    """argparse's error hook: one line on stderr and exit code 2."""
-    sys.exit(fail_usage(message))
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 1 <= value <= 1000:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 1000, got {text}")
-    return value
-
-
-_positive.__name__ = "positive number"
-_count.__name__ = "count"
-
+COUNT = int_between(1, 1000, "count")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options of `wsconsole diagnose`."""
-    parser.error = _error  # type: ignore[method-assign]
+    one_line_errors(parser)
     parser.add_argument("url", help="ws:// or wss:// URL of the endpoint")
     parser.add_argument("--token", help="auth token (redacted in every output)")
     parser.add_argument("--token-mode", choices=["query", "header", "message"],
@@ -80,9 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-file", metavar="PEM", help="trust this CA bundle for wss://")
     parser.add_argument("--insecure", action="store_true",
                         help="continue past certificate errors (they are still reported)")
-    parser.add_argument("--timeout", type=_positive, default=5.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=positive, default=5.0, metavar="SECONDS",
                         help="limit for each network wait (default 5)")
-    parser.add_argument("--pings", type=_count, default=5, help="pings for latency (default 5)")
+    parser.add_argument("--pings", type=COUNT, default=5, help="pings for latency (default 5)")
     parser.add_argument("--no-reconnect", action="store_true", help="skip the reconnect cycle")
     parser.add_argument("--no-audit", action="store_true", help="skip the security checks")
     parser.add_argument("--out", metavar="FILE.zip", help="write a support bundle here")

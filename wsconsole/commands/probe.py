@@ -14,8 +14,8 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import NoReturn
 
+from wsconsole.commands.argtypes import int_between, one_line_errors, positive
 from wsconsole.commands.output import Output, fail_usage
 from wsconsole.core.client import ClientOptionsError, parse_header
 from wsconsole.faults.audit import AuditConfig, Finding, Status, run_audit
@@ -42,38 +42,11 @@ SUITES = {
 }
 
 
-def _error(message: str) -> NoReturn:
-    """argparse's error hook: one line on stderr and exit code 2 (no usage dump)."""
-    sys.exit(fail_usage(message))
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-_positive.__name__ = "positive number"
-_size.__name__ = "size in bytes"
-
+SIZE = int_between(1, name="size in bytes")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options of `wsconsole probe`."""
-    parser.error = _error  # type: ignore[method-assign]
+    one_line_errors(parser)
     parser.add_argument("url", nargs="?", help="ws:// or wss:// URL to probe")
     parser.add_argument("--case", action="append", default=[], metavar="ID",
                         help="run this catalogue case (repeatable; default: every case)")
@@ -99,11 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-file", help="trust this CA bundle for wss://")
     parser.add_argument("--insecure", action="store_true",
                         help="do not verify the server certificate (wss://)")
-    parser.add_argument("--timeout", type=_positive, default=5.0, metavar="S",
+    parser.add_argument("--timeout", type=positive, default=5.0, metavar="S",
                         help="bound on connecting, the handshake and each wait (default 5)")
-    parser.add_argument("--silence", type=_positive, default=1.0, metavar="S",
+    parser.add_argument("--silence", type=positive, default=1.0, metavar="S",
                         help="how long a peer must stay quiet on an incomplete frame (default 1)")
-    parser.add_argument("--max-size", type=_size, default=1024 * 1024, metavar="BYTES",
+    parser.add_argument("--max-size", type=SIZE, default=1024 * 1024, metavar="BYTES",
                         help="the peer's message size limit (default 1 MiB)")
 
 

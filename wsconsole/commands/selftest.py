@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from wsconsole import __version__
+from wsconsole.commands.argtypes import positive
 from wsconsole.commands.output import Output, fail_usage
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientOptions, ReconnectingClient
@@ -80,24 +81,11 @@ class Inbox:
             self.states.append(event.state)
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-_positive.__name__ = "positive number"
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options of `wsconsole selftest`."""
     parser.add_argument("--redis", metavar="URL",
                         help="use this Redis-protocol broker instead of starting one")
-    parser.add_argument("--timeout", type=_positive, default=60.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=positive, default=60.0, metavar="SECONDS",
                         help="limit for each step (default 60)")
     parser.add_argument("--no-qt", action="store_true",
                         help="skip the Qt step (a machine without Qt's system libraries)")
