@@ -555,14 +555,7 @@ class ReconnectingClient(ConnectionDriver):
                 await conn.close(code, reason)
         else:
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            try:
-                async with asyncio.timeout(self.options.close_timeout + 1):
-                    await asyncio.shield(task)
-            except TimeoutError:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await self._end_task(task, self.options.close_timeout + 1)
 
     # -- the loop
 

@@ -111,3 +111,13 @@ class ConnectionDriver:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(self._task)
+
+    async def _end_task(self, task: asyncio.Task[None], grace: float) -> None:
+        """Give the driver's task `grace` seconds to end by itself, then cancel it."""
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            async with asyncio.timeout(grace):
+                await asyncio.shield(task)
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -276,13 +276,7 @@ class SocketIOClient(TargetBase):
             self._dropped("client disconnect")
         else:
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            async with asyncio.timeout(self.options.connect_timeout + 1):
-                await asyncio.shield(task)
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._end_task(task, self.options.connect_timeout + 1)
 
     # -- the loop
 
