@@ -69,6 +69,7 @@ from wsconsole.core.events import (
     Opcode,
 )
 from wsconsole.core.lifecycle import State
+from wsconsole.core.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -211,13 +212,7 @@ class ClientOptions:
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context for wss:// (custom CA file or insecure), None for ws://."""
-        if not self.secure:
-            return None
-        context = ssl.create_default_context(cafile=self.ca_file)
-        if self.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        return client_context(self.ca_file, self.insecure) if self.secure else None
 
 
 # ---------------------------------------------------------------- plain bookkeeping

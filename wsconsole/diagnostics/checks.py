@@ -41,6 +41,7 @@ from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientOptions, ClientOptionsError, ReconnectingClient
 from wsconsole.core.events import ErrorEvent, FrameRecord, HeartbeatEvent
 from wsconsole.core.lifecycle import State, Transition
+from wsconsole.core.tls import client_context
 from wsconsole.faults.audit import Status, run_audit
 from wsconsole.faults.probe import ProbeConfig, Target, TargetError
 
@@ -134,13 +135,7 @@ class DiagnoseOptions:
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context the client uses (None for ws://)."""
-        if not self.secure:
-            return None
-        context = ssl.create_default_context(cafile=self.ca_file)
-        if self.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        return client_context(self.ca_file, self.insecure) if self.secure else None
 
     def client_options(self) -> ClientOptions:
         """ReconnectingClient options: quick retries, no automatic pings (we send our own)."""

@@ -43,6 +43,7 @@ from wsconsole.core.frames import (
     encode_frame,
     parse_frame,
 )
+from wsconsole.core.tls import client_context
 from wsconsole.faults.catalogue import (
     DEFAULT_MAX_SIZE,
     NO_STATUS,
@@ -283,13 +284,7 @@ def _parse_response(head: bytes) -> tuple[int, str, dict[str, str]]:
 
 
 def _ssl_context(target: Target) -> ssl.SSLContext | None:
-    if not target.secure:
-        return None
-    context = ssl.create_default_context(cafile=target.ca_file)
-    if target.insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+    return client_context(target.ca_file, target.insecure) if target.secure else None
 
 
 class RawConnection:
