@@ -45,7 +45,9 @@ def test_socketio_target_frames_timeline_kill_restart(qloop, procs: ProcessRegis
         try:
             panel = app.window.connection
             panel.url_edit.setText(f"http://127.0.0.1:{port}")
+            assert panel.sio_auth_edit.isHidden()  # Socket.IO settings only for that kind
             panel.kind_box.setCurrentIndex(panel.kind_box.findData("socketio"))
+            assert not panel.sio_auth_edit.isHidden()
             panel.sio_auth_edit.setText("{nope")
             assert not panel.connect_selected()
             assert "auth payload is not JSON" in panel.message.text()

@@ -85,6 +85,12 @@ class ConnectionPanel(QWidget):
             self.fields[key] = widget
             sio_row.addWidget(widget, 2 if key == "sio_auth" else 1)
         form.addRow("Socket.IO", sio_row)
+
+        def show_kind_rows() -> None:  # the Socket.IO row only where it means something
+            form.setRowVisible(sio_row, self.kind_box.currentData() == "socketio")
+
+        self.kind_box.currentIndexChanged.connect(show_kind_rows)
+        show_kind_rows()
         self.headers_edit = self._field("headers", QPlainTextEdit(), form, "Headers")
         self.headers_edit.setPlaceholderText("Name: value, one per line")
         self.headers_edit.setMaximumHeight(54)
