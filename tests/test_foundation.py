@@ -25,9 +25,9 @@ def test_void_qt_methods_do_not_leak_none() -> None:
         "    app.processEvents()\n"
         "print(before - sys.getrefcount(None))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    # PySide6 6.12.0 on 3.11 does not even get to the end: the process aborts in none_dealloc.
+    assert out.returncode == 0, f"the Qt binding crashed: {out.stderr.strip()[:300]}"
     lost = int(out.stdout.strip())
     assert lost < 50, f"None refcount fell by {lost} over 5000 void calls"
 
