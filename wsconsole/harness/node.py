@@ -103,6 +103,7 @@ from wsconsole.harness.auth import (
     verify_token,
 )
 from wsconsole.harness.control import CONTROL_KEY_ENV, ControlClient
+from wsconsole.harness.supervised import Supervised
 
 log = logging.getLogger("wsconsole.node")
 
@@ -233,10 +234,11 @@ class Conn:
 CommandHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
 
-class Node:
+class Node(Supervised):
     """A harness node: call `run()`; it returns the exit code after a drain."""
 
     def __init__(self, config: NodeConfig) -> None:
+        super().__init__()
         self.config = config
         self.stats = NodeStats()
         self.conns: dict[str, Conn] = {}
@@ -244,7 +246,6 @@ class Node:
         self.draining = False
         self.port = 0
         self.server: Server | None = None
-        self.control: ControlClient | None = None
         self._node_json = orjson.dumps(config.id)
         # Frames are stored in the broker without their end; each delivering node adds it.
         self._tail = b',"node":' + self._node_json + b"}"
@@ -252,10 +253,8 @@ class Node:
         # iteration (see _flush); with permessage-deflate each connection encodes its own.
         self._direct = not config.compression
         self._outbox: list[tuple[list[ServerConnection], bytes]] = []
-        self._stop = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
-        self._tasks: set[asyncio.Task[Any]] = set()
         self.adapter = RedisAdapter(
             config.redis,
             config.id,
@@ -287,14 +286,6 @@ class Node:
                 "rooms": sorted(conn.rooms),
             },
         }
-
-    # -- tasks ------------------------------------------------------------------------
-    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        task.set_name(name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     # -- process ----------------------------------------------------------------------
     async def start(self) -> int:
@@ -494,21 +485,6 @@ class Node:
             "draining": self.draining,
             "rooms": len(self.rooms),
         }
-
-    async def _stats_loop(self) -> None:
-        while not self._stop.is_set():
-            if self.control is None or not self.control.connected:
-                log.error("control channel lost: the supervisor is gone; draining")
-                self.drain_soon()
-                return
-            await self.control.send(self.snapshot())
-            await asyncio.sleep(self.config.stats_interval)
-
-    def _event(self, kind: str, **fields: Any) -> None:
-        log.info("event %s %s", kind, fields or "")
-        if self.control is not None and self.control.connected:
-            message = {"type": "event", "kind": kind, "node": self.config.id, "t": time.time()}
-            self._spawn(self.control.send({**message, **fields}), f"node-event-{kind}")
 
     # -- drain ------------------------------------------------------------------------
     def drain_soon(self) -> None:

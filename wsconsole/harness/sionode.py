@@ -47,6 +47,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from wsconsole.harness import node as ws_node
 from wsconsole.harness.auth import AuthError, Claims, room_allowed, verify_token
 from wsconsole.harness.control import ControlClient
+from wsconsole.harness.supervised import Supervised
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -71,23 +72,21 @@ class SioStats:
     errors: Counter[str] = field(default_factory=Counter)
 
 
-class SioNode:
+class SioNode(Supervised):
     """A Socket.IO node: call `run()`; it returns the exit code after a drain."""
 
     def __init__(self, config: ws_node.NodeConfig) -> None:
         import socketio
         from aiohttp import web
 
+        super().__init__()
         self.config = config
         self.stats = SioStats()
         self.users: dict[str, str] = {}  # sid -> user
         self.rooms: dict[str, set[str]] = {}  # sid -> rooms joined
         self.draining = False
         self.port = 0
-        self.control: ControlClient | None = None
         self.broker = "up"
-        self._stop = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
         self.manager = socketio.AsyncRedisManager(config.redis, channel=CHANNEL)
         origins: Any = "*" if "*" in config.origins else self._origin_ok
         self.sio = socketio.AsyncServer(
@@ -107,13 +106,6 @@ class SioNode:
     def _origin_ok(self, origin: str | None, environ: Any = None) -> bool:
         """The ws node's allow-list: no Origin, localhost http(s), plus --origin values."""
         return ws_node.origin_allowed(origin, self.config.origins)
-
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        task.set_name(name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     # -- Socket.IO events ---------------------------------------------------------------
 
@@ -267,20 +259,6 @@ class SioNode:
         conns = [{"id": sid, "user": user, "rooms": sorted(self.rooms.get(sid, ())),
                   "remote": None} for sid, user in list(self.users.items())[:limit]]
         return {"connections": conns, "total": len(self.users)}
-
-    async def _stats_loop(self) -> None:
-        while not self._stop.is_set():
-            if self.control is None or not self.control.connected:
-                log.error("control channel lost: the supervisor is gone; draining")
-                self.drain_soon()
-                return
-            await self.control.send(self.snapshot())
-            await asyncio.sleep(self.config.stats_interval)
-
-    def _event(self, kind: str, **fields: Any) -> None:
-        if self.control is not None and self.control.connected:
-            message = {"type": "event", "kind": kind, "node": self.config.id, "t": time.time()}
-            self._spawn(self.control.send({**message, **fields}), f"sionode-event-{kind}")
 
     # -- lifecycle ------------------------------------------------------------------------
 
