@@ -27,10 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from(args: argparse.Namespace) -> object:
     """GuiOptions from parsed arguments; raises ValueError with a usage message."""
-    from wsconsole.gui.profiles import check_url
+    from wsconsole.core.urls import url_problem
 
     if args.url is not None:
-        problem = check_url(args.url)
+        problem = url_problem(args.url)
         if problem:
             raise ValueError(f"--url: {problem}")
     if args.swarm < 0:

@@ -70,6 +70,7 @@ from wsconsole.core.events import (
 )
 from wsconsole.core.lifecycle import State
 from wsconsole.core.tls import client_context
+from wsconsole.core.urls import url_problem
 
 log = logging.getLogger(__name__)
 
@@ -149,26 +150,13 @@ class ClientOptions:
 
     def validate(self) -> None:
         """Raise ClientOptionsError naming the first option that cannot work."""
-        if not isinstance(self.url, str) or not self.url:
-            raise ClientOptionsError("the URL is empty")
-        try:
-            scheme = urllib.parse.urlsplit(self.url).scheme.lower()
-        except ValueError as exc:
-            raise ClientOptionsError(f"malformed URL {self.url!r}: {exc}") from None
-        if scheme not in ("ws", "wss"):
-            raise ClientOptionsError(
-                f"URL scheme must be ws:// or wss://, got {scheme + '://' if scheme else 'none'}"
-            )
+        problem = url_problem(self.url)
+        if problem is not None:
+            raise ClientOptionsError(problem)
         try:
             parse_uri(self.url)
         except InvalidURI as exc:
             raise ClientOptionsError(f"malformed URL {self.url!r}: {exc}") from None
-        try:
-            port = urllib.parse.urlsplit(self.url).port
-        except ValueError as exc:
-            raise ClientOptionsError(f"malformed URL {self.url!r}: {exc}") from None
-        if port == 0:
-            raise ClientOptionsError("port 0 is not a port to connect to")
         self.headers = [_check_header(str(k), str(v)) for k, v in self.headers]
         for proto in self.subprotocols:
             if not proto or not _TOKEN_CHARS.match(proto):

@@ -42,6 +42,7 @@ from wsconsole.core.client import ClientOptions, ClientOptionsError, Reconnectin
 from wsconsole.core.events import ErrorEvent, FrameRecord, HeartbeatEvent
 from wsconsole.core.lifecycle import State, Transition
 from wsconsole.core.tls import client_context
+from wsconsole.core.urls import url_problem
 from wsconsole.faults.audit import Status, run_audit
 from wsconsole.faults.probe import ProbeConfig, Target, TargetError
 
@@ -83,17 +84,9 @@ class DiagnoseOptions:
 
     def validate(self) -> None:
         """Raise DiagnoseError with a plain message for options that cannot work."""
-        parts = urllib.parse.urlsplit(self.url)
-        if parts.scheme not in ("ws", "wss"):
-            raise DiagnoseError(f"not a ws:// or wss:// URL: {self.url!r}")
-        try:
-            port = parts.port
-        except ValueError:
-            raise DiagnoseError(f"invalid port in URL {self.url!r}") from None
-        if not parts.hostname:
-            raise DiagnoseError(f"no host in URL {self.url!r}")
-        if port == 0:
-            raise DiagnoseError(f"invalid port in URL {self.url!r}")
+        problem = url_problem(self.url)
+        if problem is not None:
+            raise DiagnoseError(problem)
         if self.token_mode not in ("query", "header", "message"):
             raise DiagnoseError("token mode is query, header or message")
         if not self.timeout > 0:

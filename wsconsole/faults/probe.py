@@ -44,6 +44,7 @@ from wsconsole.core.frames import (
     parse_frame,
 )
 from wsconsole.core.tls import client_context
+from wsconsole.core.urls import url_problem
 from wsconsole.faults.catalogue import (
     DEFAULT_MAX_SIZE,
     NO_STATUS,
@@ -93,17 +94,9 @@ class Target:
     insecure: bool = False
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("ws", "wss"):
-            raise TargetError(f"not a ws:// or wss:// URL: {self.url!r}")
-        try:
-            port = parts.port
-        except ValueError:
-            raise TargetError(f"invalid port in URL {self.url!r}") from None
-        if not parts.hostname:
-            raise TargetError(f"no host in URL {self.url!r}")
-        if port == 0:
-            raise TargetError(f"invalid port in URL {self.url!r}")
+        problem = url_problem(self.url)
+        if problem is not None:
+            raise TargetError(problem)
         if self.token_via not in ("query", "header", "message"):
             raise TargetError("token_via is 'query', 'header' or 'message'")
         for name, value in self.headers:

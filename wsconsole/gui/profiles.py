@@ -13,30 +13,12 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
+from wsconsole.core.urls import url_problem
+
 TOKEN_MODES = ("query", "header", "message")
 _HEADER_NAME_OK = set("!#$%&'*+-.^_`|~0123456789" + string.ascii_letters)
 
 
-def check_url(url: str) -> str | None:
-    """None if `url` is a usable ws:// or wss:// URL, else what is wrong with it."""
-    url = url.strip()
-    if not url:
-        return "URL is empty"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        return f"URL is not valid: {exc}"
-    if parts.scheme not in ("ws", "wss"):
-        given = f"{parts.scheme}://" if parts.scheme else "none"
-        return f"URL scheme must be ws:// or wss://, not {given}"
-    if not parts.hostname:
-        return "URL has no host"
-    if port is not None and not 0 < port < 65536:
-        return f"URL port {port} is out of range"
-    if any(c.isspace() for c in url):
-        return "URL contains whitespace"
-    return None
 
 
 def parse_headers(text: str) -> list[tuple[str, str]]:
@@ -99,9 +81,9 @@ class Profile:
         if not self.name.strip():
             problems["name"] = "a connection needs a name"
         if self.kind == "ws":
-            url_problem = check_url(self.url)
-            if url_problem:
-                problems["url"] = url_problem
+            wrong = url_problem(self.url)
+            if wrong:
+                problems["url"] = wrong
         else:
             from wsconsole.gui.targets import problems as target_problems
 

@@ -17,6 +17,7 @@ import orjson
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientOptionsError, ReconnectingClient
 from wsconsole.core.events import Observer
+from wsconsole.core.urls import url_problem
 
 KINDS = {"ws": "WebSocket", "socketio": "Socket.IO", "sse": "Server-Sent Events"}
 SIO_TRANSPORTS = {"upgrade": ["polling", "websocket"], "websocket": ["websocket"],
@@ -25,22 +26,9 @@ SIO_TRANSPORTS = {"upgrade": ["polling", "websocket"], "websocket": ["websocket"
 
 def check_http_url(url: str) -> str | None:
     """None if `url` suits a Socket.IO or SSE target, else what is wrong with it."""
-    url = url.strip()
-    if not url:
-        return "URL is empty"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        return f"URL is not valid: {exc}"
-    if parts.scheme not in ("http", "https", "ws", "wss"):
-        given = f"{parts.scheme}://" if parts.scheme else "none"
-        return f"URL scheme must be http(s):// (or ws(s):// for Socket.IO), not {given}"
-    if not parts.hostname:
-        return "URL has no host"
-    if port is not None and not 0 < port < 65536:
-        return f"URL port {port} is out of range"
-    return None
+    return url_problem(
+        url, ("http", "https", "ws", "wss"), "http(s):// (or ws(s):// for Socket.IO)"
+    )
 
 
 def problems(profile: Any) -> dict[str, str]:

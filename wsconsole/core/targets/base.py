@@ -6,10 +6,10 @@ exactly as `ReconnectingClient` does (same ConnectionDriver base).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from wsconsole.core.driver import ConnectionDriver
 from wsconsole.core.events import ErrorEvent
@@ -18,14 +18,25 @@ from wsconsole.core.lifecycle import State
 log = logging.getLogger(__name__)
 
 
-class TargetBase(ConnectionDriver):
+class TargetBase(ConnectionDriver, abc.ABC):
     """The backoff wait and the ending shared by the Socket.IO and SSE drivers."""
 
-    def _start_task(self, coro: Any, label: str) -> None:
+    label = "target"  # names the driver's task: wsconsole-<label>-<name>
+
+    async def start(self) -> None:
+        """Start connecting in a named background task (returns at once)."""
+        if self._task is not None and not self._task.done():
+            return
         self._stopping = False
         self.final_error = None
         self.policy.reset()
-        self._task = asyncio.get_running_loop().create_task(coro, name=f"wsconsole-{label}")
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"wsconsole-{self.label}-{self.name}"
+        )
+
+    @abc.abstractmethod
+    async def _run(self) -> None:
+        """The driver's connect / read / reconnect loop, ending in CLOSED."""
 
     async def _retry(self, *, code: int | None = None, reason: str | None = None,
                      error: str | None = None) -> int:

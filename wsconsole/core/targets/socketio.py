@@ -178,6 +178,8 @@ class _TappedClient(socketio.AsyncClient):
 class SocketIOClient(TargetBase):
     """A Socket.IO client that reconnects per our backoff policy and reports every packet."""
 
+    label = "socketio"
+
     def __init__(self, options: SocketIOOptions, name: str = "socketio",
                  observers: Iterable[Observer] = ()) -> None:
         super().__init__(name, options.backoff, observers)
@@ -250,12 +252,6 @@ class SocketIOClient(TargetBase):
         return handler
 
     # -- start / stop
-
-    async def start(self) -> None:
-        """Start connecting in a named background task (returns at once)."""
-        if self._task is not None and not self._task.done():
-            return
-        self._start_task(self._run(), f"socketio-{self.name}")
 
     async def stop(self, code: int = 1000, reason: str = "") -> None:
         """Disconnect if connected, stop reconnecting, and wait until CLOSED."""
@@ -458,6 +454,7 @@ class SocketIOClient(TargetBase):
 async def _abandon(sio: _TappedClient) -> None:
     """Drop a client, its transport tasks and every HTTP session it made, without waiting
     on a dead peer (a polling loop left running would open a fresh session later)."""
+
     eio = sio.eio
     with contextlib.suppress(Exception):
         async with asyncio.timeout(2):

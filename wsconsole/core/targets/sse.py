@@ -179,6 +179,8 @@ class IdTracker:
 class SSEClient(TargetBase):
     """An EventSource that reconnects with Last-Event-ID and reports every event."""
 
+    label = "sse"
+
     def __init__(self, options: SSEOptions, name: str = "sse",
                  observers: Iterable[Observer] = ()) -> None:
         super().__init__(name, options.backoff, observers)
@@ -187,12 +189,6 @@ class SSEClient(TargetBase):
         self.retry: float | None = None  # the server's `retry`, seconds
         self.ids = IdTracker()
         self._response: httpx.Response | None = None
-
-    async def start(self) -> None:
-        """Start connecting in a named background task (returns at once)."""
-        if self._task is not None and not self._task.done():
-            return
-        self._start_task(self._run(), f"sse-{self.name}")
 
     async def stop(self, code: int = 1000, reason: str = "") -> None:
         """Close the stream, stop reconnecting, and wait until CLOSED."""
