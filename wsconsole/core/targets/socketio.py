@@ -454,7 +454,6 @@ class SocketIOClient(TargetBase):
 async def _abandon(sio: _TappedClient) -> None:
     """Drop a client, its transport tasks and every HTTP session it made, without waiting
     on a dead peer (a polling loop left running would open a fresh session later)."""
-
     eio = sio.eio
     with contextlib.suppress(Exception):
         async with asyncio.timeout(2):
