@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 # One time unit for timing-sensitive tests; WSCONSOLE_TEST_TIMESCALE=3 on a slow machine.
 SCALE = float(os.environ.get("WSCONSOLE_TEST_TIMESCALE", "1"))
@@ -71,11 +72,32 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.02) -> bool:  # type: ignore[no-untyped-def]
-    """Poll `predicate` until true or `timeout` seconds pass; returns the last result."""
-    deadline = time.monotonic() + timeout
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.02) -> bool:
+    """Poll `predicate` (blocking) until true or `timeout` x SCALE seconds pass; the last result."""
+    deadline = time.monotonic() + timeout * SCALE
     while time.monotonic() < deadline:
         if predicate():
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+async def until(
+    predicate: Callable[[], object],
+    what: str = "condition",
+    timeout: float = 10.0,
+    detail: Callable[[], object] | None = None,
+    interval: float = 0.02,
+) -> None:
+    """Await until `predicate()` is true; after `timeout` x SCALE s fail naming `what`.
+
+    The one condition wait for async tests (instead of fixed sleeps): other tasks, and Qt
+    under qasync, keep running while it polls. `detail()` is added to the failure message.
+    """
+    deadline = time.monotonic() + timeout * SCALE
+    while not predicate():
+        if time.monotonic() > deadline:
+            extra = f": {detail()}" if detail is not None else ""
+            waited = timeout * SCALE
+            raise AssertionError(f"timed out after {waited:.1f} s waiting for {what}{extra}")
+        await asyncio.sleep(interval)
