@@ -36,8 +36,8 @@ async def _until(predicate: Any, timeout: float, interval: float = 0.05) -> bool
 
 
 async def _ingest(capp: Any, rate: int, seconds: float) -> dict[str, Any]:
+    from wsconsole.app.profiles import Profile
     from wsconsole.core.lifecycle import State
-    from wsconsole.gui.profiles import Profile
 
     server = Child([python(), "-m", "benchmarks.servers.flood_server", "--port", "0",
                     "--rate", str(rate), "--seconds", str(seconds)])  # fmt: skip

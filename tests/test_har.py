@@ -13,11 +13,11 @@ import pytest
 
 from tests import servers
 from tests.support import MS
+from wsconsole.app.framestore import FrameStore
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientOptions, ReconnectingClient
 from wsconsole.core.events import Direction, FrameRecord, Opcode
 from wsconsole.core.lifecycle import State
-from wsconsole.gui.framestore import FrameStore
 from wsconsole.har import HarError, dump_har, export_har, load_har, parse_har, replay, to_records
 
 FIXTURE = Path(__file__).parent / "fixtures" / "chrome_websocket.har"

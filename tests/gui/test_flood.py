@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+from wsconsole.app.profiles import Profile
 from wsconsole.core.lifecycle import State
 from wsconsole.gui.app import ConsoleApp, GuiOptions
-from wsconsole.gui.profiles import Profile
 
 from .conftest import run, start_server, until
 

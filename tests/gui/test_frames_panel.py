@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
+from wsconsole.app.framestore import FrameFilter, FrameStore
 from wsconsole.core.events import Direction, FrameRecord, Opcode
-from wsconsole.gui.framestore import FrameFilter, FrameStore
 from wsconsole.gui.panels.frames import FramesPanel
 
 

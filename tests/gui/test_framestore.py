@@ -7,8 +7,8 @@ import os
 
 import pytest
 
+from wsconsole.app.framestore import FrameFilter, FrameStore
 from wsconsole.core.events import Direction, FrameRecord, Opcode
-from wsconsole.gui.framestore import FrameFilter, FrameStore
 
 
 def _frame(i: int, direction: Direction = Direction.IN, **kw: object) -> FrameRecord:

@@ -14,14 +14,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tests.support import pid_alive
+from wsconsole.app.console import CONSOLE_CONN, Console
+from wsconsole.app.injector import CLUSTER_VIA
+from wsconsole.app.profiles import Profile
 from wsconsole.core.lifecycle import State
-from wsconsole.gui.console import CONSOLE_CONN, Console
-from wsconsole.gui.injector import CLUSTER_VIA
 from wsconsole.gui.panels.faultmarks import FaultMarks
 from wsconsole.gui.panels.inject import InjectPanel
 from wsconsole.gui.panels.network import NetworkPanel
 from wsconsole.gui.panels.plots import PlotsPanel
-from wsconsole.gui.profiles import Profile
 
 from .conftest import run, until
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from wsconsole.app.timelinemodel import TimelineModel
 from wsconsole.core.events import ErrorEvent, HeartbeatEvent
 from wsconsole.core.lifecycle import Lifecycle, State
 from wsconsole.gui.series import SeriesStore
-from wsconsole.gui.timelinemodel import TimelineModel
 
 
 def test_timeline_spans_attempts_and_markers() -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.support import pid_alive
-from wsconsole.gui.console import Console
+from wsconsole.app.console import Console
+from wsconsole.app.scenariorun import RunProgress
 from wsconsole.gui.panels.scenarios import ScenariosPanel
-from wsconsole.gui.scenariorun import RunProgress
 from wsconsole.scenarios.model import parse_scenario, shipped_scenarios
 
 from .conftest import run, until
@@ -260,7 +260,7 @@ def test_stop_kills_a_child_that_ignores_sigterm(qloop, tmp_path) -> None:  # ty
     """The SIGKILL fallback, with a real child that ignores SIGTERM (not a scenario)."""
     import sys
 
-    from wsconsole.gui.scenariorun import ScenarioRun
+    from wsconsole.app.scenariorun import ScenarioRun
 
     class Stubborn(ScenarioRun):
         def argv(self) -> list[str]:
@@ -286,7 +286,7 @@ def test_long_lines_are_read_and_the_exit_is_seen(qloop, tmp_path) -> None:  # t
     """A result line far beyond asyncio's default 64 KiB line limit still arrives whole."""
     import sys
 
-    from wsconsole.gui.scenariorun import ScenarioRun
+    from wsconsole.app.scenariorun import ScenarioRun
 
     class Chatty(ScenarioRun):
         def argv(self) -> list[str]:

@@ -207,7 +207,7 @@ def test_settings_persist_layout_profiles_templates(qloop, settings_path) -> Non
 
 
 def test_profile_validation_is_headless() -> None:
-    from wsconsole.gui.profiles import Profile, parse_headers
+    from wsconsole.app.profiles import Profile, parse_headers
 
     assert Profile(url="wss://example.com/x").validate() == {}
     assert "url" in Profile(url="example.com").validate()
@@ -255,8 +255,8 @@ def test_url_option_connects_and_slot_errors_are_shown(qloop, echo_port, setting
 def test_close_frames_show_code_and_reason(qloop, procs, settings_path) -> None:  # type: ignore[no-untyped-def]
     """A server that closes with 1001 shows a close frame (code + reason) and a reconnect."""
     from tests.support import free_port
+    from wsconsole.app.profiles import Profile
     from wsconsole.gui.panels.frames import preview
-    from wsconsole.gui.profiles import Profile
 
     from .conftest import start_server
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 
 from tests.support import pid_alive
+from wsconsole.app.console import CONSOLE_CONN
 from wsconsole.core.lifecycle import State
 from wsconsole.gui.app import ConsoleApp, GuiOptions
-from wsconsole.gui.console import CONSOLE_CONN
 
 from .conftest import run, until
 

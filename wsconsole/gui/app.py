@@ -18,11 +18,11 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
-from wsconsole.gui.console import Console
-from wsconsole.gui.errors import ErrorHub
+from wsconsole.app.console import Console
+from wsconsole.app.errors import ErrorHub
+from wsconsole.app.profiles import Profile
 from wsconsole.gui.icon import app_icon
 from wsconsole.gui.mainwindow import MainWindow
-from wsconsole.gui.profiles import Profile
 from wsconsole.logs import setup_logging
 
 log = logging.getLogger(__name__)

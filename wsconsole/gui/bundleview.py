@@ -25,13 +25,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from wsconsole.app.framestore import FrameStore
+from wsconsole.app.timelinemodel import TimelineModel
 from wsconsole.core.events import ErrorEvent, HeartbeatEvent
 from wsconsole.core.lifecycle import State, Transition
 from wsconsole.diagnostics.bundle import Bundle, BundleError, read_bundle, report_html
-from wsconsole.gui.framestore import FrameStore
 from wsconsole.gui.panels.frames import FramesPanel
 from wsconsole.gui.panels.timeline import TimelinePanel
-from wsconsole.gui.timelinemodel import TimelineModel
 
 
 def load_timeline(model: TimelineModel, rows: list[dict[str, Any]],

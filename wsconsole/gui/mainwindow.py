@@ -15,9 +15,10 @@ from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QMainWindow, QPlainTextEdit, QWidget
 
 from wsconsole import __version__
-from wsconsole.gui.console import CONSOLE_CONN, Console
+from wsconsole.app.console import CONSOLE_CONN, Console
+from wsconsole.app.errors import Report
+from wsconsole.app.profiles import Profile
 from wsconsole.gui.dialogs.help import install_help_menu
-from wsconsole.gui.errors import Report
 from wsconsole.gui.panels.cluster import ClusterPanel
 from wsconsole.gui.panels.composer import ComposerPanel
 from wsconsole.gui.panels.connection import ConnectionPanel
@@ -29,7 +30,6 @@ from wsconsole.gui.panels.network import NetworkPanel
 from wsconsole.gui.panels.plots import PlotsPanel
 from wsconsole.gui.panels.scenarios import ScenariosPanel
 from wsconsole.gui.panels.timeline import TimelinePanel
-from wsconsole.gui.profiles import Profile
 
 SETTINGS_VERSION = 1
 

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from wsconsole.gui.console import Console
+from wsconsole.app.console import Console
 from wsconsole.gui.theme import NODE_COLORS, badge_style
 
 NODE_COLUMNS = ("Node", "State", "PID", "Port", "Conns", "In/s", "Out/s", "Errors")

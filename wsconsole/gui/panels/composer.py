@@ -32,8 +32,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from wsconsole.app.console import Console
 from wsconsole.core.lifecycle import State
-from wsconsole.gui.console import Console
 from wsconsole.gui.theme import mono
 
 FORMATS = ("Text", "JSON", "Hex", "Base64", "File")

@@ -27,10 +27,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from wsconsole.app.console import Console, Session
+from wsconsole.app.profiles import TOKEN_MODES, Profile
+from wsconsole.app.targets import KINDS, SIO_TRANSPORTS, options_for
 from wsconsole.core.lifecycle import State
-from wsconsole.gui.console import Console, Session
-from wsconsole.gui.profiles import TOKEN_MODES, Profile
-from wsconsole.gui.targets import KINDS, SIO_TRANSPORTS, options_for
 from wsconsole.gui.theme import badge_style
 
 _ERROR_STYLE = "border: 1px solid #c0392b; background: #fdecea;"

@@ -13,8 +13,8 @@ import time
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QTimer
 
+from wsconsole.app.timelinemodel import TimelineModel
 from wsconsole.gui.panels.plots import PlotsPanel
-from wsconsole.gui.timelinemodel import TimelineModel
 
 FAULT_COLOR = "#c0392b"
 

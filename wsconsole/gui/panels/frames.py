@@ -34,8 +34,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from wsconsole.app.framestore import FrameFilter, FrameRow, FrameStore
 from wsconsole.core.events import Direction, Opcode
-from wsconsole.gui.framestore import FrameFilter, FrameRow, FrameStore
 from wsconsole.gui.theme import mono
 
 COLUMNS = ("Time", "Conn", "Dir", "Opcode", "Size", "Room", "Seq", "Node", "Preview")

@@ -14,8 +14,8 @@ from typing import Any
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMainWindow, QMenu
 
+from wsconsole.app.console import Console
 from wsconsole.core.lifecycle import State
-from wsconsole.gui.console import Console
 from wsconsole.har import HarConnection, HarError, dump_har, load_har, replay, to_records
 
 TIMINGS = ("fast", "original")

@@ -1,7 +1,7 @@
 """Inject panel: pick a catalogue case and a target, run it, compare expected with observed.
 
 Client to server goes through the probe (a raw connection via a session's URL or the cluster),
-server to client through a node (`Cluster.inject`); the work is an `Injector` (gui/injector.py,
+server to client through a node (`Cluster.inject`); the work is an `Injector` (app/injector.py,
 no Qt) run as console tasks, and the history table is redrawn from it on a timer.
 """
 
@@ -27,9 +27,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from wsconsole.app.console import Console
+from wsconsole.app.injector import Injector, InjectRecord
 from wsconsole.faults.catalogue import CATALOGUE, Direction, get_case
-from wsconsole.gui.console import Console
-from wsconsole.gui.injector import Injector, InjectRecord
 
 COLUMNS = ("Time", "Dir", "Case", "RFC", "Target", "Expected", "Observed", "Verdict")
 VERDICT_COLORS = {"pass": "#2e9e44", "pass (lenient)": "#b7950b", "fail": "#c0392b",

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from wsconsole.gui.console import Console
+from wsconsole.app.console import Console
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 follow its progress and live assertion states, mark each step on the Timeline and the plots,
 open the HTML report.
 
-The run is a child process (gui/scenariorun.py: `wsconsole scenario run ... --json`); a 5 Hz
+The run is a child process (app/scenariorun.py: `wsconsole scenario run ... --json`); a 5 Hz
 timer pulls its buffered events, folds them into a RunProgress and repaints only what changed.
 Each step becomes a Timeline fault marker ("scenario: kill n1"), which the plots' fault lines
 show too; the scenario swarm's figures are added to the plot series (`*.scenario`).
@@ -37,8 +37,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from wsconsole.gui.console import Console
-from wsconsole.gui.scenariorun import (
+from wsconsole.app.console import Console
+from wsconsole.app.scenariorun import (
     FAILED,
     FAILING,
     NOT_RUN,

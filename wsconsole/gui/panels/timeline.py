@@ -12,8 +12,8 @@ from PySide6.QtCore import QPointF, QRectF, Qt, QTimer
 from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPen, QPolygonF
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
 
+from wsconsole.app.timelinemodel import TimelineModel
 from wsconsole.gui.theme import STATE_COLORS
-from wsconsole.gui.timelinemodel import TimelineModel
 
 WINDOWS = {"30 s": 30.0, "1 min": 60.0, "2 min": 120.0, "5 min": 300.0, "15 min": 900.0}
 LANE_H = 28

@@ -107,7 +107,7 @@ class Injector:
         if session is None:
             raise ValueError(f"no connection named {via!r}")
         profile = session.profile
-        from wsconsole.gui.profiles import parse_headers, parse_list
+        from wsconsole.app.profiles import parse_headers, parse_list
 
         try:
             return Target(

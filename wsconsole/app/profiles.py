@@ -67,7 +67,7 @@ class Profile:
     max_attempts: int = 0  # 0 = unlimited
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
-    # the kind of target (gui/targets.py): "ws", "socketio" or "sse"; sio_* for Socket.IO
+    # the kind of target (app/targets.py): "ws", "socketio" or "sse"; sio_* for Socket.IO
     kind: str = "ws"
     sio_path: str = "socket.io"
     sio_namespaces: str = ""
@@ -85,7 +85,7 @@ class Profile:
             if wrong:
                 problems["url"] = wrong
         else:
-            from wsconsole.gui.targets import problems as target_problems
+            from wsconsole.app.targets import problems as target_problems
 
             problems.update(target_problems(self))
         try:

@@ -24,14 +24,14 @@ from typing import Any
 
 import orjson
 
+from wsconsole.app.errors import ErrorHub
+from wsconsole.app.framestore import FrameStore
+from wsconsole.app.profiles import Profile
+from wsconsole.app.timelinemodel import TimelineModel
 from wsconsole.core.events import Direction, ErrorEvent, FrameRecord, Opcode
 from wsconsole.core.lifecycle import State, Transition
 from wsconsole.core.metrics import LatencyHistogram
-from wsconsole.gui.errors import ErrorHub
-from wsconsole.gui.framestore import FrameStore
-from wsconsole.gui.profiles import Profile
 from wsconsole.gui.series import SeriesStore
-from wsconsole.gui.timelinemodel import TimelineModel
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +194,8 @@ class Console:
 
     async def connect(self, name: str, profile: Profile | None = None) -> Session:
         """(Re)start the client of session `name` with `profile` (validated: ValueError)."""
+        from wsconsole.app.targets import make_client
         from wsconsole.core.client import ClientOptionsError
-        from wsconsole.gui.targets import make_client
 
         session = self.sessions[name]
         if profile is not None:

@@ -73,7 +73,7 @@ def options_for(profile: Any) -> Any:
     found = problems(profile)
     if found:
         raise ClientOptionsError("; ".join(found.values()))
-    from wsconsole.gui.profiles import parse_headers, parse_list
+    from wsconsole.app.profiles import parse_headers, parse_list
 
     headers = parse_headers(profile.headers)
     if kind == "sse":
