@@ -32,6 +32,7 @@ from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientOptions, ReconnectingClient
 from wsconsole.core.events import Direction, FrameRecord
 from wsconsole.core.lifecycle import State, Transition
+from wsconsole.harness import procs
 from wsconsole.harness.balancer import rendezvous
 from wsconsole.harness.broker import BrokerError, find_server_binary, url_ping
 from wsconsole.harness.cluster import (
@@ -253,25 +254,22 @@ class SelfTest:
         """Stop clients and cluster; no child process may be left."""
         await self._close()
         await asyncio.sleep(0)
-        left = [pid for pid in self.pids if _alive(pid)]
+        left = [pid for pid in self.pids if procs.alive(pid)]
         if left:
             raise StepFailed(f"processes still alive after stop: {left}")
         return f"{len(self.pids)} processes stopped"
 
     async def qt(self) -> str:
         """Qt loads and draws in a child process (its platform plugin may abort it)."""
-        proc = await asyncio.create_subprocess_exec(
-            *child_argv("selftest", "--qt-check"),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        child = await procs.spawn(child_argv("selftest", "--qt-check"), "qt-check",
+                                  stderr_lines=20)
         try:
-            stdout, stderr = await proc.communicate()
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        if proc.returncode != 0:
-            tail = (stderr or stdout).decode("utf-8", "replace").strip().splitlines()[-3:]
-            raise StepFailed(f"Qt check exited with {proc.returncode}: {' | '.join(tail)}")
+            stdout = await child.output(self.timeout)
+        except TimeoutError:
+            raise StepFailed(f"the Qt check did not finish within {self.timeout:g} s") from None
+        if child.returncode != 0:
+            tail = list(child.stderr_tail) or stdout.decode("utf-8", "replace").splitlines()
+            raise StepFailed(f"Qt check exited with {child.returncode}: {' | '.join(tail[-3:])}")
         return stdout.decode().strip()
 
     # -- driving
@@ -314,16 +312,6 @@ class SelfTest:
             self.log_dir.cleanup()
         self.out.event("result", "self-test passed", ok=True, failed_step=None)
         return 0
-
-
-def _alive(pid: int) -> bool:
-    """True if `pid` is a live, non-zombie process."""
-    try:
-        import psutil
-
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except Exception:
-        return False
 
 
 def qt_check() -> int:

@@ -9,9 +9,7 @@ started server listens on a loopback port, keeps nothing on disk (`--save ""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -21,7 +19,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from wsconsole.harness.procs import DIE_WITH_PARENT
+from wsconsole.harness import procs
 
 DEFAULT_READY_TIMEOUT = 10.0
 URL_SCHEMES = ("redis", "rediss", "unix")  # what redis-py (the nodes' client) understands
@@ -115,14 +113,6 @@ def _resp(*parts: str) -> bytes:
         data = part.encode()
         out.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(out)
-
-
-def _continue(proc: subprocess.Popen[bytes]) -> None:
-    """SIGCONT a possibly paused process (POSIX only), so it can die or shut down."""
-    sigcont = getattr(signal, "SIGCONT", None)
-    if sigcont is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, sigcont)
 
 
 class Broker:
@@ -223,13 +213,8 @@ class Broker:
         log_path = Path(self._dir.name) / "broker.log"
         try:
             with open(log_path, "ab") as log_file:
-                return subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    cwd=self._dir.name,
-                    preexec_fn=DIE_WITH_PARENT,
+                return procs.popen(
+                    argv, stdout=log_file, stderr=subprocess.STDOUT, cwd=self._dir.name
                 )
         except OSError as exc:
             raise BrokerError(f"cannot run {argv[0]}: {exc}") from None
@@ -246,10 +231,6 @@ class Broker:
                 return  # answered by our process, not another server that holds the port
             time.sleep(0.02)
         raise BrokerError(f"the broker on port {self.port} did not answer PING in time")
-
-    async def wait_ready_async(self, timeout: float | None = None) -> None:
-        """wait_ready without blocking the event loop."""
-        await asyncio.to_thread(self.wait_ready, timeout)
 
     def _stderr_tail(self) -> str:
         status = f"exit status {self._proc.returncode}" if self._proc is not None else ""
@@ -270,9 +251,6 @@ class Broker:
         proc = self._require_owned("kill")
         if proc is None or proc.poll() is not None:
             return
-        _continue(proc)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()  # SIGKILL on POSIX, TerminateProcess on Windows
         self._reap()
 
     def pause(self) -> None:
@@ -281,13 +259,13 @@ class Broker:
         if not hasattr(signal, "SIGSTOP"):
             raise BrokerError("pausing a process needs SIGSTOP, which this platform lacks")
         if proc is not None and proc.poll() is None:
-            os.kill(proc.pid, signal.SIGSTOP)
+            procs.signal_group(proc.pid, signal.SIGSTOP)
 
     def resume(self) -> None:
         """SIGCONT a paused server."""
         proc = self._require_owned("resume")
         if proc is not None and proc.poll() is None:
-            _continue(proc)
+            procs.signal_group(proc.pid, signal.SIGCONT)
 
     def restart(self) -> str:
         """Kill the server if it runs and start a fresh one on the same port."""
@@ -298,28 +276,17 @@ class Broker:
         return self.start(self.port)
 
     def _reap(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            _continue(proc)
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
+        """SIGKILL the server if it still runs and reap it."""
+        if self._proc is not None:
+            procs.stop_sync(self._proc, None)
         self._proc = None
 
     def stop(self, timeout: float = 3.0) -> None:
         """Stop an owned server (SIGTERM, then SIGKILL after `timeout`) and remove its dir."""
         if not self.owned:
             return
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            _continue(proc)
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=timeout)
+        if self._proc is not None:
+            procs.stop_sync(self._proc, signal.SIGTERM, timeout)
         self._reap()
         if self._dir is not None:
             self._dir.cleanup()

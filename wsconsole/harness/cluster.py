@@ -13,9 +13,9 @@ connects to `url` right after `start()` returns is served.
 Control: kill = SIGKILL, pause = SIGSTOP, resume = SIGCONT, drain = the node's "drain" control
 command (it closes its clients with 1001 and exits), restart = a new process under the same id
 (the balancer learns its new port through backend_remove/backend_add), add = one more node.
-Every child runs in its own session, so a Ctrl-C at the terminal reaches only the supervisor,
-which then stops its children in order; an `atexit` hook SIGKILLs whatever is still alive by PID
-if the interpreter exits without `stop()`.
+Every child is started by harness/procs.py: in its own process group, so a Ctrl-C at the
+terminal reaches only the supervisor, which then stops its children in order; dying with the
+supervisor (PDEATHSIG on Linux, an `atexit` net everywhere).
 
 Events (dicts handed to `subscribe` callbacks, the same shapes the CLI prints with --json):
 - {"event": "node", "id", "state", "pid", "port", ...} on every node state change; an exit
@@ -29,7 +29,6 @@ Events (dicts handed to `subscribe` callbacks, the same shapes the CLI prints wi
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import enum
 import itertools
@@ -47,10 +46,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from wsconsole.harness import auth
+from wsconsole.core.tasks import Tasks
+from wsconsole.harness import auth, procs
 from wsconsole.harness.broker import Broker, BrokerError
 from wsconsole.harness.control import CONTROL_KEY_ENV, ControlError, ControlServer
-from wsconsole.harness.procs import DIE_WITH_PARENT, child_argv
+from wsconsole.harness.procs import child_argv
 from wsconsole.harness.stats import StatsMerger
 
 log = logging.getLogger(__name__)
@@ -243,59 +243,29 @@ class BalancerInfo:
         return {"port": self.port, "pid": self.pid, "state": self.state, "sticky": self.sticky}
 
 
-# Every child PID started by any Cluster in this process and not yet reaped: the atexit net.
-_LIVE_PIDS: set[int] = set()
-
-
-def _kill_leftovers() -> None:
-    """At interpreter exit, SIGKILL (after SIGCONT) every child a Cluster failed to stop."""
-    for pid in list(_LIVE_PIDS):
-        for sig in (signal.SIGCONT, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        _LIVE_PIDS.discard(pid)
-
-
-atexit.register(_kill_leftovers)
-
-
 @dataclass(eq=False)
 class _Child:
-    """A node or balancer process the supervisor started."""
+    """A node or balancer process the supervisor started, and why it may exit."""
 
-    name: str
-    proc: asyncio.subprocess.Process
-    log_path: Path
+    proc: procs.Child
     port: int = 0
     expected_exit: bool = False
     exit_state: NodeState = NodeState.STOPPED
-    exited: asyncio.Event = field(default_factory=asyncio.Event)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The node id, or "balancer"."""
+        return self.proc.name
 
     @property
     def pid(self) -> int:
-        """The OS process id."""
+        """The OS process id (and its process group's)."""
         return self.proc.pid
 
     @property
     def alive(self) -> bool:
         """True until the process has been reaped."""
-        return self.proc.returncode is None
-
-
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-
-
-def _log_tail(path: Path, lines: int = 5) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " | ".join(text[-lines:])
+        return self.proc.alive
 
 
 class Cluster:
@@ -315,7 +285,7 @@ class Cluster:
         self._broker_busy = False
         self._children: dict[str, _Child] = {}
         self._subscribers: list[Subscriber] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Tasks("cluster")
         self._ids = itertools.count(1)
         self._ops = asyncio.Lock()
         self._started = False
@@ -438,8 +408,8 @@ class Cluster:
             await self.stop()
             raise
         self.ready_seconds = time.monotonic() - began
-        self._loops.append(self._spawn_task(self._sample_loop(), "cluster-stats"))
-        self._loops.append(self._spawn_task(self._broker_watch(), "cluster-broker-watch"))
+        self._loops.append(self._tasks.spawn(self._sample_loop(), "stats"))
+        self._loops.append(self._tasks.spawn(self._broker_watch(), "broker-watch"))
         self._emit({"event": "cluster", "state": "ready", "ready_s": round(self.ready_seconds, 3)})
 
     async def stop(self) -> None:
@@ -454,23 +424,17 @@ class Cluster:
             nodes = [c for c in self._spawned if c.name != BALANCER and c.alive]
             await asyncio.gather(*(self._stop_node(child) for child in nodes))
             for balancer in [c for c in self._spawned if c.name == BALANCER and c.alive]:
-                await self._terminate(balancer, signal.SIGTERM, self.config.stop_timeout)
+                balancer.expected_exit = True
+                await balancer.proc.stop(signal.SIGTERM, self.config.stop_timeout)
                 self.balancer.state = "stopped"
                 self._emit({"event": "balancer", **self.balancer.as_dict()})
             if self._broker is not None and not self.broker.external:
-                broker = self._broker
-                pid = self.broker.pid
-                await asyncio.to_thread(broker.stop)
-                if pid is not None:
-                    _LIVE_PIDS.discard(pid)
+                await asyncio.to_thread(self._broker.stop)
                 if self.broker.state != "down":
                     self.broker.state = "down"
                     self._emit({"event": "broker", **self.broker.as_dict(), "reason": "stop"})
             await self._control.close()
-            for task in list(self._tasks):
-                task.cancel()
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._tasks.cancel_all()
             self._emit({"event": "cluster", "state": "stopped"})
         finally:
             self._stopped.set()
@@ -478,28 +442,13 @@ class Cluster:
     async def _stop_node(self, child: _Child) -> None:
         """SIGCONT (a paused node cannot drain), then SIGTERM = drain, then SIGKILL if stuck."""
         info = self.nodes.get(child.name)
-        _signal(child.pid, signal.SIGCONT)
         child.expected_exit = True
         child.exit_state = NodeState.STOPPED
         current = self._children.get(child.name) is child
         if info is not None and current and info.state != NodeState.DRAINING:
             self._set_node_state(info, NodeState.DRAINING)
         deadline = self.config.limits.drain_deadline + self.config.stop_timeout
-        await self._terminate(child, signal.SIGTERM, deadline)
-
-    async def _terminate(self, child: _Child, sig: signal.Signals, timeout: float) -> None:
-        """Send `sig`, wait up to `timeout` for the exit, SIGKILL after that."""
-        child.expected_exit = True
-        _signal(child.pid, sig)
-        try:
-            await asyncio.wait_for(child.exited.wait(), timeout)
-        except TimeoutError:
-            log.warning(
-                "%s did not exit within %.1f s of %s; killing it", child.name, timeout, sig.name
-            )
-            _signal(child.pid, signal.SIGCONT)
-            _signal(child.pid, signal.SIGKILL)
-            await child.exited.wait()
+        await child.proc.stop(signal.SIGTERM, deadline)
 
     # ---------------------------------------------------------------- node operations
 
@@ -523,8 +472,7 @@ class Cluster:
         child = self._live_child(node_id)
         child.expected_exit = True
         child.exit_state = NodeState.KILLED
-        _signal(child.pid, signal.SIGKILL)
-        await child.exited.wait()
+        await child.proc.stop(None)
 
     async def pause(self, node_id: str) -> None:
         """SIGSTOP a node: its sockets stay open but nothing answers (a hung process)."""
@@ -533,7 +481,7 @@ class Cluster:
         info = self.nodes[node_id]
         if info.state == NodeState.PAUSED:
             return
-        _signal(child.pid, signal.SIGSTOP)
+        child.proc.pause()
         self._set_node_state(info, NodeState.PAUSED)
 
     async def resume(self, node_id: str) -> None:
@@ -543,7 +491,7 @@ class Cluster:
         info = self.nodes[node_id]
         if info.state != NodeState.PAUSED:
             raise ClusterError(f"node {node_id} is not paused (state {info.state.value})")
-        _signal(child.pid, signal.SIGCONT)
+        child.proc.resume()
         self._set_node_state(info, NodeState.RUNNING)
 
     async def drain(self, node_id: str, wait: bool = True) -> None:
@@ -552,7 +500,7 @@ class Cluster:
         child = self._live_child(node_id)
         info = self.nodes[node_id]
         if info.state == NodeState.PAUSED:
-            _signal(child.pid, signal.SIGCONT)
+            child.proc.resume()
         child.expected_exit = True
         child.exit_state = NodeState.STOPPED
         self._set_node_state(info, NodeState.DRAINING)
@@ -560,18 +508,12 @@ class Cluster:
             await self._control.request(node_id, "drain")
         except ControlError as exc:
             log.info("drain over control failed (%s); sending SIGTERM instead", exc)
-            _signal(child.pid, signal.SIGTERM)
+            child.proc.send_signal(signal.SIGTERM)
         if wait:
             timeout = self.config.limits.drain_deadline + self.config.stop_timeout
-            await self._terminate_wait(child, timeout)
-
-    async def _terminate_wait(self, child: _Child, timeout: float) -> None:
-        try:
-            await asyncio.wait_for(child.exited.wait(), timeout)
-        except TimeoutError:
-            log.warning("%s still running %.1f s after drain; killing it", child.name, timeout)
-            _signal(child.pid, signal.SIGKILL)
-            await child.exited.wait()
+            if not await child.proc.wait(timeout):
+                log.warning("%s still running %.1f s after drain; killing it", child.name, timeout)
+                await child.proc.stop(None)
 
     async def restart(self, node_id: str) -> None:
         """Replace a node's process under the same id (a live one is SIGKILLed first)."""
@@ -582,8 +524,7 @@ class Cluster:
             if child is not None and child.alive:
                 child.expected_exit = True
                 child.exit_state = NodeState.KILLED
-                _signal(child.pid, signal.SIGKILL)
-                await child.exited.wait()
+                await child.proc.stop(None)
             with contextlib.suppress(ControlError):
                 await self._control.request(BALANCER, "backend_remove", id=node_id)
             self._set_node_state(info, NodeState.STARTING, pid=None, port=None)
@@ -647,13 +588,10 @@ class Cluster:
         broker = self._owned_broker()
         self._broker_busy = True
         try:
-            pid = self.broker.pid
             try:
                 await asyncio.to_thread(broker.kill)
             except BrokerError as exc:
                 raise ClusterError(f"broker: {exc}") from None
-            if pid is not None:
-                _LIVE_PIDS.discard(pid)
             self.broker.state = "down"
             self._emit({"event": "broker", **self.broker.as_dict(), "reason": "killed"})
         finally:
@@ -664,14 +602,11 @@ class Cluster:
         broker = self._owned_broker()
         self._broker_busy = True
         try:
-            old = self.broker.pid
             try:
                 await asyncio.to_thread(broker.restart)
             except BrokerError as exc:
                 self.broker.state = "down"
                 raise ClusterError(f"broker: {exc}") from None
-            if old is not None:
-                _LIVE_PIDS.discard(old)
             self._broker_up(broker)
         finally:
             self._broker_busy = False
@@ -695,8 +630,6 @@ class Cluster:
     def _broker_up(self, broker: Broker) -> None:
         self.broker.url = broker.url
         self.broker.pid = None if self.broker.external else broker.pid
-        if self.broker.pid is not None:
-            _LIVE_PIDS.add(self.broker.pid)
         self.broker.state = "up"
         self._emit({"event": "broker", **self.broker.as_dict()})
 
@@ -709,8 +642,6 @@ class Cluster:
             broker = self._broker
             if self._broker_busy or self.broker.state != "up" or broker.alive:
                 continue
-            if self.broker.pid is not None:
-                _LIVE_PIDS.discard(self.broker.pid)
             self.broker.state = "down"
             self._emit(
                 {"event": "broker", **self.broker.as_dict(), "reason": "exited", "expected": False}
@@ -791,58 +722,43 @@ class Cluster:
     async def _spawn(self, name: str, argv: list[str]) -> tuple[_Child, dict[str, Any]]:
         """Start a child, wait for its `listening` line; the child is watched until it exits."""
         assert self._log_dir is not None
-        log_path = self._log_dir / f"{name}.log"
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log_fd,
-                env=self._env(),
-                start_new_session=True,
-                preexec_fn=DIE_WITH_PARENT,
-            )
-        finally:
-            os.close(log_fd)
-        _LIVE_PIDS.add(proc.pid)
-        child = _Child(name, proc, log_path)
+        proc = await procs.spawn(
+            argv, name, stderr_log=self._log_dir / f"{name}.log", env=self._env(),
+            tasks=self._tasks,
+        )  # fmt: skip
+        child = _Child(proc)
         self._spawned = [c for c in self._spawned if c.alive]
         self._spawned.append(child)
-        child.tasks.append(self._spawn_task(self._watch(child), f"watch-{name}"))
+        self._tasks.spawn(self._watch(child), f"watch-{name}")
         if self._stopping:  # stop() began while this child was being created
             child.expected_exit = True
-            _signal(proc.pid, signal.SIGKILL)
-            await child.exited.wait()
+            await proc.stop(None)
             raise ClusterError(f"{name}: the cluster is stopping")
-        assert proc.stdout is not None
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), self.config.ready_timeout)
         except TimeoutError:
-            _signal(proc.pid, signal.SIGKILL)
+            proc.kill()
             raise ClusterError(
                 f"{name} printed nothing within {self.config.ready_timeout:.0f} s; "
-                f"log {log_path}: {_log_tail(log_path)}"
+                f"log {proc.log_path}: {proc.log_tail()}"
             ) from None
         try:
             hello = orjson.loads(line) if line else None
         except orjson.JSONDecodeError:
             hello = None
         if not isinstance(hello, dict) or hello.get("event") != "listening":
-            _signal(proc.pid, signal.SIGKILL)
-            await child.exited.wait()
+            await proc.stop(None)
             raise ClusterError(
                 f"{name} failed to start (exit code {proc.returncode}); "
-                f"log {log_path}: {_log_tail(log_path)}"
+                f"log {proc.log_path}: {proc.log_tail()}"
             )
         child.port = int(hello["port"])
-        child.tasks.append(self._spawn_task(self._drain_stdout(child), f"stdout-{name}"))
+        self._tasks.spawn(self._drain_stdout(child), f"stdout-{name}")
         return child, hello
 
     async def _drain_stdout(self, child: _Child) -> None:
         """Keep reading a child's stdout so it never blocks on a full pipe."""
-        assert child.proc.stdout is not None
-        while line := await child.proc.stdout.readline():
+        async for line in child.proc.lines():
             log.debug("%s: %s", child.name, line.decode(errors="replace").rstrip())
 
     async def _start_node(self, node_id: str) -> None:
@@ -856,7 +772,7 @@ class Cluster:
         try:
             await self._control.wait_connected(node_id, self.config.ready_timeout)
         except TimeoutError:
-            _signal(child.pid, signal.SIGKILL)
+            child.proc.kill()
             raise ClusterError(f"node {node_id} never connected to the control channel") from None
         self._set_node_state(info, NodeState.RUNNING, pid=child.pid, port=child.port)
 
@@ -868,7 +784,7 @@ class Cluster:
         try:
             await self._control.wait_connected(BALANCER, self.config.ready_timeout)
         except TimeoutError:
-            _signal(child.pid, signal.SIGKILL)
+            child.proc.kill()
             raise ClusterError("the balancer never connected to the control channel") from None
         self.balancer.state = "running"
         self._emit({"event": "balancer", **self.balancer.as_dict()})
@@ -893,9 +809,8 @@ class Cluster:
 
     async def _watch(self, child: _Child) -> None:
         """Await the child's exit and report it; an exit nobody asked for is a failure."""
-        code = await child.proc.wait()
-        _LIVE_PIDS.discard(child.pid)
-        child.exited.set()
+        await child.proc.wait()
+        code = child.proc.returncode
         if child.name == BALANCER:
             self.merger.balancer_snapshot({})
             if not child.expected_exit:
@@ -917,21 +832,9 @@ class Cluster:
         info.exit_code = code
         extra: dict[str, Any] = {"exit_code": code, "expected": child.expected_exit}
         if not child.expected_exit:
-            extra["log"] = str(child.log_path)
-            extra["log_tail"] = _log_tail(child.log_path, 3)
+            extra["log"] = str(child.proc.log_path)
+            extra["log_tail"] = child.proc.log_tail(3)
         self._set_node_state(info, state, **extra)
-
-    def _spawn_task(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        """Named task with a strong reference (mitmproxy's task hygiene)."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task %s failed", task.get_name(), exc_info=task.exception())
 
     # ---------------------------------------------------------------- control channel
 

@@ -1,15 +1,50 @@
-"""The one place that builds a child process's command line (DESIGN.md: Processes).
+"""The one process keeper: every child wsconsole starts goes through here (DESIGN.md: Processes).
 
-From a source checkout a child is `python -m wsconsole <command> ...`; in a packaged bundle
-(`sys.frozen`) the bundle's own executable runs the same sub-command.
+What each child gets, whoever starts it (the supervisor's broker, nodes and balancer, the
+window's swarm and scenario runs, the self-test's Qt check):
+
+- its command line from `child_argv`: `python -m wsconsole <command> ...` from a source
+  checkout, the bundle's own executable running the sub-command when `sys.frozen` is set;
+- its OWN process group (a new session): a Ctrl-C at the terminal reaches only us, and every
+  signal we send (stop, kill, pause, resume) goes to the whole group, so a child that starts
+  children of its own (`npm start` -> node) is stopped, paused and resumed with them;
+- death with its parent: on Linux the kernel SIGKILLs it when we die (PDEATHSIG), even by
+  SIGKILL (the child itself: processes it started in turn are its own to stop); an `atexit`
+  hook SIGKILLs every group still alive when the interpreter exits without stopping them;
+- reaping: a task awaits its exit, sets `Child.exited` and drops it from the `atexit` list;
+- a terminate with a deadline (`Child.stop`): signal, wait, then SIGCONT + SIGKILL the group;
+- its output captured: stdout as a pipe (`Child.stdout`, `lines()`), stderr appended to a
+  log file or kept as the last N lines (`Child.stderr_tail`), or dropped.
+
+The asyncio `spawn` serves the event loop; `popen` is its blocking twin for code that runs in
+a worker thread (the broker). Both set the same options and feed the same `atexit` list.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import ctypes
+import logging
+import os
 import signal
+import subprocess
 import sys
-from collections.abc import Callable
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from wsconsole.core.tasks import Tasks
+
+log = logging.getLogger(__name__)
+
+PIPE = subprocess.PIPE
+DEVNULL = subprocess.DEVNULL
+STREAM_LIMIT = 1 << 16  # asyncio's default line limit for a child's pipes
 
 
 def child_argv(command: str, *args: str) -> list[str]:
@@ -42,3 +77,320 @@ def _die_with_parent() -> Callable[[], None] | None:
 
 
 DIE_WITH_PARENT = _die_with_parent()
+
+# Process groups (by their leader's PID) started here and not yet reaped: the atexit net.
+_LIVE: set[int] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def _track(pid: int) -> None:
+    with _LIVE_LOCK:
+        _LIVE.add(pid)
+
+
+def _untrack(pid: int) -> None:
+    with _LIVE_LOCK:
+        _LIVE.discard(pid)
+
+
+def live_groups() -> set[int]:
+    """Leader PIDs of every child group started here and not yet reaped."""
+    with _LIVE_LOCK:
+        return set(_LIVE)
+
+
+def signal_group(pid: int, sig: int) -> bool:
+    """Send `sig` to the process group led by `pid` (the process alone where there are no
+    groups); False if nothing was there to receive it."""
+    try:
+        if hasattr(os, "killpg"):
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def kill_group(pid: int) -> None:
+    """SIGCONT (a stopped process cannot die of a pending signal otherwise) then SIGKILL."""
+    if hasattr(signal, "SIGCONT"):
+        signal_group(pid, signal.SIGCONT)
+    signal_group(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
+def alive(pid: int) -> bool:
+    """True if a process with this PID exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (macOS): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """At interpreter exit, SIGKILL every child group nobody stopped."""
+    for pid in live_groups():
+        kill_group(pid)
+        _untrack(pid)
+
+
+def _options() -> dict[str, Any]:
+    """Popen options every child gets: its own session (so its own group), PDEATHSIG."""
+    return {"start_new_session": True, "preexec_fn": DIE_WITH_PARENT}
+
+
+def popen(
+    argv: Sequence[str],
+    *,
+    stdout: int | Any = DEVNULL,
+    stderr: int | Any = DEVNULL,
+    cwd: str | Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a child from blocking code (a worker thread); reap it with `stop_sync`."""
+    proc = subprocess.Popen(
+        list(argv), stdin=DEVNULL, stdout=stdout, stderr=stderr, cwd=cwd, env=env, **_options()
+    )
+    _track(proc.pid)
+    return proc
+
+
+def stop_sync(proc: subprocess.Popen[bytes], sig: int | None, timeout: float = 5.0) -> int | None:
+    """Blocking terminate with a deadline: send `sig` to the group (None: SIGKILL at once),
+    wait up to `timeout`, then SIGKILL the group; reaped on return (its exit code)."""
+    if proc.poll() is None:
+        if sig is None:
+            kill_group(proc.pid)
+        else:
+            if hasattr(signal, "SIGCONT"):
+                signal_group(proc.pid, signal.SIGCONT)
+            signal_group(proc.pid, sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("pid %s ignored signal %s for %.1f s; killing it", proc.pid, sig, timeout)
+            kill_group(proc.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5.0)
+    if proc.returncode is not None:
+        _untrack(proc.pid)
+    return proc.returncode
+
+
+class Child:
+    """A child process started by `spawn`, in its own process group, reaped by a task."""
+
+    def __init__(
+        self,
+        name: str,
+        proc: asyncio.subprocess.Process,
+        tasks: Tasks,
+        log_path: Path | None = None,
+        stderr_lines: int = 0,
+    ) -> None:
+        self.name = name
+        self.proc = proc
+        self.log_path = log_path
+        self.started = time.monotonic()
+        self.exited = asyncio.Event()
+        self.stderr_tail: deque[str] = deque(maxlen=max(stderr_lines, 1))
+        self._tasks = tasks
+        self._stderr_task = (
+            tasks.spawn(self._read_stderr(), f"stderr-{name}") if stderr_lines else None
+        )
+        self._reaper = tasks.spawn(self._reap(), f"reap-{name}")
+
+    def __repr__(self) -> str:
+        return f"<Child {self.name} pid={self.pid} returncode={self.returncode}>"
+
+    @property
+    def pid(self) -> int:
+        """The child's PID, which is also its process group's id."""
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once reaped (negative: the signal that ended it), else None."""
+        return self.proc.returncode
+
+    @property
+    def alive(self) -> bool:
+        """True until the process has been reaped."""
+        return self.proc.returncode is None
+
+    @property
+    def stdout(self) -> asyncio.StreamReader:
+        """The child's stdout pipe (spawned with stdout=True)."""
+        if self.proc.stdout is None:
+            raise RuntimeError(f"{self.name} was started without a stdout pipe")
+        return self.proc.stdout
+
+    async def lines(self) -> AsyncIterator[bytes]:
+        """The child's stdout, line by line, until it closes (a line beyond the limit is cut
+        into pieces instead of ending the stream)."""
+        reader = self.stdout
+        while True:
+            try:
+                line = await reader.readline()
+            except ValueError:  # longer than the limit: hand on what is buffered
+                line = await reader.read(STREAM_LIMIT)
+            if not line:
+                return
+            yield line
+
+    async def _reap(self) -> None:
+        try:
+            await self.proc.wait()
+            if self._stderr_task is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._stderr_task), 1.0)
+        finally:
+            if self.proc.returncode is not None:
+                _untrack(self.pid)
+            self.exited.set()
+
+    async def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        async for line in self.proc.stderr:
+            self.stderr_tail.append(line.decode("utf-8", "replace").rstrip())
+
+    def send_signal(self, sig: int) -> bool:
+        """Send `sig` to the child's whole process group; False once it is gone."""
+        if not self.alive:
+            return False
+        return signal_group(self.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL the group (after SIGCONT, so a paused child dies too); no wait."""
+        if self.alive:
+            kill_group(self.pid)
+
+    def pause(self) -> None:
+        """SIGSTOP the group: its sockets stay open, nothing in it runs."""
+        self.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT the group."""
+        self.send_signal(signal.SIGCONT)
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the exit (and the reaping); False if `timeout` s passed first."""
+        if timeout is None:
+            await self.exited.wait()
+            return True
+        try:
+            await asyncio.wait_for(self.exited.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 5.0) -> int | None:
+        """Terminate with a deadline: SIGCONT + `sig` to the group (None: SIGKILL at once),
+        wait up to `timeout` s, then SIGKILL the group. Returns the exit code."""
+        if self.alive:
+            if sig is None:
+                self.kill()
+            else:
+                self.send_signal(signal.SIGCONT)
+                self.send_signal(sig)
+            if not await self.wait(timeout):
+                log.warning(
+                    "%s did not exit within %.1f s of %s; killing it",
+                    self.name, timeout, signal.Signals(sig).name if sig else "SIGKILL",
+                )  # fmt: skip
+                self.kill()
+        await self.exited.wait()
+        return self.returncode
+
+    async def output(self, timeout: float) -> bytes:
+        """All of stdout until the child exits. After `timeout` s (TimeoutError), or when the
+        caller is cancelled, the child's group is SIGKILLed (and reaped by its task)."""
+        try:
+            async with asyncio.timeout(timeout):
+                data = await self.stdout.read()
+                await self.exited.wait()
+        except BaseException:
+            self.kill()
+            raise
+        return data
+
+    def log_tail(self, lines: int = 5) -> str:
+        """The last lines of the child's stderr (its log file, or the kept tail), one line."""
+        text: list[str] = list(self.stderr_tail)
+        if self.log_path is not None:
+            try:
+                text = self.log_path.read_text(errors="replace").strip().splitlines()
+            except OSError:
+                text = []
+        return " | ".join(text[-lines:])
+
+
+async def spawn(
+    argv: Sequence[str],
+    name: str,
+    *,
+    stdout: bool = True,
+    stderr_log: Path | None = None,
+    stderr_lines: int = 0,
+    env: dict[str, str] | None = None,
+    cwd: str | Path | None = None,
+    limit: int = STREAM_LIMIT,
+    tasks: Tasks | None = None,
+) -> Child:
+    """Start `argv` as a `Child` in its own process group (see the module docstring).
+
+    stdout: a pipe (`Child.stdout`) or /dev/null. stderr: appended to `stderr_log`, or its
+    last `stderr_lines` lines kept in `Child.stderr_tail`, or /dev/null. `tasks` owns the
+    reaper and reader tasks (a module-wide keeper by default); their failures are logged.
+    """
+    if stderr_log is not None and stderr_lines:
+        raise ValueError("stderr goes to a log file or to a tail, not both")
+    log_fd: int | None = None
+    stderr: int = DEVNULL
+    if stderr_log is not None:
+        log_fd = os.open(stderr_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        stderr = log_fd
+    elif stderr_lines:
+        stderr = PIPE
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=DEVNULL,
+            stdout=PIPE if stdout else DEVNULL,
+            stderr=stderr,
+            env=env,
+            cwd=cwd,
+            limit=limit,
+            **_options(),
+        )
+    finally:
+        if log_fd is not None:
+            os.close(log_fd)
+    _track(proc.pid)
+    return Child(name, proc, tasks or _TASKS, stderr_log, stderr_lines)
+
+
+_TASKS = Tasks(prefix="wsconsole-procs")
+
+__all__ = [
+    "DIE_WITH_PARENT",
+    "Child",
+    "alive",
+    "child_argv",
+    "kill_group",
+    "live_groups",
+    "popen",
+    "signal_group",
+    "spawn",
+    "stop_sync",
+]
