@@ -10,15 +10,10 @@ from collections.abc import AsyncIterator, Iterator
 import orjson
 import pytest
 
-from wsconsole.harness.adapter import (
-    DOWN,
-    UP,
-    AdapterConfig,
-    BrokerUnavailable,
-    RecoveryWindowExceeded,
-    RedisAdapter,
-)
+from tests.support import SCALE, until
+from wsconsole.harness.adapter import AdapterConfig, RecoveryWindowExceeded, RedisAdapter
 from wsconsole.harness.broker import Broker
+from wsconsole.harness.brokerlink import DOWN, UP, BrokerUnavailable
 
 FAST = dict(check_interval=0.1, socket_timeout=1.0, presence_refresh=0.2)
 
@@ -82,12 +77,6 @@ async def publish(adapter: RedisAdapter, room: str, ident: str, body: object = N
     return (await adapter.publish(room, ident, *frame_parts(room, ident, body))).seq
 
 
-async def until(predicate: object, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # type: ignore[operator]  # noqa: ASYNC110 (polling state)
-            await asyncio.sleep(0.01)
-
-
 async def test_concurrent_publishers_get_dense_atomic_seqs(make: object) -> None:
     recs = [Recorder(), Recorder()]
     a = await make("a", recs[0])  # type: ignore[operator]
@@ -101,7 +90,7 @@ async def test_concurrent_publishers_get_dense_atomic_seqs(make: object) -> None
     seqs = await asyncio.gather(*jobs)
     assert sorted(seqs) == list(range(1, 301))
     for rec in recs:
-        await until(lambda rec=rec: len(rec.messages) == 300)
+        await until(lambda rec=rec: len(rec.messages) == 300, "300 deliveries")
         assert [seq for _, seq, _ in rec.messages] == list(range(1, 301))
         assert all(frame["seq"] == seq for _, seq, frame in rec.messages)
     assert [f["id"] for *_, f in recs[0].messages] == [f["id"] for *_, f in recs[1].messages]
@@ -124,10 +113,10 @@ async def test_republish_same_id_returns_original_seq_and_is_not_delivered_twice
     assert (first.seq, first.duplicate) == (1, False)
     assert (again.seq, again.duplicate) == (1, True)
     assert other.seq == 2
-    await until(lambda: len(rec.messages) == 2)
-    await asyncio.sleep(0.2)
+    await until(lambda: len(rec.messages) == 2, "m1 and m2 delivered")
+    # pub/sub keeps order: a second delivery of m1 would have arrived before m2
     assert [f["id"] for *_, f in rec.messages] == ["m1", "m2"]
-    assert await a.history_since(room, 0) == [
+    assert (await a.snapshot(room, 0)).frames == [
         orjson.dumps({"type": "message", "room": room, "seq": s, "id": i, "data": d})
         for s, i, d in ((1, "m1", 1), (2, "m2", 2))
     ]
@@ -137,40 +126,40 @@ async def test_history_since_and_the_window(make: object) -> None:
     a = await make("a", history=5)  # type: ignore[operator]
     room = f"r-{uuid.uuid4().hex}"
     assert (await a.snapshot(room)).seq == 0
-    assert await a.history_since(room, 0) == []
+    assert (await a.snapshot(room, 0)).frames == []
     for i in range(8):
         await publish(a, room, f"m{i}", i)
     snap = await a.snapshot(room, 5)
     assert snap.seq == 8
     assert [orjson.loads(f)["seq"] for f in snap.frames] == [6, 7, 8]
-    assert [orjson.loads(f)["seq"] for f in await a.history_since(room, 3)] == [4, 5, 6, 7, 8]
-    assert await a.history_since(room, 8) == []
+    assert [orjson.loads(f)["seq"] for f in (await a.snapshot(room, 3)).frames] == [4, 5, 6, 7, 8]
+    assert (await a.snapshot(room, 8)).frames == []
     with pytest.raises(RecoveryWindowExceeded) as caught:
-        await a.history_since(room, 2)
+        await a.snapshot(room, 2)
     assert (caught.value.first, caught.value.seq) == (4, 8)
     with pytest.raises(RecoveryWindowExceeded, match="ahead"):
-        await a.history_since(room, 9)
+        await a.snapshot(room, 9)
 
 
 async def test_per_user_limit_across_nodes_and_expiry_of_a_dead_node(make: object) -> None:
     a = await make("a", presence_ttl=0.6)  # type: ignore[operator]
     b = await make("b", presence_ttl=0.6)  # type: ignore[operator]
     user = f"u-{uuid.uuid4().hex}"
-    assert (await a.claim_connection(user, "c1", 3))[0]
-    assert (await b.claim_connection(user, "c2", 3))[0]
-    assert (await a.claim_connection(user, "c3", 3))[0]
-    assert await a.claim_connection(user, "c4", 3) == (False, 3)
-    assert (await a.claim_connection(user, "c1", 3))[0], "re-claiming a held id is a refresh"
-    await b.release_connection(user, "c2")
-    assert (await b.claim_connection(user, "c5", 3))[0]
-    # refreshed entries outlive the TTL ...
-    await asyncio.sleep(1.0)
-    assert await a.user_connections(user) == 3
+    assert (await a.presence.claim(user, "c1", 3))[0]
+    assert (await b.presence.claim(user, "c2", 3))[0]
+    assert (await a.presence.claim(user, "c3", 3))[0]
+    assert await a.presence.claim(user, "c4", 3) == (False, 3)
+    assert (await a.presence.claim(user, "c1", 3))[0], "re-claiming a held id is a refresh"
+    await b.presence.release(user, "c2")
+    assert (await b.presence.claim(user, "c5", 3))[0]
+    # refreshed entries outlive the TTL (the wait is the property: time past the TTL) ...
+    await asyncio.sleep(1.0 * SCALE)
+    assert await a.presence.count(user) == 3
     # ... and a node that stops refreshing (as a SIGKILLed one) stops counting after it
     for task in b._tasks:
         task.cancel()
-    await asyncio.sleep(1.0)
-    assert await a.user_connections(user) == 2
+    await asyncio.sleep(1.0 * SCALE)
+    assert await a.presence.count(user) == 2
 
 
 async def test_broker_down_fails_fast_then_recovers_with_reset(
@@ -183,20 +172,20 @@ async def test_broker_down_fails_fast_then_recovers_with_reset(
     await a.subscribe(room)
     a.note_seq(room, 0)
     assert await publish(b, room, "before") == 1
-    await until(lambda: len(rec.messages) == 1)
+    await until(lambda: len(rec.messages) == 1, "one delivery")
     broker.kill()
-    await until(lambda: a.state == DOWN and b.state == DOWN)
+    await until(lambda: a.state == DOWN and b.state == DOWN, "both adapters down")
     assert rec.states[-1] == DOWN
     with pytest.raises(BrokerUnavailable):
         await publish(b, room, "during")
     with pytest.raises(BrokerUnavailable):
         await a.snapshot(room)
     broker.restart()
-    await until(lambda: a.state == UP and b.state == UP)
+    await until(lambda: a.state == UP and b.state == UP, "both adapters up")
     assert rec.resets == [[room]], "a restarted broker without persistence is a reset"
-    await until(lambda: room in a._live)
+    await until(lambda: room in a._live, "re-subscribed")
     assert await publish(b, room, "after") == 1
-    await until(lambda: len(rec.messages) == 2)
+    await until(lambda: len(rec.messages) == 2, "2 deliveries")
     assert rec.messages[-1][2]["id"] == "after"
 
 
@@ -208,7 +197,7 @@ async def test_catch_up_after_missing_frames(make: object) -> None:
     await a.subscribe(room)
     a.note_seq(room, 0)
     await publish(b, room, "m1")
-    await until(lambda: len(rec.messages) == 1)
+    await until(lambda: len(rec.messages) == 1, "one delivery")
     # simulate a lost pub/sub delivery: the adapter believes it saw less than it did
     await a.unsubscribe(room)
     await publish(b, room, "m2")
@@ -216,7 +205,7 @@ async def test_catch_up_after_missing_frames(make: object) -> None:
     await a.subscribe(room)
     a.note_seq(room, 1)
     await publish(b, room, "m4")  # seq 4 after 1: a gap, filled from the history
-    await until(lambda: len(rec.messages) == 4)
+    await until(lambda: len(rec.messages) == 4, "4 deliveries")
     assert [seq for _, seq, _ in rec.messages] == [1, 2, 3, 4]
     assert not rec.gaps
 
@@ -247,9 +236,9 @@ async def test_gap_beyond_the_window_is_reported_not_papered_over(make: object) 
     await a.subscribe(room)
     a.note_seq(room, 1)
     await publish(b, room, "m10")  # seq 11 after 1: a gap the history cannot fill
-    await until(lambda: len(rec.gaps) == 1)
+    await until(lambda: len(rec.gaps) == 1, "the gap reported")
     gap = rec.gaps[0]
     assert (gap.room, gap.since, gap.first, gap.seq) == (room, 1, 9, 11)
     await publish(b, room, "m11")
-    await until(lambda: len(rec.messages) == 1)
+    await until(lambda: len(rec.messages) == 1, "one delivery")
     assert rec.messages[0][1] == 12, "live frames continue after the reported gap"

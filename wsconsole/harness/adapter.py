@@ -15,6 +15,10 @@ last sequence it saw. If the broker lost its state (a restarted server without
 persistence: its "epoch" key changed) the node is told through `on_reset` and sequences
 start again from 0.
 
+The pieces around it: `brokerlink.py` holds the connection pool, the up/down state and
+the named Lua scripts every broker call goes through; `presence.py` counts each user's
+connections across the cluster (the per-user limit) over the same link.
+
 Frames on the wire of a room channel are `b"<seq>\\n<frame>"`; `on_message` is called
 in sequence order per room, without duplicates.
 """
@@ -26,20 +30,16 @@ import contextlib
 import logging
 import secrets
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from wsconsole.harness.brokerlink import UP, BrokerLink, BrokerUnavailable
+from wsconsole.harness.presence import Presence
 
 log = logging.getLogger(__name__)
-
-UP = "up"
-DOWN = "down"
 
 _PUBLISH = """
 local prev = redis.call('GET', KEYS[3])
@@ -65,43 +65,6 @@ if since > cur then return {cur, 2, first, {}} end
 if since + 1 < first then return {cur, 1, first, {}} end
 return {cur, 0, first, redis.call('LRANGE', KEYS[2], 0, cur - since - 1)}
 """
-
-_CLAIM = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local count = redis.call('ZCARD', KEYS[1])
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  local limit = tonumber(ARGV[2])
-  if limit > 0 and count >= limit then return {0, count} end
-  count = count + 1
-end
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ttl)
-return {1, count}
-"""
-
-_REFRESH = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], now + ttl, ARGV[i]) end
-redis.call('PEXPIRE', KEYS[1], ttl)
-return redis.call('ZCARD', KEYS[1])
-"""
-
-_COUNT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-return redis.call('ZCARD', KEYS[1])
-"""
-
-
-class BrokerUnavailable(RuntimeError):
-    """The broker cannot take the request now (down, or the publish backlog is full)."""
 
 
 class RecoveryWindowExceeded(LookupError):
@@ -156,8 +119,11 @@ MessageCallback = Callable[[str, int, bytes], None]
 GapCallback = Callable[[str, RecoveryWindowExceeded], None]
 
 
-class RedisAdapter:
-    """One node's link to the broker; see the module docstring for the guarantees."""
+class RedisAdapter(BrokerLink):
+    """Rooms, publishes and history over the broker; see the module docstring for the guarantees.
+
+    `presence` counts each user's connections across the cluster over the same link.
+    """
 
     def __init__(
         self,
@@ -170,32 +136,29 @@ class RedisAdapter:
         on_reset: Callable[[list[str]], None] | None = None,
         on_gap: GapCallback | None = None,
     ) -> None:
-        self.url = url
-        self.node_id = node_id
         self.config = config or AdapterConfig()
+        super().__init__(
+            url,
+            pool_size=self.config.pool_size,
+            pool_wait=self.config.pool_wait,
+            socket_timeout=self.config.socket_timeout,
+            on_state=on_state,
+        )
+        self.node_id = node_id
         self.on_message = on_message or (lambda room, seq, frame: None)
-        self.on_state = on_state or (lambda state: None)
         self.on_reset = on_reset or (lambda rooms: None)
         self.on_gap = on_gap or (lambda room, exc: None)
-        self.state = DOWN
-        # A blocking pool: a burst of handshakes (each claims presence and joins) waits for
-        # a free broker connection instead of failing with "Too many connections" (redis-py's
-        # plain pool caps at 100 and raises), which would mark a healthy broker down.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=self.config.pool_size,
-            timeout=self.config.pool_wait,
-            socket_timeout=self.config.socket_timeout,
-            socket_connect_timeout=self.config.socket_timeout,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
+        self.scripts.update(publish=_PUBLISH, snapshot=_SNAPSHOT)
+        self.presence = Presence(
+            self,
+            node_id,
+            ttl=self.config.presence_ttl,
+            refresh=self.config.presence_refresh,
+            prefix=self.config.prefix,
         )
-        self._redis = aioredis.Redis.from_pool(pool)
-        self._sha: dict[str, str] = {}
         self._epoch: bytes | None = None
         self._queue: deque[tuple[tuple[bytes | str, ...], asyncio.Future[PublishResult]]] = deque()
         self._wake = asyncio.Event()
-        self._up = asyncio.Event()
         self._pubsub: aioredis.client.PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -204,18 +167,10 @@ class RedisAdapter:
         self._waiters: dict[bytes, deque[asyncio.Future[None]]] = {}
         self._last: dict[str, int] = {}  # last seq handed to on_message, per room
         self._catching: dict[str, list[tuple[int, bytes]]] = {}
-        self._presence: dict[str, dict[str, None]] = {}  # user -> conn ids held here
         self._closed = False
         p = self.config.prefix
         self._node_channel = f"{p}:node:{node_id}".encode()
         self._room_channel_prefix = f"{p}:room:".encode()
-
-    @staticmethod
-    def check_url(url: str) -> None:
-        """Raise ValueError if redis-py cannot parse `url` (checked before starting a node)."""
-        from redis.asyncio.connection import parse_url
-
-        parse_url(url)
 
     # -- keys -------------------------------------------------------------------------
     def _keys(self, room: str) -> tuple[str, str]:
@@ -226,39 +181,19 @@ class RedisAdapter:
         """The pub/sub channel of a room."""
         return self._room_channel_prefix + room.encode()
 
-    def _user_key(self, user: str) -> str:
-        return f"{self.config.prefix}:user:{{{user}}}:conns"
-
     # -- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
-        """Start the monitor and publish batcher; returns at once even if the broker is down."""
-        self._tasks.append(
-            asyncio.create_task(self._monitor(), name=f"adapter-monitor-{self.node_id}")
-        )
-        self._tasks.append(
-            asyncio.create_task(self._batcher(), name=f"adapter-batch-{self.node_id}")
-        )
-        self._tasks.append(
-            asyncio.create_task(self._presence_loop(), name=f"adapter-presence-{self.node_id}")
-        )
-
-    async def wait_up(self, timeout: float) -> bool:
-        """Wait until the broker is up; False after `timeout` seconds."""
-        try:
-            await asyncio.wait_for(self._up.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        """Start the monitor, publish batcher and presence refresh; returns at once."""
+        for coro, job in (
+            (self._monitor(), "monitor"),
+            (self._batcher(), "batch"),
+            (self.presence.run(), "presence"),
+        ):
+            self._tasks.append(asyncio.create_task(coro, name=f"adapter-{job}-{self.node_id}"))
 
     async def close(self) -> None:
         """Release this node's presence entries if possible, stop every task, disconnect."""
-        if self.state == UP and self._presence:
-            with contextlib.suppress(RedisError, OSError, TimeoutError):
-                async with asyncio.timeout(self.config.socket_timeout):
-                    pipe = self._redis.pipeline(transaction=False)
-                    for user, conns in self._presence.items():
-                        pipe.zrem(self._user_key(user), *conns)
-                    await pipe.execute()
+        await self.presence.release_all(self.config.socket_timeout)
         self._closed = True
         self._fail_queue("the node is stopping")
         for task in [*self._tasks, self._reader]:
@@ -270,27 +205,9 @@ class RedisAdapter:
                     await task
         await self._drop_pubsub()
         with contextlib.suppress(Exception):
-            await self._redis.aclose()
+            await self.redis.aclose()
 
-    def _set_state(self, state: str) -> None:
-        if state == self.state:
-            return
-        self.state = state
-        if state == UP:
-            self._up.set()
-        else:
-            self._up.clear()
-        log.info("broker %s", state)
-        try:
-            self.on_state(state)
-        except Exception:
-            log.exception("on_state callback failed")
-
-    def _mark_down(self, reason: object) -> None:
-        if self.state == DOWN:
-            return
-        log.warning("broker unavailable: %s", reason)
-        self._set_state(DOWN)
+    def _went_down(self) -> None:
         self._live.clear()
         self._fail_queue("broker unavailable")
         if self._reader is not None and self._reader is not asyncio.current_task():
@@ -318,9 +235,9 @@ class RedisAdapter:
             if self.state == UP:
                 await asyncio.sleep(self.config.check_interval)
                 try:
-                    await self._redis.ping()
+                    await self.redis.ping()
                 except (RedisError, OSError, TimeoutError) as exc:
-                    self._mark_down(exc)
+                    self.mark_down(exc)
                 continue
             try:
                 await self._connect_once()
@@ -337,24 +254,17 @@ class RedisAdapter:
             self._reader = None
         await self._drop_pubsub()
         with contextlib.suppress(Exception):
-            await self._redis.connection_pool.disconnect()
+            await self.redis.connection_pool.disconnect()
 
     async def _connect_once(self) -> None:
         """Reconnect: scripts, epoch, pub/sub with every wanted room, then catch up."""
         await self._disconnect_all()
         async with asyncio.timeout(self.config.socket_timeout * 2):
-            await self._redis.ping()
-            for name, body in (
-                ("publish", _PUBLISH),
-                ("snapshot", _SNAPSHOT),
-                ("claim", _CLAIM),
-                ("refresh", _REFRESH),
-                ("count", _COUNT),
-            ):
-                self._sha[name] = await self._redis.script_load(body)
+            await self.redis.ping()
+            await self.load_scripts()
             epoch_key = f"{self.config.prefix}:epoch"
-            await self._redis.set(epoch_key, secrets.token_hex(8), nx=True)
-            epoch = await self._redis.get(epoch_key)
+            await self.redis.set(epoch_key, secrets.token_hex(8), nx=True)
+            epoch = await self.redis.get(epoch_key)
         reset = self._epoch is not None and epoch != self._epoch
         self._epoch = epoch
         rooms = sorted(self._want)
@@ -364,7 +274,7 @@ class RedisAdapter:
                 self._last[room] = 0
         for room in rooms:
             self._catching.setdefault(room, [])
-        self._pubsub = self._redis.pubsub()
+        self._pubsub = self.redis.pubsub()
         futures = [self._expect(self._node_channel)]
         futures += [self._expect(self.channel(room)) for room in rooms]
         await self._pubsub.subscribe(self._node_channel, *(self.channel(r) for r in rooms))
@@ -380,7 +290,7 @@ class RedisAdapter:
                 self.on_reset(rooms)
             except Exception:
                 log.exception("on_reset callback failed")
-        await self._refresh_presence()
+        await self.presence.refresh()
         await asyncio.gather(*(self._catch_up(room) for room in rooms))
 
     def _expect(self, channel: bytes) -> asyncio.Future[None]:
@@ -408,7 +318,7 @@ class RedisAdapter:
             raise
         except (RedisError, OSError, TimeoutError, RuntimeError) as exc:
             if not self._closed:
-                self._mark_down(exc)
+                self.mark_down(exc)
 
     def _incoming(self, channel: bytes, data: bytes) -> None:
         if not channel.startswith(self._room_channel_prefix):
@@ -487,7 +397,7 @@ class RedisAdapter:
             async with asyncio.timeout(self.config.socket_timeout * 2):
                 await future
         except (RedisError, OSError, TimeoutError) as exc:
-            self._mark_down(exc)
+            self.mark_down(exc)
             raise BrokerUnavailable("broker unavailable") from None
         if room in self._want:
             self._live.add(room)
@@ -501,17 +411,12 @@ class RedisAdapter:
             try:
                 await self._pubsub.unsubscribe(self.channel(room))
             except (RedisError, OSError, TimeoutError) as exc:
-                self._mark_down(exc)
+                self.mark_down(exc)
 
     def note_seq(self, room: str, seq: int) -> None:
         """Tell the adapter a room's frames up to `seq` are accounted for (after a join)."""
         if self._last.get(room) is None:
             self._last[room] = seq
-
-    @property
-    def rooms(self) -> set[str]:
-        """Rooms this node is subscribed to (or wants to be, while the broker is down)."""
-        return set(self._want)
 
     # -- publish ----------------------------------------------------------------------
     def publish_nowait(
@@ -563,13 +468,13 @@ class RedisAdapter:
                     if not fut.done():
                         fut.set_exception(BrokerUnavailable("broker unavailable"))
                 return
-            pipe = self._redis.pipeline(transaction=False)
+            pipe = self.redis.pipeline(transaction=False)
             for args, _ in live:
-                pipe.execute_command("EVALSHA", self._sha["publish"], 3, *args)
+                pipe.execute_command("EVALSHA", self.sha["publish"], 3, *args)
             try:
                 results = await pipe.execute(raise_on_error=False)
             except (RedisError, OSError, TimeoutError) as exc:
-                self._mark_down(exc)
+                self.mark_down(exc)
                 for _, fut in live:
                     if not fut.done():
                         fut.set_exception(BrokerUnavailable("broker unavailable"))
@@ -587,28 +492,12 @@ class RedisAdapter:
             if not retry:
                 return
             try:
-                self._sha["publish"] = await self._redis.script_load(_PUBLISH)
+                self.sha["publish"] = await self.redis.script_load(_PUBLISH)
             except (RedisError, OSError, TimeoutError) as exc:
-                self._mark_down(exc)
+                self.mark_down(exc)
             live = retry
 
     # -- history ----------------------------------------------------------------------
-    async def _call(
-        self, name: str, body: str, keys: Iterable[str], args: Iterable[object]
-    ) -> object:
-        if self.state != UP:
-            raise BrokerUnavailable("broker unavailable")
-        keys = list(keys)
-        try:
-            try:
-                return await self._redis.evalsha(self._sha[name], len(keys), *keys, *args)
-            except NoScriptError:
-                self._sha[name] = await self._redis.script_load(body)
-                return await self._redis.evalsha(self._sha[name], len(keys), *keys, *args)
-        except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as exc:
-            self._mark_down(exc)
-            raise BrokerUnavailable("broker unavailable") from None
-
     async def snapshot(self, room: str, since: int | None = None) -> Snapshot:
         """The room's current seq and, with `since`, every frame after it, oldest first.
 
@@ -616,77 +505,9 @@ class RedisAdapter:
         RecoveryWindowExceeded when `since` is older than the kept history (or ahead of it).
         """
         seq_key, hist_key = self._keys(room)
-        cur, status, first, frames = await self._call(  # type: ignore[misc]
-            "snapshot", _SNAPSHOT, (seq_key, hist_key), (-1 if since is None else since,)
+        cur, status, first, frames = await self.call(  # type: ignore[misc]
+            "snapshot", (seq_key, hist_key), (-1 if since is None else since,)
         )
         if status:
             raise RecoveryWindowExceeded(room, int(since or 0), int(first), int(cur))
         return Snapshot(int(cur), list(reversed(frames)))
-
-    async def history_since(self, room: str, since: int) -> list[bytes]:
-        """Frames with seq > since, in order; RecoveryWindowExceeded if not all are kept."""
-        return (await self.snapshot(room, since)).frames
-
-    # -- presence ---------------------------------------------------------------------
-    async def claim_connection(self, user: str, conn_id: str, limit: int) -> tuple[bool, int]:
-        """Count a connection for `user` across the cluster; (False, n) if at the limit.
-
-        Entries expire unless refreshed, so a SIGKILLed node's connections stop counting
-        after `presence_ttl`. While the broker is down the claim is granted locally and
-        registered when it returns (availability over strictness: only this node's own
-        connections count then).
-        """
-        member = f"{self.node_id}:{conn_id}"
-        if self.state != UP:
-            held = self._presence.setdefault(user, {})
-            if limit > 0 and member not in held and len(held) >= limit:
-                return False, len(held)
-            held[member] = None
-            return True, len(held)
-        try:
-            ok, count = await self._call(  # type: ignore[misc]
-                "claim", _CLAIM, (self._user_key(user),),
-                (member, limit, int(self.config.presence_ttl * 1000)),
-            )  # fmt: skip
-        except BrokerUnavailable:
-            ok, count = 1, len(self._presence.get(user, ())) + 1
-        if ok:
-            self._presence.setdefault(user, {})[member] = None
-        return bool(ok), int(count)
-
-    async def release_connection(self, user: str, conn_id: str) -> None:
-        """Forget a connection of `user` (best effort; it expires anyway)."""
-        member = f"{self.node_id}:{conn_id}"
-        conns = self._presence.get(user)
-        if conns is not None:
-            conns.pop(member, None)
-            if not conns:
-                del self._presence[user]
-        if self.state == UP:
-            try:
-                await self._redis.zrem(self._user_key(user), member)
-            except (RedisError, OSError, TimeoutError) as exc:
-                self._mark_down(exc)
-
-    async def user_connections(self, user: str) -> int:
-        """How many live connections `user` holds across the cluster."""
-        return int(await self._call("count", _COUNT, (self._user_key(user),), ()))  # type: ignore[arg-type]
-
-    async def _refresh_presence(self) -> None:
-        if not self._presence or self.state != UP:
-            return
-        ttl = int(self.config.presence_ttl * 1000)
-        pipe = self._redis.pipeline(transaction=False)
-        for user, conns in self._presence.items():
-            pipe.execute_command(
-                "EVALSHA", self._sha["refresh"], 1, self._user_key(user), ttl, *conns
-            )
-        try:
-            await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._mark_down(exc)
-
-    async def _presence_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.presence_refresh)
-            await self._refresh_presence()

@@ -87,9 +87,7 @@ from wsconsole.faults.inject import (
     split_target,
 )
 from wsconsole.harness.adapter import (
-    UP,
     AdapterConfig,
-    BrokerUnavailable,
     PublishResult,
     RecoveryWindowExceeded,
     RedisAdapter,
@@ -102,6 +100,7 @@ from wsconsole.harness.auth import (
     token_from_request,
     verify_token,
 )
+from wsconsole.harness.brokerlink import UP, BrokerUnavailable
 from wsconsole.harness.control import CONTROL_KEY_ENV, ControlClient
 from wsconsole.harness.supervised import Supervised
 
@@ -599,7 +598,7 @@ class Node(Supervised):
                         return
                 conn.user = conn.claims.user
                 if cfg.per_user:
-                    ok, _ = await self.adapter.claim_connection(conn.user, conn.id, cfg.per_user)
+                    ok, _ = await self.adapter.presence.claim(conn.user, conn.id, cfg.per_user)
                     if not ok:
                         self.stats.errors["per_user_limit"] += 1
                         reason = f"too many connections for this user ({cfg.per_user})"
@@ -626,7 +625,7 @@ class Node(Supervised):
         for room in list(conn.rooms):
             await self._leave_room(conn, room)
         if claimed:
-            await self.adapter.release_connection(conn.user, conn.id)
+            await self.adapter.presence.release(conn.user, conn.id)
         if not self.conns:
             self._empty.set()
 
