@@ -20,18 +20,22 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from wsconsole.app.errors import ErrorHub
 from wsconsole.app.framestore import FrameStore
+from wsconsole.app.ports import ChildOwner, ClusterPort, SessionClient
 from wsconsole.app.profiles import Profile
 from wsconsole.app.timelinemodel import TimelineModel
 from wsconsole.core.events import Direction, ErrorEvent, FrameRecord, Opcode
 from wsconsole.core.lifecycle import State, Transition
 from wsconsole.core.metrics import LatencyHistogram
 from wsconsole.gui.series import SeriesStore
+
+if TYPE_CHECKING:
+    from wsconsole.harness.cluster import ClusterConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,7 @@ class Session:
     def __init__(self, profile: Profile, console: Console) -> None:
         self.profile = profile
         self.console = console
-        self.client: Any = None  # wsconsole.core.client.ReconnectingClient while started
+        self.client: SessionClient | None = None  # set by Console.connect
         self.frames_in = 0
         self.frames_out = 0
         self.reconnects = 0
@@ -131,7 +135,7 @@ class Console:
         self.series = SeriesStore()
         self.errors = errors or ErrorHub()
         self.sessions: dict[str, Session] = {}
-        self.cluster: Any = None  # wsconsole.harness.cluster.Cluster once started
+        self.cluster: ClusterPort | None = None  # the harness supervisor once started
         self.cluster_state = "none"  # none, starting, ready, failed, stopped
         self.swarm: SwarmProc | None = None
         self.sample_interval = sample_interval
@@ -141,7 +145,7 @@ class Console:
         self._last_sample: tuple[float, int, int, int] | None = None
         self._started_pids: set[int] = set()
         self._cluster_events: deque[dict[str, Any]] = deque(maxlen=500)
-        self._owners: list[Any] = []  # other owners of children, see adopt()
+        self._owners: list[ChildOwner] = []  # other owners of children, see adopt()
 
     # -- tasks -------------------------------------------------------------------------------
 
@@ -237,13 +241,13 @@ class Console:
 
     # -- the demo cluster --------------------------------------------------------------------
 
-    async def start_cluster(self, config: Any = None) -> Any:
+    async def start_cluster(self, config: ClusterConfig | None = None) -> ClusterPort:
         """Start the local harness (demo timings unless a config is given)."""
         from wsconsole.harness.cluster import Cluster, ClusterConfig
 
         if self.cluster is not None:
             raise RuntimeError("a cluster is already running")
-        cluster = Cluster(config or ClusterConfig.demo())
+        cluster: ClusterPort = Cluster(config or ClusterConfig.demo())
         self.cluster = cluster
         self.cluster_state = "starting"
         cluster.subscribe(self._on_cluster_event)
@@ -274,8 +278,9 @@ class Console:
         elif kind == "net_fault" or kind == "fault":
             self.timeline.fault(str(event.get("kind") or event.get("fault") or "fault"))
 
-    async def cluster_action(self, action: str, node_id: str | None = None) -> Any:
-        """Run a supervisor command: kill/pause/resume/drain/restart(node), add, broker_*."""
+    async def cluster_action(self, action: str, node_id: str | None = None) -> str | None:
+        """Run a supervisor command: kill/pause/resume/drain/restart(node), add, broker_*;
+        returns the new node's id for "add", else None."""
         cluster = self._ready_cluster()
         if action in ("kill", "pause", "resume", "drain", "restart"):
             if not node_id:
@@ -320,7 +325,7 @@ class Console:
         await self._ready_cluster().set_sticky(mode)
         self.errors.info(f"balancer sticky mode: {mode}")
 
-    def _ready_cluster(self) -> Any:
+    def _ready_cluster(self) -> ClusterPort:
         if self.cluster is None or self.cluster_state != "ready":
             raise RuntimeError("no cluster is running")
         return self.cluster
@@ -488,10 +493,11 @@ class Console:
         for key in ("p50", "p95", "p99"):
             # the swarm measures publish-to-delivery end to end; the console node-to-client
             other = swarm.get(f"{key}_latency_ms")
+            own = percentiles.get(key)
             if isinstance(other, int | float):
                 add(f"lat.{key}", now, float(other))
-            elif percentiles.get(key) is not None:
-                add(f"lat.{key}", now, percentiles[key] * 1000.0)
+            elif own is not None:
+                add(f"lat.{key}", now, own * 1000.0)
         self.series.tick()
 
     # -- shutdown ----------------------------------------------------------------------------
@@ -512,7 +518,7 @@ class Console:
                 parts.append(f"{key.replace('_', ' ')} {latest[key]}")
         return "  ".join(parts)
 
-    def adopt(self, owner: Any) -> None:
+    def adopt(self, owner: ChildOwner) -> None:
         """Stop `owner` with the console and count its PIDs as started here; an owner of child
         processes (e.g. the Scenarios panel's run) has `pids() -> set[int]` and `async stop()`."""
         self._owners.append(owner)

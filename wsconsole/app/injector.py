@@ -17,10 +17,13 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from wsconsole.faults.catalogue import Direction, get_case
 from wsconsole.faults.probe import ProbeConfig, Target, TargetError, run_case
+
+if TYPE_CHECKING:
+    from wsconsole.app.console import Console
 
 CLUSTER_VIA = "cluster (balancer)"
 CONSOLE_TARGET = "session:"  # prefix of a server-to-client target naming a console session
@@ -56,7 +59,7 @@ def worst(verdicts: dict[str, int]) -> str:
 class Injector:
     """Runs injections for the panel and keeps the last `limit` results; `version` bumps."""
 
-    def __init__(self, console: Any, limit: int = 500, wait: float = 2.0) -> None:
+    def __init__(self, console: Console, limit: int = 500, wait: float = 2.0) -> None:
         self.console = console
         self.history: deque[InjectRecord] = deque(maxlen=limit)
         self.version = 0
@@ -81,7 +84,10 @@ class Injector:
 
     async def node_targets(self, node: str) -> list[tuple[str, str]]:
         """(target, label) for a node: all, its rooms, its connections, console sessions."""
-        conns = await self.console.cluster.connections(node)
+        cluster = self.console.cluster
+        if cluster is None:
+            raise ValueError("no cluster is running")
+        conns = await cluster.connections(node)
         targets = [("all", f"all connections on {node} ({len(conns)})")]
         rooms: dict[str, int] = {}
         for conn in conns:

@@ -9,7 +9,7 @@ place that turns a profile into one.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -18,6 +18,13 @@ from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientOptionsError, ReconnectingClient
 from wsconsole.core.events import Observer
 from wsconsole.core.urls import url_problem
+
+if TYPE_CHECKING:
+    from wsconsole.app.ports import SessionClient
+    from wsconsole.app.profiles import Profile
+    from wsconsole.core.client import ClientOptions
+    from wsconsole.core.targets.socketio import SocketIOOptions
+    from wsconsole.core.targets.sse import SSEOptions
 
 KINDS = {"ws": "WebSocket", "socketio": "Socket.IO", "sse": "Server-Sent Events"}
 SIO_TRANSPORTS = {"upgrade": ["polling", "websocket"], "websocket": ["websocket"],
@@ -31,7 +38,7 @@ def check_http_url(url: str) -> str | None:
     )
 
 
-def problems(profile: Any) -> dict[str, str]:
+def problems(profile: Profile) -> dict[str, str]:
     """Field -> message for the kind-specific fields of a profile (empty when fine)."""
     found: dict[str, str] = {}
     kind = getattr(profile, "kind", "ws")
@@ -59,13 +66,13 @@ def problems(profile: Any) -> dict[str, str]:
     return found
 
 
-def _policy(profile: Any) -> BackoffPolicy:
+def _policy(profile: Profile) -> BackoffPolicy:
     return BackoffPolicy(initial=profile.backoff_initial, factor=profile.backoff_factor,
                          cap=profile.backoff_cap, jitter=profile.backoff_jitter,
                          max_attempts=profile.max_attempts or None)
 
 
-def options_for(profile: Any) -> Any:
+def options_for(profile: Profile) -> ClientOptions | SocketIOOptions | SSEOptions:
     """The options object for the profile's kind (ClientOptionsError / ValueError if bad)."""
     kind = getattr(profile, "kind", "ws")
     if kind == "ws":
@@ -97,7 +104,7 @@ def options_for(profile: Any) -> Any:
                             rooms=parse_list(profile.rooms), **extra)
 
 
-def make_client(profile: Any, name: str, observers: Iterable[Observer]) -> Any:
+def make_client(profile: Profile, name: str, observers: Iterable[Observer]) -> SessionClient:
     """A (not started) client of the profile's kind reporting to `observers`."""
     options = options_for(profile)
     kind = getattr(profile, "kind", "ws")

@@ -12,7 +12,7 @@ import binascii
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from PySide6.QtCore import Qt
@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from wsconsole.app.console import Console
+from wsconsole.app.ports import HarnessClient, SessionClient
 from wsconsole.core.lifecycle import State
 from wsconsole.gui.theme import mono
 
@@ -180,12 +181,18 @@ class ComposerPanel(QWidget):
             if current in names:
                 self.target.setCurrentText(current)
 
-    def _client(self) -> Any:
+    def _client(self) -> SessionClient:
         name = self.target.currentText()
         session = self.console.sessions.get(name)
         if session is None or session.client is None:
             raise ValueError(f"connection {name or '(none)'} is not started: connect it first")
         return session.client
+
+    def _harness_client(self, action: str) -> HarnessClient:
+        client = self._client()
+        if not client.options.harness:
+            raise ValueError(f"{action} needs a connection in harness protocol mode")
+        return cast("HarnessClient", client)  # only the WebSocket client has harness mode
 
     def _fail(self, text: str) -> None:
         self.message.setStyleSheet("color: #c0392b;")
@@ -234,9 +241,7 @@ class ComposerPanel(QWidget):
             self._fail("enter a room name")
             return False
         try:
-            client = self._client()
-            if not client.options.harness:
-                raise ValueError(f"{action} needs a connection in harness protocol mode")
+            client = self._harness_client(action)
             data = json_value(self.editor.toPlainText()) if action == "publish" else None
             if action == "publish" and self.format.currentText() == "Text":
                 data = self.editor.toPlainText()
@@ -260,9 +265,7 @@ class ComposerPanel(QWidget):
             self._fail("enter an rpc method")
             return False
         try:
-            client = self._client()
-            if not client.options.harness:
-                raise ValueError("rpc needs a connection in harness protocol mode")
+            client = self._harness_client("rpc")
             params = json_value(self.editor.toPlainText())
         except ValueError as exc:
             self._fail(str(exc))
