@@ -9,13 +9,9 @@ with timeouts, so closing the window never leaves a process running.
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
-import importlib.util
 import logging
 import os
 import signal
-import subprocess
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -32,7 +28,10 @@ from wsconsole.app.timelinemodel import TimelineModel
 from wsconsole.core.events import Direction, ErrorEvent, FrameRecord, Opcode
 from wsconsole.core.lifecycle import State, Transition
 from wsconsole.core.metrics import LatencyHistogram
+from wsconsole.core.tasks import Tasks
 from wsconsole.gui.series import SeriesStore
+from wsconsole.harness import procs
+from wsconsole.harness.procs import Child
 
 if TYPE_CHECKING:
     from wsconsole.harness.cluster import ClusterConfig
@@ -116,7 +115,7 @@ class Session:
 class SwarmProc:
     """The simulated-clients subprocess and the stats it prints as JSON lines."""
 
-    proc: asyncio.subprocess.Process
+    child: Child
     latest: dict[str, Any]
     reader: asyncio.Task[None] | None = None
 
@@ -140,7 +139,7 @@ class Console:
         self.swarm: SwarmProc | None = None
         self.sample_interval = sample_interval
         self.on_change: list[Callable[[], None]] = []  # sessions added/removed, cluster state
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = Tasks("wsconsole-gui", on_error=self._task_failed)
         self._closing = False
         self._last_sample: tuple[float, int, int, int] | None = None
         self._started_pids: set[int] = set()
@@ -151,19 +150,11 @@ class Console:
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run `coro` as a named task kept alive here; its failure is reported, not lost."""
-        task = asyncio.get_running_loop().create_task(coro, name=f"wsconsole-gui-{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
+        return self.tasks.spawn(coro, name)
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            label = task.get_name().removeprefix("wsconsole-gui-")
-            self.errors.report(f"{label} failed: {type(exc).__name__}: {exc}", exc)
+    def _task_failed(self, name: str, exc: BaseException) -> None:
+        label = name.removeprefix(f"{self.tasks.prefix}-")
+        self.errors.report(f"{label} failed: {type(exc).__name__}: {exc}", exc)
 
     def _changed(self) -> None:
         for callback in list(self.on_change):
@@ -376,13 +367,8 @@ class Console:
 
     # -- the swarm ---------------------------------------------------------------------------
 
-    @staticmethod
-    def swarm_available() -> bool:
-        """True once `wsconsole swarm` exists (issue 6)."""
-        return importlib.util.find_spec("wsconsole.commands.swarm") is not None
-
-    async def start_swarm(self, url: str, clients: int) -> bool:
-        """Start `wsconsole swarm URL --clients N --json` as a child; False if not available.
+    async def start_swarm(self, url: str, clients: int) -> None:
+        """Start `wsconsole swarm URL --clients N --json` as a child (harness/procs.py).
 
         It runs until stopped (a day-long load phase), one token per simulated user signed
         with the cluster's secret, demo timings for its heartbeats and backoff.
@@ -394,11 +380,6 @@ class Console:
             DEMO_PING_TIMEOUT,
             JWT_SECRET_ENV,
         )
-        from wsconsole.harness.procs import DIE_WITH_PARENT, child_argv
-
-        if not self.swarm_available():
-            self.errors.info("swarm not available: the demo runs without simulated clients")
-            return False
         env = dict(os.environ)
         args = [url, "--clients", str(clients), "--rooms", str(min(SWARM_ROOMS, clients)),
                 "--rate", str(SWARM_RATE), "--duration", "86400", "--ramp", "2",
@@ -409,49 +390,29 @@ class Console:
         if self.cluster is not None:
             env[JWT_SECRET_ENV] = self.cluster.secret
             args += ["--secret-env", JWT_SECRET_ENV]
-        proc = await asyncio.create_subprocess_exec(
-            *child_argv("swarm", *args),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-            preexec_fn=DIE_WITH_PARENT,
-        )
-        self._started_pids.add(proc.pid)
-        _EXIT_KILL.add(proc.pid)
-        self.swarm = SwarmProc(proc, {})
+        child = await procs.spawn(procs.child_argv("swarm", *args), "swarm", env=env,
+                                  tasks=self.tasks)
+        self._started_pids.add(child.pid)
+        self.swarm = SwarmProc(child, {})
         self.swarm.reader = self.spawn(self._read_swarm(self.swarm), "swarm-reader")
-        return True
 
     async def _read_swarm(self, swarm: SwarmProc) -> None:
-        assert swarm.proc.stdout is not None
-        async for line in swarm.proc.stdout:
+        async for line in swarm.child.lines():
             try:
                 record = orjson.loads(line)
             except orjson.JSONDecodeError:
                 continue
             if isinstance(record, dict):
                 swarm.latest = record
-        code = await swarm.proc.wait()
+        await swarm.child.wait()
         if not self._closing:
-            self.errors.report(f"the swarm exited with code {code}")
+            self.errors.report(f"the swarm exited with code {swarm.child.returncode}")
 
     async def stop_swarm(self, timeout: float = 5.0) -> None:
         """SIGTERM the swarm, SIGKILL it if it lingers."""
         swarm, self.swarm = self.swarm, None
-        if swarm is None or swarm.proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            swarm.proc.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(timeout):
-                await swarm.proc.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                swarm.proc.kill()
-            await swarm.proc.wait()
-        _EXIT_KILL.discard(swarm.proc.pid)
+        if swarm is not None:
+            await swarm.child.stop(signal.SIGTERM, timeout)
 
     # -- sampling ----------------------------------------------------------------------------
 
@@ -509,8 +470,8 @@ class Console:
         latest = self.swarm.latest
         if not latest:
             return "swarm: starting"
-        if self.swarm.proc.returncode is not None:
-            return f"swarm: exited with code {self.swarm.proc.returncode}"
+        if self.swarm.child.returncode is not None:
+            return f"swarm: exited with code {self.swarm.child.returncode}"
         parts = [f"swarm: {latest.get('connected', '?')}/{latest.get('clients', '?')} connected"]
         for key in ("sent", "acknowledged", "delivered", "duplicated", "out_of_order",
                     "reconnects"):
@@ -531,7 +492,7 @@ class Console:
         if self.cluster is not None:
             pids.update(self.cluster.pids())
         if self.swarm is not None:
-            pids.add(self.swarm.proc.pid)
+            pids.add(self.swarm.child.pid)
         return pids
 
     async def shutdown(self, timeout: float = 20.0) -> None:
@@ -553,47 +514,15 @@ class Console:
             except Exception as exc:
                 self.errors.report(f"stopping the cluster failed: {exc}", exc)
             self.cluster_state = "stopped"
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.cancel_all()
         self._kill_leftovers()
 
     def _kill_leftovers(self) -> None:
         """Last resort, by PID: anything we started that is still alive gets SIGKILL."""
         for pid in self._started_pids:
-            if _alive(pid):
+            if procs.alive(pid):
                 log.warning("child %s outlived shutdown; killing it", pid)
-                for sig in (signal.SIGCONT, signal.SIGKILL):
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(pid, sig)
-
-
-_EXIT_KILL: set[int] = set()  # children to SIGKILL if the interpreter exits without shutdown()
-
-
-@atexit.register
-def _kill_at_exit() -> None:
-    for pid in list(_EXIT_KILL):
-        if _alive(pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+                procs.kill_group(pid)
 
 
 __all__ = ["CONSOLE_CONN", "DEMO_ROOM", "Console", "Session"]

@@ -15,25 +15,21 @@ it so closing the window stops a running scenario.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import signal
-import subprocess
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from wsconsole.core.tasks import Tasks
+from wsconsole.harness import procs
 from wsconsole.scenarios.model import Scenario
 
 log = logging.getLogger(__name__)
-
-Spawn = Callable[[Coroutine[Any, Any, Any], str], "asyncio.Task[Any]"]
 
 PENDING, PASSING, FAILING, PASSED, FAILED = "pending", "passing", "failing", "passed", "failed"
 NOT_RUN = "not run"
@@ -286,52 +282,40 @@ class ScenarioRun:
         self.junit = Path(junit) if junit is not None else None
         self.buffer: deque[dict[str, Any]] = deque(maxlen=buffer_limit)
         self.dropped = 0  # lines that fell out of a full buffer (the panel pulls 5x a second)
-        self.stderr: deque[str] = deque(maxlen=stderr_lines)
-        self.proc: asyncio.subprocess.Process | None = None
-        self.exited = asyncio.Event()
+        self.stderr_lines = stderr_lines
+        self.child: procs.Child | None = None
+        self.exited = asyncio.Event()  # the child exited and all of its output was read
         self.returncode: int | None = None
         self.result: dict[str, Any] | None = None
         self.cluster_pids: dict[int, int] = {}  # pid -> start time, as the child reported them
         self._stopping = 0
-        self._tasks: list[asyncio.Task[Any]] = []
 
     def argv(self) -> list[str]:
         """The child's command line (built by procs.child_argv, as every child's is)."""
-        from wsconsole.harness.procs import child_argv
-
         args = [str(self.path), "--json", "--scale", repr(self.scale), "--report",
                 str(self.report)]
         if self.junit is not None:
             args += ["--junit", str(self.junit)]
-        return child_argv("scenario", "run", *args)
+        return procs.child_argv("scenario", "run", *args)
 
-    async def start(self, spawn: Spawn | None = None) -> None:
-        """Start the child and the tasks reading its output (`spawn` names and keeps them)."""
-        from wsconsole.harness.procs import DIE_WITH_PARENT
-
-        if self.proc is not None:
+    async def start(self, tasks: Tasks | None = None) -> None:
+        """Start the child (harness/procs.py) and the task reading its output, kept by
+        `tasks` (whose owner hears of a failure; a module-wide keeper logs it otherwise)."""
+        if self.child is not None:
             raise RuntimeError("this run was already started")
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.argv(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=DIE_WITH_PARENT,
-            limit=LINE_LIMIT,
-        )
-        run = spawn or _plain_spawn
-        self._tasks = [run(self._read(), "scenario-reader")]
+        self.child = await procs.spawn(self.argv(), "scenario", stderr_lines=self.stderr_lines,
+                                       limit=LINE_LIMIT, tasks=tasks)
+        (tasks or _TASKS).spawn(self._read(self.child), "scenario-reader")
 
     @property
     def pid(self) -> int | None:
         """The child's PID once started."""
-        return None if self.proc is None else self.proc.pid
+        return None if self.child is None else self.child.pid
 
     @property
     def running(self) -> bool:
         """Started and not yet exited (`exited` is set later, once its output is all read)."""
-        return self.proc is not None and self.proc.returncode is None
+        return self.child is not None and self.child.alive
 
     def drain(self) -> list[dict[str, Any]]:
         """Every buffered event, oldest first, emptying the buffer (the panel's timer pull)."""
@@ -342,29 +326,18 @@ class ScenarioRun:
     def pids(self) -> set[int]:
         """The child's PID and the cluster PIDs it reported that are still the same process."""
         pids = {pid for pid, started in self.cluster_pids.items() if _start_time(pid) == started}
-        if self.proc is not None and self.proc.returncode is None:
-            pids.add(self.proc.pid)
+        if self.child is not None and self.child.alive:
+            pids.add(self.child.pid)
         return pids
 
-    async def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        err = asyncio.get_running_loop().create_task(self._read_stderr(),
-                                                     name="wsconsole-scenario-stderr")
+    async def _read(self, child: procs.Child) -> None:
         try:
-            try:
-                async for line in self.proc.stdout:
-                    self._take(line)
-            except ValueError as exc:  # a line beyond the reader's limit: keep the pipe flowing
-                self.stderr.append(f"wsconsole: unreadable output from the scenario: {exc}")
-                while await self.proc.stdout.read(1 << 16):
-                    pass
-            with contextlib.suppress(asyncio.CancelledError):
-                await err
-            self.returncode = await self.proc.wait()
+            async for line in child.lines():
+                self._take(line)
+            await child.wait()
         finally:
-            err.cancel()
-            if self.proc.returncode is not None:
-                self.returncode = self.proc.returncode
+            if child.returncode is not None:
+                self.returncode = child.returncode
                 self.exited.set()
 
     def _take(self, line: bytes) -> None:
@@ -383,11 +356,6 @@ class ScenarioRun:
             self.dropped += 1
         self.buffer.append(record)
 
-    async def _read_stderr(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        async for line in self.proc.stderr:
-            self.stderr.append(line.decode("utf-8", "replace").rstrip())
-
     def _note_pid(self, record: dict[str, Any]) -> None:
         pid = record.get("pid")
         if record.get("event") != "cluster_event" or not isinstance(pid, int) or pid <= 0:
@@ -399,60 +367,51 @@ class ScenarioRun:
 
     def terminate(self) -> bool:
         """SIGTERM the child: the first ends the load, the second skips the settle phase."""
-        if not self.running or self.proc is None:
+        if self.child is None or not self.running:
             return False
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGTERM)
+        self.child.send_signal(signal.SIGTERM)
         self._stopping += 1
         return True
 
     async def stop(self, grace: float = 2.0, timeout: float = 10.0) -> int | None:
         """SIGTERM, a second SIGTERM after `grace`, SIGKILL after `timeout`; then make sure the
         cluster processes it reported are gone. Returns the exit code."""
-        if self.proc is None:
+        child = self.child
+        if child is None:
             return None
         if self.running and self.result is not None:  # judged: let it write its reports
-            await self._wait(timeout)
+            await child.wait(timeout)
         if self.running:
             if self._stopping == 0:
                 self.terminate()
-            if not await self._wait(grace):
-                self.terminate()
-                if not await self._wait(timeout):
-                    log.warning("scenario child %s ignored SIGTERM; killing it", self.proc.pid)
-                    with contextlib.suppress(ProcessLookupError):
-                        self.proc.kill()
-                    await self._wait(5.0)
+            if not await child.wait(grace):
+                self._stopping += 1
+                await child.stop(signal.SIGTERM, timeout)
+        self.returncode = child.returncode
         for pid in self.pids():  # orphans left by a killed runner (no PDEATHSIG off Linux)
-            if pid != self.proc.pid:
-                for sig in (signal.SIGCONT, signal.SIGKILL):
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(pid, sig)
+            if pid != child.pid:
+                procs.kill_group(pid)
         return self.returncode
-
-    async def _wait(self, timeout: float) -> bool:
-        assert self.proc is not None
-        try:
-            async with asyncio.timeout(timeout):
-                self.returncode = await self.proc.wait()
-        except TimeoutError:
-            return False
-        return True
 
     def stderr_text(self) -> str:
         """The last lines the child wrote to stderr."""
-        return "\n".join(self.stderr)
+        if self.child is None:
+            return ""
+        lines = list(self.child.stderr_tail)
+        if self.child.skipped_lines:
+            lines.append(f"wsconsole: {self.child.skipped_lines} output lines from the scenario "
+                         "were too long to read")
+        return "\n".join(lines)
 
 
-def _plain_spawn(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-    return asyncio.get_running_loop().create_task(coro, name=f"wsconsole-{name}")
+_TASKS = Tasks("wsconsole")
 
 
 class ScenarioControl:
     """Owns the current scenario run; the console adopts it (its PIDs, stopped on close)."""
 
-    def __init__(self, spawn: Spawn | None = None) -> None:
-        self.spawn = spawn
+    def __init__(self, tasks: Tasks | None = None) -> None:
+        self.tasks = tasks
         self.current: ScenarioRun | None = None
         self.closed = False  # the console is shutting down: no new runs
 
@@ -468,7 +427,7 @@ class ScenarioControl:
         if self.running:
             raise RuntimeError("a scenario is already running")
         self.current = run
-        await run.start(self.spawn)
+        await run.start(self.tasks)
         if self.closed:  # the window closed while the child was starting
             await run.stop(grace=0.5)
         return run

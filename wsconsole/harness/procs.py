@@ -204,6 +204,7 @@ class Child:
         self.started = time.monotonic()
         self.exited = asyncio.Event()
         self.stderr_tail: deque[str] = deque(maxlen=max(stderr_lines, 1))
+        self.skipped_lines = 0
         self._tasks = tasks
         self._stderr_task = (
             tasks.spawn(self._read_stderr(), f"stderr-{name}") if stderr_lines else None
@@ -236,14 +237,16 @@ class Child:
         return self.proc.stdout
 
     async def lines(self) -> AsyncIterator[bytes]:
-        """The child's stdout, line by line, until it closes (a line beyond the limit is cut
-        into pieces instead of ending the stream)."""
+        """The child's stdout, line by line, until it closes. A line longer than the spawn's
+        `limit` is skipped (counted in `skipped_lines`) instead of ending the stream."""
         reader = self.stdout
         while True:
             try:
                 line = await reader.readline()
-            except ValueError:  # longer than the limit: hand on what is buffered
-                line = await reader.read(STREAM_LIMIT)
+            except ValueError:  # the reader dropped what it held of the long line
+                self.skipped_lines += 1
+                log.warning("%s: an output line over the length limit was skipped", self.name)
+                continue
             if not line:
                 return
             yield line

@@ -33,6 +33,7 @@ from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientError, ClientOptions, ReconnectingClient
 from wsconsole.core.events import DeliveryEvent, Direction, ErrorEvent, Event, FrameRecord, Opcode
 from wsconsole.core.lifecycle import State, Transition
+from wsconsole.core.tasks import Tasks, spawn
 from wsconsole.swarm.accounting import Accounting
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ class Swarm:
         self.summary: Stats | None = None
         self._stop = asyncio.Event()
         self._abort = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Tasks("swarm")  # ramp, publisher, retries: cancelled at the stop
         self._started: list[int] = []
         self._counters: list[int] = []
         self._pending: dict[str, tuple[int, str, dict[str, Any]]] = {}  # id -> index, room, data
@@ -195,12 +196,6 @@ class Swarm:
         if self._stop.is_set():
             self._abort.set()
         self._stop.set()
-
-    def _task(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     # ---- the run ---------------------------------------------------------------------------
 
@@ -218,16 +213,16 @@ class Swarm:
             self.clients.append(client)
             self._counters.append(0)
             self.accounting.client_added(name)
-        stats_task = self._task(self._stats_loop(), "swarm-stats")
+        stats_task = spawn(self._stats_loop(), "swarm-stats")  # reports until the very end
         try:
             self.phase = "ramp" if cfg.ramp > 0 else "load"
-            self._task(self._ramp(), "swarm-ramp")
+            self._tasks.spawn(self._ramp(), "ramp")
             if cfg.wait_joined is not None:
                 self.phase = "joining"
                 await self._wait_all_joined(cfg.wait_joined)
                 started = self.clock()
                 self.phase = "load"
-            publisher = self._task(self._publish_loop(), "swarm-publish")
+            publisher = self._tasks.spawn(self._publish_loop(), "publish")
             await self._wait_load_end(started)
             publisher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -237,9 +232,7 @@ class Swarm:
         finally:
             self.phase = "stopping"
             self.accounting.begin_stop()
-            for task in list(self._tasks):
-                if task is not stats_task:
-                    task.cancel()
+            await self._tasks.cancel_all()
             await self._stop_clients()
             stats_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -423,7 +416,7 @@ class Swarm:
         attempt = self._retries.get(ident, 0) + 1
         self._retries[ident] = attempt
         delay = min(RETRY_CAP, RETRY_DELAY * attempt)
-        self._task(self._retry(ident, delay), f"swarm-retry-{ident}")
+        self._tasks.spawn(self._retry(ident, delay), f"retry-{ident}")
 
     async def _retry(self, ident: str, delay: float) -> None:
         await asyncio.sleep(delay)

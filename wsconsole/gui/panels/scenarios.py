@@ -115,7 +115,7 @@ class ScenariosPanel(QWidget):
                  parent: QWidget | None = None, refresh_ms: int = 200) -> None:
         super().__init__(parent)
         self.console = console
-        self.control = ScenarioControl(console.spawn)
+        self.control = ScenarioControl(console.tasks)
         console.adopt(self.control)  # closing the window stops a running scenario
         self.report_dir = Path(report_dir) if report_dir is not None else default_report_dir()
         self.open_url: Callable[[QUrl], Any] = QDesktopServices.openUrl
