@@ -1,0 +1,123 @@
+"""The supervisor's broker: start it (or check an external one), kill, restart, watch, stop.
+
+`harness/broker.py` runs the Redis-protocol server itself, with blocking calls; here they run
+in a worker thread so the supervisor's loop (the window's, under qasync) never blocks. A
+broker that dies without being asked is noticed by a watch loop and reported as
+`{"event": "broker", "state": "down", "reason": "exited", "expected": false}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from wsconsole.harness.broker import Broker, BrokerError
+from wsconsole.harness.clusterconfig import ClusterError
+from wsconsole.harness.events import EventHub
+
+WATCH_INTERVAL = 0.25  # how often an owned broker's process is checked
+
+
+@dataclass
+class BrokerInfo:
+    """The Redis-protocol broker: its URL, PID (None when external) and state up/down."""
+
+    url: str | None = None
+    pid: int | None = None
+    state: str = "down"
+    external: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return {"url": self.url, "pid": self.pid, "state": self.state, "external": self.external}
+
+
+class BrokerKeeper:
+    """Owns the cluster's `Broker` and keeps `info` (what the views show) up to date."""
+
+    def __init__(self, redis_url: str | None, hub: EventHub) -> None:
+        self.redis_url = redis_url
+        self.hub = hub
+        self.info = BrokerInfo(external=redis_url is not None)
+        self._broker: Broker | None = None
+        self._busy = False  # a kill or restart is under way: the watch loop keeps out
+
+    @property
+    def owned_pid(self) -> int | None:
+        """The PID of the server we started, while it is up."""
+        if self._broker is None or self.info.state != "up":
+            return None
+        return self.info.pid
+
+    def _emit(self, **extra: Any) -> None:
+        self.hub.emit({"event": "broker", **self.info.as_dict(), **extra})
+
+    async def start(self) -> None:
+        """Start our own server, or check that the external one answers."""
+        try:
+            broker = Broker(self.redis_url)
+            self._broker = broker
+            await asyncio.to_thread(broker.start)
+        except BrokerError as exc:
+            raise ClusterError(f"broker: {exc}") from None
+        self._up(broker)
+
+    def _up(self, broker: Broker) -> None:
+        self.info.url = broker.url
+        self.info.pid = None if self.info.external else broker.pid
+        self.info.state = "up"
+        self._emit()
+
+    def _owned(self) -> Broker:
+        if self._broker is None or self.info.external:
+            raise ClusterError("the broker is external (--redis): the harness does not own it")
+        return self._broker
+
+    async def kill(self) -> None:
+        """SIGKILL the broker; nodes see it down, publishes fail with broker_unavailable."""
+        broker = self._owned()
+        self._busy = True
+        try:
+            try:
+                await asyncio.to_thread(broker.kill)
+            except BrokerError as exc:
+                raise ClusterError(f"broker: {exc}") from None
+            self.info.state = "down"
+            self._emit(reason="killed")
+        finally:
+            self._busy = False
+
+    async def restart(self) -> None:
+        """Start the broker again on the same port; the nodes reconnect by themselves."""
+        broker = self._owned()
+        self._busy = True
+        try:
+            try:
+                await asyncio.to_thread(broker.restart)
+            except BrokerError as exc:
+                self.info.state = "down"
+                raise ClusterError(f"broker: {exc}") from None
+            self._up(broker)
+        finally:
+            self._busy = False
+
+    async def watch(self) -> None:
+        """Forever: notice an owned broker that died without being asked to."""
+        if self._broker is None or self.info.external:
+            return
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            if self._busy or self.info.state != "up" or self._broker.alive:
+                continue
+            self.info.state = "down"
+            self._emit(reason="exited", expected=False)
+
+    async def stop(self) -> None:
+        """Stop our own server (an external one is left alone)."""
+        if self._broker is None or self.info.external:
+            return
+        await asyncio.to_thread(self._broker.stop)
+        if self.info.state != "down":
+            self.info.state = "down"
+            self._emit(reason="stop")

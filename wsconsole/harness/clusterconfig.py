@@ -1,0 +1,145 @@
+"""The harness's vocabulary: settings (`ClusterConfig`, `Limits`), defaults, states, error.
+
+Every piece of the supervisor (cluster.py and the keepers it is made of) and every caller
+(the CLI, the window, scenarios, the self-test) shares these names; they hold no state.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from wsconsole.errors import WsconsoleError
+
+JWT_SECRET_ENV = "WSCONSOLE_JWT_SECRET"
+LOOPBACK = "127.0.0.1"
+BALANCER = "balancer"
+STICKY_MODES = ("ip", "cookie", "sid")
+FLAVOURS = ("ws", "socketio")  # node kinds: `wsconsole node` or `wsconsole sionode`
+REDIS_SCHEMES = ("redis://", "rediss://", "valkey://", "valkeys://", "unix://")
+
+# DESIGN.md defaults table: the server heartbeat, and the demo timings preset.
+PING_INTERVAL = 25.0
+PING_TIMEOUT = 10.0
+DEMO_PING_INTERVAL = 2.0
+DEMO_PING_TIMEOUT = 1.0
+# The clients' side of the demo preset (the GUI and the swarm build their BackoffPolicy from it).
+DEMO_BACKOFF_INITIAL = 0.5
+DEMO_BACKOFF_CAP = 5.0
+
+
+class ClusterError(WsconsoleError, RuntimeError):
+    """An operation on the cluster could not be done (unknown node, a child failed to start...)."""
+
+
+class NodeState(enum.StrEnum):
+    """Where a node process is, as the supervisor sees it."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    DRAINING = "draining"
+    KILLED = "killed"  # SIGKILLed on request
+    STOPPED = "stopped"  # exited after a drain or a stop
+    FAILED = "failed"  # exited without being asked to
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The node's security checklist and limits (DESIGN.md defaults); 0 = no limit."""
+
+    max_size: int = 1 << 20
+    rate: float = 100.0
+    per_user: int = 5
+    soft_limit: int = 10_000
+    history: int = 10_000
+    auth_timeout: float = 5.0
+    drain_deadline: float = 10.0
+    origins: tuple[str, ...] = ()  # extra allowed origins; () = the node's default allow-list
+    auth: bool = True
+    compression: bool = False
+
+    def argv(self) -> list[str]:
+        """The node flags that carry these limits."""
+        args = [
+            "--max-size", str(self.max_size),
+            "--rate", num_arg(self.rate),
+            "--per-user", str(self.per_user),
+            "--soft-limit", str(self.soft_limit),
+            "--history", str(self.history),
+            "--auth-timeout", num_arg(self.auth_timeout),
+            "--drain-deadline", num_arg(self.drain_deadline),
+        ]  # fmt: skip
+        for origin in self.origins:
+            args += ["--origin", origin]
+        if not self.auth:
+            args.append("--no-auth")
+        if self.compression:
+            args.append("--compression")
+        return args
+
+
+def num_arg(value: float) -> str:
+    """A number as a command-line argument: `2` for 2.0, `0.25` otherwise."""
+    return repr(float(value)) if not float(value).is_integer() else str(int(value))
+
+
+@dataclass
+class ClusterConfig:
+    """Everything `Cluster` needs; the defaults are DESIGN.md's, `demo()` the demo preset."""
+
+    nodes: int = 3
+    port: int = 0  # the balancer's public port; 0 = any free one
+    redis_url: str | None = None  # an external broker; None = start our own
+    sticky: str = "ip"
+    ping_interval: float = PING_INTERVAL
+    ping_timeout: float = PING_TIMEOUT
+    limits: Limits = field(default_factory=Limits)
+    secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    health_interval: float = 0.5  # the balancer's health checks
+    stats_interval: float = 0.5  # one merged sample (and "stats" event) per interval
+    series_capacity: int = 7200  # samples kept per series (an hour at 0.5 s)
+    ready_timeout: float = 30.0  # generous: the machines running tests are busy
+    stop_timeout: float = 5.0  # beyond a node's drain deadline, before SIGKILL
+    log_dir: str | None = None  # children's stderr; None = a fresh temporary directory
+    flavour: str = "ws"  # "socketio": python-socketio nodes (harness/sionode.py), same controls
+
+    @classmethod
+    def demo(cls, **overrides: Any) -> ClusterConfig:
+        """The demo timings preset: ping 2 s / timeout 1 s, so transitions show in seconds."""
+        values = {"ping_interval": DEMO_PING_INTERVAL, "ping_timeout": DEMO_PING_TIMEOUT}
+        values.update(overrides)
+        return cls(**values)
+
+    def validate(self) -> None:
+        """Raise ValueError with a plain message for a setting that cannot work."""
+        if not 1 <= self.nodes <= 64:
+            raise ValueError(f"nodes must be between 1 and 64, not {self.nodes}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, not {self.port}")
+        if self.sticky not in STICKY_MODES:
+            raise ValueError(
+                f"sticky must be one of {', '.join(STICKY_MODES)}, not {self.sticky!r}"
+            )
+        if self.flavour not in FLAVOURS:
+            raise ValueError(f"flavour must be one of {', '.join(FLAVOURS)}, not {self.flavour!r}")
+        if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):
+            raise ValueError(
+                f"not a Redis URL (redis://, rediss://, valkey:// or unix://): {self.redis_url!r}"
+            )
+        for name in ("ping_interval", "ping_timeout", "health_interval", "stats_interval"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        limits = self.limits
+        for name in ("max_size", "rate", "per_user", "soft_limit"):
+            if getattr(limits, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 = no limit)")
+        if limits.history < 1:
+            raise ValueError("history must be at least 1")
+        for name in ("auth_timeout", "drain_deadline"):
+            if getattr(limits, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if not self.secret:
+            raise ValueError("the cluster secret must not be empty")

@@ -1,0 +1,140 @@
+"""Launching the supervisor's node and balancer processes and knowing when each is ready.
+
+A member is started through harness/procs.py (its own process group, PDEATHSIG, reaped by a
+task) with the cluster's secrets in its environment (never on the command line, so `ps`
+does not show them) and its stderr appended to `<log dir>/<name>.log`. It is ready once it
+has printed its `{"event": "listening", "port": N}` line; after that its stdout is read to
+the end so it never blocks on a full pipe, and a watch task reports its exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from wsconsole.core.tasks import Tasks
+from wsconsole.harness import procs
+from wsconsole.harness.clusterconfig import JWT_SECRET_ENV, ClusterConfig, ClusterError, NodeState
+from wsconsole.harness.control import CONTROL_KEY_ENV
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Member:
+    """A node or balancer process the supervisor started, and why it may exit."""
+
+    proc: procs.Child
+    port: int = 0
+    expected_exit: bool = False  # somebody asked it to go: its exit is no failure
+    exit_state: NodeState = NodeState.STOPPED  # the node state its expected exit leads to
+
+    @property
+    def name(self) -> str:
+        """The node id, or "balancer"."""
+        return self.proc.name
+
+    @property
+    def pid(self) -> int:
+        """The OS process id (and its process group's)."""
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        """True until the process has been reaped."""
+        return self.proc.alive
+
+
+class Launcher:
+    """Starts members, owns their log directory, and remembers every one still alive."""
+
+    def __init__(self, config: ClusterConfig, control_key: str, tasks: Tasks) -> None:
+        self.config = config
+        self.control_key = control_key
+        self.tasks = tasks
+        self.stopping = False  # set by the supervisor's stop(): a late launch is refused
+        self.log_dir: Path | None = None
+        self._own_log_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._spawned: list[Member] = []
+
+    def open_log_dir(self) -> Path:
+        """The configured log directory (created), or a fresh temporary one."""
+        if self.config.log_dir is None:
+            self._own_log_dir = tempfile.TemporaryDirectory(prefix="wsconsole-harness-")
+            self.log_dir = Path(self._own_log_dir.name)
+        else:
+            self.log_dir = Path(self.config.log_dir)
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        return self.log_dir
+
+    def alive(self) -> list[Member]:
+        """Every member started and not yet reaped (starting ones included)."""
+        return [member for member in self._spawned if member.alive]
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env[JWT_SECRET_ENV] = self.config.secret
+        env[CONTROL_KEY_ENV] = self.control_key
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    async def launch(
+        self, name: str, argv: list[str], on_exit: Callable[[Member], None]
+    ) -> tuple[Member, dict[str, Any]]:
+        """Start a member, wait for its `listening` line (the hello, returned with it); after
+        its exit `on_exit(member)` is called."""
+        assert self.log_dir is not None, "open_log_dir() first"
+        proc = await procs.spawn(
+            argv, name, stderr_log=self.log_dir / f"{name}.log", env=self._env(),
+            tasks=self.tasks,
+        )  # fmt: skip
+        member = Member(proc)
+        self._spawned = [*self.alive(), member]
+        self.tasks.spawn(self._watch(member, on_exit), f"watch-{name}")
+        if self.stopping:  # stop() began while this member was being created
+            member.expected_exit = True
+            await proc.stop(None)
+            raise ClusterError(f"{name}: the cluster is stopping")
+        hello = await self._hello(member)
+        member.port = int(hello["port"])
+        self.tasks.spawn(self._drain_stdout(member), f"stdout-{name}")
+        return member, hello
+
+    async def _hello(self, member: Member) -> dict[str, Any]:
+        proc, timeout = member.proc, self.config.ready_timeout
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+        except TimeoutError:
+            proc.kill()
+            raise ClusterError(
+                f"{member.name} printed nothing within {timeout:.0f} s; "
+                f"log {proc.log_path}: {proc.log_tail()}"
+            ) from None
+        try:
+            hello = orjson.loads(line) if line else None
+        except orjson.JSONDecodeError:
+            hello = None
+        if not isinstance(hello, dict) or hello.get("event") != "listening":
+            await proc.stop(None)
+            raise ClusterError(
+                f"{member.name} failed to start (exit code {proc.returncode}); "
+                f"log {proc.log_path}: {proc.log_tail()}"
+            )
+        return hello
+
+    async def _drain_stdout(self, member: Member) -> None:
+        """Keep reading a member's stdout so it never blocks on a full pipe."""
+        async for line in member.proc.lines():
+            log.debug("%s: %s", member.name, line.decode(errors="replace").rstrip())
+
+    async def _watch(self, member: Member, on_exit: Callable[[Member], None]) -> None:
+        await member.proc.wait()
+        on_exit(member)
