@@ -1,12 +1,23 @@
-"""What every connection driver shares: observers, the lifecycle, counters, state waits.
+"""The one connection driver every target runs on: WebSocket, Socket.IO and SSE.
 
-The WebSocket client (`client.ReconnectingClient`) and the Socket.IO and SSE targets
-(`targets/`) all build on this, so each reports transitions, `next_attempt` and counters the
-same way and the views can treat every kind of target alike.
+`ConnectionDriver` owns what does not depend on the protocol: observers, the lifecycle
+and its transitions, counters, state waits, `start()` / `stop()`, and the reconnect loop
+(connect, run the open connection, decide, wait out the delay, again). A target supplies
+three hooks:
+
+- `_attempt()`: connect and run one connection until it ends; calls `_opened()` once it
+  is open and returns the `Failure` saying how it ended (raises when the connect fails);
+- `_classify(exc)`: a connect exception as a `Failure`;
+- `_goodbye(code, reason)` / `_release()`: close an open connection politely on stop(),
+  drop whatever the last attempt left behind when the loop ends.
+
+So every target reports transitions, `next_attempt` and counters the same way, and the
+views treat every kind of target alike.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -15,8 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from wsconsole.core.backoff import BackoffPolicy
-from wsconsole.core.events import Event, Observer
+from wsconsole.core.events import ErrorEvent, Event, Observer
 from wsconsole.core.lifecycle import Lifecycle, State, Transition
+from wsconsole.core.reconnect import Failure
+from wsconsole.core.tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +55,14 @@ class ClientStats:
         return dict(self.__dict__)
 
 
-class ConnectionDriver:
-    """Observers, lifecycle, backoff policy, counters and waits shared by every driver."""
+class ConnectionDriver(abc.ABC):
+    """Lifecycle, reconnect loop, observers and counters shared by every target."""
 
-    def __init__(self, name: str, backoff: BackoffPolicy, observers: Iterable[Observer]) -> None:
+    label = "driver"  # names the driver's task: wsconsole-<label>-<name>
+    closing_reason = ""  # the CLOSING / CLOSED reason when stop() is given none
+
+    def __init__(self, name: str, backoff: BackoffPolicy, observers: Iterable[Observer],
+                 grace: float = 3.0) -> None:
         self.name = name
         self.lifecycle = Lifecycle(name)
         self.policy = backoff.copy()
@@ -53,11 +70,17 @@ class ConnectionDriver:
         self.latency: float | None = None
         self.next_attempt: tuple[float, float] | None = None  # (monotonic due, delay)
         self.final_error: str | None = None
+        self.server_retry: float | None = None  # a delay the server asked for (SSE `retry`)
+        self._grace = grace  # seconds stop() lets the loop end by itself before cancelling
         self._observers: list[Observer] = list(observers)
         self._state_waiters: list[tuple[State, asyncio.Future[Transition]]] = []
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._stop_args: tuple[int, str] = (1000, "")
+        self._was_open = False  # the current attempt reached OPEN
         self._wake = asyncio.Event()
+
+    # -- observers and state
 
     def subscribe(self, observer: Observer) -> None:
         """Receive every event from now on."""
@@ -107,17 +130,120 @@ class ConnectionDriver:
             self._state_waiters.remove(waiter)
 
     async def wait_closed(self) -> None:
-        """Wait for the driver to end (after stop(), or when the attempts are used up)."""
+        """Wait for the driver to end (after stop(), or when it gave up or was refused)."""
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(self._task)
 
-    async def _end_task(self, task: asyncio.Task[None], grace: float) -> None:
-        """Give the driver's task `grace` seconds to end by itself, then cancel it."""
+    # -- start / stop
+
+    async def start(self) -> None:
+        """Start connecting in a named background task (returns at once)."""
+        if self._task is not None and not self._task.done():
+            return
+        self._stopping = False
+        self.final_error = None
+        self.policy.reset()
+        self._task = spawn(self._run(), f"wsconsole-{self.label}-{self.name}")
+
+    async def stop(self, code: int = 1000, reason: str = "") -> None:
+        """Close politely with `code` if open, stop reconnecting, and wait until CLOSED."""
+        self._stopping = True
+        self._stop_args = (code, reason)
+        self._wake.set()
+        task = self._task
+        if task is None or task.done():
+            return
+        if self.state is State.OPEN:
+            self._move(State.CLOSING, code=code, reason=reason or self.closing_reason)
+            if not await self._goodbye(code, reason):
+                task.cancel()
+        else:
+            task.cancel()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            async with asyncio.timeout(grace):
+            async with asyncio.timeout(self._grace):
                 await asyncio.shield(task)
         if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    async def _goodbye(self, code: int, reason: str) -> bool:
+        """Start closing the open connection; True if the loop will end by itself."""
+        return False
+
+    async def _release(self) -> None:  # noqa: B027 - a hook: nothing to release by default
+        """Drop whatever the last attempt left behind (the loop has ended)."""
+
+    # -- the loop
+
+    async def _run(self) -> None:
+        try:
+            await self._loop()
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # a bug here must still end in CLOSED, visibly
+            log.exception("%s %s failed", self.label, self.name)
+            self._emit(ErrorEvent(self.name, "protocol", f"internal error: {exc!r}"))
+        finally:
+            await self._release()
+            if self.state is not State.CLOSED:
+                code, reason = self._stop_args
+                self._move(State.CLOSED, code=code if self._stopping else None,
+                           reason=(reason or self.closing_reason) if self._stopping else None,
+                           error=self.final_error)
+
+    async def _loop(self) -> None:
+        attempt = 0
+        while not self._stopping:
+            self._move(State.CONNECTING, attempt=attempt)
+            self._was_open = False
+            try:
+                failure = await self._attempt()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failure = await self._classify(exc)
+            if self._stopping:
+                return
+            self._emit(ErrorEvent(self.name, failure.kind, failure.detail))
+            if self._was_open:
+                self.stats.reconnects += 1
+            attempt = await self._after(failure)
+            if attempt < 0:
+                return
+
+    @abc.abstractmethod
+    async def _attempt(self) -> Failure:
+        """Connect, call `_opened()`, run the connection; return how it ended."""
+
+    @abc.abstractmethod
+    async def _classify(self, exc: BaseException) -> Failure:
+        """A failed connect (or a broken connection) as a Failure."""
+
+    def _opened(self, **fields: Any) -> None:
+        """The attempt's connection is open: move to OPEN with `fields`."""
+        self._move(State.OPEN, **fields)
+        self._was_open = True
+        self.policy.reset()
+
+    async def _after(self, failure: Failure) -> int:
+        """Decide after a failure: the next attempt number after the wait, or -1 to stop."""
+        if failure.final:
+            self.final_error = failure.detail
+            return -1
+        delay = self.policy.next_delay()
+        if delay is None:
+            self.final_error = f"gave up after {self.policy.attempt} retries ({failure.summary})"
+            self._emit(ErrorEvent(self.name, "gave_up", self.final_error))
+            return -1
+        if self.server_retry is not None:
+            delay = self.server_retry
+        attempt = self.policy.attempt
+        self._move(State.RECONNECTING, attempt=attempt, delay=delay, code=failure.code,
+                   reason=failure.reason, error=failure.error)
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
+        return -1 if self._stopping else attempt

@@ -71,6 +71,19 @@ def _seq(value: dict[str, Any], key: str, *, required: bool) -> int | None:
     return field
 
 
+def _epoch(value: dict[str, Any]) -> str | int | None:
+    """The optional `epoch`: an opaque id of a room's sequence space (string or integer)."""
+    field = value.get("epoch")
+    if field is None:
+        return None
+    if isinstance(field, str) and field and len(field) <= MAX_NAME:
+        return field
+    if isinstance(field, int) and not isinstance(field, bool) and field >= 0:
+        return field
+    raise EnvelopeError("bad_envelope", f'"epoch" must be a string of 1..{MAX_NAME} characters '
+                        "or an integer >= 0", _id_of(value))
+
+
 def parse_client(text: str | bytes) -> dict[str, Any]:
     """Validate a client-to-node envelope; returns it with only the known fields."""
     value = _load(text)
@@ -82,7 +95,11 @@ def parse_client(text: str | bytes) -> dict[str, Any]:
         return {"type": kind, "token": token}
     if kind == "join":
         room = _name(value, "room")
-        return {"type": kind, "room": room, "since": _seq(value, "since", required=False)}
+        join = {"type": kind, "room": room, "since": _seq(value, "since", required=False)}
+        epoch = _epoch(value)
+        if epoch is not None:
+            join["epoch"] = epoch  # the sequence space `since` belongs to
+        return join
     if kind == "leave":
         return {"type": kind, "room": _name(value, "room")}
     if kind == "publish":
@@ -110,6 +127,8 @@ def parse_server(text: str | bytes) -> dict[str, Any]:
     if kind == "ack":
         _name(value, "id")
         _seq(value, "seq", required=True)
+    if kind in ("message", "joined", "ack"):
+        _epoch(value)
     if kind == "error" and not isinstance(value.get("code"), str):
         raise EnvelopeError("bad_envelope", 'error needs a string "code"')
     return value

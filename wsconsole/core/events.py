@@ -88,8 +88,9 @@ class ErrorEvent:
 
 @dataclass(frozen=True, slots=True)
 class DeliveryEvent:
-    """Harness-protocol bookkeeping: kind is "ack", "gap", "duplicate", "out_of_order",
-    "recovered", "replayed" or "recovery_window_exceeded"; room/seq/id where they apply."""
+    """Delivery bookkeeping: kind is "ack", "gap", "duplicate", "out_of_order", "recovered",
+    "replayed", "recovery_window_exceeded", "reset" (a room's sequence space restarted) or
+    "stale" (a message from an epoch left behind); room/seq/id/epoch where they apply."""
 
     conn: str
     kind: str
@@ -97,8 +98,23 @@ class DeliveryEvent:
     seq: int | None = None
     id: str | None = None
     detail: str | None = None
+    epoch: str | int | None = None
     at: float = field(default_factory=_now)
     wall: float = field(default_factory=_wall)
+
+
+# Close codes that never travel in a close frame: they name what a peer saw instead.
+_NOT_SENT = {1005: "no status code", 1006: "closed abnormally, no close frame",
+             1015: "TLS handshake failed"}
+
+
+def describe_close(code: int | None, reason: str | None = None) -> str:
+    """A close code and reason in plain words for logs and terminals: "1001 going away",
+    "1005 (no status code)" for an empty close frame, "no close code" for none at all."""
+    if code is None:
+        return f"no close code {reason}".strip() if reason else "no close code"
+    text = f"{code} {reason or ''}".strip()
+    return f"{text} ({_NOT_SENT[code]})" if code in _NOT_SENT and not reason else text
 
 
 Event = Transition | FrameRecord | HeartbeatEvent | ErrorEvent | DeliveryEvent

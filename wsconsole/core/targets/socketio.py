@@ -32,18 +32,20 @@ from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from wsconsole.core.backoff import BackoffPolicy
-from wsconsole.core.client import ClientOptionsError, NotConnected, _check_header
+from wsconsole.core.driver import ConnectionDriver
+from wsconsole.core.errors import ClientOptionsError, NotConnected
 from wsconsole.core.events import (
     Direction,
-    ErrorEvent,
     FrameRecord,
     HeartbeatEvent,
     Observer,
     Opcode,
 )
 from wsconsole.core.lifecycle import State
-from wsconsole.core.targets.base import TargetBase
+from wsconsole.core.options import check_header
+from wsconsole.core.reconnect import Failure
 from wsconsole.core.targets.detect import engineio_handshake, mismatch_text, sniff
+from wsconsole.core.tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ class SocketIOOptions:
             self.namespaces = ["/"]
         self.namespaces = ["/" + ns.strip("/") if ns.strip("/") else "/"
                            for ns in self.namespaces]
-        self.headers = [_check_header(str(k), str(v)) for k, v in self.headers]
+        self.headers = [check_header(str(k), str(v)) for k, v in self.headers]
         if not self.transports or any(t not in TRANSPORTS for t in self.transports):
             raise ClientOptionsError(
                 f"transports must be websocket and/or polling, got {self.transports}")
@@ -175,14 +177,15 @@ class _TappedClient(socketio.AsyncClient):
         self._driver._dropped(str(reason) if reason else "transport closed")
 
 
-class SocketIOClient(TargetBase):
+class SocketIOClient(ConnectionDriver):
     """A Socket.IO client that reconnects per our backoff policy and reports every packet."""
 
     label = "socketio"
+    closing_reason = "client disconnect"
 
     def __init__(self, options: SocketIOOptions, name: str = "socketio",
                  observers: Iterable[Observer] = ()) -> None:
-        super().__init__(name, options.backoff, observers)
+        super().__init__(name, options.backoff, observers, grace=options.connect_timeout + 1)
         self.options = options
         self.rooms: list[str] = list(dict.fromkeys(options.rooms))
         self.sid: str | None = None
@@ -251,85 +254,45 @@ class SocketIOClient(TargetBase):
                     log.exception("event listener %r failed", listener)
         return handler
 
-    # -- start / stop
+    # -- the driver's hooks
 
-    async def stop(self, code: int = 1000, reason: str = "") -> None:
-        """Disconnect if connected, stop reconnecting, and wait until CLOSED."""
-        self._stopping = True
-        self._wake.set()
-        task = self._task
-        if task is None or task.done():
-            return
-        if self._sio is not None and self.state is State.OPEN:
-            self._move(State.CLOSING, code=code, reason=reason or "client disconnect")
-            # a task of its own: the driver abandons the client (cancelling its transport
-            # tasks) as soon as the disconnect is seen, which must not cancel stop() itself
-            bye = asyncio.get_running_loop().create_task(
-                self._sio.disconnect(), name=f"wsconsole-socketio-{self.name}-disconnect")
-            await asyncio.wait([bye], timeout=self.options.connect_timeout)
-            if bye.done() and not bye.cancelled():
-                bye.exception()  # retrieved: a failed goodbye changes nothing
-            self._dropped("client disconnect")
-        else:
-            task.cancel()
-        await self._end_task(task, self.options.connect_timeout + 1)
+    async def _goodbye(self, code: int, reason: str) -> bool:
+        sio = self._sio
+        if sio is None:
+            return False
+        # a task of its own: the driver abandons the client (cancelling its transport
+        # tasks) as soon as the disconnect is seen, which must not cancel stop() itself
+        bye = spawn(_quietly(sio.disconnect()), f"wsconsole-socketio-{self.name}-disconnect")
+        await asyncio.wait([bye], timeout=self.options.connect_timeout)
+        self._dropped("client disconnect")
+        return True
 
-    # -- the loop
-
-    async def _run(self) -> None:
-        try:
-            await self._loop()
-        except asyncio.CancelledError:
-            pass
-        except Exception as exc:  # a bug here must still end in CLOSED, visibly
-            log.exception("socket.io client %s failed", self.name)
-            self._emit(ErrorEvent(self.name, "protocol", f"internal error: {exc!r}"))
-        finally:
-            sio, self._sio = self._sio, None
-            if sio is not None:
-                await _abandon(sio)
-            self._finish(1000, "client disconnect")
-
-    async def _loop(self) -> None:
-        attempt = 0
-        while not self._stopping:
-            self._move(State.CONNECTING, attempt=attempt)
-            sio = self._make_client()
-            self._gone = asyncio.get_running_loop().create_future()
-            try:
-                await self._open(sio)
-            except asyncio.CancelledError:
-                await _abandon(sio)
-                raise
-            except Exception as exc:
-                await _abandon(sio)
-                kind, detail = await self._classify(exc)
-                self._emit(ErrorEvent(self.name, kind, detail))
-                attempt = await self._retry(error=f"{kind}: {detail}")
-                if attempt < 0:
-                    return
-                continue
-            self._sio = sio
-            self.sid = sio.sid
-            self.transport = sio.transport()
-            self._move(State.OPEN, attempt=attempt, reason=f"sid {sio.sid} via {self.transport}")
-            self.policy.reset()
-            attempt = 0
-            for room in self.rooms:
-                with contextlib.suppress(Exception):
-                    await sio.emit(self.options.join_event, room,
-                                   namespace=self.options.namespaces[0])
-            reason = await self._gone
-            self._sio = None
-            self.sid = None
+    async def _release(self) -> None:
+        sio, self._sio = self._sio, None
+        if sio is not None:
             await _abandon(sio)
-            if self._stopping:
-                return
-            self.stats.reconnects += 1
-            self._emit(ErrorEvent(self.name, "closed", f"disconnected: {reason}"))
-            attempt = await self._retry(reason=reason, error=f"closed: {reason}")
-            if attempt < 0:
-                return
+
+    async def _attempt(self) -> Failure:
+        sio = self._make_client()
+        self._gone = asyncio.get_running_loop().create_future()
+        try:
+            await self._open(sio)
+        except BaseException:
+            await _abandon(sio)
+            raise
+        self._sio = sio
+        self.sid = sio.sid
+        self.transport = sio.transport()
+        self._opened(attempt=self.policy.attempt, reason=f"sid {sio.sid} via {self.transport}")
+        for room in self.rooms:
+            with contextlib.suppress(Exception):
+                await sio.emit(self.options.join_event, room,
+                               namespace=self.options.namespaces[0])
+        reason = await self._gone
+        self._sio = None
+        self.sid = None
+        await _abandon(sio)
+        return Failure("closed", f"disconnected: {reason}", reason=reason)
 
     async def _open(self, sio: _TappedClient) -> None:
         opts = self.options
@@ -345,8 +308,12 @@ class SocketIOClient(TargetBase):
                 wait_timeout=timeout,
             )
 
-    async def _classify(self, exc: BaseException) -> tuple[str, str]:
-        """A stable (kind, detail) for a failed connect; sniffs for a protocol mismatch."""
+    async def _classify(self, exc: BaseException) -> Failure:
+        """A failed connect as a Failure (sniffing for a protocol mismatch)."""
+        kind, detail = await self._kind_of(exc)
+        return Failure(kind, detail)
+
+    async def _kind_of(self, exc: BaseException) -> tuple[str, str]:
         text = " ".join(str(a) for a in getattr(exc, "args", ()) if a) or type(exc).__name__
         if self._refusals:  # the server answered CONNECT with CONNECT_ERROR and its reason
             return "handshake_rejected", "connection refused by the server: " + "; ".join(
@@ -449,6 +416,12 @@ class SocketIOClient(TargetBase):
         if self.state is not State.OPEN:
             return None
         return await self.emit(self.options.leave_event, room, ack=ack)
+
+
+async def _quietly(goodbye: Any) -> None:
+    """Await a disconnect whose failure changes nothing (the client is dropped anyway)."""
+    with contextlib.suppress(Exception):
+        await goodbye
 
 
 async def _abandon(sio: _TappedClient) -> None:

@@ -13,7 +13,6 @@ sniffed and reported as a protocol mismatch when another protocol answers.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import urllib.parse
@@ -25,17 +24,17 @@ import orjson
 from httpx_sse._decoders import SSELineDecoder
 
 from wsconsole.core.backoff import BackoffPolicy
-from wsconsole.core.client import ClientOptionsError, NotConnected, _check_header
+from wsconsole.core.driver import ConnectionDriver
+from wsconsole.core.errors import ClientOptionsError, NotConnected
 from wsconsole.core.events import (
     DeliveryEvent,
     Direction,
-    ErrorEvent,
     FrameRecord,
     Observer,
     Opcode,
 )
-from wsconsole.core.lifecycle import State
-from wsconsole.core.targets.base import TargetBase
+from wsconsole.core.options import check_header
+from wsconsole.core.reconnect import Failure
 from wsconsole.core.targets.detect import mismatch_text, sniff
 
 log = logging.getLogger(__name__)
@@ -69,7 +68,7 @@ class SSEOptions:
             raise ClientOptionsError(f"no host in {self.url!r}")
         if port == 0:
             raise ClientOptionsError("port 0 is not a port to connect to")
-        self.headers = [_check_header(str(k), str(v)) for k, v in self.headers]
+        self.headers = [check_header(str(k), str(v)) for k, v in self.headers]
         if not isinstance(self.connect_timeout, int | float) or self.connect_timeout <= 0:
             raise ClientOptionsError(f"connect timeout must be > 0, got {self.connect_timeout}")
         if self.read_timeout is not None and self.read_timeout <= 0:
@@ -176,80 +175,34 @@ class IdTracker:
         return found
 
 
-class SSEClient(TargetBase):
+class SSEClient(ConnectionDriver):
     """An EventSource that reconnects with Last-Event-ID and reports every event."""
 
     label = "sse"
+    closing_reason = "client closed the stream"
 
     def __init__(self, options: SSEOptions, name: str = "sse",
                  observers: Iterable[Observer] = ()) -> None:
-        super().__init__(name, options.backoff, observers)
+        super().__init__(name, options.backoff, observers, grace=options.connect_timeout + 1)
         self.options = options
         self.last_event_id: str | None = options.last_event_id
-        self.retry: float | None = None  # the server's `retry`, seconds
         self.ids = IdTracker()
-        self._response: httpx.Response | None = None
-
-    async def stop(self, code: int = 1000, reason: str = "") -> None:
-        """Close the stream, stop reconnecting, and wait until CLOSED."""
-        self._stopping = True
-        self._wake.set()
-        task = self._task
-        if task is None or task.done():
-            return
-        if self.state is State.OPEN:
-            self._move(State.CLOSING, code=code, reason=reason or "client closed the stream")
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        self._http: httpx.AsyncClient | None = None
 
     async def send(self, data: str | bytes) -> None:
         """An event stream only receives: always NotConnected, with the reason."""
         raise NotConnected("an SSE stream only receives; nothing can be sent on it")
 
-    async def _run(self) -> None:
-        try:
-            async with httpx.AsyncClient(verify=not self.options.insecure) as http:
-                await self._loop(http)
-        except asyncio.CancelledError:
-            pass
-        except Exception as exc:
-            log.exception("sse client %s failed", self.name)
-            self._emit(ErrorEvent(self.name, "protocol", f"internal error: {exc!r}"))
-        finally:
-            self._finish(1000, "client closed the stream")
+    async def _release(self) -> None:
+        http, self._http = self._http, None
+        if http is not None:
+            await http.aclose()
 
-    async def _loop(self, http: httpx.AsyncClient) -> None:
-        attempt = 0
-        while not self._stopping:
-            self._move(State.CONNECTING, attempt=attempt)
-            try:
-                ended = await self._session(http)
-            except asyncio.CancelledError:
-                raise
-            except _Final as exc:
-                self.final_error = str(exc)
-                self._emit(ErrorEvent(self.name, exc.kind, str(exc)))
-                return
-            except Exception as exc:
-                kind, detail = await self._classify(exc)
-                self._emit(ErrorEvent(self.name, kind, detail))
-                opened = self.state is State.OPEN
-                if opened:
-                    self.stats.reconnects += 1
-                    self.policy.reset()
-                attempt = await self._retry_with(self.retry, error=f"{kind}: {detail}")
-                if attempt < 0:
-                    return
-                continue
-            if self._stopping:
-                return
-            self.stats.reconnects += 1
-            self.policy.reset()
-            self._emit(ErrorEvent(self.name, "closed", ended))
-            attempt = await self._retry_with(self.retry, reason=ended)
-            if attempt < 0:
-                return
+    async def _attempt(self) -> Failure:
+        if self._http is None:
+            self._http = httpx.AsyncClient(verify=not self.options.insecure)
+        ended = await self._session(self._http)
+        return Failure("closed", ended, reason=ended)
 
     async def _session(self, http: httpx.AsyncClient) -> str:
         """One stream: open, read events until it ends; returns why it ended."""
@@ -265,8 +218,8 @@ class SSEClient(TargetBase):
             ctype = response.headers.get("content-type", "")
             if response.status_code != 200 or "text/event-stream" not in ctype:
                 raise _NotAStream(f"HTTP {response.status_code} {ctype}".rstrip())
-            self._move(State.OPEN, attempt=self.policy.attempt,
-                       reason=f"HTTP 200, Last-Event-ID {self.last_event_id or '-'}")
+            self._opened(attempt=self.policy.attempt,
+                         reason=f"HTTP 200, Last-Event-ID {self.last_event_id or '-'}")
             parser = SSEParser(self.last_event_id)
             async for text in response.aiter_text():
                 for event in parser.feed(text):
@@ -278,7 +231,7 @@ class SSEClient(TargetBase):
         self.stats.received += 1
         self.stats.bytes_in += len(payload)
         if event.retry is not None:
-            self.retry = event.retry / 1000.0
+            self.server_retry = event.retry / 1000.0
         self._emit(FrameRecord(self.name, Direction.IN, Opcode.TEXT, payload))
         if event.id is not None:
             self.last_event_id = event.id
@@ -293,8 +246,14 @@ class SSEClient(TargetBase):
                     self.stats.out_of_order += 1
                 self._emit(DeliveryEvent(self.name, kind, id=event.id, detail=detail))
 
-    async def _classify(self, exc: BaseException) -> tuple[str, str]:
-        """A stable (kind, detail) for a failed or broken stream."""
+    async def _classify(self, exc: BaseException) -> Failure:
+        """A failed or broken stream as a Failure (sniffing for a protocol mismatch)."""
+        if isinstance(exc, _Final):
+            return Failure(exc.kind, str(exc), final=True)
+        kind, detail = await self._kind_of(exc)
+        return Failure(kind, detail)
+
+    async def _kind_of(self, exc: BaseException) -> tuple[str, str]:
         if isinstance(exc, _NotAStream):
             with contextlib.suppress(Exception):
                 seen = await sniff(self.options.url, timeout=min(3.0, self.options.connect_timeout),
