@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import socket
@@ -92,12 +93,20 @@ async def until(
     """Await until `predicate()` is true; after `timeout` x SCALE s fail naming `what`.
 
     The one condition wait for async tests (instead of fixed sleeps): other tasks, and Qt
-    under qasync, keep running while it polls. `detail()` is added to the failure message.
+    under qasync, keep running while it polls. `predicate` may be a coroutine function (a
+    control-channel query, say): its result is awaited. `detail()` is added to the failure
+    message.
     """
     deadline = time.monotonic() + timeout * SCALE
-    while not predicate():
+    while not await _holds(predicate):
         if time.monotonic() > deadline:
             extra = f": {detail()}" if detail is not None else ""
             waited = timeout * SCALE
             raise AssertionError(f"timed out after {waited:.1f} s waiting for {what}{extra}")
         await asyncio.sleep(interval)
+
+
+async def _holds(predicate: Callable[[], object]) -> object:
+    """`predicate()`, awaited when it returns an awaitable."""
+    result = predicate()
+    return await result if inspect.isawaitable(result) else result

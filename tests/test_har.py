@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tests import servers
-from tests.support import MS
+from tests.support import MS, SCALE, until
 from wsconsole.app.framestore import FrameStore
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientOptions, ReconnectingClient
@@ -111,7 +111,7 @@ async def _echo_client(port: int, log: list[object]) -> ReconnectingClient:
                       ping_interval=None),
         name="replay", observers=[log.append])
     await client.start()
-    await client.wait_state(State.OPEN, 10)
+    assert await client.wait_state(State.OPEN, 10 * SCALE) is not None
     return client
 
 
@@ -128,10 +128,9 @@ async def test_replay_sent_messages_against_a_real_server(timing: str) -> None:
             # the recording spans 2.04 s between first and last send; 4x faster ~ 0.51 s
             count = await replay(chat, client.send, timing=timing, speed=4.0)
             took = loop.time() - started
-            async with asyncio.timeout(10):
-                while sum(1 for e in log if isinstance(e, FrameRecord)  # noqa: ASYNC110
-                          and e.direction is Direction.IN) < 4:
-                    await asyncio.sleep(0.02)
+            await until(lambda: sum(1 for e in log if isinstance(e, FrameRecord)
+                                    and e.direction is Direction.IN) >= 4,
+                        "the four replayed messages echoed back", 10)
         finally:
             await client.stop()
     finally:

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,7 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.sync.client import connect as ws_connect
 
-from tests.support import MS, ProcessRegistry, pid_alive
+from tests.support import MS, SCALE, ProcessRegistry, pid_alive, until
 from tests.test_harness_cli import HarnessProcess, ready_pids
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientOptions, ReconnectingClient
@@ -42,7 +41,8 @@ from wsconsole.faults.inject import (
 from wsconsole.faults.probe import Verdict
 from wsconsole.harness.cluster import Cluster, ClusterConfig, ClusterError
 
-WAIT = 20_000 * MS
+WAIT_S = 20.0  # seconds for until(), which scales it
+WAIT = WAIT_S * SCALE
 REACT = 5_000 * MS  # how long the node watches a client react
 
 # ------------------------------------------------------------------ pure rules
@@ -186,13 +186,14 @@ async def plain_client(cluster: Cluster, user: str, room: str | None = None) -> 
 
 async def conn_of(cluster: Cluster, user: str) -> str:
     """The node's connection id of `user` (from the "connections" control command)."""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        found = [c["id"] for c in await cluster.connections("n1") if c["user"] == user]
-        if found:
-            return found[0]
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no connection of {user}")
+    found: list[str] = []
+
+    async def listed() -> bool:
+        found[:] = [c["id"] for c in await cluster.connections("n1") if c["user"] == user]
+        return bool(found)
+
+    await until(listed, f"a connection of {user} on n1", WAIT_S, interval=0.05)
+    return found[0]
 
 
 async def test_plain_clients_fail_injected_frames_and_the_node_serves_on(
@@ -318,10 +319,9 @@ async def test_reconnecting_client_fails_injected_frame_and_reconnects(
             conn = await conn_of(cluster, "rc")
             reply = await cluster.inject("n1", case_id, f"conn:{conn}", wait=REACT)
             assert reply["reactions"][0]["code"] == code, reply
-            deadline = time.monotonic() + WAIT
-            while not any(t.state is State.OPEN for t in seen[opened + 1:]):
-                assert time.monotonic() < deadline, [t.state.value for t in seen]
-                await asyncio.sleep(0.05)
+            await until(lambda n=opened: any(t.state is State.OPEN for t in seen[n + 1:]),
+                        f"a reconnect after {case_id}", WAIT_S,
+                        detail=lambda: [t.state.value for t in seen])
             states = [t.state for t in seen[opened:]]
             assert State.RECONNECTING in states, states
             dropped = next(t for t in seen[opened:] if t.state is State.RECONNECTING)
@@ -345,9 +345,9 @@ def test_harness_stdin_inject_line(procs: ProcessRegistry) -> None:
     try:
         ready = harness.expect(lambda e: e["event"] == "ready")
         pids = ready_pids(ready)
-        with ws_connect(f"{ready['url']}/?token={ready['token']}", open_timeout=10) as ws:
+        with ws_connect(f"{ready['url']}/?token={ready['token']}", open_timeout=WAIT) as ws:
             ws.send('{"type": "join", "room": "lobby"}')
-            assert json.loads(ws.recv(timeout=10))["type"] == "joined"
+            assert json.loads(ws.recv(timeout=WAIT))["type"] == "joined"
             harness.send("inject n1 rsv1-set nowhere")
             error = harness.expect(lambda e: e["event"] == "error")
             assert "no conn or room 'nowhere' on node n1" in error["error"]
@@ -365,16 +365,16 @@ def test_harness_stdin_inject_line(procs: ProcessRegistry) -> None:
             assert reply["reactions"][0]["code"] == 1002
             assert reply["connections"] == [conn["id"]]
             with pytest.raises(ConnectionClosedError):
-                ws.recv(timeout=10)
+                ws.recv(timeout=WAIT)
             assert ws.protocol.close_sent is not None and ws.protocol.close_sent.code == 1002
         harness.send("quit")
         harness.expect(lambda e: e["event"] == "stopped")
-        assert harness.proc.wait(timeout=60) == 0
+        assert harness.proc.wait(timeout=60 * SCALE) == 0
     finally:
         if harness.proc.poll() is None:
             harness.proc.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
-                harness.proc.wait(timeout=30)
+                harness.proc.wait(timeout=30 * SCALE)
         for pid in pids:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)

@@ -10,7 +10,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from tests.support import pid_alive
+from tests.support import SCALE, pid_alive, until
 from wsconsole.scenarios.model import parse_scenario
 from wsconsole.scenarios.runner import ScenarioRunner
 
@@ -32,7 +32,12 @@ expect = "p99_latency_ms < 0"
 """
 
 
-def _cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def acknowledged(runner: ScenarioRunner) -> int:
+    """Publishes the run's swarm has had acknowledged so far (0 before the swarm starts)."""
+    return 0 if runner.swarm is None else runner.swarm.accounting.acknowledged
+
+
+def _cli(*args: str, timeout: float = 90 * SCALE) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "wsconsole", "scenario", *args],
         capture_output=True,
@@ -103,11 +108,11 @@ async def test_stop_ends_a_long_run_early_and_cleans_up() -> None:
     text = SMALL.replace("duration = 2", "duration = 60")
     runner = ScenarioRunner(parse_scenario(text, "long.toml"))
     task = asyncio.create_task(runner.run())
-    while runner.swarm is None or runner.swarm.accounting.acknowledged < 4:
-        await asyncio.sleep(0.1)
-        assert not task.done()
+    await until(lambda: task.done() or acknowledged(runner) >= 4,
+                "four acknowledged publishes", 30)
+    assert not task.done(), task
     runner.stop()
-    result = await asyncio.wait_for(task, 30)
+    result = await asyncio.wait_for(task, 30 * SCALE)
     assert result.stopped and not result.passed
     assert result.summary["sent"] > 0
     cluster = runner.cluster
@@ -189,7 +194,7 @@ def test_sigterm_stops_a_child_run_and_leaves_nothing_behind(tmp_path: Path) -> 
                 break
         proc.send_signal(signal.SIGTERM)
         rest = [json.loads(line) for line in proc.stdout]
-        assert proc.wait(timeout=30) == 1
+        assert proc.wait(timeout=30 * SCALE) == 1
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -203,7 +208,7 @@ def test_sigterm_stops_a_child_run_and_leaves_nothing_behind(tmp_path: Path) -> 
 async def test_a_run_over_its_timeout_is_ended_and_judged_failed() -> None:
     text = "timeout = 3\n" + SMALL.replace("duration = 2", "duration = 60")
     runner = ScenarioRunner(parse_scenario(text, "slow.toml"))
-    result = await asyncio.wait_for(runner.run(), 60)
+    result = await asyncio.wait_for(runner.run(), 60 * SCALE)
     assert result.error is not None and "did not finish within 3 s" in result.error
     assert result.summary["sent"] > 0 and not result.passed
     assert all(client.state.value == "CLOSED" for client in runner.swarm.clients)
@@ -212,12 +217,12 @@ async def test_a_run_over_its_timeout_is_ended_and_judged_failed() -> None:
 async def test_cancelling_a_run_still_stops_clients_and_cluster() -> None:
     runner = ScenarioRunner(parse_scenario(SMALL.replace("duration = 2", "duration = 60"), "c"))
     task = asyncio.create_task(runner.run())
-    while runner.swarm is None or runner.swarm.accounting.acknowledged < 2:
-        await asyncio.sleep(0.1)
-        assert not task.done()
+    await until(lambda: task.done() or acknowledged(runner) >= 2,
+                "two acknowledged publishes", 30)
+    assert not task.done(), task
     task.cancel()
     try:
-        await asyncio.wait_for(task, 30)
+        await asyncio.wait_for(task, 30 * SCALE)
     except asyncio.CancelledError:
         pass
     assert all(client.state.value == "CLOSED" for client in runner.swarm.clients)

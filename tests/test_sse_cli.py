@@ -13,15 +13,12 @@ from tests.test_sse import Feed, serve
 from wsconsole.harness.procs import child_argv
 
 
-async def run_connect(*args: str, stop_after: float | None = None) -> tuple[int, list[dict]]:
-    """Run `wsconsole connect ARGS`; SIGTERM after `stop_after` s; (exit code, JSON lines)."""
+async def run_connect(*args: str) -> tuple[int, list[dict]]:
+    """Run `wsconsole connect ARGS` to its end; (exit code, JSON lines)."""
     proc = await asyncio.create_subprocess_exec(
         *child_argv("connect", *args), cwd=ROOT, env=ENV, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
-        if stop_after is not None:
-            await asyncio.sleep(stop_after)
-            proc.terminate()
         async with asyncio.timeout(WAIT * 2):
             out, err = await proc.communicate()
     finally:

@@ -49,17 +49,6 @@ def run(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any],
     return loop.run_until_complete(bounded())
 
 
-async def until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
-    """Await until `predicate()` is true (Qt and asyncio keep running); False on timeout."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout * SCALE
-    while loop.time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(interval)
-    return bool(predicate())
-
-
 @pytest.fixture
 def settings_path(tmp_path: Path) -> str:
     """A throw-away QSettings .ini file (never the user's settings)."""

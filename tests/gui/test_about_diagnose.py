@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from PySide6.QtCore import qVersion
 
-from tests.support import pid_alive
+from tests.support import pid_alive, until
 from wsconsole.core.lifecycle import State
 from wsconsole.gui.app import ConsoleApp, GuiOptions
 from wsconsole.harness.cluster import Cluster, ClusterConfig
 
-from .conftest import run, until
+from .conftest import run
 
 
 @pytest.fixture(autouse=True)
@@ -91,7 +91,8 @@ def test_diagnose_dialog_bundle_opens_with_its_frames(  # type: ignore[no-untype
             dialog.headers_edit.setPlainText(f"Authorization: Bearer {token}")
             dialog.pings.setValue(3)
             assert dialog.start()
-            assert await until(lambda: dialog.diagnosis is not None, 60), dialog.message.text()
+            await until(lambda: dialog.diagnosis is not None,
+                        "the diagnosis", 60, detail=lambda: dialog.message.text())
             ids = [step.id for step in dialog.steps]
             assert ids == ["dns", "tcp", "handshake", "latency", "reconnect", "audit"]
             assert dialog.table.rowCount() == 6
@@ -105,7 +106,8 @@ def test_diagnose_dialog_bundle_opens_with_its_frames(  # type: ignore[no-untype
             assert view is not None and view.isVisible()
             frames = len(view.store)
             assert frames >= 6  # 3 pings, 3 pongs, then the reconnect's close
-            assert await until(lambda: view.frames.model.rowCount() == frames, 10)
+            await until(lambda: view.frames.model.rowCount() == frames,
+                        "every bundled frame in the view's table", 10)
             states = view.timeline.states("diagnose")
             assert states[:2] == [State.CONNECTING, State.OPEN] and State.RECONNECTING in states
             assert view.tabs.tabText(1) == f"Frames ({frames})"
@@ -132,7 +134,8 @@ def test_a_damaged_bundle_is_a_clear_error_in_the_log_dock(  # type: ignore[no-u
         app = _app(settings_path)
         try:
             assert app.window.help_menu.open_bundle(str(broken)) is None
-            assert await until(lambda: "broken.zip" in app.window.log_view.toPlainText(), 5)
+            await until(lambda: "broken.zip" in app.window.log_view.toPlainText(),
+                        "the bad bundle's error in the log dock", 5)
             text = app.window.log_view.toPlainText()
             assert "Cannot open support bundle broken.zip" in text and "not a zip file" in text
             assert "Traceback" not in text

@@ -10,10 +10,12 @@ import sys
 import pytest
 from PySide6.QtGui import QImage
 
+from tests.support import SCALE
+
 ENV = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
 
 
-def _wsconsole(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _wsconsole(*args: str, timeout: float = 60 * SCALE) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "wsconsole", *args], capture_output=True,
                           text=True, timeout=timeout, env=ENV, stdin=subprocess.DEVNULL)
 
@@ -40,7 +42,7 @@ def test_gui_without_display_is_a_usage_error() -> None:
     env = {k: v for k, v in ENV.items()
            if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
     done = subprocess.run([sys.executable, "-m", "wsconsole", "--no-harness"],
-                          capture_output=True, text=True, timeout=60, env=env,
+                          capture_output=True, text=True, timeout=60 * SCALE, env=env,
                           stdin=subprocess.DEVNULL)
     assert done.returncode == 2
     assert "no display" in done.stderr and "Traceback" not in done.stderr

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tests.support import pid_alive
+from tests.support import pid_alive, until
 from wsconsole.app.console import CONSOLE_CONN, Console
 from wsconsole.app.injector import CLUSTER_VIA
 from wsconsole.app.profiles import Profile
@@ -23,7 +23,7 @@ from wsconsole.gui.panels.inject import InjectPanel
 from wsconsole.gui.panels.network import NetworkPanel
 from wsconsole.gui.panels.plots import PlotsPanel
 
-from .conftest import run, until
+from .conftest import run
 
 
 async def with_console(body: Callable[[Console], Awaitable[Any]]) -> Any:
@@ -42,7 +42,7 @@ async def with_console(body: Callable[[Console], Awaitable[Any]]) -> Any:
         ))
         await console.connect(CONSOLE_CONN)
         session = console.sessions[CONSOLE_CONN]
-        assert await until(lambda: session.state is State.OPEN, 20)
+        await until(lambda: session.state is State.OPEN, "the console's session to open", 20)
         console.start_sampler()
         return await body(console)
     finally:
@@ -55,14 +55,14 @@ def test_inject_panel_runs_both_directions(qloop) -> None:  # type: ignore[no-un
     async def body(console: Console) -> None:
         panel = InjectPanel(console, refresh_ms=50)
         session = console.sessions[CONSOLE_CONN]
-        assert await until(lambda: panel.via_box.count() == 2, 5)
+        await until(lambda: panel.via_box.count() == 2, "both sources in the Via box", 5)
 
         # client to server through the balancer: the node fails it with 1002
         assert panel.select_case("rsv1-set")
         assert "RFC 6455 §5.2" in panel.case_info.text() and "fail 1002" in panel.case_info.text()
         panel.via_box.setCurrentText(CLUSTER_VIA)
         assert panel.run()
-        assert await until(lambda: panel.table.rowCount() == 1, 20)
+        await until(lambda: panel.table.rowCount() == 1, "the first injection's row", 20)
         assert panel.table.item(0, 1).text() == "C→S"
         assert panel.table.item(0, 6).text().startswith("close 1002")
         assert panel.table.item(0, 7).text() == "pass"
@@ -71,18 +71,19 @@ def test_inject_panel_runs_both_directions(qloop) -> None:  # type: ignore[no-un
         assert panel.select_case("app-unknown-type")
         panel.via_box.setCurrentText(CONSOLE_CONN)
         assert panel.run()
-        assert await until(lambda: panel.table.rowCount() == 2, 20)
+        await until(lambda: panel.table.rowCount() == 2, "the second injection's row", 20)
         assert panel.table.item(0, 7).text() == "pass", panel.table.item(0, 6).text()
 
         # server to client: the node sends invalid UTF-8 to the console's own connection
         panel.s2c.setChecked(True)
         assert panel.case_box.findData("unmasked-client-frame") < 0  # client-only case hidden
         assert panel.select_case("invalid-utf8-text")
-        assert await until(lambda: panel.target_box.findData("session:console") >= 0, 10)
+        await until(lambda: panel.target_box.findData("session:console") >= 0,
+                    "the console session among the targets", 10)
         panel.set_target("session:console")
         before = len(console.timeline.states(CONSOLE_CONN))
         assert panel.run()
-        assert await until(lambda: panel.table.rowCount() == 3, 20)
+        await until(lambda: panel.table.rowCount() == 3, "the third injection's row", 20)
         assert panel.table.item(0, 1).text() == "S→C"
         assert panel.table.item(0, 6).text().startswith("closed 1007"), panel.table.item(0, 6)
         assert panel.table.item(0, 7).text() == "pass"
@@ -91,7 +92,8 @@ def test_inject_panel_runs_both_directions(qloop) -> None:  # type: ignore[no-un
             later = console.timeline.states(CONSOLE_CONN)[before:]
             return State.RECONNECTING in later and later[-1] is State.OPEN
 
-        assert await until(reconnected, 20), console.timeline.states(CONSOLE_CONN)[before:]
+        await until(reconnected, "a reconnect after the injected frame", 20,
+                    detail=lambda: console.timeline.states(CONSOLE_CONN)[before:])
         assert session.state is State.OPEN
         labels = [m.label for m in console.timeline.faults]
         assert "inject rsv1-set → cluster" in labels
@@ -101,7 +103,8 @@ def test_inject_panel_runs_both_directions(qloop) -> None:  # type: ignore[no-un
         # a target that is not there: the node's message, shown in the panel, no new row
         panel.target_box.setEditText("ghost")
         assert panel.run()
-        assert await until(lambda: "no conn or room 'ghost'" in panel.message.text(), 10)
+        await until(lambda: "no conn or room 'ghost'" in panel.message.text(),
+                    "the unknown-target message", 10)
         assert panel.table.rowCount() == 3
         panel.timer.stop()
 
@@ -114,8 +117,8 @@ def test_network_panel_toggles_are_felt_and_marked(qloop) -> None:  # type: igno
         plots = PlotsPanel(console.series, refresh_ms=100)
         marks = FaultMarks(plots, console.timeline, refresh_ms=50)
         session = console.sessions[CONSOLE_CONN]
-        assert await until(lambda: panel.target_box.count() == 2, 5)  # all, n1
-        assert await until(lambda: session.rtt is not None, 10)
+        await until(lambda: panel.target_box.count() == 2, "the targets 'all' and n1", 5)
+        await until(lambda: session.rtt is not None, "a first round-trip time", 10)
 
         # bad parameters are refused in place, nothing is sent
         panel.params["latency"].setText("lots")
@@ -127,13 +130,16 @@ def test_network_panel_toggles_are_felt_and_marked(qloop) -> None:  # type: igno
         panel.target_box.setCurrentText("n1")
         panel.params["latency"].setText("150ms")
         panel.toggles["latency"].setChecked(True)
-        assert await until(lambda: ("n1", "latency") in panel.active, 10), panel.message.text()
+        await until(lambda: ("n1", "latency") in panel.active, "latency active on n1", 10,
+                    detail=lambda: panel.message.text())
         assert "n1: latency 150ms" in panel.summary.text()
-        assert await until(lambda: (session.rtt or 0) > 0.25, 20), session.rtt
-        assert await until(lambda: marks.count() >= 1, 5)
+        await until(lambda: (session.rtt or 0) > 0.25,
+                    "the added latency in the round-trip time", 20, detail=lambda: session.rtt)
+        await until(lambda: marks.count() >= 1, "a fault mark on the plot", 5)
         panel.toggles["latency"].setChecked(False)
-        assert await until(lambda: not panel.active, 10)
-        assert await until(lambda: (session.rtt or 1) < 0.2, 20), session.rtt
+        await until(lambda: not panel.active, "no active fault", 10)
+        await until(lambda: (session.rtt or 1) < 0.2,
+                    "the round-trip time back to normal", 20, detail=lambda: session.rtt)
 
         # a one-shot reset on all: the client reconnects, the toggle switches itself off
         before = len(console.timeline.states(CONSOLE_CONN))
@@ -144,20 +150,22 @@ def test_network_panel_toggles_are_felt_and_marked(qloop) -> None:  # type: igno
             later = console.timeline.states(CONSOLE_CONN)[before:]
             return State.RECONNECTING in later and later[-1] is State.OPEN
 
-        assert await until(reconnected, 20), console.timeline.states(CONSOLE_CONN)[before:]
-        assert await until(lambda: not panel.toggles["reset"].isChecked(), 5)
+        await until(reconnected, "a reconnect after the reset", 20,
+                    detail=lambda: console.timeline.states(CONSOLE_CONN)[before:])
+        await until(lambda: not panel.toggles["reset"].isChecked(),
+                    "the reset toggle to switch itself off", 5)
         labels = [m.label for m in console.timeline.faults]
         assert "net latency 150ms on n1" in labels and "net reset on all" in labels
         assert any(label.startswith("net latency cleared on n1") for label in labels)
-        assert await until(lambda: marks.count() >= 3, 5)
+        await until(lambda: marks.count() >= 3, "three fault marks on the plot", 5)
 
         # blackhole, then Clear all
         panel.toggles["blackhole"].setChecked(True)
-        assert await until(lambda: ("all", "blackhole") in panel.active, 10)
+        await until(lambda: ("all", "blackhole") in panel.active, "the blackhole active on all", 10)
         assert panel.clear_all()
-        assert await until(lambda: not panel.active, 10)
+        await until(lambda: not panel.active, "no active fault", 10)
         assert not panel.toggles["blackhole"].isChecked()
-        assert await until(lambda: session.state is State.OPEN, 20)
+        await until(lambda: session.state is State.OPEN, "the session to open again", 20)
         for timer in (panel.timer, plots.timer, marks.timer):
             timer.stop()
         await asyncio.sleep(0)
@@ -175,11 +183,11 @@ def test_panels_without_a_cluster_probe_a_session_url(qloop, echo_port) -> None:
         inject = InjectPanel(console, refresh_ms=50)
         network = NetworkPanel(console, refresh_ms=50)
         try:
-            assert await until(lambda: inject.via_box.count() == 1, 5)
+            await until(lambda: inject.via_box.count() == 1, "the session in the Via box", 5)
             assert inject.via_box.currentText() == "target"
             assert inject.select_case("invalid-utf8-fragmented")
             assert inject.run()
-            assert await until(lambda: inject.table.rowCount() == 1, 20)
+            await until(lambda: inject.table.rowCount() == 1, "the probe's row", 20)
             assert inject.table.item(0, 6).text().startswith("close 1007")
             assert inject.table.item(0, 7).text() == "pass"
             assert "ws://127.0.0.1" in inject.table.item(0, 4).text()

@@ -11,13 +11,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from tests.support import pid_alive
+from tests.support import SCALE, pid_alive, until
 from wsconsole.app.console import Console
 from wsconsole.app.scenariorun import RunProgress
 from wsconsole.gui.panels.scenarios import ScenariosPanel
 from wsconsole.scenarios.model import parse_scenario, shipped_scenarios
 
-from .conftest import run, until
+from .conftest import run
 
 SMALL = """\
 name = "small"
@@ -129,7 +129,7 @@ def test_shipped_scenario_runs_to_passed_with_markers_and_report(qloop, tmp_path
             seen.update(panel.assertion_states().values())
             return panel.progress is not None and panel.progress.verdict is not None
 
-        assert await until(watch, 90), panel.message.text()
+        await until(watch, "the scenario's verdict", 90, detail=lambda: panel.message.text())
 
     try:
         run(qloop, scenario(), 120)
@@ -201,8 +201,8 @@ def _start_and_wait_for_cluster(panel: ScenariosPanel, name: str) -> Any:
         panel.scale_spin.setValue(1.0)
         assert panel.run_scenario()
         # the child reported its broker, balancer and nodes, and the swarm is on
-        assert await until(lambda: panel.progress is not None
-                           and panel.progress.t0_mono is not None, 60), panel.message.text()
+        await until(lambda: panel.progress is not None and panel.progress.t0_mono is not None,
+                    "the run's cluster and swarm", 60, detail=lambda: panel.message.text())
         assert panel.run is not None and panel.run.pid is not None
         pids = panel.run.pids()
         assert len(pids) >= 5, pids  # the child, broker, balancer, nodes
@@ -218,8 +218,8 @@ def test_stop_during_a_run_leaves_no_process(qloop, tmp_path) -> None:  # type: 
         pids = await _start_and_wait_for_cluster(panel, "node-kill")
         assert panel.stop_button.isEnabled()
         assert panel.stop_scenario()
-        assert await until(lambda: panel.progress is not None
-                           and panel.progress.verdict is not None, 40)
+        await until(lambda: panel.progress is not None and panel.progress.verdict is not None,
+                    "the stopped run's verdict", 40)
         return pids
 
     try:
@@ -272,9 +272,9 @@ def test_stop_kills_a_child_that_ignores_sigterm(qloop, tmp_path) -> None:  # ty
     async def scenario() -> tuple[int | None, int | None]:
         stubborn = Stubborn(tmp_path / "x.toml", 1.0, tmp_path / "r.html")
         await stubborn.start()
-        assert await until(lambda: len(stubborn.buffer) == 1, 20)
+        await until(lambda: len(stubborn.buffer) == 1, "the stubborn child's one line", 20)
         code = await stubborn.stop(grace=0.2, timeout=0.5)
-        await asyncio.wait_for(stubborn.exited.wait(), 10)
+        await asyncio.wait_for(stubborn.exited.wait(), 10 * SCALE)
         return stubborn.pid, code
 
     pid, code = run(qloop, scenario(), 30)
@@ -298,7 +298,7 @@ def test_long_lines_are_read_and_the_exit_is_seen(qloop, tmp_path) -> None:  # t
     async def scenario() -> ScenarioRun:
         chatty = Chatty(tmp_path / "x.toml", 1.0, tmp_path / "r.html")
         await chatty.start()
-        await asyncio.wait_for(chatty.exited.wait(), 20)
+        await asyncio.wait_for(chatty.exited.wait(), 20 * SCALE)
         return chatty
 
     chatty = run(qloop, scenario(), 30)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ProcessRegistry, free_port
+from tests.support import SCALE, ProcessRegistry, free_port, until
 from tests.test_socketio_support import python_argv, wait_listening
 from tests.test_sse import Feed, serve
 from wsconsole.core.events import Direction
@@ -17,7 +17,7 @@ from wsconsole.core.lifecycle import State
 from wsconsole.gui.app import ConsoleApp, GuiOptions
 from wsconsole.har import HarError, load_har
 
-from .conftest import run, until
+from .conftest import run
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "chrome_websocket.har"
 
@@ -59,21 +59,23 @@ def test_socketio_target_frames_timeline_kill_restart(qloop, procs: ProcessRegis
             name = panel.selected_name()
             session = app.console.sessions[name]
             assert session.profile.kind == "socketio"
-            assert await until(lambda: session.state is State.OPEN, 15)
-            assert await until(lambda: panel.badge.text() == "OPEN", 5)
+            await until(lambda: session.state is State.OPEN, "the Socket.IO session to open", 15)
+            await until(lambda: panel.badge.text() == "OPEN", "the OPEN badge", 5)
             # the Composer's Send emits "message"; the connect packet and welcome are frames
             await session.client.emit("shout", "from the window")
-            assert await until(lambda: any(r.payload == b'2["news","from the window"]'
-                                           for r in _rows(app)), 10)
+            news = b'2["news","from the window"]'
+            await until(lambda: any(r.payload == news for r in _rows(app)),
+                        "the server's news event in the frames", 10)
             assert any(r.direction is Direction.OUT and r.payload == b'0{"user":"gui"}'
                        for r in _rows(app))
             server.kill()
-            server.wait(timeout=10)
-            assert await until(lambda: session.state is State.RECONNECTING, 15)
-            assert await until(lambda: panel.countdown.text() != "", 5)
+            server.wait(timeout=10 * SCALE)
+            await until(lambda: session.state is State.RECONNECTING,
+                        "a reconnect after the server died", 15)
+            await until(lambda: panel.countdown.text() != "", "the reconnect countdown", 5)
             server = procs.start(python_argv(port))
             await wait_listening(port)
-            assert await until(lambda: session.state is State.OPEN, 15)
+            await until(lambda: session.state is State.OPEN, "the session to open again", 15)
             states = app.console.timeline.states(name)
             assert State.RECONNECTING in states and states[-1] is State.OPEN
             assert session.reconnects >= 1
@@ -96,8 +98,8 @@ def test_sse_target_in_the_window(qloop, settings_path) -> None:  # type: ignore
                 panel.url_edit.setText(base + "/events")
                 assert panel.connect_selected(), panel.message.text()
                 session = app.console.sessions[panel.selected_name()]
-                assert await until(lambda: sum(b'"event":"tick"' in r.payload
-                                               for r in _rows(app)) >= 3, 15)
+                await until(lambda: sum(b'"event":"tick"' in r.payload for r in _rows(app)) >= 3,
+                            "three SSE ticks in the frames", 15)
                 assert session.frames_in >= 3
             finally:
                 await app.shutdown()
@@ -117,14 +119,15 @@ def test_har_import_export_replay_and_bad_file(qloop, echo_port, settings_path, 
             assert len(rows) == 13
             assert [r.direction.value for r in rows if r.conn == labels[0]] == [
                 "out", "in", "out", "in", "in", "out", "in", "out"]
-            assert await until(lambda: app.window.frames.model.rowCount() >= 13, 10)
+            await until(lambda: app.window.frames.model.rowCount() >= 13,
+                        "the imported HAR frames in the table", 10)
 
             bad = tmp_path / "bad.har"
             bad.write_text('{"log": {"entries": []}}')
             with pytest.raises(HarError):
                 har.import_file(str(bad))
-            assert await until(lambda: "no WebSocket entries" in
-                               app.window.log_view.toPlainText(), 5)
+            await until(lambda: "no WebSocket entries" in app.window.log_view.toPlainText(),
+                        "the empty HAR's error in the log dock", 5)
 
             panel = app.window.connection
             panel.url_edit.setText(f"ws://127.0.0.1:{echo_port}/")
@@ -133,12 +136,13 @@ def test_har_import_export_replay_and_bad_file(qloop, echo_port, settings_path, 
             session = app.console.sessions[name]
             with pytest.raises(ValueError, match="not open"):
                 har.replay(labels[0], "nobody")
-            assert await until(lambda: session.state is State.OPEN, 10)
+            await until(lambda: session.state is State.OPEN, "the echo session to open", 10)
             task = har.replay(labels[0], name, "original", speed=8.0)
             assert await task == 4
-            assert await until(lambda: sum(1 for r in _rows(app) if r.conn == name
-                                           and r.direction is Direction.IN
-                                           and r.opcode.name in ("TEXT", "BINARY")) >= 4, 10)
+            await until(lambda: sum(1 for r in _rows(app) if r.conn == name
+                                    and r.direction is Direction.IN
+                                    and r.opcode.name in ("TEXT", "BINARY")) >= 4,
+                        "the replayed messages echoed back", 10)
 
             out = tmp_path / "session.har"
             count = har.export_file(str(out))

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.support import SCALE, until
 from wsconsole.core.events import Direction, Opcode
 from wsconsole.core.lifecycle import State
 from wsconsole.gui.app import ConsoleApp, GuiOptions
 
-from .conftest import run, until
+from .conftest import run
 
 
 def _app(settings_path: str) -> ConsoleApp:
@@ -29,8 +30,8 @@ def test_echo_frames_filters_export(qloop, echo_port, settings_path, tmp_path) -
             panel.ping_interval.setValue(1.0)
             assert panel.connect_selected(), panel.message.text()
             session = app.console.sessions[panel.selected_name()]
-            assert await until(lambda: session.state is State.OPEN, 10)
-            assert await until(lambda: panel.badge.text() == "OPEN", 5)
+            await until(lambda: session.state is State.OPEN, "the echo session to open", 10)
+            await until(lambda: panel.badge.text() == "OPEN", "the OPEN badge", 5)
 
             composer = w.composer
             composer.target.setCurrentText(session.name)
@@ -44,7 +45,8 @@ def test_echo_frames_filters_export(qloop, echo_port, settings_path, tmp_path) -
             assert composer.send()
             frames = w.frames
             # 11 out + 11 echoed in, pulled by the view's timer
-            assert await until(lambda: frames.model.rowCount() >= 22, 10)
+            await until(lambda: frames.model.rowCount() >= 22,
+                        "the exchanged frames in the table", 10)
             total = frames.model.rowCount()
 
             frames.filter_edit.setText('"kind":"odd"')
@@ -152,7 +154,8 @@ def test_bad_input_is_refused_in_place(qloop, settings_path, tmp_path) -> None: 
                 raise RuntimeError("boom from a slot")
 
             app.console.spawn(broken(), "broken slot")
-            assert await until(lambda: "boom from a slot" in w.log_view.toPlainText(), 5)
+            await until(lambda: "boom from a slot" in w.log_view.toPlainText(),
+                        "the slot's error in the log dock", 5)
             assert "boom from a slot" in w.statusBar().currentMessage()
 
             # an unreachable server shows in the badge and the Timeline, not as a crash
@@ -163,10 +166,13 @@ def test_bad_input_is_refused_in_place(qloop, settings_path, tmp_path) -> None: 
             panel.backoff_jitter.setValue(0.0)
             assert panel.connect_selected()
             name = panel.selected_name()
-            assert await until(lambda: State.RECONNECTING in app.console.timeline.states(name), 10)
-            assert await until(lambda: panel.badge.text() in ("RECONNECTING", "CONNECTING"), 5)
-            assert await until(lambda: "attempt" in panel.countdown.text()
-                               or "refused" in panel.countdown.text(), 5)
+            await until(lambda: State.RECONNECTING in app.console.timeline.states(name),
+                        "a reconnect to the refusing port", 10)
+            await until(lambda: panel.badge.text() in ("RECONNECTING", "CONNECTING"),
+                        "the reconnecting badge", 5)
+            await until(lambda: "attempt" in panel.countdown.text()
+                        or "refused" in panel.countdown.text(),
+                        "the countdown's attempt or refusal", 5)
         finally:
             w.close()
             await app.shutdown()
@@ -238,12 +244,13 @@ def test_url_option_connects_and_slot_errors_are_shown(qloop, echo_port, setting
         install_hooks(app.errors, qloop)
         try:
             assert app.console.cluster is None
-            assert await app.wait_ready(10)
+            assert await app.wait_ready(10 * SCALE)
             session = app.console.sessions[TARGET_CONN]
-            assert await until(lambda: session.state is State.OPEN, 10)
-            assert await until(lambda: app.window.connection.badge.text() == "OPEN", 5)
+            await until(lambda: session.state is State.OPEN, "the session to open", 10)
+            await until(lambda: app.window.connection.badge.text() == "OPEN", "the OPEN badge", 5)
             Broken().clicked()
-            assert await until(lambda: "slot went wrong" in app.window.log_view.toPlainText(), 5)
+            await until(lambda: "slot went wrong" in app.window.log_view.toPlainText(),
+                        "the slot's error in the log dock", 5)
         finally:
             sys.excepthook = saved
             app.window.close()
@@ -277,13 +284,13 @@ def test_close_frames_show_code_and_reason(qloop, procs, settings_path) -> None:
                 return [r for r in rows if r is not None and r.opcode is Opcode.CLOSE
                         and r.direction is Direction.IN]
 
-            assert await until(lambda: close_rows(), 10)
+            await until(close_rows, "the server's close frame", 10)
             row = close_rows()[0]
             assert (row.close_code, row.close_reason) == (1001, "going away")
             assert preview(row) == "close 1001 going away"
-            states = app.console.timeline.states("closer")
-            assert await until(lambda: State.RECONNECTING in app.console.timeline.states(
-                "closer"), 10), states
+            await until(lambda: State.RECONNECTING in app.console.timeline.states("closer"),
+                        "a reconnect after the close", 10,
+                        detail=lambda: app.console.timeline.states("closer"))
             spans = app.console.timeline.lanes["closer"].spans
             assert any(s.detail and "1001" in s.detail for s in spans)
         finally:

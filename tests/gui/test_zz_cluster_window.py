@@ -6,14 +6,12 @@ the table and the Timeline, and closing the window stops every process the conso
 
 from __future__ import annotations
 
-import asyncio
-
-from tests.support import pid_alive
+from tests.support import SCALE, pid_alive, until
 from wsconsole.app.console import CONSOLE_CONN
 from wsconsole.core.lifecycle import State
 from wsconsole.gui.app import ConsoleApp, GuiOptions
 
-from .conftest import run, until
+from .conftest import run
 
 
 def test_demo_cluster_kill_and_close(qloop, settings_path) -> None:  # type: ignore[no-untyped-def]
@@ -23,7 +21,7 @@ def test_demo_cluster_kill_and_close(qloop, settings_path) -> None:  # type: ign
         w = app.window
         console = app.console
         try:
-            assert await app.wait_ready(90), [r.summary for r in console.errors.reports]
+            assert await app.wait_ready(90 * SCALE), [r.summary for r in console.errors.reports]
             cluster = console.cluster
             panel = w.cluster
 
@@ -32,27 +30,37 @@ def test_demo_cluster_kill_and_close(qloop, settings_path) -> None:  # type: ign
                 return [panel.table.item(r, 1).text() for r in range(panel.table.rowCount())
                         if panel.table.item(r, 1) is not None]
 
-            assert await until(lambda: states() == ["running"] * 3, 20), states()
+            await until(lambda: states() == ["running"] * 3,
+                        "three running nodes in the Cluster panel", 20, detail=states)
             assert "broker up" in panel.broker_badge.text()
 
             # the console's own client is OPEN through the balancer, plots receive data
             session = console.sessions[CONSOLE_CONN]
-            assert await until(lambda: session.state is State.OPEN, 20)
-            assert await until(lambda: (console.series.last("conns.total") or 0) >= 1, 20)
-            assert await until(lambda: w.plots.points("conns.total") >= 3, 20)
-            assert await until(lambda: w.plots.points("rtt.console") >= 1, 20)
+            await until(lambda: session.state is State.OPEN, "the console's session to open", 20)
+            await until(lambda: (console.series.last("conns.total") or 0) >= 1,
+                        "a connection in the series", 20)
+            await until(lambda: w.plots.points("conns.total") >= 3,
+                        "three points on the connections plot", 20)
+            await until(lambda: w.plots.points("rtt.console") >= 1,
+                        "a point on the round-trip plot", 20)
             if console.swarm is not None:  # the swarm publishes: messages flow
-                assert await until(lambda: (console.series.last("msgs.in") or 0) > 0, 20)
-                assert await until(lambda: w.plots.points("lat.p99") >= 1, 20)
-                assert await until(lambda: "6/6 connected" in panel.swarm_label.text(), 20)
+                await until(lambda: (console.series.last("msgs.in") or 0) > 0,
+                            "swarm messages in the series", 20)
+                await until(lambda: w.plots.points("lat.p99") >= 1,
+                            "a point on the p99 latency plot", 20)
+                await until(lambda: "6/6 connected" in panel.swarm_label.text(),
+                            "the whole swarm connected", 20)
 
             # Kill the node that serves the console's client, from the panel
-            serving = None
-            for _ in range(60):
+            serving: str | None = None
+
+            async def found_serving() -> bool:
+                nonlocal serving
                 serving = await console.serving_node()
-                if serving is not None:
-                    break
-                await asyncio.sleep(0.25)
+                return serving is not None
+
+            await until(found_serving, "the node serving the console's client", 15,
+                        interval=0.25)
             assert serving is not None and serving in cluster.nodes
             seen_before = len(console.timeline.states(CONSOLE_CONN))
             assert panel.select_node(serving)
@@ -64,7 +72,7 @@ def test_demo_cluster_kill_and_close(qloop, settings_path) -> None:  # type: ign
                         return panel.table.item(r, 1).text()
                 return None
 
-            assert await until(lambda: row_state(serving) == "killed", 15)
+            await until(lambda: row_state(serving) == "killed", "the killed node's row", 15)
 
             def after_kill() -> list[State]:
                 return console.timeline.states(CONSOLE_CONN)[seen_before:]
@@ -73,27 +81,30 @@ def test_demo_cluster_kill_and_close(qloop, settings_path) -> None:  # type: ign
                 later = after_kill()
                 return State.RECONNECTING in later and later[-1] is State.OPEN
 
-            assert await until(reconnected, 30), after_kill()
+            await until(reconnected, "a reconnect after the kill", 30, detail=after_kill)
             assert any(m.label.startswith(f"node {serving}") for m in console.timeline.faults)
 
             # Pause (SIGSTOP) the node serving it now: a heartbeat miss, then a reconnect
-            paused = None
-            for _ in range(60):  # the reconnect may still be settling on a node
+            paused: str | None = None
+
+            async def settled() -> bool:  # the reconnect may still be settling on a node
+                nonlocal paused
                 paused = await console.serving_node()
-                if paused is not None and session.state is State.OPEN:
-                    break
-                await asyncio.sleep(0.25)
+                return paused is not None and session.state is State.OPEN
+
+            await until(settled, "the reconnected client's node", 15, interval=0.25,
+                        detail=after_kill)
             assert paused is not None and paused != serving, (paused, after_kill())
             lane = console.timeline.lanes[CONSOLE_CONN]
             misses_before = sum(1 for m in lane.markers if m.kind == "miss")
             assert panel.select_node(paused)
             panel.run_action("pause")
-            assert await until(lambda: row_state(paused) == "paused", 10)
-            assert await until(lambda: sum(1 for m in lane.markers if m.kind == "miss")
-                               > misses_before, 20)
-            assert await until(lambda: session.state is State.OPEN, 20)
+            await until(lambda: row_state(paused) == "paused", "the paused node's row", 10)
+            await until(lambda: sum(1 for m in lane.markers if m.kind == "miss") > misses_before,
+                        "a heartbeat miss on the timeline", 20)
+            await until(lambda: session.state is State.OPEN, "the session to open again", 20)
             panel.run_action("resume")
-            assert await until(lambda: row_state(paused) == "running", 10)
+            await until(lambda: row_state(paused) == "running", "the resumed node's row", 10)
 
             # a network fault typed in the panel: refused when malformed, felt when applied
             panel.net_edit.setText("latency lots")
@@ -102,10 +113,16 @@ def test_demo_cluster_kill_and_close(qloop, settings_path) -> None:  # type: ign
             panel.net_target.setCurrentText("all")
             panel.net_edit.setText("latency 300ms")
             assert panel.apply_net_fault()
-            assert await until(lambda: (session.rtt or 0) > 0.25, 20), session.rtt
-            assert any(m.label.startswith("net latency 300ms") for m in console.timeline.faults)
+            await until(lambda: (session.rtt or 0) > 0.25,
+                        "the added latency in the round-trip time", 20, detail=lambda: session.rtt)
+            # the mark follows the balancer's control reply, which may trail the slower pings
+            await until(lambda: any(m.label.startswith("net latency 300ms")
+                                    for m in console.timeline.faults),
+                        "the network fault's mark on the timeline", 10,
+                        detail=lambda: [m.label for m in console.timeline.faults])
             panel.clear_net_faults()
-            assert await until(lambda: (session.rtt or 1) < 0.2, 20), session.rtt
+            await until(lambda: (session.rtt or 1) < 0.2,
+                        "the round-trip time back to normal", 20, detail=lambda: session.rtt)
 
             # closing the window stops every process the console started
             pids = console.started_pids()
@@ -133,8 +150,8 @@ def test_close_during_startup_leaves_no_process(qloop, settings_path) -> None:  
         seen: set[int] = set()
         try:
             # wait until some children exist, but not for the cluster to be ready
-            assert await until(lambda: app.console.cluster is not None
-                               and len(app.console.started_pids()) >= 1, 30)
+            await until(lambda: app.console.cluster is not None
+                        and len(app.console.started_pids()) >= 1, "the first started child", 30)
             seen |= app.console.started_pids()
             app.window.close()
             assert app.closed.is_set()
