@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import ProcessRegistry
+from tests.support import SCALE, ProcessRegistry
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -23,6 +23,18 @@ def procs() -> Iterator[ProcessRegistry]:
         yield registry
     finally:
         registry.kill_all()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Per-test time limits (the `timeout` setting and timeout marks) stretch with SCALE too."""
+    if SCALE == 1:
+        return
+    default = config.getoption("timeout", None) or config.getini("timeout")
+    for item in items:
+        mark = item.get_closest_marker("timeout")
+        limit = (mark.args[0] if mark.args else mark.kwargs.get("timeout")) if mark else default
+        if limit:
+            item.add_marker(pytest.mark.timeout(float(limit) * SCALE), append=False)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

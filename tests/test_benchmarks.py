@@ -17,6 +17,7 @@ import pytest
 from benchmarks.common import ensure_node_modules, percentile, summarize
 from benchmarks.report import markdown, verdicts
 from benchmarks.wsclient import mask_frame
+from tests.support import SCALE
 from wsconsole.core.frames import parse_frame
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +57,7 @@ def test_verdicts_say_missed_when_missed() -> None:
 def _quick(tmp_path: Path, *extra: str) -> dict:  # type: ignore[type-arg]
     argv = [sys.executable, "-m", "benchmarks", "--quick", "--repeat", "1",
             "--out", str(tmp_path), *extra]  # fmt: skip
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=110 * SCALE)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads((tmp_path / "benchmarks.json").read_text())
 
@@ -100,7 +101,7 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
 @pytest.mark.timeout(200)
 def test_quick_node_socketio(tmp_path: Path) -> None:
     """The Node.js contender (npm installs it under benchmarks/.node on first use)."""
-    reason = ensure_node_modules(timeout=60)
+    reason = ensure_node_modules(timeout=60 * SCALE)
     if reason is not None:
         pytest.skip(f"node-socketio contender not available: {reason}")
     doc = _quick(tmp_path, "--only", "fanout", "--contender", "node-socketio")
@@ -110,7 +111,7 @@ def test_quick_node_socketio(tmp_path: Path) -> None:
 def test_bad_usage_exits_2(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--repeat", "0", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=30,
+        cwd=ROOT, capture_output=True, text=True, timeout=30 * SCALE,
     )  # fmt: skip
     assert proc.returncode == 2
     assert "--repeat" in proc.stderr
@@ -120,7 +121,7 @@ def test_bad_usage_exits_2(tmp_path: Path) -> None:
 @pytest.mark.parametrize("only", ["nonsense"])
 def test_unknown_benchmark_is_a_usage_error(only: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "--only", only], cwd=ROOT,
-                          capture_output=True, text=True, timeout=30)  # fmt: skip
+                          capture_output=True, text=True, timeout=30 * SCALE)  # fmt: skip
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
 
 

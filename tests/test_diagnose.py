@@ -27,7 +27,7 @@ import orjson
 import pytest
 import trustme
 
-from tests.support import MS, free_port, pid_alive
+from tests.support import MS, SCALE, free_port, pid_alive
 from wsconsole.diagnostics.bundle import read_bundle, write_bundle
 from wsconsole.diagnostics.checks import DiagnoseOptions, Verdict, diagnose
 from wsconsole.harness.cluster import Cluster, ClusterConfig
@@ -55,7 +55,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
 
 
 async def run_cli(*args: str, env: dict[str, str] | None = None,
-                  timeout: float = 90.0) -> tuple[int, str, str]:
+                  timeout: float = 90 * SCALE) -> tuple[int, str, str]:
     """`python -m wsconsole ARGS` as a child process; (exit code, stdout, stderr)."""
     private = tempfile.mkdtemp(prefix="wsconsole-test-logs-")  # never the user's log folder
     proc = await asyncio.create_subprocess_exec(
@@ -264,7 +264,7 @@ async def test_an_http_server_refusing_the_upgrade_is_a_plain_finding(
 ])
 def test_bad_usage_exits_2_with_one_line(args: list[str], words: str, tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "wsconsole", *args], capture_output=True,
-                            text=True, timeout=60,
+                            text=True, timeout=60 * SCALE,
                             env={**os.environ, "WSCONSOLE_LOG_DIR": str(tmp_path)})
     assert result.returncode == 2, result.stdout + result.stderr
     assert words in result.stderr and "Traceback" not in result.stderr

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from tests.support import SCALE
+
 
 def test_void_qt_methods_do_not_leak_none() -> None:
     """PySide6 6.12.0 on 3.11 drops a None reference per void call; the pin must avoid it.
@@ -25,7 +27,8 @@ def test_void_qt_methods_do_not_leak_none() -> None:
         "    app.processEvents()\n"
         "print(before - sys.getrefcount(None))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60 * SCALE)
     # PySide6 6.12.0 on 3.11 does not even get to the end: the process aborts in none_dealloc.
     assert out.returncode == 0, f"the Qt binding crashed: {out.stderr.strip()[:300]}"
     lost = int(out.stdout.strip())
@@ -47,7 +50,8 @@ def test_core_imports_without_qt() -> None:
         "print(','.join(bad))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60 * SCALE,
+        check=True,
     )
     assert out.stdout.strip() == ""
 
@@ -58,7 +62,7 @@ def test_cli_version() -> None:
         [sys.executable, "-m", "wsconsole", "--version"],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=30 * SCALE,
     )
     assert out.returncode == 0
     assert out.stdout.startswith("wsconsole ")

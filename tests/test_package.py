@@ -20,6 +20,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.support import SCALE
+
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [
     pytest.mark.slow,
@@ -39,7 +41,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]
             "--work", str(work), "--deb-compress", "none"]
     if not (linux and shutil.which("dpkg-deb")):
         args.append("--no-deb")
-    result = subprocess.run(args, capture_output=True, text=True, timeout=840)
+    result = subprocess.run(args, capture_output=True, text=True, timeout=840 * SCALE)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     artefacts = {}
     for line in result.stdout.splitlines():
@@ -52,7 +54,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]
 
 
 def run_bundle(executable: Path, *args: str,
-               timeout: float = 180) -> subprocess.CompletedProcess[str]:
+               timeout: float = 180 * SCALE) -> subprocess.CompletedProcess[str]:
     """Run the bundled executable offscreen with a clean environment (no venv on PATH)."""
     env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"),
            "QT_QPA_PLATFORM": "offscreen", "LANG": "C.UTF-8"}
@@ -111,7 +113,7 @@ def test_the_tarball_and_the_deb(built: dict[str, Path], tmp_path: Path) -> None
     subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
     desktop = (root / "usr/share/applications/wsconsole.desktop").read_text()
     assert "Exec=wsconsole-gui" in desktop and "Icon=wsconsole" in desktop
-    version = run_bundle(root / "opt/wsconsole/wsconsole", "--version", timeout=60)
+    version = run_bundle(root / "opt/wsconsole/wsconsole", "--version", timeout=60 * SCALE)
     assert version.returncode == 0 and version.stdout.startswith("wsconsole ")
 
 

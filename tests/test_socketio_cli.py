@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.support import ProcessRegistry, free_port
+from tests.support import SCALE, ProcessRegistry, free_port
 from tests.test_connect_cli import ENV, ROOT, WAIT, Lines, connect, start_server
 from tests.test_socketio_support import python_argv, wait_listening
 from wsconsole.har import load_har
@@ -43,7 +43,7 @@ def test_socketio_session_ack_broadcast_kill_restart(procs: ProcessRegistry) -> 
                         and e["data"].startswith('2["news"'))
     assert news["data"] == '2["news","hi all"]'
     server.kill()
-    server.wait(timeout=10)
+    server.wait(timeout=10 * SCALE)
     waiting = lines.expect(lambda e: e["event"] == "state" and e["state"] == "RECONNECTING")
     assert waiting["delay"] == pytest.approx(0.1) and waiting["attempt"] == 1
     sio_server(procs, port)

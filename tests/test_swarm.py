@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from tests.support import ProcessRegistry, pid_alive
+from tests.support import SCALE, ProcessRegistry, pid_alive
 from wsconsole.harness.cluster import Cluster, ClusterConfig
 from wsconsole.swarm.swarm import Swarm, SwarmConfig, SwarmConfigError
 
@@ -81,7 +81,7 @@ def test_swarm_cli_json_lines_and_a_clean_verdict(procs: ProcessRegistry) -> Non
     proc = _swarm_cli(
         procs, url, "--clients", "8", "--rooms", "2", "--rate", "20", "--duration", "2", "--json"
     )
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=60 * SCALE)
     assert proc.returncode == 0, err
     lines = [json.loads(line) for line in out.splitlines()]
     stats = [e for e in lines if e["event"] == "stats"]
@@ -100,8 +100,8 @@ def test_swarm_cli_stops_on_sigint_with_a_summary(procs: ProcessRegistry) -> Non
     assert first["event"] == "stats"
     began = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=30)
-    assert time.monotonic() - began < 20
+    out, _ = proc.communicate(timeout=30 * SCALE)
+    assert time.monotonic() - began < 20 * SCALE
     summary = json.loads(out.splitlines()[-1])
     assert summary["event"] == "summary" and summary["sent"] > 0
     assert proc.returncode == 0
@@ -113,7 +113,7 @@ def test_swarm_cli_fails_when_nothing_is_acknowledged(procs: ProcessRegistry) ->
     proc = _swarm_cli(
         procs, url, "--clients", "3", "--rate", "10", "--duration", "1", "--settle", "1"
     )
-    out, _ = proc.communicate(timeout=60)
+    out, _ = proc.communicate(timeout=60 * SCALE)
     assert proc.returncode == 1
     assert "unacknowledged" in out and "acknowledged 0" in out
 
@@ -133,7 +133,7 @@ def test_swarm_cli_bad_usage_exits_2(args: list[str], message: str) -> None:
         [sys.executable, "-m", "wsconsole", "swarm", "ws://127.0.0.1:9", *args],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=30 * SCALE,
         env=env,
     )
     assert out.returncode == 2
@@ -161,7 +161,7 @@ def test_swarm_cli_unreachable_server_exits_1_and_says_why() -> None:
          "--clients", "2", "--rate", "0", "--duration", "1.5", "--settle", "0"],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=30 * SCALE,
     )
     assert out.returncode == 1
     assert "2 never connected" in out.stdout and "refused" in out.stdout
