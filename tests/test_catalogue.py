@@ -9,8 +9,13 @@ import codecs
 import re
 
 import pytest
+from websockets.extensions.permessage_deflate import (
+    PerMessageDeflate,
+    ServerPerMessageDeflateFactory,
+)
 from websockets.frames import Opcode as WsOpcode
 from websockets.protocol import CLIENT, OPEN, SERVER, Protocol
+from websockets.server import ServerProtocol
 
 from wsconsole.core.frames import Opcode, parse_frame
 from wsconsole.faults.catalogue import (
@@ -18,6 +23,8 @@ from wsconsole.faults.catalogue import (
     NO_STATUS,
     Case,
     Direction,
+    Group,
+    Kind,
     Layer,
     Reaction,
     UnknownCase,
@@ -26,6 +33,9 @@ from wsconsole.faults.catalogue import (
     select,
     server_bytes,
 )
+from wsconsole.faults.handshake import HandshakeObservation, judge_handshake
+from wsconsole.faults.observe import Verdict
+from wsconsole.faults.wire import parse_response
 
 SMALL_LIMIT = 4096  # a small size limit keeps the over-limit cases cheap to build and feed
 
@@ -55,11 +65,30 @@ REQUIRED = {
     "unknown op": ["app-unknown-type"],
     "wrong types": ["app-join-room-number", "app-join-since-string"],
     "oversized fields": ["app-oversized-room", "app-oversized-id"],
+    # issue 16: the handshake group
+    "missing or duplicate key": ["hs-no-key", "hs-duplicate-key"],
+    "bad key length": ["hs-key-short", "hs-key-long"],
+    "wrong or missing version": ["hs-version-wrong", "hs-version-missing"],
+    "missing Upgrade / Connection": ["hs-no-upgrade", "hs-no-connection"],
+    "no Host, POST, HTTP/1.0": ["hs-no-host", "hs-post", "hs-http10"],
+    "oversized headers, foreign Origin": ["hs-oversized-headers", "hs-foreign-origin"],
+    "unrequested subprotocol": ["hs-unoffered-subprotocol"],
+    # the compression group
+    "RSV1 without negotiated deflate": ["rsv1-set"],
+    "corrupt deflate data": ["deflate-corrupt-data"],
+    "compressed control frame": ["deflate-compressed-ping"],
+    "deflate window parameters": ["deflate-server-window-invalid", "deflate-client-window-invalid",
+                                  "deflate-server-window-9"],
+    # UTF-8 across fragments
+    "UTF-8 split across fragments": ["valid-utf8-fragmented", "invalid-utf8-fragmented",
+                                     "utf8-code-point-in-three-fragments",
+                                     "utf8-truncated-at-end", "utf8-invalid-first-fragment"],
 }
 
 
 def test_catalogue_size_and_coverage() -> None:
     assert len(CATALOGUE) >= 30
+    assert len(select(groups=[Group.HANDSHAKE])) >= 12
     ids = set(case_ids())
     for item, wanted in REQUIRED.items():
         missing = [case_id for case_id in wanted if case_id not in ids]
@@ -75,11 +104,17 @@ def test_entries_are_complete() -> None:
         assert case.title and case.construction and case.directions
         if case.layer is Layer.RFC:
             assert re.fullmatch(r"\d+(\.\d+)*", case.section), case.section
+            assert case.rfc in (6455, 7692) and case.reference.endswith(case.section)
         exp = case.expected
         if exp.reaction in (Reaction.FAIL, Reaction.CLOSE):
             assert exp.codes, case.id
         if exp.reaction is Reaction.FAIL:
             assert set(exp.codes) <= {1002, 1007, 1009}, case.id
+        handshake_reactions = (Reaction.REFUSE, Reaction.NOT_UPGRADED, Reaction.NO_UNOFFERED,
+                               Reaction.DECLINE, Reaction.WINDOW)
+        assert (case.kind is Kind.HANDSHAKE) == (exp.reaction in handshake_reactions), case.id
+        if case.kind is Kind.HANDSHAKE or case.extension:
+            assert case.directions == (Direction.CLIENT_TO_SERVER,), case.id
         if exp.reaction is Reaction.ECHO:
             assert exp.echo is not None
         if exp.reaction is Reaction.APP_ERROR:
@@ -113,8 +148,11 @@ def frames_of(data: bytes) -> list:
         data = data[used:]
 
 
-@pytest.mark.parametrize("case", CATALOGUE, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", select(layers=None), ids=lambda c: c.id)
 def test_masking_follows_the_direction(case: Case) -> None:
+    if case.kind is Kind.HANDSHAKE:
+        assert case.wire(Direction.CLIENT_TO_SERVER).endswith(b"\r\n\r\n")
+        return
     for direction in case.directions:
         frames = frames_of(case.wire(direction, max_size=SMALL_LIMIT))
         should_mask = direction is Direction.CLIENT_TO_SERVER
@@ -130,14 +168,17 @@ def test_server_bytes_are_unmasked_frames() -> None:
     assert len(server_bytes("payload-over-limit", max_size=100)) == 2 + 101
 
 
-def receive(direction: Direction, data: bytes) -> dict[str, object]:
+def receive(direction: Direction, data: bytes, deflate: bool = False) -> dict[str, object]:
     """Feed bytes to websockets' receiving side; report its reaction like the probe would.
 
     Text messages are decoded as websockets' connection layer does (that is where it checks
-    UTF-8), so the reaction matches a websockets peer that reads its messages.
+    UTF-8), so the reaction matches a websockets peer that reads its messages. `deflate`:
+    the connection negotiated permessage-deflate.
     """
     side = SERVER if direction is Direction.CLIENT_TO_SERVER else CLIENT
     proto = Protocol(side, state=OPEN, max_size=SMALL_LIMIT)
+    if deflate:
+        proto.extensions = [PerMessageDeflate(False, False, 15, 15)]
     proto.receive_data(data)
     sent: list = []
     for chunk in proto.data_to_send():
@@ -169,10 +210,14 @@ def receive(direction: Direction, data: bytes) -> dict[str, object]:
 WEBSOCKETS_DEPARTS = {"length-64bit-msb": 1009}
 
 
-@pytest.mark.parametrize("case", select(layers=[Layer.RFC]), ids=lambda c: c.id)
+FRAME_CASES = [c for c in select(layers=[Layer.RFC]) if c.kind is Kind.FRAMES]
+
+
+@pytest.mark.parametrize("case", FRAME_CASES, ids=lambda c: c.id)
 def test_websockets_reacts_as_catalogued(case: Case) -> None:
     for direction in case.directions:
-        seen = receive(direction, case.wire(direction, max_size=SMALL_LIMIT))
+        seen = receive(direction, case.wire(direction, max_size=SMALL_LIMIT),
+                       deflate=case.extension is not None)
         exp = case.expected
         if exp.reaction is Reaction.FAIL:
             wanted = WEBSOCKETS_DEPARTS.get(case.id, exp.codes[0])
@@ -187,6 +232,29 @@ def test_websockets_reacts_as_catalogued(case: Case) -> None:
             assert seen["close"] is None and seen["pongs"] == [], (case.id, seen)
 
 
+# websockets 17 departs from RFC 6455 on two handshake checks: a wrong version gets 400
+# without Sec-WebSocket-Version (4.4 requires the header), and a request without Host is
+# upgraded; it accepts any Origin unless told which to allow (10.2 leaves that to it).
+WEBSOCKETS_HANDSHAKE = {"hs-version-wrong": Verdict.FAIL, "hs-no-host": Verdict.FAIL,
+                        "hs-foreign-origin": Verdict.LENIENT}
+
+
+@pytest.mark.parametrize("case", [c for c in CATALOGUE if c.kind is Kind.HANDSHAKE],
+                         ids=lambda c: c.id)
+def test_websockets_answers_handshakes_as_judged(case: Case) -> None:
+    """The request of every handshake case, fed to websockets' sans-I/O server."""
+    server = ServerProtocol(extensions=[ServerPerMessageDeflateFactory()])
+    server.receive_data(case.wire(Direction.CLIENT_TO_SERVER))
+    requests = server.events_received()
+    if requests:  # else websockets already wrote its refusal (e.g. 431 for the long header)
+        server.send_response(server.accept(requests[0]))
+    head = b"".join(server.data_to_send()).split(b"\r\n\r\n", 1)[0]
+    seen = HandshakeObservation(*parse_response(head))
+    verdict, reason = judge_handshake(case.expected, seen)
+    assert verdict is WEBSOCKETS_HANDSHAKE.get(case.id, Verdict.PASS), (case.id, reason,
+                                                                        seen.describe())
+
+
 def test_docs_table_lists_every_case() -> None:
     from pathlib import Path
 
@@ -194,5 +262,5 @@ def test_docs_table_lists_every_case() -> None:
     doc = doc.split("## The catalogue", 1)[1]
     rows = re.findall(r"^\| `([a-z0-9-]+)` \| ([^|]+) \|", doc, re.MULTILINE)
     assert [case_id for case_id, _ in rows] == case_ids()
-    for case_id, section in rows:
-        assert get_case(case_id).section == section.strip()
+    for case_id, reference in rows:
+        assert get_case(case_id).reference == reference.strip()

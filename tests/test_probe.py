@@ -16,31 +16,22 @@ import trustme
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from tests.probe_support import read_frames
 from tests.support import MS
 from wsconsole.core.frames import Opcode, encode_frame
 from wsconsole.faults.catalogue import (
     NO_STATUS,
     Expectation,
+    Kind,
     Layer,
     Reaction,
     get_case,
     select,
 )
-from wsconsole.faults.probe import (
-    HandshakeError,
-    Observation,
-    ProbeConfig,
-    Target,
-    TargetError,
-    Verdict,
-    Watcher,
-    accept_key,
-    judge,
-    open_connection,
-    preflight,
-    run_case,
-    run_cases,
-)
+from wsconsole.faults.observe import Observation, Verdict, Watcher, judge
+from wsconsole.faults.probe import preflight, run_case, run_cases, speaks_harness
+from wsconsole.faults.target import ProbeConfig, Target, TargetError
+from wsconsole.faults.wire import HandshakeError, accept_key, open_connection
 
 CONFIG = ProbeConfig(timeout=5000 * MS, silence=300 * MS)
 MAX_SIZE = 1024 * 1024
@@ -50,6 +41,7 @@ MAX_SIZE = 1024 * 1024
 
 FAIL_1002 = Expectation(Reaction.FAIL, (1002,))
 FAIL_1007 = Expectation(Reaction.FAIL, (1007,), lenient=(1002,))
+FAST_1007 = Expectation(Reaction.FAIL, (1007,), lenient=(1002,), fast=True)
 
 
 @pytest.mark.parametrize(
@@ -62,6 +54,9 @@ FAIL_1007 = Expectation(Reaction.FAIL, (1007,), lenient=(1002,))
         (FAIL_1002, Observation(data=[(1, b"x")], echoed=True, timed_out=True), Verdict.FAIL),
         (FAIL_1007, Observation(closed=True, close_code=1002), Verdict.LENIENT),
         (FAIL_1007, Observation(closed=True, close_code=1007), Verdict.PASS),
+        (FAST_1007, Observation(closed=True, close_code=1007, fast=True), Verdict.PASS),
+        (FAST_1007, Observation(closed=True, close_code=1007, fast=False), Verdict.LENIENT),
+        (FAST_1007, Observation(timed_out=True, fast=False), Verdict.FAIL),
         (Expectation(Reaction.ECHO, echo=b"p"), Observation(pongs=[b"p"], alive=True),
          Verdict.PASS),
         (Expectation(Reaction.ECHO, echo=b"p"), Observation(pongs=[b"q"], alive=True),
@@ -191,21 +186,28 @@ def port_of(server: asyncio.Server) -> int:
 # (reserved bits, opcodes, masking, control frame rules, fragmentation, close codes), 1007 for
 # invalid UTF-8 (text read by the application, close reasons), 1009 over max_size - also for a
 # 64-bit length with its top bit set, read as unsigned: the catalogue's lenient alternative.
+# It also checks UTF-8 only once a message is complete: invalid bytes in a first fragment
+# fail the connection after the last one (lenient; failing fast is best).
 WEBSOCKETS_CODE = {"length-64bit-msb": 1009}
 
 
-async def test_every_case_against_websockets(echo_port: int) -> None:
+async def test_every_frame_case_against_websockets(echo_port: int) -> None:
+    """Framing, fragments and compression (websockets accepts permessage-deflate)."""
     target = Target(f"ws://127.0.0.1:{echo_port}/")
-    cases = select(layers=[Layer.RFC])
+    cases = [c for c in select(layers=[Layer.RFC]) if c.kind is Kind.FRAMES]
     results = await run_cases(cases, target, CONFIG)
-    assert len(results) == len(cases) >= 40
+    assert len(results) == len(cases) >= 55
     for result in results:
         case, seen = result.case, result.observation
         exp = case.expected
         if case.id == "masked-server-frame":
             assert result.verdict is Verdict.NOT_APPLICABLE and seen is None
             continue
-        assert seen is not None
+        assert isinstance(seen, Observation), (case.id, result.reason)
+        if case.id == "utf8-invalid-first-fragment":
+            assert seen.fast is False and seen.close_code == 1007
+            assert result.verdict is Verdict.LENIENT, result.reason
+            continue
         if exp.reaction is Reaction.FAIL:
             code = WEBSOCKETS_CODE.get(case.id, exp.codes[0])
             assert seen.closed and seen.close_code == code, (case.id, result.observed)
@@ -226,12 +228,16 @@ async def test_every_case_against_websockets(echo_port: int) -> None:
     assert (await run_case(get_case("ping-echo"), target, CONFIG)).verdict is Verdict.PASS
 
 
-async def test_harness_cases_fail_against_an_echo_server(echo_port: int) -> None:
-    result = await run_case(get_case("app-bad-json"), Target(f"ws://127.0.0.1:{echo_port}/"),
-                            CONFIG)
-    assert result.verdict is Verdict.FAIL
-    assert result.observation is not None and result.observation.echoed
-    assert "echoed" in result.observed
+async def test_harness_cases_apply_only_to_harness_targets(echo_port: int) -> None:
+    target = Target(f"ws://127.0.0.1:{echo_port}/")
+    assert not await speaks_harness(target, CONFIG)  # it echoes the rpc: no envelope
+    skipped = await run_case(get_case("app-bad-json"), target, CONFIG)
+    assert skipped.verdict is Verdict.NOT_APPLICABLE and skipped.verdict.ok
+    assert "does not speak the harness protocol" in skipped.reason
+    forced = await run_case(get_case("app-bad-json"), target, CONFIG, harness=True)
+    assert forced.verdict is Verdict.FAIL
+    assert isinstance(forced.observation, Observation) and forced.observation.echoed
+    assert "echoed" in forced.observed
 
 
 async def test_smaller_size_limit_is_configurable() -> None:
@@ -463,18 +469,11 @@ async def test_probe_answers_the_servers_keepalive_pings() -> None:
 
 async def test_a_sloppy_server_that_reads_past_the_close() -> None:
     """Answers a close with a close but goes on echoing text; accepts any close code."""
-    from wsconsole.core.frames import parse_frame
-
     async def sloppy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await upgrade(reader, writer)
-        buffer = b""
-        while data := await reader.read(65536):
-            buffer += data
-            while (parsed := parse_frame(buffer)) is not None:
-                frame, used = parsed
-                buffer = buffer[used:]
-                if frame.opcode in (Opcode.CLOSE, Opcode.TEXT):
-                    writer.write(encode_frame(frame.opcode, frame.payload))
+        async for frame in read_frames(reader):
+            if frame.opcode in (Opcode.CLOSE, Opcode.TEXT):
+                writer.write(encode_frame(frame.opcode, frame.payload))
 
     config = ProbeConfig(timeout=CONFIG.timeout, close_timeout=200 * MS)  # it never hangs up
     async with await raw_server(sloppy) as server:

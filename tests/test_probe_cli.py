@@ -11,20 +11,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.server import serve
 
-from wsconsole.faults.catalogue import Layer, select
+from tests.probe_support import echo, rfc_strict
+from wsconsole.faults.catalogue import CATALOGUE, Group, select
 
 RUN_TIMEOUT = 60.0  # generous: a shared 2-core machine
-
-
-async def echo(ws: ServerConnection) -> None:
-    try:
-        async for message in ws:
-            await ws.send(message)
-    except ConnectionClosed:
-        pass
 
 
 @pytest.fixture
@@ -50,38 +42,64 @@ async def probe(*args: str) -> tuple[int, list[dict], str]:
     return proc.returncode, lines, err.decode()
 
 
-async def test_rfc_suite_passes_with_json_and_junit(echo_url: str, tmp_path: Path) -> None:
+@pytest.fixture
+async def strict_url() -> AsyncIterator[str]:
+    """websockets made to follow RFC 6455 where it is lenient (tests/probe_support.py)."""
+    async with serve(echo, "127.0.0.1", 0, max_size=1024 * 1024,
+                     process_request=rfc_strict) as server:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+
+
+async def test_a_conforming_server_exits_0_with_json_and_junit(strict_url: str,
+                                                              tmp_path: Path) -> None:
+    """Every case, the default: what applies passes, the harness cases are n/a."""
     report = tmp_path / "probe.xml"
-    code, lines, err = await probe(echo_url, "--suite", "rfc", "--json", "--silence", "0.3",
+    code, lines, err = await probe(strict_url, "--json", "--silence", "0.3",
                                    "--junit", str(report))
     assert code == 0, err
     cases = [line for line in lines if line["event"] == "case"]
-    rfc = select(layers=[Layer.RFC])
-    assert [c["id"] for c in cases] == [c.id for c in rfc]
+    assert [c["id"] for c in cases] == [c.id for c in CATALOGUE]
     for line in cases:
-        assert {"id", "rfc", "expected", "observed", "verdict"} <= line.keys()
+        assert {"id", "group", "rfc", "expected", "observed", "verdict"} <= line.keys()
     by_id = {c["id"]: c for c in cases}
     assert by_id["rsv1-set"]["verdict"] == "pass"
     assert by_id["rsv1-set"]["observed"].startswith("close 1002")
     assert by_id["length-64bit-msb"]["verdict"] == "pass (lenient)"
     assert by_id["masked-server-frame"]["verdict"] == "n/a"
+    assert by_id["hs-version-wrong"]["verdict"] == "pass"
+    assert by_id["deflate-corrupt-data"]["rfc"] == "RFC 7692 7.2.2"
+    harness = [c for c in cases if c["group"] == "harness"]
+    assert harness and {c["verdict"] for c in harness} == {"n/a"}
+    skipped = 1 + len(harness)
     summary = lines[-1]
     assert summary["event"] == "summary" and summary["verdict"] == "pass"
-    assert summary["total"] == len(rfc) and summary["failed"] == 0 and summary["skipped"] == 1
+    assert summary["total"] == len(CATALOGUE) and summary["failed"] == 0
+    assert summary["skipped"] == skipped
     # JUnit: well-formed XML whose counts match the run.
     root = ET.parse(report).getroot()
     assert root.tag == "testsuites"
     suite = root.find("testsuite")
     assert suite is not None
-    assert int(suite.get("tests", "-1")) == len(rfc) == len(suite.findall("testcase"))
+    assert int(suite.get("tests", "-1")) == len(CATALOGUE) == len(suite.findall("testcase"))
     assert suite.get("failures") == "0" and suite.get("errors") == "0"
-    assert suite.get("skipped") == "1" == str(len(suite.findall("testcase/skipped")))
+    assert suite.get("skipped") == str(skipped) == str(len(suite.findall("testcase/skipped")))
+
+
+async def test_plain_websockets_is_reported_as_it_is(echo_url: str) -> None:
+    """websockets 17 upgrades a request without Host and refuses a wrong version without
+    naming the right one: two handshake failures, exit 1."""
+    code, lines, _ = await probe(echo_url, "--suite", "handshake", "--json")
+    assert code == 1
+    failed = sorted(line["id"] for line in lines
+                    if line["event"] == "case" and line["verdict"] == "fail")
+    assert failed == ["hs-no-host", "hs-version-wrong"]
+    assert lines[-1]["failed"] == 2 and lines[-1]["total"] == len(select(groups=[Group.HANDSHAKE]))
 
 
 async def test_failures_exit_1_and_show_in_junit(echo_url: str, tmp_path: Path) -> None:
     report = tmp_path / "fail.xml"
     code, lines, _ = await probe(echo_url, "--case", "app-bad-json", "--case", "ping-echo",
-                                 "--json", "--junit", str(report), "--audit-safe")
+                                 "--json", "--junit", str(report), "--audit-safe", "--harness")
     assert code == 1
     verdicts = {line["id"]: line["verdict"] for line in lines if line["event"] == "case"}
     assert verdicts == {"app-bad-json": "fail", "ping-echo": "pass"}

@@ -3,9 +3,10 @@
 Runs every case (or `--case ID ...`, or one `--suite`), one fresh connection each, with every
 step bounded by `--timeout`. `--audit` adds the security checklist (`--audit-safe`: only the
 checks that send no flood). `--json` prints one line per case / finding and a summary line;
-`--junit FILE` writes JUnit XML. Exit 0 when everything passed, 1 when a case or check
-failed, 2 for bad usage or a target that cannot be probed at all (unreachable, not a
-WebSocket server, silent).
+`--junit FILE` writes JUnit XML. Harness-protocol cases run only on a target that answers
+the harness protocol (or with `--harness`); elsewhere they are n/a. Exit 0 when every case
+that applies passed, 1 when a case or check failed, 2 for bad usage or a target that cannot
+be probed at all (unreachable, not a WebSocket server, silent).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from wsconsole.commands.argtypes import int_between, one_line_errors, positive
 from wsconsole.commands.output import Output, fail_usage
 from wsconsole.core.client import ClientOptionsError, parse_header
 from wsconsole.faults.audit import AuditConfig, Finding, Status, run_audit
-from wsconsole.faults.catalogue import CATALOGUE, Case, Direction, Layer, UnknownCase, select
+from wsconsole.faults.catalogue import CATALOGUE, Case, Direction, Group, UnknownCase, select
 from wsconsole.faults.junit import write_junit
 from wsconsole.faults.probe import (
     CaseResult,
@@ -34,10 +35,10 @@ from wsconsole.faults.probe import (
 
 HELP = "Send malformed frames to a WebSocket endpoint and judge its reactions; audit it."
 
-SUITES = {
-    "all": (Layer.RFC, Layer.HARNESS),
-    "rfc": (Layer.RFC,),
-    "harness": (Layer.HARNESS,),
+SUITES: dict[str, tuple[Group, ...]] = {
+    "all": tuple(Group),
+    "rfc": (Group.FRAMING, Group.FRAGMENTS, Group.COMPRESSION, Group.HANDSHAKE),
+    **{group.value: (group,) for group in Group},
     "none": (),
 }
 
@@ -50,9 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("url", nargs="?", help="ws:// or wss:// URL to probe")
     parser.add_argument("--case", action="append", default=[], metavar="ID",
                         help="run this catalogue case (repeatable; default: every case)")
-    parser.add_argument("--suite", choices=sorted(SUITES), default="all",
-                        help="which cases when no --case: rfc framing, harness protocol, all,"
-                        " or none (with --audit)")
+    parser.add_argument("--suite", choices=list(SUITES), default="all",
+                        help="which cases when no --case: all, rfc (every RFC group), one group"
+                        " (framing, fragments, compression, handshake, harness), or none (with"
+                        " --audit)")
+    parser.add_argument("--harness", action="store_true",
+                        help="run the harness-protocol cases even if the target does not answer"
+                        " the protocol's detection rpc (they are n/a otherwise)")
     parser.add_argument("--list", action="store_true", help="list the catalogue and exit")
     parser.add_argument("--audit", action="store_true", help="also run the security audit")
     parser.add_argument("--audit-safe", action="store_true",
@@ -87,9 +92,11 @@ def _list(out: Output, cases: list[Case]) -> int:
         )
         out.event(
             "case",
-            f"{case.id:<30} {case.section:<8} {directions:<8} {case.expected.describe()}",
-            id=case.id, rfc=case.section, title=case.title, construction=case.construction,
-            directions=[d.value for d in case.directions], layer=case.layer.value,
+            f"{case.id:<34} {case.group.value:<11} {case.reference:<13} {directions:<8}"
+            f" {case.expected.describe()}",
+            id=case.id, rfc=case.reference, group=case.group.value, title=case.title,
+            construction=case.construction, directions=[d.value for d in case.directions],
+            layer=case.layer.value,
             expected=case.expected.describe(),
         )
     return 0
@@ -98,7 +105,7 @@ def _list(out: Output, cases: list[Case]) -> int:
 def _show_result(out: Output, result: CaseResult) -> None:
     case = result.case
     human = (
-        f"{result.verdict.value.upper():<15} {case.id:<30} [{case.section}] expected:"
+        f"{result.verdict.value.upper():<15} {case.id:<34} [{case.reference}] expected:"
         f" {case.expected.describe()} | observed: {result.observed}"
     )
     out.event("case", human, **result.as_dict())
@@ -114,8 +121,8 @@ def run(args: argparse.Namespace) -> int:
     """Run `wsconsole probe`; returns the exit code."""
     out = Output(args.json)
     try:
-        layers = SUITES[args.suite]
-        cases = select(args.case) if args.case else select(layers=layers)
+        groups = SUITES[args.suite]
+        cases = select(args.case) if args.case else select(groups=groups)
     except UnknownCase as exc:
         return fail_usage(str(exc))
     if args.list:
@@ -154,13 +161,14 @@ async def _probe(out: Output, args: argparse.Namespace, target: Target, cases: l
         if args.json:
             out.event("target-error", url=target.url, error=problem)
         return fail_usage(f"cannot probe {target.url}: {problem}")
-    results = await run_cases(cases, target, config, lambda r: _show_result(out, r))
+    results = await run_cases(cases, target, config, lambda r: _show_result(out, r),
+                              harness=True if args.harness else None)
     findings: list[Finding] = []
     if audit:
         findings = await run_audit(target, config, audit_config, safe_only=args.audit_safe)
         for finding in findings:
             _show_finding(out, finding)
-    policy = [r for r in results if r.observation and r.observation.close_code == 1008]
+    policy = [r for r in results if r.close_code == 1008]
     if policy and not target.has_credentials:
         sys.stderr.write(
             f"wsconsole: note: {len(policy)} case(s) were closed with 1008 (policy violation);"

@@ -17,15 +17,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from wsconsole.core.frames import Opcode, encode_frame
-from wsconsole.faults.probe import (
-    HandshakeError,
-    Observation,
-    ProbeConfig,
-    RawConnection,
-    Target,
-    Watcher,
-    open_connection,
-)
+from wsconsole.faults.observe import Observation, Watcher
+from wsconsole.faults.target import ProbeConfig, Target
+from wsconsole.faults.wire import HandshakeError, RawConnection, open_connection
 
 MIB = 1024 * 1024
 FOREIGN_ORIGIN = "https://wsconsole-audit.example"
