@@ -15,9 +15,7 @@ tomllib's position; for a wrong value we find the line of its key by scanning th
 
 from __future__ import annotations
 
-import math
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 
 import wsconsole
 from wsconsole.scenarios.assertions import Assertion, AssertionSyntaxError, parse_assertion
+from wsconsole.tomlcheck import TomlFileError, TomlReader, parse_toml
 
 NODE_ACTIONS = frozenset({"kill", "pause", "resume", "drain", "restart"})
 ACTIONS = NODE_ACTIONS | {
@@ -56,15 +55,10 @@ _STEP_KEYS: dict[str, frozenset[str]] = {
 _COMMON_STEP_KEYS = frozenset({"at", "action", "note"})
 
 
-class ScenarioError(ValueError):
+class ScenarioError(TomlFileError):
     """An invalid scenario file: `line` (1-based, when known) and `reason` in plain words."""
 
-    def __init__(self, reason: str, line: int | None = None, path: str | None = None) -> None:
-        self.reason = reason
-        self.line = line
-        self.path = path
-        where = path or "scenario"
-        super().__init__(f"{where}:{line}: {reason}" if line else f"{where}: {reason}")
+    default_name = "scenario"
 
 
 @dataclass(slots=True)
@@ -145,124 +139,6 @@ class Scenario:
     timeout: float | None = None
 
 
-class _KeyLines:
-    """Maps TOML key paths to the line they are written on (a best-effort text scan)."""
-
-    _ARRAY = re.compile(r"^\[\[\s*([^\]]+?)\s*\]\]")
-    _TABLE = re.compile(r"^\[\s*([^\]]+?)\s*\]")
-    _PART = r"(?:[A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*')"
-    _KEY = re.compile(rf"^({_PART}(?:\s*\.\s*{_PART})*)\s*=")
-
-    def __init__(self, text: str) -> None:
-        self.lines: dict[tuple[Any, ...], int] = {}
-        table: tuple[Any, ...] = ()
-        arrays: dict[str, int] = {}
-        for number, raw in enumerate(text.splitlines(), 1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            if match := self._ARRAY.match(line):
-                name = self._dotted(match[1])
-                index = arrays.get(".".join(name), -1) + 1
-                arrays[".".join(name)] = index
-                table = (*name, index)
-            elif match := self._TABLE.match(line):
-                table = self._dotted(match[1])
-            elif match := self._KEY.match(line):
-                self.lines.setdefault((*table, *self._dotted(match[1])), number)
-                continue
-            else:
-                continue
-            self.lines.setdefault(table, number)
-
-    @staticmethod
-    def _dotted(key: str) -> tuple[str, ...]:
-        return tuple(part.strip().strip("\"'") for part in key.split("."))
-
-    def find(self, *path: Any) -> int | None:
-        """Line of the longest known prefix of `path` (the key, else its table), or None."""
-        for size in range(len(path), 0, -1):
-            line = self.lines.get(tuple(path[:size]))
-            if line is not None:
-                return line
-        return None
-
-
-class _Reader:
-    """Typed getters that raise ScenarioError pointing at the offending key's line."""
-
-    def __init__(self, text: str, path: str | None) -> None:
-        self.keys = _KeyLines(text)
-        self.path = path
-
-    def fail(self, reason: str, *where: Any) -> ScenarioError:
-        return ScenarioError(reason, self.keys.find(*where), self.path)
-
-    def table(self, data: Mapping[str, Any], key: str, *where: Any) -> dict[str, Any]:
-        value = data.get(key, {})
-        if not isinstance(value, dict):
-            raise self.fail(f"{key} must be a table", *where, key)
-        return value
-
-    def check_keys(self, data: Mapping[str, Any], allowed: frozenset[str], *where: Any) -> None:
-        for key in data:
-            if key not in allowed:
-                known = ", ".join(sorted(allowed)) or "none"
-                raise self.fail(f"unknown key {key!r} (allowed: {known})", *where, key)
-
-    def number(
-        self,
-        data: Mapping[str, Any],
-        key: str,
-        default: Any,
-        *where: Any,
-        minimum: float | None = None,
-        maximum: float | None = None,
-        positive: bool = False,
-        integer: bool = False,
-    ) -> Any:
-        if key not in data:
-            return default
-        value = data[key]
-        kind = "an integer" if integer else "a number"
-        ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
-        if isinstance(value, bool) or not ok_type or not math.isfinite(value):
-            raise self.fail(f"{key} must be {kind}, not {value!r}", *where, key)
-        if positive and value <= 0:
-            raise self.fail(f"{key} must be greater than 0, not {value}", *where, key)
-        if minimum is not None and value < minimum:
-            raise self.fail(f"{key} must be at least {minimum}, not {value}", *where, key)
-        if maximum is not None and value > maximum:
-            raise self.fail(f"{key} must be at most {maximum}, not {value}", *where, key)
-        return value
-
-    def string(
-        self,
-        data: Mapping[str, Any],
-        key: str,
-        default: Any,
-        *where: Any,
-        choices: frozenset[str] | None = None,
-    ) -> Any:
-        if key not in data:
-            return default
-        value = data[key]
-        if not isinstance(value, str) or not value:
-            raise self.fail(f"{key} must be a non-empty string, not {value!r}", *where, key)
-        if choices is not None and value not in choices:
-            allowed = ", ".join(sorted(choices))
-            raise self.fail(f"{key} must be one of {allowed}, not {value!r}", *where, key)
-        return value
-
-    def boolean(self, data: Mapping[str, Any], key: str, default: bool, *where: Any) -> bool:
-        if key not in data:
-            return default
-        value = data[key]
-        if not isinstance(value, bool):
-            raise self.fail(f"{key} must be true or false, not {value!r}", *where, key)
-        return value
-
-
 def shipped_dir() -> Path:
     """Where the scenarios shipped with wsconsole live (source checkout or packaged bundle)."""
     return Path(wsconsole.__file__).resolve().parent / "resources" / "scenarios"
@@ -274,14 +150,6 @@ def shipped_scenarios() -> dict[str, Path]:
     if not folder.is_dir():
         return {}
     return {path.stem: path for path in sorted(folder.glob("*.toml"))}
-
-
-def _toml_line(exc: tomllib.TOMLDecodeError) -> int | None:
-    lineno = getattr(exc, "lineno", None)
-    if isinstance(lineno, int):
-        return lineno
-    match = re.search(r"at line (\d+)", str(exc))
-    return int(match[1]) if match else None
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -296,12 +164,8 @@ def load_scenario(path: str | Path) -> Scenario:
 
 def parse_scenario(text: str, path: str | None = None) -> Scenario:
     """Validate scenario TOML text; raises ScenarioError (with a line) if it is invalid."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        raise ScenarioError(f"not valid TOML: {reason}", _toml_line(exc), path) from None
-    r = _Reader(text, path)
+    data = parse_toml(text, path, ScenarioError)
+    r = TomlReader(text, path, ScenarioError)
     r.check_keys(
         data,
         frozenset(
@@ -333,7 +197,7 @@ def parse_scenario(text: str, path: str | None = None) -> Scenario:
     )
 
 
-def _cluster(r: _Reader, table: dict[str, Any]) -> ClusterSpec:
+def _cluster(r: TomlReader, table: dict[str, Any]) -> ClusterSpec:
     where = ("cluster",)
     r.check_keys(
         table,
@@ -362,7 +226,7 @@ def _cluster(r: _Reader, table: dict[str, Any]) -> ClusterSpec:
     )
 
 
-def _swarm(r: _Reader, table: dict[str, Any]) -> SwarmSpec:
+def _swarm(r: TomlReader, table: dict[str, Any]) -> SwarmSpec:
     where = ("swarm",)
     allowed = frozenset(
         {
@@ -422,7 +286,7 @@ def _swarm(r: _Reader, table: dict[str, Any]) -> SwarmSpec:
     )
 
 
-def _steps(r: _Reader, steps: Any, swarm: SwarmSpec, cluster: ClusterSpec | None) -> list[Step]:
+def _steps(r: TomlReader, steps: Any, swarm: SwarmSpec, cluster: ClusterSpec | None) -> list[Step]:
     if not isinstance(steps, list):
         raise r.fail("steps must be an array of tables ([[steps]])", "steps")
     result: list[Step] = []
@@ -461,7 +325,7 @@ def _steps(r: _Reader, steps: Any, swarm: SwarmSpec, cluster: ClusterSpec | None
     return result
 
 
-def _check_step(r: _Reader, action: str, params: dict[str, Any], where: tuple[Any, ...]) -> None:
+def _check_step(r: TomlReader, action: str, params: dict[str, Any], where: tuple[Any, ...]) -> None:
     if action in NODE_ACTIONS:
         if "node" not in params:
             raise r.fail(f'{action} needs node = "ID" (e.g. "n1")', *where)
@@ -518,7 +382,7 @@ def _check_step(r: _Reader, action: str, params: dict[str, Any], where: tuple[An
         params["timeout"] = r.number(params, "timeout", 30.0, *where, positive=True)
 
 
-def _assertions(r: _Reader, items: Any) -> list[Assertion]:
+def _assertions(r: TomlReader, items: Any) -> list[Assertion]:
     if not isinstance(items, list):
         raise r.fail("assertions must be an array of tables ([[assertions]])", "assertions")
     result = []
