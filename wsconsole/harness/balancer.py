@@ -60,14 +60,12 @@ import itertools
 import json
 import logging
 import os
-import random
 import re
 import signal
 import socket
 import struct
 import sys
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,15 +75,13 @@ from wsconsole.harness.control import CONTROL_KEY_ENV, ControlClient
 from wsconsole.harness.netfaults import (
     ALL,
     DOWN,
-    HOLD_LIMIT,
     UP,
     ActiveFaults,
     FaultBoard,
     Reset,
-    TokenBucket,
-    bandwidth_piece,
     parse_fault,
 )
+from wsconsole.harness.shaper import ShapedWriter
 
 log = logging.getLogger("wsconsole.balancer")
 
@@ -270,11 +266,8 @@ class Backend:
         }
 
 
-_EOF = b""
-
-
 class Pipe:
-    """One direction of a proxied connection; faults are consulted once per chunk."""
+    """One direction of a proxied connection: read, count, hand to the shaped writer."""
 
     def __init__(
         self,
@@ -288,18 +281,12 @@ class Pipe:
         self.conn = conn
         self.direction = direction
         self.reader = reader
-        self.writer = writer
         self.initial = initial
         self.cookie_for = cookie_for  # inject the affinity cookie into the first response head
         self.reader_done = False
-        self._queue: deque[tuple[float, bytes]] = deque()
-        self._queued = 0
-        self._last_due = 0.0
-        self._sender: asyncio.Task[None] | None = None
-        self._room = asyncio.Event()
-        self._sent_all = asyncio.Event()
-        self._bucket: TokenBucket | None = None
-        self._rng = random.Random()
+        self.out = ShapedWriter(
+            writer, direction, faults=lambda: conn.backend.faults, changed=conn.balancer.changed,
+            stuck=conn.sources_ended, abort=conn.abort, name=conn.name)
 
     async def run(self) -> bool:
         """Pump until the source ends and all it sent was delivered, then half-close the sink.
@@ -307,11 +294,11 @@ class Pipe:
         Returns True for that clean end, False when a socket failed.
         """
         backend = self.conn.backend
-        writer = self.writer
+        out = self.out
         up = self.direction == UP
         try:
             if self.initial:
-                await self._enqueue(self.initial)
+                out.write(self.initial)
             if self.cookie_for is not None:
                 await self._read_response_head()
             read = self.reader.read
@@ -320,17 +307,12 @@ class Pipe:
                     backend.bytes_up += len(data)
                 else:
                     backend.bytes_down += len(data)
-                if backend.faults is None and self._sender is None:
-                    writer.write(data)
-                    await writer.drain()
-                else:
-                    await self._enqueue(data)
+                out.write(data)
+                await out.drain()
             self.reader_done = True
             self.conn.reader_finished()
-            await self._enqueue(_EOF)
-            await self._sent_all.wait()
-            if writer.can_write_eof() and not writer.is_closing():
-                writer.write_eof()
+            out.write_eof()
+            await out.flushed()
             return True
         except (ConnectionError, OSError) as exc:
             log.debug("%s %s: %r", self.conn.name, self.direction, exc)
@@ -349,93 +331,7 @@ class Pipe:
         if end >= 0 and backend_id is not None:
             buffer = inject_cookie(buffer[:end], backend_id) + buffer[end:]
         if buffer:
-            await self._enqueue(buffer)
-
-    async def _enqueue(self, data: bytes) -> None:
-        """Slow path: queue `data` with its due time; the sender delivers it in order."""
-        faults = self.conn.backend.faults
-        loop = asyncio.get_running_loop()
-        delay = faults.delay(self._rng) if faults is not None and data else 0.0
-        due = max(loop.time() + delay, self._last_due)
-        self._last_due = due
-        self._queue.append((due, data))
-        self._queued += len(data)
-        if self._sender is None:
-            self._sender = asyncio.create_task(
-                self._send_loop(), name=f"{self.conn.name}-{self.direction}-sender"
-            )
-        while self._queued > HOLD_LIMIT:
-            self._room.clear()
-            await self._room.wait()
-
-    async def _send_loop(self) -> None:
-        """Deliver queued chunks in order, honouring stalls, delays and shaping live."""
-        loop = asyncio.get_running_loop()
-        board = self.conn.balancer
-        try:
-            while self._queue:
-                faults = self.conn.backend.faults
-                if faults is not None and faults.stalls(self.direction):
-                    if self.conn.sources_ended():  # held bytes nobody will ever read
-                        self.conn.abort()
-                        return
-                    await board.changed()
-                    continue
-                due, data = self._queue[0]
-                wait = due - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                    continue  # re-check stalls after sleeping
-                self._queue.popleft()
-                self._queued -= len(data)
-                if self._queued <= HOLD_LIMIT:
-                    self._room.set()
-                if not data:
-                    self._sent_all.set()
-                    return
-                if faults is not None and faults.shapes():
-                    await self._send_shaped(data)
-                else:
-                    self.writer.write(data)
-                    await self.writer.drain()
-        except (ConnectionError, OSError) as exc:
-            log.debug("%s %s sender: %r", self.conn.name, self.direction, exc)
-            self.conn.abort()
-        finally:
-            self._sender = None
-
-    async def _send_shaped(self, data: bytes) -> None:
-        """Write `data` in pieces for slice and bandwidth faults (re-read live between pieces)."""
-        loop = asyncio.get_running_loop()
-        view = memoryview(data)
-        while view:
-            faults = self.conn.backend.faults
-            if faults is not None and faults.stalls(self.direction):
-                if self.conn.sources_ended():
-                    self.conn.abort()
-                    return
-                await self.conn.balancer.changed()
-                continue
-            size = len(view)
-            slicing = faults.slice if faults is not None else None
-            bandwidth = faults.bandwidth if faults is not None else None
-            if slicing is not None:
-                size = min(size, slicing.size)
-            if bandwidth is not None:
-                size = min(size, bandwidth_piece(bandwidth.bytes_per_s))
-                bucket = self._bucket
-                if bucket is None or bucket.rate != bandwidth.bytes_per_s:
-                    bucket = self._bucket = TokenBucket(
-                        bandwidth.bytes_per_s, bandwidth_piece(bandwidth.bytes_per_s), loop.time()
-                    )
-                wait = bucket.reserve(size, loop.time())
-                if wait > 0:
-                    await asyncio.sleep(wait)
-            self.writer.write(bytes(view[:size]))
-            await self.writer.drain()
-            view = view[size:]
-            if slicing is not None and slicing.delay_ms and view:
-                await asyncio.sleep(slicing.delay_ms / 1000.0)
+            self.out.write(buffer)
 
 
 def _clean(task: asyncio.Task[bool]) -> bool:
@@ -520,8 +416,7 @@ class Connection:
                 writer.close()
             await asyncio.gather(*tasks, return_exceptions=True)
             for pipe in (self.up, self.down):
-                if pipe._sender is not None:
-                    pipe._sender.cancel()
+                pipe.out.cancel()
 
 
 # ---------------------------------------------------------------------------------------------
