@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "sionode": "wsconsole.harness.sionode",
     "balancer": "wsconsole.commands.balancer",
     "probe": "wsconsole.commands.probe",
+    "proxy": "wsconsole.commands.proxy",
     "swarm": "wsconsole.commands.swarm",
     "scenario": "wsconsole.commands.scenario",
     "screenshot": "wsconsole.commands.screenshot",

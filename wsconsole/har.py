@@ -71,6 +71,15 @@ class HarConnection:
         return f"har{self.index}:{parts.netloc}{parts.path or '/'}"
 
 
+@dataclass(frozen=True, slots=True)
+class HarHandshake:
+    """A connection's opening handshake as a HAR entry records it (export)."""
+
+    request_headers: list[tuple[str, str]]
+    status: int = 101
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
+
+
 class FrameLike(Protocol):
     """What export needs of a frame: FrameRecord and the Frames view's FrameRow both fit."""
 
@@ -206,13 +215,19 @@ def _iso(epoch: float) -> str:
         "+00:00", "Z")
 
 
-def export_har(frames: Iterable[FrameLike], urls: dict[str, str] | None = None) -> dict[str, Any]:
+def _har_headers(headers: Iterable[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"name": name, "value": value} for name, value in headers]
+
+
+def export_har(frames: Iterable[FrameLike], urls: dict[str, str] | None = None,
+               handshakes: dict[str, HarHandshake] | None = None) -> dict[str, Any]:
     """A HAR 1.2 document with one websocket entry per connection name, in first-seen order.
 
     Only data frames (text, binary) are messages, as in DevTools; `urls` maps a connection
-    name to its URL (default `ws://<name>/`).
+    name to its URL (default `ws://<name>/`), `handshakes` to its handshake headers.
     """
     urls = urls or {}
+    handshakes = handshakes or {}
     grouped: dict[str, list[FrameLike]] = {}
     for frame in frames:
         if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
@@ -226,6 +241,7 @@ def export_har(frames: Iterable[FrameLike], urls: dict[str, str] | None = None) 
             messages.append({"type": "send" if f.direction is Direction.OUT else "receive",
                              "time": f.wall, "opcode": int(f.opcode), "data": data})
         url = urls.get(conn) or f"ws://{conn}/"
+        shake = handshakes.get(conn) or HarHandshake([])
         started = items[0].wall
         duration_ms = max(0.0, (items[-1].wall - started) * 1000)
         entries.append({
@@ -233,12 +249,14 @@ def export_har(frames: Iterable[FrameLike], urls: dict[str, str] | None = None) 
             "time": duration_ms,
             "request": {
                 "method": "GET", "url": url, "httpVersion": "HTTP/1.1",
-                "headers": [], "queryString": [], "cookies": [],
+                "headers": _har_headers(shake.request_headers), "queryString": [],
+                "cookies": [],
                 "headersSize": -1, "bodySize": 0,
             },
             "response": {
-                "status": 101, "statusText": "Switching Protocols", "httpVersion": "HTTP/1.1",
-                "headers": [], "cookies": [], "content": {"size": 0, "mimeType": "x-unknown"},
+                "status": shake.status, "statusText": "Switching Protocols",
+                "httpVersion": "HTTP/1.1", "headers": _har_headers(shake.response_headers),
+                "cookies": [], "content": {"size": 0, "mimeType": "x-unknown"},
                 "redirectURL": "", "headersSize": -1, "bodySize": 0,
             },
             "cache": {},
@@ -254,9 +272,10 @@ def export_har(frames: Iterable[FrameLike], urls: dict[str, str] | None = None) 
 
 
 def dump_har(frames: Iterable[FrameLike], path: str | Path,
-             urls: dict[str, str] | None = None) -> int:
+             urls: dict[str, str] | None = None,
+             handshakes: dict[str, HarHandshake] | None = None) -> int:
     """Write the HAR to `path`; returns the number of messages written."""
-    doc = export_har(frames, urls)
+    doc = export_har(frames, urls, handshakes)
     Path(path).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     return sum(len(e["_webSocketMessages"]) for e in doc["log"]["entries"])
 

@@ -12,6 +12,7 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from wsconsole.errors import WsconsoleError
@@ -79,6 +80,14 @@ def _toml_line(exc: tomllib.TOMLDecodeError) -> int | None:
         return lineno
     match = re.search(r"at line (\d+)", str(exc))
     return int(match[1]) if match else None
+
+
+def read_text(path: str | Path, error: type[TomlFileError] = TomlFileError) -> str:
+    """A user's file as text (UTF-8); an unreadable one raises `error` naming it."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"cannot read the file: {exc}", None, str(path)) from None
 
 
 def parse_toml(

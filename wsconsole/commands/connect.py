@@ -227,7 +227,8 @@ def build_options(args: argparse.Namespace) -> ClientOptions:
     )
 
 
-def _clock(wall: float) -> str:
+def clock(wall: float) -> str:
+    """A wall-clock time as HH:MM:SS.mmm for terminal lines."""
     return time.strftime("%H:%M:%S", time.localtime(wall)) + f".{int(wall % 1 * 1000):03d}"
 
 
@@ -242,11 +243,16 @@ def _preview(payload: bytes, opcode: Opcode) -> str:
 
 
 class Printer:
-    """Observer turning client events into --json lines or readable terminal lines."""
+    """Observer turning client events into --json lines or readable terminal lines.
 
-    def __init__(self, out: Output, kind: str = "ws") -> None:
+    `with_conn` (the proxy, which prints many connections) adds each event's connection to
+    the JSON fields and in front of the human line, and shows ping and pong frames too.
+    """
+
+    def __init__(self, out: Output, kind: str = "ws", with_conn: bool = False) -> None:
         self.out = out
         self.kind = kind
+        self.with_conn = with_conn
         self.broken = False  # stdout went away (`| head`): stop printing, end the session
         self.on_broken: Any = None
 
@@ -260,6 +266,14 @@ class Printer:
             if self.on_broken is not None:
                 self.on_broken()
 
+    def emit(self, conn: str, name: str, human: str, **fields: Any) -> None:
+        """One output event, with its connection when `with_conn`."""
+        if self.with_conn:
+            stamp, _, rest = human.partition(" ")
+            self.out.event(name, f"{stamp} {conn} {rest}", conn=conn, **fields)
+        else:
+            self.out.event(name, human, **fields)
+
     def _print(self, event: Event) -> None:
         if isinstance(event, Transition):
             self._state(event)
@@ -268,14 +282,15 @@ class Printer:
         elif isinstance(event, HeartbeatEvent):
             self._heartbeat(event)
         elif isinstance(event, ErrorEvent):
-            self.out.event("error", f"{_clock(event.wall)} ! {event.kind}: {event.detail}",
-                           kind=event.kind, detail=event.detail, t=event.wall)
+            self.emit(event.conn, "error", f"{clock(event.wall)} ! {event.kind}: {event.detail}",
+                      kind=event.kind, detail=event.detail, t=event.wall)
         elif isinstance(event, DeliveryEvent):
             fields = {k: v for k, v in (("room", event.room), ("seq", event.seq),
                                         ("id", event.id), ("detail", event.detail)) if v}
             text = " ".join(f"{k}={v}" for k, v in fields.items())
-            self.out.event("delivery", f"{_clock(event.wall)} ~ {event.kind} {text}".rstrip(),
-                           kind=event.kind, t=event.wall, **fields)
+            self.emit(event.conn, "delivery",
+                      f"{clock(event.wall)} ~ {event.kind} {text}".rstrip(),
+                      kind=event.kind, t=event.wall, **fields)
 
     def _state(self, tr: Transition) -> None:
         parts = [tr.state.value]
@@ -291,20 +306,21 @@ class Printer:
         fields.pop("conn", None)
         fields["t"] = fields.pop("wall")
         fields.pop("at", None)
-        self.out.event("state", f"{_clock(tr.wall)} * " + " ".join(parts), **fields)
+        self.emit(tr.conn, "state", f"{clock(tr.wall)} * " + " ".join(parts), **fields)
 
     def _frame(self, fr: FrameRecord) -> None:
-        if fr.opcode in (Opcode.PING, Opcode.PONG):
+        if fr.opcode in (Opcode.PING, Opcode.PONG) and not self.with_conn:
             return  # shown as heartbeat events
         direction = fr.direction.value
         arrow = "<" if direction == "in" else ">"
         if self.kind == "sse" and fr.opcode is Opcode.TEXT:
             self._sse(fr)
             return
+        mark = " (injected)" if fr.injected else ""
         if fr.opcode is Opcode.CLOSE:
-            human = f"{_clock(fr.wall)} {arrow} close {fr.close_code} {fr.close_reason or ''}"
-            self.out.event("close", human.rstrip(), direction=direction, code=fr.close_code,
-                           reason=fr.close_reason, t=fr.wall)
+            human = f"{clock(fr.wall)} {arrow} close {fr.close_code} {fr.close_reason or ''}"
+            self.emit(fr.conn, "close", human.rstrip() + mark, direction=direction,
+                      code=fr.close_code, reason=fr.close_reason, t=fr.wall)
             return
         fields: dict[str, Any] = {
             "direction": direction,
@@ -313,12 +329,14 @@ class Printer:
             "fin": fr.fin,
             "t": fr.wall,
         }
+        if fr.injected:
+            fields["injected"] = True
         if fr.opcode is Opcode.TEXT:
             fields["data"] = fr.payload.decode("utf-8", "replace")
         else:
             fields["b64"] = base64.b64encode(fr.payload).decode()
-        self.out.event("message", f"{_clock(fr.wall)} {arrow} {_preview(fr.payload, fr.opcode)}",
-                       **fields)
+        self.emit(fr.conn, "message",
+                  f"{clock(fr.wall)} {arrow} {_preview(fr.payload, fr.opcode)}{mark}", **fields)
 
     def _sse(self, fr: FrameRecord) -> None:
         fields = orjson.loads(fr.payload)
@@ -326,20 +344,21 @@ class Printer:
         head = " ".join(f"{k}={fields[k]}" for k in ("type", "id", "retry") if k in fields)
         data = str(fields.get("data", "")).replace("\r", "\\r").replace("\n", "\\n")
         shown = data if len(data) <= PREVIEW else data[:PREVIEW] + "..."
-        self.out.event("sse", f"{_clock(fr.wall)} < {head} {shown}", t=fr.wall, **fields)
+        self.emit(fr.conn, "sse", f"{clock(fr.wall)} < {head} {shown}", t=fr.wall, **fields)
 
     def _heartbeat(self, hb: HeartbeatEvent) -> None:
-        clock = _clock(hb.wall)
+        stamp = clock(hb.wall)
         if hb.kind == "ping_sent":
-            self.out.event("ping", f"{clock} > ping", direction="out", t=hb.wall)
+            self.emit(hb.conn, "ping", f"{stamp} > ping", direction="out", t=hb.wall)
         elif hb.kind == "ping_received":
-            self.out.event("ping", f"{clock} < ping", direction="in", t=hb.wall)
+            self.emit(hb.conn, "ping", f"{stamp} < ping", direction="in", t=hb.wall)
         elif hb.kind == "pong_received":
             rtt = f" {hb.rtt * 1000:.1f} ms" if hb.rtt is not None else ""
-            self.out.event("pong", f"{clock} < pong{rtt}", direction="in", rtt=hb.rtt, t=hb.wall)
+            self.emit(hb.conn, "pong", f"{stamp} < pong{rtt}", direction="in", rtt=hb.rtt,
+                      t=hb.wall)
 
 
-def _start_stdin_reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:
+def start_stdin_reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:
     """Read stdin lines in a daemon thread (works for ttys, pipes and files alike)."""
 
     def read() -> None:
@@ -490,7 +509,7 @@ async def _main(args: argparse.Namespace, client: Any, kind: str, out: Output,
         for text in args.send:
             lines.put_nowait(text)
     if kind != "sse":
-        _start_stdin_reader(loop, lines)
+        start_stdin_reader(loop, lines)
 
     async def pump() -> None:
         if kind != "ws":

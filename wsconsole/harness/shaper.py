@@ -75,7 +75,7 @@ class ShapedWriter:
             self._enqueue(data)
 
     def write_eof(self) -> None:
-        """Half-close the socket once everything written before has gone out."""
+        """Half-close the socket once everything written before has gone out (TLS: close)."""
         if self._sender is None and self._faults() is None:
             self._write_eof()
         else:
@@ -99,8 +99,12 @@ class ShapedWriter:
             self._sender.cancel()
 
     def _write_eof(self) -> None:
-        if self.writer.can_write_eof() and not self.writer.is_closing():
+        if self.writer.is_closing():
+            return
+        if self.writer.can_write_eof():
             self.writer.write_eof()
+        else:  # TLS cannot half-close: close (close_notify, then FIN) once the data is out
+            self.writer.close()
 
     def _enqueue(self, data: bytes) -> None:
         faults = self._faults()

@@ -23,7 +23,7 @@ from typing import Any
 
 import wsconsole
 from wsconsole.scenarios.assertions import Assertion, AssertionSyntaxError, parse_assertion
-from wsconsole.tomlcheck import TomlFileError, TomlReader, parse_toml
+from wsconsole.tomlcheck import TomlFileError, TomlReader, parse_toml, read_text
 
 NODE_ACTIONS = frozenset({"kill", "pause", "resume", "drain", "restart"})
 ACTIONS = NODE_ACTIONS | {
@@ -154,12 +154,7 @@ def shipped_scenarios() -> dict[str, Path]:
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file; raises ScenarioError (with a line) if it is invalid."""
-    name = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"cannot read the file: {exc}", None, name) from None
-    return parse_scenario(text, name)
+    return parse_scenario(read_text(path, ScenarioError), str(path))
 
 
 def parse_scenario(text: str, path: str | None = None) -> Scenario:
