@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench package clean
+.PHONY: run test lint bench package clean debian-packages
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,21 @@ lint: $(STAMP)
 	$(BIN)/ruff check wsconsole tests benchmarks packaging
 	$(BIN)/lint-imports
 
+# Debian packages some tests use: headless Chromium (the browser tests of the proxy) and
+# certutil (trusting the proxy's local CA in that browser). Installed only when running as
+# root with apt-get; otherwise those tests skip and say why.
+DEBIAN_PACKAGES := chromium libnss3-tools
+
+debian-packages:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    ! (command -v chromium && command -v certutil) >/dev/null 2>&1; then \
+	    echo "installing $(DEBIAN_PACKAGES) with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	        apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
+	fi
+
 # -rs prints why any test was skipped; the package test needs PyInstaller (installed above).
-test: lint
+test: lint debian-packages
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -rs -p no:cacheprovider
 
 # Benchmarks against peers (python-socketio, Node socket.io, websockets.broadcast): writes
