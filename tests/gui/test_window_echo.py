@@ -87,9 +87,14 @@ def test_echo_frames_filters_export(qloop, echo_port, settings_path, tmp_path) -
             assert {"wall", "conn", "direction", "opcode", "size"} <= set(records[0])
             assert any(r.get("base64") == "AP8Q" for r in records)
 
-            # the detail pane pretty-prints JSON
+            # the detail pane shows JSON as a decoded tree
             frames.table.selectRow(0)
-            assert '"n": 0' in frames.json_view.toPlainText()
+            detail = frames.detail
+            assert detail.decoded is not None and detail.decoded.decoder == "json"
+            top = detail.tree.topLevelItem(0)
+            assert top is not None
+            assert ("n", "0") in [(top.child(i).text(0), top.child(i).text(1))
+                                  for i in range(top.childCount())]
         finally:
             w.close()
             await app.shutdown()

@@ -92,6 +92,11 @@ class Session:
             else:
                 self.frames_out += 1
         elif isinstance(event, Transition):
+            if event.state is State.OPEN:
+                # What the decoders go by: the URL and the subprotocol the server chose.
+                self.console.frames.decoding.set_context(
+                    self.name, url=self.profile.url,
+                    subprotocol=getattr(self.client, "subprotocol", None))
             if event.state is State.RECONNECTING:
                 self.reconnects += 1
             if event.error:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import orjson
 
+from wsconsole.app.decoding import Decoding
 from wsconsole.core.events import Direction, FrameRecord, Opcode
+from wsconsole.decoders.base import Decoded
 
 NONE = -1  # "no value" in the integer columns (seq, room, node, close code)
 _DIRS = (Direction.IN, Direction.OUT)
@@ -48,8 +50,9 @@ class FrameRow:
     truncated: bool
     injected: bool
 
-    def as_dict(self) -> dict[str, object]:
-        """JSON-ready fields for export: text payloads as text, others base64."""
+    def as_dict(self, decoded: Decoded | None = None) -> dict[str, object]:
+        """JSON-ready fields for export: text payloads as text, others base64, and the
+        decoded form when a decoder read it (`decoder`, then `decoded` or `decode_error`)."""
         out: dict[str, object] = {
             "id": self.id,
             "wall": self.wall,
@@ -70,6 +73,12 @@ class FrameRow:
             out["truncated"] = True
         if self.injected:
             out["injected"] = True
+        if decoded is not None and decoded.decoder is not None:
+            out["decoder"] = decoded.decoder
+            if decoded.ok:
+                out["decoded"] = decoded.tree
+            else:
+                out["decode_error"] = decoded.error
         return out
 
 
@@ -135,9 +144,11 @@ class FrameStore:
         capacity: int = 1_000_000,
         max_payload: int | None = 65_536,
         max_payload_bytes: int | None = 256 * 1024 * 1024,
+        decoding: Decoding | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
+        self.decoding = decoding if decoding is not None else Decoding()
         self.capacity = capacity
         self.max_payload = max_payload
         self.max_payload_bytes = max_payload_bytes
@@ -200,6 +211,7 @@ class FrameStore:
             self._reasons[ident] = frame.close_reason
         self.payload_bytes += len(payload)
         self.next_id = ident + 1
+        self.decoding.learn(frame.conn, frame.direction, frame.opcode, frame.payload)
         return ident
 
     def clear(self) -> None:
@@ -295,6 +307,11 @@ class FrameStore:
             injected=bool(flags & 2),
         )
 
+    def decoded(self, row: FrameRow) -> Decoded:
+        """The decoded form of a stored frame (see app/decoding.py); never raises."""
+        return self.decoding.decode(row.id, row.conn, row.direction, row.opcode, row.payload,
+                                    row.truncated)
+
     def rows(self, ids: Iterable[int]) -> Iterator[FrameRow]:
         """Rows for the given ids (ids no longer held are skipped)."""
         for ident in ids:
@@ -341,7 +358,7 @@ class FrameStore:
         return np.concatenate(pieces)
 
     def _search(self, pattern: re.Pattern[bytes], ids: np.ndarray) -> np.ndarray:
-        """The ids whose payload, room, node or close reason the pattern finds."""
+        """The ids whose payload, decoded form, room, node or close reason the pattern finds."""
         search = pattern.search
         payloads = self._payload
         names = self._name_bytes
@@ -358,9 +375,21 @@ class FrameStore:
                 or (room != NONE and name_hit[room])
                 or (node != NONE and name_hit[node])
                 or (ident in reasons and search(reasons[ident].encode("utf-8")))
+                or self._decoded_hit(search, ident)
             ):
                 keep.append(ident)
         return np.array(keep, dtype=np.int64)
+
+    def _decoded_hit(self, search: Callable[[bytes], object], ident: int) -> bool:
+        slot = ident % self.capacity
+        opcode = Opcode(int(self._op[slot]))
+        conn = self._names[int(self._conn[slot])]
+        if not self.decoding.differs(conn, opcode):
+            return False
+        text = self.decoding.searchable(ident, conn, _DIRS[int(self._dir[slot])], opcode,
+                                        self._payload[slot] or b"",
+                                        bool(int(self._flags[slot]) & 1))
+        return text is not None and search(text.encode("utf-8")) is not None
 
     def export_jsonl(self, path: str | Path, ids: Iterable[int] | None = None) -> int:
         """Write the given frames (default: all held) as JSON lines; returns how many."""
@@ -368,7 +397,7 @@ class FrameStore:
         count = 0
         with open(path, "wb") as out:
             for row in self.rows(source):
-                out.write(orjson.dumps(row.as_dict()))
+                out.write(orjson.dumps(row.as_dict(self.decoded(row)), default=str))
                 out.write(b"\n")
                 count += 1
         return count

@@ -151,15 +151,19 @@ class Registry:
                     return result
         return Decoded(None)
 
-    def learn(self, msg: Message, ctx: Context) -> None:
-        """Let every decoder see one of a connection's first `LEARN_FIRST` messages."""
+    def learn(self, msg: Message, ctx: Context) -> bool:
+        """Let every decoder see one of a connection's first `LEARN_FIRST` messages.
+
+        False (at once) for later messages: nothing more is learned from them.
+        """
         seen = ctx.hints.get(_LEARNED, 0)
         if seen >= LEARN_FIRST:
-            return
+            return False
         ctx.hints[_LEARNED] = seen + 1
         for decoder in self._decoders.values():
             if decoder.accepts(msg.text):
                 _safely(decoder, "learn", decoder.learn, msg, ctx)
+        return True
 
     # -- writing ---------------------------------------------------------------------------
 

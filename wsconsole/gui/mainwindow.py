@@ -57,6 +57,8 @@ class MainWindow(QMainWindow):
         self.plots = PlotsPanel(console.series)
         self.timeline = TimelinePanel(console.timeline)
         self.composer = ComposerPanel(console)
+        # a schema loaded in the Frames' detail pane is a Composer format too
+        self.frames.detail.decoding_changed.connect(self.composer.sync_formats)
         self.inject = InjectPanel(console)
         self.network = NetworkPanel(console)
         self.scenarios = ScenariosPanel(console)

@@ -98,7 +98,10 @@ class ComposerPanel(QWidget):
 
         self.target = QComboBox()
         self.format = QComboBox()
-        self.format.addItems(FORMATS)
+        self.format.setToolTip("how the editor's content is sent; a decoder's format takes "
+                               "the decoded tree's JSON and encodes it (docs/decoders.md)")
+        self._encoders: dict[str, str] = {}  # format label -> decoder name
+        self.sync_formats()
         self.template_box = QComboBox()
         self.template_box.setPlaceholderText("templates")
         self.save_template_button = QPushButton("Save as\u2026")
@@ -170,6 +173,33 @@ class ComposerPanel(QWidget):
         console.on_change.append(self.sync_targets)
         self.sync_targets()
 
+    # -- formats
+    def sync_formats(self) -> None:
+        """The fixed formats, then every decoder that encodes (a loaded schema adds one)."""
+        registry = self.console.frames.decoding.registry
+        self._encoders = {d.title: d.name for d in registry.encoders() if d.name != "json"}
+        labels = [*FORMATS, *self._encoders]
+        if [self.format.itemText(i) for i in range(self.format.count())] != labels:
+            current = self.format.currentText()
+            self.format.clear()
+            self.format.addItems(labels)
+            if current in labels:
+                self.format.setCurrentText(current)
+
+    def encode(self, fmt: str, text: str) -> str | bytes:
+        """The frame for the editor's content in `fmt`; ValueError with the reason if bad.
+
+        A decoder's format reads the text as JSON (a decoded tree) and encodes it with the
+        target connection's context (its subprotocol, what was learned from its frames).
+        """
+        name = self._encoders.get(fmt)
+        if name is None:
+            return encode_payload(fmt, text)
+        if not text.strip():
+            raise ValueError(f"write the {fmt} message as JSON (a decoded tree)")
+        context = self.console.frames.decoding.context(self.target.currentText())
+        return self.console.frames.decoding.registry.encode(name, json_value(text), context)
+
     # -- targets
     def sync_targets(self) -> None:
         """Mirror the console's connections in the target selector."""
@@ -222,7 +252,7 @@ class ComposerPanel(QWidget):
         fmt = self.format.currentText()
         text = self.editor.toPlainText()
         try:
-            data = encode_payload(fmt, text)
+            data = self.encode(fmt, text)
             client = self._client()
         except ValueError as exc:
             self._fail(str(exc))

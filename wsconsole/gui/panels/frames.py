@@ -13,7 +13,6 @@ from collections import OrderedDict
 from typing import Any
 
 import numpy as np
-import orjson
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
@@ -24,11 +23,9 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
-    QPlainTextEdit,
     QPushButton,
     QSplitter,
     QTableView,
-    QTabWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -36,17 +33,12 @@ from PySide6.QtWidgets import (
 
 from wsconsole.app.framestore import FrameFilter, FrameRow, FrameStore
 from wsconsole.core.events import Direction, Opcode
+from wsconsole.decoders.base import Decoded
+from wsconsole.gui.panels.framedetail import OPCODE_NAMES, FrameDetail
 from wsconsole.gui.theme import mono
 
 COLUMNS = ("Time", "Conn", "Dir", "Opcode", "Size", "Room", "Seq", "Node", "Preview")
-_OPCODE_NAMES = {
-    Opcode.TEXT: "text",
-    Opcode.BINARY: "binary",
-    Opcode.PING: "ping",
-    Opcode.PONG: "pong",
-    Opcode.CLOSE: "close",
-    Opcode.CONTINUATION: "cont",
-}
+_OPCODE_NAMES = OPCODE_NAMES
 _AnyIndex = QModelIndex | QPersistentModelIndex
 SCAN_CHUNK = 20_000  # frames a text filter searches between budget checks
 
@@ -95,8 +87,12 @@ class IdBuffer:
         return self._buf[self._lo : self._hi]
 
 
-def preview(row: FrameRow, limit: int = 160) -> str:
-    """One-line summary of a frame's payload for the table."""
+def preview(row: FrameRow, limit: int = 160, decoded: Decoded | None = None) -> str:
+    """One-line summary of a frame's payload for the table; `decoded`: its decoded form,
+    shown instead of the raw payload ("[MessagePack] {...}", or the decoder's error)."""
+    if decoded is not None and decoded.decoder is not None:
+        text = decoded.summary if decoded.ok else f"error: {decoded.error}"
+        return f"[{decoded.title}] {text}"[:limit].replace("\n", " ")
     if row.opcode is Opcode.CLOSE:
         code = row.close_code if row.close_code is not None else "-"
         return f"close {code} {row.close_reason or ''}".rstrip()
@@ -105,27 +101,6 @@ def preview(row: FrameRow, limit: int = 160) -> str:
         return text[:limit].replace("\n", " ")
     head = row.payload[:32].hex(" ")
     return head + (" ..." if row.size > 32 else "")
-
-
-def hexdump(data: bytes, limit: int = 65_536) -> str:
-    """Classic offset / hex / ASCII dump of at most `limit` bytes."""
-    lines = []
-    for offset in range(0, min(len(data), limit), 16):
-        chunk = data[offset : offset + 16]
-        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
-        lines.append(f"{offset:08x}  {chunk.hex(' '):<47}  {text}")
-    if len(data) > limit:
-        lines.append(f"... {len(data) - limit} more bytes")
-    return "\n".join(lines)
-
-
-def pretty_json(data: bytes) -> str | None:
-    """Indented JSON if the payload parses, else None."""
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
 
 
 class FramesTableModel(QAbstractTableModel):
@@ -195,8 +170,13 @@ class FramesTableModel(QAbstractTableModel):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
-    @staticmethod
-    def _cell(frame: FrameRow, col: int) -> str:
+    def _preview(self, frame: FrameRow) -> str:
+        decoding = self.store.decoding
+        if decoding.differs(frame.conn, frame.opcode):
+            return preview(frame, decoded=self.store.decoded(frame))
+        return preview(frame)
+
+    def _cell(self, frame: FrameRow, col: int) -> str:
         if col == 0:
             stamp = datetime.datetime.fromtimestamp(frame.wall)
             return stamp.strftime("%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}"
@@ -214,7 +194,7 @@ class FramesTableModel(QAbstractTableModel):
             return "" if frame.seq is None else str(frame.seq)
         if col == 7:
             return frame.node or ""
-        return preview(frame)
+        return self._preview(frame)
 
     # -- pulling from the store
     @property
@@ -348,26 +328,13 @@ class FramesPanel(QWidget):
         for col, chars in enumerate((13, 8, 6, 7, 6, 8, 6, 5)):
             self.table.setColumnWidth(col, chars * char + 10)
 
-        self.detail_title = QLabel("select a frame")
-        self.detail_tabs = QTabWidget()
-        self.json_view = QPlainTextEdit(readOnly=True)
-        self.text_view = QPlainTextEdit(readOnly=True)
-        self.hex_view = QPlainTextEdit(readOnly=True)
-        for view, title in ((self.json_view, "JSON"), (self.text_view, "Text"),
-                            (self.hex_view, "Hex")):
-            view.setFont(mono())
-            self.detail_tabs.addTab(view, title)
-        detail = QWidget()
-        detail_layout = QVBoxLayout(detail)
-        detail_layout.setContentsMargins(0, 0, 0, 0)
-        detail_layout.addWidget(self.detail_title)
-        detail_layout.addWidget(self.detail_tabs)
+        self.detail = FrameDetail(store)
 
-        splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter = splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.table)
-        splitter.addWidget(detail)
+        splitter.addWidget(self.detail)
         splitter.setStretchFactor(0, 3)
-        splitter.setStretchFactor(1, 1)
+        splitter.setStretchFactor(1, 2)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
@@ -387,6 +354,7 @@ class FramesPanel(QWidget):
         self.clear_button.clicked.connect(self._clear)
         self.export_button.clicked.connect(self._export_dialog)
         self.table.selectionModel().currentRowChanged.connect(self._show_detail)
+        self.detail.decoding_changed.connect(self._decoding_changed)
         self.table.verticalScrollBar().valueChanged.connect(self._user_scrolled)
 
         self._filter_timer = QTimer(self, singleShot=True, interval=250)
@@ -478,28 +446,16 @@ class FramesPanel(QWidget):
     # -- detail
     def _show_detail(self, current: _AnyIndex, _previous: _AnyIndex | None = None) -> None:
         frame = self.model.row_at(current.row()) if current.isValid() else None
-        if frame is None:
-            self.detail_title.setText("select a frame")
-            for view in (self.json_view, self.text_view, self.hex_view):
-                view.setPlainText("")
-            return
-        bits = [f"#{frame.id}", frame.conn, frame.direction.value,
-                _OPCODE_NAMES.get(frame.opcode, "?"), f"{frame.size} bytes"]
-        if frame.close_code is not None:
-            bits.append(f"close code {frame.close_code} reason {frame.close_reason or '(none)'}")
-        if frame.truncated:
-            bits.append(f"(first {len(frame.payload)} bytes kept)")
-        if frame.injected:
-            bits.append("injected")
-        self.detail_title.setText("  ".join(bits))
-        pretty = pretty_json(frame.payload) if frame.opcode is Opcode.TEXT else None
-        self.json_view.setPlainText(pretty if pretty is not None else "(not JSON)")
-        self.text_view.setPlainText(frame.payload.decode("utf-8", "replace"))
-        self.hex_view.setPlainText(hexdump(frame.payload))
-        if pretty is None and self.detail_tabs.currentWidget() is self.json_view:
-            self.detail_tabs.setCurrentWidget(
-                self.text_view if frame.opcode is Opcode.TEXT else self.hex_view
-            )
+        self.detail.show_frame(frame)
+
+    def _decoding_changed(self) -> None:
+        """Another decoder for a connection: previews and a filter on decoded forms change."""
+        if self.filter_edit.text():
+            self.apply_filter()
+        else:
+            self.model.dataChanged.emit(self.model.index(0, len(COLUMNS) - 1),
+                                        self.model.index(self.model.rowCount() - 1,
+                                                         len(COLUMNS) - 1))
 
     # -- export
     def export(self, path: str, shown_only: bool = True) -> int:
