@@ -38,6 +38,7 @@ class Decoding:
         self._choices: dict[str, str] = {}
         self._cache: OrderedDict[int, Decoded] = OrderedDict()
         self._claimed: dict[tuple[str, bool], bool] = {}
+        self.learned: set[str] = set()  # connections past their first messages (a fast check)
 
     # -- what the connections are ----------------------------------------------------------
 
@@ -52,6 +53,7 @@ class Decoding:
                     subprotocol: str | None = None) -> None:
         """A connection (re)opened: its URL and chosen subprotocol; what was learned resets."""
         self._contexts[conn] = Context(subprotocol=subprotocol, url=url)
+        self.learned.discard(conn)
         self._changed(conn)
 
     def choice(self, conn: str) -> str:
@@ -89,10 +91,12 @@ class Decoding:
 
     def learn(self, conn: str, direction: Direction, opcode: Opcode, payload: bytes) -> None:
         """A frame was stored: decoders look at a connection's first messages (cheap after)."""
-        if opcode not in DATA_OPCODES:
-            return
+        if conn in self.learned or opcode not in DATA_OPCODES:
+            return  # the hot path: one set lookup per stored frame once a connection is known
         if self.registry.learn(_message(direction, opcode, payload), self.context(conn)):
             self._claimed = {k: v for k, v in self._claimed.items() if k[0] != conn}
+        else:
+            self.learned.add(conn)
 
     def decode(self, ident: int, conn: str, direction: Direction, opcode: Opcode,
                payload: bytes, truncated: bool = False) -> Decoded:

@@ -211,7 +211,8 @@ class FrameStore:
             self._reasons[ident] = frame.close_reason
         self.payload_bytes += len(payload)
         self.next_id = ident + 1
-        self.decoding.learn(frame.conn, frame.direction, frame.opcode, frame.payload)
+        if frame.conn not in self.decoding.learned:  # decoders look at first messages only
+            self.decoding.learn(frame.conn, frame.direction, frame.opcode, frame.payload)
         return ident
 
     def clear(self) -> None:
