@@ -184,10 +184,10 @@ def build_deb(bundle: Path, out: Path, compress: str = "xz",
         wrapper.chmod(0o755)
     apps = stage / "usr" / "share" / "applications"
     apps.mkdir(parents=True)
-    shutil.copy(ROOT / "wsconsole" / "resources" / "wsconsole.desktop", apps / "wsconsole.desktop")
+    shutil.copy(ROOT / "resources" / "wsconsole.desktop", apps / "wsconsole.desktop")
     icons = stage / "usr" / "share" / "icons" / "hicolor" / "scalable" / "apps"
     icons.mkdir(parents=True)
-    svg = ROOT / "wsconsole" / "resources" / "icons" / "wsconsole.svg"
+    svg = ROOT / "resources" / "icons" / "wsconsole.svg"
     shutil.copy(svg, icons / "wsconsole.svg")
     if icon_png is not None and icon_png.is_file():
         raster = stage / "usr" / "share" / "icons" / "hicolor" / "256x256" / "apps"

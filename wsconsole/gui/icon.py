@@ -1,5 +1,5 @@
 """The application icon, drawn in code so a packaged bundle needs no data file
-(wsconsole/resources/icons/wsconsole.svg is the same picture for desktop entries)."""
+(resources/icons/wsconsole.svg is the same picture for desktop entries)."""
 
 from __future__ import annotations
 

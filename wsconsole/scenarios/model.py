@@ -15,13 +15,13 @@ tomllib's position; for a wrong value we find the line of its key by scanning th
 
 from __future__ import annotations
 
+import importlib.resources
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import wsconsole
 from wsconsole.scenarios.assertions import Assertion, AssertionSyntaxError, parse_assertion
 from wsconsole.tomlcheck import TomlFileError, TomlReader, parse_toml, read_text
 
@@ -140,8 +140,9 @@ class Scenario:
 
 
 def shipped_dir() -> Path:
-    """Where the scenarios shipped with wsconsole live (source checkout or packaged bundle)."""
-    return Path(wsconsole.__file__).resolve().parent / "resources" / "scenarios"
+    """Where the scenarios shipped with wsconsole live: the top-level resources/ folder,
+    installed as the package wsconsole.resources (source checkout, wheel or bundle)."""
+    return Path(str(importlib.resources.files("wsconsole.resources") / "scenarios"))
 
 
 def shipped_scenarios() -> dict[str, Path]:
