@@ -99,7 +99,7 @@ def test_websocket_url_answered_by_socketio_is_a_mismatch(procs: ProcessRegistry
     (["http://127.0.0.1:1/"], "--socketio or --sse"),
     (["--socketio", "ftp://x/"], "http(s)"),
     (["--socketio", "http://127.0.0.1:1", "--auth", "{nope"], "--auth is not JSON"),
-    (["--socketio", "http://127.0.0.1:1", "--auth", "[1]"], "auth payload"),
+    (["--socketio", "http://127.0.0.1:1", "--auth", "[1]"], "--auth must be a JSON object"),
     (["--socketio", "--sse", "http://127.0.0.1:1"], "not allowed with"),
     (["ws://127.0.0.1:1", "--replay", "/nonexistent.har"], "cannot read"),
     (["ws://127.0.0.1:1", "--replay", str(FIXTURE), "--replay-entry", "5"], "numbered 0..1"),

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.support import SCALE, until
 from wsconsole.core.events import Direction, Opcode
 from wsconsole.core.lifecycle import State
@@ -113,7 +115,7 @@ def test_bad_input_is_refused_in_place(qloop, settings_path, tmp_path) -> None: 
                 ({"url": "ws://host:99999/"}, "url", "Port out of range"),
                 ({"url": "ws://"}, "url", "host"),
                 ({"headers": "no colon here"}, "headers", "no ':'"),
-                ({"headers": "Bad Name: x"}, "headers", "not a valid header name"),
+                ({"headers": "Bad Name: x"}, "headers", "invalid header name"),
                 ({"ca_file": str(tmp_path / "missing.pem")}, "ca_file", "does not exist"),
                 ({"origin": "not an origin"}, "origin", "Origin"),
             ]
@@ -206,7 +208,7 @@ def test_settings_persist_layout_profiles_templates(qloop, settings_path) -> Non
         try:
             assert "conn1" in again.console.sessions
             assert again.console.sessions["conn1"].profile.url == "ws://127.0.0.1:1234/saved"
-            assert again.console.sessions["conn1"].profile.token == ""
+            assert again.console.sessions["conn1"].profile.token is None
             assert again.window.composer.templates["greeting"]["text"] == '{"saved": true}'
             assert not again.window.docks["Timeline"].isVisible()
         finally:
@@ -218,11 +220,14 @@ def test_settings_persist_layout_profiles_templates(qloop, settings_path) -> Non
 
 
 def test_profile_validation_is_headless() -> None:
-    from wsconsole.app.profiles import Profile, parse_headers
+    from wsconsole.app.options import OptionsError
+    from wsconsole.app.profiles import Profile
 
-    assert Profile(url="wss://example.com/x").validate() == {}
-    assert "url" in Profile(url="example.com").validate()
-    assert parse_headers("A: 1\n\nB-c: two words") == [("A", "1"), ("B-c", "two words")]
+    assert Profile(url="wss://example.com/x").url == "wss://example.com/x"
+    with pytest.raises(OptionsError) as refused:
+        Profile(url="example.com")
+    assert "url" in refused.value.problems
+    assert Profile(headers="A: 1\n\nB-c: two words").headers == [("A", "1"), ("B-c", "two words")]
     restored = Profile.from_dict({"name": "x", "url": 5, "backoff_cap": 7, "junk": 1})
     assert restored.name == "x" and restored.url == Profile().url and restored.backoff_cap == 7.0
 

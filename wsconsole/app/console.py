@@ -355,7 +355,7 @@ class Console:
             token=token,
             token_mode="query",
             harness=True,
-            rooms=f"{DEMO_ROOM} swarm-0" if swarm_clients > 0 else DEMO_ROOM,
+            rooms=[DEMO_ROOM, "swarm-0"] if swarm_clients > 0 else [DEMO_ROOM],
             backoff_initial=DEMO_BACKOFF_INITIAL,
             backoff_cap=DEMO_BACKOFF_CAP,
             backoff_jitter=0.25,

@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from wsconsole.app.targets import probe_target
 from wsconsole.faults.catalogue import Direction, get_case
 from wsconsole.faults.probe import ProbeConfig, Target, TargetError, run_case
 
@@ -112,21 +113,9 @@ class Injector:
         session = self.console.sessions.get(via)
         if session is None:
             raise ValueError(f"no connection named {via!r}")
-        profile = session.profile
-        from wsconsole.app.profiles import parse_headers, parse_list
-
-        try:
-            return Target(
-                profile.url.strip(),
-                headers=tuple(parse_headers(profile.headers)),
-                subprotocols=tuple(parse_list(profile.subprotocols)),
-                token=profile.token or None,
-                token_via=profile.token_mode,  # type: ignore[arg-type]
-                origin=profile.origin.strip() or None,
-                ca_file=profile.ca_file.strip() or None,
-                insecure=profile.insecure,
-            )
-        except (TargetError, ValueError) as exc:
+        try:  # the probe connects as the session does: same URL and credentials
+            return probe_target(session.profile)
+        except TargetError as exc:
             raise ValueError(f"{via}: {exc}") from None
 
     def _record(self, record: InjectRecord, where: str) -> InjectRecord:

@@ -1,119 +1,138 @@
-"""The kind of target a connection profile points at, and the client for it (no Qt here).
+"""From `ConnectionOptions` to the core's option objects and the one client of each kind.
 
-`Profile.kind` is "ws" (the reconnecting WebSocket client), "socketio" or "sse"
-(`core.targets`). Every client reports the same core events, so the Console wires any of
-them to the Frames store, the Timeline and the plots the same way; this module is the one
-place that turns a profile into one.
+`options.kind` is "ws" (the reconnecting WebSocket client), "socketio" or "sse"
+(`core.targets`). Every client reports the same core events, so the Console and the
+`connect` command wire any of them the same way; `make_client` is the one place that
+builds one. The probe's `Target` (the `probe` command, the Inject panel) and what
+`diagnose` checks (the command, the Diagnose dialog) come from the same options.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-import orjson
-
+from wsconsole.app.options import SIO_TRANSPORTS, ConnectionOptions
 from wsconsole.core.backoff import BackoffPolicy
-from wsconsole.core.client import ClientOptionsError, ReconnectingClient
+from wsconsole.core.client import ClientOptions, ReconnectingClient
 from wsconsole.core.events import Observer
-from wsconsole.core.urls import url_problem
+from wsconsole.core.tokens import CommandToken, TokenProvider, UrlToken
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # python-socketio and httpx take a second to load: imported when used
     from wsconsole.app.ports import SessionClient
-    from wsconsole.app.profiles import Profile
-    from wsconsole.core.client import ClientOptions
     from wsconsole.core.targets.socketio import SocketIOOptions
     from wsconsole.core.targets.sse import SSEOptions
-
-KINDS = {"ws": "WebSocket", "socketio": "Socket.IO", "sse": "Server-Sent Events"}
-SIO_TRANSPORTS = {"upgrade": ["polling", "websocket"], "websocket": ["websocket"],
-                  "polling": ["polling"]}
+    from wsconsole.diagnostics.checks import DiagnoseOptions
+    from wsconsole.faults.target import Target
 
 
-def check_http_url(url: str) -> str | None:
-    """None if `url` suits a Socket.IO or SSE target, else what is wrong with it."""
-    return url_problem(
-        url, ("http", "https", "ws", "wss"), "http(s):// (or ws(s):// for Socket.IO)"
-    )
+def backoff_policy(options: ConnectionOptions) -> BackoffPolicy:
+    """The reconnect policy the options describe."""
+    return BackoffPolicy(initial=options.backoff_initial, factor=options.backoff_factor,
+                         cap=options.backoff_cap, jitter=options.backoff_jitter,
+                         max_attempts=options.max_attempts)
 
 
-def problems(profile: Profile) -> dict[str, str]:
-    """Field -> message for the kind-specific fields of a profile (empty when fine)."""
-    found: dict[str, str] = {}
-    kind = getattr(profile, "kind", "ws")
-    if kind not in KINDS:
-        found["kind"] = f"kind must be one of {', '.join(KINDS)}"
-        return found
-    if kind == "ws":
-        return found
-    url_problem = check_http_url(profile.url)
-    if url_problem:
-        found["url"] = url_problem
-    elif kind == "sse" and urlsplit(profile.url.strip()).scheme not in ("http", "https"):
-        found["url"] = "an event stream URL is http(s)://"
-    if kind == "socketio":
-        if profile.sio_auth.strip():
-            try:
-                auth = orjson.loads(profile.sio_auth)
-            except orjson.JSONDecodeError as exc:
-                found["sio_auth"] = f"auth payload is not JSON: {exc}"
-            else:
-                if not isinstance(auth, dict):
-                    found["sio_auth"] = "auth payload must be a JSON object"
-        if profile.sio_transport not in SIO_TRANSPORTS:
-            found["sio_transport"] = f"transport must be one of {', '.join(SIO_TRANSPORTS)}"
-    return found
+def token_provider(options: ConnectionOptions) -> TokenProvider | None:
+    """Where the client takes its token from before each connect: the command or URL
+    (asked again for a fresh token after the server refused one), else the fixed token."""
+    if options.token_command:
+        return CommandToken(options.token_command)
+    if options.token_url:
+        return UrlToken(options.token_url, verify=not options.insecure)
+    return options.token
 
 
-def _policy(profile: Profile) -> BackoffPolicy:
-    return BackoffPolicy(initial=profile.backoff_initial, factor=profile.backoff_factor,
-                         cap=profile.backoff_cap, jitter=profile.backoff_jitter,
-                         max_attempts=profile.max_attempts or None)
+def websocket_options(options: ConnectionOptions, **overrides: Any) -> ClientOptions:
+    """ClientOptions for the WebSocket client; `overrides` set fields the user does not
+    (a local address, a token callback)."""
+    fields: dict[str, Any] = dict(
+        url=options.url, headers=list(options.headers),
+        subprotocols=list(options.subprotocols), origin=options.origin,
+        ca_file=options.ca_file, insecure=options.insecure,
+        connect_timeout=options.connect_timeout, max_size=options.max_size,
+        token=token_provider(options), token_mode=options.token_mode,
+        harness=options.harness or bool(options.rooms), rooms=list(options.rooms),
+        backoff=backoff_policy(options), ping_interval=options.ping_interval,
+        ping_timeout=options.ping_timeout, close_timeout=options.close_timeout,
+        queue_limit=options.queue_limit, compression=options.compression)
+    return ClientOptions(**{**fields, **overrides})
 
 
-def options_for(profile: Profile) -> ClientOptions | SocketIOOptions | SSEOptions:
-    """The options object for the profile's kind (ClientOptionsError / ValueError if bad)."""
-    kind = getattr(profile, "kind", "ws")
-    if kind == "ws":
-        return profile.to_options()
-    found = problems(profile)
-    if found:
-        raise ClientOptionsError("; ".join(found.values()))
-    from wsconsole.app.profiles import parse_headers, parse_list
-
-    headers = parse_headers(profile.headers)
-    if kind == "sse":
-        from wsconsole.core.targets.sse import SSEOptions
-
-        return SSEOptions(url=profile.url.strip(), headers=headers, backoff=_policy(profile),
-                          insecure=profile.insecure)
+def socketio_options(options: ConnectionOptions) -> SocketIOOptions:
+    """SocketIOOptions: the URL's path is the namespace unless --path / --namespace say
+    otherwise; a token without an auth payload is sent as {"token": ...} (the harness's
+    Socket.IO nodes read it there)."""
     from wsconsole.core.targets.socketio import options_from_url
 
     extra: dict[str, Any] = {}
-    if profile.sio_namespaces.strip():
-        extra["namespaces"] = parse_list(profile.sio_namespaces)
-    if profile.sio_path.strip():
-        extra["path"] = profile.sio_path.strip()
-    auth = orjson.loads(profile.sio_auth) if profile.sio_auth.strip() else None
-    if auth is None and profile.token:
-        auth = {"token": profile.token}  # the harness's Socket.IO nodes read it there
-    return options_from_url(profile.url.strip(), headers=headers, auth=auth,
-                            transports=SIO_TRANSPORTS[profile.sio_transport],
-                            backoff=_policy(profile), insecure=profile.insecure,
-                            rooms=parse_list(profile.rooms), **extra)
+    if options.sio_namespaces:
+        extra["namespaces"] = list(options.sio_namespaces)
+    if options.sio_path:
+        extra["path"] = options.sio_path
+    auth = options.sio_auth
+    if auth is None and options.token:
+        auth = {"token": options.token}
+    return options_from_url(
+        options.url, auth=auth, headers=list(options.headers),
+        transports=SIO_TRANSPORTS[options.sio_transport], backoff=backoff_policy(options),
+        connect_timeout=options.connect_timeout, ack_timeout=options.sio_ack_timeout,
+        insecure=options.insecure, rooms=list(options.rooms),
+        join_event=options.sio_join_event, leave_event=options.sio_leave_event, **extra)
 
 
-def make_client(profile: Profile, name: str, observers: Iterable[Observer]) -> SessionClient:
-    """A (not started) client of the profile's kind reporting to `observers`."""
-    options = options_for(profile)
-    kind = getattr(profile, "kind", "ws")
-    if kind == "socketio":
+def sse_options(options: ConnectionOptions) -> SSEOptions:
+    """SSEOptions for an event stream."""
+    from wsconsole.core.targets.sse import SSEOptions
+
+    return SSEOptions(url=options.url, headers=list(options.headers),
+                      backoff=backoff_policy(options), connect_timeout=options.connect_timeout,
+                      read_timeout=options.sse_read_timeout, insecure=options.insecure,
+                      last_event_id=options.sse_last_event_id)
+
+
+def core_options(options: ConnectionOptions) -> ClientOptions | SocketIOOptions | SSEOptions:
+    """The core's options object for the options' kind (ClientOptionsError if the core
+    refuses what the declaration let through, e.g. a URL `websockets` cannot parse)."""
+    if options.kind == "socketio":
+        return socketio_options(options)
+    if options.kind == "sse":
+        return sse_options(options)
+    return websocket_options(options)
+
+
+def make_client(options: ConnectionOptions, name: str,
+                observers: Iterable[Observer] = ()) -> SessionClient:
+    """A (not started) client of the options' kind reporting to `observers`."""
+    if options.kind == "socketio":
         from wsconsole.core.targets.socketio import SocketIOClient
 
-        return SocketIOClient(options, name=name, observers=observers)
-    if kind == "sse":
+        return SocketIOClient(socketio_options(options), name=name, observers=observers)
+    if options.kind == "sse":
         from wsconsole.core.targets.sse import SSEClient
 
-        return SSEClient(options, name=name, observers=observers)
-    return ReconnectingClient(options, name=name, observers=observers)
+        return SSEClient(sse_options(options), name=name, observers=observers)
+    return ReconnectingClient(websocket_options(options), name=name, observers=observers)
+
+
+def probe_target(options: ConnectionOptions) -> Target:
+    """The probe's raw-socket target: the same URL and credentials as the client's."""
+    from wsconsole.faults.target import Target
+
+    return Target(options.url, headers=tuple(options.headers),
+                  subprotocols=tuple(options.subprotocols), token=options.token,
+                  token_via=options.token_mode,  # type: ignore[arg-type]
+                  origin=options.origin, ca_file=options.ca_file, insecure=options.insecure)
+
+
+def diagnose_options(options: ConnectionOptions, **run: Any) -> DiagnoseOptions:
+    """What `diagnose` checks: the connection's URL and credentials, with `run` settings
+    (timeout, pings, reconnect, audit); DiagnoseError when those cannot work."""
+    from wsconsole.diagnostics.checks import DiagnoseOptions
+
+    diagnose = DiagnoseOptions(
+        url=options.url, token=options.token, token_mode=options.token_mode,
+        headers=list(options.headers), subprotocols=list(options.subprotocols),
+        origin=options.origin, ca_file=options.ca_file, insecure=options.insecure, **run)
+    diagnose.validate()
+    return diagnose

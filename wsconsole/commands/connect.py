@@ -26,21 +26,17 @@ import signal
 import sys
 import threading
 import time
-import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from wsconsole.commands.argtypes import non_negative, one_line_errors, positive
+from wsconsole.app import options
+from wsconsole.app.options import ConnectionOptions, OptionsError
+from wsconsole.app.targets import make_client
+from wsconsole.commands.argtypes import one_line_errors, positive
 from wsconsole.commands.output import Output, fail_usage
-from wsconsole.core.backoff import BackoffError, BackoffPolicy
-from wsconsole.core.client import (
-    ClientError,
-    ClientOptions,
-    ClientOptionsError,
-    ReconnectingClient,
-    parse_header,
-)
+from wsconsole.core.backoff import BackoffError
+from wsconsole.core.client import ClientError, ClientOptionsError, ReconnectingClient
 from wsconsole.core.events import (
     DeliveryEvent,
     ErrorEvent,
@@ -53,8 +49,7 @@ from wsconsole.core.lifecycle import State, Transition
 from wsconsole.har import HarConnection, HarError, dump_har, load_har, replay
 
 if TYPE_CHECKING:  # imported when used: python-socketio and httpx take a second to load
-    from wsconsole.core.targets.socketio import SocketIOClient, SocketIOOptions
-    from wsconsole.core.targets.sse import SSEOptions
+    from wsconsole.core.targets.socketio import SocketIOClient
 
 HELP = "Connect to a WebSocket URL, show every frame and state change, send stdin lines."
 
@@ -62,68 +57,15 @@ PREVIEW = 200  # characters of a payload shown in human output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the options of `wsconsole connect`."""
+    """Declare the options of `wsconsole connect` (the connection's from app/options.py)."""
     one_line_errors(parser)
     parser.add_argument("url", help="ws(s):// URL, or http(s):// with --socketio / --sse")
-    kind = parser.add_mutually_exclusive_group()
-    kind.add_argument("--socketio", action="store_true",
-                      help="the target is a Socket.IO server (protocol v5)")
-    kind.add_argument("--sse", action="store_true",
-                      help="the target is a Server-Sent Events stream")
-    parser.add_argument("-H", "--header", action="append", default=[], metavar="'K: V'",
-                        help="extra handshake header (repeatable)")
-    parser.add_argument("-s", "--subprotocol", action="append", default=[],
-                        help="subprotocol to offer (repeatable)")
-    parser.add_argument("--origin", help="Origin header, e.g. http://localhost")
-    parser.add_argument("--token", help="auth token, sent again on every reconnect")
-    parser.add_argument("--token-mode", choices=["query", "header", "message"], default="query",
-                        help="token as ?token=, Authorization: Bearer, or a first auth message")
-    parser.add_argument("--ca-file", help="trust this CA bundle for wss://")
-    parser.add_argument("--insecure", action="store_true",
-                        help="do not verify the server certificate (wss://)")
-    parser.add_argument("--harness", action="store_true",
-                        help="speak the harness protocol (rooms, publish, rpc, recovery)")
-    parser.add_argument("--room", action="append", default=[],
-                        help="room to join and re-join (repeatable, implies --harness)")
+    options.add_arguments(parser, options.CONNECT)
     parser.add_argument("--send", action="append", default=[], metavar="TEXT",
                         help="message to send on the first open (repeatable, in order)")
-    parser.add_argument("--backoff-initial", type=non_negative, default=1.0, metavar="S")
-    parser.add_argument("--backoff-factor", type=positive, default=2.0)
-    parser.add_argument("--backoff-cap", type=non_negative, default=30.0, metavar="S")
-    parser.add_argument("--backoff-jitter", type=non_negative, default=1.0, metavar="S")
-    parser.add_argument("--max-attempts", type=int, default=None, metavar="N",
-                        help="give up (exit 1) after N failed retries; default unlimited")
-    parser.add_argument("--ping-interval", type=non_negative, default=25.0, metavar="S",
-                        help="client ping interval; 0 turns pings and liveness off")
-    parser.add_argument("--ping-timeout", type=positive, default=10.0, metavar="S")
-    parser.add_argument("--connect-timeout", type=positive, default=10.0, metavar="S")
-    parser.add_argument("--close-timeout", type=positive, default=2.0, metavar="S")
-    parser.add_argument("--max-size", type=int, default=2**20, metavar="BYTES",
-                        help="largest incoming message; 0 means no limit")
-    parser.add_argument("--queue-limit", type=int, default=10_000, metavar="N",
-                        help="messages kept while offline")
-    parser.add_argument("--no-compression", action="store_true",
-                        help="do not offer permessage-deflate")
     parser.add_argument("--duration", type=positive, metavar="S",
                         help="close normally and exit 0 after S seconds")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    sio = parser.add_argument_group("Socket.IO (--socketio)")
-    sio.add_argument("--path", default=None, metavar="PATH",
-                     help="Engine.IO path (default socket.io)")
-    sio.add_argument("--namespace", action="append", default=[], metavar="NS",
-                     help="namespace to connect (repeatable; default the URL path or /)")
-    sio.add_argument("--auth", metavar="JSON", help="auth payload, a JSON object")
-    sio.add_argument("--transport", choices=["upgrade", "websocket", "polling"],
-                     default="upgrade",
-                     help="polling then upgrade (default), websocket only, or polling only")
-    sio.add_argument("--ack-timeout", type=positive, default=10.0, metavar="S")
-    sio.add_argument("--join-event", default="join", metavar="EVENT",
-                     help="event the server joins rooms on (used by --room and /join)")
-    sio.add_argument("--leave-event", default="leave", metavar="EVENT")
-    sse = parser.add_argument_group("Server-Sent Events (--sse)")
-    sse.add_argument("--last-event-id", metavar="ID", help="resume after this event id")
-    sse.add_argument("--read-timeout", type=positive, metavar="S",
-                     help="reconnect when nothing arrives for S seconds (default: wait)")
     har = parser.add_argument_group("HAR")
     har.add_argument("--har-out", metavar="FILE", help="write the session as a HAR at exit")
     har.add_argument("--replay", metavar="FILE.har",
@@ -135,96 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="with original timing, X times faster")
 
 
-def target_kind(args: argparse.Namespace) -> str:
-    """"ws", "socketio" or "sse": the flag if given, else the URL when it is unambiguous."""
-    if args.socketio:
-        return "socketio"
-    if args.sse:
-        return "sse"
-    try:
-        parts = urllib.parse.urlsplit(args.url)
-    except ValueError:
-        return "ws"  # the WebSocket options name the problem
-    scheme = parts.scheme.lower()
-    if scheme in ("http", "https"):
-        if "/socket.io" in parts.path:
-            return "socketio"
-        raise ClientOptionsError(
-            f"{args.url} is not a ws:// or wss:// URL: for an http(s) target say --socketio "
-            "or --sse (the URL alone does not tell which)")
-    return "ws"
-
-
-def _policy(args: argparse.Namespace) -> BackoffPolicy:
-    if args.max_attempts is not None and args.max_attempts < 0:
-        raise ClientOptionsError("--max-attempts must be >= 0")
-    return BackoffPolicy(
-        initial=args.backoff_initial,
-        factor=args.backoff_factor,
-        cap=max(args.backoff_cap, args.backoff_initial),
-        jitter=args.backoff_jitter,
-        max_attempts=args.max_attempts,
-    )
-
-
-def build_socketio_options(args: argparse.Namespace) -> SocketIOOptions:
-    """SocketIOOptions from the parsed arguments (ClientOptionsError if bad)."""
-    from wsconsole.core.targets.socketio import options_from_url
-
-    auth = None
-    if args.auth is not None:
-        try:
-            auth = orjson.loads(args.auth)
-        except orjson.JSONDecodeError as exc:
-            raise ClientOptionsError(f"--auth is not JSON: {exc}") from None
-    extra: dict[str, Any] = {}
-    if args.path:
-        extra["path"] = args.path
-    if args.namespace:
-        extra["namespaces"] = list(args.namespace)
-    transports = {"upgrade": ["polling", "websocket"], "websocket": ["websocket"],
-                  "polling": ["polling"]}[args.transport]
-    return options_from_url(
-        args.url, auth=auth, headers=[parse_header(line) for line in args.header],
-        transports=transports, backoff=_policy(args), connect_timeout=args.connect_timeout,
-        ack_timeout=args.ack_timeout, insecure=args.insecure, rooms=list(args.room),
-        join_event=args.join_event, leave_event=args.leave_event, **extra)
-
-
-def build_sse_options(args: argparse.Namespace) -> SSEOptions:
-    """SSEOptions from the parsed arguments (ClientOptionsError if bad)."""
-    from wsconsole.core.targets.sse import SSEOptions
-
-    return SSEOptions(url=args.url, headers=[parse_header(line) for line in args.header],
-                      backoff=_policy(args), connect_timeout=args.connect_timeout,
-                      read_timeout=args.read_timeout, insecure=args.insecure,
-                      last_event_id=args.last_event_id)
-
-
-def build_options(args: argparse.Namespace) -> ClientOptions:
-    """ClientOptions from the parsed arguments (ClientOptionsError / BackoffError if bad)."""
-    headers = [parse_header(line) for line in args.header]
-    policy = _policy(args)
-    return ClientOptions(
-        url=args.url,
-        headers=headers,
-        subprotocols=list(args.subprotocol),
-        origin=args.origin,
-        ca_file=args.ca_file,
-        insecure=args.insecure,
-        connect_timeout=args.connect_timeout,
-        max_size=args.max_size or None,
-        token=args.token,
-        token_mode=args.token_mode,
-        harness=args.harness or bool(args.room),
-        rooms=list(args.room),
-        backoff=policy,
-        ping_interval=args.ping_interval or None,
-        ping_timeout=args.ping_timeout,
-        close_timeout=args.close_timeout,
-        queue_limit=args.queue_limit,
-        compression=not args.no_compression,
-    )
+def build_options(args: argparse.Namespace) -> ConnectionOptions:
+    """The connection the arguments describe; the kind is --socketio / --sse, else what the
+    URL says (ValueError when it cannot tell); OptionsError for a value that cannot work."""
+    kind = args.kind or options.infer_kind(args.url)
+    return options.from_args(args, options.CONNECT, url=args.url, kind=kind)
 
 
 def clock(wall: float) -> str:
@@ -563,47 +420,41 @@ async def _main(args: argparse.Namespace, client: Any, kind: str, out: Output,
     return code
 
 
-def _make_client(args: argparse.Namespace, kind: str,
+def _make_client(conn: ConnectionOptions,
                  out: Output) -> tuple[Any, Any, MismatchWatch | None]:
     """The client for the target kind, its stdin command runner, its mismatch watch."""
-    printer = Printer(out, kind)
-    if kind == "socketio":
-        from wsconsole.core.targets.socketio import SocketIOClient
-
-        return SocketIOClient(build_socketio_options(args), name="connect",
-                              observers=[printer]), _sio_command, None
-    if kind == "sse":
-        from wsconsole.core.targets.sse import SSEClient
-
-        return SSEClient(build_sse_options(args), name="connect",
-                         observers=[printer]), None, None
-    watch = MismatchWatch(args.url, out, args.insecure)
-    client = ReconnectingClient(build_options(args), name="connect", observers=[printer, watch])
-    return client, _command, watch
+    printer = Printer(out, conn.kind)
+    if conn.kind == "socketio":
+        return make_client(conn, "connect", [printer]), _sio_command, None
+    if conn.kind == "sse":
+        return make_client(conn, "connect", [printer]), None, None
+    watch = MismatchWatch(conn.url, out, conn.insecure)
+    return make_client(conn, "connect", [printer, watch]), _command, watch
 
 
-async def _run(args: argparse.Namespace, kind: str, conn: HarConnection | None) -> int:
+async def _run(args: argparse.Namespace, conn: ConnectionOptions,
+               har: HarConnection | None) -> int:
     out = Output(args.json)
     try:
-        client, command, watch = _make_client(args, kind, out)
+        client, command, watch = _make_client(conn, out)
     except (ClientOptionsError, BackoffError) as exc:
         return fail_usage(str(exc))
-    return await _main(args, client, kind, out, command, conn, watch)
+    return await _main(args, client, conn.kind, out, command, har, watch)
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `wsconsole connect`."""
     try:
-        kind = target_kind(args)
-        if kind == "ws":
-            build_options(args)
-        conn = _pick_replay(args)
-    except (ClientOptionsError, BackoffError, HarError) as exc:
+        conn = build_options(args)
+        har = _pick_replay(args)
+    except OptionsError as exc:
+        return fail_usage(exc.cli_line())
+    except (ValueError, HarError) as exc:
         return fail_usage(str(exc))
-    if conn is not None and kind == "sse":
+    if har is not None and conn.kind == "sse":
         return fail_usage("--replay needs a target that can send (WebSocket or Socket.IO)")
     try:
-        return asyncio.run(_run(args, kind, conn))
+        return asyncio.run(_run(args, conn, har))
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:  # the reader of stdout left (`| head`): end quietly

@@ -14,9 +14,11 @@ import argparse
 import asyncio
 from pathlib import Path
 
+from wsconsole.app import options
+from wsconsole.app.options import OptionsError
+from wsconsole.app.targets import diagnose_options
 from wsconsole.commands.argtypes import int_between, one_line_errors, positive
 from wsconsole.commands.output import Output, fail_usage
-from wsconsole.core.client import ClientOptionsError, parse_header
 from wsconsole.diagnostics.bundle import BundleInputs, write_bundle
 from wsconsole.diagnostics.checks import (
     DiagnoseError,
@@ -40,18 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options of `wsconsole diagnose`."""
     one_line_errors(parser)
     parser.add_argument("url", help="ws:// or wss:// URL of the endpoint")
-    parser.add_argument("--token", help="auth token (redacted in every output)")
-    parser.add_argument("--token-mode", choices=["query", "header", "message"],
-                        default="query",
-                        help="token as ?token=, Authorization: Bearer, or a first auth message")
-    parser.add_argument("-H", "--header", action="append", default=[], metavar="'K: V'",
-                        help="extra handshake header (repeatable)")
-    parser.add_argument("--subprotocol", action="append", default=[], metavar="NAME",
-                        help="offer this subprotocol (repeatable)")
-    parser.add_argument("--origin", help="Origin header, e.g. https://app.example.com")
-    parser.add_argument("--ca-file", metavar="PEM", help="trust this CA bundle for wss://")
-    parser.add_argument("--insecure", action="store_true",
-                        help="continue past certificate errors (they are still reported)")
+    options.add_arguments(parser, options.CREDENTIALS, help={
+        "token": "auth token (redacted in every output)",
+        "insecure": "continue past certificate errors (they are still reported)"})
     parser.add_argument("--timeout", type=positive, default=5.0, metavar="SECONDS",
                         help="limit for each network wait (default 5)")
     parser.add_argument("--pings", type=COUNT, default=5, help="pings for latency (default 5)")
@@ -64,18 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_options(args: argparse.Namespace) -> DiagnoseOptions:
-    """DiagnoseOptions from the command line; DiagnoseError for bad input."""
-    try:
-        headers = [parse_header(h) for h in args.header]
-    except ClientOptionsError as exc:
-        raise DiagnoseError(str(exc)) from None
-    options = DiagnoseOptions(
-        url=args.url, token=args.token, token_mode=args.token_mode, headers=headers,
-        subprotocols=list(args.subprotocol), origin=args.origin, ca_file=args.ca_file,
-        insecure=args.insecure, timeout=args.timeout, pings=args.pings,
-        reconnect=not args.no_reconnect, audit=not args.no_audit)
-    options.validate()
-    return options
+    """DiagnoseOptions from the command line; OptionsError / DiagnoseError for bad input."""
+    conn = options.from_args(args, options.CREDENTIALS, url=args.url)
+    return diagnose_options(conn, timeout=args.timeout, pings=args.pings,
+                            reconnect=not args.no_reconnect, audit=not args.no_audit)
 
 
 def bundle_inputs(settings_file: str | None) -> BundleInputs:
@@ -87,15 +72,15 @@ def bundle_inputs(settings_file: str | None) -> BundleInputs:
 def run(args: argparse.Namespace) -> int:
     """Diagnose, print each step, optionally write the bundle; exit 0 / 1 / 2."""
     try:
-        options = build_options(args)
+        wanted = build_options(args)
+    except OptionsError as exc:
+        return fail_usage(exc.cli_line())
     except DiagnoseError as exc:
         return fail_usage(str(exc))
     if args.out and not args.out.lower().endswith(".zip"):
         return fail_usage(f"--out must name a .zip file, not {args.out!r}")
     if args.settings and not Path(args.settings).is_file():
         return fail_usage(f"settings file not found: {args.settings}")
-    if args.ca_file and not Path(args.ca_file).is_file():
-        return fail_usage(f"CA file not found: {args.ca_file}")
     setup_logging()
     out = Output(args.json)
 
@@ -103,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         out.event("step", f"{MARKS[step.verdict]}  {step.title}: {step.summary}",
                   **step.as_dict())
 
-    diagnosis = asyncio.run(diagnose(options, show))
+    diagnosis = asyncio.run(diagnose(wanted, show))
     path = None
     if args.out:
         try:

@@ -16,9 +16,11 @@ import asyncio
 import sys
 from pathlib import Path
 
+from wsconsole.app import options
+from wsconsole.app.options import OptionsError
+from wsconsole.app.targets import probe_target
 from wsconsole.commands.argtypes import int_between, one_line_errors, positive
 from wsconsole.commands.output import Output, fail_usage
-from wsconsole.core.client import ClientOptionsError, parse_header
 from wsconsole.faults.audit import AuditConfig, Finding, Status, run_audit
 from wsconsole.faults.catalogue import CATALOGUE, Case, Direction, Group, UnknownCase, select
 from wsconsole.faults.junit import write_junit
@@ -66,17 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="audit: plain ws:// is a finding even on loopback")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--junit", metavar="FILE", help="write JUnit XML to FILE")
-    parser.add_argument("-H", "--header", action="append", default=[], metavar="'K: V'",
-                        help="extra handshake header (repeatable)")
-    parser.add_argument("-s", "--subprotocol", action="append", default=[],
-                        help="subprotocol to offer (repeatable)")
-    parser.add_argument("--origin", help="Origin header, e.g. http://localhost")
-    parser.add_argument("--token", help="auth token")
-    parser.add_argument("--token-mode", choices=["query", "header", "message"], default="query",
-                        help="token as ?token=, Authorization: Bearer, or a first auth message")
-    parser.add_argument("--ca-file", help="trust this CA bundle for wss://")
-    parser.add_argument("--insecure", action="store_true",
-                        help="do not verify the server certificate (wss://)")
+    options.add_arguments(parser, options.CREDENTIALS, help={"token": "auth token"})
     parser.add_argument("--timeout", type=positive, default=5.0, metavar="S",
                         help="bound on connecting, the handshake and each wait (default 5)")
     parser.add_argument("--silence", type=positive, default=1.0, metavar="S",
@@ -133,16 +125,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.url:
         return fail_usage("probe needs a URL (or --list)")
     try:
-        headers = tuple(parse_header(h) for h in args.header)
-        target = Target(
-            args.url, headers=headers, subprotocols=tuple(args.subprotocol), token=args.token,
-            token_via=args.token_mode, origin=args.origin, ca_file=args.ca_file,
-            insecure=args.insecure,
-        )
-    except (TargetError, ClientOptionsError) as exc:
+        target = probe_target(options.from_args(args, options.CREDENTIALS, url=args.url))
+    except OptionsError as exc:
+        return fail_usage(exc.cli_line())
+    except TargetError as exc:
         return fail_usage(str(exc))
-    if args.ca_file and not Path(args.ca_file).is_file():
-        return fail_usage(f"--ca-file {args.ca_file}: no such file")
     if args.junit and not Path(args.junit).resolve().parent.is_dir():
         return fail_usage(f"--junit {args.junit}: directory does not exist")
     config = ProbeConfig(timeout=args.timeout, silence=args.silence, max_size=args.max_size)

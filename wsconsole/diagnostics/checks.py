@@ -42,7 +42,6 @@ from wsconsole.core.client import ClientOptions, ClientOptionsError, Reconnectin
 from wsconsole.core.events import ErrorEvent, FrameRecord, HeartbeatEvent
 from wsconsole.core.lifecycle import State, Transition
 from wsconsole.core.tls import client_context
-from wsconsole.core.urls import url_problem
 from wsconsole.faults.audit import Status, run_audit
 from wsconsole.faults.probe import ProbeConfig, Target, TargetError
 
@@ -83,12 +82,8 @@ class DiagnoseOptions:
     audit: bool = True
 
     def validate(self) -> None:
-        """Raise DiagnoseError with a plain message for options that cannot work."""
-        problem = url_problem(self.url)
-        if problem is not None:
-            raise DiagnoseError(problem)
-        if self.token_mode not in ("query", "header", "message"):
-            raise DiagnoseError("token mode is query, header or message")
+        """Raise DiagnoseError with a plain message for options that cannot work (the
+        connection's own options are checked by the client's, `client_options()`)."""
         if not self.timeout > 0:
             raise DiagnoseError("timeout must be > 0")
         if not 1 <= self.pings <= 1000:

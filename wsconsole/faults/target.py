@@ -8,6 +8,8 @@ from dataclasses import dataclass, replace
 from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from wsconsole.core.errors import ClientOptionsError
+from wsconsole.core.options import check_header
 from wsconsole.core.urls import url_problem
 from wsconsole.errors import WsconsoleError
 from wsconsole.faults.case import DEFAULT_MAX_SIZE, Request
@@ -44,8 +46,10 @@ class Target:
         if self.token_via not in ("query", "header", "message"):
             raise TargetError("token_via is 'query', 'header' or 'message'")
         for name, value in self.headers:
-            if not name or any(c in name for c in " :\r\n") or any(c in value for c in "\r\n"):
-                raise TargetError(f"invalid header {name!r}")
+            try:
+                check_header(name, value)  # the one header rule of every client
+            except ClientOptionsError as exc:
+                raise TargetError(str(exc)) from None
 
     @property
     def secure(self) -> bool:

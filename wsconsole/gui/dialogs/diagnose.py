@@ -9,6 +9,7 @@ writes the zip (secrets redacted) with the app's settings and logs.
 from __future__ import annotations
 
 import asyncio
+import html
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from wsconsole.core.client import ClientOptionsError, parse_header
+from wsconsole.app.options import TOKEN_MODES, ConnectionOptions, OptionsError
+from wsconsole.app.targets import diagnose_options
 from wsconsole.diagnostics.bundle import BundleInputs, write_bundle
 from wsconsole.diagnostics.checks import (
     DiagnoseError,
@@ -73,7 +75,7 @@ class DiagnoseDialog(QDialog):
         self.token_edit = QLineEdit(placeholderText="optional; redacted in the bundle")
         self.token_edit.setEchoMode(QLineEdit.EchoMode.Password)
         self.token_mode = QComboBox()
-        self.token_mode.addItems(["query", "header", "message"])
+        self.token_mode.addItems(TOKEN_MODES)
         self.headers_edit = QPlainTextEdit(placeholderText="Header: value (one per line)")
         self.headers_edit.setMaximumHeight(60)
         self.timeout = QDoubleSpinBox(minimum=0.5, maximum=120.0, value=5.0, suffix=" s")
@@ -129,21 +131,13 @@ class DiagnoseDialog(QDialog):
     # -- running
 
     def options(self) -> DiagnoseOptions:
-        """The form as DiagnoseOptions; DiagnoseError with a plain message if invalid."""
-        headers = []
-        for line in self.headers_edit.toPlainText().splitlines():
-            if line.strip():
-                try:
-                    headers.append(parse_header(line))
-                except ClientOptionsError as exc:
-                    raise DiagnoseError(str(exc)) from None
-        options = DiagnoseOptions(
-            url=self.url_edit.text().strip(), token=self.token_edit.text() or None,
-            token_mode=self.token_mode.currentText(),  # type: ignore[arg-type]
-            headers=headers, timeout=self.timeout.value(), pings=self.pings.value(),
-            reconnect=self.reconnect_box.isChecked(), audit=self.audit_box.isChecked())
-        options.validate()
-        return options
+        """The form as DiagnoseOptions; OptionsError / DiagnoseError if invalid."""
+        conn = ConnectionOptions(url=self.url_edit.text(), token=self.token_edit.text(),
+                                 token_mode=self.token_mode.currentText(),
+                                 headers=self.headers_edit.toPlainText())
+        return diagnose_options(conn, timeout=self.timeout.value(), pings=self.pings.value(),
+                                reconnect=self.reconnect_box.isChecked(),
+                                audit=self.audit_box.isChecked())
 
     def start(self) -> bool:
         """Validate the form and start the diagnosis; False (message shown) if invalid."""
@@ -151,8 +145,8 @@ class DiagnoseDialog(QDialog):
             return False
         try:
             options = self.options()
-        except DiagnoseError as exc:
-            self.message.setText(f'<span style="color:#c62828">{exc}</span>')
+        except (OptionsError, DiagnoseError) as exc:
+            self.message.setText(f'<span style="color:#c62828">{html.escape(str(exc))}</span>')
             return False
         self.table.setRowCount(0)
         self.steps.clear()

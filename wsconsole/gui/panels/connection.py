@@ -28,8 +28,9 @@ from PySide6.QtWidgets import (
 )
 
 from wsconsole.app.console import Console, Session
-from wsconsole.app.profiles import TOKEN_MODES, Profile
-from wsconsole.app.targets import KINDS, SIO_TRANSPORTS, options_for
+from wsconsole.app.options import KINDS, OPTIONS, SIO_TRANSPORTS, TOKEN_MODES, OptionsError
+from wsconsole.app.profiles import Profile
+from wsconsole.app.targets import core_options
 from wsconsole.core.lifecycle import State
 from wsconsole.gui.theme import badge_style
 
@@ -77,7 +78,8 @@ class ConnectionPanel(QWidget):
         self.sio_namespaces_edit = QLineEdit(placeholderText="namespaces (/)")
         self.sio_auth_edit = QLineEdit(placeholderText='auth {"token": ...}')
         self.sio_transport = QComboBox()
-        self.sio_transport.addItems(list(SIO_TRANSPORTS))
+        for transport in SIO_TRANSPORTS:
+            self.sio_transport.addItem(transport, transport)
         for key, widget in (("sio_path", self.sio_path_edit),
                             ("sio_namespaces", self.sio_namespaces_edit),
                             ("sio_auth", self.sio_auth_edit),
@@ -97,8 +99,17 @@ class ConnectionPanel(QWidget):
         self.subprotocols_edit = self._field("subprotocols", QLineEdit(), form, "Subprotocols")
         self.token_edit = self._field("token", QLineEdit(), form, "Token")
         self.token_edit.setEchoMode(QLineEdit.EchoMode.PasswordEchoOnEdit)
+        token_source = QHBoxLayout()
+        self.token_command_edit = QLineEdit(placeholderText="or a command printing one")
+        self.token_url_edit = QLineEdit(placeholderText="or a URL answering one")
+        for key, widget in (("token_command", self.token_command_edit),
+                            ("token_url", self.token_url_edit)):
+            self.fields[key] = widget
+            token_source.addWidget(widget)
+        form.addRow("Token from", token_source)
         self.token_mode = self._field("token_mode", QComboBox(), form, "Token via")
-        self.token_mode.addItems(TOKEN_MODES)
+        for mode in TOKEN_MODES:
+            self.token_mode.addItem(mode, mode)
         self.origin_edit = self._field("origin", QLineEdit(placeholderText="(none)"), form,
                                        "Origin")
         ca_row = QHBoxLayout()
@@ -107,11 +118,13 @@ class ConnectionPanel(QWidget):
         self.ca_browse = QPushButton("\u2026")
         self.ca_browse.setMaximumWidth(28)
         self.insecure_box = QCheckBox("insecure")
+        self.fields["insecure"] = self.insecure_box
         ca_row.addWidget(self.ca_edit, 1)
         ca_row.addWidget(self.ca_browse)
         ca_row.addWidget(self.insecure_box)
         form.addRow("CA file", ca_row)
         self.harness_box = QCheckBox("harness protocol")
+        self.fields["harness"] = self.harness_box
         self.rooms_edit = QLineEdit(placeholderText="rooms to join")
         self.fields["rooms"] = self.rooms_edit
         harness_row = QHBoxLayout()
@@ -240,8 +253,11 @@ class ConnectionPanel(QWidget):
             self.load_profile(session.profile)
 
     def new_connection(self) -> Session:
-        """Add a connection with a fresh name, pre-filled from the form."""
-        base = self.profile_from_form()
+        """Add a connection with a fresh name, pre-filled from the form where it is valid."""
+        try:
+            base = self.profile_from_form()
+        except OptionsError:
+            base = Profile()
         index = len(self.console.sessions) + 1
         name = f"conn{index}"
         while name in self.console.sessions:
@@ -262,81 +278,65 @@ class ConnectionPanel(QWidget):
     # -- form <-> profile
     def load_profile(self, profile: Profile) -> None:
         """Show a profile in the form."""
-        self.name_edit.setText(profile.name)
-        self.url_edit.setText(profile.url)
-        self.kind_box.setCurrentIndex(max(0, self.kind_box.findData(profile.kind)))
-        self.sio_path_edit.setText(profile.sio_path)
-        self.sio_namespaces_edit.setText(profile.sio_namespaces)
-        self.sio_auth_edit.setText(profile.sio_auth)
-        self.sio_transport.setCurrentText(profile.sio_transport)
-        self.headers_edit.setPlainText(profile.headers)
-        self.subprotocols_edit.setText(profile.subprotocols)
-        self.token_edit.setText(profile.token)
-        self.token_mode.setCurrentText(profile.token_mode)
-        self.origin_edit.setText(profile.origin)
-        self.ca_edit.setText(profile.ca_file)
-        self.insecure_box.setChecked(profile.insecure)
-        self.harness_box.setChecked(profile.harness)
-        self.rooms_edit.setText(profile.rooms)
-        self.backoff_initial.setValue(profile.backoff_initial)
-        self.backoff_factor.setValue(profile.backoff_factor)
-        self.backoff_cap.setValue(profile.backoff_cap)
-        self.backoff_jitter.setValue(profile.backoff_jitter)
-        self.max_attempts.setValue(profile.max_attempts)
-        self.ping_interval.setValue(profile.ping_interval)
-        self.ping_timeout.setValue(profile.ping_timeout)
+        for name, widget in self.fields.items():
+            value = getattr(profile, name)
+            if isinstance(widget, QLineEdit):
+                widget.setText(profile.name if name == "name" else profile.text(name))
+            elif isinstance(widget, QPlainTextEdit):
+                widget.setPlainText(profile.text(name))
+            elif isinstance(widget, QComboBox):
+                widget.setCurrentIndex(max(0, widget.findData(value)))
+            elif isinstance(widget, QCheckBox):
+                widget.setChecked(value)
+            elif isinstance(widget, QDoubleSpinBox | QSpinBox):
+                widget.setValue(value or 0)  # 0 shows "off" / "unlimited"
         self._mark({})
 
+    def form_values(self) -> dict[str, object]:
+        """What the form holds, as typed (a Profile built from it checks every value)."""
+        values: dict[str, object] = {}
+        for name, widget in self.fields.items():
+            if isinstance(widget, QLineEdit):
+                values[name] = widget.text()
+            elif isinstance(widget, QPlainTextEdit):
+                values[name] = widget.toPlainText()
+            elif isinstance(widget, QComboBox):
+                values[name] = widget.currentData()
+            elif isinstance(widget, QCheckBox):
+                values[name] = widget.isChecked()
+            elif isinstance(widget, QDoubleSpinBox | QSpinBox):
+                values[name] = widget.value()
+        values["max_attempts"] = values["max_attempts"] or None  # the spin box's "unlimited"
+        return values
+
     def profile_from_form(self) -> Profile:
-        """The profile the form describes (not validated)."""
-        return Profile(
-            name=self.name_edit.text().strip(),
-            url=self.url_edit.text().strip(),
-            kind=self.kind_box.currentData() or "ws",
-            sio_path=self.sio_path_edit.text().strip(),
-            sio_namespaces=self.sio_namespaces_edit.text(),
-            sio_auth=self.sio_auth_edit.text(),
-            sio_transport=self.sio_transport.currentText(),
-            headers=self.headers_edit.toPlainText(),
-            subprotocols=self.subprotocols_edit.text(),
-            token=self.token_edit.text(),
-            token_mode=self.token_mode.currentText(),
-            origin=self.origin_edit.text().strip(),
-            ca_file=self.ca_edit.text().strip(),
-            insecure=self.insecure_box.isChecked(),
-            harness=self.harness_box.isChecked(),
-            rooms=self.rooms_edit.text(),
-            backoff_initial=self.backoff_initial.value(),
-            backoff_factor=self.backoff_factor.value(),
-            backoff_cap=self.backoff_cap.value(),
-            backoff_jitter=self.backoff_jitter.value(),
-            max_attempts=self.max_attempts.value(),
-            ping_interval=self.ping_interval.value(),
-            ping_timeout=self.ping_timeout.value(),
-        )
+        """The profile the form describes; OptionsError names the fields that are wrong."""
+        return Profile(**self.form_values())
 
     def _mark(self, problems: dict[str, str]) -> None:
         for key, widget in self.fields.items():
             widget.setStyleSheet(_ERROR_STYLE if key in problems else "")
-            widget.setToolTip(problems.get(key, ""))
+            option = OPTIONS.get(key)
+            widget.setToolTip(problems.get(key, option.help if option else ""))
         self.message.setText("\n".join(problems.values()))
 
     # -- actions
     def connect_selected(self) -> bool:
         """Validate the form; if fine, (re)connect the selected connection. False if refused."""
-        profile = self.profile_from_form()
         name = self.selected_name()
-        problems = profile.validate()
-        if name is not None and profile.name != name:
-            problems["name"] = "to use another name, add a New connection"
-        if not problems:
-            try:
-                options_for(profile)  # the options of its kind: WebSocket, Socket.IO or SSE
-            except ValueError as exc:  # ClientOptionsError is a ValueError
-                problems["url"] = str(exc)
-        self._mark(problems)
-        if problems:
+        try:
+            profile = self.profile_from_form()
+            core_options(profile)  # what the core itself refuses, shown here too
+        except OptionsError as exc:
+            self._mark(exc.messages(cli=False))
             return False
+        except ValueError as exc:  # ClientOptionsError
+            self._mark({"url": str(exc)})
+            return False
+        if name is not None and profile.name != name:
+            self._mark({"name": "to use another name, add a New connection"})
+            return False
+        self._mark({})
         if name is None:
             try:
                 self.console.add_session(profile)
