@@ -16,7 +16,7 @@ from wsconsole.diagnostics.bundle import (
     read_bundle,
     write_bundle,
 )
-from wsconsole.diagnostics.checks import DiagnoseOptions, Diagnosis, StepResult, Verdict
+from wsconsole.diagnostics.model import DiagnoseOptions, Diagnosis, StepResult, Verdict
 from wsconsole.diagnostics.redact import MASK, Redactor, is_secret_name, redact_ini
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXBhcnQ"

@@ -29,7 +29,8 @@ import trustme
 
 from tests.support import MS, SCALE, free_port, pid_alive
 from wsconsole.diagnostics.bundle import read_bundle, write_bundle
-from wsconsole.diagnostics.checks import DiagnoseOptions, Verdict, diagnose
+from wsconsole.diagnostics.checks import diagnose
+from wsconsole.diagnostics.model import DiagnoseOptions, Verdict
 from wsconsole.harness.cluster import Cluster, ClusterConfig
 
 EXPECTED = {"report.html", "report.json", "frames.jsonl", "timeline.jsonl", "versions.json",

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # python-socketio and httpx take a second to load: imported w
     from wsconsole.app.ports import SessionClient
     from wsconsole.core.targets.socketio import SocketIOOptions
     from wsconsole.core.targets.sse import SSEOptions
-    from wsconsole.diagnostics.checks import DiagnoseOptions
+    from wsconsole.diagnostics.model import DiagnoseOptions
     from wsconsole.faults.target import Target
 
 
@@ -128,7 +128,7 @@ def probe_target(options: ConnectionOptions) -> Target:
 def diagnose_options(options: ConnectionOptions, **run: Any) -> DiagnoseOptions:
     """What `diagnose` checks: the connection's URL and credentials, with `run` settings
     (timeout, pings, reconnect, audit); DiagnoseError when those cannot work."""
-    from wsconsole.diagnostics.checks import DiagnoseOptions
+    from wsconsole.diagnostics.model import DiagnoseOptions
 
     diagnose = DiagnoseOptions(
         url=options.url, token=options.token, token_mode=options.token_mode,

@@ -20,13 +20,8 @@ from wsconsole.app.targets import diagnose_options
 from wsconsole.commands.argtypes import int_between, one_line_errors, positive
 from wsconsole.commands.output import Output, fail_usage
 from wsconsole.diagnostics.bundle import BundleInputs, write_bundle
-from wsconsole.diagnostics.checks import (
-    DiagnoseError,
-    DiagnoseOptions,
-    StepResult,
-    Verdict,
-    diagnose,
-)
+from wsconsole.diagnostics.checks import diagnose
+from wsconsole.diagnostics.model import DiagnoseError, DiagnoseOptions, StepResult, Verdict
 from wsconsole.diagnostics.settings import app_settings_files
 from wsconsole.diagnostics.versions import versions
 from wsconsole.logs import log_files, setup_logging

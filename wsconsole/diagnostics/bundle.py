@@ -32,7 +32,7 @@ import orjson
 from wsconsole import __version__
 from wsconsole.core.events import ErrorEvent, FrameRecord, HeartbeatEvent, Opcode
 from wsconsole.core.lifecycle import Transition
-from wsconsole.diagnostics.checks import Diagnosis, Verdict
+from wsconsole.diagnostics.model import Diagnosis, Verdict
 from wsconsole.diagnostics.redact import Redactor, redact_ini
 
 BUNDLE_FORMAT = "wsconsole-support-bundle/1"

@@ -40,13 +40,13 @@ from PySide6.QtWidgets import (
 from wsconsole.app.options import TOKEN_MODES, ConnectionOptions, OptionsError
 from wsconsole.app.targets import diagnose_options
 from wsconsole.diagnostics.bundle import BundleInputs, write_bundle
-from wsconsole.diagnostics.checks import (
+from wsconsole.diagnostics.checks import diagnose
+from wsconsole.diagnostics.model import (
     DiagnoseError,
     DiagnoseOptions,
     Diagnosis,
     StepResult,
     Verdict,
-    diagnose,
 )
 from wsconsole.diagnostics.versions import versions
 from wsconsole.logs import log_files
