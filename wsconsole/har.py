@@ -1,4 +1,4 @@
-"""HAR import and export for WebSocket traffic, in Chrome DevTools' format (pure, no I/O loop).
+"""HAR import and export for WebSocket traffic, in Chrome DevTools' format; and replay.
 
 Chrome DevTools (since v76; the de-facto format that mitmproxy, HTTP Toolkit and Proxyman
 also read and write) records each WebSocket as an entry with `_resourceType: "websocket"`,
@@ -7,8 +7,9 @@ the upgrade request/response, and `_webSocketMessages`: `{"type": "send"|"receiv
 base64. Import turns every such entry into a `HarConnection` and its messages into
 FrameRecords (the Frames view's input); export writes FrameRecords (or the Frames view's
 rows) grouped by connection back into a HAR 1.2 log that DevTools-compatible tools open.
-`replay()` re-sends a connection's sent messages, as fast as possible or with the original
-spacing.
+Import and export are plain functions (no event loop, no Qt). `replay()` is the one
+coroutine: it re-sends a connection's sent messages through a send function the caller
+gives (a client's `send`), as fast as possible or with the original spacing.
 
 Bad input raises HarError with a message naming the problem (not JSON, truncated, not a
 HAR log, no WebSocket entries, a malformed message at entry N).
