@@ -76,8 +76,8 @@ class RunProgress:
         self.scale = scale
         self.phase = "starting"  # runner phases, then "done"
         self.swarm_phase: str | None = None  # ramp, load, settle (from the stats lines)
-        self.load_s = scenario.swarm.duration * scale
-        self.settle_s = scenario.swarm.settle * scale
+        self.load_s = scenario.load_seconds * scale
+        self.settle_s = scenario.settle_seconds * scale
         self.steps = [
             StepView(s.at * scale, s.describe(), s.line, s.note) for s in scenario.steps
         ]

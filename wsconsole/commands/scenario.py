@@ -1,10 +1,14 @@
-"""`wsconsole scenario run|check|list`: chaos scenarios from TOML files, with a verdict.
+"""`wsconsole scenario run|check|list|export`: scenarios from TOML files, with a verdict.
 
 run FILE [--junit FILE] [--report FILE.html] [--json] [--scale F]: starts the cluster the file
 describes, puts the swarm on it, performs the timed steps and judges the assertions. Exit 0
 when every assertion holds and every step was carried out, 1 otherwise, 2 when the file is
 invalid (the message names the line). FILE may also be the name of a shipped scenario
 (`wsconsole scenario list`). SIGINT stops the run early (the cluster is still stopped).
+
+export FILE.har [--entry N] [--url URL] [-o OUT.toml]: a recorded connection (from
+`wsconsole proxy --har-out`, `connect --har-out`, the window or a browser's DevTools) as a
+replay scenario that `run` plays against its server and compares with the recording.
 """
 
 from __future__ import annotations
@@ -48,6 +52,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check_p.add_argument("--json", action="store_true")
     list_p = sub.add_parser("list", help="the scenarios shipped with wsconsole")
     list_p.add_argument("--json", action="store_true")
+    export_p = sub.add_parser("export", help="a recorded connection (HAR) as a replay scenario")
+    export_p.add_argument("har", metavar="FILE.har")
+    export_p.add_argument("--entry", type=int, default=0, metavar="N",
+                          help="which WebSocket connection of the HAR (0: the first)")
+    export_p.add_argument("--url", help="replay against this URL (default: the recorded one)")
+    export_p.add_argument("--timing", choices=["original", "fast"], default="original")
+    export_p.add_argument("--wait", type=float, default=2.0, metavar="S",
+                          help="how long the replay waits for replies after its last send")
+    export_p.add_argument("--with-credentials", action="store_true",
+                          help="keep the Cookie and Authorization headers in the file")
+    export_p.add_argument("-o", "--output", metavar="FILE.toml", help="write here, not stdout")
+    export_p.add_argument("--json", action="store_true")
 
 
 def _resolve(name: str) -> Path:
@@ -68,6 +84,8 @@ def _human(event: dict[str, Any]) -> str | None:
             return f"scenario {event['name']!r} (time scale {event['scale']:g})"
         if phase == "cluster_ready":
             return f"cluster ready in {event.get('ready_s') or 0:.1f} s at {event['url']}"
+        if phase == "replay":
+            return f"replay: {event['sends']} message(s) to {event['url']} ({event['timing']})"
         if phase == "swarm":
             return (
                 f"swarm: {event['clients']} clients, {event['rooms']} rooms, "
@@ -90,6 +108,12 @@ def _human(event: dict[str, Any]) -> str | None:
             f"  reconnects {event['reconnects']}"
             f"  p99 {'-' if p99 is None else f'{p99:.1f} ms'}"
         )
+    if kind == "summary" and "matched" in event:
+        first = event.get("first_divergence")
+        where = "none" if first is None else f"at reply {first}"
+        return (f"replay: sent {event['sent']}, received {event['received']} of "
+                f"{event['expected']} recorded, {event['matched']} identical, divergence {where}"
+                + (f", {event['error']}" if event.get("error") else ""))
     if kind == "assertion":
         word = "PASS" if event["passed"] else "FAIL"
         return f"{word} {event['name']}  (expect {event['expect']}; {event['detail']})"
@@ -113,7 +137,7 @@ async def _run(scenario: Any, scale: float, out: Output, auth: dict[str, Any]) -
 
     def on_event(event: dict[str, Any]) -> None:
         fields = {k: v for k, v in event.items() if k != "event"}
-        if event["event"] == "summary" and not out.json_mode:
+        if event["event"] == "summary" and not out.json_mode and "matched" not in event:
             return
         if event["event"] == "result" and out.json_mode:
             fields.pop("summary", None)
@@ -139,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
     if action is None:
         return fail_usage("scenario needs an action: run FILE, check FILE or list")
     out = Output(args.json)
+    if action == "export":
+        return _export(args, out)
     if action == "list":
         for name, path in sorted(shipped_scenarios().items()):
             try:
@@ -191,3 +217,40 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"wsconsole: cannot write a report: {exc}\n")
         return 1
     return 0 if result.passed else 1
+
+
+def _export(args: argparse.Namespace, out: Output) -> int:
+    """`scenario export`: write a replay scenario for one connection of a HAR."""
+    from wsconsole.har import HarError, load_har
+    from wsconsole.scenarios.model import ScenarioError, parse_scenario
+    from wsconsole.scenarios.replay import scenario_text
+
+    try:
+        conns = load_har(args.har)
+    except HarError as exc:
+        return fail_usage(str(exc))
+    if not 0 <= args.entry < len(conns):
+        return fail_usage(f"--entry {args.entry}: {args.har} has {len(conns)} WebSocket "
+                          f"connection(s), numbered 0..{len(conns) - 1}")
+    conn = conns[args.entry]
+    if not conn.sent:
+        return fail_usage(f"connection {args.entry} of {args.har} sent nothing to replay")
+    text = scenario_text(conn, url=args.url, timing=args.timing, wait=args.wait,
+                         with_credentials=args.with_credentials)
+    try:
+        scenario = parse_scenario(text, args.output or "the exported scenario")
+    except ScenarioError as exc:
+        return fail_usage(f"cannot export {conn.url}: {exc.reason}")
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        Path(args.output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        return fail_usage(f"cannot write {args.output}: {exc}")
+    assert scenario.replay is not None
+    out.event("exported", f"{args.output}: {scenario.load_text()}, "
+              f"{len(scenario.replay.expects)} recorded replies", path=args.output,
+              url=scenario.url, sends=len(scenario.replay.sends),
+              expects=len(scenario.replay.expects))
+    return 0

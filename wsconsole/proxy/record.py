@@ -23,7 +23,8 @@ from pathlib import Path
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from wsconsole.core.events import Direction, FrameRecord, Opcode
+from wsconsole.core.events import FrameRecord, Opcode
+from wsconsole.core.tasks import spawn
 from wsconsole.har import HarConnection, HarHandshake, HarMessage, dump_har, replay
 from wsconsole.proxy.hub import ConnectionInfo, ProxyEvent, ProxyHub
 
@@ -95,12 +96,18 @@ class Recorder:
 
 @dataclass
 class ReplayResult:
-    """What a replay sent and got back."""
+    """What a replay sent and got back (times in seconds from the start)."""
 
-    sent: int = 0
-    received: list[tuple[float, Opcode, bytes]] = field(default_factory=list)  # (s, op, data)
+    opened: bool = False
+    sent_at: list[float] = field(default_factory=list)
+    received: list[tuple[float, Opcode, bytes]] = field(default_factory=list)  # (t, op, data)
     close_code: int | None = None
     error: str | None = None
+
+    @property
+    def sent(self) -> int:
+        """How many messages were sent."""
+        return len(self.sent_at)
 
 
 def replay_headers(conn: HarConnection) -> tuple[list[tuple[str, str]], list[str]]:
@@ -117,11 +124,13 @@ def replay_headers(conn: HarConnection) -> tuple[list[tuple[str, str]], list[str
 
 async def replay_through(conn: HarConnection, url: str, *, timing: str = "fast",
                          speed: float = 1.0, wait: float = 1.0, proxy: str | None = None,
-                         tls: ssl.SSLContext | None = None) -> ReplayResult:
+                         tls: ssl.SSLContext | None = None,
+                         until: int | None = None) -> ReplayResult:
     """Open `url` with the recorded handshake, re-send the client's messages, collect replies.
 
     `proxy` is an http:// proxy to go through (forward mode); `wait` is how long to keep
-    listening after the last send. Refusals and drops end up in `error`, never raised.
+    listening after the last send, cut short once `until` messages came back. Refusals and
+    drops end up in `error`, never raised.
     """
     headers, protocols = replay_headers(conn)
     result = ReplayResult()
@@ -134,15 +143,23 @@ async def replay_through(conn: HarConnection, url: str, *, timing: str = "fast",
                            user_agent_header=None, max_size=None, open_timeout=10,
                            **options) as ws:  # type: ignore[arg-type]
 
+            result.opened = True
+
             async def collect() -> None:
                 with contextlib.suppress(ConnectionClosed):
                     async for message in ws:
                         opcode = Opcode.TEXT if isinstance(message, str) else Opcode.BINARY
                         data = message.encode() if isinstance(message, str) else message
                         result.received.append((time.monotonic() - start, opcode, data))
+                        if until is not None and len(result.received) >= until:
+                            return
 
-            reader = asyncio.ensure_future(collect())
-            result.sent = await replay(conn, ws.send, timing=timing, speed=speed)
+            async def send(data: str | bytes) -> None:
+                result.sent_at.append(time.monotonic() - start)
+                await ws.send(data)
+
+            reader = spawn(collect(), "replay-reader")
+            await replay(conn, send, timing=timing, speed=speed)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(reader), wait)
             reader.cancel()
@@ -152,7 +169,3 @@ async def replay_through(conn: HarConnection, url: str, *, timing: str = "fast",
         result.error = f"{type(exc).__name__}: {exc}"
     return result
 
-
-def client_messages(conn: HarConnection) -> list[HarMessage]:
-    """The messages the recorded client sent (direction OUT)."""
-    return [m for m in conn.messages if m.direction is Direction.OUT]

@@ -54,6 +54,13 @@ METRICS: frozenset[str] = frozenset(
         "reconnect_spread_ms",
         "connect_max_ms",
         "errors_total",
+        # replay scenarios (scenarios/replay.py)
+        "received",
+        "matched",
+        "diverged",
+        "first_divergence",
+        "reply_p50_ms",
+        "reply_max_ms",
     }
 )
 

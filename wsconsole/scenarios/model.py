@@ -1,7 +1,8 @@
 """The scenario file: TOML schema, loading and validation with line numbers.
 
 A scenario names the cluster to start, the swarm to put on it, timed steps that break it,
-and assertions that decide the verdict (docs/scenarios.md has the full reference):
+and assertions that decide the verdict (docs/scenarios.md has the full reference); or, in
+place of the swarm, a recorded connection to replay against `url` (scenarios/replay.py):
 
     name = "node kill under load"
     [cluster]                       nodes, broker, sticky, timings, ping_*, [cluster.limits]
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from wsconsole.scenarios.assertions import Assertion, AssertionSyntaxError, parse_assertion
+from wsconsole.scenarios.replay import ReplaySpec, parse_replay
 from wsconsole.tomlcheck import TomlFileError, TomlReader, parse_toml, read_text
 
 NODE_ACTIONS = frozenset({"kill", "pause", "resume", "drain", "restart"})
@@ -131,12 +133,36 @@ class Scenario:
     name: str
     description: str
     cluster: ClusterSpec | None
-    swarm: SwarmSpec
+    swarm: SwarmSpec | None  # None: a replay scenario
     steps: list[Step]
     assertions: list[Assertion]
     url: str | None = None
     path: str | None = None
     timeout: float | None = None
+    replay: ReplaySpec | None = None
+
+    @property
+    def load_seconds(self) -> float:
+        """How long the load runs (the swarm's duration, or the replay's sends)."""
+        if self.replay is not None:
+            return self.replay.duration
+        assert self.swarm is not None
+        return self.swarm.duration
+
+    @property
+    def settle_seconds(self) -> float:
+        """How long the run may go on after the load (settle, or the replay's wait)."""
+        if self.replay is not None:
+            return self.replay.wait
+        assert self.swarm is not None
+        return self.swarm.settle
+
+    def load_text(self) -> str:
+        """The load in a few words, for lists and titles."""
+        if self.replay is not None:
+            return f"replay of {len(self.replay.sends)} message(s) to {self.url}"
+        assert self.swarm is not None
+        return f"{self.swarm.clients} clients for {self.swarm.duration:g} s"
 
 
 def shipped_dir() -> Path:
@@ -165,7 +191,8 @@ def parse_scenario(text: str, path: str | None = None) -> Scenario:
     r.check_keys(
         data,
         frozenset(
-            {"name", "description", "url", "timeout", "cluster", "swarm", "steps", "assertions"}
+            {"name", "description", "url", "timeout", "cluster", "swarm", "steps", "assertions",
+             "replay"}
         ),
     )
     url = r.string(data, "url", None)
@@ -174,10 +201,19 @@ def parse_scenario(text: str, path: str | None = None) -> Scenario:
     if url is not None and "cluster" in data:
         raise r.fail("give either url (an external server) or [cluster], not both", "cluster")
     cluster = None if url is not None else _cluster(r, r.table(data, "cluster"))
-    if "swarm" not in data:
-        raise r.fail("a [swarm] table is required (at least its duration)")
-    swarm = _swarm(r, r.table(data, "swarm"))
-    steps = _steps(r, data.get("steps", []), swarm, cluster)
+    replay, swarm, steps = None, None, []
+    if "replay" in data:
+        if url is None:
+            raise r.fail("a [replay] needs url = the server to replay against", "replay")
+        if "swarm" in data or "steps" in data:
+            raise r.fail("a [replay] scenario has no [swarm] and no steps: the recording is "
+                         "its load", "swarm" if "swarm" in data else "steps")
+        replay = parse_replay(r, r.table(data, "replay"))
+    elif "swarm" not in data:
+        raise r.fail("a [swarm] table is required (at least its duration), or a [replay]")
+    else:
+        swarm = _swarm(r, r.table(data, "swarm"))
+        steps = _steps(r, data.get("steps", []), swarm, cluster)
     assertions = _assertions(r, data.get("assertions", []))
     timeout = r.number(data, "timeout", None, positive=True)
     return Scenario(
@@ -190,6 +226,7 @@ def parse_scenario(text: str, path: str | None = None) -> Scenario:
         url=url,
         path=path,
         timeout=timeout,
+        replay=replay,
     )
 
 

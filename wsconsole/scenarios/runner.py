@@ -149,6 +149,7 @@ def _swarm_config(scenario: Scenario, scale: float, url: str, token_factory: Any
     from wsconsole.swarm.swarm import SwarmConfig
 
     spec = scenario.swarm
+    assert spec is not None, "a swarm scenario"
     b = spec.backoff
     return SwarmConfig(
         url=url,
@@ -245,7 +246,9 @@ class ScenarioRunner:
 
                     secret = self.secret
                     factory = lambda user: issue_token(secret, user)  # noqa: E731
-            if not self._stop.is_set():
+            if not self._stop.is_set() and sc.replay is not None:
+                await self._run_replay(url)
+            elif not self._stop.is_set():
                 await self._run_load(url, factory)
         except Exception as exc:
             log.debug("scenario failed", exc_info=True)
@@ -270,6 +273,24 @@ class ScenarioRunner:
 
     # ---- the load and the steps -----------------------------------------------------------
 
+    async def _run_replay(self, url: str) -> None:
+        """A replay scenario: the recorded messages are the load (scenarios/replay.py)."""
+        from wsconsole.scenarios.replay import run_replay
+
+        replay = self.scenario.replay
+        assert replay is not None
+        self._t0 = time.monotonic()
+        limit = self.scenario.timeout or (
+            (replay.duration + replay.wait) * self.scale + 30.0)
+        try:
+            async with asyncio.timeout(limit):
+                summary = await run_replay(replay, url, self.scale, self._emit)
+        except TimeoutError:
+            self.result.error = f"the replay did not finish within {limit:.0f} s"
+            return
+        self.result.summary = summary
+        self._emit("summary", **summary)
+
     async def _run_load(self, url: str, token_factory: Any) -> None:
         from wsconsole.swarm.swarm import Swarm
 
@@ -291,7 +312,7 @@ class ScenarioRunner:
             self._run_steps(), name="scenario-steps"
         )
         limit = self.scenario.timeout or (
-            (self.scenario.swarm.duration + self.scenario.swarm.settle) * self.scale + 60.0
+            (self.scenario.load_seconds + self.scenario.settle_seconds) * self.scale + 60.0
         )
         try:
             async with asyncio.timeout(limit):

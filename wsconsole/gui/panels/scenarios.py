@@ -276,7 +276,7 @@ class ScenariosPanel(QWidget):
             sc = self.scenario
             assert sc is not None
             self._say(f"valid \u2014 {len(sc.steps)} steps, {len(sc.assertions)} assertions, "
-                      f"{sc.swarm.clients} clients for {sc.swarm.duration:g} s")
+                      f"{sc.load_text()}")
             self.file_label.setText(f"<b>{sc.name}</b> \u2014 {self.path.name}{edited}")
             self._highlight(None)
         self._buttons()
