@@ -16,8 +16,7 @@ import sys
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.support import MS, ProcessRegistry
-from tests.test_balancer_support import (
+from tests.balancerkit import (
     TIMEOUT,
     local_backends,
     open_client,
@@ -26,6 +25,7 @@ from tests.test_balancer_support import (
     start_balancer,
     start_process_backend,
 )
+from tests.support import MS, ProcessRegistry
 from wsconsole.harness.control import ControlError
 
 __all__ = ["local_backends", "start_balancer"]

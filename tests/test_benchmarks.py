@@ -123,15 +123,3 @@ def test_unknown_benchmark_is_a_usage_error(only: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "--only", only], cwd=ROOT,
                           capture_output=True, text=True, timeout=30 * SCALE)  # fmt: skip
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
-
-
-@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
-def test_node_pre_encoded_fanout_frame(size: int) -> None:
-    """The node's once-encoded fan-out frame is a valid final unmasked text frame."""
-    from wsconsole.harness.node import text_frame
-
-    payload = b"x" * size
-    frame = text_frame(payload)
-    parsed, used = parse_frame(frame)  # type: ignore[misc]
-    assert used == len(frame)
-    assert (parsed.fin, parsed.opcode, parsed.masked, parsed.payload) == (True, 1, False, payload)

@@ -6,9 +6,9 @@ import json
 import signal
 from typing import Any
 
+from tests.nodekit import broker, start_node  # noqa: F401  (broker is a fixture)
 from tests.support import MS, ProcessRegistry, free_port
 from tests.test_client import Recorder
-from tests.test_node_support import broker, start_node  # noqa: F401  (broker is a fixture)
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientOptions, ReconnectingClient
 from wsconsole.core.events import DeliveryEvent, Direction

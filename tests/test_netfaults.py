@@ -16,7 +16,6 @@ from wsconsole.harness.netfaults import (
     Latency,
     Reset,
     Slice,
-    TokenBucket,
     fault_from_words,
     merge,
     parse_fault,
@@ -125,16 +124,3 @@ def test_delay_is_latency_plus_bounded_jitter():
     assert fixed is not None and fixed.delay(rng) == 0.02
     no_latency = merge({"slice": Slice(1)})
     assert no_latency is not None and no_latency.delay(rng) == 0.0
-
-
-def test_token_bucket_holds_the_rate():
-    bucket = TokenBucket(rate=1000, burst=100, now=0.0)
-    now = 0.0
-    sent = 0
-    while now < 10.0:  # a greedy sender: always waits exactly as told
-        now += bucket.reserve(50, now)
-        sent += 50
-    assert 9_900 <= sent <= 10_200  # 1000 B/s for 10 s, plus at most the burst
-    idle = TokenBucket(rate=1000, burst=100, now=0.0)
-    assert idle.reserve(100, 60.0) == 0.0  # tokens never exceed the burst...
-    assert idle.reserve(100, 60.0) == pytest.approx(0.1)  # ...so the next 100 B wait 0.1 s

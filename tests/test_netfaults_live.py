@@ -19,8 +19,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidMessage
 
-from tests.support import MS
-from tests.test_balancer_support import (
+from tests.balancerkit import (
     TIMEOUT,
     BalancerProc,
     local_backends,
@@ -28,6 +27,7 @@ from tests.test_balancer_support import (
     served_by,
     start_balancer,
 )
+from tests.support import MS
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientOptions, ReconnectingClient
 from wsconsole.core.lifecycle import State, Transition

@@ -10,8 +10,8 @@ from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
+from tests.nodekit import TIMEOUT, broker, client, join, module_procs, start_node
 from tests.support import ProcessRegistry
-from tests.test_node_support import TIMEOUT, broker, client, join, module_procs, start_node
 from wsconsole.harness.broker import Broker
 
 __all__ = ["broker", "module_procs"]

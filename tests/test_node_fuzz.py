@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import ClientConnection, connect
 
+from tests.nodekit import TIMEOUT, NodeProc, broker, module_procs, start_node
 from tests.support import ProcessRegistry, pid_alive
-from tests.test_node_support import TIMEOUT, NodeProc, broker, module_procs, start_node
 from wsconsole.core.envelope import parse_server
 from wsconsole.harness.broker import Broker
 
@@ -136,7 +136,7 @@ def test_node_keeps_serving_another_client_after_the_fuzz(
 def test_protocol_violations_get_the_rfc_close_code(
     node: NodeProc, frame: bytes, code: int
 ) -> None:
-    from tests.test_node_support import RawClient
+    from tests.nodekit import RawClient
 
     raw = RawClient(node.port)
     try:

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from tests import servers
-from tests.support import MS, ProcessRegistry, free_port
-from tests.test_socketio_support import (  # noqa: F401 - fixture
+from tests.socketiokit import (  # noqa: F401 - fixture
     node_argv,
     node_socketio,
     python_argv,
     wait_listening,
 )
+from tests.support import MS, ProcessRegistry, free_port
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientOptionsError, NotConnected
 from wsconsole.core.events import Direction, ErrorEvent, FrameRecord, HeartbeatEvent, Opcode

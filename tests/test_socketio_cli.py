@@ -12,9 +12,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.socketiokit import python_argv, wait_listening
 from tests.support import SCALE, ProcessRegistry, free_port
 from tests.test_connect_cli import ENV, ROOT, WAIT, Lines, connect, start_server
-from tests.test_socketio_support import python_argv, wait_listening
 from wsconsole.har import load_har
 
 FIXTURE = Path(__file__).parent / "fixtures" / "chrome_websocket.har"

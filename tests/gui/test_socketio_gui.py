@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.socketiokit import python_argv, wait_listening
 from tests.support import SCALE, ProcessRegistry, free_port, until
-from tests.test_socketio_support import python_argv, wait_listening
 from tests.test_sse import Feed, serve
 from wsconsole.core.events import Direction
 from wsconsole.core.lifecycle import State

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 
 from wsconsole.harness import node as _node
+from wsconsole.harness import nodeconfig
 
 HELP = _node.HELP
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Same options as `python -m wsconsole.harness.node`."""
-    _node.add_arguments(parser)
+    nodeconfig.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

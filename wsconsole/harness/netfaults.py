@@ -31,7 +31,7 @@ bandwidth). Stalls are re-checked between pieces, so switching a fault on or off
 mid-message. A stalled connection whose two peers have both ended their sending side is closed,
 since its held bytes could never be read.
 
-This module is pure logic (validation, the text form, merging by target, the token bucket); the
+This module is pure logic (validation, the text form, merging by target); the
 balancer's pipes consult an ``ActiveFaults`` once per chunk, and only when it is not ``None``.
 """
 
@@ -308,23 +308,6 @@ class FaultBoard:
             for target, faults in sorted(self._by_target.items())
             for fault in faults.values()
         ]
-
-
-class TokenBucket:
-    """Classic token bucket fed by explicit timestamps (seconds), so it tests without a loop."""
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = max(1.0, burst)
-        self._tokens = self.burst
-        self._stamp = now
-
-    def reserve(self, amount: int, now: float) -> float:
-        """Take `amount` tokens (into debt if need be); returns seconds to wait before sending."""
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-        self._tokens -= amount
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
 
 def bandwidth_piece(bytes_per_s: int) -> int:

@@ -22,7 +22,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from wsconsole.core.tasks import Tasks
-from wsconsole.harness.netfaults import HOLD_LIMIT, ActiveFaults, TokenBucket, bandwidth_piece
+from wsconsole.harness.limits import TokenBucket
+from wsconsole.harness.netfaults import HOLD_LIMIT, ActiveFaults, bandwidth_piece
 
 log = logging.getLogger(__name__)
 

@@ -38,15 +38,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 import orjson
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from wsconsole.harness import node as ws_node
-from wsconsole.harness.auth import AuthError, Claims, room_allowed, verify_token
+from wsconsole.harness.admission import DRAINING, Admission
+from wsconsole.harness.auth import AuthError, Claims, room_allowed
 from wsconsole.harness.control import ControlClient
+from wsconsole.harness.nodeconfig import NodeConfig, UsageError, add_arguments, config_from_args
+from wsconsole.harness.nodemetrics import CONTENT_TYPE_LATEST, exposition
 from wsconsole.harness.supervised import Supervised
 
 if TYPE_CHECKING:
@@ -75,7 +74,7 @@ class SioStats:
 class SioNode(Supervised):
     """A Socket.IO node: call `run()`; it returns the exit code after a drain."""
 
-    def __init__(self, config: ws_node.NodeConfig) -> None:
+    def __init__(self, config: NodeConfig) -> None:
         import socketio
         from aiohttp import web
 
@@ -87,12 +86,16 @@ class SioNode(Supervised):
         self.draining = False
         self.port = 0
         self.broker = "up"
+        self.admission = Admission.of(config)
         self.manager = socketio.AsyncRedisManager(config.redis, channel=CHANNEL)
         origins: Any = "*" if "*" in config.origins else self._origin_ok
         self.sio = socketio.AsyncServer(
-            async_mode="aiohttp", client_manager=self.manager,
-            ping_interval=config.ping_interval or 25, ping_timeout=config.ping_timeout or 20,
-            max_http_buffer_size=config.max_size or 10**8, cors_allowed_origins=origins,
+            async_mode="aiohttp",
+            client_manager=self.manager,
+            ping_interval=config.ping_interval or 25,
+            ping_timeout=config.ping_timeout or 20,
+            max_http_buffer_size=config.max_size or 10**8,
+            cors_allowed_origins=origins,
         )
         self.app = web.Application()
         self.app.router.add_get("/healthz", self._healthz)
@@ -100,12 +103,15 @@ class SioNode(Supervised):
         self.sio.attach(self.app)
         self._runner: web.AppRunner | None = None
         self._wire()
-        self.commands = {"stats": self._cmd_stats, "drain": self._cmd_drain,
-                         "connections": self._cmd_connections}
+        self.commands = {
+            "stats": self._cmd_stats,
+            "drain": self._cmd_drain,
+            "connections": self._cmd_connections,
+        }
 
     def _origin_ok(self, origin: str | None, environ: Any = None) -> bool:
         """The ws node's allow-list: no Origin, localhost http(s), plus --origin values."""
-        return ws_node.origin_allowed(origin, self.config.origins)
+        return self.admission.origin_allowed(origin)
 
     # -- Socket.IO events ---------------------------------------------------------------
 
@@ -119,31 +125,33 @@ class SioNode(Supervised):
         sio.on("echo", self._on_echo)
         sio.on("whoami", self._on_whoami)
 
-    def _claims(self, environ: dict[str, Any], auth: Any) -> Claims | None:
+    def _admit(self, environ: dict[str, Any], auth: Any) -> Claims | None:
+        """The ws node's admission: draining, the soft limit, then the token (the auth
+        payload's, else the query's or the Authorization header's); None without auth.
+
+        A refusal raises ConnectionRefusedError: the client gets a CONNECT_ERROR with it.
+        """
+        from socketio.exceptions import ConnectionRefusedError
+
+        refusal = DRAINING if self.draining else self.admission.over_capacity(len(self.users))
+        if refusal is not None:
+            if refusal.counts_as is not None:
+                self.stats.errors[refusal.counts_as] += 1
+            raise ConnectionRefusedError(refusal.reason)
         if not self.config.auth:
             return None
         token = auth.get("token") if isinstance(auth, dict) else None
         if not token:
-            query = parse_qs(environ.get("QUERY_STRING", ""))
-            token = (query.get("token") or [None])[0]
-        if not token:
-            header = environ.get("HTTP_AUTHORIZATION", "")
-            scheme, _, value = header.partition(" ")
-            token = value.strip() if scheme.lower() == "bearer" else None
-        return verify_token(self.config.secret or "", token or "")
-
-    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        import socketio
-
-        if self.draining:
-            raise socketio.exceptions.ConnectionRefusedError("draining")
-        if self.config.soft_limit and len(self.users) >= self.config.soft_limit:
-            raise socketio.exceptions.ConnectionRefusedError("try again later")
+            headers = {"Authorization": environ.get("HTTP_AUTHORIZATION", "")}
+            token = self.admission.token_of(environ.get("QUERY_STRING", ""), headers)
         try:
-            claims = self._claims(environ, auth)
+            return self.admission.verify(token or "")
         except AuthError as exc:
             self.stats.auth_failures += 1
-            raise socketio.exceptions.ConnectionRefusedError(exc.reason) from None
+            raise ConnectionRefusedError(exc.reason) from None
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        claims = self._admit(environ, auth)
         self.users[sid] = claims.user if claims else "anonymous"
         self.rooms[sid] = set()
         self.stats.accepted += 1
@@ -163,8 +171,7 @@ class SioNode(Supervised):
         if not self.config.auth:
             return True
         session = await self.sio.get_session(sid)
-        claims = Claims(user=self.users.get(sid, ""), rooms=tuple(session.get("rooms", ())),
-                        exp=0)
+        claims = Claims(user=self.users.get(sid, ""), rooms=tuple(session.get("rooms", ())), exp=0)
         if not room_allowed(claims, room):
             self.stats.errors["unauthorized"] += 1
             return False
@@ -189,8 +196,13 @@ class SioNode(Supervised):
         self.stats.msgs_in += 1
         if not await self._allowed(sid, room):
             return "error", "unauthorized or bad room"
-        message = {"room": room, "data": data, "node": self.config.id,
-                   "pub_node": self.config.id, "ts": time.time()}
+        message = {
+            "room": room,
+            "data": data,
+            "node": self.config.id,
+            "pub_node": self.config.id,
+            "ts": time.time(),
+        }
         try:
             await self.sio.emit("message", message, room=room)
         except Exception as exc:  # the broker is down: say so, never crash the node
@@ -207,8 +219,12 @@ class SioNode(Supervised):
 
     async def _on_whoami(self, sid: str, *args: Any) -> Any:
         self.stats.msgs_in += 1
-        return {"node": self.config.id, "sid": sid, "user": self.users.get(sid),
-                "rooms": sorted(self.rooms.get(sid, ()))}
+        return {
+            "node": self.config.id,
+            "sid": sid,
+            "user": self.users.get(sid),
+            "rooms": sorted(self.rooms.get(sid, ())),
+        }
 
     # -- HTTP -----------------------------------------------------------------------------
 
@@ -222,22 +238,33 @@ class SioNode(Supervised):
     async def _metrics(self, request: web.Request) -> web.Response:
         from aiohttp import web
 
-        registry = CollectorRegistry()
-        registry.register(_Collector(self))  # type: ignore[arg-type]
-        return web.Response(body=generate_latest(registry),
-                            headers={"Content-Type": "text/plain; version=0.0.4"})
+        body = exposition(
+            self.config.id, self.stats, connections=len(self.users), draining=self.draining
+        )
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # -- control --------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
         """The stats message pushed to the supervisor (the ws node's shape)."""
         s = self.stats
-        return {"type": "stats", "node": self.config.id, "t": time.time(),
-                "connections": len(self.users), "msgs_in": s.msgs_in, "msgs_out": s.msgs_out,
-                "bytes_in": 0, "bytes_out": 0, "errors": dict(s.errors), "rate_limited": 0,
-                "auth_failures": s.auth_failures, "broker": self.broker,
-                "draining": self.draining, "rooms": len(set().union(*self.rooms.values()))
-                if self.rooms else 0, "flavour": "socketio"}
+        return {
+            "type": "stats",
+            "node": self.config.id,
+            "t": time.time(),
+            "connections": len(self.users),
+            "msgs_in": s.msgs_in,
+            "msgs_out": s.msgs_out,
+            "bytes_in": 0,
+            "bytes_out": 0,
+            "errors": dict(s.errors),
+            "rate_limited": 0,
+            "auth_failures": s.auth_failures,
+            "broker": self.broker,
+            "draining": self.draining,
+            "rooms": len(set().union(*self.rooms.values())) if self.rooms else 0,
+            "flavour": "socketio",
+        }
 
     async def _command(self, message: dict[str, Any]) -> dict[str, Any] | None:
         handler = self.commands.get(str(message.get("cmd")))
@@ -256,8 +283,10 @@ class SioNode(Supervised):
         """Connections (Socket.IO sids) with user and rooms, the ws node's reply shape."""
         limit = message.get("limit", 2000)
         limit = limit if isinstance(limit, int) and limit >= 0 else 2000
-        conns = [{"id": sid, "user": user, "rooms": sorted(self.rooms.get(sid, ())),
-                  "remote": None} for sid, user in list(self.users.items())[:limit]]
+        conns = [
+            {"id": sid, "user": user, "rooms": sorted(self.rooms.get(sid, ())), "remote": None}
+            for sid, user in list(self.users.items())[:limit]
+        ]
         return {"connections": conns, "total": len(self.users)}
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -289,8 +318,10 @@ class SioNode(Supervised):
         try:
             await site.start()
         except OSError as exc:
-            sys.stderr.write(f"wsconsole sionode: cannot listen on {self.config.host}:"
-                             f"{self.config.port}: {exc.strerror or exc}\n")
+            sys.stderr.write(
+                f"wsconsole sionode: cannot listen on {self.config.host}:"
+                f"{self.config.port}: {exc.strerror or exc}\n"
+            )
             await self._runner.cleanup()
             return 2
         server = site._server
@@ -300,14 +331,21 @@ class SioNode(Supervised):
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.drain_soon)
-        line = {"event": "listening", "id": self.config.id, "port": self.port,
-                "pid": os.getpid(), "broker": self.broker, "flavour": "socketio"}
+        line = {
+            "event": "listening",
+            "id": self.config.id,
+            "port": self.port,
+            "pid": os.getpid(),
+            "broker": self.broker,
+            "flavour": "socketio",
+        }
         sys.stdout.write(orjson.dumps(line).decode() + "\n")
         sys.stdout.flush()
         if self.config.control is not None:
             host, port = self.config.control
-            self.control = ControlClient(self.config.id, self.config.control_key or "",
-                                         self._command)
+            self.control = ControlClient(
+                self.config.id, self.config.control_key or "", self._command
+            )
             try:
                 await self.control.connect(host, port)
             except OSError as exc:
@@ -325,51 +363,17 @@ class SioNode(Supervised):
         return 0
 
 
-class _Collector:
-    """Prometheus collector reading the node's counters at scrape time."""
-
-    def __init__(self, node: SioNode) -> None:
-        self.node = node
-
-    def collect(self):  # type: ignore[no-untyped-def]
-        """Yield the node's metric families (names shared with the ws node)."""
-        node, s, ident = self.node, self.node.stats, [self.node.config.id]
-
-        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-            family = GaugeMetricFamily(name, doc, labels=["node"])
-            family.add_metric(ident, value)
-            return family
-
-        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-            family = CounterMetricFamily(name, doc, labels=["node"])
-            family.add_metric(ident, value)
-            return family
-
-        yield gauge("wsconsole_connections", "Open Socket.IO connections", len(node.users))
-        yield gauge("wsconsole_draining", "1 while the node drains", node.draining)
-        yield counter("wsconsole_connections_accepted", "Connections accepted", s.accepted)
-        yield counter("wsconsole_messages_in", "Events received from clients", s.msgs_in)
-        yield counter("wsconsole_messages_out", "Events published", s.msgs_out)
-        yield counter("wsconsole_auth_failures", "Refused authentications", s.auth_failures)
-
-
 # -- command line (`wsconsole sionode`, listed in cli.COMMANDS) ---------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ws node's options: the supervisor passes the same ones to either flavour."""
-    ws_node.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run a Socket.IO node until drained; exit code 2 on bad usage."""
     try:
-        config = ws_node.config_from_args(args)
-    except ws_node.UsageError as exc:
+        config = config_from_args(args)
+    except UsageError as exc:
         sys.stderr.write(f"wsconsole sionode: error: {exc}\n")
         return 2
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
     return asyncio.run(SioNode(config).run())
 
 

@@ -1,5 +1,5 @@
 """Real Socket.IO peers for the tests: a python-socketio server (run as a child process with
-`python -m tests.test_socketio_support PORT`) and a Node.js socket.io server (npm-installed
+`python -m tests.socketiokit PORT`) and a Node.js socket.io server (npm-installed
 once per session into tests/.node/). Both answer the same events:
 
 - "echo" acks with its arguments; "shout" broadcasts "news" with its arguments to everyone;
@@ -82,7 +82,7 @@ def node_argv(port: int) -> list[str]:
 
 def python_argv(port: int) -> list[str]:
     """Command line of the python-socketio test server."""
-    return [sys.executable, "-m", "tests.test_socketio_support", str(port)]
+    return [sys.executable, "-m", "tests.socketiokit", str(port)]
 
 
 def build_python_app():  # type: ignore[no-untyped-def]

@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.support import ProcessRegistry
+from tests.support import MS, ProcessRegistry
 from wsconsole.harness.broker import Broker
 from wsconsole.harness.procs import child_argv
 
-TIMEOUT = 15.0  # generous: two cores shared by several engineers running tests
+TIMEOUT = 15_000 * MS  # generous: two cores shared by several engineers running tests
 
 
 @dataclass
