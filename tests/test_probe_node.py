@@ -93,20 +93,13 @@ async def test_every_case_against_a_node(procs: ProcessRegistry, broker_url: str
 # What the node does as websockets does, short of the best reaction: a 64-bit length with
 # its top bit read as unsigned (1009), and UTF-8 checked only once the message is complete.
 NODE_LENIENT = {"length-64bit-msb": "close 1009", "utf8-invalid-first-fragment": "close 1007"}
-# Where the node is as lenient as websockets 17 and RFC 6455 is not (issue 16, "A handshake
-# stricter than the library", is making the node strict): today a wrong version gets 400
-# without Sec-WebSocket-Version and a request without Host is upgraded. Strict xfails: they
-# turn into failures of this test the day the node passes, to be flipped then.
-NODE_STRICTNESS = {
-    "hs-version-wrong": "400 without Sec-WebSocket-Version: 13 (RFC 6455 4.4 wants 426 + it)",
-    "hs-no-host": "a request without Host is upgraded (HTTP/1.1 wants 400)",
-}
+# Where websockets 17 is lenient and RFC 6455 is not, the node is strict (issue 16, "A
+# handshake stricter than the library"; harness/admission.py): a wrong version gets 426 with
+# Sec-WebSocket-Version: 13, a request without Host gets 400.
+NODE_STRICTNESS = ("hs-version-wrong", "hs-no-host")
 
 
-@pytest.mark.parametrize("case_id", [
-    pytest.param(case_id, marks=pytest.mark.xfail(strict=True, reason=f"node today: {why}"))
-    for case_id, why in NODE_STRICTNESS.items()
-])
+@pytest.mark.parametrize("case_id", NODE_STRICTNESS)
 async def test_node_handshake_strictness(procs: ProcessRegistry, broker_url: str,
                                          case_id: str) -> None:
     _, port = start_node(procs, broker_url, "--no-auth", "--id", f"strict-{case_id}")
