@@ -1,7 +1,7 @@
 """`python -m benchmarks` (`make bench`): run the benchmarks, write docs/benchmarks.{md,json}.
 
 Options: --quick (tiny sizes: proves the machinery, used by the test suite), --only NAME
-(fanout, capacity, storm, window; repeatable), --repeat N (default 3), --out DIR
+(fanout, capacity, storm, window, proxy; repeatable), --repeat N (default 3), --out DIR
 (default docs/), --contender NAME (fan-out contenders to run; repeatable).
 """
 
@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import capacity, fanout, report, storm, window
+from benchmarks import capacity, fanout, proxy, report, storm, window
 from benchmarks.common import ROOT, machine
 
-NAMES = ("fanout", "capacity", "storm", "window")
+NAMES = ("fanout", "capacity", "storm", "window", "proxy")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -61,6 +61,9 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     if "window" in names:
         win = window.WindowSize.quick() if quick else window.WindowSize()
         results["window"] = await window.run(win, args.repeat, log)
+    if "proxy" in names:
+        px = proxy.ProxySize.quick() if quick else proxy.ProxySize()
+        results["proxy"] = await proxy.run(px, args.repeat, log)
     return results
 
 

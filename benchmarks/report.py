@@ -14,6 +14,7 @@ TARGETS = (
     "10,000 idle connections on one node",
     "window lag p99 < 50 ms at 20,000 frames/s",
     "1,000,000 frames held in < 500 MB",
+    "the proxy adds <= 1 ms p50 to a round trip at 1,000 messages/s (issue 15)",
 )
 
 
@@ -144,6 +145,28 @@ def _window(win: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _proxy(px: dict[str, Any]) -> list[str]:
+    added = px.get("added_p50_ms") or {}
+    return [
+        "## Proxy overhead",
+        "",
+        f"Round trip of small text messages at {px.get('rate')} messages/s, "
+        f"{px.get('rounds')} alternating rounds of {px.get('seconds_per_phase')} s per path: "
+        "straight to a websockets echo server, and through `wsconsole proxy --quiet` in front "
+        "of it (both in their own processes).",
+        "",
+        "| path | p50 ms | p99 ms |",
+        "|---|---|---|",
+        f"| direct | {_n(px.get('direct_p50_ms'), 3)} | {_n(px.get('direct_p99_ms'), 3)} |",
+        f"| through the proxy | {_n(px.get('proxy_p50_ms'), 3)} | "
+        f"{_n(px.get('proxy_p99_ms'), 3)} |",
+        "",
+        f"The proxy adds {_n(added.get('median'), 3)} ms p50 (spread {_spread(added, 3)} ms "
+        f"over the repeats); every message came back: {px.get('received_ratio') == 1.0}.",
+        "",
+    ]
+
+
 def verdicts(doc: dict[str, Any]) -> list[tuple[str, str]]:
     """Each target with "met", "missed (...)" or "not measured"."""
     out: list[tuple[str, str]] = []
@@ -181,6 +204,9 @@ def verdicts(doc: dict[str, Any]) -> list[tuple[str, str]]:
         out.append((TARGETS[4], f"{'met' if rss < 500 else 'missed'}: {rss:.0f} MB RSS"))
     else:
         out.append((TARGETS[4], "not measured"))
+    added = (doc.get("proxy", {}).get("added_p50_ms") or {}).get("median")
+    out.append((TARGETS[5], "not measured" if added is None else
+                f"{'met' if added <= 1.0 else 'missed'}: +{added:.3f} ms p50"))  # fmt: skip
     return out
 
 
@@ -226,7 +252,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- Versions: {versions}",
         "- Medians over the repeats; spreads are min-max.",
         "",
-        "## Targets (issue 7)",
+        "## Targets",
         "",
         "| target | result |",
         "|---|---|",
@@ -241,6 +267,8 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += _storm(doc["storm"])
     if "window" in doc:
         lines += _window(doc["window"])
+    if "proxy" in doc:
+        lines += _proxy(doc["proxy"])
     lines += _history(doc)
     notes = Path(__file__).with_name("NOTES.md")
     if notes.exists():

@@ -72,7 +72,7 @@ def _assert_fanout(fan: dict) -> None:  # type: ignore[type-arg]
 
 
 def test_quick_run_writes_every_section(tmp_path: Path) -> None:
-    """One tiny run of all four benchmarks (the Python contenders), through `python -m`."""
+    """One tiny run of every benchmark (the Python contenders), through `python -m`."""
     doc = _quick(tmp_path, "--contender", "wsconsole", "--contender", "python-socketio",
                  "--contender", "websockets-broadcast")  # fmt: skip
     for name in ("wsconsole", "python-socketio", "websockets-broadcast"):
@@ -91,9 +91,11 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
     step = next(iter(win["rates"].values()))
     assert step["kept_up"] and step["lag_p99_ms"] is not None
     assert win["runs"][0]["memory"]["held"] == win["frames_held"]
+    proxy = doc["proxy"]  # every message came back on both paths, both were timed
+    assert proxy["received_ratio"] == 1.0 and proxy["direct_p50_ms"] and proxy["proxy_p50_ms"]
     text = (tmp_path / "benchmarks.md").read_text()
     for heading in ("## Targets", "## Fan-out", "## Connection capacity", "## Reconnect storm",
-                    "## Window ingest"):  # fmt: skip
+                    "## Window ingest", "## Proxy overhead"):  # fmt: skip
         assert heading in text
     assert text == markdown(doc)
 

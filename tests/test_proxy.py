@@ -113,7 +113,7 @@ async def rig() -> AsyncIterator[Rig]:
         upstream.url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         hub = ProxyHub()
         events: list[Any] = []
-        hub.observers.append(events.append)
+        hub.subscribe(events.append)
         recorder = Recorder(hub)
         proxy = ProxyServer(ProxyConfig(port=0, upstream=upstream.url), hub)
         await proxy.start()

@@ -156,7 +156,7 @@ async def proxy_in_front_of(upstream: str, browser: chromium.Browser,
     proxy = ProxyServer(ProxyConfig(port=0, upstream=upstream), hub)
     await proxy.start()
     stack = Stack(page_port, proxy, hub, browser)
-    hub.observers.append(stack.events.append)
+    hub.subscribe(stack.events.append)
     try:
         yield stack
     finally:
@@ -322,7 +322,7 @@ async def test_a_browser_set_to_use_the_forward_proxy_is_captured_wss_included(
     upstream_ca.cert_pem.write_to_path(str(tmp_path / "upstream-ca.pem"))
     hub = ProxyHub()
     events: list[Any] = []
-    hub.observers.append(events.append)
+    hub.subscribe(events.append)
     proxy = ProxyServer(ProxyConfig(port=0, forward=True, ca_dir=tmp_path / "ca",
                                     ca_file=str(tmp_path / "upstream-ca.pem")), hub)
     await proxy.start()

@@ -127,7 +127,7 @@ async def test_an_unverifiable_upstream_is_refused_unless_insecure(
 async def forward(ca_dir: Path, upstream_ca_file: str) -> AsyncIterator[tuple[ProxyServer, list]]:
     hub = ProxyHub()
     events: list[Any] = []
-    hub.observers.append(events.append)
+    hub.subscribe(events.append)
     proxy = ProxyServer(ProxyConfig(port=0, forward=True, ca_dir=ca_dir,
                                     ca_file=upstream_ca_file), hub)
     await proxy.start()

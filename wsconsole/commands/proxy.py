@@ -70,6 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print the local CA certificate's path (made on first use), exit")
     parser.add_argument("--rules", metavar="FILE.toml", help="intercept rules and faults")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--quiet", action="store_true",
+                        help="print connections and the proxy's actions, not every frame")
     parser.add_argument("--har-out", metavar="FILE", help="write the record as a HAR at exit")
     parser.add_argument("--duration", type=positive, metavar="S", help="stop after S seconds")
     parser.add_argument("--max-message", type=int_between(0, name="byte count"),
@@ -167,7 +169,7 @@ async def _serve(args: argparse.Namespace, config: ProxyConfig, rules: RulesFile
     for fault in rules.faults:
         hub.set_fault("all", fault)
     printer = ProxyPrinter(out)
-    hub.observers.append(printer)
+    hub.subscribe(printer, frames=not args.quiet)
     recorder = Recorder(hub) if args.har_out else None
     server = ProxyServer(config, hub)
     try:
@@ -182,7 +184,8 @@ async def _serve(args: argparse.Namespace, config: ProxyConfig, rules: RulesFile
     target = config.upstream or "forward proxy"
     out.event("listening", f"{clock(time.time())} listening on {server.url} -> {target}"
               f"{' (' + str(len(rules.rules)) + ' rules)' if rules.rules else ''}",
-              url=server.url, upstream=config.upstream, forward=config.forward,
+              url=server.url, port=server.port, upstream=config.upstream,
+              forward=config.forward,
               rules=len(rules.rules), ca=str(server.ca.cert_path) if config.tls else None)
     lines: asyncio.Queue[str | None] = asyncio.Queue()
     start_stdin_reader(loop, lines)
@@ -254,7 +257,11 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, RulesFileError, HarError) as exc:
         return fail_usage(str(exc))
     try:
-        return asyncio.run(_serve(args, config, rules, source))
+        try:  # uvloop where installed: the relay's hot path is the event loop's (DESIGN.md)
+            import uvloop
+        except ImportError:
+            return asyncio.run(_serve(args, config, rules, source))
+        return uvloop.run(_serve(args, config, rules, source))
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:

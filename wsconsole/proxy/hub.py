@@ -159,7 +159,8 @@ class ProxyHub:
         self.counters: Counter[str] = Counter()
         self.connections: dict[str, ProxiedConnection] = {}
         self.held: dict[int, HeldFrame] = {}
-        self.observers: list[Callable[[object], None]] = []
+        self._observers: list[Callable[[object], None]] = []  # every event
+        self._frame_observers: list[Callable[[object], None]] = []  # ... frames too
         self.tasks = Tasks(prefix="proxy")
         self._ids = itertools.count(1)
         self._held_ids = itertools.count(1)
@@ -171,9 +172,32 @@ class ProxyHub:
         """The next connection id ("proxy-1", "proxy-2", ...)."""
         return f"proxy-{next(self._ids)}"
 
+    def subscribe(self, observer: Callable[[object], None],
+                  frames: bool = True) -> Callable[[], None]:
+        """Call `observer` with every event (without frames and heartbeats unless `frames`);
+        returns the function that unsubscribes it. With no frame observer at all, the relay
+        makes no frame records (the fast path of `wsconsole proxy --quiet`)."""
+        chosen = self._frame_observers if frames else self._observers
+        chosen.append(observer)
+        return lambda: chosen.remove(observer) if observer in chosen else None
+
+    @property
+    def wants_frames(self) -> bool:
+        """Whether anyone observes frames."""
+        return bool(self._frame_observers)
+
     def emit(self, event: object) -> None:
         """Hand `event` to every observer (one failing observer does not stop the others)."""
-        for observer in self.observers:
+        self._call(self._frame_observers, event)
+        self._call(self._observers, event)
+
+    def emit_frame(self, event: object) -> None:
+        """Hand a frame record or heartbeat to the observers of frames."""
+        self._call(self._frame_observers, event)
+
+    @staticmethod
+    def _call(observers: list[Callable[[object], None]], event: object) -> None:
+        for observer in observers:
             try:
                 observer(event)
             except Exception:

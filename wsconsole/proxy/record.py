@@ -51,7 +51,7 @@ class Recorder:
         self.hub = hub
         self.max_frames = max_frames
         self.connections: dict[str, Recorded] = {}
-        hub.observers.append(self.observe)
+        hub.subscribe(self.observe)
 
     def observe(self, event: object) -> None:
         """Hub observer."""

@@ -234,7 +234,9 @@ class ProxiedConnection:
         hub = self.hub
         hub.counters[f"frames_{direction}"] += 1
         hub.counters[f"bytes_{direction}"] += len(payload)
-        hub.emit(FrameRecord(
+        if not hub.wants_frames:
+            return
+        hub.emit_frame(FrameRecord(
             conn=self.id, direction=direction, opcode=opcode, payload=payload, fin=fin,
             close_code=close.code if close is not None else None,
             close_reason=close.reason if close is not None else None, injected=injected))
@@ -250,7 +252,8 @@ class ProxiedConnection:
         """A server's pong: report the round trip of the ping it answers."""
         sent = self._pings.pop(payload, None) if direction is Direction.IN else None
         if sent is not None:
-            self.hub.emit(HeartbeatEvent(self.id, "pong_received", rtt=time.monotonic() - sent))
+            rtt = time.monotonic() - sent
+            self.hub.emit_frame(HeartbeatEvent(self.id, "pong_received", rtt=rtt))
 
     def decide(self, direction: Direction, opcode: Opcode, payload: bytes) -> Decision | None:
         """This connection's rules, then the hub's; None: pass the frame on untouched."""
