@@ -27,8 +27,8 @@ from aiohttp import web
 from websockets.asyncio.server import ServerConnection, serve
 
 from tests import chromium
+from tests.socketiokit import NODE_DIR, install_node_socketio, node_argv, wait_listening
 from tests.support import ProcessRegistry, free_port, until
-from tests.test_socketio_support import NODE_DIR, install_node_socketio, node_argv, wait_listening
 from wsconsole.core.events import Direction, FrameRecord, Opcode
 from wsconsole.proxy.hub import ProxyEvent, ProxyHub
 from wsconsole.proxy.relay import ProxiedConnection
