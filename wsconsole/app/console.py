@@ -22,6 +22,7 @@ import orjson
 
 from wsconsole.app.errors import ErrorHub
 from wsconsole.app.framestore import FrameStore
+from wsconsole.app.intercept import ConsoleProxy
 from wsconsole.app.ports import ChildOwner, ClusterPort, SessionClient
 from wsconsole.app.profiles import Profile
 from wsconsole.app.timelinemodel import TimelineModel
@@ -142,11 +143,13 @@ class Console:
         self.cluster: ClusterPort | None = None  # the harness supervisor once started
         self.cluster_state = "none"  # none, starting, ready, failed, stopped
         self.swarm: SwarmProc | None = None
+        self.proxy = ConsoleProxy(self.frames, self.timeline)  # listens once started
         self.sample_interval = sample_interval
         self.on_change: list[Callable[[], None]] = []  # sessions added/removed, cluster state
         self.tasks = Tasks("wsconsole-gui", on_error=self._task_failed)
         self._closing = False
         self._last_sample: tuple[float, int, int, int] | None = None
+        self._last_proxied: tuple[float, int, int] | None = None
         self._started_pids: set[int] = set()
         self._cluster_events: deque[dict[str, Any]] = deque(maxlen=500)
         self._owners: list[ChildOwner] = []  # other owners of children, see adopt()
@@ -449,6 +452,7 @@ class Console:
             add("client.in", now, (frames_in - previous[1]) / dt)
             add("client.out", now, (frames_out - previous[2]) / dt)
             add("reconnects", now, max(0, reconnects - previous[3]) / dt)
+        self._sample_proxy(now)
         merged = LatencyHistogram()
         for session in self.sessions.values():
             merged.merge(session.latencies)
@@ -465,6 +469,22 @@ class Console:
             elif own is not None:
                 add(f"lat.{key}", now, own * 1000.0)
         self.series.tick()
+
+    def _sample_proxy(self, now: float) -> None:
+        """The proxied connections: how many are open, their frame rates, their round trips."""
+        proxy, add = self.proxy, self.series.add
+        if not proxy.running and not proxy.hub.connections:
+            self._last_proxied = None
+            return
+        add("conns.proxied", now, proxy.open)
+        frames_in, frames_out = proxy.counts()
+        previous, self._last_proxied = self._last_proxied, (now, frames_in, frames_out)
+        if previous is not None and now > previous[0]:
+            dt = now - previous[0]
+            add("client.proxied in", now, (frames_in - previous[1]) / dt)
+            add("client.proxied out", now, (frames_out - previous[2]) / dt)
+        for conn, rtt in proxy.rtts().items():
+            add(f"rtt.{conn}", now, rtt * 1000.0)
 
     # -- shutdown ----------------------------------------------------------------------------
 
@@ -507,6 +527,7 @@ class Console:
         self._closing = True
         steps: list[Coroutine[Any, Any, Any]] = [self.disconnect(n) for n in list(self.sessions)]
         steps.append(self.stop_swarm())
+        steps.append(self.proxy.stop())
         steps.extend(owner.stop() for owner in self._owners)
         results = await asyncio.gather(*steps, return_exceptions=True)
         for result in results:

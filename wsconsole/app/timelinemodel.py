@@ -28,7 +28,8 @@ class Span:
 
 @dataclass(frozen=True, slots=True)
 class Marker:
-    """A point event: "ping", "pong" (rtt), "miss", "error", "attempt" or "fault"."""
+    """A point event: "ping", "pong" (rtt), "miss", "error", "attempt", "fault" or "action"
+    (something the intercepting proxy did to the connection: held, dropped, injected...)."""
 
     at: float
     kind: str
@@ -114,6 +115,12 @@ class TimelineModel:
             lane.markers.append(Marker(event.at, "miss", "heartbeat missed"))
         else:
             return
+        self.version += 1
+
+    def action(self, conn: str, label: str, at: float | None = None) -> None:
+        """Something done to one connection's traffic (by the proxy): a marker on its lane."""
+        lane = self.lane(conn)
+        lane.markers.append(Marker(time.monotonic() if at is None else at, "action", label))
         self.version += 1
 
     def fault(self, label: str, at: float | None = None) -> None:

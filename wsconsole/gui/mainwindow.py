@@ -26,6 +26,7 @@ from wsconsole.gui.panels.faultmarks import FaultMarks
 from wsconsole.gui.panels.frames import FramesPanel
 from wsconsole.gui.panels.har import install_har_menu
 from wsconsole.gui.panels.inject import InjectPanel
+from wsconsole.gui.panels.intercept import InterceptPanel
 from wsconsole.gui.panels.network import NetworkPanel
 from wsconsole.gui.panels.plots import PlotsPanel
 from wsconsole.gui.panels.scenarios import ScenariosPanel
@@ -35,7 +36,8 @@ SETTINGS_VERSION = 1
 
 
 class MainWindow(QMainWindow):
-    """Connection, Cluster, Plots, Timeline, Composer and Log docks around the Frames table."""
+    """Connection, Cluster, Plots, Timeline, Composer, Intercept and Log docks around the
+    Frames table."""
 
     closing = Signal()  # the user asked to close: app.py shuts down, then closes for real
 
@@ -62,6 +64,7 @@ class MainWindow(QMainWindow):
         self.inject = InjectPanel(console)
         self.network = NetworkPanel(console)
         self.scenarios = ScenariosPanel(console)
+        self.intercept = InterceptPanel(console)
         self.fault_marks = FaultMarks(self.plots, console.timeline)
         self.log_view = QPlainTextEdit(readOnly=True)
         self.log_view.setMaximumBlockCount(2000)
@@ -80,6 +83,8 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["Composer"], self.docks["Inject"])
         self._dock("Scenarios", self.scenarios, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.docks["Composer"], self.docks["Scenarios"])
+        self._dock("Intercept", self.intercept, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.docks["Composer"], self.docks["Intercept"])
         self._dock("Network", self.network, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.tabifyDockWidget(self.docks["Cluster"], self.docks["Network"])
         self.docks["Cluster"].raise_()
@@ -173,7 +178,8 @@ class MainWindow(QMainWindow):
     def stop_timers(self) -> None:
         """Stop the panels' refresh timers (before the console goes away)."""
         for panel in (self.frames, self.connection, self.cluster, self.plots, self.timeline,
-                      self.inject, self.network, self.fault_marks, self.scenarios):
+                      self.inject, self.network, self.fault_marks, self.scenarios,
+                      self.intercept):
             panel.timer.stop()
 
 

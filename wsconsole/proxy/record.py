@@ -17,6 +17,7 @@ import contextlib
 import ssl
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,14 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from wsconsole.core.events import FrameRecord, Opcode
 from wsconsole.core.tasks import spawn
-from wsconsole.har import HarConnection, HarHandshake, HarMessage, dump_har, replay
+from wsconsole.har import (
+    FrameLike,
+    HarConnection,
+    HarHandshake,
+    HarMessage,
+    dump_har,
+    replay,
+)
 from wsconsole.proxy.hub import ConnectionInfo, ProxyEvent, ProxyHub
 
 # Handshake headers a replay must not copy: the WebSocket library writes its own.
@@ -87,11 +95,15 @@ class Recorder:
         entry = self.connections.get(conn)
         if entry is None:
             raise KeyError(f"nothing recorded for {conn!r}")
-        messages = [HarMessage(f.direction, f.wall, f.opcode, f.payload) for f in entry.frames
-                    if f.opcode in (Opcode.TEXT, Opcode.BINARY)]
-        return HarConnection(url=entry.info.url, started=entry.info.started, messages=messages,
-                             status=entry.info.status,
-                             request_headers=list(entry.info.request_headers))
+        return as_har_connection(entry.info, entry.frames)
+
+
+def as_har_connection(info: ConnectionInfo, frames: Iterable[FrameLike]) -> HarConnection:
+    """A proxied connection's handshake and data frames in the HAR model."""
+    messages = [HarMessage(f.direction, f.wall, f.opcode, f.payload) for f in frames
+                if f.opcode in (Opcode.TEXT, Opcode.BINARY)]
+    return HarConnection(url=info.url, started=info.started, messages=messages,
+                         status=info.status, request_headers=list(info.request_headers))
 
 
 @dataclass

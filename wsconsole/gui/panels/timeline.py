@@ -90,6 +90,13 @@ class TimelineCanvas(QWidget):
                     painter.drawPolygon(QPolygonF([QPointF(x, y + 2), QPointF(x - 4, y - 4),
                                                    QPointF(x + 4, y - 4)]))
                     painter.setBrush(Qt.BrushStyle.NoBrush)
+                elif marker.kind == "action":  # the proxy acted on this connection
+                    painter.setPen(QPen(QColor("#e67e22"), 1))
+                    painter.setBrush(QColor("#e67e22"))
+                    painter.drawPolygon(QPolygonF([
+                        QPointF(x, y + LANE_H - 12), QPointF(x - 4, y + LANE_H - 8),
+                        QPointF(x, y + LANE_H - 4), QPointF(x + 4, y + LANE_H - 8)]))
+                    painter.setBrush(Qt.BrushStyle.NoBrush)
                 elif marker.kind == "attempt":
                     painter.setPen(QPen(QColor("#ffffff")))
                     painter.drawText(QPointF(x + 2, y + LANE_H - 11), marker.label)
@@ -135,7 +142,8 @@ class TimelinePanel(QWidget):
         legend = QLabel(" ".join(
             f'<span style="background:{c}; color:white">&nbsp;{s}&nbsp;</span>'
             for s, c in STATE_COLORS.items()
-        ) + ' &nbsp;<span style="color:#c0392b">\u25bc miss/error &nbsp;\u2506 fault</span>')
+        ) + ' &nbsp;<span style="color:#c0392b">\u25bc miss/error &nbsp;\u2506 fault</span>'
+          ' &nbsp;<span style="color:#e67e22">\u25c6 proxy action</span>')
         bar = QHBoxLayout()
         bar.addWidget(QLabel("window"))
         bar.addWidget(self.window_box)
