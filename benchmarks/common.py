@@ -23,6 +23,9 @@ from typing import Any
 
 import psutil
 
+# The one percentile definition (nearest rank) the product reports with, re-exported here.
+from wsconsole.core.metrics import percentile as percentile
+
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "benchmarks" / ".node"
 NODE_PACKAGES = ("socket.io@4", "@socket.io/redis-adapter@8", "redis@4")
@@ -30,15 +33,6 @@ NODE_PACKAGES = ("socket.io@4", "@socket.io/redis-adapter@8", "redis@4")
 
 class BenchError(RuntimeError):
     """A benchmark could not run (a child failed to start...); the message says why."""
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile (0-100, nearest rank) of `values`; None if empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def summarize(values: Sequence[float | None]) -> dict[str, Any]:

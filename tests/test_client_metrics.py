@@ -1,4 +1,4 @@
-"""metrics.py: Counter, RateMeter, LatencyHistogram, RingSeries with injected times."""
+"""metrics.py: the one percentile definition, LatencyHistogram, the TimeSeries ring."""
 
 from __future__ import annotations
 
@@ -7,33 +7,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wsconsole.core.metrics import Counter, LatencyHistogram, RateMeter, RingSeries
+from wsconsole.core.metrics import LatencyHistogram, TimeSeries, percentile
 
 
-def test_counter() -> None:
-    c = Counter()
-    assert c.inc() == 1 and c.inc(4) == 5 and int(c) == 5
-    c.reset()
-    assert c.value == 0
+@given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=50), st.floats(0, 100))
+def test_percentile_is_a_sample_by_nearest_rank(values: list[float], q: float) -> None:
+    result = percentile(values, q)
+    assert result in values
+    rank = max(1, int(np.ceil(q / 100 * len(values))))
+    assert result == sorted(values)[rank - 1]
+    assert percentile(values, 0) == min(values)
+    assert percentile(values, 100) == max(values)
 
 
-def test_rate_meter_sliding_window() -> None:
-    """100 events/s for 10 s reads 100/s; events older than the window stop counting."""
-    meter = RateMeter(window=2.0, resolution=0.1)
-    for i in range(1000):
-        meter.add(1, now=i * 0.01)
-    assert meter.rate(now=10.0) == pytest.approx(100, rel=0.06)
-    assert meter.rate(now=13.0) == 0.0
-    assert meter.total == 1000
-    assert RateMeter().rate(now=5.0) == 0.0
-
-
-def test_rate_meter_warm_up_uses_elapsed_time() -> None:
-    """During the first window the rate is over the time actually observed."""
-    meter = RateMeter(window=10.0, resolution=0.1)
-    for i in range(50):
-        meter.add(1, now=100 + i * 0.02)
-    assert meter.rate(now=101.0) == pytest.approx(50, rel=0.05)
+def test_percentile_edges() -> None:
+    assert percentile([], 50) is None
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile(list(range(101)), 99) == 99
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
 
 
 @settings(max_examples=50)
@@ -75,16 +67,22 @@ def test_histogram_vectorised_merge_reset_and_edges() -> None:
         merged.merge(edge)
 
 
-def test_ring_series_wraps_oldest_first() -> None:
-    """A full ring drops the oldest point and returns time order."""
-    ring = RingSeries(capacity=4)
-    assert ring.last() is None and len(ring) == 0
-    for t in range(6):
-        ring.append(float(t), t * 10.0)
-    t, v = ring.arrays()
-    assert t.tolist() == [2.0, 3.0, 4.0, 5.0] and v.tolist() == [20.0, 30.0, 40.0, 50.0]
-    assert ring.last() == (5.0, 50.0)
-    t2, v2 = ring.since(3.5)
-    assert t2.tolist() == [4.0, 5.0] and v2.tolist() == [40.0, 50.0]
-    ring.clear()
-    assert len(ring) == 0 and ring.arrays()[0].size == 0
+def test_time_series_rings_keep_the_newest_points_in_order() -> None:
+    series = TimeSeries(capacity=5)
+    for t in range(8):
+        series.add("connections.total", float(t), t * 10)
+    series.tick()
+    t, v = series.window("connections.total", since=0)
+    assert t.tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]  # the ring kept the last 5, in order
+    t, v = series.window("connections.total", since=5.5)
+    assert v.tolist() == [60.0, 70.0]
+    assert series.last("connections.total") == 70.0
+    assert series.names("connections.") == ["connections.total"]
+    assert series.window("missing", 0)[0].size == 0 and series.last("missing") is None
+    series.record(8.0, [("connections.total", 80), ("connections.n1", 1)])
+    assert series.version == 2 and series.names("connections.") == [
+        "connections.n1", "connections.total",
+    ]
+    assert series.arrays("connections.n1")[0].tolist() == [8.0]
+    with pytest.raises(ValueError):
+        TimeSeries(capacity=0)

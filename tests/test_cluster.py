@@ -25,12 +25,14 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.support import MS, pid_alive, wait_for
+from tests.support import MS, pid_alive, until, wait_for
 from wsconsole.core.envelope import encode, parse_server
 from wsconsole.harness.balancer import rendezvous
 from wsconsole.harness.cluster import Cluster, ClusterConfig, ClusterError, NodeState
+from wsconsole.harness.stats import NodeFigures
 
 WAIT = 20_000 * MS  # generous upper bound for anything that should take a second or two
+WAIT_S = 20.0  # the same bound for until(), which scales it itself
 
 
 def config(**overrides: Any) -> ClusterConfig:
@@ -58,18 +60,6 @@ async def cluster(tmp_path: Any, request: pytest.FixtureRequest) -> AsyncIterato
         pids |= set(harness.pids())
         await harness.stop()
         assert not [pid for pid in pids if pid_alive(pid)], "a child outlived stop()"
-
-
-async def until(
-    predicate: Any, timeout: float = WAIT, what: str = "condition", detail: Any = None
-) -> None:
-    """Await until `predicate()` is true (polling), failing with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            extra = f": {detail()}" if detail is not None else ""
-            raise AssertionError(f"timed out waiting for {what}{extra}")
-        await asyncio.sleep(0.05)
 
 
 def source_addresses(ids: list[str], per_node: int) -> dict[str, list[str]]:
@@ -205,7 +195,7 @@ class RoomClient:
         ident = f"rpc-{self.name}-{next(self._ids)}"
         assert self.ws is not None
         await self.ws.send(encode("rpc", id=ident, method=method, params=params))
-        await until(lambda: ident in self.results, timeout, f"rpc {method}")
+        await until(lambda: ident in self.results, f"rpc {method}", timeout)
         return self.results.pop(ident)
 
 
@@ -237,10 +227,10 @@ async def node_of(cluster: Cluster, user: str) -> str | None:
     return None
 
 
-def node_stats(cluster: Cluster) -> list[dict[str, Any]]:
-    """The latest merged per-node samples (none before the first sample)."""
-    nodes = cluster.stats.get("nodes", {})
-    return [nodes[i] for i in cluster.nodes if i in nodes] if nodes else [{"broker": "?"}]
+def node_stats(cluster: Cluster) -> list[NodeFigures]:
+    """The latest merged figures of every node (one unknown before the first sample)."""
+    nodes = cluster.latest.nodes
+    return [nodes[i] for i in cluster.nodes if i in nodes] if nodes else [NodeFigures()]
 
 
 def process_state(pid: int) -> str:
@@ -281,7 +271,9 @@ async def test_start_reports_every_part_ready_and_stop_leaves_nothing(tmp_path: 
             assert status == 200
         running = {e["id"] for e in events if e["event"] == "node" and e["state"] == "running"}
         assert running == set(harness.nodes)
-        await until(lambda: harness.stats.get("nodes", {}).keys() >= set(harness.nodes))
+        await until(
+            lambda: harness.latest.nodes.keys() >= set(harness.nodes), "every node's stats", WAIT_S
+        )
     finally:
         await harness.stop()
         await harness.stop()  # idempotent
@@ -302,7 +294,11 @@ async def test_two_clients_on_different_nodes_see_each_other(cluster: Cluster) -
         assert where == {ids[0], ids[1]}, "ip-hash should put them on different nodes"
         from_a = await a.publish({"text": "hello from a"})
         from_b = await b.publish({"text": "hello from b"})
-        await until(lambda: len(a.messages) == 2 and len(b.messages) == 2, what="both messages")
+        await until(
+            lambda: len(a.messages) == 2 and len(b.messages) == 2,
+            what="both messages",
+            timeout=WAIT_S,
+        )
         for client in (a, b):
             got = {m["id"]: m for m in client.messages.values()}
             assert got[from_a]["data"] == {"text": "hello from a"}
@@ -350,18 +346,24 @@ async def test_node_killed_under_load_loses_nothing_and_duplicates_nothing(
 
     loaders = [asyncio.create_task(load(c)) for c in clients]
     try:
-        await asyncio.sleep(1.0)
+        await until(lambda: all(len(c.acked) >= 10 for c in clients), "load flowing", WAIT_S)
         opens_before = {c.name: c.opens for c in victims}
         await cluster.kill(victim)
         assert cluster.nodes[victim].state == NodeState.KILLED
         await until(
             lambda: all(c.opens > opens_before[c.name] and c.joined.is_set() for c in victims),
             what="the killed node's clients to reconnect",
+            timeout=WAIT_S,
         )
         for client in victims:
             now_on = await node_of(cluster, f"user-{client.name}")
             assert now_on not in (None, victim)
-        await asyncio.sleep(1.0)
+        after = {c.name: len(c.acked) for c in clients}  # the load goes on after the recovery
+        await until(
+            lambda: all(len(c.acked) >= after[c.name] + 10 for c in clients),
+            "load flowing after the recovery",
+            WAIT_S,
+        )
     finally:
         stop_load.set()
         await asyncio.gather(*loaders)
@@ -369,11 +371,16 @@ async def test_node_killed_under_load_loses_nothing_and_duplicates_nothing(
         await until(
             lambda: not any(c.pending for c in clients),
             what="every publish acked",
+            timeout=WAIT_S,
             detail=lambda: {c.name: (list(c.pending)[:3], c.errors[-3:]) for c in clients},
         )
         acked = {ident: seq for c in clients for ident, seq in c.acked.items()}
         top = max(acked.values())
-        await until(lambda: all((c.last_seq or 0) >= top for c in clients), what="every delivery")
+        await until(
+            lambda: all((c.last_seq or 0) >= top for c in clients),
+            what="every delivery",
+            timeout=WAIT_S,
+        )
         assert len(set(acked.values())) == len(acked), "two publishes share a seq"
         assert not any(c.resets for c in clients)
         for client in clients:
@@ -402,15 +409,24 @@ async def test_broker_kill_fails_publishes_visibly_and_recovers(cluster: Cluster
     a, b = clients
     try:
         first = await a.publish("before")
-        await until(lambda: first in a.acked and len(b.messages) == 1, what="a normal publish")
+        await until(
+            lambda: first in a.acked and len(b.messages) == 1,
+            what="a normal publish",
+            timeout=WAIT_S,
+        )
         await cluster.broker_kill()
         assert cluster.broker.state == "down"
         await until(
-            lambda: all(n.get("broker") == "down" for n in node_stats(cluster)),
+            lambda: all(n.broker == "down" and n.up for n in node_stats(cluster)),
             what="every node to see the broker down",
+            timeout=WAIT_S,
         )
         failed = await a.publish("while down")
-        await until(lambda: any(e.get("id") == failed for e in a.errors), what="publish error")
+        await until(
+            lambda: any(e.get("id") == failed for e in a.errors),
+            what="publish error",
+            timeout=WAIT_S,
+        )
         error = next(e for e in a.errors if e.get("id") == failed)
         assert error["code"] == "broker_unavailable"
         assert a.ws is not None and b.ws is not None, "connections must stay up"
@@ -421,14 +437,18 @@ async def test_broker_kill_fails_publishes_visibly_and_recovers(cluster: Cluster
         await cluster.broker_restart()
         assert cluster.broker.state == "up"
         await until(
-            lambda: all(n.get("broker") == "up" for n in node_stats(cluster)),
+            lambda: all(n.broker == "up" for n in node_stats(cluster)),
             what="every node to reconnect to the broker",
+            timeout=WAIT_S,
         )
         after = await b.publish("after")
-        await until(lambda: after in b.acked, what="a publish acked after the restart")
+        await until(
+            lambda: after in b.acked, what="a publish acked after the restart", timeout=WAIT_S
+        )
         await until(
             lambda: any(m["id"] == after for m in a.messages.values()),
             what="fan-out to the other node after the restart",
+            timeout=WAIT_S,
         )
         assert a.resets == 1 and b.resets == 1, "clients are told the room history was lost"
         assert first in a.before_reset and failed not in a.before_reset
@@ -438,7 +458,11 @@ async def test_broker_kill_fails_publishes_visibly_and_recovers(cluster: Cluster
         # a broker that dies behind the supervisor's back is noticed and reported
         assert cluster.broker.pid is not None
         os.kill(cluster.broker.pid, signal.SIGKILL)
-        await until(lambda: cluster.broker.state == "down", what="unexpected broker exit seen")
+        await until(
+            lambda: cluster.broker.state == "down",
+            what="unexpected broker exit seen",
+            timeout=WAIT_S,
+        )
         last = [e for e in cluster.events if e["event"] == "broker"][-1]  # type: ignore[attr-defined]
         assert last["reason"] == "exited" and last["expected"] is False
         await cluster.broker_restart()
@@ -451,19 +475,20 @@ async def test_pause_resume_drain_restart_add(cluster: Cluster) -> None:
     n1, n2, n3 = list(cluster.nodes)
     events = cluster.events  # type: ignore[attr-defined]
 
-    def backend(node_id: str) -> dict[str, Any]:
-        return cluster.stats.get("balancer", {}).get("backends", {}).get(node_id, {})
+    def healthy(node_id: str) -> bool | None:
+        backend = cluster.latest.balancer.backends.get(node_id)
+        return None if backend is None else backend.healthy
 
     # pause: SIGSTOP; the balancer stops routing to it within 2 s; resume brings it back
     began = time.monotonic()
     await cluster.pause(n1)
     assert cluster.nodes[n1].state == NodeState.PAUSED
-    await until(lambda: backend(n1).get("healthy") is False, what="paused node unhealthy")
+    await until(lambda: healthy(n1) is False, what="paused node unhealthy", timeout=WAIT_S)
     print(f"\npaused node seen unhealthy after {time.monotonic() - began:.2f} s")
     assert process_state(cluster.nodes[n1].pid or 0) == "T"  # stopped by SIGSTOP
     await cluster.resume(n1)
     assert cluster.nodes[n1].state == NodeState.RUNNING
-    await until(lambda: backend(n1).get("healthy") is True, what="resumed node healthy")
+    await until(lambda: healthy(n1) is True, what="resumed node healthy", timeout=WAIT_S)
     with pytest.raises(ClusterError, match="not paused"):
         await cluster.resume(n1)
 
@@ -479,8 +504,12 @@ async def test_pause_resume_drain_restart_add(cluster: Cluster) -> None:
         await cluster.drain(n2)
         assert cluster.nodes[n2].state == NodeState.STOPPED
         assert not pid_alive(old_pid)
-        await until(lambda: 1001 in client.closes, what="close code 1001 going away")
-        await until(lambda: client.joined.is_set() and client.opens >= 2, what="reconnect")
+        await until(
+            lambda: 1001 in client.closes, what="close code 1001 going away", timeout=WAIT_S
+        )
+        await until(
+            lambda: client.joined.is_set() and client.opens >= 2, what="reconnect", timeout=WAIT_S
+        )
         assert await node_of(cluster, "dave") in (n1, n3)
         states = [e["state"] for e in events if e["event"] == "node" and e["id"] == n2]
         assert states[-2:] == ["draining", "stopped"]
@@ -492,7 +521,7 @@ async def test_pause_resume_drain_restart_add(cluster: Cluster) -> None:
     await cluster.restart(n2)
     info = cluster.nodes[n2]
     assert info.state == NodeState.RUNNING and info.pid != old_pid and pid_alive(info.pid or 0)
-    await until(lambda: backend(n2).get("healthy") is True, what="restarted node healthy")
+    await until(lambda: healthy(n2) is True, what="restarted node healthy", timeout=WAIT_S)
     print(f"restarted {n2}: port {old_port} -> {info.port}")
 
     # restart a live node (n3): the old process is replaced
@@ -503,13 +532,17 @@ async def test_pause_resume_drain_restart_add(cluster: Cluster) -> None:
     # add: one more node, routable
     new_id = await cluster.add()
     assert new_id == "n4" and cluster.nodes[new_id].state == NodeState.RUNNING
-    await until(lambda: backend(new_id).get("healthy") is True, what="added node healthy")
+    await until(lambda: healthy(new_id) is True, what="added node healthy", timeout=WAIT_S)
 
     # a process that dies on its own is reported as failed, with its exit code
     victim_pid = cluster.nodes[n1].pid
     assert victim_pid is not None
     os.kill(victim_pid, signal.SIGTERM)  # nobody asked the supervisor: unexpected
-    await until(lambda: cluster.nodes[n1].state in (NodeState.FAILED,), what="failure noticed")
+    await until(
+        lambda: cluster.nodes[n1].state in (NodeState.FAILED,),
+        what="failure noticed",
+        timeout=WAIT_S,
+    )
     failure = [e for e in events if e["event"] == "node" and e["id"] == n1][-1]
     assert failure["expected"] is False and "exit_code" in failure
 
@@ -518,11 +551,14 @@ async def test_pause_resume_drain_restart_add(cluster: Cluster) -> None:
     with pytest.raises(ClusterError, match="not running"):
         await cluster.pause(n1)
 
-    # the merged series hold every node and the total
-    await asyncio.sleep(0.6)
-    assert set(cluster.merger.keys("connections")) >= {n1, n2, n3, new_id, "total"}
-    t, v = cluster.series("connections", "total")
-    assert len(t) == len(v) > 0
+    # the merged samples name every node, the gone one as down
+    await until(
+        lambda: set(cluster.latest.nodes) >= {n1, n2, n3, new_id}, "every node sampled", WAIT_S
+    )
+    await until(lambda: not cluster.latest.nodes[n1].up, "the failed node sampled as down", WAIT_S)
+    assert cluster.latest.total.connections == sum(
+        n.connections for n in cluster.latest.nodes.values()
+    )
 
 
 async def test_a_failed_start_says_why_and_leaves_nothing(tmp_path: Any) -> None:
@@ -571,9 +607,7 @@ def test_children_die_with_a_supervisor_that_was_sigkilled(tmp_path: Any) -> Non
         "    await asyncio.sleep(60)\n"
         "asyncio.run(main())\n"
     )
-    supervisor = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
-    )
+    supervisor = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     pids: list[int] = []
     try:
         assert supervisor.stdout is not None
@@ -610,9 +644,15 @@ async def test_stop_during_start_leaves_nothing(tmp_path: Any) -> None:
     before = set(await asyncio.to_thread(live_children))
     harness = Cluster(config(log_dir=str(tmp_path)))
     starting = asyncio.create_task(harness.start())
-    await until(lambda: len(set(live_children()) - before) >= 2, what="children booting")
+    await until(
+        lambda: len(set(live_children()) - before) >= 2, what="children booting", timeout=WAIT_S
+    )
     assert not starting.done()
     await harness.stop()
     with pytest.raises(ClusterError):
         await starting
-    await until(lambda: not (set(live_children()) - before), what="every child started to be gone")
+    await until(
+        lambda: not (set(live_children()) - before),
+        what="every child started to be gone",
+        timeout=WAIT_S,
+    )

@@ -8,14 +8,13 @@ recovers every message it missed, none twice, in order.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
 
-from tests.support import MS, pid_alive
+from tests.support import MS, pid_alive, until
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientOptions, ReconnectingClient
 from wsconsole.core.events import DeliveryEvent, Direction, FrameRecord
@@ -30,6 +29,7 @@ from wsconsole.harness.cluster import (
 )
 
 WAIT = 20_000 * MS
+WAIT_S = 20.0  # the same bound for until(), which scales it itself
 ROOM = "demo"
 
 
@@ -54,6 +54,7 @@ class Watcher:
         self.seqs: list[int] = []
         self.acks: dict[str, int] = {}
         self.states: list[State] = []
+        self.joined = 0  # `joined` replies: one per (re)join of the room
 
     def __call__(self, event: object) -> None:
         if isinstance(event, FrameRecord) and event.direction == Direction.IN and event.payload:
@@ -63,6 +64,8 @@ class Watcher:
                 return
             if isinstance(frame, dict) and frame.get("type") == "message":
                 self.seqs.append(frame["seq"])
+            elif isinstance(frame, dict) and frame.get("type") == "joined":
+                self.joined += 1
         elif isinstance(event, DeliveryEvent) and event.kind == "ack" and event.id:
             self.acks[event.id] = event.seq or 0
         elif isinstance(event, Transition):
@@ -88,15 +91,6 @@ def client_on(cluster: Cluster, node_id: str, user: str, watcher: Watcher) -> Re
     return ReconnectingClient(options, name=user, observers=[watcher])
 
 
-async def until(predicate: Any, what: str, timeout: float = WAIT) -> None:
-    """Poll `predicate` until true; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def test_reconnecting_client_recovers_everything_after_its_node_is_killed(
     cluster: Cluster,
 ) -> None:
@@ -107,7 +101,7 @@ async def test_reconnecting_client_recovers_everything_after_its_node_is_killed(
     for client in (victim, publisher):
         await client.start()
         assert await client.wait_state(State.OPEN, WAIT) is not None
-    await asyncio.sleep(0.3)  # both joined
+    await until(lambda: seen.joined and sent.joined, "both clients joined", WAIT_S)
     stop = asyncio.Event()
     published: list[str] = []
 
@@ -118,19 +112,21 @@ async def test_reconnecting_client_recovers_everything_after_its_node_is_killed(
 
     loader = asyncio.create_task(load())
     try:
-        await until(lambda: len(seen.seqs) >= 20, "the watcher to receive")
+        await until(lambda: len(seen.seqs) >= 20, "the watcher to receive", WAIT_S)
         await cluster.kill(victim_node)
         assert cluster.nodes[victim_node].state == NodeState.KILLED
-        await until(lambda: State.RECONNECTING in seen.states, "RECONNECTING")
+        await until(lambda: State.RECONNECTING in seen.states, "RECONNECTING", WAIT_S)
         assert await victim.wait_state(State.OPEN, WAIT) is not None
-        await asyncio.sleep(1.0)  # keep publishing after the recovery
+        before = len(published)  # keep publishing until 20 more than before it are acked
+        await until(lambda: len(sent.acks) >= before + 20, "publishes after the recovery",
+                    WAIT_S)
     finally:
         stop.set()
         await loader
     try:
-        await until(lambda: set(published) <= set(sent.acks), "every publish acked")
+        await until(lambda: set(published) <= set(sent.acks), "every publish acked", WAIT_S)
         top = max(sent.acks.values())
-        await until(lambda: bool(seen.seqs) and max(seen.seqs) >= top, "every delivery")
+        await until(lambda: bool(seen.seqs) and max(seen.seqs) >= top, "every delivery", WAIT_S)
         first = seen.seqs[0]
         assert seen.seqs == list(range(first, top + 1)), "lost, duplicated or out of order"
         acked_seqs = sorted(sent.acks.values())

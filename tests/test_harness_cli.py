@@ -242,7 +242,7 @@ def test_harness_json_ready_kill_quit_leaves_nothing(procs: ProcessRegistry) -> 
 
 
 def test_stdin_eof_on_a_pipe_keeps_running_until_sigterm(procs: ProcessRegistry) -> None:
-    harness = HarnessProcess(procs, "--nodes", "1", "--stats-interval", "0")
+    harness = HarnessProcess(procs, "--nodes", "1", "--stats-interval", "0.25")
     pids: list[int] = []
     try:
         ready = harness.expect(lambda e: e["event"] == "ready")
@@ -250,7 +250,8 @@ def test_stdin_eof_on_a_pipe_keeps_running_until_sigterm(procs: ProcessRegistry)
         assert harness.proc.stdin is not None
         harness.proc.stdin.close()
         harness.expect(lambda e: e["event"] == "stdin_closed")
-        time.sleep(0.5)
+        for _ in range(2):  # still at work after the EOF: fresh stats lines keep coming
+            harness.expect(lambda e: e["event"] == "stats")
         assert harness.proc.poll() is None and all(pid_alive(pid) for pid in pids)
         harness.proc.send_signal(signal.SIGTERM)
         harness.expect(lambda e: e["event"] == "stopped")

@@ -162,7 +162,7 @@ async def test_auth_stats_health_and_metrics() -> None:
         await c.start()
         try:
             await c.wait_state(State.OPEN, CLUSTER_WAIT)
-            await until(lambda: cluster.stats.get("total", {}).get("connections") == 1,
+            await until(lambda: cluster.latest.total.connections == 1,
                         "the node stats to count the client")
             node = cluster.nodes[(await whoami(c))["node"]]
             async with httpx.AsyncClient(timeout=5) as http:

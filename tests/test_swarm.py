@@ -25,8 +25,8 @@ async def test_two_hundred_clients_account_for_every_message() -> None:
         per_node: Counter[str] = Counter()
 
         def on_stats(stats: dict) -> None:
-            for node_id, values in (cluster.stats.get("nodes") or {}).items():
-                per_node[node_id] = max(per_node[node_id], int(values.get("connections", 0)))
+            for node_id, figures in cluster.latest.nodes.items():
+                per_node[node_id] = max(per_node[node_id], figures.connections)
 
         swarm = Swarm(
             SwarmConfig(

@@ -43,7 +43,6 @@ async def with_console(body: Callable[[Console], Awaitable[Any]]) -> Any:
         await console.connect(CONSOLE_CONN)
         session = console.sessions[CONSOLE_CONN]
         await until(lambda: session.state is State.OPEN, "the console's session to open", 20)
-        console.start_sampler()
         return await body(console)
     finally:
         pids |= console.started_pids()
@@ -114,7 +113,7 @@ def test_inject_panel_runs_both_directions(qloop) -> None:  # type: ignore[no-un
 def test_network_panel_toggles_are_felt_and_marked(qloop) -> None:  # type: ignore[no-untyped-def]
     async def body(console: Console) -> None:
         panel = NetworkPanel(console, refresh_ms=50)
-        plots = PlotsPanel(console.series, refresh_ms=100)
+        plots = PlotsPanel(console.series, refresh_ms=100, pull=console.sample_clients)
         marks = FaultMarks(plots, console.timeline, refresh_ms=50)
         session = console.sessions[CONSOLE_CONN]
         await until(lambda: panel.target_box.count() == 2, "the targets 'all' and n1", 5)

@@ -1,11 +1,11 @@
-"""Headless models under the views: Timeline lanes and plot series (no Qt, no loop)."""
+"""Headless models under the views: Timeline lanes (no Qt, no loop); the plot series ring is
+tested with core/metrics.py in tests/test_client_metrics.py."""
 
 from __future__ import annotations
 
 from wsconsole.app.timelinemodel import TimelineModel
 from wsconsole.core.events import ErrorEvent, HeartbeatEvent
 from wsconsole.core.lifecycle import Lifecycle, State
-from wsconsole.gui.series import SeriesStore
 
 
 def test_timeline_spans_attempts_and_markers() -> None:
@@ -47,17 +47,3 @@ def test_timeline_is_bounded() -> None:
         model(HeartbeatEvent("c1", "ping_sent", at=float(i)))
     assert len(model.lanes["c1"].markers) == 10
     assert model.lanes["c1"].markers[0].at == 90.0
-
-
-def test_series_window_and_ring() -> None:
-    store = SeriesStore(capacity=5)
-    for t in range(8):
-        store.add("conns.total", float(t), t * 10)
-    store.tick()
-    t, v = store.window("conns.total", since=0)
-    assert t.tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]  # the ring kept the last 5, in order
-    t, v = store.window("conns.total", since=5.5)
-    assert v.tolist() == [60.0, 70.0]
-    assert store.last("conns.total") == 70.0
-    assert store.names("conns.") == ["conns.total"]
-    assert store.window("missing", 0)[0].size == 0 and store.version == 1

@@ -37,14 +37,14 @@ def test_demo_cluster_kill_and_close(qloop, settings_path) -> None:  # type: ign
             # the console's own client is OPEN through the balancer, plots receive data
             session = console.sessions[CONSOLE_CONN]
             await until(lambda: session.state is State.OPEN, "the console's session to open", 20)
-            await until(lambda: (console.series.last("conns.total") or 0) >= 1,
+            await until(lambda: (console.series.last("connections.total") or 0) >= 1,
                         "a connection in the series", 20)
-            await until(lambda: w.plots.points("conns.total") >= 3,
+            await until(lambda: w.plots.points("connections.total") >= 3,
                         "three points on the connections plot", 20)
             await until(lambda: w.plots.points("rtt.console") >= 1,
                         "a point on the round-trip plot", 20)
             if console.swarm is not None:  # the swarm publishes: messages flow
-                await until(lambda: (console.series.last("msgs.in") or 0) > 0,
+                await until(lambda: (console.series.last("msgs_in_per_s.total") or 0) > 0,
                             "swarm messages in the series", 20)
                 await until(lambda: w.plots.points("lat.p99") >= 1,
                             "a point on the p99 latency plot", 20)

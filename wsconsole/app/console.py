@@ -28,11 +28,11 @@ from wsconsole.app.profiles import Profile
 from wsconsole.app.timelinemodel import TimelineModel
 from wsconsole.core.events import Direction, ErrorEvent, FrameRecord, Opcode
 from wsconsole.core.lifecycle import State, Transition
-from wsconsole.core.metrics import LatencyHistogram
+from wsconsole.core.metrics import LatencyHistogram, TimeSeries
 from wsconsole.core.tasks import Tasks
-from wsconsole.gui.series import SeriesStore
 from wsconsole.harness import procs
 from wsconsole.harness.procs import Child
+from wsconsole.harness.stats import ClusterSample
 
 if TYPE_CHECKING:
     from wsconsole.harness.cluster import ClusterConfig
@@ -137,7 +137,7 @@ class Console:
     ) -> None:
         self.frames = FrameStore(capacity=frame_capacity)
         self.timeline = TimelineModel()
-        self.series = SeriesStore()
+        self.series = TimeSeries()  # the one ring the Live plots read
         self.errors = errors or ErrorHub()
         self.sessions: dict[str, Session] = {}
         self.cluster: ClusterPort | None = None  # the harness supervisor once started
@@ -170,18 +170,6 @@ class Console:
                 callback()
             except Exception as exc:  # a view failing must not break the model
                 self.errors.report(f"view update failed: {exc}", exc)
-
-    def start_sampler(self) -> None:
-        """Sample every source into the plot series every `sample_interval` seconds."""
-        self.spawn(self._sample_loop(), "sampler")
-
-    async def _sample_loop(self) -> None:
-        while not self._closing:
-            try:
-                self.sample()
-            except Exception as exc:
-                self.errors.report(f"sampling failed: {exc}", exc)
-            await asyncio.sleep(self.sample_interval)
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -264,7 +252,9 @@ class Console:
 
     def _on_cluster_event(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
-        if kind == "stats":
+        if kind == "stats":  # pushed by the supervisor as it merges the nodes' snapshots
+            sample: ClusterSample = event["sample"]
+            self.series.record(sample.t, sample.points())
             return
         self._cluster_events.append(event)
         pid = event.get("pid")
@@ -424,14 +414,20 @@ class Console:
 
     # -- sampling ----------------------------------------------------------------------------
 
-    def sample(self, now: float | None = None) -> None:
-        """Append one point to every plot series from the cluster, the sessions and the swarm."""
+    def sample_clients(self, now: float | None = None) -> bool:
+        """Pull the console's own figures into the series: its sessions' frame rates,
+        reconnects, heartbeat RTT and delivery latency, and the swarm's latest line.
+
+        The plots call this from their timer (the one timer on this path); a call sooner
+        than `sample_interval` after the last sample does nothing (False), so rates keep
+        their span whatever the caller's pace. The cluster's figures arrive on their own,
+        with every `stats` event.
+        """
         now = time.time() if now is None else now
+        previous = self._last_sample
+        if previous is not None and now - previous[0] < self.sample_interval:
+            return False
         add = self.series.add
-        stats = self.cluster.stats if self.cluster is not None else {}
-        nodes = stats.get("nodes") or {}
-        for node_id, values in nodes.items():
-            add(f"conns.node.{node_id}", now, values.get("connections", 0))
         frames_in = sum(s.frames_in for s in self.sessions.values())
         frames_out = sum(s.frames_out for s in self.sessions.values())
         reconnects = sum(s.reconnects for s in self.sessions.values())
@@ -440,12 +436,6 @@ class Console:
             reconnects += swarm["reconnects"]
         if isinstance(swarm.get("connected"), int):
             add("conns.swarm", now, swarm["connected"])
-        if nodes:
-            total = stats.get("total") or {}
-            add("conns.total", now, total.get("connections", 0))
-            add("msgs.in", now, total.get("msgs_in_per_s", 0.0))
-            add("msgs.out", now, total.get("msgs_out_per_s", 0.0))
-        previous = self._last_sample
         self._last_sample = (now, frames_in, frames_out, reconnects)
         if previous is not None and now > previous[0]:
             dt = now - previous[0]
@@ -469,6 +459,7 @@ class Console:
             elif own is not None:
                 add(f"lat.{key}", now, own * 1000.0)
         self.series.tick()
+        return True
 
     def _sample_proxy(self, now: float) -> None:
         """The proxied connections: how many are open, their frame rates, their round trips."""

@@ -12,10 +12,13 @@ subclasses are `SessionClient`s, `core.client.ReconnectingClient` is a `HarnessC
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from wsconsole.core.driver import ClientStats
 from wsconsole.core.lifecycle import Lifecycle, State
+
+if TYPE_CHECKING:
+    from wsconsole.harness.stats import ClusterSample
 
 
 class ClientOptionsView(Protocol):
@@ -230,8 +233,8 @@ class ClusterPort(Protocol):
         ...
 
     @property
-    def stats(self) -> Mapping[str, Any]:
-        """The latest merged stats sample."""
+    def latest(self) -> ClusterSample:
+        """The latest merged stats sample (harness/stats.py)."""
         ...
 
     def pids(self) -> list[int]:

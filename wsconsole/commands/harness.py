@@ -18,7 +18,6 @@ import contextlib
 import signal
 import sys
 import threading
-import time
 from typing import Any
 
 from wsconsole.commands.output import Output, fail_usage
@@ -35,6 +34,7 @@ from wsconsole.harness.cluster import (
     Limits,
 )
 from wsconsole.harness.shell import USAGE, CommandError, Quit, execute, help_event, parse
+from wsconsole.harness.stats import ClusterSample
 
 HELP = "Run the local multi-node harness (broker, nodes, balancer) and control it from stdin."
 
@@ -136,32 +136,23 @@ def run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- printing
 
 
-def _round(values: dict[str, Any], key: str) -> dict[str, Any]:
-    return {node: round(float(v[key]), 1) for node, v in values.items()}
-
-
-def _compact_stats(sample: dict[str, Any]) -> dict[str, Any]:
+def _compact_stats(sample: ClusterSample) -> dict[str, Any]:
     """The merged sample cut down to one readable line."""
-    nodes = sample.get("nodes", {})
-    total = sample.get("total", {})
-    line: dict[str, Any] = {"t": round(sample.get("t", time.time()), 3)}
-    for metric in ("connections", "msgs_in_per_s", "msgs_out_per_s", "errors_per_s"):
-        per_node = (
-            _round(nodes, metric)
-            if metric != "connections"
-            else {node: int(v["connections"]) for node, v in nodes.items()}
-        )
-        value = total.get(metric, 0)
-        per_node["total"] = int(value) if metric == "connections" else round(float(value), 1)
-        line[metric] = per_node
-    line["node_broker"] = {
-        node: v.get("broker", "down") for node, v in nodes.items() if v.get("up")
+    nodes, total = sample.nodes, sample.total
+    line: dict[str, Any] = {"t": round(sample.t, 3)}
+    line["connections"] = {
+        **{node: figures.connections for node, figures in nodes.items()},
+        "total": total.connections,
     }
-    backends = sample.get("balancer", {}).get("backends", {})
+    for metric in ("msgs_in_per_s", "msgs_out_per_s", "errors_per_s"):
+        line[metric] = {
+            **{node: round(getattr(figures, metric), 1) for node, figures in nodes.items()},
+            "total": round(getattr(total, metric), 1),
+        }
+    line["node_broker"] = {node: f.broker for node, f in nodes.items() if f.up}
     line["backends"] = {
-        backend: {"healthy": b.get("healthy"), "connections": b.get("connections")}
-        for backend, b in backends.items()
-        if isinstance(b, dict)
+        backend: {"healthy": b.healthy, "connections": b.connections}
+        for backend, b in sample.balancer.backends.items()
     }
     return line
 
@@ -225,7 +216,7 @@ class _Printer:
         kind = event.get("event")
         if kind == "stats":
             if self.stats:
-                line = _compact_stats(event)
+                line = _compact_stats(event["sample"])
                 self.out.event("stats", _human_stats(line), **line)
         elif kind in ("node", "broker", "balancer", "node_event", "balancer_event"):
             fields = {k: v for k, v in event.items() if k != "event"}

@@ -1,7 +1,10 @@
-"""Counters, rate meters, latency histograms and ring time series, shared by every view.
+"""Percentiles, latency histograms and the time-series ring the live plots read.
 
-Plain objects fed values and timestamps (`now` is injectable everywhere, default
-`time.monotonic()`), so they test without a loop and cost little on hot paths.
+Plain objects fed values and timestamps, so they test without a loop and cost little on hot
+paths. One percentile definition (nearest rank, `percentile`) for every figure: exact over a
+list of samples, and within 1 % over a `LatencyHistogram`. Who uses what: the console and
+the swarm measure delivery latency in histograms; the benchmarks and the swarm's reconnect
+times take exact percentiles of lists; the window's plots read a `TimeSeries`.
 
 LatencyHistogram uses logarithmic buckets (HDR-histogram style) in a numpy array rather
 than a sampled reservoir: memory is fixed (about 2,100 buckets for 1 us..1000 s at 1 %),
@@ -13,77 +16,29 @@ merge by adding counts, which is what the supervisor needs to combine sources.
 from __future__ import annotations
 
 import math
-import time
-from collections import deque
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 
-class Counter:
-    """A monotonically increasing count (reset only explicitly)."""
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """The p-th percentile (0-100) of `values` by nearest rank, None when empty.
 
-    __slots__ = ("value",)
-
-    def __init__(self, value: int = 0) -> None:
-        self.value = value
-
-    def inc(self, n: int = 1) -> int:
-        """Add `n` and return the new value."""
-        self.value += n
-        return self.value
-
-    def reset(self) -> None:
-        """Back to zero."""
-        self.value = 0
-
-    def __int__(self) -> int:
-        return self.value
-
-    def __repr__(self) -> str:
-        return f"Counter({self.value})"
+    The one definition every figure uses: the smallest sample with at least p % of the
+    samples at or below it (rank ceil(p/100 * n), at least 1), always one of the samples.
+    `LatencyHistogram.percentile` answers the same question within its bucket precision.
+    """
+    if not 0 <= p <= 100:
+        raise ValueError("percentile must be within 0..100")
+    if len(values) == 0:
+        return None
+    ordered = sorted(values)
+    return ordered[_rank(p, len(ordered)) - 1]
 
 
-class RateMeter:
-    """Events per second over a sliding window, kept as fixed-width time buckets."""
-
-    def __init__(self, window: float = 5.0, resolution: float = 0.1) -> None:
-        if window <= 0 or resolution <= 0 or resolution > window:
-            raise ValueError("need 0 < resolution <= window")
-        self.window = window
-        self.resolution = resolution
-        self._buckets: deque[tuple[int, float]] = deque()  # (bucket index, amount)
-        self._sum = 0.0
-        self.total = 0.0
-        self._started: float | None = None
-
-    def _expire(self, index: int) -> None:
-        oldest = index - math.ceil(self.window / self.resolution) + 1
-        while self._buckets and self._buckets[0][0] < oldest:
-            self._sum -= self._buckets.popleft()[1]
-
-    def add(self, n: float = 1.0, now: float | None = None) -> None:
-        """Record `n` events at time `now`."""
-        now = time.monotonic() if now is None else now
-        if self._started is None:
-            self._started = now
-        index = int(now // self.resolution)
-        if self._buckets and self._buckets[-1][0] == index:
-            last_index, amount = self._buckets[-1]
-            self._buckets[-1] = (last_index, amount + n)
-        else:
-            self._buckets.append((index, n))
-        self._sum += n
-        self.total += n
-        self._expire(index)
-
-    def rate(self, now: float | None = None) -> float:
-        """Events per second over the last `window` seconds (shorter while warming up)."""
-        now = time.monotonic() if now is None else now
-        self._expire(int(now // self.resolution))
-        if self._started is None:
-            return 0.0
-        span = min(self.window, max(now - self._started, self.resolution))
-        return max(self._sum, 0.0) / span
+def _rank(p: float, count: int) -> int:
+    """The 1-based nearest rank of the p-th percentile among `count` samples."""
+    return max(1, math.ceil(p / 100 * count))
 
 
 class LatencyHistogram:
@@ -147,8 +102,7 @@ class LatencyHistogram:
             return None
         if not 0 <= p <= 100:
             raise ValueError("percentile must be within 0..100")
-        rank = max(1, math.ceil(p / 100 * self.count))
-        index = int(np.searchsorted(np.cumsum(self.counts), rank))
+        index = int(np.searchsorted(np.cumsum(self.counts), _rank(p, self.count)))
         if index == 0:
             return self.min  # at or below `lowest`: the smallest sample is exact
         if index == self._n - 1:
@@ -184,49 +138,87 @@ class LatencyHistogram:
         self.max = -math.inf
 
 
-class RingSeries:
-    """A bounded time series of (t, value) in two numpy ring buffers, for the live plots."""
+class _Ring:
+    """A fixed-size ring of (t, value) float64 pairs."""
 
-    def __init__(self, capacity: int = 3600) -> None:
+    __slots__ = ("_t", "_v", "capacity", "count")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._t = np.zeros(capacity, np.float64)
+        self._v = np.zeros(capacity, np.float64)
+        self.count = 0  # total appended
+
+    def append(self, t: float, value: float) -> None:
+        slot = self.count % self.capacity
+        self._t[slot] = t
+        self._v[slot] = value
+        self.count += 1
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the held points in time order."""
+        if self.count <= self.capacity:
+            return self._t[: self.count].copy(), self._v[: self.count].copy()
+        start = self.count % self.capacity
+        order = np.r_[start : self.capacity, 0:start]
+        return self._t[order], self._v[order]
+
+    def last(self) -> float | None:
+        if not self.count:
+            return None
+        return float(self._v[(self.count - 1) % self.capacity])
+
+
+class TimeSeries:
+    """Named bounded time series of (t, value): the one ring the live plots read.
+
+    A series is created by its first point and keeps its last `capacity` points. `record`
+    appends a round of points at one time and bumps `version`, so a view redraws only when
+    something new arrived.
+    """
+
+    def __init__(self, capacity: int = 7_200) -> None:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
-        self._t = np.zeros(capacity, dtype=np.float64)
-        self._v = np.zeros(capacity, dtype=np.float64)
-        self._next = 0
-        self._len = 0
+        self.version = 0
+        self._rings: dict[str, _Ring] = {}
 
-    def append(self, t: float, value: float) -> None:
-        """Add one point; the oldest is dropped when full."""
-        self._t[self._next] = t
-        self._v[self._next] = value
-        self._next = (self._next + 1) % self.capacity
-        self._len = min(self._len + 1, self.capacity)
+    def add(self, name: str, t: float, value: float) -> None:
+        """Append one point to the series `name` (the views see it at the next `version`)."""
+        ring = self._rings.get(name)
+        if ring is None:
+            ring = self._rings[name] = _Ring(self.capacity)
+        ring.append(t, float(value))
 
-    def __len__(self) -> int:
-        return self._len
+    def record(self, t: float, points: Iterable[tuple[str, float]]) -> None:
+        """Append a round of (name, value) points taken at time `t`; bumps `version`."""
+        for name, value in points:
+            self.add(name, t, value)
+        self.tick()
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Copies of (times, values), oldest first."""
-        if self._len < self.capacity:
-            return self._t[: self._len].copy(), self._v[: self._len].copy()
-        order = np.r_[self._next : self.capacity, 0 : self._next]
-        return self._t[order], self._v[order]
+    def tick(self) -> None:
+        """Mark the end of a round of `add`s (views redraw when the version moved)."""
+        self.version += 1
 
-    def since(self, t0: float) -> tuple[np.ndarray, np.ndarray]:
-        """Points with t >= t0, oldest first."""
-        t, v = self.arrays()
-        start = int(np.searchsorted(t, t0, side="left"))
+    def arrays(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(times, values) of `name`, oldest first (empty arrays if the series is unknown)."""
+        ring = self._rings.get(name)
+        if ring is None:
+            return np.empty(0), np.empty(0)
+        return ring.arrays()
+
+    def window(self, name: str, since: float) -> tuple[np.ndarray, np.ndarray]:
+        """Points of `name` with t >= since."""
+        t, v = self.arrays(name)
+        start = int(np.searchsorted(t, since, side="left"))
         return t[start:], v[start:]
 
-    def last(self) -> tuple[float, float] | None:
-        """The newest point, or None when empty."""
-        if self._len == 0:
-            return None
-        i = (self._next - 1) % self.capacity
-        return float(self._t[i]), float(self._v[i])
+    def names(self, prefix: str = "") -> list[str]:
+        """Known series names starting with `prefix`, sorted."""
+        return sorted(n for n in self._rings if n.startswith(prefix))
 
-    def clear(self) -> None:
-        """Drop every point."""
-        self._next = 0
-        self._len = 0
+    def last(self, name: str) -> float | None:
+        """The newest value of a series, or None."""
+        ring = self._rings.get(name)
+        return None if ring is None else ring.last()

@@ -32,7 +32,7 @@ import orjson
 from wsconsole import __version__
 from wsconsole.core.events import ErrorEvent, FrameRecord, HeartbeatEvent, Opcode
 from wsconsole.core.lifecycle import Transition
-from wsconsole.diagnostics.model import Diagnosis, Verdict
+from wsconsole.diagnostics.model import Diagnosis
 from wsconsole.diagnostics.redact import Redactor, redact_ini
 
 BUNDLE_FORMAT = "wsconsole-support-bundle/1"
@@ -346,8 +346,3 @@ def read_bundle(path: str | Path) -> Bundle:
     except OSError as exc:
         raise BundleError(f"{source} cannot be read: {exc}") from None
     return Bundle(source, report, frames, timeline, versions, names)
-
-
-def verdict_word(verdict: str) -> str:
-    """The plain word shown for a verdict."""
-    return _WORDS.get(verdict, verdict) if verdict in {v.value for v in Verdict} else verdict

@@ -81,7 +81,6 @@ class ConsoleApp:
     def start(self) -> None:
         """Show the window and begin the start-up work in the background."""
         self.window.show()
-        self.console.start_sampler()
         if self.options.url:
             profile = Profile(name=TARGET_CONN, url=self.options.url)
             if TARGET_CONN in self.console.sessions:

@@ -56,7 +56,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.frames)
         self.connection = ConnectionPanel(console)
         self.cluster = ClusterPanel(console)
-        self.plots = PlotsPanel(console.series)
+        self.plots = PlotsPanel(console.series, pull=console.sample_clients)
         self.timeline = TimelinePanel(console.timeline)
         self.composer = ComposerPanel(console)
         # a schema loaded in the Frames' detail pane is a Composer format too

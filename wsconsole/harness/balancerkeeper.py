@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from wsconsole.harness.events import EventHub
 from wsconsole.harness.members import Launcher, Member
 from wsconsole.harness.procs import child_argv
 from wsconsole.harness.router import ControlRouter
+from wsconsole.harness.stats import BalancerFigures
 
 HEALTH_POLL = 0.5  # the longest wait for the next stats push while waiting for healthy backends
 
@@ -49,14 +51,20 @@ class BalancerKeeper:
     """Starts and stops the balancer, and drives it over the control channel."""
 
     def __init__(
-        self, config: ClusterConfig, hub: EventHub, launcher: Launcher, router: ControlRouter
+        self,
+        config: ClusterConfig,
+        hub: EventHub,
+        launcher: Launcher,
+        router: ControlRouter,
+        on_figures: Callable[[BalancerFigures], None],
     ) -> None:
         self.config = config
         self.hub = hub
         self.launcher = launcher
         self.router = router
+        self.on_figures = on_figures  # every push (and empty figures once it is gone)
         self.info = BalancerInfo(sticky=config.sticky)
-        self.latest: dict[str, Any] = {}  # the last stats it pushed ({} while it is gone)
+        self.latest = BalancerFigures()  # the last stats it pushed (empty while it is gone)
         self._seen = asyncio.Event()
 
     def _emit(self, **extra: Any) -> None:
@@ -87,13 +95,15 @@ class BalancerKeeper:
         self.info.state = "running"
         self._emit()
 
-    def pushed(self, snapshot: dict[str, Any]) -> None:
+    def pushed(self, figures: BalancerFigures) -> None:
         """The balancer pushed its stats (backends with health and counts, faults)."""
-        self.latest = snapshot
+        self.latest = figures
         self._seen.set()
+        self.on_figures(figures)
 
     def _exited(self, member: Member) -> None:
-        self.latest = {}
+        self.latest = BalancerFigures()
+        self.on_figures(self.latest)
         if not member.expected_exit:
             self.info.state = "failed"
             self._emit(exit_code=member.proc.returncode, expected=False)
@@ -121,8 +131,8 @@ class BalancerKeeper:
         """Wait until the balancer's pushed stats call every backend in `ids` healthy."""
         deadline = time.monotonic() + self.config.ready_timeout
         while True:
-            latest = self.latest.get("backends") or {}
-            if all(isinstance(latest.get(i), dict) and latest[i].get("healthy") for i in ids):
+            backends = self.latest.backends
+            if all(i in backends and backends[i].healthy for i in ids):
                 return
             if time.monotonic() > deadline:
                 raise ClusterError(f"the balancer does not see {', '.join(ids)} as healthy")

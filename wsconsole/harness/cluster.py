@@ -30,18 +30,18 @@ Events (dicts handed to `subscribe` callbacks, the same shapes the CLI prints wi
 - {"event": "balancer", "state", "port", "pid", ...};
 - {"event": "node_event", "id", "kind", ...}: what a node pushes (broker_down, draining, ...);
 - {"event": "cluster", "state": "ready"|"stopped", ...};
-- {"event": "stats", ...}: a merged sample (see harness/stats.py) every `stats_interval`.
+- {"event": "stats", "sample": ClusterSample}: a merged sample (harness/stats.py), made when
+  a node or the balancer pushes at least `stats_interval` after the previous one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from wsconsole.core.tasks import Tasks
 from wsconsole.harness import auth
@@ -69,7 +69,9 @@ from wsconsole.harness.events import Event, EventHub, Subscriber
 from wsconsole.harness.members import Launcher
 from wsconsole.harness.nodes import NodeInfo, NodeKeeper
 from wsconsole.harness.router import ControlRouter
-from wsconsole.harness.stats import StatsMerger
+from wsconsole.harness.stats import BalancerFigures, ClusterSample, NodeSnapshot, StatsMerger
+
+log = logging.getLogger(__name__)
 
 
 class Cluster:
@@ -79,16 +81,18 @@ class Cluster:
         self.config = config or ClusterConfig()
         self.config.validate()
         self.ready_seconds: float | None = None
-        self.merger = StatsMerger(self.config.series_capacity, stale_after=1.5)
+        self._merger = StatsMerger(self.config.stats_interval)
         self._hub = EventHub()
         self._tasks = Tasks("cluster")
         self._router = ControlRouter(self._hub, self._on_stats)
         self._launcher = Launcher(self.config, self._router.key, self._tasks)
         self._broker = BrokerKeeper(self.config.redis_url, self._hub)
-        self._balancer = BalancerKeeper(self.config, self._hub, self._launcher, self._router)
+        self._balancer = BalancerKeeper(
+            self.config, self._hub, self._launcher, self._router, self._balancer_figures
+        )
         self._nodes = NodeKeeper(
             self.config, self._hub, self._launcher, self._router, self._broker.info,
-            self._balancer, self.merger.node_gone,
+            self._balancer, self._merger.node_gone,
         )  # fmt: skip
         self._started = False
         self._stopping = False
@@ -130,13 +134,9 @@ class Cluster:
         return self._launcher.log_dir
 
     @property
-    def stats(self) -> dict[str, Any]:
-        """The latest merged sample (empty before the first one)."""
-        return self.merger.latest
-
-    def series(self, metric: str, key: str = "total") -> tuple[np.ndarray, np.ndarray]:
-        """A time series (wall times, values) of the merged stats; see harness/stats.py."""
-        return self.merger.series(metric, key)
+    def latest(self) -> ClusterSample:
+        """The latest merged sample (an empty one before the first)."""
+        return self._merger.latest
 
     def pids(self) -> list[int]:
         """Every live child PID: broker (when we own it), nodes, balancer."""
@@ -201,7 +201,6 @@ class Cluster:
             await self.stop()
             raise
         self.ready_seconds = time.monotonic() - began
-        self._loops.append(self._tasks.spawn(self._sample_loop(), "stats"))
         self._loops.append(self._tasks.spawn(self._broker.watch(), "broker-watch"))
         self._emit({"event": "cluster", "state": "ready", "ready_s": round(self.ready_seconds, 3)})
 
@@ -316,21 +315,26 @@ class Cluster:
     # ---------------------------------------------------------------- stats and events
 
     def _on_stats(self, peer: str, message: dict[str, Any]) -> None:
-        if peer == BALANCER:
-            self._balancer.pushed(message)
-        elif peer in self.nodes:
-            self.merger.node_snapshot(peer, message)
+        """A member pushed its stats: typed here, merged, and a due sample goes out."""
+        try:
+            if peer == BALANCER:
+                self._balancer.pushed(BalancerFigures.from_message(message))
+            elif peer in self.nodes:
+                snapshot = NodeSnapshot.from_message({**message, "node": peer})
+                self._publish(self._merger.node_pushed(snapshot, time.time(), time.monotonic()))
+        except ValueError as exc:
+            log.warning("stats from %s dropped: %s", peer, exc)
+
+    def _balancer_figures(self, figures: BalancerFigures) -> None:
+        self._publish(self._merger.balancer_pushed(figures, time.time(), time.monotonic()))
+
+    def _publish(self, sample: ClusterSample | None) -> None:
+        """Emit a sample between "ready" and the stop (the merger keeps `latest` regardless)."""
+        if sample is not None and self.ready_seconds is not None and not self._stopping:
+            self._emit({"event": "stats", "sample": sample})
 
     def _emit(self, event: Event) -> None:
         self._hub.emit(event)
-
-    async def _sample_loop(self) -> None:
-        interval = self.config.stats_interval
-        while True:
-            await asyncio.sleep(interval)
-            self.merger.balancer_snapshot(self._balancer.latest)
-            sample = self.merger.sample()
-            self._emit({"event": "stats", **sample})
 
     def __repr__(self) -> str:
         port = self.balancer.port

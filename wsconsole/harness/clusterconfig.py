@@ -99,8 +99,7 @@ class ClusterConfig:
     limits: Limits = field(default_factory=Limits)
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     health_interval: float = 0.5  # the balancer's health checks
-    stats_interval: float = 0.5  # one merged sample (and "stats" event) per interval
-    series_capacity: int = 7200  # samples kept per series (an hour at 0.5 s)
+    stats_interval: float = 0.5  # at most one merged sample (a "stats" event) per interval
     ready_timeout: float = 30.0  # generous: the machines running tests are busy
     stop_timeout: float = 5.0  # beyond a node's drain deadline, before SIGKILL
     log_dir: str | None = None  # children's stderr; None = a fresh temporary directory

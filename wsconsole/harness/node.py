@@ -93,6 +93,7 @@ from wsconsole.harness.nodeinject import inject
 from wsconsole.harness.nodemetrics import CONTENT_TYPE_LATEST, exposition
 from wsconsole.harness.rooms import RoomTable
 from wsconsole.harness.session import Session
+from wsconsole.harness.stats import NodeSnapshot
 from wsconsole.harness.supervised import Supervised
 
 log = logging.getLogger("wsconsole.node")
@@ -275,22 +276,21 @@ class Node(Supervised):
     def snapshot(self) -> dict[str, Any]:
         """The stats message pushed to the supervisor (also the "stats" command's reply)."""
         s = self.stats
-        return {
-            "type": "stats",
-            "node": self.config.id,
-            "t": time.time(),
-            "connections": len(self.conns),
-            "msgs_in": s.msgs_in,
-            "msgs_out": s.msgs_out,
-            "bytes_in": s.bytes_in,
-            "bytes_out": s.bytes_out,
-            "errors": dict(s.errors),
-            "rate_limited": s.rate_limited,
-            "auth_failures": s.auth_failures,
-            "broker": self.adapter.state,
-            "draining": self.draining,
-            "rooms": len(self.rooms),
-        }
+        return NodeSnapshot(
+            node=self.config.id,
+            t=time.time(),
+            connections=len(self.conns),
+            msgs_in=s.msgs_in,
+            msgs_out=s.msgs_out,
+            bytes_in=s.bytes_in,
+            bytes_out=s.bytes_out,
+            errors=dict(s.errors),
+            rate_limited=s.rate_limited,
+            auth_failures=s.auth_failures,
+            broker=self.adapter.state,
+            draining=self.draining,
+            rooms=len(self.rooms),
+        ).message()
 
     # -- drain ------------------------------------------------------------------------
     def drain_soon(self) -> None:

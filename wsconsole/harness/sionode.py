@@ -46,6 +46,7 @@ from wsconsole.harness.auth import AuthError, Claims, room_allowed
 from wsconsole.harness.control import ControlClient
 from wsconsole.harness.nodeconfig import NodeConfig, UsageError, add_arguments, config_from_args
 from wsconsole.harness.nodemetrics import CONTENT_TYPE_LATEST, exposition
+from wsconsole.harness.stats import NodeSnapshot
 from wsconsole.harness.supervised import Supervised
 
 if TYPE_CHECKING:
@@ -248,23 +249,13 @@ class SioNode(Supervised):
     def snapshot(self) -> dict[str, Any]:
         """The stats message pushed to the supervisor (the ws node's shape)."""
         s = self.stats
-        return {
-            "type": "stats",
-            "node": self.config.id,
-            "t": time.time(),
-            "connections": len(self.users),
-            "msgs_in": s.msgs_in,
-            "msgs_out": s.msgs_out,
-            "bytes_in": 0,
-            "bytes_out": 0,
-            "errors": dict(s.errors),
-            "rate_limited": 0,
-            "auth_failures": s.auth_failures,
-            "broker": self.broker,
-            "draining": self.draining,
-            "rooms": len(set().union(*self.rooms.values())) if self.rooms else 0,
-            "flavour": "socketio",
-        }
+        return NodeSnapshot(
+            node=self.config.id, t=time.time(), connections=len(self.users),
+            msgs_in=s.msgs_in, msgs_out=s.msgs_out, errors=dict(s.errors),
+            auth_failures=s.auth_failures, broker=self.broker, draining=self.draining,
+            rooms=len(set().union(*self.rooms.values())) if self.rooms else 0,
+            flavour="socketio",
+        ).message()
 
     async def _command(self, message: dict[str, Any]) -> dict[str, Any] | None:
         handler = self.commands.get(str(message.get("cmd")))

@@ -1,48 +1,196 @@
-"""Merging the children's stats snapshots into one cluster view and bounded time series.
+"""Node stats, typed from the node to the plot: snapshots in, merged cluster samples out.
 
-Pure logic, no I/O (like websockets' protocol objects): the supervisor feeds it the snapshots
-its nodes and balancer push over the control channel, then calls `sample(now)` on a timer;
-each sample turns cumulative counters into per-second rates, sums them over the cluster and
-appends one point to every series. The GUI plots the series, the CLI prints the samples.
+The path (docs/architecture.md, "node stats to plot"), one direction, no timer before the view:
 
-Series names (`StatsMerger.series(metric, key)`):
-- "connections", "msgs_in_per_s", "msgs_out_per_s", "errors_per_s": key = a node id or "total";
-- "balancer_connections": key = a backend id.
+1. a node builds a `NodeSnapshot` (cumulative counters and gauges) and pushes it over the
+   control channel every few hundred ms (`NodeSnapshot.message()` is the wire form);
+2. the supervisor parses it back (`NodeSnapshot.from_message`) and hands it to the
+   `StatsMerger`, as it does the balancer's pushes;
+3. the first push at least `interval` seconds after the previous sample closes a new
+   `ClusterSample`: counters become per-second rates over the node's own clock, summed over
+   the cluster; the supervisor emits it as the `stats` event;
+4. the CLI prints the sample; the window records `ClusterSample.points()` into its one
+   `core.metrics.TimeSeries`, which the plots read on their own timer.
+
+Pure logic, no I/O and no clock of its own (every time is passed in), like websockets'
+protocol objects: the tests feed it snapshots and times.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from wsconsole.core.metrics import RingSeries
-
-NODE_METRICS = ("connections", "msgs_in_per_s", "msgs_out_per_s", "errors_per_s")
 TOTAL = "total"
+STALE_AFTER = 1.5  # seconds without a push before a node's figures are flagged stale
 
 
-@dataclass
-class _NodeTrack:
-    """What the merger remembers about one node between samples."""
-
-    snapshot: dict[str, Any] | None = None
-    received: float = 0.0  # monotonic time the snapshot arrived
-    gone: bool = False
-    # cumulative counters and the node's own clock at the previous sample
-    prev_t: float | None = None
-    prev_in: int = 0
-    prev_out: int = 0
-    prev_errors: int = 0
+def _int(message: Mapping[str, Any], key: str) -> int:
+    value = message.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"stats field {key!r} is not a number: {value!r}")
+    return int(value)
 
 
-def _errors_total(snapshot: dict[str, Any]) -> int:
-    errors = snapshot.get("errors") or {}
-    if isinstance(errors, dict):
-        return int(sum(v for v in errors.values() if isinstance(v, int | float)))
-    return int(errors) if isinstance(errors, int | float) else 0
+@dataclass(frozen=True, slots=True)
+class NodeSnapshot:
+    """What a node pushes to the supervisor (and answers to the "stats" command)."""
+
+    node: str
+    t: float  # the node's wall clock when it took the snapshot
+    connections: int
+    msgs_in: int
+    msgs_out: int
+    bytes_in: int = 0
+    bytes_out: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # by kind, cumulative
+    rate_limited: int = 0
+    auth_failures: int = 0
+    broker: str = "unknown"  # the node's view of the broker: up / down / ...
+    draining: bool = False
+    rooms: int = 0
+    flavour: str = "ws"
+
+    @property
+    def errors_total(self) -> int:
+        """Every error of every kind so far."""
+        return sum(self.errors.values())
+
+    def message(self) -> dict[str, Any]:
+        """The JSON-ready control-channel line."""
+        return {"type": "stats", **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_message(cls, message: Mapping[str, Any]) -> NodeSnapshot:
+        """Parse a pushed line; ValueError naming the field that is wrong."""
+        t = message.get("t")
+        if isinstance(t, bool) or not isinstance(t, int | float):
+            raise ValueError(f"stats field 't' is not a time: {t!r}")
+        errors = message.get("errors") or {}
+        if not isinstance(errors, Mapping):
+            raise ValueError(f"stats field 'errors' is not a mapping: {errors!r}")
+        return cls(
+            node=str(message.get("node", "")),
+            t=float(t),
+            connections=_int(message, "connections"),
+            msgs_in=_int(message, "msgs_in"),
+            msgs_out=_int(message, "msgs_out"),
+            bytes_in=_int(message, "bytes_in"),
+            bytes_out=_int(message, "bytes_out"),
+            errors={str(kind): _int(errors, kind) for kind in errors},
+            rate_limited=_int(message, "rate_limited"),
+            auth_failures=_int(message, "auth_failures"),
+            broker=str(message.get("broker", "unknown")),
+            draining=bool(message.get("draining", False)),
+            rooms=_int(message, "rooms"),
+            flavour=str(message.get("flavour", "ws")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFigures:
+    """One node in a merged sample: rates over the node's clock, its latest gauges."""
+
+    connections: int = 0
+    msgs_in_per_s: float = 0.0
+    msgs_out_per_s: float = 0.0
+    errors_per_s: float = 0.0
+    msgs_in: int = 0
+    msgs_out: int = 0
+    errors: int = 0
+    rate_limited: int = 0
+    auth_failures: int = 0
+    broker: str = "down"
+    draining: bool = False
+    rooms: int = 0
+    up: bool = False  # its process runs and has pushed at least once
+    stale: bool = False  # no push for longer than the merger's `stale_after` (paused?)
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """The cluster's sums over its nodes."""
+
+    connections: int = 0
+    msgs_in_per_s: float = 0.0
+    msgs_out_per_s: float = 0.0
+    errors_per_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class BackendFigures:
+    """One backend as the balancer counts it."""
+
+    healthy: bool
+    connections: int
+    total: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    address: str = ""
+
+    @classmethod
+    def from_message(cls, entry: Mapping[str, Any]) -> BackendFigures:
+        """Parse one entry of the balancer's pushed `backends`."""
+        return cls(
+            healthy=bool(entry.get("healthy", False)),
+            connections=_int(entry, "connections"),
+            total=_int(entry, "total"),
+            bytes_up=_int(entry, "bytes_up"),
+            bytes_down=_int(entry, "bytes_down"),
+            address=str(entry.get("address", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BalancerFigures:
+    """The balancer's latest push: affinity mode, backends, active network faults."""
+
+    sticky: str | None = None
+    backends: dict[str, BackendFigures] = field(default_factory=dict)
+    faults: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_message(cls, message: Mapping[str, Any]) -> BalancerFigures:
+        """Parse the balancer's pushed stats; ValueError for a malformed one."""
+        backends = message.get("backends") or {}
+        faults = message.get("faults") or []
+        if not isinstance(backends, Mapping) or not isinstance(faults, list):
+            raise ValueError("balancer stats: 'backends' must map ids, 'faults' be a list")
+        sticky = message.get("sticky")
+        return cls(
+            sticky=None if sticky is None else str(sticky),
+            backends={
+                str(backend_id): BackendFigures.from_message(entry)
+                for backend_id, entry in backends.items()
+                if isinstance(entry, Mapping)
+            },
+            faults=[dict(f) for f in faults if isinstance(f, Mapping)],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSample:
+    """One merged sample of the whole cluster at wall time `t`."""
+
+    t: float = 0.0
+    nodes: dict[str, NodeFigures] = field(default_factory=dict)
+    total: Totals = field(default_factory=Totals)
+    balancer: BalancerFigures = field(default_factory=BalancerFigures)
+
+    def points(self) -> Iterator[tuple[str, float]]:
+        """The plotted figures as (series name, value): `connections.<node id>`,
+        `connections.total`, `msgs_in_per_s.total`, `msgs_out_per_s.total`."""
+        for node_id, figures in self.nodes.items():
+            yield f"connections.{node_id}", figures.connections
+        yield f"connections.{TOTAL}", self.total.connections
+        yield f"msgs_in_per_s.{TOTAL}", self.total.msgs_in_per_s
+        yield f"msgs_out_per_s.{TOTAL}", self.total.msgs_out_per_s
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (the same names as the attributes)."""
+        return dataclasses.asdict(self)
 
 
 def _rate(current: int, previous: int, dt: float) -> float:
@@ -51,121 +199,104 @@ def _rate(current: int, previous: int, dt: float) -> float:
     return delta / dt if dt > 0 else 0.0
 
 
+@dataclass
+class _NodeTrack:
+    """What the merger remembers of one node between samples."""
+
+    snapshot: NodeSnapshot | None = None
+    received: float = 0.0  # monotonic time the snapshot arrived
+    gone: bool = False
+    sampled: NodeSnapshot | None = None  # the snapshot the previous sample's rates ended at
+    rates: tuple[float, float, float] = (0.0, 0.0, 0.0)  # in, out, errors per second
+
+    def figures(self, mono: float, stale_after: float) -> NodeFigures:
+        """This node's part of a sample taken at monotonic time `mono`."""
+        snap = self.snapshot
+        if snap is None or self.gone:
+            self.sampled, self.rates = None, (0.0, 0.0, 0.0)
+            return NodeFigures()
+        stale = mono - self.received > stale_after
+        before = self.sampled
+        if stale:
+            self.rates = (0.0, 0.0, 0.0)
+        elif before is not None and snap.t > before.t:
+            dt = snap.t - before.t
+            self.rates = (
+                _rate(snap.msgs_in, before.msgs_in, dt),
+                _rate(snap.msgs_out, before.msgs_out, dt),
+                _rate(snap.errors_total, before.errors_total, dt),
+            )
+        self.sampled = snap
+        return NodeFigures(
+            connections=snap.connections,
+            msgs_in_per_s=self.rates[0],
+            msgs_out_per_s=self.rates[1],
+            errors_per_s=self.rates[2],
+            msgs_in=snap.msgs_in,
+            msgs_out=snap.msgs_out,
+            errors=snap.errors_total,
+            rate_limited=snap.rate_limited,
+            auth_failures=snap.auth_failures,
+            broker=snap.broker,
+            draining=snap.draining,
+            rooms=snap.rooms,
+            up=True,
+            stale=stale,
+        )
+
+
 class StatsMerger:
-    """Latest snapshots of every node and the balancer, merged into samples and series."""
+    """The latest snapshots of every node and the balancer, merged into `ClusterSample`s.
 
-    def __init__(self, capacity: int = 7200, stale_after: float = 1.5) -> None:
-        self.capacity = capacity
+    Driven by the pushes themselves: `node_pushed` and `balancer_pushed` return a new sample
+    when `interval` seconds have passed since the previous one (else None), so samples come
+    no more often than the interval and never wait for a timer.
+    """
+
+    def __init__(self, interval: float = 0.5, stale_after: float = STALE_AFTER) -> None:
+        self.interval = interval
         self.stale_after = stale_after
+        self.latest = ClusterSample()
         self._nodes: dict[str, _NodeTrack] = {}
-        self._balancer: dict[str, Any] | None = None
-        self._series: dict[tuple[str, str], RingSeries] = {}
-        self.latest: dict[str, Any] = {}
+        self._balancer = BalancerFigures()
+        self._sampled_at: float | None = None  # monotonic time of the latest sample
 
-    def node_snapshot(
-        self, node_id: str, snapshot: dict[str, Any], now: float | None = None
-    ) -> None:
-        """Record a node's pushed stats (cumulative counters plus gauges)."""
-        track = self._nodes.setdefault(node_id, _NodeTrack())
+    def node_pushed(self, snapshot: NodeSnapshot, now: float, mono: float) -> ClusterSample | None:
+        """Record a node's push; the new sample if one is due."""
+        track = self._nodes.setdefault(snapshot.node, _NodeTrack())
         track.snapshot = snapshot
-        track.received = time.monotonic() if now is None else now
+        track.received = mono
         track.gone = False
+        return self._sample_if_due(now, mono)
+
+    def balancer_pushed(
+        self, figures: BalancerFigures, now: float, mono: float
+    ) -> ClusterSample | None:
+        """Record the balancer's push ({} figures once it is gone); the new sample if due."""
+        self._balancer = figures
+        return self._sample_if_due(now, mono)
 
     def node_gone(self, node_id: str) -> None:
-        """The node's process ended: its connections count as 0 until it comes back."""
-        track = self._nodes.setdefault(node_id, _NodeTrack())
-        track.gone = True
+        """The node's process ended: it counts as down, with no connections, until it is back."""
+        self._nodes.setdefault(node_id, _NodeTrack()).gone = True
 
-    def balancer_snapshot(self, snapshot: dict[str, Any]) -> None:
-        """Record the balancer's pushed stats."""
-        self._balancer = snapshot
+    def _sample_if_due(self, now: float, mono: float) -> ClusterSample | None:
+        if self._sampled_at is not None and mono - self._sampled_at < self.interval:
+            return None
+        return self.sample(now, mono)
 
-    def _node_sample(self, track: _NodeTrack, mono: float) -> dict[str, Any]:
-        snap = track.snapshot
-        if snap is None or track.gone:
-            track.prev_t = None
-            return {
-                "connections": 0,
-                "msgs_in_per_s": 0.0,
-                "msgs_out_per_s": 0.0,
-                "errors_per_s": 0.0,
-                "up": False,
-                "stale": False,
-            }
-        t = float(snap.get("t", 0.0))
-        msgs_in = int(snap.get("msgs_in", 0))
-        msgs_out = int(snap.get("msgs_out", 0))
-        errors = _errors_total(snap)
-        rates = (0.0, 0.0, 0.0)
-        if track.prev_t is not None and t > track.prev_t:
-            dt = t - track.prev_t
-            rates = (
-                _rate(msgs_in, track.prev_in, dt),
-                _rate(msgs_out, track.prev_out, dt),
-                _rate(errors, track.prev_errors, dt),
-            )
-        track.prev_t, track.prev_in, track.prev_out, track.prev_errors = (
-            t,
-            msgs_in,
-            msgs_out,
-            errors,
-        )
-        return {
-            "connections": int(snap.get("connections", 0)),
-            "msgs_in_per_s": rates[0],
-            "msgs_out_per_s": rates[1],
-            "errors_per_s": rates[2],
-            "msgs_in": msgs_in,
-            "msgs_out": msgs_out,
-            "errors": errors,
-            "rate_limited": int(snap.get("rate_limited", 0)),
-            "auth_failures": int(snap.get("auth_failures", 0)),
-            "broker": snap.get("broker", "unknown"),
-            "draining": bool(snap.get("draining", False)),
-            "rooms": int(snap.get("rooms", 0)),
-            "up": True,
-            "stale": mono - track.received > self.stale_after,
+    def sample(self, now: float, mono: float) -> ClusterSample:
+        """Merge the latest snapshots into a sample at wall time `now` (kept in `latest`)."""
+        self._sampled_at = mono
+        nodes = {
+            node_id: track.figures(mono, self.stale_after)
+            for node_id, track in self._nodes.items()
         }
-
-    def sample(self, now: float | None = None, mono: float | None = None) -> dict[str, Any]:
-        """Merge the latest snapshots into one sample and append it to every series."""
-        now = time.time() if now is None else now
-        mono = time.monotonic() if mono is None else mono
-        nodes = {node_id: self._node_sample(track, mono) for node_id, track in self._nodes.items()}
-        total = {metric: sum(n[metric] for n in nodes.values()) for metric in NODE_METRICS}
-        for node_id, values in nodes.items():
-            for metric in NODE_METRICS:
-                self._append(metric, node_id, now, values[metric])
-        for metric in NODE_METRICS:
-            self._append(metric, TOTAL, now, total[metric])
-        balancer: dict[str, Any] = {}
-        if self._balancer is not None:
-            backends = self._balancer.get("backends") or {}
-            balancer = {
-                "sticky": self._balancer.get("sticky"),
-                "backends": backends,
-                "faults": self._balancer.get("faults", []),
-            }
-            for backend_id, counts in backends.items():
-                if isinstance(counts, dict):
-                    value = float(counts.get("connections", 0))
-                    self._append("balancer_connections", backend_id, now, value)
-        self.latest = {"t": now, "nodes": nodes, "total": total, "balancer": balancer}
+        total = Totals(
+            connections=sum(n.connections for n in nodes.values()),
+            msgs_in_per_s=sum(n.msgs_in_per_s for n in nodes.values()),
+            msgs_out_per_s=sum(n.msgs_out_per_s for n in nodes.values()),
+            errors_per_s=sum(n.errors_per_s for n in nodes.values()),
+        )
+        self.latest = ClusterSample(now, nodes, total, self._balancer)
         return self.latest
-
-    def _append(self, metric: str, key: str, t: float, value: float) -> None:
-        ring = self._series.get((metric, key))
-        if ring is None:
-            ring = self._series[(metric, key)] = RingSeries(self.capacity)
-        ring.append(t, float(value))
-
-    def series(self, metric: str, key: str = TOTAL) -> tuple[np.ndarray, np.ndarray]:
-        """(times, values) of one series, oldest first; empty arrays if never sampled."""
-        ring = self._series.get((metric, key))
-        if ring is None:
-            return np.zeros(0), np.zeros(0)
-        return ring.arrays()
-
-    def keys(self, metric: str) -> list[str]:
-        """The keys (node ids, "total", backend ids) that have a series for `metric`."""
-        return sorted(key for m, key in self._series if m == metric)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+from wsconsole.core.tasks import Tasks
 from wsconsole.harness.control import ControlClient
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class Supervised(abc.ABC):
     def __init__(self) -> None:
         self.control = None
         self._stop = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Tasks(prefix="")  # a failure is logged, never dropped
 
     @abc.abstractmethod
     def snapshot(self) -> dict[str, Any]:
@@ -40,11 +41,7 @@ class Supervised(abc.ABC):
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         """Run `coro` as a named task this node keeps a strong reference to."""
-        task = asyncio.ensure_future(coro)
-        task.set_name(name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._tasks.spawn(coro, name)
 
     async def _stats_loop(self) -> None:
         """Push a snapshot every stats_interval; a lost channel means the supervisor is gone."""

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from wsconsole.harness.stats import ClusterSample
 from wsconsole.scenarios.assertions import AssertionResult
 from wsconsole.scenarios.model import Scenario, Step
 
@@ -469,13 +470,12 @@ class ScenarioRunner:
         if event.get("event") == "stats":
             if self._t0 is None:  # before the swarm: no time axis yet
                 return
-            nodes = event.get("nodes") or {}
+            merged: ClusterSample = event["sample"]
             sample = {
                 "t": t,
                 "nodes": {
-                    node_id: float(values.get("connections", 0))
-                    for node_id, values in nodes.items()
-                    if isinstance(values, dict)
+                    node_id: float(figures.connections)
+                    for node_id, figures in merged.nodes.items()
                 },
             }
             self.result.cluster_series.append(sample)

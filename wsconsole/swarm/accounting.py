@@ -11,33 +11,23 @@ live and at the end, the questions a QA engineer asks after breaking a cluster:
   that lost its state restarts the seqs, which opens a new epoch (all of it owed);
 - duplicated: the same message id delivered twice to one subscriber;
 - out of order: a seq below one the subscriber already saw in that room;
-- publish-to-deliver latency percentiles; reconnect count and time-to-reconnect
-  distribution (from leaving OPEN to the next OPEN); errors by kind.
+- publish-to-deliver latency percentiles (in a `LatencyHistogram`: fixed memory however
+  long the run, every sample counted, the tail included); reconnect count and
+  time-to-reconnect distribution (from leaving OPEN to the next OPEN); errors by kind.
+
+Percentiles are the one definition of core/metrics.py (nearest rank), as everywhere else.
 """
 
 from __future__ import annotations
 
-import math
-import random
 import time
 from array import array
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from wsconsole.core.metrics import LatencyHistogram, percentile
+
 OPEN = "OPEN"
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile (0..100, linear interpolation) of `values`, None when empty."""
-    n = len(values)
-    if n == 0:
-        return None
-    ordered = sorted(values)
-    rank = (q / 100.0) * (n - 1)
-    low = math.floor(rank)
-    high = min(low + 1, n - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def _ms(value: float | None) -> float | None:
@@ -86,20 +76,15 @@ class Accounting:
         started_at: float = 0.0,
         horizon: float = 120.0,
         compact_above: int = 100_000,
-        max_samples: int = 1_000_000,
     ) -> None:
         self.started_at = started_at
         # Long runs stay bounded: once more than `compact_above` messages are tracked, those
         # acknowledged over `horizon` seconds ago get their final verdict (delivered or lost
-        # for each subscriber) and are forgotten; latencies beyond `max_samples` are kept as
-        # a uniform random sample (reservoir), so percentiles stay representative.
+        # for each subscriber) and are forgotten; latencies go to fixed-size histograms.
         self.horizon = horizon
         self.compact_above = compact_above
-        self.max_samples = max_samples
         self._final_expected = 0
         self._final_lost = 0
-        self._latency_seen = 0
-        self._rng = random.Random(0)
         self.clients: dict[str, _ClientState] = {}
         self.subs: dict[tuple[str, str], _Subscription] = {}
         self.sent = 0
@@ -117,8 +102,8 @@ class Accounting:
         self._room_of: dict[str, str] = {}
         self._acked_seq: dict[str, int] = {}
         self._rooms: dict[str, _RoomAcks] = {}
-        self._latencies = array("d")
-        self._interval_latencies = array("d")
+        self.latencies = LatencyHistogram()  # the whole run
+        self._interval_latencies = LatencyHistogram()  # since the last snapshot
         self._reconnect_times = array("d")
         self._reconnect_moments = array("d")
         self._last: dict[str, int] = {}
@@ -216,17 +201,8 @@ class Accounting:
             sub.max_seq = seq
         self.delivered += 1
         if latency is not None and latency >= 0:
-            self._keep_latency(latency)
-            self._interval_latencies.append(latency)
-
-    def _keep_latency(self, latency: float) -> None:
-        self._latency_seen += 1
-        if len(self._latencies) < self.max_samples:
-            self._latencies.append(latency)
-            return
-        slot = self._rng.randrange(self._latency_seen)
-        if slot < self.max_samples:
-            self._latencies[slot] = latency
+            self.latencies.record(latency)
+            self._interval_latencies.record(latency)
 
     def compact(self, now: float) -> int:
         """Give old acknowledged messages their final verdict and forget them (bounded memory
@@ -327,12 +303,13 @@ class Accounting:
         """Clients that were connected once and are not connected now."""
         return [n for n, c in self.clients.items() if c.down_since is not None]
 
-    def _latency_fields(self, values: Sequence[float]) -> dict[str, float | None]:
+    @staticmethod
+    def _latency_fields(latencies: LatencyHistogram) -> dict[str, float | None]:
         return {
-            "p50_latency_ms": _ms(percentile(values, 50)),
-            "p95_latency_ms": _ms(percentile(values, 95)),
-            "p99_latency_ms": _ms(percentile(values, 99)),
-            "max_latency_ms": _ms(max(values) if values else None),
+            "p50_latency_ms": _ms(latencies.percentile(50)),
+            "p95_latency_ms": _ms(latencies.percentile(95)),
+            "p99_latency_ms": _ms(latencies.percentile(99)),
+            "max_latency_ms": _ms(latencies.max if latencies.count else None),
         }
 
     def _reconnect_fields(self) -> dict[str, float | None]:
@@ -367,13 +344,13 @@ class Accounting:
         }
         for key in ("sent", "acknowledged", "delivered", "reconnects"):
             self._last[key] = int(totals[key])  # type: ignore[call-overload]
-        interval = self._interval_latencies
-        self._interval_latencies = array("d")
+        interval = self._latency_fields(self._interval_latencies)
+        self._interval_latencies.reset()
         return {
             "t": elapsed,
             **totals,
             **rates,
-            **self._latency_fields(interval),
+            **interval,
             "reconnect_p99_ms": _ms(percentile(self._reconnect_times, 99)),
         }
 
@@ -405,7 +382,7 @@ class Accounting:
             "retried": self.retried,
             "foreign": self.foreign,
             "seq_restarts": sum(self.epochs().values()),
-            **self._latency_fields(self._latencies),
+            **self._latency_fields(self.latencies),
             "reconnects": self.reconnects,
             **self._reconnect_fields(),
             "connect_max_ms": _ms(max(connect_times) if connect_times else None),

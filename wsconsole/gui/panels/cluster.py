@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from wsconsole.app.console import Console
 from wsconsole.gui.theme import NODE_COLORS, badge_style
+from wsconsole.harness.stats import NodeFigures
 
 NODE_COLUMNS = ("Node", "State", "PID", "Port", "Conns", "In/s", "Out/s", "Errors")
 NODE_ACTIONS = ("kill", "pause", "resume", "drain", "restart")
@@ -182,19 +183,19 @@ class ClusterPanel(QWidget):
         cluster = self.console.cluster
         if cluster is None:
             return []
-        stats = (cluster.stats or {}).get("nodes") or {}
+        figures = cluster.latest.nodes
         out = []
         for node_id, info in list(cluster.nodes.items()):
-            values = stats.get(node_id) or {}
+            node = figures.get(node_id, NodeFigures())
             out.append({
                 "id": node_id,
                 "state": str(getattr(info.state, "value", info.state)),
                 "pid": info.pid,
                 "port": info.port,
-                "connections": values.get("connections", 0) if values.get("up") else 0,
-                "in": values.get("msgs_in_per_s", 0.0),
-                "out": values.get("msgs_out_per_s", 0.0),
-                "errors": values.get("errors", 0),
+                "connections": node.connections if node.up else 0,
+                "in": node.msgs_in_per_s,
+                "out": node.msgs_out_per_s,
+                "errors": node.errors,
             })
         return out
 
@@ -252,11 +253,8 @@ class ClusterPanel(QWidget):
         kind = "external" if broker.external else f"pid {broker.pid}"
         self.broker_detail.setText(f"{broker.url or ''}  ({kind})")
         balancer = cluster.balancer
-        backends = ((cluster.stats or {}).get("balancer") or {}).get("backends") or {}
-        counts = ", ".join(
-            f"{bid}: {v.get('connections', 0)}" if isinstance(v, dict) else f"{bid}: {v}"
-            for bid, v in sorted(backends.items())
-        )
+        backends = cluster.latest.balancer.backends
+        counts = ", ".join(f"{bid}: {b.connections}" for bid, b in sorted(backends.items()))
         self.balancer_label.setText(
             f"balancer {balancer.state} on :{balancer.port}  sticky={balancer.sticky}  "
             f"backends: {counts or '-'}"

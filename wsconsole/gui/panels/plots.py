@@ -1,35 +1,42 @@
 """Live plots panel (pyqtgraph): connections, msgs/s, latency percentiles, reconnects, RTT.
 
-Like pyqtgraph's scrollingPlots example: curves are redrawn from the SeriesStore on a QTimer
-(4 Hz), with peak downsampling, clip-to-view and skipFiniteCheck; never per sample.
+Like pyqtgraph's scrollingPlots example: curves are redrawn from the console's one
+`TimeSeries` on a QTimer (4 Hz), with peak downsampling, clip-to-view and skipFiniteCheck;
+never per sample. The timer is the one clock between the data and the screen: the cluster's
+figures are already in the series (recorded with every `stats` event), and each tick first
+pulls the console's own figures (`pull`) before it redraws.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pyqtgraph as pg
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
 
-from wsconsole.gui.series import SeriesStore
+from wsconsole.core.metrics import TimeSeries
 from wsconsole.gui.theme import PALETTE
 
 WINDOWS = {"30 s": 30.0, "1 min": 60.0, "5 min": 300.0, "15 min": 900.0, "1 h": 3600.0}
 
-# (title, unit, series-name prefixes, fixed legend names for fixed series)
+# (title, unit, series-name prefixes): the cluster's names are harness/stats.py's
+# `ClusterSample.points()`, the console's own are app/console.py's `sample_clients`.
 PLOTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("Connections", "", ("conns.",)),
-    ("Messages / s", "", ("msgs.", "client.")),
+    ("Connections", "", ("connections.", "conns.")),
+    ("Messages / s", "", ("msgs_in_per_s.", "msgs_out_per_s.", "msgs.", "client.")),
     ("Latency", "ms", ("lat.",)),
     ("Reconnects / s", "", ("reconnects",)),
     ("Heartbeat RTT", "ms", ("rtt.",)),
 )
+TOTAL_CONNECTIONS = "connections.total"
+TOTAL_IN = "msgs_in_per_s.total"
 LABELS = {
-    "conns.total": "total",
+    TOTAL_CONNECTIONS: "total",
     "conns.swarm": "swarm",
-    "msgs.in": "cluster in",
-    "msgs.out": "cluster out",
+    TOTAL_IN: "cluster in",
+    "msgs_out_per_s.total": "cluster out",
     "client.in": "console in",
     "client.out": "console out",
     "lat.p50": "p50",
@@ -40,20 +47,18 @@ LABELS = {
 
 
 def _label(name: str) -> str:
-    if name in LABELS:
-        return LABELS[name]
-    if name.startswith("conns.node."):
-        return name.removeprefix("conns.node.")
-    return name.split(".", 1)[-1]
+    """Legend text: a fixed label, else what follows the first dot (a node id, a name)."""
+    return LABELS.get(name, name.split(".", 1)[-1])
 
 
 class PlotsPanel(QWidget):
     """Five stacked plots sharing a time window; curves appear as series appear."""
 
-    def __init__(self, series: SeriesStore, parent: QWidget | None = None,
-                 refresh_ms: int = 250) -> None:
+    def __init__(self, series: TimeSeries, parent: QWidget | None = None,
+                 refresh_ms: int = 250, pull: Callable[[], object] | None = None) -> None:
         super().__init__(parent)
         self.series = series
+        self.pull = pull
         self.window = 60.0
         self.paused = False
         self.redraws = 0
@@ -116,7 +121,7 @@ class PlotsPanel(QWidget):
         curve = self.curves.get(name)
         if curve is None:
             color = PALETTE[len(plot.listDataItems()) % len(PALETTE)]
-            width = 2 if name in ("conns.total", "lat.p99") else 1
+            width = 2 if name in (TOTAL_CONNECTIONS, "lat.p99") else 1
             curve = plot.plot(pen=pg.mkPen(color, width=width), name=_label(name))
             curve.setDownsampling(auto=True, method="peak")
             curve.setClipToView(True)
@@ -124,19 +129,22 @@ class PlotsPanel(QWidget):
         return curve
 
     def refresh(self) -> None:
-        """Timer tick: redraw every curve for the current window unless paused."""
+        """Timer tick: pull the newest figures, then redraw every curve unless paused."""
+        if self.pull is not None:
+            self.pull()
         if self.paused or self.series.version == self._seen_version:
             return
         self._seen_version = self.series.version
         now = time.time()
         since = now - self.window
         for plot, prefixes in self.plots:
-            for name in [n for p in prefixes for n in self.series.names(p)]:
+            names = {n for p in prefixes for n in self.series.names(p)}
+            for name in sorted(names, key=lambda n: (n.endswith(".total"), n)):  # totals last
                 t, v = self.series.window(name, since)
                 self._curve(plot, name).setData(t - now, v, skipFiniteCheck=True)
         self.redraws += 1
-        total = self.series.last("conns.total")
-        rate_in = self.series.last("msgs.in")
+        total = self.series.last(TOTAL_CONNECTIONS)
+        rate_in = self.series.last(TOTAL_IN)
         bits = []
         if total is not None:
             bits.append(f"{total:.0f} connections")
