@@ -96,7 +96,7 @@ def test_intercept_panel_holds_edits_injects_and_closes(  # type: ignore[no-unty
                 State.CONNECTING, State.OPEN, State.CLOSING, State.CLOSED]
             assert {m.label.split()[0] for m in lane.markers if m.kind == "action"} >= {
                 "held", "edited", "injected", "closed"}
-            console.sample()
+            console.sample_clients()
             assert "conns.proxied" in console.series.names()
             assert panel.controls.export_scenario(str(tmp_path / "replay.toml"))
             assert 'text = "order 7 (edited in the window)"' in (

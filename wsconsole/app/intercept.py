@@ -4,7 +4,7 @@ Every proxied connection feeds the console's stores as the console's own connect
 its frames go to the Frames view (the FrameStore observes the hub), its state changes and
 heartbeats to the Timeline (a lane per proxied connection), each action of the proxy (held,
 dropped, edited, injected, closed, fault ...) becomes a marker on that lane, and its counts
-and round trips reach the plots through `Console.sample` (`counts()`, `rtts()`, `open`).
+and round trips reach the plots through `Console.sample_clients` (`counts()`, `rtts()`, `open`).
 When a connection opens, the decoders learn its upstream URL and subprotocol.
 
 The Intercept panel reads held frames, connections, counters and the recent actions from
