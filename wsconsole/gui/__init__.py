@@ -1,1 +1,1 @@
-"""The Qt console: a thin layer over core, harness, faults, swarm and scenarios."""
+"""The Qt console, and the only Qt in wsconsole: the window, its panels and dialogs over `app`."""
