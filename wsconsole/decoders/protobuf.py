@@ -28,7 +28,6 @@ from google.protobuf import descriptor_pb2, descriptor_pool, json_format, messag
 from google.protobuf import message as pb_message
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.unknown_fields import UnknownFieldSet
-from grpc_tools import _protoc_compiler, protoc
 
 from wsconsole.decoders.base import (
     Context,
@@ -66,8 +65,7 @@ class ProtoSchema:
         proto = Path(path)
         if not proto.is_file():
             raise SchemaError(f"{proto}: no such file")
-        includes = [str(proto.parent.resolve()), *(str(Path(p).resolve()) for p in include_paths),
-                    str(importlib.resources.files("grpc_tools") / "_proto")]
+        includes = [str(proto.parent.resolve()), *(str(Path(p).resolve()) for p in include_paths)]
         return cls(_compile(proto.name, includes), str(proto))
 
     @classmethod
@@ -122,6 +120,14 @@ class ProtoSchema:
 
 
 def _compile(name: str, includes: list[str]) -> descriptor_pb2.FileDescriptorSet:
+    """Compile with grpcio-tools' protoc, imported here: only a .proto needs it."""
+    try:
+        from grpc_tools import _protoc_compiler, protoc
+    except ImportError as exc:
+        raise SchemaError(f"protoc (grpcio-tools) cannot be loaded here ({exc}): load a "
+                          "FileDescriptorSet instead (protoc --descriptor_set_out=FILE "
+                          "--include_imports)") from None
+    includes = [*includes, str(importlib.resources.files("grpc_tools") / "_proto")]
     try:  # parse first: errors come back as data (file, line, column) instead of on stderr
         _protoc_compiler.get_protos(name.encode(), [p.encode() for p in includes])
     except _protoc_compiler.ProtocErrors as exc:
