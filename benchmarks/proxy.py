@@ -7,7 +7,9 @@ connection to the echo server and one through the proxy: each phase sends `rate`
 text messages per second for `seconds`, on an absolute schedule, and times each echo. The
 first 10 % of each phase is warm-up and not counted. Alternating rounds in one run puts
 both paths under the same machine load. Reported: p50/p99 of each path and the p50 the
-proxy adds (target: no more than 1 ms), plus how many messages came back.
+proxy adds (target: no more than 1 ms), how many messages came back, and the proxy's CPU
+time per round trip (its two frames), which the machine's load does not inflate the way it
+inflates the latency of a third process on the path.
 
 `python -m benchmarks.proxy echo` is the echo server child.
 """
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -85,10 +88,15 @@ async def run_once(size: ProxySize, echo: Child, proxy: Child,
     direct_url = f"ws://127.0.0.1:{echo.port}/"
     proxied_url = f"ws://127.0.0.1:{proxy.port}/"
     phases: dict[str, list[dict[str, Any]]] = {"direct": [], "proxy": []}
+    proxy_process = psutil.Process(proxy.pid)
     for index in range(size.rounds):
         order = [("direct", direct_url), ("proxy", proxied_url)]
         for name, url in order if index % 2 == 0 else reversed(order):
+            before = sum(proxy_process.cpu_times()[:2])
             result = await _phase(url, size.rate, size.seconds)
+            if name == "proxy":
+                used = sum(proxy_process.cpu_times()[:2]) - before
+                result["cpu_us_per_message"] = round(used / result["sent"] * 1e6, 1)
             log(f"proxy bench round {index + 1} {name}: {result}")
             phases[name].append(result)
     out: dict[str, Any] = {}
@@ -99,6 +107,8 @@ async def run_once(size: ProxySize, echo: Child, proxy: Child,
             "received_ratio": sum(r["received"] for r in results) / sum(
                 r["sent"] for r in results),
         }
+    out["proxy"]["cpu_us_per_message"] = summarize(
+        [r["cpu_us_per_message"] for r in phases["proxy"]])["median"]
     direct, through = out["direct"]["p50_ms"], out["proxy"]["p50_ms"]
     out["added_p50_ms"] = None if direct is None or through is None else round(
         through - direct, 4)
@@ -135,6 +145,8 @@ async def run(size: ProxySize, repeat: int, log: Callable[[str], None]) -> dict[
         "direct_p99_ms": summarize([r["direct"]["p99_ms"] for r in good])["median"],
         "proxy_p99_ms": summarize([r["proxy"]["p99_ms"] for r in good])["median"],
         "added_p50_ms": summarize([r["added_p50_ms"] for r in good]),
+        "proxy_cpu_us_per_message": summarize(
+            [r["proxy"]["cpu_us_per_message"] for r in good])["median"],
         "received_ratio": min((r[p]["received_ratio"] for r in good for p in ("direct", "proxy")),
                               default=None),
         "runs": runs,
