@@ -29,11 +29,12 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from tests.support import MS, ProcessRegistry
+from tests.support import MS, ProcessRegistry, until
 from wsconsole.harness.control import CONTROL_KEY_ENV, ControlServer
 from wsconsole.harness.procs import child_argv
 
-TIMEOUT = 10_000 * MS  # generous bound for anything that should happen "soon"
+WAIT = 10.0  # generous bound (seconds, before SCALE) for anything that should happen "soon"
+TIMEOUT = WAIT * 1000 * MS  # the same, scaled, for asyncio.wait_for
 
 
 async def _backend_handler(backend_id: str, received: list[str], ws: ServerConnection) -> None:
@@ -171,28 +172,26 @@ class BalancerProc:
         """Switch faults off (kind None: every kind on target)."""
         return await self.request("fault_clear", target=target, kind=kind)
 
-    async def wait_health(self, backend_id: str, healthy: bool, timeout: float = TIMEOUT) -> float:
-        """Seconds until the pushed stats show `backend_id` with this health (TimeoutError)."""
+    async def wait_health(self, backend_id: str, healthy: bool) -> float:
+        """Seconds until the pushed stats show `backend_id` with this health."""
         started = time.monotonic()
-        deadline = started + timeout
-        while time.monotonic() < deadline:
-            if self.stats:
-                entry = self.stats[-1]["backends"].get(backend_id)
-                if entry is not None and entry["healthy"] is healthy:
-                    return time.monotonic() - started
-            await asyncio.sleep(0.02)
-        raise TimeoutError(f"{backend_id} not healthy={healthy} within {timeout} s")
 
-    async def stats_until(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = TIMEOUT
-    ) -> dict[str, Any]:
-        """The first pushed backend stats satisfying `predicate` (TimeoutError after timeout)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.stats and predicate(self.stats[-1]["backends"]):
-                return self.stats[-1]["backends"]
-            await asyncio.sleep(0.02)
-        raise TimeoutError(f"stats never matched; last: {self.stats[-1:]}")
+        def shows() -> bool:
+            entry = self.stats[-1]["backends"].get(backend_id) if self.stats else None
+            return entry is not None and entry["healthy"] is healthy
+
+        await until(shows, f"{backend_id} healthy={healthy} in the pushed stats", WAIT)
+        return time.monotonic() - started
+
+    async def stats_until(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """The first pushed backend stats satisfying `predicate`."""
+        await until(
+            lambda: bool(self.stats) and predicate(self.stats[-1]["backends"]),
+            "pushed stats matching",
+            WAIT,
+            detail=lambda: self.stats[-1:],
+        )
+        return self.stats[-1]["backends"]
 
     def log(self) -> str:
         """What the balancer wrote on stderr so far."""

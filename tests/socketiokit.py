@@ -10,14 +10,16 @@ once per session into tests/.node/). Both answer the same events:
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import until
 
 NODE_DIR = Path(__file__).parent / ".node"
 
@@ -138,16 +140,15 @@ def main(argv: list[str]) -> None:
 
 async def wait_listening(port: int, timeout: float = 20.0) -> None:
     """Wait until something accepts TCP connections on 127.0.0.1:port."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+
+    def listening() -> bool:
         try:
-            _r, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            return
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
         except OSError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"nothing listens on {port} after {timeout} s") from None
-            await asyncio.sleep(0.05)
+            return False
+        return True
+
+    await until(listening, f"something listening on 127.0.0.1:{port}", timeout)
 
 
 @pytest.fixture(scope="session")

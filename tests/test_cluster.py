@@ -27,8 +27,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tests.support import MS, pid_alive, until, wait_for
 from wsconsole.core.envelope import encode, parse_server
-from wsconsole.harness.balancer import rendezvous
 from wsconsole.harness.cluster import Cluster, ClusterConfig, ClusterError, NodeState
+from wsconsole.harness.routing import rendezvous
 from wsconsole.harness.stats import NodeFigures
 
 WAIT = 20_000 * MS  # generous upper bound for anything that should take a second or two

@@ -19,7 +19,6 @@ from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientOptions, ReconnectingClient
 from wsconsole.core.events import DeliveryEvent, Direction, FrameRecord
 from wsconsole.core.lifecycle import State, Transition
-from wsconsole.harness.balancer import rendezvous
 from wsconsole.harness.cluster import (
     DEMO_BACKOFF_CAP,
     DEMO_BACKOFF_INITIAL,
@@ -27,6 +26,7 @@ from wsconsole.harness.cluster import (
     ClusterConfig,
     NodeState,
 )
+from wsconsole.harness.routing import rendezvous
 
 WAIT = 20_000 * MS
 WAIT_S = 20.0  # the same bound for until(), which scales it itself

@@ -27,7 +27,7 @@ from tests.balancerkit import (
     served_by,
     start_balancer,
 )
-from tests.support import MS
+from tests.support import MS, until
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientOptions, ReconnectingClient
 from wsconsole.core.lifecycle import State, Transition
@@ -215,7 +215,7 @@ async def test_blackholed_connection_ends_when_both_peers_leave(local_backends, 
     await balancer.stats_until(lambda s: s["n1"]["connections"] == 1)
     await balancer.fault("n1", "blackhole")
     raw.close()  # the client leaves: its FIN is held like any other byte
-    await asyncio.sleep(300 * MS)
+    await asyncio.sleep(300 * MS)  # an observation window: the held FIN must not end it
     assert balancer.stats[-1]["backends"]["n1"]["connections"] == 1  # the backend is still there
     await backends["n1"].stop()  # now the backend leaves too: nothing can flow any more
     await balancer.stats_until(lambda s: s["n1"]["connections"] == 0)
@@ -266,10 +266,7 @@ async def test_half_open_down_stalls_only_backend_to_client(local_backends, star
     ws, _ = await open_client(balancer.url)
     await balancer.fault("n1", "half_open", direction="down")
     await ws.send("probe-down")
-    deadline = time.monotonic() + TIMEOUT
-    while "probe-down" not in backends["n1"].received:  # up still flows
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
+    await until(lambda: "probe-down" in backends["n1"].received, "up still flowing")
     assert await no_message_within(ws, 300 * MS)  # the echo is held
     await balancer.clear("n1")
     assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "probe-down"
@@ -317,13 +314,17 @@ async def test_project_client_reconnects_after_reset_and_catches_a_blackhole(
     client.subscribe(lambda event: seen.append(event) if isinstance(event, Transition) else None)
 
     async def next_state(state: State, after: int) -> int:
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            for index in range(after, len(seen)):
-                if seen[index].state is state:
-                    return index
-            await asyncio.sleep(0.01)
-        raise TimeoutError(f"no {state} after {[t.state.value for t in seen[after:]]}")
+        """The index of the first transition to `state` after `after`, once there is one."""
+
+        def first() -> int | None:
+            return next((i for i in range(after, len(seen)) if seen[i].state is state), None)
+
+        await until(
+            lambda: first() is not None,
+            f"{state.value} after transition {after}",
+            detail=lambda: [t.state.value for t in seen[after:]],
+        )
+        return first()  # type: ignore[return-value]
 
     await client.start()
     try:

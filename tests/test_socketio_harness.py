@@ -10,14 +10,13 @@ import asyncio
 import contextlib
 import json
 import subprocess
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support import MS, ProcessRegistry, pid_alive
+from tests.support import MS, ProcessRegistry, pid_alive, until
 from tests.test_connect_cli import ENV, ROOT, WAIT, Lines
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.events import ErrorEvent
@@ -27,15 +26,6 @@ from wsconsole.harness.cluster import Cluster, ClusterConfig
 from wsconsole.harness.procs import child_argv
 
 CLUSTER_WAIT = 30.0
-
-
-async def until(predicate: Callable[[], bool], what: str, timeout: float = CLUSTER_WAIT) -> None:
-    """Poll until `predicate()`; AssertionError naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager
@@ -97,14 +87,15 @@ async def test_client_rides_through_a_node_kill_and_a_drain() -> None:
                 await pub.wait_state(State.OPEN, CLUSTER_WAIT)
                 assert await pub.emit("publish", "lobby", {"n": 1}, ack=True) == ["ok"]
                 await until(lambda: any(ev == "message" and args[0]["data"] == {"n": 1}
-                                        for _, ev, args in got), "the fanned-out message")
+                                        for _, ev, args in got),
+                            "the fanned-out message", CLUSTER_WAIT)
             finally:
                 await pub.stop()
             # drain the node we are on now: disconnected, back on the remaining node
             await cluster.drain(second["node"])
             await until(lambda: c.state is State.OPEN and sum(
                 1 for e in log if isinstance(e, Transition) and e.state is State.OPEN) == 3,
-                "the reconnect after the drain")
+                "the reconnect after the drain", CLUSTER_WAIT)
             third = await whoami(c)
             assert third["node"] not in (first["node"], second["node"])
         finally:
@@ -163,7 +154,7 @@ async def test_auth_stats_health_and_metrics() -> None:
         try:
             await c.wait_state(State.OPEN, CLUSTER_WAIT)
             await until(lambda: cluster.latest.total.connections == 1,
-                        "the node stats to count the client")
+                        "the node stats to count the client", CLUSTER_WAIT)
             node = cluster.nodes[(await whoami(c))["node"]]
             async with httpx.AsyncClient(timeout=5) as http:
                 health = await http.get(f"http://127.0.0.1:{node.port}/healthz")

@@ -33,7 +33,6 @@ from wsconsole.core.client import ClientOptions, ReconnectingClient
 from wsconsole.core.events import Direction, FrameRecord
 from wsconsole.core.lifecycle import State, Transition
 from wsconsole.harness import procs
-from wsconsole.harness.balancer import rendezvous
 from wsconsole.harness.broker import BrokerError, find_server_binary, url_ping
 from wsconsole.harness.cluster import (
     DEMO_BACKOFF_CAP,
@@ -43,6 +42,7 @@ from wsconsole.harness.cluster import (
     ClusterConfig,
 )
 from wsconsole.harness.procs import child_argv
+from wsconsole.harness.routing import rendezvous
 
 HELP = "Check this installation end to end: broker, nodes, balancer, client, failover, Qt."
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wsconsole.errors import WsconsoleError
+from wsconsole.harness.routing import STICKY_MODES
 
 JWT_SECRET_ENV = "WSCONSOLE_JWT_SECRET"
 LOOPBACK = "127.0.0.1"
 BALANCER = "balancer"
-STICKY_MODES = ("ip", "cookie", "sid")
 FLAVOURS = ("ws", "socketio")  # node kinds: `wsconsole node` or `wsconsole sionode`
 REDIS_SCHEMES = ("redis://", "rediss://", "valkey://", "valkeys://", "unix://")
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wsconsole.harness import routing
 from wsconsole.scenarios.assertions import Assertion, AssertionSyntaxError, parse_assertion
 from wsconsole.scenarios.replay import ReplaySpec, parse_replay
 from wsconsole.tomlcheck import TomlFileError, TomlReader, parse_toml, read_text
@@ -38,7 +39,7 @@ ACTIONS = NODE_ACTIONS | {
     "wait",
 }
 NET_KINDS = frozenset({"latency", "bandwidth", "reset", "blackhole", "slice", "half_open"})
-STICKY_MODES = frozenset({"ip", "cookie", "sid"})
+STICKY_MODES = frozenset(routing.STICKY_MODES)
 WAIT_UNTIL = frozenset({"connected"})
 LIMIT_KEYS = frozenset(
     {"max_size", "rate", "per_user", "soft_limit", "history", "auth_timeout", "drain_deadline"}
