@@ -1,0 +1,493 @@
+"""An independent client and ledger for the harness wire protocol, from docs/protocol.md only.
+
+The chaos test proves the harness's delivery promise with these, so they import nothing from
+`wsconsole`: the product's own client, swarm and codec could share a misreading of the
+protocol with the nodes, and then a test built on them would agree with a lie.
+
+`Ledger` is pure bookkeeping, fed what the clients saw; `Ledger.judge()` gives the verdict:
+for every acknowledged publish, every subscriber either received it exactly once and in
+order, or was told it will not come (a `joined` with `reset: true` for everything left in
+its old sequence space, an `error recovery_window_exceeded` for everything up to the `seq`
+it names). Anything else is a silent loss, a duplicate, an out-of-order delivery or a splice
+(a sequence space changed under a subscriber without a reset).
+
+`Peer` is one client on plain `websockets`: it joins its rooms with `since`/`epoch` after
+every reconnect, keeps publishes until they are acknowledged and re-sends them with the same
+id, and records every `joined`, `message`, `ack` and notice into the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+Epoch = object  # an epoch id as the node sends it (a string); the ledger only compares them
+
+
+# ---------------------------------------------------------------------------------- events
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """`joined {room, epoch, seq, reset?}`."""
+
+    epoch: Epoch
+    seq: int
+    reset: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """`message {room, epoch, seq, id, ...}`."""
+
+    ident: str
+    epoch: Epoch
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """`error recovery_window_exceeded {room, epoch, first, seq}`: nothing up to `seq` comes."""
+
+    epoch: Epoch
+    seq: int
+
+
+Event = Joined | Delivered | Window
+
+
+# ---------------------------------------------------------------------------------- ledger
+@dataclass
+class Verdict:
+    """What `Ledger.judge()` found; `ok` when nothing was lost, doubled, reordered or spliced."""
+
+    acknowledged: int = 0
+    subscriptions: int = 0
+    checked: int = 0  # owed (subscriber, acknowledged message) pairs, each received once
+    delivered: int = 0
+    lost: list[tuple[str, str, str]] = field(default_factory=list)  # (subscriber, room, id)
+    duplicates: list[tuple[str, str, str]] = field(default_factory=list)
+    out_of_order: list[tuple[str, str, str]] = field(default_factory=list)
+    splices: list[tuple[str, str, str]] = field(default_factory=list)
+    mismatches: list[tuple[str, str, str]] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    resets: int = 0  # reset notices received
+    windows: int = 0  # recovery_window_exceeded notices received
+    covered: int = 0  # acknowledged messages a subscriber was told it would not get
+    redelivered: int = 0  # ids delivered again in a new epoch (re-sent after a reset)
+
+    @property
+    def ok(self) -> bool:
+        """True if the promise held for every subscriber and every acknowledged publish."""
+        return not (
+            self.lost or self.duplicates or self.out_of_order or self.splices
+            or self.mismatches or self.conflicts
+        )  # fmt: skip
+
+    def problems(self, limit: int = 5) -> str:
+        """A short description of what went wrong (examples of each kind)."""
+        parts = []
+        for name in ("lost", "duplicates", "out_of_order", "splices", "mismatches", "conflicts"):
+            found = getattr(self, name)
+            if found:
+                parts.append(f"{name}={len(found)} e.g. {found[:limit]}")
+        return "; ".join(parts) or "none"
+
+
+@dataclass(slots=True)
+class _Walk:
+    """One subscriber's path through one room's sequence spaces."""
+
+    intervals: list[list[Any]] = field(default_factory=list)  # [epoch, lo, hi|None]: owed (lo, hi]
+    covered: list[tuple[Epoch, int, int]] = field(default_factory=list)  # told: (lo, hi] won't come
+    tails: list[tuple[Epoch, int]] = field(default_factory=list)  # left with a reset after seq
+    skipped: set[Epoch] = field(default_factory=set)  # whole epochs passed over with a reset
+    owed_whole: set[Epoch] = field(default_factory=set)  # whole epochs passed over silently
+    epoch: Epoch = None
+    seq: int | None = None
+    window: tuple[Epoch, int] | None = None
+    seen: Counter[tuple[str, Epoch]] = field(default_factory=Counter)
+    got: dict[str, list[tuple[Epoch, int]]] = field(default_factory=dict)
+
+
+class Ledger:
+    """Acknowledgements and what every subscriber saw, judged against the protocol's promise."""
+
+    def __init__(self) -> None:
+        self.acks: dict[str, tuple[str, Epoch, int]] = {}  # id -> (room, epoch, seq)
+        self._at: dict[tuple[str, Epoch, int], str] = {}  # (room, epoch, seq) -> id
+        self._rank: dict[tuple[str, Epoch], int] = {}  # (room, epoch) -> order first seen
+        self.streams: dict[tuple[str, str], list[Event]] = {}
+        self.conflicts: list[str] = []
+        self.unexpected_errors: Counter[str] = Counter()
+
+    def _saw(self, room: str, epoch: Epoch) -> None:
+        self._rank.setdefault((room, epoch), len(self._rank))
+
+    def acked(self, room: str, ident: str, epoch: Epoch, seq: int) -> None:
+        """A publish was acknowledged as (epoch, seq) of `room`."""
+        self._saw(room, epoch)
+        before = self.acks.get(ident)
+        if before is not None and before != (room, epoch, seq):
+            if before[:2] == (room, epoch):
+                self.conflicts.append(f"{ident} acked as seq {before[2]} and {seq} in one epoch")
+            # else: re-sent after a reset lost the first one: the new position counts
+        holder = self._at.get((room, epoch, seq))
+        if holder is not None and holder != ident:
+            self.conflicts.append(f"{room} seq {seq} acked for both {holder} and {ident}")
+        self._at[(room, epoch, seq)] = ident
+        self.acks[ident] = (room, epoch, seq)
+
+    def record(self, subscriber: str, room: str, event: Event) -> None:
+        """Something a subscriber received for `room`, in arrival order."""
+        self._saw(room, event.epoch)
+        self.streams.setdefault((subscriber, room), []).append(event)
+
+    # -- judging ----------------------------------------------------------------------------
+    def judge(self) -> Verdict:
+        """Walk every subscription; see the module docstring for the rules."""
+        verdict = Verdict(acknowledged=len(self.acks), subscriptions=len(self.streams))
+        verdict.conflicts = list(self.conflicts)
+        by_room: dict[str, dict[Epoch, dict[int, str]]] = {}
+        for (room, epoch, seq), ident in self._at.items():
+            if self.acks.get(ident) == (room, epoch, seq):
+                by_room.setdefault(room, {}).setdefault(epoch, {})[seq] = ident
+        for (subscriber, room), events in self.streams.items():
+            walk = self._walk(subscriber, room, events, verdict)
+            self._settle(subscriber, room, walk, by_room.get(room, {}), verdict)
+        return verdict
+
+    def _walk(self, who: str, room: str, events: list[Event], verdict: Verdict) -> _Walk:
+        walk = _Walk()
+        for event in events:
+            if isinstance(event, Joined):
+                self._joined(who, room, walk, event, verdict)
+            elif isinstance(event, Window):
+                verdict.windows += 1
+                low = walk.seq if walk.seq is not None and walk.epoch == event.epoch else 0
+                walk.covered.append((event.epoch, low, event.seq))
+                if walk.epoch == event.epoch:
+                    walk.seq = max(walk.seq or 0, event.seq)
+                walk.window = (event.epoch, event.seq)
+            else:
+                self._delivered(who, room, walk, event, verdict)
+        return walk
+
+    def _move(self, room: str, walk: _Walk, epoch: Epoch, start: int, told: bool) -> None:
+        """Leave the current epoch for `epoch` at `start`; `told`: with a reset notice."""
+        if walk.epoch is not None and told:
+            for interval in walk.intervals:
+                if interval[0] == walk.epoch and interval[2] is None:
+                    interval[2] = walk.seq or 0  # the rest of the old epoch is covered
+            walk.tails.append((walk.epoch, walk.seq or 0))
+        old = self._rank.get((room, walk.epoch), -1)
+        new = self._rank[(room, epoch)]
+        between = {e for (r, e), rank in self._rank.items() if r == room and old < rank < new}
+        (walk.skipped if told else walk.owed_whole).update(between)
+        walk.intervals.append([epoch, start, None])
+        walk.epoch, walk.seq = epoch, start
+
+    def _joined(self, who: str, room: str, walk: _Walk, event: Joined, verdict: Verdict) -> None:
+        window = walk.window if walk.window and walk.window[0] == event.epoch else None
+        walk.window = None
+        if walk.epoch is None and walk.seq is None:
+            walk.intervals.append([event.epoch, event.seq, None])
+            walk.epoch, walk.seq = event.epoch, event.seq
+        elif event.reset:
+            verdict.resets += 1
+            self._move(room, walk, event.epoch, window[1] if window else 0, told=True)
+        elif event.epoch != walk.epoch:
+            verdict.splices.append((who, room, f"joined epoch {event.epoch} without a reset"))
+            self._move(room, walk, event.epoch, window[1] if window else 0, told=False)
+        elif window is not None:
+            walk.seq = max(walk.seq or 0, window[1])
+
+    def _delivered(
+        self, who: str, room: str, walk: _Walk, event: Delivered, verdict: Verdict
+    ) -> None:
+        verdict.delivered += 1
+        walk.seen[(event.ident, event.epoch)] += 1
+        if walk.seen[(event.ident, event.epoch)] > 1:
+            verdict.duplicates.append((who, room, event.ident))
+            return
+        walk.got.setdefault(event.ident, []).append((event.epoch, event.seq))
+        if walk.seq is None:
+            verdict.out_of_order.append((who, room, f"{event.ident} before any joined"))
+            walk.intervals.append([event.epoch, event.seq, None])
+        elif event.epoch != walk.epoch:
+            verdict.splices.append((who, room, f"{event.ident} from epoch {event.epoch}"))
+            self._move(room, walk, event.epoch, 0, told=False)
+        elif event.seq <= walk.seq:
+            verdict.out_of_order.append((who, room, f"{event.ident} seq {event.seq}"))
+            return
+        walk.epoch, walk.seq = event.epoch, event.seq
+
+    def _settle(
+        self,
+        who: str,
+        room: str,
+        walk: _Walk,
+        acked: dict[Epoch, dict[int, str]],
+        verdict: Verdict,
+    ) -> None:
+        """Compare what the walk owed with what it got."""
+        last = self._rank.get((room, walk.epoch), -1)
+        later = {e for (r, e), rank in self._rank.items() if r == room and rank > last}
+        owed: dict[str, tuple[Epoch, int]] = {}
+        for epoch, lo, hi in walk.intervals:
+            for seq, ident in acked.get(epoch, {}).items():
+                if seq > lo and (hi is None or seq <= hi):
+                    owed[ident] = (epoch, seq)
+        for epoch in walk.owed_whole | later:
+            for seq, ident in acked.get(epoch, {}).items():
+                owed[ident] = (epoch, seq)
+        told: set[str] = set()
+        for epoch, after in walk.tails:
+            told.update(i for seq, i in acked.get(epoch, {}).items() if seq > after)
+        for epoch in walk.skipped:
+            told.update(acked.get(epoch, {}).values())
+        for epoch, lo, hi in walk.covered:
+            told.update(i for seq, i in acked.get(epoch, {}).items() if lo < seq <= hi)
+        for ident, (epoch, seq) in owed.items():
+            if ident in told:
+                continue
+            verdict.checked += 1
+            positions = walk.got.get(ident)
+            if not positions:
+                verdict.lost.append((who, room, ident))
+            elif (epoch, seq) not in positions:
+                verdict.mismatches.append((who, room, f"{ident} at {positions}, acked {seq}"))
+        verdict.covered += len(told - walk.got.keys())
+        for ident, positions in walk.got.items():
+            ack = self.acks.get(ident)
+            if ack is not None and any(epoch != ack[1] for epoch, _ in positions):
+                verdict.redelivered += 1
+
+
+# ---------------------------------------------------------------------------------- client
+@dataclass
+class PeerStats:
+    """What one peer did, for the run's table."""
+
+    connects: int = 0
+    published: int = 0
+    resent: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+EpochOf = Callable[[str, dict[str, Any]], Epoch]
+
+
+def epoch_field(kind: str, envelope: dict[str, Any]) -> Epoch:
+    """The epoch a node put on an envelope (docs/protocol.md)."""
+    return envelope.get("epoch")
+
+
+class Peer:
+    """One reconnecting client on plain `websockets` that subscribes and may publish."""
+
+    def __init__(
+        self,
+        name: str,
+        url: Callable[[], str],
+        rooms: list[str],
+        ledger: Ledger,
+        *,
+        local_addr: str,
+        publish_to: str | None = None,
+        rate: float = 0.0,
+        seed: int = 0,
+        keepalive: float = 1.0,
+        epoch_of: EpochOf = epoch_field,
+    ) -> None:
+        self.name = name
+        self.url = url
+        self.rooms = rooms
+        self.ledger = ledger
+        self.local_addr = local_addr
+        self.publish_to = publish_to
+        self.rate = rate
+        self.keepalive = keepalive
+        self.epoch_of = epoch_of
+        self.stats = PeerStats()
+        self.outbox: OrderedDict[str, str] = OrderedDict()  # id -> envelope, until acked
+        self.position: dict[str, tuple[Epoch, int]] = {}  # room -> (epoch, last seq)
+        self._after_window: set[str] = set()
+        self._rng = random.Random(f"{seed}-{name}")
+        self._ws: ClientConnection | None = None
+        self._running = True
+        self._publishing = rate > 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect (and keep reconnecting) and, for a publisher, start publishing."""
+        self._tasks.append(asyncio.create_task(self._connection_loop(), name=f"peer-{self.name}"))
+        if self._publishing:
+            self._tasks.append(asyncio.create_task(self._publish_loop(), name=f"pub-{self.name}"))
+
+    def stop_publishing(self) -> None:
+        """No new publishes; queued ones are still re-sent until acknowledged."""
+        self._publishing = False
+
+    async def close(self) -> None:
+        """Stop every task and close the connection."""
+        self._running = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws.close(), 2)
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is open."""
+        return self._ws is not None
+
+    # -- connection ----------------------------------------------------------------------------
+    async def _connection_loop(self) -> None:
+        delay = 0.1
+        while self._running:
+            opened = None
+            try:
+                async with connect(
+                    self.url(),
+                    open_timeout=3,
+                    ping_interval=self.keepalive,
+                    ping_timeout=self.keepalive,
+                    close_timeout=0.5,
+                    max_queue=None,
+                    local_addr=(self.local_addr, 0),
+                ) as ws:
+                    opened = time.monotonic()
+                    self.stats.connects += 1
+                    self._ws = ws
+                    for room in self.rooms:
+                        await self._join(ws, room)
+                    for text in list(self.outbox.values()):
+                        self.stats.resent += 1
+                        await ws.send(text)
+                    async for raw in ws:
+                        self._on_frame(ws, raw)
+            except (OSError, ConnectionClosed, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+                self.stats.errors[type(exc).__name__] += 1
+            finally:
+                self._ws = None
+            if opened is not None and time.monotonic() - opened > 2.0:
+                delay = 0.1  # a connection that held resets the backoff
+            await asyncio.sleep(delay * (0.5 + self._rng.random()))
+            delay = min(delay * 2, 2.0)
+
+    async def _join(self, ws: ClientConnection, room: str) -> None:
+        envelope: dict[str, Any] = {"type": "join", "room": room}
+        position = self.position.get(room)
+        if position is not None:
+            envelope["epoch"], envelope["since"] = position
+            if envelope["epoch"] is None:
+                del envelope["epoch"]
+        await ws.send(json.dumps(envelope))
+
+    def _later(self, delay: float, action: Callable[[ClientConnection], Any]) -> None:
+        """Run `action(ws)` after `delay` if the same connection is still open."""
+        ws = self._ws
+
+        def fire() -> None:
+            if ws is not None and self._ws is ws:
+                task = asyncio.ensure_future(action(ws))
+                task.add_done_callback(_ignore_closed)
+
+        asyncio.get_running_loop().call_later(delay, fire)
+
+    # -- frames --------------------------------------------------------------------------------
+    def _on_frame(self, ws: ClientConnection, raw: str | bytes) -> None:
+        frame = json.loads(raw)
+        kind = frame.get("type")
+        if kind == "message":
+            self._on_message(frame)
+        elif kind == "ack":
+            ident = frame["id"]
+            if ident in self.outbox:
+                room = self.publish_to or ""
+                self.ledger.acked(room, ident, self.epoch_of("ack", frame), frame["seq"])
+                del self.outbox[ident]
+        elif kind == "joined":
+            self._on_joined(frame)
+        elif kind == "error":
+            self._on_error(frame)
+
+    def _on_message(self, frame: dict[str, Any]) -> None:
+        room = frame["room"]
+        epoch, seq = self.epoch_of("message", frame), frame["seq"]
+        self.ledger.record(self.name, room, Delivered(frame["id"], epoch, seq))
+        known = self.position.get(room)
+        if known is None or known[0] != epoch or seq > known[1]:
+            self.position[room] = (epoch, seq)
+
+    def _on_joined(self, frame: dict[str, Any]) -> None:
+        room = frame["room"]
+        epoch, seq, reset = self.epoch_of("joined", frame), frame["seq"], bool(frame.get("reset"))
+        self.ledger.record(self.name, room, Joined(epoch, seq, reset))
+        after_window = room in self._after_window
+        self._after_window.discard(room)
+        known = self.position.get(room)
+        if known is None or after_window:
+            self.position[room] = (epoch, seq)  # no replay follows: this is the baseline
+        elif reset:
+            self.position[room] = (epoch, 0)  # the new epoch's history follows from its start
+
+    def _on_error(self, frame: dict[str, Any]) -> None:
+        code = frame.get("code", "?")
+        self.stats.errors[code] += 1
+        room, ident = frame.get("room"), frame.get("id")
+        if code == "recovery_window_exceeded":
+            epoch = self.epoch_of("error", frame)
+            self.ledger.record(self.name, room, Window(epoch, frame["seq"]))
+            self._after_window.add(room)
+        elif code in ("broker_unavailable", "rate_limited") and ident in self.outbox:
+            text = self.outbox[ident]
+            self._later(0.2 + 0.3 * self._rng.random(), lambda ws: self._resend(ws, text))
+        elif code == "broker_unavailable" and room in self.rooms and ident is None:
+            self._later(0.2 + 0.3 * self._rng.random(), lambda ws: self._join(ws, room))
+        else:
+            self.ledger.unexpected_errors[code] += 1
+
+    async def _resend(self, ws: ClientConnection, text: str) -> None:
+        self.stats.resent += 1
+        await ws.send(text)
+
+    # -- publishing ---------------------------------------------------------------------------
+    async def _publish_loop(self) -> None:
+        assert self.publish_to is not None
+        count = 0
+        interval = 1.0 / self.rate
+        while self._publishing:
+            count += 1
+            ident = f"{self.name}-{count}"
+            text = json.dumps(
+                {"type": "publish", "room": self.publish_to, "id": ident, "data": {"n": count}}
+            )
+            self.outbox[ident] = text
+            self.stats.published += 1
+            ws = self._ws
+            if ws is not None:
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.send(text)
+            await asyncio.sleep(interval * (0.5 + self._rng.random()))
+
+
+def _ignore_closed(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, ConnectionClosed):
+            raise exc
