@@ -1,8 +1,8 @@
 """`python -m benchmarks` (`make bench`): run the benchmarks, write docs/benchmarks.{md,json}.
 
 Options: --quick (tiny sizes: proves the machinery, used by the test suite), --only NAME
-(fanout, capacity, storm, window, proxy; repeatable), --repeat N (default 3), --out DIR
-(default docs/), --contender NAME (fan-out contenders to run; repeatable).
+(fanout, capacity, storm, window, proxy, persistence; repeatable), --repeat N (default 3),
+--out DIR (default docs/), --contender NAME (fan-out contenders to run; repeatable).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import capacity, fanout, proxy, report, storm, window
+from benchmarks import capacity, fanout, persistence, proxy, report, storm, window
 from benchmarks.common import ROOT, machine
 
-NAMES = ("fanout", "capacity", "storm", "window", "proxy")
+NAMES = ("fanout", "capacity", "storm", "window", "proxy", "persistence")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -64,6 +64,9 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     if "proxy" in names:
         px = proxy.ProxySize.quick() if quick else proxy.ProxySize()
         results["proxy"] = await proxy.run(px, args.repeat, log)
+    if "persistence" in names:
+        per = persistence.PersistenceSize.quick() if quick else persistence.PersistenceSize()
+        results["persistence"] = await persistence.run(per, args.repeat, log)
     return results
 
 

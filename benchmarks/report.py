@@ -170,6 +170,33 @@ def _proxy(px: dict[str, Any]) -> list[str]:
     ]
 
 
+def _persistence(per: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Broker persistence (the publish path)",
+        "",
+        "The nodes' publish path (`RedisAdapter`: Lua script with idempotency key, sequence, "
+        f"history and PUBLISH) against the harness broker: {_n(per.get('burst'))} publishes "
+        f"queued at once over 4 rooms (pipelined as a busy node does), then "
+        f"{_n(per.get('single'))} publishes one at a time, each awaited.",
+        "",
+        "| broker | pipelined publishes/s (median) | spread | one at a time p50 ms | p99 ms |",
+        "|---|---|---|---|---|",
+    ]
+    names = {
+        "ephemeral": "in memory (`--broker-ephemeral`)",
+        "aof_everysec": "AOF, appendfsync everysec",
+        "aof_always": "AOF, appendfsync always (default)",
+    }
+    for label, name in names.items():
+        r = per.get(label) or {}
+        lines.append(
+            f"| {name} | {_n(r.get('burst_per_s'), 0)} | {_spread(r.get('burst_per_s_spread'), 0)}"
+            f" | {_n(r.get('single_p50_ms'), 3)} | {_n(r.get('single_p99_ms'), 3)} |"
+        )
+    lines.append("")
+    return lines
+
+
 def verdicts(doc: dict[str, Any]) -> list[tuple[str, str]]:
     """Each target with "met", "missed (...)" or "not measured"."""
     out: list[tuple[str, str]] = []
@@ -272,6 +299,8 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += _window(doc["window"])
     if "proxy" in doc:
         lines += _proxy(doc["proxy"])
+    if "persistence" in doc:
+        lines += _persistence(doc["persistence"])
     lines += _history(doc)
     notes = Path(__file__).with_name("NOTES.md")
     if notes.exists():

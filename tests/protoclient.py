@@ -151,6 +151,19 @@ class Ledger:
         self._saw(room, event.epoch)
         self.streams.setdefault((subscriber, room), []).append(event)
 
+    def explain(self, subscriber: str, room: str, ident: str, around: int = 4) -> str:
+        """What `subscriber` saw in `room` near the acknowledged position of `ident`."""
+        ack = self.acks.get(ident)
+        if ack is None:
+            return f"{ident} was never acknowledged"
+        _, epoch, seq = ack
+        lines = [f"{ident} acked as epoch {epoch} seq {seq}; {subscriber} saw:"]
+        for index, event in enumerate(self.streams.get((subscriber, room), [])):
+            near = event.epoch == epoch and abs(event.seq - seq) <= around
+            if near or not isinstance(event, Delivered):
+                lines.append(f"  #{index} {event}")
+        return "\n".join(lines)
+
     # -- judging ----------------------------------------------------------------------------
     def judge(self) -> Verdict:
         """Walk every subscription; see the module docstring for the rules."""
@@ -321,18 +334,26 @@ class Peer:
         self.outbox: OrderedDict[str, str] = OrderedDict()  # id -> envelope, until acked
         self.position: dict[str, tuple[Epoch, int]] = {}  # room -> (epoch, last seq)
         self._after_window: set[str] = set()
+        self._unconfirmed: set[str] = set()  # rooms joined on this connection, no `joined` yet
+        self._refused: set[str] = set()  # publish ids refused, re-sent together after a pause
+        self._retry_at: float | None = None
         self._rng = random.Random(f"{seed}-{name}")
         self._ws: ClientConnection | None = None
         self._running = True
         self._publishing = rate > 0
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         """Connect (and keep reconnecting) and, for a publisher, start publishing."""
-        self._tasks.append(asyncio.create_task(self._connection_loop(), name=f"peer-{self.name}"))
+        self._spawn(self._connection_loop(), f"peer-{self.name}")
         if self._publishing:
-            self._tasks.append(asyncio.create_task(self._publish_loop(), name=f"pub-{self.name}"))
+            self._spawn(self._publish_loop(), f"pub-{self.name}")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def stop_publishing(self) -> None:
         """No new publishes; queued ones are still re-sent until acknowledged."""
@@ -341,9 +362,10 @@ class Peer:
     async def close(self) -> None:
         """Stop every task and close the connection."""
         self._running = False
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._ws is not None:
@@ -373,6 +395,8 @@ class Peer:
                     opened = time.monotonic()
                     self.stats.connects += 1
                     self._ws = ws
+                    self._refused.clear()
+                    self._unconfirmed = set(self.rooms)
                     for room in self.rooms:
                         await self._join(ws, room)
                     for text in list(self.outbox.values()):
@@ -382,6 +406,8 @@ class Peer:
                         self._on_frame(ws, raw)
             except (OSError, ConnectionClosed, InvalidHandshake, InvalidURI, TimeoutError) as exc:
                 self.stats.errors[type(exc).__name__] += 1
+            except Exception as exc:  # a bug here, or a frame the protocol does not allow
+                self.ledger.unexpected_errors[f"{self.name}: {exc!r}"] += 1
             finally:
                 self._ws = None
             if opened is not None and time.monotonic() - opened > 2.0:
@@ -398,16 +424,29 @@ class Peer:
                 del envelope["epoch"]
         await ws.send(json.dumps(envelope))
 
-    def _later(self, delay: float, action: Callable[[ClientConnection], Any]) -> None:
-        """Run `action(ws)` after `delay` if the same connection is still open."""
+    def _retry_soon(self) -> None:
+        """Re-send refused publishes and unconfirmed joins after a pause (one timer at a time,
+        so an outage costs a re-send every half second or so, not one per refusal)."""
+        if self._retry_at is not None:
+            return
         ws = self._ws
+        self._retry_at = time.monotonic()
 
-        def fire() -> None:
-            if ws is not None and self._ws is ws:
-                task = asyncio.ensure_future(action(ws))
-                task.add_done_callback(_ignore_closed)
+        async def retry() -> None:
+            await asyncio.sleep(0.3 + 0.3 * self._rng.random())
+            self._retry_at = None
+            if ws is None or self._ws is not ws:
+                return  # a new connection re-joins and re-sends everything anyway
+            refused, self._refused = self._refused, set()
+            with contextlib.suppress(ConnectionClosed):
+                for room in sorted(self._unconfirmed):
+                    await self._join(ws, room)
+                for ident, text in list(self.outbox.items()):
+                    if ident in refused:
+                        self.stats.resent += 1
+                        await ws.send(text)
 
-        asyncio.get_running_loop().call_later(delay, fire)
+        self._spawn(retry(), f"retry-{self.name}")
 
     # -- frames --------------------------------------------------------------------------------
     def _on_frame(self, ws: ClientConnection, raw: str | bytes) -> None:
@@ -422,6 +461,7 @@ class Peer:
                 self.ledger.acked(room, ident, self.epoch_of("ack", frame), frame["seq"])
                 del self.outbox[ident]
         elif kind == "joined":
+            self._unconfirmed.discard(frame["room"])
             self._on_joined(frame)
         elif kind == "error":
             self._on_error(frame)
@@ -454,17 +494,14 @@ class Peer:
             epoch = self.epoch_of("error", frame)
             self.ledger.record(self.name, room, Window(epoch, frame["seq"]))
             self._after_window.add(room)
-        elif code in ("broker_unavailable", "rate_limited") and ident in self.outbox:
-            text = self.outbox[ident]
-            self._later(0.2 + 0.3 * self._rng.random(), lambda ws: self._resend(ws, text))
-        elif code == "broker_unavailable" and room in self.rooms and ident is None:
-            self._later(0.2 + 0.3 * self._rng.random(), lambda ws: self._join(ws, room))
+        elif code in ("broker_unavailable", "rate_limited") and ident is not None:
+            if ident in self.outbox:  # else: a re-send of one acknowledged meanwhile
+                self._refused.add(ident)
+                self._retry_soon()
+        elif code in ("broker_unavailable", "rate_limited") and room in (None, *self.rooms):
+            self._retry_soon()  # a join refused (rate_limited does not say which: all pending)
         else:
             self.ledger.unexpected_errors[code] += 1
-
-    async def _resend(self, ws: ClientConnection, text: str) -> None:
-        self.stats.resent += 1
-        await ws.send(text)
 
     # -- publishing ---------------------------------------------------------------------------
     async def _publish_loop(self) -> None:
@@ -485,9 +522,3 @@ class Peer:
                     await ws.send(text)
             await asyncio.sleep(interval * (0.5 + self._rng.random()))
 
-
-def _ignore_closed(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        exc = task.exception()
-        if exc is not None and not isinstance(exc, ConnectionClosed):
-            raise exc

@@ -93,9 +93,12 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
     assert win["runs"][0]["memory"]["held"] == win["frames_held"]
     proxy = doc["proxy"]  # every message came back on both paths, both were timed
     assert proxy["received_ratio"] == 1.0 and proxy["direct_p50_ms"] and proxy["proxy_p50_ms"]
+    for mode in ("ephemeral", "aof_everysec", "aof_always"):
+        per = doc["persistence"][mode]
+        assert per["burst_per_s"] > 0 and per["single_p50_ms"] <= per["single_p99_ms"], per
     text = (tmp_path / "benchmarks.md").read_text()
     for heading in ("## Targets", "## Fan-out", "## Connection capacity", "## Reconnect storm",
-                    "## Window ingest", "## Proxy overhead"):  # fmt: skip
+                    "## Window ingest", "## Proxy overhead", "## Broker persistence"):  # fmt: skip
         assert heading in text
     assert text == markdown(doc)
 

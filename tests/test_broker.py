@@ -31,7 +31,8 @@ def test_started_broker_answers_on_loopback_and_stops_cleanly() -> None:
         assert broker.pid is not None and pid_alive(broker.pid)
         assert server_pid("127.0.0.1", broker.port) == broker.pid
         assert _redis_set_get(broker.port).endswith(b"$1\r\nv\r\n")
-        data_dir = Path(broker._dir.name)  # type: ignore[union-attr]
+        data_dir = broker.data_dir
+        assert data_dir is not None
         pid = broker.pid
     finally:
         broker.stop()
@@ -70,7 +71,7 @@ def test_no_disk_writes_outside_its_dir() -> None:
     with Broker() as broker:
         assert broker.pid is not None
         cwd = os.readlink(f"/proc/{broker.pid}/cwd")
-        assert cwd == broker._dir.name  # type: ignore[union-attr]
+        assert cwd == str(broker.data_dir)
         with socket.create_connection(("127.0.0.1", broker.port), timeout=5) as sock:
             sock.sendall(b"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$4\r\nsave\r\n")
             reply = sock.recv(256)

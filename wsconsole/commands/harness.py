@@ -49,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--nodes", type=int, default=3, metavar="N", help="number of nodes (default 3)")
     add("--port", type=int, default=0, metavar="P", help="public balancer port (default: free)")
     add("--redis", metavar="URL", help="use this Redis/Valkey instead of starting one")
+    add("--data-dir", metavar="DIR",
+        help="the broker's append-only file, kept across runs (default: a temporary directory)")
+    add("--broker-ephemeral", action="store_true",
+        help="keep the broker's state in memory only: a broker restart is a reset")
     add("--sticky", choices=STICKY_MODES, default="ip", help="balancer affinity (default ip)")
     add("--flavour", choices=FLAVOURS, default="ws",
         help="node kind: ws (harness protocol) or socketio (python-socketio); default ws")
@@ -98,6 +102,8 @@ def config_from_args(args: argparse.Namespace) -> ClusterConfig:
         nodes=args.nodes,
         port=args.port,
         redis_url=args.redis,
+        data_dir=args.data_dir,
+        broker_ephemeral=args.broker_ephemeral,
         sticky=args.sticky,
         ping_interval=args.ping_interval if args.ping_interval is not None else ping_interval,
         ping_timeout=args.ping_timeout if args.ping_timeout is not None else ping_timeout,

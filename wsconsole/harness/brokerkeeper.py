@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wsconsole.harness.broker import Broker, BrokerError
-from wsconsole.harness.clusterconfig import ClusterError
+from wsconsole.harness.clusterconfig import ClusterConfig, ClusterError
 from wsconsole.harness.events import EventHub
 
 WATCH_INTERVAL = 0.25  # how often an owned broker's process is checked
@@ -21,25 +21,33 @@ WATCH_INTERVAL = 0.25  # how often an owned broker's process is checked
 
 @dataclass
 class BrokerInfo:
-    """The Redis-protocol broker: its URL, PID (None when external) and state up/down."""
+    """The Redis-protocol broker: its URL, PID (None when external), state up/down, and
+    whether a restart keeps its state (our own broker with its append-only file)."""
 
     url: str | None = None
     pid: int | None = None
     state: str = "down"
     external: bool = False
+    persistent: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
-        return {"url": self.url, "pid": self.pid, "state": self.state, "external": self.external}
+        return {
+            "url": self.url, "pid": self.pid, "state": self.state,
+            "external": self.external, "persistent": self.persistent,
+        }  # fmt: skip
 
 
 class BrokerKeeper:
     """Owns the cluster's `Broker` and keeps `info` (what the views show) up to date."""
 
-    def __init__(self, redis_url: str | None, hub: EventHub) -> None:
-        self.redis_url = redis_url
+    def __init__(self, config: ClusterConfig, hub: EventHub) -> None:
+        self.config = config
         self.hub = hub
-        self.info = BrokerInfo(external=redis_url is not None)
+        self.info = BrokerInfo(
+            external=config.redis_url is not None,
+            persistent=config.redis_url is None and not config.broker_ephemeral,
+        )
         self._broker: Broker | None = None
         self._busy = False  # a kill or restart is under way: the watch loop keeps out
 
@@ -56,7 +64,11 @@ class BrokerKeeper:
     async def start(self) -> None:
         """Start our own server, or check that the external one answers."""
         try:
-            broker = Broker(self.redis_url)
+            broker = Broker(
+                self.config.redis_url,
+                data_dir=self.config.data_dir,
+                persist=not self.config.broker_ephemeral,
+            )
             self._broker = broker
             await asyncio.to_thread(broker.start)
         except BrokerError as exc:

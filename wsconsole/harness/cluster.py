@@ -86,7 +86,7 @@ class Cluster:
         self._tasks = Tasks("cluster")
         self._router = ControlRouter(self._hub, self._on_stats)
         self._launcher = Launcher(self.config, self._router.key, self._tasks)
-        self._broker = BrokerKeeper(self.config.redis_url, self._hub)
+        self._broker = BrokerKeeper(self.config, self._hub)
         self._balancer = BalancerKeeper(
             self.config, self._hub, self._launcher, self._router, self._balancer_figures
         )

@@ -93,6 +93,8 @@ class ClusterConfig:
     nodes: int = 3
     port: int = 0  # the balancer's public port; 0 = any free one
     redis_url: str | None = None  # an external broker; None = start our own
+    data_dir: str | None = None  # our broker's AOF; None = a temporary folder for this run
+    broker_ephemeral: bool = False  # our broker in memory only: a broker restart is a reset
     sticky: str = "ip"
     ping_interval: float = PING_INTERVAL
     ping_timeout: float = PING_TIMEOUT
@@ -127,6 +129,10 @@ class ClusterConfig:
         if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):
             raise ValueError(
                 f"not a Redis URL (redis://, rediss://, valkey:// or unix://): {self.redis_url!r}"
+            )
+        if self.redis_url is not None and (self.data_dir or self.broker_ephemeral):
+            raise ValueError(
+                "a data folder or an ephemeral broker apply to our own broker, not to --redis"
             )
         for name in ("ping_interval", "ping_timeout", "health_interval", "stats_interval"):
             if getattr(self, name) <= 0:
