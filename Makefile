@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench package clean debian-packages
+.PHONY: run test lint bench soak package clean debian-packages
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,14 @@ test: lint debian-packages
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m benchmarks
+
+# A long chaos run: 600 overlapping faults (WSCONSOLE_CHAOS_FAULTS) per node flavour against
+# a real cluster, judged by an independent client; prints the table. Replay a failing run
+# with the seed it prints: make soak WSCONSOLE_CHAOS_SEED=<seed>.
+WSCONSOLE_CHAOS_FAULTS ?= 600
+soak: $(STAMP)
+	WSCONSOLE_CHAOS_FAULTS=$(WSCONSOLE_CHAOS_FAULTS) WSCONSOLE_CHAOS_SEED=$(WSCONSOLE_CHAOS_SEED) \
+	    $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/test_chaos.py
 
 # A one-folder PyInstaller bundle, a .tar.gz and a .deb in dist/ (see docs/packaging.md).
 package: $(STAMP)

@@ -296,6 +296,9 @@ class PeerStats:
     errors: Counter[str] = field(default_factory=Counter)
 
 
+RETRY_FIRST = 0.25  # seconds before re-sending what was refused; doubles up to RETRY_CAP
+RETRY_CAP = 2.0
+
 EpochOf = Callable[[str, dict[str, Any]], Epoch]
 
 
@@ -331,12 +334,14 @@ class Peer:
         self.keepalive = keepalive
         self.epoch_of = epoch_of
         self.stats = PeerStats()
+        self.last_frame: tuple[float, str | None] | None = None  # when, and from which node
         self.outbox: OrderedDict[str, str] = OrderedDict()  # id -> envelope, until acked
         self.position: dict[str, tuple[Epoch, int]] = {}  # room -> (epoch, last seq)
         self._after_window: set[str] = set()
-        self._unconfirmed: set[str] = set()  # rooms joined on this connection, no `joined` yet
-        self._refused: set[str] = set()  # publish ids refused, re-sent together after a pause
-        self._retry_at: float | None = None
+        self._refused_rooms: set[str] = set()  # joins refused on this connection
+        self._refused: set[str] = set()  # publish ids refused on this connection
+        self._retry: asyncio.Task[None] | None = None
+        self._retry_delay = RETRY_FIRST
         self._rng = random.Random(f"{seed}-{name}")
         self._ws: ClientConnection | None = None
         self._running = True
@@ -350,10 +355,11 @@ class Peer:
         if self._publishing:
             self._spawn(self._publish_loop(), f"pub-{self.name}")
 
-    def _spawn(self, coro: Any, name: str) -> None:
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def stop_publishing(self) -> None:
         """No new publishes; queued ones are still re-sent until acknowledged."""
@@ -396,7 +402,7 @@ class Peer:
                     self.stats.connects += 1
                     self._ws = ws
                     self._refused.clear()
-                    self._unconfirmed = set(self.rooms)
+                    self._refused_rooms.clear()
                     for room in self.rooms:
                         await self._join(ws, room)
                     for text in list(self.outbox.values()):
@@ -425,28 +431,26 @@ class Peer:
         await ws.send(json.dumps(envelope))
 
     def _retry_soon(self) -> None:
-        """Re-send refused publishes and unconfirmed joins after a pause (one timer at a time,
-        so an outage costs a re-send every half second or so, not one per refusal)."""
-        if self._retry_at is not None:
-            return
+        """Re-send what was refused after a pause that doubles while refusals go on (one
+        timer at a time), so an outage costs a few re-sends, never a flood."""
+        if self._retry is None or self._retry.done():
+            self._retry = self._spawn(self._retry_refused(), f"retry-{self.name}")
+
+    async def _retry_refused(self) -> None:
+        await asyncio.sleep(self._retry_delay * (0.75 + 0.5 * self._rng.random()))
+        self._retry_delay = min(self._retry_delay * 2, RETRY_CAP)
         ws = self._ws
-        self._retry_at = time.monotonic()
-
-        async def retry() -> None:
-            await asyncio.sleep(0.3 + 0.3 * self._rng.random())
-            self._retry_at = None
-            if ws is None or self._ws is not ws:
-                return  # a new connection re-joins and re-sends everything anyway
-            refused, self._refused = self._refused, set()
-            with contextlib.suppress(ConnectionClosed):
-                for room in sorted(self._unconfirmed):
-                    await self._join(ws, room)
-                for ident, text in list(self.outbox.items()):
-                    if ident in refused:
-                        self.stats.resent += 1
-                        await ws.send(text)
-
-        self._spawn(retry(), f"retry-{self.name}")
+        if ws is None:
+            return  # the next connection joins and re-sends everything anyway
+        rooms, self._refused_rooms = self._refused_rooms, set()
+        refused, self._refused = self._refused, set()
+        with contextlib.suppress(ConnectionClosed):
+            for room in sorted(rooms):
+                await self._join(ws, room)
+            for ident, text in list(self.outbox.items()):
+                if ident in refused:
+                    self.stats.resent += 1
+                    await ws.send(text)
 
     # -- frames --------------------------------------------------------------------------------
     def _on_frame(self, ws: ClientConnection, raw: str | bytes) -> None:
@@ -460,8 +464,9 @@ class Peer:
                 room = self.publish_to or ""
                 self.ledger.acked(room, ident, self.epoch_of("ack", frame), frame["seq"])
                 del self.outbox[ident]
+                self._retry_delay = RETRY_FIRST
         elif kind == "joined":
-            self._unconfirmed.discard(frame["room"])
+            self._retry_delay = RETRY_FIRST
             self._on_joined(frame)
         elif kind == "error":
             self._on_error(frame)
@@ -470,6 +475,7 @@ class Peer:
         room = frame["room"]
         epoch, seq = self.epoch_of("message", frame), frame["seq"]
         self.ledger.record(self.name, room, Delivered(frame["id"], epoch, seq))
+        self.last_frame = (time.monotonic(), frame.get("node"))
         known = self.position.get(room)
         if known is None or known[0] != epoch or seq > known[1]:
             self.position[room] = (epoch, seq)
@@ -498,9 +504,10 @@ class Peer:
             if ident in self.outbox:  # else: a re-send of one acknowledged meanwhile
                 self._refused.add(ident)
                 self._retry_soon()
-        elif code in ("broker_unavailable", "rate_limited") and room in (None, *self.rooms):
-            self._retry_soon()  # a join refused (rate_limited does not say which: all pending)
-        else:
+        elif code == "broker_unavailable" and room in self.rooms:
+            self._refused_rooms.add(room)
+            self._retry_soon()
+        else:  # rate_limited without an id would be a join: this client paces itself below
             self.ledger.unexpected_errors[code] += 1
 
     # -- publishing ---------------------------------------------------------------------------
