@@ -170,3 +170,18 @@ async def test_forward_mode_handles_a_plain_connect_tunnel_and_an_absolute_get(
         assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head  # accept computed for the client's key
     assert data_frames(events)[:2] == [b"via connect", b"echo via connect"]
     assert opened(events) == [f"ws://127.0.0.1:{port}/a", f"ws://127.0.0.1:{port}/b"]
+
+
+@pytest.mark.parametrize(("request_head", "reason"), [
+    (b"CONNECT no-port HTTP/1.1\r\n\r\n", b"CONNECT needs host:port"),
+    (b"GET /chat HTTP/1.1\r\nHost: x\r\n\r\n", b"a forward proxy needs CONNECT or an absolute"),
+    (b"\x16\x03\x01 tls to a plain proxy\r\n\r\n", b"control characters in request head"),
+])
+async def test_forward_mode_refuses_what_it_cannot_route_with_400(
+        forward: tuple[ProxyServer, list], request_head: bytes, reason: bytes) -> None:
+    proxy, _ = forward
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(request_head)
+    answer = await asyncio.wait_for(reader.read(), TIMEOUT)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request") and reason in answer

@@ -1,9 +1,10 @@
-"""HTTP/1.x request heads as the balancer reads them before an upgrade: bounded, strict, pure.
+"""HTTP/1.x request heads as the balancer and the proxy read them before an upgrade.
 
-The balancer never parses a body: it reads the client's request head (at most `max_head`
-bytes within `timeout` seconds), parses it strictly enough to route it (method, target,
-version, headers, cookies, query), adds `X-Forwarded-For`, and forwards it. Anything
-malformed raises `HeadError`, which the balancer answers with 400 (`http_response`).
+Bounded, strict, pure apart from the read. Neither parses a body: they read the client's
+request head (at most `max_head` bytes within `timeout` seconds) and parse it strictly
+enough to route it (method, target — origin-form, absolute-form, or host:port for CONNECT —
+version, headers, cookies, query); the balancer adds `X-Forwarded-For`. Anything malformed
+raises `HeadError`, answered with 400 (`http_response`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ MAX_HEAD = 16 * 1024
 HEAD_TIMEOUT = 5.0
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_AUTHORITY = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):\d{1,5}$")
 
 
 class HeadError(WsconsoleError, ValueError):
@@ -59,6 +61,11 @@ class RequestHead:
         values = parse_qs(urlsplit(self.target).query).get(name)
         return values[0] if values else None
 
+    @property
+    def upgrade(self) -> bool:
+        """Whether the request asks for a WebSocket."""
+        return "websocket" in (self.header("Upgrade") or "").lower()
+
 
 def find_head_end(buffer: bytes | bytearray) -> int:
     """Index just past the blank line ending an HTTP head, or -1 if not there yet."""
@@ -81,7 +88,10 @@ def parse_request_head(head: bytes) -> RequestHead:
         raise HeadError("malformed method")
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         raise HeadError(f"unsupported HTTP version {version[:16]!r}")
-    if not (target.startswith("/") or target.startswith(("http://", "https://"))):
+    if method == "CONNECT":
+        if not _AUTHORITY.match(target):
+            raise HeadError("CONNECT needs host:port")
+    elif not (target.startswith("/") or target.startswith(("http://", "https://"))):
         raise HeadError("malformed request target")
     headers = []
     for line in lines[1:]:
@@ -93,10 +103,12 @@ def parse_request_head(head: bytes) -> RequestHead:
 
 
 async def read_head(
-    reader: asyncio.StreamReader, max_head: int = MAX_HEAD, timeout: float = HEAD_TIMEOUT
+    reader: asyncio.StreamReader, max_head: int = MAX_HEAD, timeout: float = HEAD_TIMEOUT,
+    initial: bytes = b"",
 ) -> tuple[bytes, bytes]:
-    """The request head and any bytes after it; raises HeadError or TimeoutError."""
-    buffer = b""
+    """The request head and any bytes after it (`initial`: what was read of it already);
+    raises HeadError or TimeoutError."""
+    buffer = initial
     async with asyncio.timeout(timeout):
         while (end := find_head_end(buffer)) < 0:
             if len(buffer) > max_head:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 import urllib.parse
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +38,7 @@ from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
 from wsconsole.errors import WsconsoleError
+from wsconsole.harness.httphead import HeadError, parse_request_head
 
 MAX_HEAD = 64 * 1024
 CHUNK = 64 * 1024
@@ -54,10 +54,6 @@ _RESPONSE_SKIP = frozenset({
     "content-length", "date", "sec-websocket-accept", "sec-websocket-extensions",
     "sec-websocket-protocol",
 })
-
-
-class HeadError(WsconsoleError, ValueError):
-    """A request head that is not HTTP/1.1 the proxy can route (answered with 400)."""
 
 
 class UpstreamError(WsconsoleError):
@@ -93,69 +89,10 @@ class ServerFacing(_RelayPings, ClientProtocol):
 # -- the client's request ---------------------------------------------------------------------
 
 
-async def read_head(reader: asyncio.StreamReader, timeout: float,
-                    initial: bytes = b"") -> tuple[bytes, bytes]:
-    """An HTTP request head (through the blank line) and whatever came after it.
-
-    `initial` is what was read already. HeadError when it is too long or the peer closed
-    first; TimeoutError when too slow.
-    """
-    buffer = initial
-    async with asyncio.timeout(timeout):
-        while (end := buffer.find(b"\r\n\r\n")) < 0:
-            if len(buffer) > MAX_HEAD:
-                raise HeadError(f"request head longer than {MAX_HEAD} bytes")
-            data = await reader.read(CHUNK)
-            if not data:
-                raise HeadError("the client closed before sending a request head")
-            buffer += data
-    return buffer[: end + 4], buffer[end + 4 :]
-
-
-@dataclass(frozen=True, slots=True)
-class Head:
-    """The request line and headers of a head, enough to route it."""
-
-    method: str
-    target: str
-    headers: tuple[tuple[str, str], ...]
-
-    def header(self, name: str) -> str | None:
-        """First value of header `name` (case-insensitive), or None."""
-        wanted = name.lower()
-        return next((value for key, value in self.headers if key.lower() == wanted), None)
-
-    @property
-    def upgrade(self) -> bool:
-        """Whether this asks for a WebSocket."""
-        return "websocket" in (self.header("Upgrade") or "").lower()
-
-
-def parse_head(head: bytes) -> Head:
-    """The request line and headers of `head` (HeadError when malformed)."""
-    try:
-        lines = head.decode("latin-1").split("\r\n")
-    except UnicodeDecodeError:  # latin-1 decodes anything; kept for clarity
-        raise HeadError("unreadable request head") from None
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise HeadError(f"not an HTTP/1.x request line: {lines[0][:80]!r}")
-    headers = []
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name.strip():
-            raise HeadError(f"malformed header line: {line[:80]!r}")
-        headers.append((name.strip(), value.strip()))
-    return Head(parts[0].upper(), parts[1], tuple(headers))
-
-
 def rewrite_head(head: bytes, target: str, host: str, close: bool = True) -> bytes:
     """`head` for a plain HTTP hop: origin-form target, the upstream's Host, no proxy headers."""
-    parsed = parse_head(head)
-    version = head.split(b"\r\n", 1)[0].rsplit(b" ", 1)[-1].decode("latin-1")
-    lines = [f"{parsed.method} {target} {version}", f"Host: {host}"]
+    parsed = parse_request_head(head)
+    lines = [f"{parsed.method} {target} {parsed.version}", f"Host: {host}"]
     for name, value in parsed.headers:
         lowered = name.lower()
         if lowered in ("host", "proxy-connection", "proxy-authorization", "keep-alive") or (
@@ -345,8 +282,3 @@ def error_response(status: int, text: str) -> Response:
 def header_list(headers: Headers) -> list[tuple[str, str]]:
     """Headers as (name, value) pairs in their order, for records and views."""
     return list(headers.raw_items())
-
-
-def subprotocols_of(headers: Headers) -> Sequence[str]:
-    """The subprotocols a request offers."""
-    return _offered(headers)

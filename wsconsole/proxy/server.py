@@ -34,20 +34,18 @@ from websockets.http11 import Response
 
 from wsconsole.core.lifecycle import State
 from wsconsole.core.tls import client_context
+from wsconsole.harness.httphead import HeadError, RequestHead, parse_request_head, read_head
 from wsconsole.proxy.ca import LocalCA
 from wsconsole.proxy.handshake import (
     CHUNK,
-    Head,
-    HeadError,
+    MAX_HEAD,
     UpstreamError,
     accept_client,
     client_request,
     error_response,
     header_list,
     open_upstream,
-    parse_head,
     passed_refusal,
-    read_head,
     rewrite_head,
     upstream_url,
 )
@@ -151,8 +149,8 @@ class ProxyServer:
     async def _route(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         timeout = self.hub.limits.handshake_timeout
         try:
-            head, rest = await read_head(reader, timeout)
-            parsed = parse_head(head)
+            head, rest = await read_head(reader, MAX_HEAD, timeout)
+            parsed = parse_request_head(head)
         except TimeoutError:
             await _answer(writer, error_response(408, "no request head in time"))
             return
@@ -182,7 +180,7 @@ class ProxyServer:
                 head = rewrite_head(head, path, target.netloc)
             await self._dispatch(head, rest, parsed, url, reader, writer, "forward")
 
-    async def _dispatch(self, head: bytes, rest: bytes, parsed: Head, url: str,
+    async def _dispatch(self, head: bytes, rest: bytes, parsed: RequestHead, url: str,
                         reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                         mode: str) -> None:
         if parsed.upgrade:
@@ -194,15 +192,11 @@ class ProxyServer:
             await self._pipe(head + rest, parts.hostname or "", parts.port or (
                 443 if parts.scheme == "wss" else 80), parts.scheme == "wss", reader, writer)
 
-    async def _tunnel(self, parsed: Head, rest: bytes, reader: asyncio.StreamReader,
+    async def _tunnel(self, parsed: RequestHead, rest: bytes, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
         """CONNECT: answer 200, tell TLS from plain, then route what comes through the tunnel."""
-        host, _, port_text = parsed.target.rpartition(":")
+        host, _, port_text = parsed.target.rpartition(":")  # host:port (checked by the parser)
         host = host.strip("[]")
-        if not host or not port_text.isdigit():
-            await _answer(writer, error_response(400, f"CONNECT needs host:port, not "
-                                                      f"{parsed.target!r}"))
-            return
         writer.transport.pause_reading()
         writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         await writer.drain()
@@ -217,8 +211,9 @@ class ProxyServer:
         if not first:
             return
         try:
-            inner, more = await read_head(reader, self.hub.limits.handshake_timeout, rest)
-            inner_head = parse_head(inner)
+            inner, more = await read_head(reader, MAX_HEAD, self.hub.limits.handshake_timeout,
+                                          rest)
+            inner_head = parse_request_head(inner)
         except (TimeoutError, HeadError):
             return
         scheme = "wss" if secure else "ws"
