@@ -156,6 +156,9 @@ async def test_auth_stats_health_and_metrics() -> None:
             await until(lambda: cluster.latest.total.connections == 1,
                         "the node stats to count the client", CLUSTER_WAIT)
             node = cluster.nodes[(await whoami(c))["node"]]
+            stats = await cluster.request(node.id, "stats")
+            assert stats["type"] == "reply" and stats["flavour"] == "socketio"
+            assert stats["connections"] == 1
             async with httpx.AsyncClient(timeout=5) as http:
                 health = await http.get(f"http://127.0.0.1:{node.port}/healthz")
                 metrics = await http.get(node.metrics_url or "")

@@ -61,12 +61,10 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
-import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -85,7 +83,6 @@ from wsconsole.harness.adapter import (
 )
 from wsconsole.harness.admission import Admission, Refusal
 from wsconsole.harness.brokerlink import UP
-from wsconsole.harness.control import ControlClient
 from wsconsole.harness.fanout import Fanout
 from wsconsole.harness.limits import MessageRate
 from wsconsole.harness.nodeconfig import NodeConfig, UsageError, add_arguments, config_from_args
@@ -94,7 +91,7 @@ from wsconsole.harness.nodemetrics import CONTENT_TYPE_LATEST, exposition
 from wsconsole.harness.rooms import RoomTable
 from wsconsole.harness.session import Session
 from wsconsole.harness.stats import NodeSnapshot
-from wsconsole.harness.supervised import Supervised
+from wsconsole.harness.supervised import CommandHandler, Supervised
 
 log = logging.getLogger("wsconsole.node")
 
@@ -115,9 +112,6 @@ class NodeStats:
     auth_failures: int = 0
     accepted: int = 0
     injected: int = 0  # connections written a malformed frame on purpose ("inject")
-
-
-CommandHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
 
 class Node(Supervised):
@@ -210,47 +204,11 @@ class Node(Supervised):
             )
             await self.adapter.close()
             return 2
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.drain_soon)
-        line = {
-            "event": "listening",
-            "id": self.config.id,
-            "port": self.port,
-            "pid": os.getpid(),
-            "broker": self.adapter.state,
-        }
-        sys.stdout.write(orjson.dumps(line).decode() + "\n")
-        sys.stdout.flush()
-        if self.config.control is not None:
-            await self._connect_control()
+        self._announce(broker=self.adapter.state)
+        await self._connect_control()
         await self._stop.wait()
         await self._shutdown()
         return 0
-
-    async def _connect_control(self) -> None:
-        assert self.config.control is not None
-        host, port = self.config.control
-        self.control = ControlClient(self.config.id, self.config.control_key or "", self._command)
-        try:
-            await self.control.connect(host, port)
-        except OSError as exc:
-            log.error("control channel %s:%d unreachable: %s; draining", host, port, exc)
-            self.drain_soon()
-            return
-        self._spawn(self._stats_loop(), "node-stats")
-
-    async def _command(self, message: dict[str, Any]) -> dict[str, Any] | None:
-        handler = self.commands.get(str(message.get("cmd")))
-        if handler is None:
-            raise ValueError(f"unknown command {message.get('cmd')!r}")
-        return await handler(message)
-
-    async def _cmd_stats(self, message: dict[str, Any]) -> dict[str, Any]:
-        reply = self.snapshot()
-        del reply["type"]  # the reply's own "type" must stay "reply"
-        return reply
 
     async def _cmd_drain(self, message: dict[str, Any]) -> dict[str, Any]:
         self.drain_soon()

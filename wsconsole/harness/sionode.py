@@ -30,8 +30,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import sys
 import time
 from collections import Counter
@@ -39,11 +37,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from wsconsole.harness.admission import DRAINING, Admission
 from wsconsole.harness.auth import AuthError, Claims, room_allowed
-from wsconsole.harness.control import ControlClient
 from wsconsole.harness.nodeconfig import NodeConfig, UsageError, add_arguments, config_from_args
 from wsconsole.harness.nodemetrics import CONTENT_TYPE_LATEST, exposition
 from wsconsole.harness.stats import NodeSnapshot
@@ -257,15 +252,6 @@ class SioNode(Supervised):
             flavour="socketio",
         ).message()
 
-    async def _command(self, message: dict[str, Any]) -> dict[str, Any] | None:
-        handler = self.commands.get(str(message.get("cmd")))
-        if handler is None:
-            raise ValueError(f"unknown command {message.get('cmd')!r}")
-        return await handler(message)
-
-    async def _cmd_stats(self, message: dict[str, Any]) -> dict[str, Any]:
-        return self.snapshot()
-
     async def _cmd_drain(self, message: dict[str, Any]) -> dict[str, Any]:
         self.drain_soon()
         return {"draining": True, "connections": len(self.users)}
@@ -318,32 +304,8 @@ class SioNode(Supervised):
         server = site._server
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.drain_soon)
-        line = {
-            "event": "listening",
-            "id": self.config.id,
-            "port": self.port,
-            "pid": os.getpid(),
-            "broker": self.broker,
-            "flavour": "socketio",
-        }
-        sys.stdout.write(orjson.dumps(line).decode() + "\n")
-        sys.stdout.flush()
-        if self.config.control is not None:
-            host, port = self.config.control
-            self.control = ControlClient(
-                self.config.id, self.config.control_key or "", self._command
-            )
-            try:
-                await self.control.connect(host, port)
-            except OSError as exc:
-                log.error("control channel %s:%d unreachable: %s; draining", host, port, exc)
-                self.drain_soon()
-            else:
-                self._spawn(self._stats_loop(), "sionode-stats")
+        self._announce(broker=self.broker, flavour="socketio")
+        await self._connect_control()
         await self._stop.wait()
         self._event("stopped")
         await asyncio.sleep(0)
