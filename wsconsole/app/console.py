@@ -57,6 +57,7 @@ class Session:
         self.reconnects = 0
         self.last_error: str | None = None
         self.latencies = LatencyHistogram()
+        self._decoding_context = False  # set for the current connection attempt
 
     @property
     def name(self) -> str:
@@ -83,9 +84,24 @@ class Session:
         attempt = client.lifecycle.history[-1].attempt if client.lifecycle.history else 0
         return f"attempt {attempt} in {left:.1f} s"
 
+    def _set_decoding_context(self, opened: bool = False) -> None:
+        """What the decoders go by: the URL and the subprotocol the server chose. Set fresh
+        before an attempt's first frame is stored (a server may send in the same read as its
+        101, before OPEN is told), and completed at OPEN, when the client knows the
+        subprotocol, keeping what the decoders learned meanwhile."""
+        if self._decoding_context and not opened:
+            return
+        self.console.frames.decoding.set_context(
+            self.name, url=self.profile.url,
+            subprotocol=getattr(self.client, "subprotocol", None),
+            fresh=not self._decoding_context)
+        self._decoding_context = True
+
     def observe(self, event: object) -> None:
-        """Client observer: count, and keep the last error; the stores observe separately."""
+        """Client observer (the first one): count, keep the last error, and set the frames'
+        decoding context; the stores observe after it."""
         if isinstance(event, FrameRecord):
+            self._set_decoding_context()
             if event.direction is Direction.IN:
                 self.frames_in += 1
                 if event.opcode is Opcode.TEXT and b'"ts"' in event.payload[:4096]:
@@ -93,11 +109,10 @@ class Session:
             else:
                 self.frames_out += 1
         elif isinstance(event, Transition):
-            if event.state is State.OPEN:
-                # What the decoders go by: the URL and the subprotocol the server chose.
-                self.console.frames.decoding.set_context(
-                    self.name, url=self.profile.url,
-                    subprotocol=getattr(self.client, "subprotocol", None))
+            if event.state in (State.CONNECTING, State.RECONNECTING):
+                self._decoding_context = False
+            elif event.state is State.OPEN:
+                self._set_decoding_context(opened=True)
             if event.state is State.RECONNECTING:
                 self.reconnects += 1
             if event.error:
@@ -195,7 +210,7 @@ class Console:
             session.profile = profile
         try:  # a WebSocket, Socket.IO or SSE client by the profile's kind, same events
             client = make_client(
-                session.profile, name, [self.frames, self.timeline, session.observe]
+                session.profile, name, [session.observe, self.frames, self.timeline]
             )
         except ClientOptionsError as exc:
             raise ValueError(str(exc)) from None

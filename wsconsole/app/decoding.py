@@ -36,6 +36,7 @@ class Decoding:
         self.cache_size = cache
         self._contexts: dict[str, Context] = {}
         self._choices: dict[str, str] = {}
+        self.default_choice = AUTO  # for connections nobody chose a decoder for
         self._cache: OrderedDict[int, Decoded] = OrderedDict()
         self._claimed: dict[tuple[str, bool], bool] = {}
         self.learned: set[str] = set()  # connections past their first messages (a fast check)
@@ -50,15 +51,18 @@ class Decoding:
         return ctx
 
     def set_context(self, conn: str, *, url: str | None = None,
-                    subprotocol: str | None = None) -> None:
-        """A connection (re)opened: its URL and chosen subprotocol; what was learned resets."""
-        self._contexts[conn] = Context(subprotocol=subprotocol, url=url)
-        self.learned.discard(conn)
+                    subprotocol: str | None = None, fresh: bool = True) -> None:
+        """A connection (re)opened: its URL and chosen subprotocol; what was learned resets
+        (`fresh`) or stays (False: the same connection, now known better)."""
+        hints = {} if fresh else self.context(conn).hints
+        self._contexts[conn] = Context(subprotocol=subprotocol, url=url, hints=hints)
+        if fresh:
+            self.learned.discard(conn)
         self._changed(conn)
 
     def choice(self, conn: str) -> str:
         """"auto" or the name of the decoder chosen for the connection."""
-        return self._choices.get(conn, AUTO)
+        return self._choices.get(conn, self.default_choice)
 
     def choose(self, conn: str, name: str) -> None:
         """Decode the connection's frames with `name` ("auto": let the registry pick)."""
@@ -105,18 +109,23 @@ class Decoding:
         if cached is not None:
             self._cache.move_to_end(ident)
             return cached
-        if opcode not in DATA_OPCODES:
-            result = Decoded(None)
-        elif truncated:
+        if truncated:
             result = Decoded(None, error=f"only the first {len(payload)} bytes were kept: "
                                          "not decoded")
         else:
-            result = self.registry.decode(_message(direction, opcode, payload),
-                                          self.context(conn), self.choice(conn))
+            result = self.decode_message(conn, direction, opcode, payload)
         self._cache[ident] = result
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
         return result
+
+    def decode_message(self, conn: str, direction: Direction, opcode: Opcode,
+                       payload: bytes) -> Decoded:
+        """The decoded form of one message of a connection (not cached); never raises."""
+        if opcode not in DATA_OPCODES:
+            return Decoded(None)
+        return self.registry.decode(_message(direction, opcode, payload), self.context(conn),
+                                    self.choice(conn))
 
     def differs(self, conn: str, opcode: Opcode) -> bool:
         """True if a frame's decoded form can say more than its raw payload (see above)."""

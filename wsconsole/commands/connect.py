@@ -33,7 +33,9 @@ import orjson
 from wsconsole.app import options
 from wsconsole.app.options import ConnectionOptions, OptionsError
 from wsconsole.app.targets import make_client
+from wsconsole.commands import decoding
 from wsconsole.commands.argtypes import one_line_errors, positive
+from wsconsole.commands.decoding import FrameDecoder
 from wsconsole.commands.output import Output, fail_usage
 from wsconsole.core.backoff import BackoffError
 from wsconsole.core.client import ClientError, ClientOptionsError, ReconnectingClient
@@ -73,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     har.add_argument("--replay-entry", type=int, default=0, metavar="N",
                      help="which WebSocket connection of the HAR (0 = the first)")
     har.add_argument("--replay-timing", choices=["fast", "original"], default="fast")
+    decoding.add_arguments(parser)
     har.add_argument("--replay-speed", type=positive, default=1.0, metavar="X",
                      help="with original timing, X times faster")
 
@@ -106,10 +109,12 @@ class Printer:
     the JSON fields and in front of the human line, and shows ping and pong frames too.
     """
 
-    def __init__(self, out: Output, kind: str = "ws", with_conn: bool = False) -> None:
+    def __init__(self, out: Output, kind: str = "ws", with_conn: bool = False,
+                 decoder: FrameDecoder | None = None) -> None:
         self.out = out
         self.kind = kind
         self.with_conn = with_conn
+        self.decoder = decoder  # --decode: data frames shown decoded too
         self.broken = False  # stdout went away (`| head`): stop printing, end the session
         self.on_broken: Any = None
 
@@ -150,6 +155,8 @@ class Printer:
                       kind=event.kind, t=event.wall, **fields)
 
     def _state(self, tr: Transition) -> None:
+        if self.decoder is not None:
+            self.decoder.transition(tr)
         parts = [tr.state.value]
         if tr.state is State.RECONNECTING and tr.delay is not None:
             parts.append(f"attempt {tr.attempt} in {tr.delay:.2f} s")
@@ -192,8 +199,12 @@ class Printer:
             fields["data"] = fr.payload.decode("utf-8", "replace")
         else:
             fields["b64"] = base64.b64encode(fr.payload).decode()
-        self.emit(fr.conn, "message",
-                  f"{clock(fr.wall)} {arrow} {_preview(fr.payload, fr.opcode)}{mark}", **fields)
+        shown = None
+        if self.decoder is not None:
+            shown, decoded = self.decoder.describe(fr)
+            fields.update(decoded)
+        shown = shown[:PREVIEW] if shown else _preview(fr.payload, fr.opcode)
+        self.emit(fr.conn, "message", f"{clock(fr.wall)} {arrow} {shown}{mark}", **fields)
 
     def _sse(self, fr: FrameRecord) -> None:
         fields = orjson.loads(fr.payload)
@@ -420,24 +431,29 @@ async def _main(args: argparse.Namespace, client: Any, kind: str, out: Output,
     return code
 
 
-def _make_client(conn: ConnectionOptions,
-                 out: Output) -> tuple[Any, Any, MismatchWatch | None]:
+def _make_client(conn: ConnectionOptions, out: Output, decoder: FrameDecoder | None = None
+                 ) -> tuple[Any, Any, MismatchWatch | None]:
     """The client for the target kind, its stdin command runner, its mismatch watch."""
-    printer = Printer(out, conn.kind)
+    printer = Printer(out, conn.kind, decoder=decoder)
     if conn.kind == "socketio":
         return make_client(conn, "connect", [printer]), _sio_command, None
     if conn.kind == "sse":
         return make_client(conn, "connect", [printer]), None, None
     watch = MismatchWatch(conn.url, out, conn.insecure)
-    return make_client(conn, "connect", [printer, watch]), _command, watch
+    client = make_client(conn, "connect", [printer, watch])
+    if decoder is not None:
+        decoder.subprotocol_of = lambda: getattr(client, "subprotocol", None)
+    return client, _command, watch
 
 
 async def _run(args: argparse.Namespace, conn: ConnectionOptions,
                har: HarConnection | None) -> int:
     out = Output(args.json)
     try:
-        client, command, watch = _make_client(conn, out)
-    except (ClientOptionsError, BackoffError) as exc:
+        wanted = decoding.decoding_from(args)
+        decoder = None if wanted is None else decoding.FrameDecoder(wanted, conn.url)
+        client, command, watch = _make_client(conn, out, decoder)
+    except (ClientOptionsError, BackoffError, ValueError) as exc:
         return fail_usage(str(exc))
     return await _main(args, client, conn.kind, out, command, har, watch)
 
