@@ -20,7 +20,7 @@ FAST = dict(check_interval=0.1, socket_timeout=1.0, presence_refresh=0.2)
 
 @pytest.fixture
 def broker() -> Iterator[Broker]:
-    server = Broker()
+    server = Broker(persist=False)  # a restart loses the state: resets are tested here
     server.start()
     try:
         yield server
