@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support import SCALE, pid_alive, until
+from tests.test_scenarios_shipped import SCHEDULE_SCALE
 from wsconsole.app.console import Console
 from wsconsole.app.scenariorun import RunProgress
 from wsconsole.gui.panels.scenarios import ScenariosPanel
@@ -121,7 +122,7 @@ def test_shipped_scenario_runs_to_passed_with_markers_and_report(qloop, tmp_path
     async def scenario() -> None:
         assert panel.open_path(shipped_scenarios()["node-kill"])
         assert "valid" in panel.message.text() and panel.run_button.isEnabled()
-        panel.scale_spin.setValue(0.6)  # the restart at 4.2 s has time to finish
+        panel.scale_spin.setValue(SCHEDULE_SCALE)
         assert panel.run_scenario()
         assert not panel.run_button.isEnabled() and panel.source.isReadOnly()
 
@@ -151,7 +152,7 @@ def test_shipped_scenario_runs_to_passed_with_markers_and_report(qloop, tmp_path
     assert "scenario: kill n1" in labels and "scenario: restart n1" in labels
     kill_at = next(m.at for m in console.timeline.faults if m.label == "scenario: kill n1")
     assert progress.t0_mono is not None
-    assert abs(kill_at - (progress.t0_mono + 3 * 0.6)) < 1.0
+    assert abs(kill_at - (progress.t0_mono + 3 * SCHEDULE_SCALE)) < 1.0
     # the scenario swarm's figures reached the plot series
     assert console.series.last("conns.scenario") is not None
     # the report: written, openable
