@@ -158,7 +158,7 @@ async def test_token_in_a_first_message_is_redacted_from_the_frames(
 
 async def test_an_unresolvable_host_is_a_plain_finding() -> None:
     diagnosis = await diagnose(DiagnoseOptions("ws://wsconsole-nowhere.invalid:8080/",
-                                               timeout=5.0))
+                                               timeout=5 * SCALE))
     dns = diagnosis.step("dns")
     assert dns is not None and dns.verdict is Verdict.FAIL
     assert "could not be found" in dns.summary or "took longer" in dns.summary
@@ -209,7 +209,7 @@ async def test_an_expired_certificate_is_named_with_its_date(
 ) -> None:
     port, ca_file = expired_tls_server
     diagnosis = await diagnose(DiagnoseOptions(f"wss://127.0.0.1:{port}/", ca_file=str(ca_file),
-                                               timeout=5.0))
+                                               timeout=5 * SCALE))
     tls = diagnosis.step("tls")
     assert tls is not None and tls.verdict is Verdict.FAIL, diagnosis.steps
     assert "certificate has expired" in tls.summary and "day(s) ago" in tls.summary
@@ -248,7 +248,7 @@ async def test_an_http_server_refusing_the_upgrade_is_a_plain_finding(
     http_only_server: int,
 ) -> None:
     diagnosis = await diagnose(DiagnoseOptions(f"ws://127.0.0.1:{http_only_server}/chat",
-                                               timeout=5.0))
+                                               timeout=5 * SCALE))
     handshake = diagnosis.step("handshake")
     assert handshake is not None and handshake.verdict is Verdict.FAIL
     assert "HTTP 200" in handshake.summary and "instead of switching to WebSocket" in \
@@ -305,7 +305,7 @@ async def tls_echo(tmp_path: Path) -> AsyncIterator[Any]:
 
 async def test_a_healthy_wss_endpoint_passes_tls_and_the_connection_steps(tls_echo: Any) -> None:
     url, ca_file = await tls_echo(365)
-    diagnosis = await diagnose(DiagnoseOptions(url, ca_file=str(ca_file), timeout=5.0,
+    diagnosis = await diagnose(DiagnoseOptions(url, ca_file=str(ca_file), timeout=5 * SCALE,
                                                pings=3))
     verdicts = {s.id: s.verdict for s in diagnosis.steps}
     for step_id in ("dns", "tcp", "tls", "handshake", "latency", "reconnect"):
@@ -321,7 +321,7 @@ async def test_a_healthy_wss_endpoint_passes_tls_and_the_connection_steps(tls_ec
 
 async def test_a_certificate_about_to_expire_is_a_warning(tls_echo: Any) -> None:
     url, ca_file = await tls_echo(5)
-    diagnosis = await diagnose(DiagnoseOptions(url, ca_file=str(ca_file), timeout=5.0,
+    diagnosis = await diagnose(DiagnoseOptions(url, ca_file=str(ca_file), timeout=5 * SCALE,
                                                pings=1, reconnect=False, audit=False))
     tls = diagnosis.step("tls")
     assert tls is not None and tls.verdict is Verdict.WARN
