@@ -2,6 +2,7 @@
 
     python -m tests.servers echo --port P [--subprotocol S] [--tls CERT KEY]
     python -m tests.servers close --port P --code 1001 --reason "going away"
+    python -m tests.servers refuse --port P --status 403 [--retry-after S]
     python -m tests.servers harness --port P [--token T] [--history N]
 
 Each prints one JSON line {"event": "listening", "port": P, "pid": ...} when ready.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -22,9 +24,11 @@ import sys
 import time
 import urllib.parse
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request
@@ -68,6 +72,18 @@ def _token_of(request: Request) -> str | None:
     if auth.startswith("Bearer "):
         return auth[7:]
     return None
+
+
+def refuser(status: int, retry_after: str | None):  # type: ignore[no-untyped-def]
+    """A process_request answering every handshake with `status` (and Retry-After)."""
+
+    def refuse(conn: ServerConnection, request: Request) -> Any:
+        response = conn.respond(status, f"refused with {status}\n")
+        if retry_after is not None:
+            response.headers["Retry-After"] = retry_after
+        return response
+
+    return refuse
 
 
 def harness_handler(state: HarnessState, token: str | None, node: str = "t1"):  # type: ignore[no-untyped-def]
@@ -170,9 +186,12 @@ async def start(
     history: int = 1000,
     ping_interval: float | None = None,
     ack_delay: float = 0.0,
+    status: int = 403,
+    retry_after: str | None = None,
 ) -> tuple[Server, HarnessState | None]:
     """Start a test server on 127.0.0.1 in this loop; returns (server, harness state)."""
     state = None
+    process_request = None
     if mode == "echo":
         handler = _echo
     elif mode == "close":
@@ -180,6 +199,8 @@ async def start(
     elif mode == "harness":
         state = HarnessState(history_limit=history, ack_delay=ack_delay)
         handler = harness_handler(state, token)
+    elif mode == "refuse":
+        handler, process_request = _echo, refuser(status, retry_after)
     else:
         raise ValueError(f"unknown mode {mode}")
     context = None
@@ -196,8 +217,23 @@ async def start(
         ssl=context,
         ping_interval=ping_interval,
         compression=None,
+        process_request=process_request,
     )
     return server, state
+
+
+@contextlib.asynccontextmanager
+async def aiohttp_site(app: web.Application) -> AsyncIterator[str]:
+    """Serve an aiohttp application on a free loopback port; yields http://127.0.0.1:PORT."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 def server_port(server: Server) -> int:
@@ -207,7 +243,7 @@ def server_port(server: Server) -> int:
 
 async def _main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.servers")
-    parser.add_argument("mode", choices=["echo", "close", "harness"])
+    parser.add_argument("mode", choices=["echo", "close", "harness", "refuse"])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--code", type=int, default=1000)
     parser.add_argument("--reason", default="")
@@ -216,11 +252,14 @@ async def _main(argv: list[str]) -> None:
     parser.add_argument("--token")
     parser.add_argument("--history", type=int, default=1000)
     parser.add_argument("--ping-interval", type=float)
+    parser.add_argument("--status", type=int, default=403)
+    parser.add_argument("--retry-after")
     args = parser.parse_args(argv)
     server, _ = await start(
         args.mode, args.port, code=args.code, reason=args.reason,
         subprotocols=args.subprotocol, tls=tuple(args.tls) if args.tls else None,
         token=args.token, history=args.history, ping_interval=args.ping_interval,
+        status=args.status, retry_after=args.retry_after,
     )
     print(json.dumps({"event": "listening", "port": server_port(server), "pid": os.getpid()}),
           flush=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import ssl
 import tempfile
@@ -17,7 +15,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from tests.servers import server_port, start
-from tests.support import MS, free_port
+from tests.support import MS, SCALE, free_port, until
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import (
     ClientError,
@@ -52,11 +50,9 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: list[Any] = []
-        self._changed = asyncio.Event()
 
     def __call__(self, event: Any) -> None:
         self.events.append(event)
-        self._changed.set()
 
     def of(self, kind: type) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
@@ -75,14 +71,9 @@ class Recorder:
         ]
 
     async def until(self, predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-        """Wait until `predicate()` holds, re-checked on each event and every 20 ms
-        (client state such as the room tracker changes just after the frame event)."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self._changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.02):
-                        await self._changed.wait()
+        """tests.support.until on this recorder's events (`timeout` is already scaled)."""
+        await until(predicate, "the recorded events", timeout / SCALE,
+                    detail=lambda: self.events[-5:])
 
 
 @pytest.fixture
@@ -214,7 +205,8 @@ async def test_unknown_host_is_a_dns_error(client_factory: Any) -> None:
 
 
 async def test_handshake_rejected_reports_http_status(client_factory: Any) -> None:
-    """An HTTP 403 at the handshake is "handshake_rejected" with the status."""
+    """An HTTP 403 at the handshake is "handshake_rejected" with the status; without a
+    token provider to ask for a fresh token the client stops (retrying cannot help)."""
 
     def deny(conn: ServerConnection, request: Request) -> Response:
         return conn.respond(403, "Forbidden\n")
@@ -228,8 +220,10 @@ async def test_handshake_rejected_reports_http_status(client_factory: Any) -> No
         )
         await client.start()
         await client.wait_closed()
-    details = [e.detail for e in rec.of(ErrorEvent) if e.kind == "handshake_rejected"]
-    assert len(details) == 2 and details[0].startswith("HTTP 403")
+    assert rec.errors() == ["handshake_rejected", "stopped"]
+    assert rec.of(ErrorEvent)[0].detail.startswith("HTTP 403")
+    assert "no token provider" in (client.final_error or "")
+    assert rec.states()[-1] is State.CLOSED and rec.of(Transition)[-1].error == client.final_error
 
 
 async def test_bad_subprotocol(client_factory: Any) -> None:
@@ -240,7 +234,7 @@ async def test_bad_subprotocol(client_factory: Any) -> None:
         client, rec = client_factory(url, subprotocols=["chat.v1"], backoff=fast(max_attempts=1))
         await client.start()
         await client.wait_closed()
-        assert rec.errors() == ["subprotocol", "subprotocol", "gave_up"]
+        assert rec.errors() == ["subprotocol", "stopped"]  # a 400: the same offer fails again
         good, _ = client_factory(url, subprotocols=["chat.v1", "chat.v2"])
         await good.start()
         await good.wait_state(State.OPEN, WAIT)
@@ -358,18 +352,22 @@ def rec_id(rec: Recorder) -> str:
 
 
 async def test_wrong_token_is_closed_with_1008(client_factory: Any) -> None:
-    """A bad token sent as a first message: the server's 1008 and reason are reported."""
+    """A bad token sent as a first message: the server's 1008 and reason are reported, and
+    a fixed token would be refused again: the client stops instead of retrying blindly."""
     server, _ = await start("harness", token="right")
     try:
-        client, _rec = client_factory(
+        client, rec = client_factory(
             f"ws://127.0.0.1:{server_port(server)}",
             token="wrong",
             token_mode="message",
             harness=True,
         )
         await client.start()
-        waiting = await client.wait_state(State.RECONNECTING, WAIT)
-        assert waiting is not None and (waiting.code, waiting.reason) == (1008, "bad token")
+        await client.wait_closed()
+        assert rec.errors() == ["closed", "stopped"]
+        assert rec.of(ErrorEvent)[0].detail == "1008 bad token"
+        assert (client.final_error or "").startswith("1008 bad token: the server refused")
+        assert State.RECONNECTING not in rec.states()
     finally:
         server.close()
 
@@ -610,10 +608,11 @@ async def test_lost_ack_resent_with_same_id_delivered_once(client_factory: Any) 
         assert [p["id"] for p in publishes] == [ident, ident]
         acks = [d for d in p_rec.of(DeliveryEvent) if d.kind == "ack"]
         assert [(a.id, a.seq) for a in acks] == [(ident, 1)]
-        await asyncio.sleep(100 * MS)
+        await pub.publish("x", "after", id="after")  # a duplicate would arrive before it
+        await s_rec.until(lambda: sub.rooms_tracker.since("x") == 2)
         got = [json.loads(t) for t in s_rec.texts(Direction.IN) if '"message"' in t]
-        assert [(m["seq"], m["id"]) for m in got] == [(1, ident)]
-        assert state.deliveries == 1 and sub.stats.duplicates == 0
+        assert [(m["seq"], m["id"]) for m in got] == [(1, ident), (2, "after")]
+        assert state.deliveries == 2 and sub.stats.duplicates == 0
     finally:
         server.close()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -77,14 +76,16 @@ async def test_sigkill_backoff_sequence_restart_and_exactly_once(procs: ProcessR
         await client.wait_state(State.OPEN, WAIT)
         assert time.monotonic() - restarted_at < 800 * MS + 20 * MS + WAIT / 10
         await rec.until(lambda: len(rec.texts(Direction.IN)) >= 6)
-        await asyncio.sleep(200 * MS)  # anything duplicated would have arrived by now
-        sent = Counter(rec.texts(Direction.OUT))
-        echoed = Counter(rec.texts(Direction.IN))
+        await client.send("barrier")  # anything duplicated is echoed before the barrier
+        await rec.until(lambda: "barrier" in rec.texts(Direction.IN))
+        sent = Counter(rec.texts(Direction.OUT)[:-1])
+        echoed = Counter(rec.texts(Direction.IN)[:-1])
         expected = Counter(["before"] + [f"q{i}" for i in range(5)])
         assert sent == expected and echoed == expected
-        assert rec.texts(Direction.IN)[1:] == [f"q{i}" for i in range(5)]  # in order
+        assert rec.texts(Direction.IN)[1:-1] == [f"q{i}" for i in range(5)]  # in order
         assert client.stats.queued == 0 and client.stats.reconnects == 1
-        assert client.policy.attempt == 0  # reset after the successful open
+        # the connection killed within a second was not stable: the delays kept growing
+        assert (waits[0].decision or "").startswith("backoff grows: open only")
     finally:
         await client.stop()
 

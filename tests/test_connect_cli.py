@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support import MS, ProcessRegistry, free_port
+from tests.test_client_reconnect import counter_command
 from wsconsole.harness.procs import child_argv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,25 +176,27 @@ def test_unreachable_retries_then_exits_1(procs: ProcessRegistry) -> None:
     assert events[-1]["event"] == "summary" and events[-1]["exit"] == 1
 
 
-def test_server_close_code_and_reconnect_reported(procs: ProcessRegistry) -> None:
-    """A server closing with 1008 shows the code and reason, then the client retries.
-
-    Each retry opens successfully, which resets the backoff: every wait is the initial one.
-    """
+def test_server_close_code_and_growing_backoff_reported(procs: ProcessRegistry) -> None:
+    """A server closing with 1008 right after accepting: the code and reason are shown; no
+    connection stays open --stable-after, so the delays grow (the state line says why) and
+    --max-attempts ends the session with exit 1."""
     _, port = start_server(procs, "close", "--code", "1008", "--reason", "policy says no")
-    proc = connect(procs, f"ws://127.0.0.1:{port}", "--json", "--max-attempts", "1",
+    proc = connect(procs, f"ws://127.0.0.1:{port}", "--json", "--max-attempts", "2",
                    "--backoff-initial", "0.05", "--backoff-jitter", "0")
     lines = Lines(proc)
-    for _ in range(2):
+    for attempt, delay in ((1, 0.05), (2, 0.1)):
         close = lines.expect(lambda e: e["event"] == "close" and e["direction"] == "in")
         assert close["code"] == 1008 and close["reason"] == "policy says no"
         error = lines.expect(lambda e: e["event"] == "error")
         assert error["kind"] == "closed" and error["detail"] == "1008 policy says no"
         waiting = lines.expect(lambda e: e["event"] == "state" and e["state"] == "RECONNECTING")
         assert waiting["code"] == 1008 and waiting["reason"] == "policy says no"
-        assert waiting["attempt"] == 1 and waiting["delay"] == pytest.approx(0.05)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=WAIT) == 0
+        assert waiting["attempt"] == attempt and waiting["delay"] == pytest.approx(delay)
+        assert waiting["decision"].startswith("backoff grows: open only")
+    gave_up = lines.expect(lambda e: e["event"] == "error" and e["kind"] == "gave_up")
+    assert "gave up after 2 retries" in gave_up["detail"]
+    assert lines.expect(lambda e: e["event"] == "summary")["exit"] == 1
+    assert proc.wait(timeout=WAIT) == 1
 
 
 def test_harness_commands_on_stdin(procs: ProcessRegistry) -> None:
@@ -220,3 +223,37 @@ def test_harness_commands_on_stdin(procs: ProcessRegistry) -> None:
     assert results[0]["result"]["result"] == {"x": 1}
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=WAIT) == 0
+
+
+def test_token_command_gives_a_fresh_token_after_a_1008(
+        procs: ProcessRegistry, tmp_path: Path) -> None:
+    """--token-command: the first token (sent as a message) is refused with 1008; the
+    client runs the command again at once and stays open with the fresh token."""
+    _, port = start_server(procs, "harness", "--token", "tok-2")
+    proc = connect(procs, f"ws://127.0.0.1:{port}", "--json", "--harness", "--token-mode",
+                   "message", "--token-command", counter_command(tmp_path / "n"))
+    lines = Lines(proc)
+    close = lines.expect(lambda e: e["event"] == "close" and e["direction"] == "in")
+    assert (close["code"], close["reason"]) == (1008, "bad token")
+    retry = lines.expect(lambda e: e["event"] == "state" and e["state"] == "RECONNECTING")
+    assert retry["delay"] == 0 and "retrying once now with a fresh token" in retry["decision"]
+    lines.expect(lambda e: e["event"] == "state" and e["state"] == "OPEN")
+    events = [json.loads(line) for line in lines.seen]
+    tokens = [json.loads(e["data"])["token"] for e in events
+              if e["event"] == "message" and e["direction"] == "out"]
+    assert tokens == ["tok-1", "tok-2"]
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=WAIT) == 0
+
+
+def test_403_without_a_token_provider_exits_1_with_the_reason(procs: ProcessRegistry) -> None:
+    """A refused handshake and no way to get a fresh token: one attempt, a plain message,
+    exit 1 (no retries against a server that said no)."""
+    _, port = start_server(procs, "refuse", "--status", "403")
+    proc = connect(procs, f"ws://127.0.0.1:{port}", "--token", "stale")
+    out, err = proc.communicate(timeout=WAIT)
+    text = out.decode()
+    assert proc.returncode == 1, (text, err)
+    assert "! stopped: HTTP 403 Forbidden: the server refused access" in text
+    assert "no token provider can give a fresh token" in text
+    assert text.count("CONNECTING") == 1 and "RECONNECTING" not in text

@@ -178,7 +178,7 @@ def test_one_make_client_for_every_kind() -> None:
     assert isinstance(ws, ReconnectingClient) and ws.options.harness  # rooms imply harness
     sio = make_client(ConnectionOptions(url="http://h:1/chat", kind="socketio", token="t"), "b")
     assert isinstance(sio, SocketIOClient)
-    assert sio.options.namespaces == ["/chat"] and sio.options.auth == {"token": "t"}
+    assert sio.options.namespaces == ["/chat"] and sio.options.token == "t"  # in the auth
     sse = make_client(ConnectionOptions(url="http://h:1/events", kind="sse",
                                         sse_read_timeout=5), "c")
     assert isinstance(sse, SSEClient) and sse.options.read_timeout == 5
@@ -199,8 +199,10 @@ def test_the_token_comes_from_one_source() -> None:
     assert isinstance(fetched, UrlToken) and fetched.verify is False
     assert token_provider(ConnectionOptions(token="fixed")) == "fixed"
     assert "cannot be combined" in refused(token="a", token_url="http://auth/t")["token_url"]
-    assert "works with a WebSocket target" in refused(
-        url="http://h/e", kind="sse", token_command="x")["token_command"]
+    sse = ConnectionOptions(url="http://h/e", kind="sse", token_command="x")
+    assert isinstance(token_provider(sse), CommandToken)  # every kind takes a provider
+    assert "cannot send one" in refused(url="http://h/e", kind="sse",
+                                        token_mode="message")["token_mode"]
     assert "http(s)://" in refused(token_url="file:///t")["token_url"]
     args = _parser(options.CONNECT).parse_args(["ws://h/", "--token-command", "pass show ws"])
     assert options.from_args(args, options.CONNECT, url="ws://h/").token_command == \

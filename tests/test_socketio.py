@@ -19,7 +19,7 @@ from tests.socketiokit import (  # noqa: F401 - fixture
     python_argv,
     wait_listening,
 )
-from tests.support import MS, ProcessRegistry, free_port
+from tests.support import MS, ProcessRegistry, free_port, until
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientOptionsError, NotConnected
 from wsconsole.core.events import Direction, ErrorEvent, FrameRecord, HeartbeatEvent, Opcode
@@ -32,13 +32,6 @@ from wsconsole.core.targets.socketio import (
 )
 
 WAIT = 20.0
-
-
-async def until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    """Poll `predicate` on the loop until true (TimeoutError otherwise)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 - polling state owned by the test
-            await asyncio.sleep(0.02)
 
 
 def quick(**kw: Any) -> BackoffPolicy:
@@ -229,3 +222,95 @@ async def test_event_stream_at_a_socketio_url_is_a_protocol_mismatch() -> None:
     [error, _gave_up] = [e for e in log if isinstance(e, ErrorEvent)]
     assert error.kind == "protocol_mismatch", error
     assert "Server-Sent Events (use --sse)" in error.detail
+
+
+@contextlib.asynccontextmanager
+async def gatekeeper(on_connect: Callable[..., Any]) -> AsyncIterator[str]:
+    """An in-process python-socketio server on aiohttp (127.0.0.1, free port) whose connect
+    handler is `on_connect(server, sid, auth)`; yields its URL."""
+    import socketio
+    from aiohttp import web
+
+    server = socketio.AsyncServer(async_mode="aiohttp")
+    app = web.Application()
+    server.attach(app)
+
+    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        await on_connect(server, sid, auth)
+
+    server.on("connect", connect)
+    async with servers.aiohttp_site(app) as base:
+        yield base
+
+
+async def run_to_end(options: SocketIOOptions) -> tuple[SocketIOClient, list[Any]]:
+    """Run a client until it ends by itself (stopped or given up, bounded); its events."""
+    async with running(options) as (client, log, _):
+        async with asyncio.timeout(WAIT):
+            await client.wait_closed()
+    return client, log
+
+
+async def test_connect_error_for_auth_gets_one_fresh_token() -> None:
+    """CONNECT_ERROR "bad token": with a provider, one immediate retry carrying a fresh
+    token in the CONNECT payload; with a fixed token, stopped; a refusal that is not about
+    the credentials ("try again later") is retried with the backoff as before."""
+    import socketio
+
+    seen: list[Any] = []
+
+    async def only_new(server: Any, sid: str, auth: Any) -> None:
+        seen.append(auth)
+        if not isinstance(auth, dict) or auth.get("token") != "new":
+            raise socketio.exceptions.ConnectionRefusedError("bad token")
+
+    tokens = iter(["old", "new"])
+    async with gatekeeper(only_new) as url:
+        options = SocketIOOptions(url=url, transports=["websocket"], auth={"user": "ada"},
+                                  token=lambda: next(tokens), backoff=BackoffPolicy(initial=5.0),
+                                  connect_timeout=3.0)
+        async with running(options) as (client, log, _):
+            await client.wait_state(State.OPEN, WAIT)
+        assert seen == [{"user": "ada", "token": "old"}, {"user": "ada", "token": "new"}]
+        [retry] = [e for e in log if isinstance(e, Transition) and e.state is State.RECONNECTING]
+        assert retry.delay == 0.0 and "fresh token" in (retry.decision or "")
+
+        seen.clear()
+        client, log = await run_to_end(SocketIOOptions(
+            url=url, transports=["websocket"], auth={"token": "old"}, backoff=quick(),
+            connect_timeout=3.0))
+        assert len(seen) == 1
+        assert [e.kind for e in log if isinstance(e, ErrorEvent)] == [
+            "handshake_rejected", "stopped"]
+        assert "bad token" in (client.final_error or "")
+
+    async def busy(server: Any, sid: str, auth: Any) -> None:
+        raise socketio.exceptions.ConnectionRefusedError("try again later")
+
+    async with gatekeeper(busy) as url:
+        client, log = await run_to_end(SocketIOOptions(
+            url=url, transports=["websocket"], connect_timeout=3.0,
+            backoff=quick(max_attempts=1)))
+    assert [e.kind for e in log if isinstance(e, ErrorEvent)] == [
+        "handshake_rejected", "handshake_rejected", "gave_up"]
+
+
+async def test_accept_then_disconnect_grows_the_backoff() -> None:
+    """A server that disconnects every client right after connecting: the delays double
+    and max_attempts=2 ends it after three connects (each open was short)."""
+    connects = 0
+
+    async def kick(server: Any, sid: str, auth: Any) -> None:
+        nonlocal connects
+        connects += 1
+        server.start_background_task(server.disconnect, sid)
+
+    async with gatekeeper(kick) as url:
+        _, log = await run_to_end(SocketIOOptions(
+            url=url, transports=["websocket"], connect_timeout=3.0,
+            backoff=quick(max_attempts=2)))
+    assert connects == 3
+    waits = [e for e in log if isinstance(e, Transition) and e.state is State.RECONNECTING]
+    assert [w.delay for w in waits] == pytest.approx([100 * MS, 200 * MS])
+    assert all((w.decision or "").startswith("backoff grows") for w in waits)
+    assert [e.kind for e in log if isinstance(e, ErrorEvent)][-1] == "gave_up"

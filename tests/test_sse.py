@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import orjson
 import pytest
 from aiohttp import web
 
-from tests.support import MS
+from tests.servers import aiohttp_site
+from tests.support import MS, SCALE, until
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientOptionsError
 from wsconsole.core.events import DeliveryEvent, Direction, ErrorEvent, FrameRecord
@@ -61,29 +63,52 @@ async def _stream(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+@dataclass
+class Gate:
+    """An endpoint answering with the next status of `statuses` (200: a one-event stream),
+    Retry-After on refusals when set, recording the token and time of each request."""
+
+    statuses: list[int] = field(default_factory=list)
+    retry_after: str | None = None
+    accept: str | None = None  # the only token answered with 200 (None: any)
+    tokens: list[str | None] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+
+
+GATE = web.AppKey("gate", Gate)
+
+
+async def _gated(request: web.Request) -> web.StreamResponse:
+    gate = request.app[GATE]
+    token = request.query.get("token")
+    gate.tokens.append(token)
+    gate.times.append(time.monotonic())
+    status = gate.statuses.pop(0) if gate.statuses else 200
+    if status == 200 and gate.accept is not None and token != gate.accept:
+        status = 401
+    if status != 200:
+        headers = {"Retry-After": gate.retry_after} if gate.retry_after else {}
+        return web.Response(status=status, text="refused", headers=headers)
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    await resp.write(b"data: hello\n\n")
+    await resp.write_eof()
+    return resp
+
+
 @contextlib.asynccontextmanager
-async def serve(feed: Feed) -> AsyncIterator[str]:
-    """An aiohttp SSE endpoint on a free loopback port; yields its URL."""
+async def serve(feed: Feed, gate: Gate | None = None) -> AsyncIterator[str]:
+    """aiohttp SSE endpoints on a free loopback port (/events, /plain, and /gated with a
+    `gate`); yields the base URL."""
     app = web.Application()
     app[FEED] = feed
     app.router.add_get("/events", _stream)
     app.router.add_get("/plain", _plain)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll `predicate` on the loop until true; TimeoutError names nothing, the assert does."""
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 - polling plain state owned by the test
-            await asyncio.sleep(0.02)
+    if gate is not None:
+        app[GATE] = gate
+        app.router.add_get("/gated", _gated)
+    async with aiohttp_site(app) as base:
+        yield base
 
 
 def quick() -> BackoffPolicy:
@@ -218,3 +243,79 @@ async def test_204_stops_and_plain_http_is_not_a_stream() -> None:
     kinds = [(e.kind, e.detail) for e in plain if isinstance(e, ErrorEvent)]
     assert kinds[0][0] == "handshake_rejected" and "not an event stream" in kinds[0][1]
     assert kinds[-1][0] == "gave_up"
+
+
+@contextlib.asynccontextmanager
+async def gated(gate: Gate) -> AsyncIterator[str]:
+    """The Gate endpoint on a free loopback port; yields its URL."""
+    async with serve(Feed(), gate) as base:
+        yield base + "/gated"
+
+
+async def run_until_closed(options: SSEOptions) -> tuple[SSEClient, list[object]]:
+    """Run a client until it ends by itself (bounded); its events."""
+    events: list[object] = []
+    client = SSEClient(options, observers=[events.append])
+    await client.start()
+    try:
+        async with asyncio.timeout(10 * SCALE):
+            await client.wait_closed()
+    finally:
+        await client.stop()
+    return client, events
+
+
+def errors(events: list[object]) -> list[str]:
+    return [e.kind for e in events if isinstance(e, ErrorEvent)]
+
+
+async def test_streams_that_end_at_once_grow_the_backoff_until_max_attempts() -> None:
+    """Each stream ends right after one event: not stable, so max_attempts=2 ends the
+    client after three requests (with stable_after=0, the old rule, it would never end)."""
+    gate = Gate()
+    async with gated(gate) as url:
+        _, events = await run_until_closed(SSEOptions(
+            url=url, backoff=BackoffPolicy(initial=20 * MS, jitter=0, max_attempts=2)))
+    assert len(gate.tokens) == 3 and errors(events)[-1] == "gave_up"
+    waits = [t for t in events if isinstance(t, Transition) and t.state is State.RECONNECTING]
+    assert [w.delay for w in waits] == pytest.approx([20 * MS, 40 * MS])
+    assert all((w.decision or "").startswith("backoff grows") for w in waits)
+
+
+async def test_sse_refusals_fresh_token_403_and_retry_after() -> None:
+    """401 with a token provider: one immediate retry with a fresh token, then the stream;
+    403 without a provider: stopped after one request; 503 Retry-After: 1 waited out."""
+    tokens = iter(["old", "new"])
+    gate = Gate(accept="new")
+    async with gated(gate) as url:
+        events: list[object] = []
+        client = SSEClient(SSEOptions(url=url, token=lambda: next(tokens),
+                                      backoff=BackoffPolicy(initial=5, jitter=0)),
+                           observers=[events.append])
+        await client.start()
+        try:
+            await until(lambda: client.stats.received >= 1, "the stream with the new token")
+        finally:
+            await client.stop()
+    assert gate.tokens[:2] == ["old", "new"]
+    retry = next(t for t in events if isinstance(t, Transition) and t.state is State.RECONNECTING)
+    assert retry.delay == 0.0 and "fresh token" in (retry.decision or "")
+
+    gate = Gate(statuses=[403])
+    async with gated(gate) as url:
+        client, events = await run_until_closed(SSEOptions(url=url, token="fixed"))
+    assert len(gate.tokens) == 1 and errors(events) == ["handshake_rejected", "stopped"]
+    assert "HTTP 403" in (client.final_error or "")
+
+    gate = Gate(statuses=[503], retry_after="1")
+    async with gated(gate) as url:
+        events = []
+        client = SSEClient(SSEOptions(url=url, backoff=quick()), observers=[events.append])
+        await client.start()
+        try:
+            await until(lambda: len(gate.times) >= 2, "the request after Retry-After")
+        finally:
+            await client.stop()
+    assert gate.times[1] - gate.times[0] >= 1.0
+    retry = next(t for t in events if isinstance(t, Transition) and t.state is State.RECONNECTING)
+    assert retry.delay == 1.0 and retry.decision == "HTTP 503 asked to wait (Retry-After 1 s)"

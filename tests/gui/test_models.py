@@ -4,7 +4,7 @@ tested with core/metrics.py in tests/test_client_metrics.py."""
 from __future__ import annotations
 
 from wsconsole.app.timelinemodel import TimelineModel
-from wsconsole.core.events import ErrorEvent, HeartbeatEvent
+from wsconsole.core.events import DeliveryEvent, ErrorEvent, HeartbeatEvent
 from wsconsole.core.lifecycle import Lifecycle, State
 
 
@@ -39,6 +39,23 @@ def test_timeline_spans_attempts_and_markers() -> None:
     version = model.version
     model.remove_lane("c1")
     assert "c1" not in model.lanes and model.version > version
+
+
+def test_timeline_says_why_a_delay_was_chosen_and_marks_resets() -> None:
+    """The reconnect decision is on the attempt marker and the span; a room reset and an
+    empty close frame (1005) are shown in words."""
+    model = TimelineModel(limit=100)
+    life = Lifecycle("c1")
+    model(life.move(State.CONNECTING, at=1.0))
+    model(life.move(State.OPEN, at=1.1))
+    model(life.move(State.RECONNECTING, at=1.3, attempt=2, delay=2.0, code=1005, reason="",
+                    decision="backoff grows: open only 0.2 s (< 5 s)"))
+    model(DeliveryEvent("c1", "reset", room="r", detail="epoch e1 -> e2", at=1.4))
+    lane = model.lanes["c1"]
+    assert lane.markers[0].label == "attempt 2 in 2.0 s: backoff grows: open only 0.2 s (< 5 s)"
+    assert lane.spans[-1].detail == "close 1005 (no status code) - backoff grows: open only " \
+                                    "0.2 s (< 5 s)"
+    assert (lane.markers[1].kind, lane.markers[1].label) == ("error", "reset r: epoch e1 -> e2")
 
 
 def test_timeline_is_bounded() -> None:

@@ -352,12 +352,12 @@ class ConnectionOptions:
                                 "auth token, sent again on every reconnect", flag="--token")
     token_command: str | None = _option(
         None, Text(), "token command",
-        "run CMD before every connect; the line it prints is the token (WebSocket targets)",
-        flag="--token-command", metavar="CMD")
+        "run CMD before every connect; the line it prints is the token (a refused token "
+        "gets one retry with a fresh one)", flag="--token-command", metavar="CMD")
     token_url: str | None = _option(
         None, Text(check=token_url_problem), "token URL",
         "GET URL before every connect; the token is the JSON body's token (or access_token), "
-        "else the text (WebSocket targets)", flag="--token-url", metavar="URL")
+        "else the text", flag="--token-url", metavar="URL")
     token_mode: str = _option(
         "query", Choice(TOKEN_MODES), "token mode",
         "token as ?token=, Authorization: Bearer, or a first auth message", flag="--token-mode")
@@ -389,6 +389,9 @@ class ConnectionOptions:
         None, Number(integer=True, optional=True), "max attempts",
         "give up (exit 1) after N failed retries; default unlimited", flag="--max-attempts",
         metavar="N")
+    stable_after: float = _option(5.0, SECONDS, "stable after",
+                                  "a connection open this long starts the backoff over "
+                                  "(0: every open does)", flag="--stable-after", metavar="S")
     ping_interval: float | None = _option(25.0, Number(zero_off=True), "ping interval",
                                           "client ping interval; 0 turns pings and liveness off",
                                           flag="--ping-interval", metavar="S")
@@ -459,8 +462,8 @@ class ConnectionOptions:
         if len(sources) > 1:
             problems[sources[-1]] = "{} cannot be combined with another source of the token"
             involved.update(sources)
-        elif sources and sources[0] != "token" and self.kind != "ws":
-            problems[sources[0]] = f"{{}} works with a WebSocket target, not {KINDS[self.kind]}"
+        if self.kind == "sse" and self.token_mode == "message" and "token_mode" not in problems:
+            problems["token_mode"] = "{} message: an event stream cannot send one (query, header)"
             involved.add("kind")
         if not {"backoff_cap", "backoff_initial"} & problems.keys() and \
                 self.backoff_cap < self.backoff_initial:

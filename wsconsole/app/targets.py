@@ -53,7 +53,8 @@ def websocket_options(options: ConnectionOptions, **overrides: Any) -> ClientOpt
         connect_timeout=options.connect_timeout, max_size=options.max_size,
         token=token_provider(options), token_mode=options.token_mode,
         harness=options.harness or bool(options.rooms), rooms=list(options.rooms),
-        backoff=backoff_policy(options), ping_interval=options.ping_interval,
+        backoff=backoff_policy(options), stable_after=options.stable_after,
+        ping_interval=options.ping_interval,
         ping_timeout=options.ping_timeout, close_timeout=options.close_timeout,
         queue_limit=options.queue_limit, compression=options.compression)
     return ClientOptions(**{**fields, **overrides})
@@ -61,8 +62,8 @@ def websocket_options(options: ConnectionOptions, **overrides: Any) -> ClientOpt
 
 def socketio_options(options: ConnectionOptions) -> SocketIOOptions:
     """SocketIOOptions: the URL's path is the namespace unless --path / --namespace say
-    otherwise; a token without an auth payload is sent as {"token": ...} (the harness's
-    Socket.IO nodes read it there)."""
+    otherwise; the token (or a provider's) is sent in the auth payload as {"token": ...}
+    next to its other fields (the harness's Socket.IO nodes read it there)."""
     from wsconsole.core.targets.socketio import options_from_url
 
     extra: dict[str, Any] = {}
@@ -70,12 +71,10 @@ def socketio_options(options: ConnectionOptions) -> SocketIOOptions:
         extra["namespaces"] = list(options.sio_namespaces)
     if options.sio_path:
         extra["path"] = options.sio_path
-    auth = options.sio_auth
-    if auth is None and options.token:
-        auth = {"token": options.token}
     return options_from_url(
-        options.url, auth=auth, headers=list(options.headers),
-        transports=SIO_TRANSPORTS[options.sio_transport], backoff=backoff_policy(options),
+        options.url, auth=options.sio_auth, token=token_provider(options),
+        headers=list(options.headers), transports=SIO_TRANSPORTS[options.sio_transport],
+        backoff=backoff_policy(options), stable_after=options.stable_after,
         connect_timeout=options.connect_timeout, ack_timeout=options.sio_ack_timeout,
         insecure=options.insecure, rooms=list(options.rooms),
         join_event=options.sio_join_event, leave_event=options.sio_leave_event, **extra)
@@ -86,7 +85,10 @@ def sse_options(options: ConnectionOptions) -> SSEOptions:
     from wsconsole.core.targets.sse import SSEOptions
 
     return SSEOptions(url=options.url, headers=list(options.headers),
-                      backoff=backoff_policy(options), connect_timeout=options.connect_timeout,
+                      backoff=backoff_policy(options), stable_after=options.stable_after,
+                      token=token_provider(options),
+                      token_mode=options.token_mode,  # type: ignore[arg-type]
+                      connect_timeout=options.connect_timeout,
                       read_timeout=options.sse_read_timeout, insecure=options.insecure,
                       last_event_id=options.sse_last_event_id)
 

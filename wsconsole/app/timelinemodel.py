@@ -10,8 +10,10 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from wsconsole.core.events import ErrorEvent, HeartbeatEvent
+from wsconsole.core.events import DeliveryEvent, ErrorEvent, HeartbeatEvent, describe_close
 from wsconsole.core.lifecycle import State, Transition
+
+NOTICES = frozenset({"reset", "recovery_window_exceeded"})  # delivery events marked
 
 
 @dataclass(slots=True)
@@ -75,7 +77,7 @@ class TimelineModel:
             self.version += 1
 
     def __call__(self, event: object) -> None:
-        """Observer: record transitions, heartbeats and errors; ignore frames."""
+        """Observer: record transitions, heartbeats, errors and room resets; ignore frames."""
         if isinstance(event, Transition):
             self.transition(event)
         elif isinstance(event, HeartbeatEvent):
@@ -84,22 +86,30 @@ class TimelineModel:
             lane = self.lane(event.conn)
             lane.markers.append(Marker(event.at, "error", f"{event.kind}: {event.detail}"))
             self.version += 1
+        elif isinstance(event, DeliveryEvent) and event.kind in NOTICES:
+            lane = self.lane(event.conn)  # a room's sequence restarted or could not resume
+            lane.markers.append(Marker(event.at, "error",
+                                       f"{event.kind} {event.room}: {event.detail}"))
+            self.version += 1
 
     def transition(self, change: Transition) -> None:
         """Close the current span and open one for the new state."""
         lane = self.lane(change.conn)
         if lane.spans and lane.spans[-1].end is None:
             lane.spans[-1].end = change.at
-        detail = None
+        cause = None
         if change.code is not None:
-            detail = f"close {change.code} {change.reason or ''}".strip()
+            cause = f"close {describe_close(change.code, change.reason)}"
         elif change.error:
-            detail = change.error
+            cause = change.error
+        detail = " - ".join(part for part in (cause, change.decision) if part) or None
         lane.spans.append(
             Span(change.state, change.at, None, change.attempt, change.delay, detail)
         )
         if change.state == State.RECONNECTING and change.delay is not None:
             label = f"attempt {change.attempt} in {change.delay:.1f} s"
+            if change.decision:  # why this delay: grew, reset, Retry-After, a fresh token
+                label += f": {change.decision}"
             lane.markers.append(Marker(change.at, "attempt", label, change.delay))
         self.version += 1
 

@@ -4,7 +4,9 @@ Lines typed on stdin are sent as text frames. With --harness, lines starting wit
 commands: /join ROOM, /leave ROOM, /publish ROOM TEXT, /rpc METHOD [JSON], /ping, /quit;
 other lines go out untouched (type envelopes yourself). End of stdin stops reading but
 keeps the connection; Ctrl-C (SIGINT) or SIGTERM closes with 1000 and exits 0, as does
---duration. Exit 1 when --max-attempts retries are used up, 2 for bad usage.
+--duration. Exit 1 when --max-attempts retries are used up or the server refused in a way
+retrying cannot change (credentials refused and no fresh token from --token-command /
+--token-url, a 4xx other than 408/429), 2 for bad usage.
 
 Other targets (docs/targets.md): --socketio (Socket.IO v5; stdin lines are "/emit EVENT
 [JSON]", "/call EVENT [JSON]" (waits for the ack), "/join ROOM", "/leave ROOM", "/quit"; a
@@ -46,6 +48,7 @@ from wsconsole.core.events import (
     FrameRecord,
     HeartbeatEvent,
     Opcode,
+    describe_close,
 )
 from wsconsole.core.lifecycle import State, Transition
 from wsconsole.har import HarConnection, HarError, dump_har, load_har, replay
@@ -148,7 +151,8 @@ class Printer:
                       kind=event.kind, detail=event.detail, t=event.wall)
         elif isinstance(event, DeliveryEvent):
             fields = {k: v for k, v in (("room", event.room), ("seq", event.seq),
-                                        ("id", event.id), ("detail", event.detail)) if v}
+                                        ("epoch", event.epoch), ("id", event.id),
+                                        ("detail", event.detail)) if v is not None and v != ""}
             text = " ".join(f"{k}={v}" for k, v in fields.items())
             self.emit(event.conn, "delivery",
                       f"{clock(event.wall)} ~ {event.kind} {text}".rstrip(),
@@ -163,9 +167,11 @@ class Printer:
         elif tr.state is State.CONNECTING and tr.attempt:
             parts.append(f"attempt {tr.attempt}")
         if tr.code is not None:
-            parts.append(f"code {tr.code}" + (f" {tr.reason!r}" if tr.reason else ""))
+            parts.append(f"code {describe_close(tr.code, tr.reason)}")
         if tr.error:
             parts.append(f"({tr.error})")
+        if tr.decision:
+            parts.append(f"[{tr.decision}]")
         fields = tr.as_dict()
         fields.pop("conn", None)
         fields["t"] = fields.pop("wall")
@@ -182,8 +188,9 @@ class Printer:
             return
         mark = " (injected)" if fr.injected else ""
         if fr.opcode is Opcode.CLOSE:
-            human = f"{clock(fr.wall)} {arrow} close {fr.close_code} {fr.close_reason or ''}"
-            self.emit(fr.conn, "close", human.rstrip() + mark, direction=direction,
+            close = describe_close(fr.close_code, fr.close_reason)
+            self.emit(fr.conn, "close", f"{clock(fr.wall)} {arrow} close {close}{mark}",
+                      direction=direction,
                       code=fr.close_code, reason=fr.close_reason, t=fr.wall)
             return
         fields: dict[str, Any] = {

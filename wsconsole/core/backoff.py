@@ -2,8 +2,10 @@
 
 delay(n) for the n-th retry (1-based) is ``min(cap, initial * factor ** (n - 1))`` plus a
 uniform jitter in ``[0, jitter]``. The driver asks `next_delay()` after each failure and
-calls `reset()` after a successful open; `next_delay()` returns None once `max_attempts`
-retries were used (None means unlimited). The random source is injectable for tests.
+calls `reset()` once a connection proved stable (reconnect.py: open for `stable_after`
+seconds, so a server that accepts and then drops still sees the delays grow);
+`next_delay()` returns None once `max_attempts` retries were used (None means unlimited).
+The random source is injectable for tests.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class BackoffPolicy:
         return self.delay(self.attempt)
 
     def reset(self) -> None:
-        """Start over after a successful open: the next failure waits `initial` again."""
+        """Start over after a stable connection: the next failure waits `initial` again."""
         self.attempt = 0
 
     def copy(self) -> BackoffPolicy:

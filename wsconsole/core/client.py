@@ -11,8 +11,10 @@ from here as well as from their own modules.
 Error event kinds (ErrorEvent.kind), stable words for views and scripts: "refused", "dns",
 "tls", "timeout", "handshake_rejected" (HTTP status in the detail), "subprotocol",
 "protocol", "network", "closed" (an open connection ended; code and reason in the detail),
-"liveness" (nothing heard for ping_interval + ping_timeout), "server" (an `error`
-envelope), "auth" (token provider failed), "gave_up" (max attempts used).
+"liveness" (nothing heard for ping_interval + ping_timeout; the client closes with 1011),
+"server" (an `error` envelope), "auth" (the token provider failed), "gave_up" (max
+attempts used), "stopped" (a refusal retrying cannot change: credentials refused without
+a fresh token, a 4xx other than 408/429; see reconnect.py).
 
 Delivery event kinds (harness mode): "ack", "gap", "duplicate", "out_of_order",
 "recovered", "replayed" (queued messages sent after a reconnect), "recovery_window_exceeded",
@@ -33,6 +35,7 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, NegotiationError
+from websockets.frames import CloseCode
 
 from wsconsole import __version__
 from wsconsole.core import envelope
@@ -56,7 +59,7 @@ from wsconsole.core.options import ClientOptions, parse_header
 from wsconsole.core.reconnect import Failure, classify_error
 from wsconsole.core.recovery import Outbox, RoomTracker
 from wsconsole.core.tasks import spawn
-from wsconsole.core.tokens import fetch_token, place_token
+from wsconsole.core.tokens import can_refresh, fetch_token, place_token
 from wsconsole.core.wsconn import FrameTap, TappedConnection
 
 log = logging.getLogger(__name__)
@@ -75,7 +78,9 @@ class ReconnectingClient(ConnectionDriver):
     def __init__(
         self, options: ClientOptions, name: str = "client", observers: Iterable[Observer] = ()
     ) -> None:
-        super().__init__(name, options.backoff, observers, grace=options.close_timeout + 1)
+        super().__init__(name, options.backoff, observers, grace=options.close_timeout + 1,
+                         stable_after=options.stable_after,
+                         refreshable=can_refresh(options.token))
         self.options = options
         self.rooms_tracker = RoomTracker()
         self.outbox = Outbox(options.queue_limit)
@@ -86,6 +91,7 @@ class ReconnectingClient(ConnectionDriver):
         self._rpc: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._join_since: dict[str, int | None] = {}
         self._flush_lock = asyncio.Lock()
+        self._silent: float | None = None  # how long the server was silent, once declared dead
 
     # -- the driver's hooks
 
@@ -113,18 +119,10 @@ class ReconnectingClient(ConnectionDriver):
 
     # -- one connection
 
-    async def _token(self) -> str | None:
-        try:
-            return await fetch_token(self.options.token)
-        except TokenError:
-            raise
-        except Exception as exc:
-            raise TokenError(f"token provider failed: {exc}") from exc
-
     async def _open(self) -> TappedConnection:
         opts = self.options
         async with asyncio.timeout(opts.connect_timeout):
-            token = await self._token()
+            token = await fetch_token(self.options.token)
             url, headers = place_token(opts.url, list(opts.headers), token, opts.token_mode)
             tap = FrameTap(self)
             kwargs: dict[str, Any] = {}
@@ -143,7 +141,7 @@ class ReconnectingClient(ConnectionDriver):
                 proxy=None,
                 open_timeout=None,
                 ping_interval=opts.ping_interval,
-                ping_timeout=opts.ping_timeout,
+                ping_timeout=None,  # liveness is the watchdog's: any frame heard counts
                 close_timeout=opts.close_timeout,
                 max_size=opts.max_size,
                 create_connection=lambda protocol, **kw: TappedConnection(
@@ -166,6 +164,7 @@ class ReconnectingClient(ConnectionDriver):
         self._conn = conn
         self.subprotocol = conn.subprotocol
         conn.tap.last_inbound = time.monotonic()
+        self._silent = None
         self._opened()
         reader = spawn(self._reader(conn), f"wsconsole-client-{self.name}-recv")
         watchdog = None
@@ -191,14 +190,11 @@ class ReconnectingClient(ConnectionDriver):
             if requeued:
                 log.debug("%s: %d unacked publishes will be re-sent", self.name, requeued)
         self._fail_rpcs(NotConnected("connection lost before the reply"))
-        silent = None
-        if watchdog is not None and watchdog.done() and not watchdog.cancelled():
-            silent = watchdog.result()
-        return _ended(conn, silent)
+        return _ended(conn, self._silent)
 
-    async def _watchdog(self, conn: TappedConnection) -> float:
-        """After nothing arrived for interval + timeout: end the connection and return how
-        long it was silent."""
+    async def _watchdog(self, conn: TappedConnection) -> None:
+        """After nothing arrived for interval + timeout: note how long the server was
+        silent and close with 1011, as `websockets` does on a keepalive timeout."""
         assert self.options.ping_interval is not None
         limit = self.options.ping_interval + self.options.ping_timeout
         while True:
@@ -208,10 +204,10 @@ class ReconnectingClient(ConnectionDriver):
             if remaining > 0:
                 await asyncio.sleep(remaining)
                 continue
-            silent = time.monotonic() - conn.tap.last_inbound
+            self._silent = time.monotonic() - conn.tap.last_inbound
             self._emit(HeartbeatEvent(conn=self.name, kind="liveness_lost"))
-            conn.transport.abort()
-            return silent
+            await _close_dead(conn, self.options.close_timeout)
+            return
 
     async def _resume(self, conn: ClientConnection) -> None:
         """After open: re-join rooms asking for what was missed, then flush the outbox."""
@@ -408,6 +404,17 @@ class ReconnectingClient(ConnectionDriver):
         waiter = await conn.ping()
         async with asyncio.timeout(self.options.ping_timeout):
             return await waiter
+
+
+async def _close_dead(conn: ClientConnection, close_timeout: float) -> None:
+    """Close a connection whose peer went silent: a close frame 1011 goes out when the
+    transport can still write, then the TCP connection ends (after `close_timeout` at
+    most: a silent peer will not answer the closing handshake)."""
+    with contextlib.suppress(ConnectionClosed, TimeoutError):
+        async with asyncio.timeout(close_timeout):
+            async with conn.send_context():
+                conn.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive timeout")
+    conn.transport.abort()
 
 
 def _ended(conn: ClientConnection, silent: float | None) -> Failure:

@@ -11,8 +11,12 @@ three hooks:
 - `_goodbye(code, reason)` / `_release()`: close an open connection politely on stop(),
   drop whatever the last attempt left behind when the loop ends.
 
-So every target reports transitions, `next_attempt` and counters the same way, and the
-views treat every kind of target alike.
+What happens after a failure is decided by a `ReconnectPlanner` (reconnect.py: stable-only
+backoff resets, classified refusals, one retry with a fresh token, Retry-After); its reason
+goes on the RECONNECTING transition (`decision`) or, when it stops, into `final_error`, an
+ErrorEvent ("gave_up" or "stopped") and the CLOSED transition. So every target reports
+transitions, `next_attempt` and counters the same way, and the views treat every kind of
+target alike.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import abc
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +33,7 @@ from typing import Any
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.events import ErrorEvent, Event, Observer
 from wsconsole.core.lifecycle import Lifecycle, State, Transition
-from wsconsole.core.reconnect import Failure
+from wsconsole.core.reconnect import Failure, ReconnectPlanner
 from wsconsole.core.tasks import spawn
 
 log = logging.getLogger(__name__)
@@ -62,10 +67,12 @@ class ConnectionDriver(abc.ABC):
     closing_reason = ""  # the CLOSING / CLOSED reason when stop() is given none
 
     def __init__(self, name: str, backoff: BackoffPolicy, observers: Iterable[Observer],
-                 grace: float = 3.0) -> None:
+                 grace: float = 3.0, stable_after: float = 5.0,
+                 refreshable: bool = False) -> None:
         self.name = name
         self.lifecycle = Lifecycle(name)
         self.policy = backoff.copy()
+        self.planner = ReconnectPlanner(self.policy, stable_after, refreshable)
         self.stats = ClientStats()
         self.latency: float | None = None
         self.next_attempt: tuple[float, float] | None = None  # (monotonic due, delay)
@@ -143,7 +150,7 @@ class ConnectionDriver(abc.ABC):
             return
         self._stopping = False
         self.final_error = None
-        self.policy.reset()
+        self.planner.start()
         self._task = spawn(self._run(), f"wsconsole-{self.label}-{self.name}")
 
     async def stop(self, code: int = 1000, reason: str = "") -> None:
@@ -223,27 +230,23 @@ class ConnectionDriver(abc.ABC):
 
     def _opened(self, **fields: Any) -> None:
         """The attempt's connection is open: move to OPEN with `fields`."""
-        self._move(State.OPEN, **fields)
+        record = self._move(State.OPEN, **fields)
         self._was_open = True
-        self.policy.reset()
+        self.planner.opened(record.at)
 
     async def _after(self, failure: Failure) -> int:
         """Decide after a failure: the next attempt number after the wait, or -1 to stop."""
-        if failure.final:
-            self.final_error = failure.detail
+        decision = self.planner.failed(failure, time.monotonic(), self.server_retry)
+        if not decision.retry:
+            self.final_error = decision.why
+            if not failure.final:  # a final failure was reported as such already
+                self._emit(ErrorEvent(self.name, decision.kind, decision.why))
             return -1
-        delay = self.policy.next_delay()
-        if delay is None:
-            self.final_error = f"gave up after {self.policy.attempt} retries ({failure.summary})"
-            self._emit(ErrorEvent(self.name, "gave_up", self.final_error))
-            return -1
-        if self.server_retry is not None:
-            delay = self.server_retry
-        attempt = self.policy.attempt
-        self._move(State.RECONNECTING, attempt=attempt, delay=delay, code=failure.code,
-                   reason=failure.reason, error=failure.error)
+        self._move(State.RECONNECTING, attempt=decision.attempt, delay=decision.delay,
+                   code=failure.code, reason=failure.reason, error=failure.error,
+                   decision=decision.why)
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
+            async with asyncio.timeout(decision.delay):
                 await self._wake.wait()
-        return -1 if self._stopping else attempt
+        return -1 if self._stopping else decision.attempt

@@ -37,7 +37,9 @@ class IllegalTransition(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """One state change: when, why (close code and reason, or the error), attempt and delay."""
+    """One state change: when, why (close code and reason, or the error), attempt and delay;
+    `decision` says why the driver chose this move (why a delay grew or reset, a
+    Retry-After honoured, a retry with a fresh token)."""
 
     conn: str
     previous: State
@@ -49,6 +51,7 @@ class Transition:
     code: int | None = None
     reason: str | None = None
     error: str | None = None
+    decision: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready fields, None values left out."""
@@ -63,6 +66,7 @@ class Transition:
             "code": self.code,
             "reason": self.reason,
             "error": self.error,
+            "decision": self.decision,
         }
         return {k: v for k, v in fields.items() if v is not None}
 
@@ -84,6 +88,7 @@ class Lifecycle:
         code: int | None = None,
         reason: str | None = None,
         error: str | None = None,
+        decision: str | None = None,
         at: float | None = None,
     ) -> Transition:
         """Record a legal transition and return it; raise IllegalTransition otherwise."""
@@ -100,6 +105,7 @@ class Lifecycle:
             code=code,
             reason=reason,
             error=error,
+            decision=decision,
         )
         self.state = state
         self.history.append(record)

@@ -28,6 +28,12 @@ def is_token(text: str) -> bool:
     return bool(_TOKEN_CHARS.match(text))
 
 
+def check_stable_after(value: object) -> None:
+    """Raise ClientOptionsError unless `value` is a number of seconds >= 0."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        raise ClientOptionsError(f"stable after must be a number of seconds >= 0, got {value!r}")
+
+
 def parse_header(line: str) -> tuple[str, str]:
     """Split "Name: value" into a validated pair (raises ClientOptionsError)."""
     name, sep, value = line.partition(":")
@@ -54,7 +60,13 @@ def check_header(name: str, value: str) -> tuple[str, str]:
 
 @dataclass
 class ClientOptions:
-    """Everything needed to (re)connect; validated on creation (ClientOptionsError)."""
+    """Everything needed to (re)connect; validated on creation (ClientOptionsError).
+
+    `token`: a string, or a provider asked before every connect (a callback,
+    `tokens.CommandToken`, `tokens.UrlToken`), which can also give a fresh token when the
+    server refuses the credentials. `stable_after`: seconds a connection must stay open
+    before the backoff starts over (0: every open resets it).
+    """
 
     url: str
     headers: list[tuple[str, str]] = field(default_factory=list)
@@ -69,6 +81,7 @@ class ClientOptions:
     harness: bool = False
     rooms: list[str] = field(default_factory=list)
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    stable_after: float = 5.0
     ping_interval: float | None = 25.0
     ping_timeout: float = 10.0
     close_timeout: float = 2.0
@@ -126,6 +139,7 @@ class ClientOptions:
             raise ClientOptionsError(f"queue limit must be >= 0 or None, got {self.queue_limit}")
         if not isinstance(self.backoff, BackoffPolicy):
             raise ClientOptionsError("backoff must be a BackoffPolicy")
+        check_stable_after(self.stable_after)
 
     @property
     def secure(self) -> bool:

@@ -46,12 +46,18 @@ def check_provider(provider: object) -> None:
 
 
 async def fetch_token(provider: TokenProvider | None) -> str | None:
-    """The provider's current token (None without a provider); TokenError if it has none."""
+    """The provider's current token (None without a provider); TokenError when it fails or
+    gives none (a failing callback's exception is kept as the cause)."""
     if provider is None:
         return None
-    value = provider() if callable(provider) else provider
-    if inspect.isawaitable(value):
-        value = await value
+    try:
+        value = provider() if callable(provider) else provider
+        if inspect.isawaitable(value):
+            value = await value
+    except TokenError:
+        raise
+    except Exception as exc:
+        raise TokenError(f"the token provider failed: {exc}") from exc
     if not isinstance(value, str) or not value:
         raise TokenError("the token provider returned no token")
     return value
@@ -101,11 +107,14 @@ class CommandToken:
         try:
             async with asyncio.timeout(self.timeout):
                 out, err = await proc.communicate()
-        except BaseException:
+        except TimeoutError:
             _kill_group(proc.pid)
             await proc.wait()
             raise TokenError(f"the token command did not finish within {self.timeout:g} s") \
                 from None
+        except asyncio.CancelledError:  # the driver stopped: leave nothing running
+            _kill_group(proc.pid)
+            raise
         if proc.returncode != 0:
             last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
             raise TokenError(f"the token command exited with {proc.returncode}"

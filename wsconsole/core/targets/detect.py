@@ -75,12 +75,13 @@ async def sniff(url: str, *, socketio_path: str = "socket.io", timeout: float = 
 
 async def engineio_handshake(url: str, *, path: str = "socket.io",
                              headers: list[tuple[str, str]] | None = None,
-                             timeout: float = 3.0, verify: bool = True) -> tuple[int, str]:
-    """Status and (start of the) body of an Engine.IO polling handshake sent with
-    `headers`: says why a Socket.IO server that works for others refuses this client."""
+                             timeout: float = 3.0,
+                             verify: bool = True) -> tuple[int, str, str | None]:
+    """Status, (start of the) body and Retry-After of an Engine.IO polling handshake sent
+    with `headers`: says why a Socket.IO server that works for others refuses this client."""
     async with httpx.AsyncClient(timeout=timeout, verify=verify) as http:
         reply = await http.get(engineio_url(url, path), headers=headers or [])
-        return reply.status_code, reply.text[:300].strip()
+        return reply.status_code, reply.text[:300].strip(), reply.headers.get("retry-after")
 
 
 async def _head_of(reply: httpx.Response, limit: int = 2048) -> str:

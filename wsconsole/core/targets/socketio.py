@@ -33,7 +33,7 @@ from socketio import packet as sio_packet
 
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.driver import ConnectionDriver
-from wsconsole.core.errors import ClientOptionsError, NotConnected
+from wsconsole.core.errors import ClientOptionsError, NotConnected, TokenError
 from wsconsole.core.events import (
     Direction,
     FrameRecord,
@@ -42,10 +42,11 @@ from wsconsole.core.events import (
     Opcode,
 )
 from wsconsole.core.lifecycle import State
-from wsconsole.core.options import check_header
-from wsconsole.core.reconnect import Failure
+from wsconsole.core.options import check_header, check_stable_after
+from wsconsole.core.reconnect import AUTH_WORDS, Failure, parse_retry_after
 from wsconsole.core.targets.detect import engineio_handshake, mismatch_text, sniff
 from wsconsole.core.tasks import spawn
+from wsconsole.core.tokens import TokenProvider, can_refresh, check_provider, fetch_token
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +60,22 @@ class AckTimeout(TimeoutError):
 
 @dataclass
 class SocketIOOptions:
-    """Where and how to connect; validated on creation (ClientOptionsError)."""
+    """Where and how to connect; validated on creation (ClientOptionsError).
+
+    `token` (a string or a provider, see core/tokens.py) is added to the CONNECT payload as
+    `{"token": ...}` (with `auth`'s other fields); `stable_after` as for the WebSocket
+    client (seconds open before the backoff starts over).
+    """
 
     url: str
     path: str = "socket.io"
     namespaces: list[str] = field(default_factory=lambda: ["/"])
     auth: dict[str, Any] | None = None
+    token: TokenProvider | None = None
     headers: list[tuple[str, str]] = field(default_factory=list)
     transports: list[str] = field(default_factory=lambda: ["polling", "websocket"])
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    stable_after: float = 5.0
     connect_timeout: float = 10.0
     ack_timeout: float = 10.0
     insecure: bool = False
@@ -104,6 +112,8 @@ class SocketIOOptions:
                 f"transports must be websocket and/or polling, got {self.transports}")
         if self.auth is not None and not isinstance(self.auth, dict):
             raise ClientOptionsError("the auth payload must be a JSON object")
+        check_provider(self.token)
+        check_stable_after(self.stable_after)
         for name in ("connect_timeout", "ack_timeout"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value <= 0:
@@ -185,7 +195,9 @@ class SocketIOClient(ConnectionDriver):
 
     def __init__(self, options: SocketIOOptions, name: str = "socketio",
                  observers: Iterable[Observer] = ()) -> None:
-        super().__init__(name, options.backoff, observers, grace=options.connect_timeout + 1)
+        super().__init__(name, options.backoff, observers, grace=options.connect_timeout + 1,
+                         stable_after=options.stable_after,
+                         refreshable=can_refresh(options.token))
         self.options = options
         self.rooms: list[str] = list(dict.fromkeys(options.rooms))
         self.sid: str | None = None
@@ -298,10 +310,12 @@ class SocketIOClient(ConnectionDriver):
         opts = self.options
         timeout = opts.connect_timeout
         async with asyncio.timeout(timeout + 1):
+            token = await fetch_token(opts.token)
+            auth = opts.auth if token is None else {**(opts.auth or {}), "token": token}
             await sio.connect(
                 opts.base_url,
                 headers=dict(opts.headers),
-                auth=opts.auth,
+                auth=auth,
                 transports=list(opts.transports),
                 namespaces=list(opts.namespaces),
                 socketio_path=opts.path,
@@ -309,39 +323,47 @@ class SocketIOClient(ConnectionDriver):
             )
 
     async def _classify(self, exc: BaseException) -> Failure:
-        """A failed connect as a Failure (sniffing for a protocol mismatch)."""
-        kind, detail = await self._kind_of(exc)
-        return Failure(kind, detail)
-
-    async def _kind_of(self, exc: BaseException) -> tuple[str, str]:
+        """A failed connect as a Failure: the server's CONNECT_ERROR (about the credentials
+        or not), its HTTP status, a protocol mismatch (sniffed), or the transport's error."""
+        if isinstance(exc, TokenError):
+            return Failure("auth", str(exc))
         text = " ".join(str(a) for a in getattr(exc, "args", ()) if a) or type(exc).__name__
         if self._refusals:  # the server answered CONNECT with CONNECT_ERROR and its reason
-            return "handshake_rejected", "connection refused by the server: " + "; ".join(
-                self._refusals)
+            return Failure("handshake_rejected", "connection refused by the server: "
+                           + "; ".join(self._refusals),
+                           auth=any(AUTH_WORDS.search(r) for r in self._refusals))
         if "namespaces failed" in text:
-            return "handshake_rejected", text
+            return Failure("handshake_rejected", text)
         with contextlib.suppress(Exception):
-            seen = await sniff(self.options.url, socketio_path=self.options.path,
-                               timeout=min(3.0, self.options.connect_timeout),
-                               verify=not self.options.insecure)
-            if seen.kind == "unreachable":
-                return "refused", seen.detail
-            mismatch = mismatch_text("socketio", seen)
-            if mismatch:
-                return "protocol_mismatch", mismatch
-            if seen.kind == "http":
-                return "handshake_rejected", f"no Socket.IO server at /{self.options.path}: " \
-                                             f"{seen.detail}"
-            if seen.kind == "socketio":  # it answers others: what does it say to us?
-                status, body = await engineio_handshake(
-                    self.options.url, path=self.options.path, headers=self.options.headers,
-                    timeout=min(3.0, self.options.connect_timeout),
-                    verify=not self.options.insecure)
-                if status != 200:
-                    return "handshake_rejected", f"HTTP {status}: {body}".rstrip(": ")
+            found = await self._sniff()
+            if found is not None:
+                return found
         if isinstance(exc, TimeoutError):
-            return "timeout", "timed out opening the connection"
-        return "protocol", text
+            return Failure("timeout", "timed out opening the connection")
+        return Failure("protocol", text)
+
+    async def _sniff(self) -> Failure | None:
+        """What plain HTTP says is at the URL, when that explains the failure."""
+        opts = self.options
+        wait = min(3.0, opts.connect_timeout)
+        seen = await sniff(opts.url, socketio_path=opts.path, timeout=wait,
+                           verify=not opts.insecure)
+        if seen.kind == "unreachable":
+            return Failure("refused", seen.detail)
+        mismatch = mismatch_text("socketio", seen)
+        if mismatch:
+            return Failure("protocol_mismatch", mismatch)
+        if seen.kind == "http":
+            return Failure("handshake_rejected",
+                           f"no Socket.IO server at /{opts.path}: {seen.detail}")
+        if seen.kind == "socketio":  # it answers others: what does it say to us?
+            status, body, retry_after = await engineio_handshake(
+                opts.url, path=opts.path, headers=opts.headers, timeout=wait,
+                verify=not opts.insecure)
+            if status != 200:
+                return Failure("handshake_rejected", f"HTTP {status}: {body}".rstrip(": "),
+                               status=status, retry_after=parse_retry_after(retry_after))
+        return None
 
     # -- talking
 

@@ -13,11 +13,13 @@ sniffed and reported as a protocol mismatch when another protocol answers.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import httpx
 import orjson
@@ -25,7 +27,7 @@ from httpx_sse._decoders import SSELineDecoder
 
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.driver import ConnectionDriver
-from wsconsole.core.errors import ClientOptionsError, NotConnected
+from wsconsole.core.errors import ClientOptionsError, NotConnected, TokenError
 from wsconsole.core.events import (
     DeliveryEvent,
     Direction,
@@ -33,20 +35,35 @@ from wsconsole.core.events import (
     Observer,
     Opcode,
 )
-from wsconsole.core.options import check_header
-from wsconsole.core.reconnect import Failure
+from wsconsole.core.options import check_header, check_stable_after
+from wsconsole.core.reconnect import Failure, parse_retry_after
 from wsconsole.core.targets.detect import mismatch_text, sniff
+from wsconsole.core.tokens import (
+    TokenProvider,
+    can_refresh,
+    check_provider,
+    fetch_token,
+    place_token,
+)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class SSEOptions:
-    """Where and how to connect; validated on creation (ClientOptionsError)."""
+    """Where and how to connect; validated on creation (ClientOptionsError).
+
+    `token` (a string or a provider, see core/tokens.py) goes in the `token` query
+    parameter or, with token_mode "header", as `Authorization: Bearer`; `stable_after` as
+    for the WebSocket client (seconds open before the backoff starts over).
+    """
 
     url: str
     headers: list[tuple[str, str]] = field(default_factory=list)
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    stable_after: float = 5.0
+    token: TokenProvider | None = None
+    token_mode: Literal["query", "header"] = "query"
     connect_timeout: float = 10.0
     read_timeout: float | None = None  # None: a quiet stream is fine
     insecure: bool = False
@@ -73,6 +90,11 @@ class SSEOptions:
             raise ClientOptionsError(f"connect timeout must be > 0, got {self.connect_timeout}")
         if self.read_timeout is not None and self.read_timeout <= 0:
             raise ClientOptionsError(f"read timeout must be > 0 or None, got {self.read_timeout}")
+        if self.token_mode not in ("query", "header"):
+            raise ClientOptionsError(
+                f"an event stream takes its token as query or header, got {self.token_mode!r}")
+        check_provider(self.token)
+        check_stable_after(self.stable_after)
 
     @property
     def harness(self) -> bool:
@@ -183,7 +205,9 @@ class SSEClient(ConnectionDriver):
 
     def __init__(self, options: SSEOptions, name: str = "sse",
                  observers: Iterable[Observer] = ()) -> None:
-        super().__init__(name, options.backoff, observers, grace=options.connect_timeout + 1)
+        super().__init__(name, options.backoff, observers, grace=options.connect_timeout + 1,
+                         stable_after=options.stable_after,
+                         refreshable=can_refresh(options.token))
         self.options = options
         self.last_event_id: str | None = options.last_event_id
         self.ids = IdTracker()
@@ -206,18 +230,25 @@ class SSEClient(ConnectionDriver):
 
     async def _session(self, http: httpx.AsyncClient) -> str:
         """One stream: open, read events until it ends; returns why it ended."""
+        opts = self.options
+        async with asyncio.timeout(opts.connect_timeout):
+            token = await fetch_token(opts.token)
+        url, extra = place_token(opts.url, list(opts.headers), token, opts.token_mode)
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
-        headers.update(dict(self.options.headers))
+        headers.update(dict(extra))
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
-        timeout = httpx.Timeout(self.options.read_timeout, connect=self.options.connect_timeout)
-        async with http.stream("GET", self.options.url, headers=headers,
-                               timeout=timeout) as response:
-            if response.status_code == 204:
+        timeout = httpx.Timeout(opts.read_timeout, connect=opts.connect_timeout)
+        async with http.stream("GET", url, headers=headers, timeout=timeout) as response:
+            status = response.status_code
+            if status == 204:
                 raise _Final("stopped", "HTTP 204: the server asked not to reconnect")
             ctype = response.headers.get("content-type", "")
-            if response.status_code != 200 or "text/event-stream" not in ctype:
-                raise _NotAStream(f"HTTP {response.status_code} {ctype}".rstrip())
+            if status != 200 or "text/event-stream" not in ctype:
+                raise _NotAStream(
+                    f"HTTP {status} {ctype}".rstrip() if status == 200 else
+                    f"HTTP {status} {response.reason_phrase}".rstrip(), status,
+                    parse_retry_after(response.headers.get("retry-after")))
             self._opened(attempt=self.policy.attempt,
                          reason=f"HTTP 200, Last-Event-ID {self.last_event_id or '-'}")
             parser = SSEParser(self.last_event_id)
@@ -250,10 +281,16 @@ class SSEClient(ConnectionDriver):
         """A failed or broken stream as a Failure (sniffing for a protocol mismatch)."""
         if isinstance(exc, _Final):
             return Failure(exc.kind, str(exc), final=True)
+        if isinstance(exc, TokenError):
+            return Failure("auth", str(exc))
         kind, detail = await self._kind_of(exc)
+        if isinstance(exc, _NotAStream) and exc.status != 200:
+            return Failure(kind, detail, status=exc.status, retry_after=exc.retry_after)
         return Failure(kind, detail)
 
     async def _kind_of(self, exc: BaseException) -> tuple[str, str]:
+        if isinstance(exc, _NotAStream) and exc.status in (401, 403, 429, 503):
+            return "handshake_rejected", str(exc)  # the status is the answer: no sniffing
         if isinstance(exc, _NotAStream):
             with contextlib.suppress(Exception):
                 seen = await sniff(self.options.url, timeout=min(3.0, self.options.connect_timeout),
@@ -261,9 +298,13 @@ class SSEClient(ConnectionDriver):
                 mismatch = mismatch_text("sse", seen)
                 if mismatch:
                     return "protocol_mismatch", mismatch
+            if exc.status != 200:
+                return "handshake_rejected", str(exc)
             return "handshake_rejected", f"not an event stream: {exc}"
         if isinstance(exc, httpx.ConnectTimeout):
             return "timeout", "timed out opening the connection"
+        if isinstance(exc, TimeoutError):
+            return "timeout", "timed out waiting for the token provider"
         if isinstance(exc, httpx.ReadTimeout):
             return "liveness", f"nothing heard for {self.options.read_timeout} s"
         if isinstance(exc, httpx.ConnectError):
@@ -277,7 +318,12 @@ class SSEClient(ConnectionDriver):
 
 
 class _NotAStream(Exception):
-    """The response is not a 200 text/event-stream."""
+    """The response is not a 200 text/event-stream (its status and Retry-After kept)."""
+
+    def __init__(self, text: str, status: int, retry_after: float | None) -> None:
+        super().__init__(text)
+        self.status = status
+        self.retry_after = retry_after
 
 
 class _Final(Exception):
