@@ -138,30 +138,18 @@ class ConnectionPanel(QWidget):
         self.backoff_jitter = self._spin("backoff_jitter", 0.0, 60.0, 0.1)
         self.max_attempts = QSpinBox(minimum=0, maximum=1_000_000, specialValueText="unlimited")
         self.fields["max_attempts"] = self.max_attempts
-        backoff_row = QHBoxLayout()
-        for label, widget in (("init", self.backoff_initial), ("x", self.backoff_factor),
-                              ("cap", self.backoff_cap), ("jit", self.backoff_jitter)):
-            backoff_row.addWidget(QLabel(label))
-            backoff_row.addWidget(widget)
-        form.addRow("Backoff s", backoff_row)
+        form.addRow("Backoff s", _labelled(("init", self.backoff_initial),
+                                           ("x", self.backoff_factor),
+                                           ("cap", self.backoff_cap),
+                                           ("jit", self.backoff_jitter), stretch=False))
         self.ping_interval = self._spin("ping_interval", 0.0, 3600.0, 1.0)
         self.ping_timeout = self._spin("ping_timeout", 0.1, 3600.0, 1.0)
-        heartbeat_row = QHBoxLayout()
-        heartbeat_row.addWidget(QLabel("ping"))
-        heartbeat_row.addWidget(self.ping_interval)
-        heartbeat_row.addWidget(QLabel("timeout"))
-        heartbeat_row.addWidget(self.ping_timeout)
-        heartbeat_row.addStretch(1)
-        form.addRow("Heartbeat s", heartbeat_row)
+        form.addRow("Heartbeat s", _labelled(("ping", self.ping_interval),
+                                             ("timeout", self.ping_timeout)))
         self.stable_after = self._spin("stable_after", 0.0, 3600.0, 1.0)
         self.stable_after.setToolTip("a connection open this long starts the backoff over")
-        retry_row = QHBoxLayout()
-        retry_row.addWidget(QLabel("attempts"))
-        retry_row.addWidget(self.max_attempts)
-        retry_row.addWidget(QLabel("stable after s"))
-        retry_row.addWidget(self.stable_after)
-        retry_row.addStretch(1)
-        form.addRow("Reconnect", retry_row)
+        form.addRow("Reconnect", _labelled(("attempts", self.max_attempts),
+                                           ("stable after s", self.stable_after)))
 
         self.connect_button = QPushButton("Connect")
         self.disconnect_button = QPushButton("Disconnect")
@@ -386,3 +374,14 @@ class ConnectionPanel(QWidget):
             self.countdown.setText("")
         rtt = session.rtt if session is not None else None
         self.rtt.setText("RTT -" if rtt is None else f"RTT {rtt * 1000:.1f} ms")
+
+
+def _labelled(*pairs: tuple[str, QWidget], stretch: bool = True) -> QHBoxLayout:
+    """A form row of small labelled fields, left-aligned unless `stretch` is off."""
+    row = QHBoxLayout()
+    for label, widget in pairs:
+        row.addWidget(QLabel(label))
+        row.addWidget(widget)
+    if stretch:
+        row.addStretch(1)
+    return row
