@@ -204,7 +204,9 @@ class ProxyHub:
                 log.exception("proxy observer %r failed", observer)
 
     def event(self, conn: str, kind: str, **fields: Any) -> ProxyEvent:
-        """Emit a ProxyEvent and count it under its kind."""
+        """Emit a ProxyEvent and count it under its kind (one of EVENT_KINDS)."""
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown proxy event kind {kind!r}")
         record = ProxyEvent(conn, kind, **fields)
         self.counters[kind] += 1
         connection = self.connections.get(conn)

@@ -127,9 +127,10 @@ class ProxiedConnection:
             self.server = endpoint
         return endpoint
 
-    def move(self, state: State, **details: object) -> None:
+    def move(self, state: State, *, code: int | None = None, reason: str | None = None,
+             error: str | None = None) -> None:
         """Record a lifecycle transition and tell the observers."""
-        self.hub.emit(self.lifecycle.move(state, **details))  # type: ignore[arg-type]
+        self.hub.emit(self.lifecycle.move(state, code=code, reason=reason, error=error))
 
     async def run(self, early_client: Sequence[Frame] = (),
                   early_server: Sequence[Frame] = ()) -> None:
@@ -306,16 +307,18 @@ class ProxiedConnection:
             Close(code, reason).check()
         except ProtocolError as exc:
             raise ProxyError(f"close code {code} cannot be sent: {exc}") from None
-        self._send_close(endpoint, code, reason, injected=True)
+        self.send_close(endpoint, code, reason, injected=True)
         self.hub.event(self.id, "closed", direction=TOWARD[endpoint.side],
                        detail=f"{endpoint.side} {code}{' ' + reason if reason else ''}")
         other = self.server if endpoint is self.client else self.client
         if other is not None and other.open:
-            self._send_close(other, other_code, f"the proxy closed the {endpoint.side}",
+            self.send_close(other, other_code, f"the proxy closed the {endpoint.side}",
                              injected=True)
 
-    def _send_close(self, endpoint: Endpoint, code: int | None, reason: str,
-                    injected: bool = False) -> None:
+    def send_close(self, endpoint: Endpoint, code: int | None, reason: str,
+                   injected: bool = False) -> None:
+        """Send a close frame to `endpoint` (None or 1005: one without a code), record it and
+        give the peer close_timeout seconds to finish the closing handshake."""
         endpoint.closed_by_proxy = endpoint.closed_by_proxy or injected
         if code is None or code == 1005:
             endpoint.protocol.send_close()
@@ -328,10 +331,10 @@ class ProxiedConnection:
                     close=close, injected=injected)
         if self.lifecycle.state is State.OPEN:
             self.move(State.CLOSING, code=close.code, reason=close.reason or None)
-        self.hub.tasks.spawn(self._close_deadline(endpoint), f"{self.id}-close-{endpoint.side}")
+        self.hub.tasks.spawn(self.close_deadline(endpoint), f"{self.id}-close-{endpoint.side}")
 
-    async def _close_deadline(self, endpoint: Endpoint) -> None:
-        """A peer that does not finish the closing handshake in time is cut off."""
+    async def close_deadline(self, endpoint: Endpoint) -> None:
+        """A peer that does not finish closing within close_timeout is cut off."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(endpoint.done.wait(), self.hub.limits.close_timeout)
             return
@@ -539,15 +542,17 @@ class Lane:
         """Write `item` to the sink; False (and a "dropped" event) when the sink cannot take it."""
         sink, opcode = self.sink, item.opcode
         protocol = sink.protocol
-        if opcode is None:
+        if opcode is None:  # the source left without a close frame: so does the sink's peer
             sink.out.write_eof()
+            self.conn.hub.tasks.spawn(self.conn.close_deadline(sink),
+                                      f"{self.conn.id}-end-{sink.side}")
             return True
         try:
             if opcode is Opcode.CLOSE:
                 if not sink.open:
                     return True  # both peers closed at once: each already has its answer
                 close = item.close
-                self.conn._send_close(sink, close.code if close else None,
+                self.conn.send_close(sink, close.code if close else None,
                                       close.reason if close else "")
                 return True
             if opcode is Opcode.PING or opcode is Opcode.PONG:

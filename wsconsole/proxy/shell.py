@@ -29,6 +29,7 @@ plain message, and the caller prints it and carries on.
 from __future__ import annotations
 
 import binascii
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -127,7 +128,7 @@ def _drop(hub: ProxyHub, args: list[str]) -> Reply:
     return "dropped", f"#{held.id} dropped", {"id": held.id}
 
 
-def _release(forward: bool):  # type: ignore[no-untyped-def]
+def _release(forward: bool) -> Callable[[ProxyHub, list[str]], Reply]:
     def run(hub: ProxyHub, args: list[str]) -> Reply:
         count = hub.release_all(args[0] if args else None, forward)
         verb = "forwarded" if forward else "dropped"

@@ -31,6 +31,7 @@ from wsconsole.app.console import Console
 from wsconsole.core.events import Opcode
 from wsconsole.errors import WsconsoleError
 from wsconsole.harness.netfaults import FaultError, fault_from_words, parse_fault
+from wsconsole.proxy.relay import ProxiedConnection
 from wsconsole.scenarios.replay import scenario_text
 
 KINDS = {"text": Opcode.TEXT, "json": Opcode.TEXT, "binary (hex)": Opcode.BINARY,
@@ -111,7 +112,7 @@ class ConnectionControls(QWidget):
         self.message.setText(text)
         return not text.startswith("!")
 
-    def _live(self):  # type: ignore[no-untyped-def]
+    def _live(self) -> ProxiedConnection:
         return self.console.proxy.hub.connection(self.conn)
 
     def inject(self) -> bool:
