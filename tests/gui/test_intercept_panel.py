@@ -64,6 +64,8 @@ def test_intercept_panel_holds_edits_injects_and_closes(  # type: ignore[no-unty
                 controls.refresh()
                 assert controls.conn == "proxy-1" and "Origin http://shop.test" in \
                     controls.info.text()
+                shown = controls.headers.toPlainText()  # the whole handshake, both ways
+                assert "  Origin: http://shop.test" in shown and "< 101" in shown
                 controls.side_box.setCurrentText("client")
                 controls.kind_box.setCurrentText("json")
                 controls.payload_edit.setText('{"from": "the window"}')

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QPlainTextEdit,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -31,6 +32,7 @@ from wsconsole.app.console import Console
 from wsconsole.core.events import Opcode
 from wsconsole.errors import WsconsoleError
 from wsconsole.harness.netfaults import FaultError, fault_from_words, parse_fault
+from wsconsole.proxy.hub import ConnectionInfo
 from wsconsole.proxy.relay import ProxiedConnection
 from wsconsole.scenarios.replay import scenario_text
 
@@ -49,6 +51,9 @@ class ConnectionControls(QWidget):
         self.conn_box.setMinimumContentsLength(10)
         self.info = QLabel("no proxied connection yet")
         self.info.setWordWrap(True)
+        self.headers = QPlainTextEdit(readOnly=True)
+        self.headers.setPlaceholderText("the handshake's request and response headers")
+        self.headers.setMaximumHeight(110)
         self.side_box = QComboBox()
         self.side_box.addItems(["client", "server"])
         self.kind_box = QComboBox()
@@ -74,6 +79,7 @@ class ConnectionControls(QWidget):
         form = QFormLayout()
         form.addRow("connection", self.conn_box)
         form.addRow(self.info)
+        form.addRow("handshake", self.headers)
         form.addRow("inject to", _row(self.side_box, self.kind_box, self.payload_edit,
                                       self.inject_button))
         form.addRow("close", _row(self.close_side, self.code_box, self.reason_edit,
@@ -206,11 +212,25 @@ class ConnectionControls(QWidget):
         self.export_button.setEnabled(info is not None)
         if info is None:
             self.info.setText("no proxied connection yet")
+            self.headers.setPlainText("")
             return
+        shown = handshake_text(info)
+        if self.headers.toPlainText() != shown:
+            self.headers.setPlainText(shown)
         state = live.lifecycle.state.value if live is not None else "CLOSED"
         origin = next((v for k, v in info.request_headers if k.lower() == "origin"), "-")
         self.info.setText(f"{state} · {info.client} → {info.url} · status {info.status or '-'}"
                           f" · subprotocol {info.subprotocol or '-'} · Origin {origin}")
+
+
+def handshake_text(info: ConnectionInfo) -> str:
+    """The request headers as the client sent them and the upstream's answer."""
+    lines = [f"> GET {info.url}  (the client's request)"]
+    lines += [f"  {name}: {value}" for name, value in info.request_headers]
+    if info.status is not None:
+        lines.append(f"< {info.status}  (the server's answer)")
+        lines += [f"  {name}: {value}" for name, value in info.response_headers]
+    return "\n".join(lines)
 
 
 def _row(*widgets: QWidget, stretch: bool = False) -> QWidget:
