@@ -27,7 +27,7 @@ never sees an exception (encoding raises `EncodeError`, which the Composer shows
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -79,7 +79,8 @@ class Registry:
 
     # -- membership ------------------------------------------------------------------------
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Decoder]:
+        """The decoders in the order auto-detection tries them (a snapshot)."""
         return iter(list(self._decoders.values()))
 
     def names(self) -> list[str]:
