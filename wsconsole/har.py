@@ -32,11 +32,12 @@ import orjson
 
 from wsconsole import __version__
 from wsconsole.core.events import Direction, FrameRecord, Opcode
+from wsconsole.errors import WsconsoleError
 
 WS_SCHEMES = ("ws", "wss")
 
 
-class HarError(ValueError):
+class HarError(WsconsoleError, ValueError):
     """A HAR file that cannot be imported; the message names the problem."""
 
 

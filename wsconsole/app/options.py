@@ -30,6 +30,7 @@ import orjson
 from wsconsole.core import envelope
 from wsconsole.core.options import check_header, is_token, parse_header
 from wsconsole.core.urls import url_problem
+from wsconsole.errors import WsconsoleError
 
 KINDS = {"ws": "WebSocket", "socketio": "Socket.IO", "sse": "Server-Sent Events"}
 TOKEN_MODES = ("query", "header", "message")
@@ -37,7 +38,7 @@ SIO_TRANSPORTS = {"upgrade": ["polling", "websocket"], "websocket": ["websocket"
                   "polling": ["polling"]}
 
 
-class Invalid(ValueError):
+class Invalid(WsconsoleError, ValueError):
     """A value's problem worded as a predicate ("must be > 0, got -1"); the message shown
     puts the option's flag or label in front. Other ValueErrors are whole sentences."""
 
@@ -486,7 +487,7 @@ class ConnectionOptions:
         return {name: getattr(self, name) for name in OPTIONS}
 
 
-class OptionsError(ValueError):
+class OptionsError(WsconsoleError, ValueError):
     """Options that cannot work: `problems` maps each offending option to its message.
 
     A message holding "{}" is a predicate: `messages()` puts the option's flag (command

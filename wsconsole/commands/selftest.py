@@ -32,6 +32,7 @@ from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientOptions, ReconnectingClient
 from wsconsole.core.events import Direction, FrameRecord
 from wsconsole.core.lifecycle import State, Transition
+from wsconsole.errors import WsconsoleError
 from wsconsole.harness import procs
 from wsconsole.harness.broker import BrokerError, find_server_binary, url_ping
 from wsconsole.harness.cluster import (
@@ -50,7 +51,7 @@ ROOM = "selftest"
 STEPS = ("broker", "cluster", "connect", "relay", "failover", "stop", "qt")
 
 
-class StepFailed(Exception):
+class StepFailed(WsconsoleError):
     """A self-test step did not do what it should; the message says what was seen."""
 
 

@@ -15,8 +15,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from wsconsole.errors import WsconsoleError
 
-class BackoffError(ValueError):
+
+class BackoffError(WsconsoleError, ValueError):
     """A backoff parameter out of range."""
 
 

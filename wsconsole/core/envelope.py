@@ -11,13 +11,15 @@ from typing import Any
 
 import orjson
 
+from wsconsole.errors import WsconsoleError
+
 MAX_NAME = 128  # room names, message ids, rpc methods: longer is refused as oversized
 
 CLIENT_TYPES = frozenset({"auth", "join", "leave", "publish", "rpc"})
 SERVER_TYPES = frozenset({"joined", "left", "message", "ack", "result", "error"})
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(WsconsoleError, ValueError):
     """An envelope that cannot be accepted; `code` is the `error` reply's code."""
 
     def __init__(self, code: str, detail: str, id: str | None = None) -> None:

@@ -14,6 +14,8 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
+from wsconsole.errors import WsconsoleError
+
 LengthForm = Literal["auto", "7", "16", "64"]
 
 MAX_CONTROL_PAYLOAD = 125  # RFC 6455 section 5.5
@@ -164,7 +166,7 @@ class ParsedFrame:
         return self.payload[2:].decode("utf-8", "replace")
 
 
-class FrameTooLarge(ValueError):
+class FrameTooLarge(WsconsoleError, ValueError):
     """A frame header declares more than the reader is willing to buffer."""
 
 

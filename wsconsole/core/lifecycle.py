@@ -11,6 +11,8 @@ from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
+from wsconsole.errors import WsconsoleError
+
 
 class State(StrEnum):
     """Where a connection is; RECONNECTING means waiting out a backoff delay."""
@@ -31,7 +33,7 @@ ALLOWED: dict[State, frozenset[State]] = {
 }
 
 
-class IllegalTransition(RuntimeError):
+class IllegalTransition(WsconsoleError, RuntimeError):
     """A move the state machine does not allow (a bug in the driver, never user input)."""
 
 

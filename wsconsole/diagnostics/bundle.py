@@ -34,6 +34,7 @@ from wsconsole.core.events import ErrorEvent, FrameRecord, HeartbeatEvent, Opcod
 from wsconsole.core.lifecycle import Transition
 from wsconsole.diagnostics.model import Diagnosis
 from wsconsole.diagnostics.redact import Redactor, redact_ini
+from wsconsole.errors import WsconsoleError
 
 BUNDLE_FORMAT = "wsconsole-support-bundle/1"
 REQUIRED = ("report.json", "frames.jsonl", "timeline.jsonl")
@@ -41,7 +42,7 @@ MAX_MEMBER = 512 * 1024 * 1024  # refuse to inflate a member larger than this
 MAX_LOG_BYTES = 8 * 1024 * 1024  # newest log bytes copied into a bundle
 
 
-class BundleError(Exception):
+class BundleError(WsconsoleError):
     """A file that is not an intact support bundle; the message says what is wrong."""
 
 

@@ -22,6 +22,7 @@ from wsconsole.core.client import ClientOptions, ClientOptionsError
 from wsconsole.core.events import ErrorEvent, FrameRecord, HeartbeatEvent
 from wsconsole.core.lifecycle import Transition
 from wsconsole.core.tls import client_context
+from wsconsole.errors import WsconsoleError
 from wsconsole.faults.probe import Target
 
 TokenMode = Literal["query", "header", "message"]
@@ -36,7 +37,7 @@ class Verdict(enum.StrEnum):
     SKIP = "skip"
 
 
-class DiagnoseError(ValueError):
+class DiagnoseError(WsconsoleError, ValueError):
     """Options that cannot name an endpoint to diagnose (bad usage: exit 2)."""
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from wsconsole.core.frames import encode_frame
+from wsconsole.errors import WsconsoleError
 
 DEFAULT_MAX_SIZE = 1024 * 1024  # DESIGN.md: max message size 1 MiB, larger closes with 1009
 DEFAULT_MASK_KEY = b"\x37\xfa\x21\x3d"  # the key of RFC 6455's own examples (section 5.7)
@@ -245,7 +246,7 @@ class Case:
         return b"".join(self.chunks(direction, mask_key=mask_key, max_size=max_size))
 
 
-class UnknownCase(KeyError):
+class UnknownCase(WsconsoleError, KeyError):
     """A case id that is not in the catalogue."""
 
     def __str__(self) -> str:

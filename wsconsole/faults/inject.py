@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from wsconsole.errors import WsconsoleError
 from wsconsole.faults.catalogue import (
     DEFAULT_MAX_SIZE,
     NO_STATUS,
@@ -36,7 +37,7 @@ ABNORMAL = 1006  # no close frame arrived: the TCP connection just ended (RFC 64
 KEYS = frozenset({"case", "target", "count", "repeat", "wait", "max_size"})
 
 
-class InjectError(ValueError):
+class InjectError(WsconsoleError, ValueError):
     """A request that cannot be carried out: unknown case, wrong direction, bad field, no target."""
 
 

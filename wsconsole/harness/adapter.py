@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
+from wsconsole.errors import WsconsoleError
 from wsconsole.harness.brokerlink import UP, BrokerLink, BrokerUnavailable
 from wsconsole.harness.presence import Presence
 
@@ -67,7 +68,7 @@ return {cur, 0, first, redis.call('LRANGE', KEYS[2], 0, cur - since - 1)}
 """
 
 
-class RecoveryWindowExceeded(LookupError):
+class RecoveryWindowExceeded(WsconsoleError, LookupError):
     """`since` is outside the room's kept history; `first` is the oldest seq still kept."""
 
     def __init__(self, room: str, since: int, first: int, seq: int) -> None:

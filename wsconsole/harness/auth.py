@@ -16,12 +16,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import jwt
 
+from wsconsole.errors import WsconsoleError
+
 SECRET_ENV = "WSCONSOLE_JWT_SECRET"
 ALGORITHM = "HS256"
 MAX_TOKEN = 8192  # a longer "token" is refused before any parsing
 
 
-class AuthError(Exception):
+class AuthError(WsconsoleError):
     """A token was refused; `reason` is a short plain-words cause safe to show the peer."""
 
     def __init__(self, reason: str) -> None:

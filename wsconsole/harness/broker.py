@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from wsconsole.errors import WsconsoleError
 from wsconsole.harness import procs
 
 DEFAULT_READY_TIMEOUT = 10.0
@@ -37,7 +38,7 @@ FSYNC_POLICIES = ("always", "everysec")  # the AOF's appendfsync choices the har
 URL_SCHEMES = ("redis", "rediss", "unix")  # what redis-py (the nodes' client) understands
 
 
-class BrokerError(RuntimeError):
+class BrokerError(WsconsoleError, RuntimeError):
     """The broker cannot be found, started or reached; the message says why in plain words."""
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from wsconsole.errors import WsconsoleError
+
 log = logging.getLogger(__name__)
 
 CONTROL_KEY_ENV = "WSCONSOLE_CONTROL_KEY"
@@ -28,7 +30,7 @@ HELLO_TIMEOUT = 5.0
 Message = dict[str, Any]
 
 
-class ControlError(RuntimeError):
+class ControlError(WsconsoleError, RuntimeError):
     """A command could not be delivered or answered (peer gone, timeout, refusal)."""
 
 

@@ -42,6 +42,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
+from wsconsole.errors import WsconsoleError
+
 ALL = "all"
 UP = "up"
 DOWN = "down"
@@ -50,7 +52,7 @@ DOWN = "down"
 HOLD_LIMIT = 4 << 20
 
 
-class FaultError(ValueError):
+class FaultError(WsconsoleError, ValueError):
     """A fault request is malformed: unknown kind, missing or out-of-range parameter."""
 
 

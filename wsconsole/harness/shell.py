@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from wsconsole.errors import WsconsoleError
 from wsconsole.faults.inject import InjectError, parse_request
 from wsconsole.harness.cluster import STICKY_MODES, Cluster, ClusterError
 from wsconsole.harness.netfaults import FaultError, fault_from_words, parse_fault
@@ -71,11 +72,11 @@ USAGE = {
 INJECT_OPTIONS = ("count", "repeat", "wait", "max_size")
 
 
-class CommandError(ValueError):
+class CommandError(WsconsoleError, ValueError):
     """A line that is not a valid command, or a command the cluster could not carry out."""
 
 
-class Quit(Exception):
+class Quit(WsconsoleError):
     """The user asked to stop (`quit`, `exit`)."""
 
 

@@ -50,7 +50,7 @@ class CommandError(WsconsoleError, ValueError):
     """A line that is not a command, or a command that cannot be carried out now."""
 
 
-class Quit(Exception):
+class Quit(WsconsoleError):
     """The user asked to stop."""
 
 

@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from wsconsole.errors import WsconsoleError
+
 # Summary figures an assertion may compare (see Accounting.summary).
 METRICS: frozenset[str] = frozenset(
     {
@@ -82,7 +84,7 @@ _WITHIN = re.compile(rf"^\s*reconnected_within\s+(?P<value>{_NUMBER})\s*(?P<unit
 _ORDER = re.compile(r"^\s*order_kept\s*$")
 
 
-class AssertionSyntaxError(ValueError):
+class AssertionSyntaxError(WsconsoleError, ValueError):
     """An assertion text that is not in the language above."""
 
 

@@ -15,10 +15,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from wsconsole.errors import WsconsoleError
+
 CONCURRENCY = 4  # raw connections open at once during a storm
 
 
-class InjectUnavailable(RuntimeError):
+class InjectUnavailable(WsconsoleError, RuntimeError):
     """The running harness cannot carry out this inject (a missing feature, said plainly)."""
 
 

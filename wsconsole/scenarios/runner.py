@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from wsconsole.errors import WsconsoleError
 from wsconsole.harness.stats import ClusterSample
 from wsconsole.scenarios.assertions import AssertionResult
 from wsconsole.scenarios.model import Scenario, Step
@@ -43,7 +44,7 @@ STEP_TIMEOUT = 30.0
 EventSink = Callable[[dict[str, Any]], None]
 
 
-class StepError(RuntimeError):
+class StepError(WsconsoleError, RuntimeError):
     """A step could not be carried out (unknown node, feature not available, ...)."""
 
 

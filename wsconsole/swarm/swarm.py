@@ -34,6 +34,7 @@ from wsconsole.core.client import ClientError, ClientOptions, ReconnectingClient
 from wsconsole.core.events import DeliveryEvent, Direction, ErrorEvent, Event, FrameRecord, Opcode
 from wsconsole.core.lifecycle import State, Transition
 from wsconsole.core.tasks import Tasks, spawn
+from wsconsole.errors import WsconsoleError
 from wsconsole.swarm.accounting import Accounting
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ RETRY_DELAY = 0.5
 RETRY_CAP = 2.0
 
 
-class SwarmConfigError(ValueError):
+class SwarmConfigError(WsconsoleError, ValueError):
     """A swarm setting that cannot work (the CLI turns it into exit code 2)."""
 
 

@@ -47,6 +47,7 @@ from wsconsole.core.reconnect import AUTH_WORDS, Failure, parse_retry_after
 from wsconsole.core.targets.detect import engineio_handshake, mismatch_text, sniff
 from wsconsole.core.tasks import spawn
 from wsconsole.core.tokens import TokenProvider, can_refresh, check_provider, fetch_token
+from wsconsole.errors import WsconsoleError
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ TRANSPORTS = ("websocket", "polling")
 EventListener = Callable[[str, str, tuple[Any, ...]], None]  # (namespace, event, args)
 
 
-class AckTimeout(TimeoutError):
+class AckTimeout(WsconsoleError, TimeoutError):
     """The server did not acknowledge an emit within its timeout."""
 
 

@@ -45,6 +45,7 @@ from wsconsole.core.tokens import (
     fetch_token,
     place_token,
 )
+from wsconsole.errors import WsconsoleError
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +318,7 @@ class SSEClient(ConnectionDriver):
         return "protocol", f"{type(exc).__name__}: {exc}"
 
 
-class _NotAStream(Exception):
+class _NotAStream(WsconsoleError):
     """The response is not a 200 text/event-stream (its status and Retry-After kept)."""
 
     def __init__(self, text: str, status: int, retry_after: float | None) -> None:
@@ -326,7 +327,7 @@ class _NotAStream(Exception):
         self.retry_after = retry_after
 
 
-class _Final(Exception):
+class _Final(WsconsoleError):
     """An answer meaning "do not reconnect" (HTTP 204)."""
 
     def __init__(self, kind: str, text: str) -> None:
