@@ -1,6 +1,7 @@
 """Small real WebSocket servers for the client tests, in-process or as subprocesses.
 
     python -m tests.servers echo --port P [--subprotocol S] [--tls CERT KEY]
+                                 [--ping-interval S --ping-timeout S]
     python -m tests.servers close --port P --code 1001 --reason "going away"
     python -m tests.servers refuse --port P --status 403 [--retry-after S]
     python -m tests.servers harness --port P [--token T] [--history N]
@@ -185,6 +186,7 @@ async def start(
     token: str | None = None,
     history: int = 1000,
     ping_interval: float | None = None,
+    ping_timeout: float | None = 20.0,
     ack_delay: float = 0.0,
     status: int = 403,
     retry_after: str | None = None,
@@ -216,6 +218,7 @@ async def start(
         subprotocols=subprotocols,  # type: ignore[arg-type]
         ssl=context,
         ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
         compression=None,
         process_request=process_request,
     )
@@ -252,6 +255,7 @@ async def _main(argv: list[str]) -> None:
     parser.add_argument("--token")
     parser.add_argument("--history", type=int, default=1000)
     parser.add_argument("--ping-interval", type=float)
+    parser.add_argument("--ping-timeout", type=float, default=20.0)
     parser.add_argument("--status", type=int, default=403)
     parser.add_argument("--retry-after")
     args = parser.parse_args(argv)
@@ -259,7 +263,7 @@ async def _main(argv: list[str]) -> None:
         args.mode, args.port, code=args.code, reason=args.reason,
         subprotocols=args.subprotocol, tls=tuple(args.tls) if args.tls else None,
         token=args.token, history=args.history, ping_interval=args.ping_interval,
-        status=args.status, retry_after=args.retry_after,
+        ping_timeout=args.ping_timeout, status=args.status, retry_after=args.retry_after,
     )
     print(json.dumps({"event": "listening", "port": server_port(server), "pid": os.getpid()}),
           flush=True)

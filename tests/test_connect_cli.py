@@ -257,3 +257,39 @@ def test_403_without_a_token_provider_exits_1_with_the_reason(procs: ProcessRegi
     assert "! stopped: HTTP 403 Forbidden: the server refused access" in text
     assert "no token provider can give a fresh token" in text
     assert text.count("CONNECTING") == 1 and "RECONNECTING" not in text
+
+
+def test_heartbeat_lab_on_the_command_line(procs: ProcessRegistry) -> None:
+    """--pongs off plays dead until the server drops the client; /pongs, /ping bursts and
+    /pong work in raw mode; the server's heartbeat is measured and summed up."""
+    _, port = start_server(procs, "echo", "--ping-interval", "0.2", "--ping-timeout", "0.4")
+    proc = connect(procs, f"ws://127.0.0.1:{port}/", "--json", "--pongs", "off",
+                   "--ping-interval", "0", "--backoff-initial", "0.05", "--backoff-jitter", "0")
+    lines = Lines(proc)
+    assert proc.stdin is not None
+    lines.expect(lambda e: e["event"] == "heartbeat" and e["kind"] == "pong_withheld")
+    dropped = lines.expect(lambda e: e["event"] == "heartbeat"
+                           and e["kind"] == "server_dropped")
+    assert 0.3 <= dropped["delay"] < WAIT
+    lines.expect(lambda e: e["event"] == "state" and e["state"] == "RECONNECTING"
+                 and e.get("code") == 1011)
+    proc.stdin.write(b"/pongs auto\n")
+    proc.stdin.flush()
+    lines.expect(lambda e: e["event"] == "pongs")
+    # two answered pings on one connection: the interval is known and the connection stays
+    told = lines.expect(lambda e: e["event"] == "server_heartbeat")
+    assert 0.1 < told["interval"] < 1.0
+    proc.stdin.write(b"/ping lab x2\n/pong hello\n//not a command\n")
+    proc.stdin.flush()
+    lines.expect(lambda e: e["event"] == "message" and e["direction"] == "in")  # the last
+    proc.send_signal(signal.SIGINT)
+    summary = lines.expect(lambda e: e["event"] == "summary")
+    assert proc.wait(timeout=WAIT) == 0
+    seen = [json.loads(line) for line in lines.seen]
+    [burst] = [e for e in seen if e["event"] == "pong" and "rtts" in e]
+    assert len(burst["rtts"]) == 2 and all(r is not None for r in burst["rtts"])
+    assert any(e["event"] == "pong_sent" for e in seen)
+    echoed = [e["data"] for e in seen if e["event"] == "message" and e["direction"] == "in"]
+    assert echoed == ["/not a command"]
+    assert "the server pings every" in summary["server_heartbeat"]
+    assert "stopped answering" in summary["server_heartbeat"]

@@ -15,6 +15,7 @@ from wsconsole.app.profiles import Profile
 from wsconsole.app.targets import core_options, make_client, probe_target, websocket_options
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientOptions, ReconnectingClient
+from wsconsole.core.heartbeat import PongPolicy
 from wsconsole.core.targets.socketio import SocketIOClient
 from wsconsole.core.targets.sse import SSEClient
 
@@ -73,6 +74,8 @@ def test_every_option_is_declared_with_words_and_a_way_in() -> None:
     ({"sio_transport": "carrier pigeon"}, "sio_transport", "transport must be one of"),
     ({"insecure": "yes"}, "insecure", "must be true or false"),
     ({"token": "a\nb"}, "token", "one line"),
+    ({"pongs": "sometimes"}, "pongs", "pongs must be one of auto, off, delay, wrong"),
+    ({"pongs": "delay:x"}, "pongs", "milliseconds"),
 ])
 def test_a_value_that_cannot_work_is_named(values: dict[str, object], field: str,
                                            words: str) -> None:
@@ -207,3 +210,17 @@ def test_the_token_comes_from_one_source() -> None:
     args = _parser(options.CONNECT).parse_args(["ws://h/", "--token-command", "pass show ws"])
     assert options.from_args(args, options.CONNECT, url="ws://h/").token_command == \
         "pass show ws"
+
+
+def test_pongs_are_one_option_for_the_cli_the_form_and_the_client() -> None:
+    """The heartbeat lab's pong policy: --pongs, a profile's saved text, the core's option."""
+    args = _parser(options.CONNECT).parse_args(["ws://h/", "--pongs", "delay:1500"])
+    conn = options.from_args(args, options.CONNECT, url="ws://h/")
+    assert conn.pongs == PongPolicy("delay", delay=1.5)
+    assert websocket_options(conn).pongs == PongPolicy("delay", delay=1.5)
+    assert ConnectionOptions().pongs == PongPolicy() and ConnectionOptions(pongs="").pongs.answers
+    saved = orjson.loads(orjson.dumps(Profile(name="lab", pongs="wrong:xyz").as_dict()))
+    assert saved["pongs"] == "wrong:xyz"
+    assert Profile.from_dict(saved).pongs == PongPolicy("wrong", payload=b"xyz")
+    problems = refused(url="http://h/events", kind="sse", pongs="off")
+    assert "only a WebSocket target answers pings" in problems["pongs"]

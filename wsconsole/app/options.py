@@ -22,12 +22,14 @@ import os
 import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import orjson
 
 from wsconsole.core import envelope
+from wsconsole.core.errors import ClientOptionsError
+from wsconsole.core.heartbeat import PongPolicy
 from wsconsole.core.options import check_header, is_token, parse_header
 from wsconsole.core.urls import url_problem
 from wsconsole.errors import WsconsoleError
@@ -47,7 +49,10 @@ class Invalid(WsconsoleError, ValueError):
 
 
 class Codec:
-    """How one option's value is read (from text or a typed value) and written as text."""
+    """How one option's value is read (from text or a typed value) and written as text;
+    `saved_as_text`: a saved profile keeps the text form (the value is no plain JSON)."""
+
+    saved_as_text: ClassVar[bool] = False
 
     def parse(self, raw: object) -> Any:
         """The typed value for `raw`; Invalid or ValueError says what is wrong."""
@@ -168,6 +173,7 @@ class Items(Codec):
     item: Callable[[Any], Any]
     lines: bool = False
     format: Callable[[Any], str] = str
+    saved_as_text: ClassVar[bool] = True
 
     def parse(self, raw: object) -> list[Any]:
         if raw is None:
@@ -189,6 +195,8 @@ class Items(Codec):
 class JsonObject(Codec):
     """A JSON object, given as text or as a dict; empty means None."""
 
+    saved_as_text: ClassVar[bool] = True
+
     def parse(self, raw: object) -> dict[str, Any] | None:
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             return None
@@ -203,6 +211,29 @@ class JsonObject(Codec):
 
     def text(self, value: Any) -> str:
         return "" if value is None else orjson.dumps(value).decode()
+
+
+@dataclass(frozen=True)
+class Pongs(Codec):
+    """How the server's pings are answered (core/heartbeat.py): a PongPolicy or its text,
+    "auto", "off", "delay:MS" or "wrong[:TEXT]"; empty means "auto"."""
+
+    saved_as_text: ClassVar[bool] = True
+
+    def parse(self, raw: object) -> PongPolicy:
+        if isinstance(raw, PongPolicy):
+            return raw
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return PongPolicy()
+        if not isinstance(raw, str):
+            raise Invalid(f"must be auto, off, delay:MS or wrong[:TEXT], got {raw!r}")
+        try:
+            return PongPolicy.parse(raw)
+        except ClientOptionsError as exc:
+            raise ValueError(str(exc)) from None
+
+    def text(self, value: Any) -> str:
+        return PongPolicy().text() if value is None else value.text()
 
 
 # ---------------------------------------------------------------- single-value checks
@@ -413,6 +444,11 @@ class ConnectionOptions:
                                       metavar="N")
     compression: bool = _option(True, Switch(), "compression",
                                 "do not offer permessage-deflate", flag="--no-compression")
+    pongs: PongPolicy = _option(
+        PongPolicy(), Pongs(), "pongs",
+        "how the server's pings are answered (the heartbeat lab): auto, off (play dead), "
+        "delay:MS, or wrong[:TEXT] (a pong with another payload)", flag="--pongs",
+        metavar="MODE")
     sio_path: str | None = _option(None, Text(), "Socket.IO path",
                                    "Engine.IO path (default socket.io, or the URL's)",
                                    flag="--path", metavar="PATH", group=SIO)
@@ -463,6 +499,9 @@ class ConnectionOptions:
         if len(sources) > 1:
             problems[sources[-1]] = "{} cannot be combined with another source of the token"
             involved.update(sources)
+        if self.kind != "ws" and "pongs" not in problems and self.pongs.mode != "auto":
+            problems["pongs"] = f"{{}} {self.pongs.text()}: only a WebSocket target answers pings"
+            involved.add("kind")
         if self.kind == "sse" and self.token_mode == "message" and "token_mode" not in problems:
             problems["token_mode"] = "{} message: an event stream cannot send one (query, header)"
             involved.add("kind")

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from wsconsole.app.options import OPTIONS, ConnectionOptions, Items, JsonObject, OptionsError
+from wsconsole.app.options import OPTIONS, ConnectionOptions, OptionsError
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,7 @@ class Profile(ConnectionOptions):
         data: dict[str, Any] = {"name": self.name}
         for name, option in OPTIONS.items():
             value = getattr(self, name)
-            data[name] = (option.codec.text(value)
-                          if isinstance(option.codec, Items | JsonObject) else value)
+            data[name] = option.codec.text(value) if option.codec.saved_as_text else value
         return data
 
     @classmethod

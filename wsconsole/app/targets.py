@@ -56,7 +56,8 @@ def websocket_options(options: ConnectionOptions, **overrides: Any) -> ClientOpt
         backoff=backoff_policy(options), stable_after=options.stable_after,
         ping_interval=options.ping_interval,
         ping_timeout=options.ping_timeout, close_timeout=options.close_timeout,
-        queue_limit=options.queue_limit, compression=options.compression)
+        queue_limit=options.queue_limit, compression=options.compression,
+        pongs=options.pongs)
     return ClientOptions(**{**fields, **overrides})
 
 

@@ -1,12 +1,18 @@
 """`wsconsole connect URL`: a terminal WebSocket client (like wscat) on the reconnecting core.
 
 Lines typed on stdin are sent as text frames. With --harness, lines starting with "/" are
-commands: /join ROOM, /leave ROOM, /publish ROOM TEXT, /rpc METHOD [JSON], /ping, /quit;
-other lines go out untouched (type envelopes yourself). End of stdin stops reading but
-keeps the connection; Ctrl-C (SIGINT) or SIGTERM closes with 1000 and exits 0, as does
---duration. Exit 1 when --max-attempts retries are used up or the server refused in a way
-retrying cannot change (credentials refused and no fresh token from --token-command /
---token-url, a 4xx other than 408/429), 2 for bad usage.
+commands: /join ROOM, /leave ROOM, /publish ROOM TEXT, /rpc METHOD [JSON], /quit; other
+lines go out untouched (type envelopes yourself). The heartbeat lab's commands work in
+every mode: /ping [PAYLOAD] [xN] (N pings at once, their round trips printed), /pong
+[PAYLOAD] (an unsolicited pong), /pongs auto|off|delay:MS|wrong[:TEXT] (how the server's
+pings are answered from now on; --pongs sets it from the start); without --harness a line
+starting with "//" is sent with one "/" less. The server's own heartbeat is measured: its
+ping interval is printed once known, with a warning when it has none or one slower than
+typical proxy idle timeouts (60 s), and the summary says what was seen. End of stdin stops
+reading but keeps the connection; Ctrl-C (SIGINT) or SIGTERM closes with 1000 and exits 0,
+as does --duration. Exit 1 when --max-attempts retries are used up or the server refused
+in a way retrying cannot change (credentials refused and no fresh token from
+--token-command / --token-url, a 4xx other than 408/429), 2 for bad usage.
 
 Other targets (docs/targets.md): --socketio (Socket.IO v5; stdin lines are "/emit EVENT
 [JSON]", "/call EVENT [JSON]" (waits for the ack), "/join ROOM", "/leave ROOM", "/quit"; a
@@ -50,6 +56,7 @@ from wsconsole.core.events import (
     Opcode,
     describe_close,
 )
+from wsconsole.core.heartbeat import PongPolicy
 from wsconsole.core.lifecycle import State, Transition
 from wsconsole.har import HarConnection, HarError, dump_har, load_har, replay
 
@@ -59,6 +66,9 @@ if TYPE_CHECKING:  # imported when used: python-socketio and httpx take a second
 HELP = "Connect to a WebSocket URL, show every frame and state change, send stdin lines."
 
 PREVIEW = 200  # characters of a payload shown in human output
+LAB_WORDS = {"pong_withheld": "pong withheld", "pong_delayed": "pong delayed",
+             "pong_altered": "pong sent with a wrong payload",
+             "server_dropped": "the server dropped this client"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -223,7 +233,15 @@ class Printer:
 
     def _heartbeat(self, hb: HeartbeatEvent) -> None:
         stamp = clock(hb.wall)
-        if hb.kind == "ping_sent":
+        shaped = LAB_WORDS.get(hb.kind)
+        if shaped is not None:
+            if hb.kind == "pong_delayed" and hb.delay is not None:
+                shaped += f" by {hb.delay * 1000:.0f} ms"
+            elif hb.kind == "server_dropped" and hb.delay is not None:
+                shaped += f" {hb.delay:.2f} s after its pongs stopped"
+            self.emit(hb.conn, "heartbeat", f"{stamp} ! {shaped}", kind=hb.kind, t=hb.wall,
+                      **({"delay": hb.delay} if hb.delay is not None else {}))
+        elif hb.kind == "ping_sent":
             self.emit(hb.conn, "ping", f"{stamp} > ping", direction="out", t=hb.wall)
         elif hb.kind == "ping_received":
             self.emit(hb.conn, "ping", f"{stamp} < ping", direction="in", t=hb.wall)
@@ -248,13 +266,48 @@ def start_stdin_reader(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str
     threading.Thread(target=read, name="wsconsole-stdin", daemon=True).start()
 
 
+async def _heartbeat_command(client: ReconnectingClient, verb: str, rest: str,
+                             out: Output) -> bool:
+    """The heartbeat lab's /ping, /pong and /pongs; False for another verb."""
+    if verb == "ping":
+        words = rest.split()
+        count = 1
+        if words and words[-1][:1] == "x" and words[-1][1:].isdigit():
+            count = int(words.pop()[1:])
+        payload = " ".join(words).encode() if words else None
+        rtts = await client.send_ping(payload, count)
+        shown = ", ".join("lost" if r is None else f"{r * 1000:.1f} ms" for r in rtts)
+        out.event("pong", f"pong {shown}", direction="in", rtt=rtts[0] if count == 1 else None,
+                  rtts=rtts)
+    elif verb == "pong":
+        await client.send_pong(rest.encode())
+        out.event("pong_sent", f"unsolicited pong sent ({len(rest.encode())} bytes)",
+                  size=len(rest.encode()))
+    elif verb == "pongs":
+        policy = PongPolicy.parse(rest or "auto")
+        client.set_pongs(policy)
+        out.event("pongs", f"from now on: {policy.describe()}", pongs=policy.text())
+    else:
+        return False
+    return True
+
+
 async def _command(client: ReconnectingClient, line: str, out: Output, done: asyncio.Event) -> None:
-    """Run one stdin line: a /command in harness mode, else send it as a text frame."""
-    if not (client.options.harness and line.startswith("/")):
+    """Run one stdin line: a /command (the heartbeat lab's in every mode, the others with
+    --harness), else send it as a text frame ("//" sends one "/" less without --harness)."""
+    if not line.startswith("/"):
         await client.send(line)
+        return
+    if line.startswith("//") and not client.options.harness:
+        await client.send(line[1:])
         return
     verb, _, rest = line[1:].partition(" ")
     rest = rest.strip()
+    if await _heartbeat_command(client, verb, rest, out):
+        return
+    if not client.options.harness:
+        await client.send(line)
+        return
     if verb == "join" and rest:
         await client.join(rest)
     elif verb == "leave" and rest:
@@ -268,16 +321,33 @@ async def _command(client: ReconnectingClient, line: str, out: Output, done: asy
         params = orjson.loads(raw) if raw.strip() else None
         result = await client.rpc(method, params)
         out.event("result", f"result {orjson.dumps(result).decode()}", result=result)
-    elif verb == "ping":
-        rtt = await client.ping()
-        out.event("pong", f"pong {rtt * 1000:.1f} ms", direction="in", rtt=rtt)
     elif verb == "quit":
         done.set()
     else:
         raise ClientError(
             f"unknown command {line!r} (/join R, /leave R, /publish R TEXT, /rpc M [JSON], "
-            "/ping, /quit)"
+            "/ping [PAYLOAD] [xN], /pong [PAYLOAD], /pongs MODE, /quit)"
         )
+
+
+async def _watch_heartbeat(client: ReconnectingClient, out: Output,
+                           every: float = 1.0) -> None:
+    """Say once what the server's heartbeat is (its interval, once two pings came) and
+    each new warning about it (none at all, or slower than proxy idle timeouts)."""
+    told_interval = False
+    warned: set[str] = set()
+    while True:
+        await asyncio.sleep(every)
+        beat = client.server_heartbeat
+        text, warning = beat.verdict(time.monotonic())
+        if beat.interval is not None and not told_interval:
+            told_interval = True
+            out.event("server_heartbeat", f"{clock(time.time())} ~ {text}",
+                      interval=round(beat.interval, 3))
+        if warning is not None and warning.split(":")[0] not in warned:
+            warned.add(warning.split(":")[0])
+            out.event("warning", f"{clock(time.time())} ! heartbeat: {warning}",
+                      kind="heartbeat", detail=warning)
 
 
 def _json_args(text: str) -> list[Any]:
@@ -400,6 +470,9 @@ async def _main(args: argparse.Namespace, client: Any, kind: str, out: Output,
                           detail=f"{type(exc).__name__}: {exc}")
 
     tasks = [] if command is None else [loop.create_task(pump(), name="wsconsole-connect-stdin")]
+    if kind == "ws":
+        tasks.append(loop.create_task(_watch_heartbeat(client, out),
+                                      name="wsconsole-connect-heartbeat"))
     if conn is not None:
         send = client.send_recorded if kind == "socketio" else client.send
         tasks.append(loop.create_task(_replay_after_open(client, conn, args, out, send),
@@ -427,6 +500,8 @@ async def _main(args: argparse.Namespace, client: Any, kind: str, out: Output,
         summary["target"] = kind
     if client.final_error:
         summary["error"] = client.final_error
+    if kind == "ws":
+        summary["server_heartbeat"] = client.server_heartbeat.verdict(time.monotonic())[0]
     if args.har_out:
         try:
             summary["har"] = dump_har(frames, args.har_out, urls={client.name: args.url})

@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, NegotiationError
+from websockets.exceptions import ConcurrencyError, ConnectionClosed, NegotiationError
 from websockets.frames import CloseCode
 
 from wsconsole import __version__
@@ -55,6 +55,7 @@ from wsconsole.core.events import (
     Observer,
     describe_close,
 )
+from wsconsole.core.heartbeat import MAX_CONTROL_PAYLOAD, PongPolicy, ServerHeartbeat
 from wsconsole.core.options import ClientOptions, parse_header
 from wsconsole.core.reconnect import Failure, classify_error
 from wsconsole.core.recovery import Outbox, RoomTracker
@@ -92,6 +93,8 @@ class ReconnectingClient(ConnectionDriver):
         self._join_since: dict[str, int | None] = {}
         self._flush_lock = asyncio.Lock()
         self._silent: float | None = None  # how long the server was silent, once declared dead
+        self.pongs: PongPolicy = options.pongs  # the heartbeat lab: see set_pongs()
+        self.server_heartbeat = ServerHeartbeat()
 
     # -- the driver's hooks
 
@@ -166,6 +169,7 @@ class ReconnectingClient(ConnectionDriver):
         conn.tap.last_inbound = time.monotonic()
         self._silent = None
         self._opened()
+        self.server_heartbeat.opened(time.monotonic(), self.pongs.answers)
         reader = spawn(self._reader(conn), f"wsconsole-client-{self.name}-recv")
         watchdog = None
         if self.options.ping_interval is not None:
@@ -190,7 +194,20 @@ class ReconnectingClient(ConnectionDriver):
             if requeued:
                 log.debug("%s: %d unacked publishes will be re-sent", self.name, requeued)
         self._fail_rpcs(NotConnected("connection lost before the reply"))
+        self._heartbeat_ended(conn)
         return _ended(conn, self._silent)
+
+    def _heartbeat_ended(self, conn: ClientConnection) -> None:
+        """Tell the server heartbeat how the connection ended; a server close of a client
+        that stopped answering pings is a `server_dropped` heartbeat event."""
+        protocol = conn.protocol
+        rcvd = protocol.close_rcvd
+        by_server = rcvd is not None and (protocol.close_sent is None
+                                          or bool(protocol.close_rcvd_then_sent))
+        drop = self.server_heartbeat.closed(time.monotonic(), by_server,
+                                            rcvd.code if rcvd is not None else None)
+        if drop is not None:
+            self._emit(HeartbeatEvent(self.name, "server_dropped", delay=drop.after))
 
     async def _watchdog(self, conn: TappedConnection) -> None:
         """After nothing arrived for interval + timeout: note how long the server was
@@ -404,6 +421,55 @@ class ReconnectingClient(ConnectionDriver):
         waiter = await conn.ping()
         async with asyncio.timeout(self.options.ping_timeout):
             return await waiter
+
+    # -- the heartbeat lab
+
+    def set_pongs(self, policy: PongPolicy) -> None:
+        """Answer the server's pings per `policy` from now on (and after reconnects)."""
+        self.pongs = policy
+        if self._conn is not None:
+            self.server_heartbeat.policy_changed(time.monotonic(), policy.answers)
+
+    async def send_ping(self, payload: bytes | None = None, count: int = 1) -> list[float | None]:
+        """Send `count` pings at once (a burst), with `payload` (numbered "#1", "#2"...
+        in a burst) or random payloads; wait up to ping_timeout for their pongs and return
+        each round trip (None: no pong in time). NotConnected when offline; ClientError for
+        a payload over 125 bytes or one still waiting for its pong."""
+        conn = self._conn
+        if conn is None:
+            raise NotConnected("not connected")
+        if not 1 <= count <= 1000:
+            raise ClientOptionsError(f"a ping burst is 1 to 1000 pings, got {count}")
+        payloads: list[bytes | None] = [None] * count
+        if payload is not None:
+            payloads = [payload if count == 1 else payload + f"#{i + 1}".encode()
+                        for i in range(count)]
+        if any(p is not None and len(p) > MAX_CONTROL_PAYLOAD for p in payloads):
+            raise ClientError(f"a ping payload holds at most {MAX_CONTROL_PAYLOAD} bytes")
+        waiters = []
+        for data in payloads:
+            try:
+                waiters.append(await conn.ping(data))
+            except ConcurrencyError:
+                raise ClientError(f"a ping with payload {data!r} still waits for its pong"
+                                  ) from None
+            except ConnectionClosed:
+                raise NotConnected("the connection closed during the burst") from None
+        done, _ = await asyncio.wait(waiters, timeout=self.options.ping_timeout)
+        return [w.result() if w in done and not w.cancelled() and w.exception() is None
+                else None for w in waiters]
+
+    async def send_pong(self, payload: bytes = b"") -> None:
+        """Send an unsolicited pong (never shaped by the pong policy)."""
+        conn = self._conn
+        if conn is None:
+            raise NotConnected("not connected")
+        if len(payload) > MAX_CONTROL_PAYLOAD:
+            raise ClientError(f"a pong payload holds at most {MAX_CONTROL_PAYLOAD} bytes")
+        try:
+            await conn.pong(payload)
+        except ConnectionClosed:
+            raise NotConnected("the connection closed") from None
 
 
 async def _close_dead(conn: ClientConnection, close_timeout: float) -> None:

@@ -63,9 +63,13 @@ class FrameRecord:
 
 @dataclass(frozen=True, slots=True)
 class HeartbeatEvent:
-    """A ping sent or received, a pong with its round-trip time, or a liveness failure.
+    """A ping sent or received, a pong with its round-trip time, a liveness failure, or the
+    heartbeat lab shaping the automatic pong to a server ping (core/heartbeat.py).
 
-    kind: "ping_sent", "ping_received", "pong_received" (rtt set) or "liveness_lost".
+    kind: "ping_sent", "ping_received", "pong_received" (rtt set), "liveness_lost",
+    "pong_withheld", "pong_delayed" (delay set, seconds), "pong_altered" (a wrong payload)
+    or "server_dropped" (the server closed the connection `delay` seconds after its pongs
+    stopped: how long it keeps a dead client).
     """
 
     conn: str
@@ -73,6 +77,7 @@ class HeartbeatEvent:
     rtt: float | None = None
     at: float = field(default_factory=_now)
     wall: float = field(default_factory=_wall)
+    delay: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from websockets.uri import parse_uri
 from wsconsole.core import envelope
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.errors import ClientOptionsError
+from wsconsole.core.heartbeat import PongPolicy
 from wsconsole.core.tls import client_context
 from wsconsole.core.tokens import TOKEN_MODES, TokenMode, TokenProvider, check_provider
 from wsconsole.core.urls import url_problem
@@ -65,7 +66,8 @@ class ClientOptions:
     `token`: a string, or a provider asked before every connect (a callback,
     `tokens.CommandToken`, `tokens.UrlToken`), which can also give a fresh token when the
     server refuses the credentials. `stable_after`: seconds a connection must stay open
-    before the backoff starts over (0: every open resets it).
+    before the backoff starts over (0: every open resets it). `pongs`: how the server's pings
+    are answered (core/heartbeat.py; the heartbeat lab can change it while connected).
     """
 
     url: str
@@ -89,6 +91,7 @@ class ClientOptions:
     local_addr: tuple[str, int] | None = None
     compression: bool = True
     rpc_timeout: float = 10.0
+    pongs: PongPolicy = field(default_factory=PongPolicy)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -139,6 +142,8 @@ class ClientOptions:
             raise ClientOptionsError(f"queue limit must be >= 0 or None, got {self.queue_limit}")
         if not isinstance(self.backoff, BackoffPolicy):
             raise ClientOptionsError("backoff must be a BackoffPolicy")
+        if not isinstance(self.pongs, PongPolicy):
+            raise ClientOptionsError("pongs must be a PongPolicy")
         check_stable_after(self.stable_after)
 
     @property

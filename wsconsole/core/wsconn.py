@@ -5,21 +5,32 @@ every frame in and out (control frames and fragments included) goes to a `FrameT
 which turns it into `FrameRecord` / `HeartbeatEvent` events for the driver, counts bytes,
 keeps the last pong's round trip as the driver's `latency` and the time of the last
 inbound frame for the liveness watchdog.
+
+The tap is also where the heartbeat lab shapes the automatic pong `websockets` sends for
+each server ping (heartbeat.py): withheld, late, or with another payload, as the driver's
+`pongs` policy says at that moment, and where the server's pings are counted into the
+driver's `server_heartbeat`. Pongs sent on purpose (`send_pong`) are never shaped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close, Frame
 from websockets.frames import Opcode as WsOpcode
 
-from wsconsole.core.driver import ConnectionDriver
 from wsconsole.core.events import Direction, FrameRecord, HeartbeatEvent, Opcode
+from wsconsole.core.heartbeat import ServerHeartbeat
+from wsconsole.core.tasks import spawn
+
+if TYPE_CHECKING:
+    from wsconsole.core.client import ReconnectingClient
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +38,7 @@ log = logging.getLogger(__name__)
 class FrameTap:
     """Receives the frames of one connection and reports them through `driver`."""
 
-    def __init__(self, driver: ConnectionDriver) -> None:
+    def __init__(self, driver: ReconnectingClient) -> None:
         self.driver = driver
         self.last_inbound = time.monotonic()  # monotonic time of the last frame received
 
@@ -62,6 +73,35 @@ class FrameTap:
                 driver.latency = rtt
             driver._emit(HeartbeatEvent(conn=driver.name, kind="pong_received", rtt=rtt, at=now))
 
+    def answer(self, pong: Frame, conn: TappedConnection) -> Frame | None:
+        """The automatic pong to a server ping, as the driver's pong policy has it: the
+        frame to send now, or None (withheld, or sent later by a task)."""
+        driver = self.driver
+        policy = driver.pongs
+        now = time.monotonic()
+        driver.server_heartbeat.ping(now, answered=policy.answers)
+        if policy.mode == "auto":
+            return pong
+        if policy.mode == "wrong":
+            driver._emit(HeartbeatEvent(driver.name, "pong_altered", at=now))
+            return Frame(WsOpcode.PONG, policy.payload)
+        if policy.mode == "delay":
+            driver._emit(HeartbeatEvent(driver.name, "pong_delayed", delay=policy.delay, at=now))
+            spawn(_late_pong(conn, bytes(pong.data), policy.delay, driver.server_heartbeat),
+                  f"wsconsole-client-{driver.name}-late-pong")
+            return None
+        driver._emit(HeartbeatEvent(driver.name, "pong_withheld", at=now))
+        return None
+
+
+async def _late_pong(conn: ClientConnection, data: bytes, delay: float,
+                     heartbeat: ServerHeartbeat) -> None:
+    """Send a held-back pong after `delay` seconds (nothing if the connection ended)."""
+    await asyncio.sleep(delay)
+    with contextlib.suppress(ConnectionClosed):
+        await conn.pong(data)
+        heartbeat.answered(time.monotonic())
+
 
 class TappedConnection(ClientConnection):
     """ClientConnection reporting every frame in and out, in wire order.
@@ -77,8 +117,14 @@ class TappedConnection(ClientConnection):
         self.tap = tap
         send_original = protocol.send_frame
         recv_original = protocol.recv_frame
+        answering = False  # inside recv_frame of a ping: the next pong is the automatic one
 
         def send_frame(frame: Frame) -> None:
+            if answering and frame.opcode is WsOpcode.PONG:
+                shaped = self.tap.answer(frame, self)
+                if shaped is None:
+                    return
+                frame = shaped
             send_original(frame)
             try:
                 self.tap.frame(Direction.OUT, frame, self.pending_pings)
@@ -86,11 +132,16 @@ class TappedConnection(ClientConnection):
                 log.exception("frame tap failed")
 
         def recv_frame(frame: Frame) -> None:
+            nonlocal answering
             try:
                 self.tap.frame(Direction.IN, frame, self.pending_pings)
             except Exception:
                 log.exception("frame tap failed")
-            recv_original(frame)
+            answering = frame.opcode is WsOpcode.PING
+            try:
+                recv_original(frame)
+            finally:
+                answering = False
 
         protocol.send_frame = send_frame
         protocol.recv_frame = recv_frame
