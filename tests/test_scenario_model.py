@@ -143,6 +143,7 @@ def test_every_shipped_scenario_is_valid() -> None:
         "malformed-storm",
         "rolling-restart",
         "heartbeat-loss",
+        "dead-clients",
     }
     assert wanted <= set(shipped)
     for path in shipped.values():
@@ -198,3 +199,39 @@ def test_reconnected_within_fails_while_someone_is_still_down() -> None:
 def test_bad_assertions_are_refused(text: str) -> None:
     with pytest.raises(AssertionSyntaxError):
         parse_assertion(text)
+
+
+def test_the_heartbeat_lab_in_a_scenario() -> None:
+    """[swarm] pongs_share / pongs and a `pongs` step (also against a url), judged by
+    dead_dropped_within."""
+    text = GOOD.replace("duration = 8", 'duration = 8\npongs_share = 0.25\npongs = "delay:1500"')
+    text += '\n[[steps]]\nat = 6\naction = "pongs"\nshare = 0.5\n'
+    sc = parse_scenario(text)
+    assert sc.swarm is not None and sc.swarm.pongs_share == 0.25
+    assert sc.swarm.pongs.text() == "delay:1500"
+    step = sc.steps[-1]
+    assert step.params["policy"].text() == "off" and step.describe() == "pongs off 0.5"
+    assert "must be at most 1" in _error(text.replace("share = 0.5", "share = 2")).reason
+    assert "needs share" in _error(text.replace("share = 0.5\n", "")).reason
+    error = _error(text.replace('pongs = "delay:1500"', 'pongs = "sometimes"'))
+    assert error.line == 13 and "pongs must be one of" in error.reason
+    url = text.replace("[cluster]\nnodes = 2\nsticky = \"cookie\"\n", 'url = "ws://127.0.0.1:9"\n')
+    url = url.replace('[[steps]]\nat = 5\naction = "net"\nkind = "latency"\n'
+                      'params = { ms = 100 }\n\n[[steps]]\nat = 2\naction = "kill"\nnode = "n1"\n',
+                      "")
+    assert [s.action for s in parse_scenario(url).steps] == ["pongs"]
+
+
+@pytest.mark.parametrize(
+    ("summary", "passed", "words"),
+    [({"dead_drops": 4, "dead_kept_max_ms": 2900.0}, True, "4 drop(s)"),
+     ({"dead_drops": 4, "dead_kept_max_ms": 3100.0}, False, "3.100 s"),
+     ({"dead_drops": 0, "dead_kept_max_ms": 9000.0}, False, "0 drop(s)"),
+     ({"dead_drops": 0, "dead_kept_max_ms": None}, False, "no client stopped answering")],
+)
+def test_dead_dropped_within(summary: dict[str, object], passed: bool, words: str) -> None:
+    outcome = parse_assertion("dead_dropped_within 3s").evaluate(summary)
+    assert outcome.passed is passed and words in outcome.detail
+    assert parse_assertion("dead_dropped_within 800ms").value == pytest.approx(0.8)
+    assert parse_assertion("dead_kept_max_ms < 5000").evaluate(summary).passed is (
+        summary["dead_kept_max_ms"] is not None and summary["dead_kept_max_ms"] < 5000)

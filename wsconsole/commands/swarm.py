@@ -5,6 +5,15 @@ lines and one {"event": "summary", ...}). Exit 0 when every client got in, every
 acknowledged and reached every subscriber exactly once and in order; 1 otherwise; 2 for bad
 usage. SIGINT/SIGTERM end the
 load early (a second one skips the settle phase); nothing is left running.
+
+The heartbeat lab: `--pongs-share S` runs that share (0..1) of the clients with `--pongs MODE`
+(default off: they stop answering the server's pings), so the summary's `dead_*` figures say
+how long the server keeps a client that went silent. For the window: `--fleet` adds a
+`fleet` line every quarter second with the clients' state changes and heartbeat marks (one
+line however many events), and `--control` reads JSON commands on stdin, one per line, each
+answered by a `control` line: {"cmd": "pongs", "share": S, "pongs": MODE, "id": N} and
+{"cmd": "frames", "clients": [...], "since": WALL, "until": WALL, "id": N} (the kept frames
+of those clients in that time).
 """
 
 from __future__ import annotations
@@ -59,11 +68,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backoff-jitter", type=float, default=0.5)
     parser.add_argument("--ping-interval", type=float, default=2.0, help="0 disables pings")
     parser.add_argument("--ping-timeout", type=float, default=1.0)
+    parser.add_argument("--pongs-share", type=float, default=0.0, metavar="S",
+                        help="this share (0..1) of the clients answers pings per --pongs")
+    parser.add_argument("--pongs", default="off", metavar="MODE",
+                        help="auto, off (default: play dead), delay:MS or wrong[:TEXT]")
+    parser.add_argument("--fleet", action="store_true",
+                        help="with --json: the clients' state changes, batched, for the window")
+    parser.add_argument("--control", action="store_true",
+                        help="read JSON commands on stdin (pongs, frames), for the window")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
 def _config(args: argparse.Namespace) -> Any:
     from wsconsole.core.backoff import BackoffError, BackoffPolicy
+    from wsconsole.core.errors import ClientOptionsError
+    from wsconsole.core.heartbeat import PongPolicy
     from wsconsole.swarm.swarm import SwarmConfig, SwarmConfigError
 
     secret = None
@@ -77,6 +96,10 @@ def _config(args: argparse.Namespace) -> Any:
         )
     except BackoffError as exc:
         raise SwarmConfigError(str(exc)) from None
+    try:
+        pongs = PongPolicy.parse(args.pongs)
+    except ClientOptionsError as exc:
+        raise SwarmConfigError(f"--pongs: {exc}") from None
     config = SwarmConfig(
         url=args.url,
         clients=args.clients,
@@ -94,6 +117,8 @@ def _config(args: argparse.Namespace) -> Any:
         ping_interval=args.ping_interval or None,
         ping_timeout=args.ping_timeout,
         wait_joined=args.wait_joined,
+        pongs_share=args.pongs_share,
+        pongs=pongs,
     )
     config.validate()
     return config
@@ -131,8 +156,23 @@ def _human_summary(s: dict[str, Any]) -> str:
             f"  p99 {ms('reconnect_p99_ms')}  max {ms('reconnect_max_ms')}"
             f"  spread {ms('reconnect_spread_ms')}",
             f"  errors: {errors}",
+            *_lab_lines(s),
         ]
     )
+
+
+def _lab_lines(s: dict[str, Any]) -> list[str]:
+    """The heartbeat lab's figures, when some clients' pongs were shaped."""
+    if not s.get("dead_drops") and s.get("dead_kept_max_ms") is None:
+        return []
+
+    def ms(key: str) -> str:
+        value = s.get(key)
+        return "-" if value is None else f"{value:.0f}"
+
+    return [f"  heartbeat lab: the server dropped silent clients {s['dead_drops']} time(s),"
+            f" after ms p50 {ms('dead_drop_p50_ms')} max {ms('dead_drop_max_ms')};"
+            f" the longest one stayed connected {ms('dead_kept_max_ms')} ms"]
 
 
 def clean(summary: dict[str, Any]) -> bool:
@@ -147,23 +187,57 @@ def clean(summary: dict[str, Any]) -> bool:
     )
 
 
-async def _run(config: Any, out: Output) -> dict[str, Any]:
+async def _run(config: Any, out: Output, fleet: bool = False,
+               control: bool = False) -> dict[str, Any]:
     from wsconsole.swarm.swarm import Swarm
 
     def on_stats(stats: dict[str, Any]) -> None:
         out.event("stats", _human_stats(stats), **stats)
 
-    swarm = Swarm(config, on_stats=on_stats)
+    def on_fleet(batch: dict[str, Any]) -> None:
+        out.event("fleet", None, **batch)
+
+    swarm = Swarm(config, on_stats=on_stats,
+                  on_fleet=on_fleet if fleet and out.json_mode else None)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, swarm.stop)
+    reader = loop.create_task(_controls(swarm, out), name="wsconsole-swarm-control") \
+        if control else None
     try:
         return await swarm.run()
     finally:
+        if reader is not None:
+            reader.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+
+
+async def _controls(swarm: Any, out: Output) -> None:
+    """Answer the JSON commands read on stdin, one `control` line each (errors included)."""
+    import orjson
+
+    from wsconsole.commands.connect import start_stdin_reader
+    from wsconsole.swarm.swarm import SwarmConfigError
+
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+    start_stdin_reader(asyncio.get_running_loop(), lines)
+    while (line := await lines.get()) is not None:
+        if not line.strip():
+            continue
+        ident = None
+        try:
+            command = orjson.loads(line)
+            if not isinstance(command, dict):
+                raise SwarmConfigError("a command is a JSON object")
+            ident = command.get("id")
+            reply = swarm.control(command)
+            out.event("control", f"control {command.get('cmd')}: done", id=ident, ok=True,
+                      **reply)
+        except (orjson.JSONDecodeError, SwarmConfigError) as exc:
+            out.event("control", f"control: {exc}", id=ident, ok=False, error=str(exc))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -175,6 +249,6 @@ def run(args: argparse.Namespace) -> int:
     except SwarmConfigError as exc:
         return fail_usage(str(exc))
     out = Output(args.json)
-    summary = asyncio.run(_run(config, out))
+    summary = asyncio.run(_run(config, out, args.fleet, args.control))
     out.event("summary", _human_summary(summary), ok=clean(summary), **summary)
     return 0 if clean(summary) else 1

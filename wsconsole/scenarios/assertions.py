@@ -9,6 +9,9 @@ swarm summary (accounting.Accounting.summary) when the run ends:
     order_kept                     no message arrived out of order
     reconnected_within 5           every client that dropped was back within 5 s
                                    (also "5s" or "800ms"), and none is still down
+    dead_dropped_within 3s         the server dropped every client that stopped answering
+                                   its pings ([swarm] pongs_share, or a `pongs` step) within
+                                   3 s of going silent, and kept none longer
 
 Evaluation is pure: a metric without data (no delivery, so no latency) fails with "no data"
 rather than passing by default.
@@ -63,6 +66,12 @@ METRICS: frozenset[str] = frozenset(
         "first_divergence",
         "reply_p50_ms",
         "reply_max_ms",
+        # the heartbeat lab (swarm/fleet.py): clients whose pongs were withheld
+        "pongs_off_clients",
+        "dead_drops",
+        "dead_drop_p50_ms",
+        "dead_drop_max_ms",
+        "dead_kept_max_ms",
     }
 )
 
@@ -80,7 +89,8 @@ _COMPARE = re.compile(
     rf"^\s*(?P<metric>[a-z_][a-z0-9_]*)(?:\[(?P<kind>[A-Za-z0-9_.:\-]+)\])?"
     rf"\s*(?P<op>==|!=|<=|>=|<|>)\s*(?P<value>{_NUMBER})\s*$"
 )
-_WITHIN = re.compile(rf"^\s*reconnected_within\s+(?P<value>{_NUMBER})\s*(?P<unit>ms|s)?\s*$")
+_WITHIN = re.compile(rf"^\s*(?P<what>reconnected|dead_dropped)_within\s+(?P<value>{_NUMBER})"
+                     rf"\s*(?P<unit>ms|s)?\s*$")
 _ORDER = re.compile(r"^\s*order_kept\s*$")
 
 
@@ -90,7 +100,8 @@ class AssertionSyntaxError(WsconsoleError, ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Assertion:
-    """One parsed assertion; `kind` is "compare", "order_kept" or "reconnected_within"."""
+    """One parsed assertion; `kind` is "compare", "order_kept", "reconnected_within" or
+    "dead_dropped_within"."""
 
     expect: str
     kind: str
@@ -112,6 +123,8 @@ class Assertion:
             measured = summary.get("out_of_order")
             passed = measured == 0
             return AssertionResult(self, measured, passed, f"{measured} out of order")
+        if self.kind == "dead_dropped_within":
+            return self._dead_dropped(summary)
         if self.kind == "reconnected_within":
             assert self.value is not None
             down = int(summary.get("disconnected_at_end") or 0)
@@ -132,6 +145,18 @@ class Assertion:
             return AssertionResult(self, None, False, "no data")
         passed = OPERATORS[self.op](measured, self.value)
         return AssertionResult(self, measured, bool(passed), f"measured {measured}")
+
+
+    def _dead_dropped(self, summary: Mapping[str, Any]) -> AssertionResult:
+        assert self.value is not None
+        drops = int(summary.get("dead_drops") or 0)
+        kept_ms = summary.get("dead_kept_max_ms")
+        if kept_ms is None:
+            return AssertionResult(self, None, False, "no client stopped answering pings "
+                                   "(set [swarm] pongs_share or a pongs step)")
+        kept = kept_ms / 1000.0
+        detail = f"{drops} drop(s); the longest a silent client stayed connected: {kept:.3f} s"
+        return AssertionResult(self, round(kept, 3), drops > 0 and kept <= self.value, detail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,16 +190,15 @@ def parse_assertion(text: str, name: str | None = None, line: int | None = None)
         value = float(within["value"])
         if within["unit"] == "ms":
             value /= 1000.0
+        kind = f"{within['what']}_within"
         if value <= 0 or not math.isfinite(value):
-            raise AssertionSyntaxError("reconnected_within needs a positive time")
-        return Assertion(
-            expect=text.strip(), kind="reconnected_within", value=value, name=name, line=line
-        )
+            raise AssertionSyntaxError(f"{kind} needs a positive time")
+        return Assertion(expect=text.strip(), kind=kind, value=value, name=name, line=line)
     match = _COMPARE.match(text)
     if not match:
         raise AssertionSyntaxError(
             f"cannot read {text.strip()!r}: expected 'METRIC OP NUMBER', 'errors[KIND] OP NUMBER',"
-            " 'order_kept' or 'reconnected_within SECONDS'"
+            " 'order_kept', 'reconnected_within SECONDS' or 'dead_dropped_within SECONDS'"
         )
     metric, kind = match["metric"], match["kind"]
     if kind is not None and metric != "errors":

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wsconsole.core.errors import ClientOptionsError
+from wsconsole.core.heartbeat import PongPolicy
 from wsconsole.harness import routing
 from wsconsole.scenarios.assertions import Assertion, AssertionSyntaxError, parse_assertion
 from wsconsole.scenarios.replay import ReplaySpec, parse_replay
@@ -37,6 +39,7 @@ ACTIONS = NODE_ACTIONS | {
     "net_clear",
     "inject",
     "wait",
+    "pongs",
 }
 NET_KINDS = frozenset({"latency", "bandwidth", "reset", "blackhole", "slice", "half_open"})
 STICKY_MODES = frozenset(routing.STICKY_MODES)
@@ -54,6 +57,7 @@ _STEP_KEYS: dict[str, frozenset[str]] = {
     "net_clear": frozenset({"target", "kind"}),
     "inject": frozenset({"case", "count", "direction", "node", "interval"}),
     "wait": frozenset({"seconds", "until", "timeout"}),
+    "pongs": frozenset({"share", "pongs"}),
 }
 _COMMON_STEP_KEYS = frozenset({"at", "action", "note"})
 
@@ -104,6 +108,8 @@ class SwarmSpec:
     ping_interval: float | None = 2.0
     ping_timeout: float = 1.0
     backoff: BackoffSpec = field(default_factory=BackoffSpec)
+    pongs_share: float = 0.0  # the heartbeat lab: this share of the clients ...
+    pongs: PongPolicy = field(default_factory=lambda: PongPolicy("off"))  # ... answers so
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +125,7 @@ class Step:
     def describe(self) -> str:
         """A short human label such as 'kill n1' or 'net all latency'."""
         parts = [self.action]
-        for key in ("node", "target", "kind", "case", "seconds", "until"):
+        for key in ("node", "target", "kind", "case", "seconds", "until", "pongs", "share"):
             if key in self.params:
                 parts.append(str(self.params[key]))
         if self.params.get("count", 1) != 1:
@@ -276,6 +282,8 @@ def _swarm(r: TomlReader, table: dict[str, Any]) -> SwarmSpec:
             "ping_interval",
             "ping_timeout",
             "backoff",
+            "pongs_share",
+            "pongs",
         }
     )
     r.check_keys(table, allowed, *where)
@@ -317,7 +325,18 @@ def _swarm(r: TomlReader, table: dict[str, Any]) -> SwarmSpec:
         ping_interval=None if ping_interval is False else ping_interval,
         ping_timeout=r.number(table, "ping_timeout", 1.0, *where, positive=True),
         backoff=backoff,
+        pongs_share=r.number(table, "pongs_share", 0.0, *where, minimum=0.0, maximum=1.0),
+        pongs=_pongs(r, table, *where),
     )
+
+
+def _pongs(r: TomlReader, table: dict[str, Any], *where: Any) -> PongPolicy:
+    """A pong policy ("off", "delay:MS", "wrong[:TEXT]", "auto"), checked where it is."""
+    text = r.string(table, "pongs", "off", *where)
+    try:
+        return PongPolicy.parse(text)
+    except ClientOptionsError as exc:
+        raise r.fail(str(exc), *where, "pongs") from None
 
 
 def _steps(r: TomlReader, steps: Any, swarm: SwarmSpec, cluster: ClusterSpec | None) -> list[Step]:
@@ -343,7 +362,7 @@ def _steps(r: TomlReader, steps: Any, swarm: SwarmSpec, cluster: ClusterSpec | N
                 "at",
             )
         r.check_keys(step, _COMMON_STEP_KEYS | _STEP_KEYS[action], *where)
-        if cluster is None and action not in ("wait", "inject"):
+        if cluster is None and action not in ("wait", "inject", "pongs"):
             raise r.fail(
                 f"{action} needs a [cluster] (this scenario targets a url)", *where, "action"
             )
@@ -408,6 +427,12 @@ def _check_step(r: TomlReader, action: str, params: dict[str, Any], where: tuple
                 *where,
                 "direction" if "direction" in params else "case",
             )
+    elif action == "pongs":
+        if "share" not in params:
+            raise r.fail('pongs needs share = 0..1 (the share of the swarm\'s clients)', *where)
+        params["share"] = r.number(params, "share", 0.0, *where, minimum=0.0, maximum=1.0)
+        params["policy"] = _pongs(r, params, *where)
+        params["pongs"] = params["policy"].text()
     elif action == "wait":
         if ("seconds" in params) == ("until" in params):
             raise r.fail('wait needs either seconds = N or until = "connected"', *where)

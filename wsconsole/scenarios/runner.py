@@ -174,6 +174,8 @@ def _swarm_config(scenario: Scenario, scale: float, url: str, token_factory: Any
         ),
         ping_interval=spec.ping_interval,
         ping_timeout=spec.ping_timeout,
+        pongs_share=spec.pongs_share,
+        pongs=spec.pongs,
     )
 
 
@@ -385,6 +387,11 @@ class ScenarioRunner:
             return await self._wait(params)
         if action == "inject":
             return await self._inject(params)
+        if action == "pongs":
+            if self.swarm is None:
+                raise StepError("pongs needs the swarm")
+            chosen = self.swarm.set_pongs(params["share"], params["policy"])
+            return f"{chosen} client(s): {params['policy'].describe()}"
         if cluster is None:
             raise StepError(f"{action} needs a cluster")
         if action in ("kill", "pause", "resume", "restart"):

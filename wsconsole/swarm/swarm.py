@@ -10,6 +10,11 @@ Phases: ramp (clients start spread over `ramp` seconds), load (`rate` publishes 
 total, round-robin over the started clients, until `duration` or stop()), settle (no more
 publishes; wait up to `settle` seconds for every ack and every owed delivery), stop (close all
 clients). `run()` returns the final summary; `on_stats` gets a snapshot every `stats_interval`.
+
+For the window (fleet.py): `on_fleet` gets a batch of the clients' state changes and
+heartbeat marks every `fleet_interval`, the clients' last frames are kept for `control`
+requests, and a share of the clients can run the heartbeat lab's pong policy (`pongs_share`,
+`pongs`; changed live with `set_pongs`), whose drops by the server are in the stats.
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ from wsconsole.core import envelope
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientError, ClientOptions, ReconnectingClient
 from wsconsole.core.events import DeliveryEvent, Direction, ErrorEvent, Event, FrameRecord, Opcode
+from wsconsole.core.heartbeat import PongPolicy, pong_share
 from wsconsole.core.lifecycle import State, Transition
 from wsconsole.core.tasks import Tasks, spawn
 from wsconsole.errors import WsconsoleError
 from wsconsole.swarm.accounting import Accounting
+from wsconsole.swarm.fleet import FleetWatch
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +90,9 @@ class SwarmConfig:
     # Hold the load until every client has joined its room (at most this many seconds), so
     # every publish is owed to every subscriber; the duration then counts from that moment.
     wait_joined: float | None = None
+    pongs_share: float = 0.0  # this share of the clients answers the server's pings per `pongs`
+    pongs: PongPolicy = field(default_factory=lambda: PongPolicy("off"))
+    fleet_interval: float = 0.25  # seconds between two fleet batches (with on_fleet)
 
     def validate(self) -> None:
         """Raise SwarmConfigError naming the first setting that cannot work."""
@@ -106,6 +116,11 @@ class SwarmConfig:
             raise SwarmConfigError("token user prefix must be 1 to 100 characters")
         if self.payload < 0:
             raise SwarmConfigError("payload must be >= 0 bytes")
+        if not (math.isfinite(self.pongs_share) and 0 <= self.pongs_share <= 1):
+            raise SwarmConfigError(f"the share of clients with shaped pongs must be 0 to 1, "
+                                   f"not {self.pongs_share}")
+        if not self.fleet_interval > 0:
+            raise SwarmConfigError("fleet interval must be > 0")
         # ClientOptions checks the URL, the heartbeat and the queue limit the same way as
         # `wsconsole connect` does.
         try:
@@ -162,7 +177,12 @@ class SwarmConfig:
             queue_limit=self.queue_limit,
             local_addr=self.local_addr(index),
             compression=False,
+            pongs=self.pongs_for(index),
         )
+
+    def pongs_for(self, index: int) -> PongPolicy:
+        """The pong policy of client `index`: `pongs` for the chosen share, else auto."""
+        return self.pongs if pong_share(index, self.pongs_share) else PongPolicy()
 
 
 class Swarm:
@@ -173,10 +193,13 @@ class Swarm:
         config: SwarmConfig,
         on_stats: Callable[[Stats], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_fleet: Callable[[Stats], None] | None = None,
     ) -> None:
         config.validate()
         self.config = config
         self.on_stats = on_stats
+        self.on_fleet = on_fleet
+        self.fleet = FleetWatch()
         self.clock = clock
         self.accounting = Accounting(started_at=clock())
         self.clients: list[ReconnectingClient] = []
@@ -211,10 +234,13 @@ class Swarm:
             name = f"c{index + 1:04d}"
             client = ReconnectingClient(cfg.client_options(index), name=name)
             client.subscribe(self._observer(name))
+            client.subscribe(self.fleet.observer(name))
+            self.fleet.set_silent(name, not client.pongs.answers)
             self.clients.append(client)
             self._counters.append(0)
             self.accounting.client_added(name)
         stats_task = spawn(self._stats_loop(), "swarm-stats")  # reports until the very end
+        fleet_task = spawn(self._fleet_loop(), "swarm-fleet")
         try:
             self.phase = "ramp" if cfg.ramp > 0 else "load"
             self._tasks.spawn(self._ramp(), "ramp")
@@ -235,11 +261,14 @@ class Swarm:
             self.accounting.begin_stop()
             await self._tasks.cancel_all()
             await self._stop_clients()
-            stats_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stats_task
+            for task in (stats_task, fleet_task):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self._emit_fleet()
             self.phase = "done"
         self.summary = self.accounting.summary(self.clock())
+        self.summary.update(self.fleet.figures(self.clients, time.monotonic()))
         return self.summary
 
     async def _wait_all_joined(self, limit: float) -> None:
@@ -342,9 +371,69 @@ class Swarm:
             await asyncio.sleep(self.config.stats_interval)
             self._emit_stats()
 
+    async def _fleet_loop(self) -> None:
+        if self.on_fleet is None:
+            return
+        while True:
+            await asyncio.sleep(self.config.fleet_interval)
+            self._emit_fleet()
+
+    def _emit_fleet(self) -> None:
+        if self.on_fleet is None:
+            return
+        batch = self.fleet.batch()
+        if batch is not None:
+            try:
+                self.on_fleet(batch)
+            except Exception:
+                log.exception("swarm fleet callback failed")
+
+    # ---- the window's controls -------------------------------------------------------------
+
+    def set_pongs(self, share: float, policy: PongPolicy) -> int:
+        """From now on `share` (0..1) of the clients answer the server's pings per `policy`,
+        the others at once; returns how many run `policy`."""
+        if not (math.isfinite(share) and 0 <= share <= 1):
+            raise SwarmConfigError(f"the share must be 0 to 1, not {share}")
+        self.config.pongs_share, self.config.pongs = share, policy
+        chosen = 0
+        for index, client in enumerate(self.clients):
+            wanted = self.config.pongs_for(index)
+            chosen += pong_share(index, share)
+            client.set_pongs(wanted)
+            self.fleet.set_silent(client.name, not wanted.answers)
+        return chosen
+
+    def control(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Run one command from the window: {"cmd": "pongs", "share": S, "pongs": MODE} or
+        {"cmd": "frames", "clients": [...], "since": WALL, "until": WALL, "after": N};
+        returns the reply (SwarmConfigError for a command that cannot be done)."""
+        kind = command.get("cmd")
+        if kind == "pongs":
+            try:
+                share = float(command.get("share", 0.0))
+                policy = PongPolicy.parse(str(command.get("pongs", "off")))
+            except (TypeError, ValueError) as exc:
+                raise SwarmConfigError(f"pongs: {exc}") from None
+            chosen = self.set_pongs(share, policy)
+            return {"share": share, "pongs": policy.text(), "clients": chosen}
+        if kind == "frames":
+            clients = command.get("clients")
+            if not isinstance(clients, list) or not all(isinstance(c, str) for c in clients):
+                raise SwarmConfigError("frames: clients must be a list of client names")
+            try:
+                since = float(command.get("since", 0.0))
+                until = float(command.get("until", math.inf))
+                after = int(command.get("after", -1))
+            except (TypeError, ValueError) as exc:
+                raise SwarmConfigError(f"frames: {exc}") from None
+            return self.fleet.frames(clients, since, until, after)
+        raise SwarmConfigError(f"unknown command {kind!r} (pongs, frames)")
+
     def _emit_stats(self) -> None:
         self.accounting.compact(self.clock())
         snapshot = self.accounting.snapshot(self.clock())
+        snapshot.update(self.fleet.figures(self.clients, time.monotonic()))
         snapshot["phase"] = self.phase
         if self.on_stats is not None:
             try:
@@ -392,6 +481,7 @@ class Swarm:
             acc.delivered_message(
                 name, room, seq, ident if isinstance(ident, str) else None, latency
             )
+            self.fleet.node(name, env.get("node"))
         elif kind == "ack":
             ident, seq = env.get("id"), env.get("seq")
             if isinstance(ident, str) and isinstance(seq, int):
