@@ -344,6 +344,60 @@ async def test_invalid_utf8_closes_1007_binary_is_an_error(nodes: list[NodeProc]
         assert await works(other)
 
 
+async def test_invalid_utf8_in_a_first_fragment_fails_before_the_last(
+    nodes: list[NodeProc],
+) -> None:
+    """Autobahn 6.4.x: the node fails at the fragment that cannot be UTF-8 (websockets
+    alone waits for the final fragment, which this client never sends)."""
+    raw = RawClient(nodes[1].port, f"/?token={token()}")
+    try:
+        raw.send_frame(0x1, b'{"type":"join","room":"ok', fin=False)
+        raw.send_frame(0x0, b"\xce\xba\xf4", fin=False)  # still a valid prefix
+        raw.send_frame(0x0, b"\x90", fin=False)  # F4 90: beyond U+10FFFF, never UTF-8
+        assert raw.recv_close() == 1007
+    finally:
+        raw.close()
+
+
+async def test_a_close_between_fragments_is_answered_with_its_code(
+    nodes: list[NodeProc],
+) -> None:
+    """Autobahn 7.1.5: a close frame may come between two fragments (RFC 6455 5.4); the
+    node answers it (websockets alone fails the connection with 1002)."""
+    raw = RawClient(nodes[1].port, f"/?token={token()}")
+    try:
+        raw.send_frame(0x1, b"frag", fin=False)
+        raw.send_frame(0x8, b"\x03\xe8bye")
+        assert raw.recv_close() == 1000
+    finally:
+        raw.close()
+
+
+async def test_echo_endpoint_sends_every_message_back_under_the_same_admission(
+    nodes: list[NodeProc],
+) -> None:
+    url = nodes[0].url.rstrip("/") + "/echo"
+    async with client(url, token()) as ws:
+        await ws.send("caf\u00e9 {not json")
+        assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "caf\u00e9 {not json"
+        await ws.send(b"\x00\xffbinary")
+        assert await asyncio.wait_for(ws.recv(), TIMEOUT) == b"\x00\xffbinary"
+        burst = RATE + 5  # over the node's 20 msg/s: refused as on the protocol path
+        for n in range(burst):
+            await ws.send(f"m{n}")
+        replies = [await asyncio.wait_for(ws.recv(), TIMEOUT) for _ in range(burst)]
+        refused = [r for r in replies if "rate_limited" in r]
+        assert refused and len(refused) < burst, replies
+    with pytest.raises(InvalidStatus) as refused_token:
+        async with client(url, "not-a-token"):
+            pass
+    assert refused_token.value.response.status_code == 401
+    async with client(url) as anonymous:  # no token: a first auth message is required
+        await anonymous.send("hello")
+        code, _ = await closed_with(anonymous)
+        assert code == 1008
+
+
 async def test_ghost_connections_of_a_killed_node_expire(
     broker: Broker, procs: ProcessRegistry
 ) -> None:

@@ -29,7 +29,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import orjson
@@ -66,6 +66,11 @@ from wsconsole.core.wsconn import FrameTap, TappedConnection
 log = logging.getLogger(__name__)
 
 
+MessageHandler = Callable[[str | bytes], Awaitable[None]]
+"""Called with each complete message received (text as str, binary as bytes), in order;
+the next message is read once it returns (so it can answer, e.g. an echo)."""
+
+
 def encode_publish(room: str, data: Any, ident: str) -> str:
     """A publish frame; unlike envelope.encode it keeps `data` even when it is None (null)."""
     return orjson.dumps({"type": "publish", "room": room, "data": data, "id": ident}).decode()
@@ -77,7 +82,11 @@ class ReconnectingClient(ConnectionDriver):
     label = "client"
 
     def __init__(
-        self, options: ClientOptions, name: str = "client", observers: Iterable[Observer] = ()
+        self,
+        options: ClientOptions,
+        name: str = "client",
+        observers: Iterable[Observer] = (),
+        on_message: MessageHandler | None = None,
     ) -> None:
         super().__init__(name, options.backoff, observers, grace=options.close_timeout + 1,
                          stable_after=options.stable_after,
@@ -95,6 +104,7 @@ class ReconnectingClient(ConnectionDriver):
         self._silent: float | None = None  # how long the server was silent, once declared dead
         self.pongs: PongPolicy = options.pongs  # the heartbeat lab: see set_pongs()
         self.server_heartbeat = ServerHeartbeat()
+        self.on_message = on_message  # every complete message, awaited before the next
 
     # -- the driver's hooks
 
@@ -266,6 +276,8 @@ class ReconnectingClient(ConnectionDriver):
                         log.exception("%s: envelope handling failed", self.name)
                         self._emit(ErrorEvent(self.name, "protocol",
                                               f"could not handle envelope: {exc!r}"))
+                if self.on_message is not None:
+                    await self.on_message(message)
 
     # -- the harness protocol, inbound
 
@@ -501,6 +513,7 @@ __all__ = [
     "ClientOptions",
     "ClientOptionsError",
     "ClientStats",
+    "MessageHandler",
     "NotConnected",
     "Outbox",
     "QueueFull",

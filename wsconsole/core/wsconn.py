@@ -26,6 +26,7 @@ from websockets.frames import Close, Frame
 from websockets.frames import Opcode as WsOpcode
 
 from wsconsole.core.events import Direction, FrameRecord, HeartbeatEvent, Opcode
+from wsconsole.core.framecheck import strict_frames
 from wsconsole.core.heartbeat import ServerHeartbeat
 from wsconsole.core.tasks import spawn
 
@@ -110,11 +111,14 @@ class TappedConnection(ClientConnection):
     are tapped at the protocol's `recv_frame` (called for each parsed frame, control frames
     and fragments included) rather than `process_event`, because the protocol answers a
     ping or a close inside `recv_frame`: tapping there logs the frame before the reply.
+    Incoming frames then pass the strict checks of framecheck.py (invalid UTF-8 in a
+    fragment fails at once with 1007, a close between fragments is answered normally).
     """
 
     def __init__(self, protocol: Any, *, tap: FrameTap, **kwargs: Any) -> None:
         super().__init__(protocol, **kwargs)
         self.tap = tap
+        strict_frames(protocol)  # checked after the tap has logged the frame
         send_original = protocol.send_frame
         recv_original = protocol.recv_frame
         answering = False  # inside recv_frame of a ping: the next pong is the automatic one

@@ -22,7 +22,9 @@ Security checklist, all on by default, each configurable:
 - rate limit: a token bucket per connection (`rate` msg/s, burst `rate`); a message over
   it is not processed and gets `error rate_limited` (with its id); `abuse` rejections in
   a row (default: the burst) close with 1008.
-- max message size (1009, by `websockets`), invalid UTF-8 (1007, by `websockets`).
+- max message size (1009, by `websockets`), invalid UTF-8 (1007): in a fragmented text
+  message at the first fragment that cannot be UTF-8 (core/framecheck.py; `websockets`
+  alone waits for the last fragment).
 - per-user connections across the cluster (`per_user`): one more closes with 1013
   "try again later", because the limit frees itself as soon as another connection of the
   user ends (or, for a SIGKILLed node, after the presence TTL). While the broker is
@@ -52,6 +54,10 @@ the broker lost its state (restarted without persistence) every member gets
 `joined {room, seq: 0, reset: true}` and sequences start again. rpc methods: `echo`
 (result `data` = params), `time` (`time`, wall clock), `whoami` (`node`, `conn`, `user`,
 `rooms`).
+
+Echo endpoint: a WebSocket on the path `/echo` (same admission, token and limits) sends
+every message back as it came, text or binary, and speaks no harness protocol: standard
+conformance suites (Autobahn, docs/conformance.md) run against a node or the harness there.
 """
 
 from __future__ import annotations
@@ -74,8 +80,10 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
 
 from wsconsole.core.envelope import encode
+from wsconsole.core.framecheck import strict_frames
 from wsconsole.harness.adapter import (
     AdapterConfig,
     RecoveryWindowExceeded,
@@ -89,7 +97,7 @@ from wsconsole.harness.nodeconfig import NodeConfig, UsageError, add_arguments, 
 from wsconsole.harness.nodeinject import inject
 from wsconsole.harness.nodemetrics import CONTENT_TYPE_LATEST, exposition
 from wsconsole.harness.rooms import RoomTable
-from wsconsole.harness.session import Session
+from wsconsole.harness.session import ECHO_PATH, Session
 from wsconsole.harness.stats import NodeSnapshot
 from wsconsole.harness.supervised import CommandHandler, Supervised
 
@@ -112,6 +120,15 @@ class NodeStats:
     auth_failures: int = 0
     accepted: int = 0
     injected: int = 0  # connections written a malformed frame on purpose ("inject")
+
+
+class StrictConnection(ServerConnection):
+    """A server connection with the incoming-frame checks of core/framecheck.py: invalid
+    UTF-8 in any fragment of a text message fails at once with 1007."""
+
+    def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
+        super().__init__(protocol, *args, **kwargs)
+        strict_frames(protocol)
 
 
 class Node(Supervised):
@@ -186,6 +203,7 @@ class Node(Supervised):
             close_timeout=self.config.close_timeout,
             max_size=self.config.max_size,
             server_header=None,
+            create_connection=StrictConnection,
             # asyncio's default accept queue (100) overflows in a reconnect storm or a burst
             # of handshakes, and the kernel then resets connections (benchmarks/capacity.py)
             backlog=LISTEN_BACKLOG,
@@ -381,7 +399,10 @@ class Node(Supervised):
                         await ws.close(refusal.code, refusal.reason)
                         return
                     claimed = True
-            await conn.serve()
+            if ws.request is not None and ws.request.path.partition("?")[0] == ECHO_PATH:
+                await conn.echo()
+            else:
+                await conn.serve()
         except ConnectionClosed:
             pass
         except Exception:

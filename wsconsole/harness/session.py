@@ -30,6 +30,8 @@ from wsconsole.harness.limits import MessageRate, Verdict
 if TYPE_CHECKING:
     from wsconsole.harness.node import Node
 
+ECHO_PATH = "/echo"  # the node's echo endpoint: messages come back as they came
+
 
 class Session:
     """One client connection: who it is, its rate limit, and its side of the protocol."""
@@ -108,16 +110,9 @@ class Session:
     # -- the message loop -------------------------------------------------------------
     async def serve(self) -> None:
         """Handle the client's messages until the connection ends."""
-        ws, stats = self.ws, self.node.stats
-        async for raw in ws:
-            stats.msgs_in += 1
-            stats.bytes_in += payload_size(raw)
-            if self.rate is not None:
-                verdict = self.rate.check(time.monotonic())
-                if verdict is not Verdict.OK:
-                    if not await self._rate_limited(raw, verdict):
-                        return
-                    continue
+        async for raw in self.ws:
+            if not await self._admit(raw):
+                continue  # refused; after a close the loop ends (ConnectionClosed)
             if not isinstance(raw, str):
                 self.error("bad_envelope", "binary frames are not part of the protocol")
                 continue
@@ -126,25 +121,49 @@ class Session:
             except EnvelopeError as exc:
                 self.error(exc.code, exc.detail, exc.id)
                 continue
-            if self.claims is not None and self.claims.expired():
-                stats.auth_failures += 1
-                await ws.close(1008, "token expired")
-                return
             await self._dispatch(envelope)
 
-    async def _rate_limited(self, raw: str | bytes, verdict: Verdict) -> bool:
-        """Refuse a message over the rate; False when the connection was closed for abuse."""
+    async def echo(self) -> None:
+        """The echo endpoint (`ECHO_PATH`): every message back as it came, text or binary,
+        under the same limits as the protocol (so standard suites such as Autobahn can run
+        against a node); until the connection ends."""
+        ws, stats = self.ws, self.node.stats
+        async for raw in ws:
+            if not await self._admit(raw):
+                continue
+            await ws.send(raw)
+            stats.msgs_out += 1
+            stats.bytes_out += payload_size(raw)
+
+    async def _admit(self, raw: str | bytes) -> bool:
+        """Count a message and apply the rate limit and the token's expiry: False when it
+        is not to be processed (refused, or the connection was closed)."""
+        stats = self.node.stats
+        stats.msgs_in += 1
+        stats.bytes_in += payload_size(raw)
+        if self.rate is not None:
+            verdict = self.rate.check(time.monotonic())
+            if verdict is not Verdict.OK:
+                await self._rate_limited(raw, verdict)
+                return False
+        if self.claims is not None and self.claims.expired():
+            stats.auth_failures += 1
+            await self.ws.close(1008, "token expired")
+            return False
+        return True
+
+    async def _rate_limited(self, raw: str | bytes, verdict: Verdict) -> None:
+        """Refuse a message over the rate (`error rate_limited`); close 1008 for abuse."""
         stats = self.node.stats
         stats.rate_limited += 1
         if verdict is Verdict.ABUSE:
             stats.errors["rate_abuse"] += 1
             await self.ws.close(1008, "rate limit exceeded")
-            return False
+            return
         ident = None
         with contextlib.suppress(EnvelopeError):
             ident = parse_client(raw).get("id") if isinstance(raw, str) else None
         self.error("rate_limited", f"over {self.node.config.rate:g} messages/s", ident)
-        return True
 
     async def _dispatch(self, envelope: dict[str, Any]) -> None:
         kind = envelope["type"]
