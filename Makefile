@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench soak package clean debian-packages
+.PHONY: run test lint bench soak conformance package clean debian-packages
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ WSCONSOLE_CHAOS_FAULTS ?= 600
 soak: $(STAMP)
 	WSCONSOLE_CHAOS_FAULTS=$(WSCONSOLE_CHAOS_FAULTS) WSCONSOLE_CHAOS_SEED=$(WSCONSOLE_CHAOS_SEED) \
 	    $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/test_chaos.py
+
+# Every Autobahn group (kosoku) against the harness and the console's client, next to
+# websockets; rewrites the table in docs/conformance.md. Long on two cores (tens of minutes).
+conformance: $(STAMP)
+	$(BIN)/python -m tests.conformance_report --write docs/conformance.md
 
 # A one-folder PyInstaller bundle, a .tar.gz and a .deb in dist/ (see docs/packaging.md).
 package: $(STAMP)

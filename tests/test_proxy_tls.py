@@ -18,7 +18,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from tests.support import until
 from wsconsole.cli import main
 from wsconsole.core.events import FrameRecord
-from wsconsole.proxy.ca import LocalCA
+from wsconsole.core.localca import LocalCA
 from wsconsole.proxy.hub import ProxyEvent, ProxyHub
 from wsconsole.proxy.server import ProxyConfig, ProxyServer
 

@@ -156,7 +156,8 @@ class Console:
         self.errors = errors or ErrorHub()
         self.sessions: dict[str, Session] = {}
         self.cluster: ClusterPort | None = None  # the harness supervisor once started
-        self.cluster_state = "none"  # none, starting, ready, failed, stopped
+        self.cluster_state = "none"  # none, starting, ready, failed, stopping, stopped
+        self.demo_swarm = 0  # simulated clients of the demo (kept for a restart)
         self.swarm: SwarmProc | None = None
         self.proxy = ConsoleProxy(self.frames, self.timeline)  # listens once started
         self.sample_interval = sample_interval
@@ -351,11 +352,17 @@ class Console:
                 return node_id
         return None
 
-    async def start_demo(self, swarm_clients: int = 20) -> None:
-        """The default start-up: demo cluster, the console's own client in a room, the swarm."""
-        from wsconsole.harness.cluster import DEMO_BACKOFF_CAP, DEMO_BACKOFF_INITIAL
+    async def start_demo(self, swarm_clients: int = 20, tls: bool = False) -> None:
+        """The default start-up: demo cluster (wss:// with `tls`), the console's own client
+        in a room, the swarm."""
+        from wsconsole.harness.cluster import (
+            DEMO_BACKOFF_CAP,
+            DEMO_BACKOFF_INITIAL,
+            ClusterConfig,
+        )
 
-        cluster = await self.start_cluster()
+        self.demo_swarm = swarm_clients
+        cluster = await self.start_cluster(ClusterConfig.demo(tls=tls))
         token = cluster.token(CONSOLE_CONN, ["*"])
         profile = Profile(
             name=CONSOLE_CONN,
@@ -377,6 +384,22 @@ class Console:
         await self.connect(CONSOLE_CONN)
         if swarm_clients > 0:
             await self.start_swarm(cluster.url, swarm_clients)
+
+    async def restart_demo(self, tls: bool) -> None:
+        """Stop the demo (the console's client, the swarm, the cluster) and start it again,
+        serving wss:// or ws://: how the window switches TLS on and off."""
+        if self.cluster_state == "starting":
+            raise RuntimeError("the cluster is still starting")
+        await self.disconnect(CONSOLE_CONN)
+        await self.stop_swarm()
+        cluster, self.cluster = self.cluster, None
+        if cluster is not None:
+            self.cluster_state = "stopping"
+            self._changed()
+            await cluster.stop()
+        self.cluster_state = "stopped"
+        self.errors.info(f"restarting the demo cluster with {'wss' if tls else 'ws'}://")
+        await self.start_demo(self.demo_swarm, tls=tls)
 
     # -- the swarm ---------------------------------------------------------------------------
 

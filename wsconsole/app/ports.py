@@ -12,6 +12,7 @@ subclasses are `SessionClient`s, `core.client.ReconnectingClient` is a `HarnessC
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from wsconsole.core.driver import ClientStats
@@ -196,6 +197,11 @@ class ClusterConfigView(Protocol):
         """Ping timeout."""
         ...
 
+    @property
+    def tls(self) -> bool:
+        """Whether it serves wss://."""
+        ...
+
 
 
 class ClusterPort(Protocol):
@@ -225,6 +231,11 @@ class ClusterPort(Protocol):
     @property
     def url(self) -> str:
         """The one address clients use (the balancer)."""
+        ...
+
+    @property
+    def ca_file(self) -> Path | None:
+        """With TLS, the local CA's certificate (the one a browser must trust)."""
         ...
 
     @property

@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start empty: no cluster, no swarm, no connection")
     parser.add_argument("--swarm", type=int, default=20, metavar="N",
                         help="simulated clients in the demo (default 20; 0 = none)")
+    parser.add_argument("--tls", action="store_true",
+                        help="the demo cluster serves wss:// (certificates of the local CA)")
     parser.add_argument("--settings", metavar="FILE",
                         help="keep window layout, profiles and templates in this .ini file")
     parser.add_argument("--frames", type=int, default=1_000_000, metavar="N",
@@ -43,6 +45,7 @@ def options_from(args: argparse.Namespace) -> object:
         url=args.url,
         harness=not args.no_harness and args.url is None,
         swarm_clients=args.swarm,
+        tls=args.tls,
         settings_path=args.settings,
         frame_capacity=args.frames,
     )

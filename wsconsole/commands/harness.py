@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help=f"ping every {DEMO_PING_INTERVAL:g} s, pong timeout {DEMO_PING_TIMEOUT:g} s",
     )
+    add("--tls", action="store_true",
+        help="serve wss:// (balancer and nodes) with certificates from wsconsole's local CA, "
+             "made on first use in the user data folder; the ready event names its file")
     add("--json", action="store_true", help="one JSON object per line")
     add("--ping-interval", type=float, metavar="S", help=f"seconds (default {PING_INTERVAL:g})")
     add("--ping-timeout", type=float, metavar="S", help=f"seconds (default {PING_TIMEOUT:g})")
@@ -122,6 +125,7 @@ def config_from_args(args: argparse.Namespace) -> ClusterConfig:
         stats_interval=args.stats_interval or 1.0,
         log_dir=args.log_dir,
         flavour=args.flavour,
+        tls=args.tls,
     )
     config.validate()
     if not args.user:
@@ -271,8 +275,11 @@ def _human_status(status: dict[str, Any]) -> str:
 
 def _ready_event(cluster: Cluster, user: str) -> dict[str, Any]:
     flavour = cluster.config.flavour
+    ca_file = cluster.ca_file
     return {
-        "url": cluster.url if flavour == "ws" else cluster.url.replace("ws://", "http://", 1),
+        "url": cluster.url if flavour == "ws" else "http" + cluster.url.removeprefix("ws"),
+        "tls": ca_file is not None,
+        "ca_file": str(ca_file) if ca_file is not None else None,
         "flavour": flavour,
         "nodes": [
             {"id": n.id, "port": n.port, "pid": n.pid, "metrics_url": n.metrics_url}
@@ -295,6 +302,9 @@ def _human_ready(ready: dict[str, Any]) -> str:
         )
     lines.append(f"  broker {ready['broker']['url']} pid={ready['broker']['pid']}")
     lines.append(f"  token for {ready['user']}: {ready['token']}")
+    if ready["ca_file"]:
+        lines.append(f"  TLS: certificates from the local CA {ready['ca_file']} "
+                     "(wsconsole trusts it; for a browser see docs/harness.md)")
     lines.append("type `help` for commands, `quit` or Ctrl-C to stop")
     return "\n".join(lines)
 

@@ -34,8 +34,8 @@ from typing import Any
 from wsconsole.commands.argtypes import int_between, non_negative, one_line_errors, positive
 from wsconsole.commands.connect import Printer, clock, start_stdin_reader
 from wsconsole.commands.output import Output, fail_usage
+from wsconsole.core.localca import CAError, LocalCA
 from wsconsole.har import HarConnection, HarError, load_har
-from wsconsole.proxy.ca import CAError, LocalCA
 from wsconsole.proxy.hub import ProxyEvent, ProxyHub, RelayLimits
 from wsconsole.proxy.record import Recorder, replay_through
 from wsconsole.proxy.rulesfile import RulesFile, RulesFileError, load_rules

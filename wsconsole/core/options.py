@@ -152,5 +152,8 @@ class ClientOptions:
         return self.url.lower().startswith("wss:")
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context for wss:// (custom CA file or insecure), None for ws://."""
-        return client_context(self.ca_file, self.insecure) if self.secure else None
+        """The TLS context for wss:// (custom CA file or insecure; the local CA for a
+        loopback host), None for ws://."""
+        if not self.secure:
+            return None
+        return client_context(self.ca_file, self.insecure, urllib.parse.urlsplit(self.url).hostname)

@@ -114,6 +114,8 @@ def classify_error(exc: BaseException) -> Failure:
         if "subprotocol" in str(exc).lower():
             return Failure("subprotocol", str(exc))
         return Failure("protocol", str(exc))
+    if isinstance(exc, ssl.SSLCertVerificationError):  # expired, wrong host, unknown issuer
+        return Failure("tls", f"certificate refused: {getattr(exc, 'verify_message', None) or exc}")
     if isinstance(exc, ssl.SSLError | ssl.CertificateError):
         return Failure("tls", str(exc))
     if isinstance(exc, socket.gaierror):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 WS_SCHEMES = ("ws", "wss")
@@ -32,3 +33,17 @@ def url_problem(
     if port == 0:
         return f"invalid port in URL {url!r}: port 0 is not a port to connect to"
     return None
+
+
+def is_loopback(host: str | None) -> bool:
+    """True when `host` (a name or an address, IPv6 with or without brackets) is this
+    machine: localhost or a loopback address."""
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

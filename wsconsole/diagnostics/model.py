@@ -101,7 +101,7 @@ class DiagnoseOptions:
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context the client uses (None for ws://)."""
-        return client_context(self.ca_file, self.insecure) if self.secure else None
+        return client_context(self.ca_file, self.insecure, self.host) if self.secure else None
 
     def client_options(self) -> ClientOptions:
         """ReconnectingClient options: quick retries, no automatic pings (we send our own)."""

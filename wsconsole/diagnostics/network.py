@@ -13,6 +13,7 @@ import ssl
 import time
 from typing import Any
 
+from wsconsole.core.tls import client_context
 from wsconsole.diagnostics.model import DiagnoseOptions, StepResult, Verdict
 
 EXPIRY_WARN_DAYS = 14
@@ -159,7 +160,7 @@ async def _tls_connect(opts: DiagnoseOptions, address: str,
 async def check_tls(opts: DiagnoseOptions, address: str) -> StepResult:
     """Verify the chain against the trust store (or --ca-file) and read the certificate."""
     title = "Secure connection (TLS)"
-    context = ssl.create_default_context(cafile=opts.ca_file)
+    context = client_context(opts.ca_file, host=opts.host)
     detail: dict[str, Any] = {"address": address, "sni": opts.host}
     try:
         sslobj = await _tls_connect(opts, address, context)

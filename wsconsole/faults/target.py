@@ -3,14 +3,13 @@ TLS trust; the options mean what they mean for `wsconsole connect`) and `ProbeCo
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, replace
 from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from wsconsole.core.errors import ClientOptionsError
 from wsconsole.core.options import check_header
-from wsconsole.core.urls import url_problem
+from wsconsole.core.urls import is_loopback, url_problem
 from wsconsole.errors import WsconsoleError
 from wsconsole.faults.case import DEFAULT_MAX_SIZE, Request
 
@@ -69,12 +68,7 @@ class Target:
     @property
     def is_loopback(self) -> bool:
         """True when the host is this machine (plain ws:// is expected there)."""
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback(self.host)
 
     @property
     def has_credentials(self) -> bool:

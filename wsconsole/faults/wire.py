@@ -209,7 +209,7 @@ def new_key() -> str:
 
 
 def _ssl_context(target: Target) -> ssl.SSLContext | None:
-    return client_context(target.ca_file, target.insecure) if target.secure else None
+    return client_context(target.ca_file, target.insecure, target.host) if target.secure else None
 
 
 async def connect(target: Target, config: ProbeConfig) -> Pipe:

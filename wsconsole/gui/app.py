@@ -38,6 +38,7 @@ class GuiOptions:
     url: str | None = None  # debug an external server (no harness)
     harness: bool = True  # start the demo cluster (ignored with url)
     swarm_clients: int = 20
+    tls: bool = False  # the demo cluster serves wss://
     settings_path: str | None = None  # an .ini file instead of the user's QSettings
     frame_capacity: int = 1_000_000
     width: int = 1600
@@ -91,7 +92,8 @@ class ConsoleApp:
                                               "connect target")
         elif self.options.harness:
             self.startup = self.console.spawn(
-                self.console.start_demo(self.options.swarm_clients), "demo start-up")
+                self.console.start_demo(self.options.swarm_clients, tls=self.options.tls),
+                "demo start-up")
         self.window.connection.sync_list()
 
     async def wait_ready(self, timeout: float) -> bool:

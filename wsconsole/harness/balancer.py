@@ -4,7 +4,7 @@ Run as ``python -m wsconsole.harness.balancer`` or ``wsconsole balancer``::
 
     --host 127.0.0.1 --port P (0: a free port) --backend ID=HOST:PORT (repeatable)
     --sticky ip|cookie|sid [--control HOST:PORT] [--health-interval 0.5] [--health-timeout T]
-    [--head-timeout 5]
+    [--head-timeout 5] [--tls-cert FILE --tls-key FILE] [--backend-ca FILE]
 
 Once listening it prints ONE JSON line on stdout, ``{"event": "listening", "port", "pid"}``;
 logs go to stderr. SIGTERM or SIGINT stops it; so does losing its control channel (a balancer
@@ -14,7 +14,9 @@ Per connection: read the client's HTTP request head (at most ``MAX_HEAD`` bytes 
 ``HEAD_TIMEOUT`` seconds; garbage or oversize -> 400, too slow -> 408, then close), pick a
 backend, forward the head (plus ``X-Forwarded-For``) and pipe bytes both ways. No healthy
 backend -> 503. A backend that refuses the TCP connection is marked unhealthy at once and the
-next one is tried (-> 502 when none accepts).
+next one is tried (-> 502 when none accepts). With `--tls-cert/--tls-key` clients get wss://
+(TLS ends here, so the head can be read and routed); with `--backend-ca` the balancer talks
+TLS to the backends too, health checks included (the harness's `--tls`: every hop encrypted).
 
 This module accepts, routes and connects; each other job has its own module:
 ``httphead`` (reading and parsing the request head), ``routing`` (sticky affinity, pure),
@@ -35,12 +37,14 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from wsconsole.core.localca import ServerFiles
 from wsconsole.core.tasks import Tasks
 from wsconsole.harness.balancerctl import BalancerControl
 from wsconsole.harness.control import CONTROL_KEY_ENV
@@ -57,6 +61,7 @@ from wsconsole.harness.httphead import (
 from wsconsole.harness.netfaults import ALL, FaultBoard, Reset, parse_fault
 from wsconsole.harness.pump import CHUNK, Backend, Connection
 from wsconsole.harness.routing import STICKY_MODES, choose, cookie_to_set
+from wsconsole.harness.tlsfiles import add_tls_arguments, tls_context, tls_files
 
 log = logging.getLogger("wsconsole.balancer")
 
@@ -77,6 +82,8 @@ class BalancerConfig:
     health_timeout: float | None = None  # None: min(1.0, max(0.2, 2 * health_interval))
     head_timeout: float = HEAD_TIMEOUT
     max_head: int = MAX_HEAD
+    tls: ServerFiles | None = None  # serve wss:// to clients with these
+    backend_ca: str | None = None  # talk TLS to the backends, trusting this CA file
 
 
 class Balancer:
@@ -96,7 +103,12 @@ class Balancer:
         timeout = config.health_timeout
         if timeout is None:
             timeout = default_timeout(config.health_interval)
-        self.health = HealthChecks(config.health_interval, timeout, self._health_changed)
+        self.server_tls = tls_context(config.tls)
+        # the backends' certificates name the loopback address the balancer dials
+        self.backend_tls = (ssl.create_default_context(cafile=config.backend_ca)
+                            if config.backend_ca else None)
+        self.health = HealthChecks(config.health_interval, timeout, self._health_changed,
+                                   self.backend_tls)
         self.control: BalancerControl | None = None
         self._server: asyncio.Server | None = None
         self._tasks = Tasks(prefix="balancer")
@@ -113,7 +125,8 @@ class Balancer:
         """Check every backend once, listen, start health loops and control; returns the port."""
         await asyncio.gather(*(self.health.check(b) for b in self.backends.values()))
         self._server = await asyncio.start_server(
-            self._accept, self.config.host, self.config.port, limit=CHUNK, backlog=LISTEN_BACKLOG
+            self._accept, self.config.host, self.config.port, limit=CHUNK,
+            backlog=LISTEN_BACKLOG, ssl=self.server_tls,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         for backend in self.backends.values():
@@ -203,9 +216,11 @@ class Balancer:
             tried.add(backend.id)
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
-                    server = await asyncio.open_connection(backend.host, backend.port, limit=CHUNK)
+                    server = await asyncio.open_connection(
+                        backend.host, backend.port, limit=CHUNK, ssl=self.backend_tls
+                    )
                 break
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
                 log.info("backend %s refused a connection (%r)", backend.id, exc)
                 self.health.mark(backend, False)
         forwarded = with_header(head, "X-Forwarded-For", client_ip) + rest
@@ -317,6 +332,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--head-timeout", type=float, default=HEAD_TIMEOUT, help="seconds to read a request head"
     )
+    add_tls_arguments(parser)
+    parser.add_argument("--backend-ca", metavar="FILE",
+                        help="connect to the backends over TLS, trusting this CA (PEM)")
     parser.add_argument("--json", action="store_true", help="accepted for uniformity (always JSON)")
 
 
@@ -332,6 +350,13 @@ def config_from_args(args: argparse.Namespace) -> BalancerConfig:
         raise ValueError("--health-timeout must be > 0")
     if not args.head_timeout > 0:
         raise ValueError("--head-timeout must be > 0")
+    tls = tls_files(args)
+    tls_context(tls)  # unreadable files are bad usage, said before listening
+    if args.backend_ca is not None:
+        try:
+            ssl.create_default_context(cafile=args.backend_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"--backend-ca {args.backend_ca}: {exc}") from None
     backends = [parse_backend(text) for text in args.backend]
     ids = [b[0] for b in backends]
     if len(set(ids)) != len(ids) or ALL in ids:
@@ -345,6 +370,8 @@ def config_from_args(args: argparse.Namespace) -> BalancerConfig:
         health_interval=args.health_interval,
         health_timeout=args.health_timeout,
         head_timeout=args.head_timeout,
+        tls=tls,
+        backend_ca=args.backend_ca,
     )
 
 

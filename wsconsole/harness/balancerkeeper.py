@@ -80,6 +80,7 @@ class BalancerKeeper:
         ]  # fmt: skip
         for node_id, port in backends.items():
             args += ["--backend", f"{node_id}={LOOPBACK}:{port}"]
+        args += self.launcher.tls_args(backends=True)  # our nodes serve TLS as well
         return child_argv("balancer", *args)
 
     async def start(self, backends: dict[str, int]) -> None:

@@ -118,10 +118,16 @@ class Cluster:
 
     @property
     def url(self) -> str:
-        """ws://127.0.0.1:PORT of the balancer: the one address clients use."""
+        """ws://127.0.0.1:PORT of the balancer (wss:// with TLS): the one address clients use."""
         if self.balancer.port is None:
             raise ClusterError("the cluster is not started")
-        return f"ws://{LOOPBACK}:{self.balancer.port}"
+        return f"{'wss' if self.config.tls else 'ws'}://{LOOPBACK}:{self.balancer.port}"
+
+    @property
+    def ca_file(self) -> Path | None:
+        """With TLS: the local CA's certificate, the one to trust (browsers, other tools)."""
+        ca = self._launcher.ca
+        return ca.cert_path if ca is not None else None
 
     @property
     def secret(self) -> str:
@@ -183,6 +189,7 @@ class Cluster:
         began = time.monotonic()
         self._launcher.open_log_dir()
         try:
+            self._launcher.open_tls()
             await self._router.start()
             await self._broker.start()
             ids = [self._nodes.register() for _ in range(self.config.nodes)]
@@ -220,6 +227,7 @@ class Cluster:
             await self._broker.stop()
             await self._router.close()
             await self._tasks.cancel_all()
+            self._launcher.close()
             self._emit({"event": "cluster", "state": "stopped"})
         finally:
             self._stopped.set()

@@ -16,6 +16,7 @@ from wsconsole.harness.routing import STICKY_MODES
 
 JWT_SECRET_ENV = "WSCONSOLE_JWT_SECRET"
 LOOPBACK = "127.0.0.1"
+TLS_HOSTS = (LOOPBACK, "localhost", "::1")  # the names a --tls harness's certificate covers
 BALANCER = "balancer"
 FLAVOURS = ("ws", "socketio")  # node kinds: `wsconsole node` or `wsconsole sionode`
 REDIS_SCHEMES = ("redis://", "rediss://", "valkey://", "valkeys://", "unix://")
@@ -106,6 +107,7 @@ class ClusterConfig:
     stop_timeout: float = 5.0  # beyond a node's drain deadline, before SIGKILL
     log_dir: str | None = None  # children's stderr; None = a fresh temporary directory
     flavour: str = "ws"  # "socketio": python-socketio nodes (harness/sionode.py), same controls
+    tls: bool = False  # wss://: the balancer and the nodes serve certificates of the local CA
 
     @classmethod
     def demo(cls, **overrides: Any) -> ClusterConfig:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 
 from wsconsole.harness.pump import Backend
@@ -27,8 +28,13 @@ class HealthChecks:
     """One checking loop per backend; verdicts land in `Backend.healthy`."""
 
     def __init__(
-        self, interval: float, timeout: float, on_change: Callable[[Backend], None]
+        self,
+        interval: float,
+        timeout: float,
+        on_change: Callable[[Backend], None],
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        self.tls = tls  # the backends serve TLS: check over it (https://.../healthz)
         self.interval = interval
         self.timeout = timeout
         self.on_change = on_change
@@ -77,7 +83,9 @@ class HealthChecks:
         writer = None
         try:
             async with asyncio.timeout(self.timeout):
-                reader, writer = await asyncio.open_connection(backend.host, backend.port)
+                reader, writer = await asyncio.open_connection(
+                    backend.host, backend.port, ssl=self.tls
+                )
                 writer.write(
                     f"GET /healthz HTTP/1.1\r\nHost: {backend.host}:{backend.port}\r\n"
                     "Connection: close\r\n\r\n".encode()

@@ -5,6 +5,10 @@ task) with the cluster's secrets in its environment (never on the command line, 
 does not show them) and its stderr appended to `<log dir>/<name>.log`. It is ready once it
 has printed its `{"event": "listening", "port": N}` line; after that its stdout is read to
 the end so it never blocks on a full pipe, and a watch task reports its exit.
+
+With `ClusterConfig.tls` every member is started with `tls_args()`: a certificate of
+wsconsole's local CA (core/localca.py) for the loopback names, written once per cluster to
+a private temporary folder, so a stack's nodes can be handed the same files.
 """
 
 from __future__ import annotations
@@ -20,9 +24,16 @@ from typing import Any
 
 import orjson
 
+from wsconsole.core.localca import CAError, LocalCA, ServerFiles
 from wsconsole.core.tasks import Tasks
 from wsconsole.harness import procs
-from wsconsole.harness.clusterconfig import JWT_SECRET_ENV, ClusterConfig, ClusterError, NodeState
+from wsconsole.harness.clusterconfig import (
+    JWT_SECRET_ENV,
+    TLS_HOSTS,
+    ClusterConfig,
+    ClusterError,
+    NodeState,
+)
 from wsconsole.harness.control import CONTROL_KEY_ENV
 
 log = logging.getLogger(__name__)
@@ -54,7 +65,8 @@ class Member:
 
 
 class Launcher:
-    """Starts members, owns their log directory, and remembers every one still alive."""
+    """Starts members, owns their log directory and TLS files, and remembers every one
+    still alive."""
 
     def __init__(self, config: ClusterConfig, control_key: str, tasks: Tasks) -> None:
         self.config = config
@@ -64,6 +76,9 @@ class Launcher:
         self.log_dir: Path | None = None
         self._own_log_dir: tempfile.TemporaryDirectory[str] | None = None
         self._spawned: list[Member] = []
+        self.ca: LocalCA | None = None  # with config.tls: the CA the certificate comes from
+        self.tls: ServerFiles | None = None
+        self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
 
     def open_log_dir(self) -> Path:
         """The configured log directory (created), or a fresh temporary one."""
@@ -74,6 +89,34 @@ class Launcher:
             self.log_dir = Path(self.config.log_dir)
             self.log_dir.mkdir(parents=True, exist_ok=True)
         return self.log_dir
+
+    def open_tls(self) -> ServerFiles | None:
+        """With `config.tls`: a certificate of the local CA (made on first use) for the
+        loopback names, written to a private temporary folder for the members (None
+        without TLS); ClusterError when the CA cannot be read or written."""
+        if not self.config.tls:
+            return None
+        try:
+            self.ca = LocalCA()
+            self._tls_dir = tempfile.TemporaryDirectory(prefix="wsconsole-tls-")
+            self.tls = self.ca.write_server_files(TLS_HOSTS, Path(self._tls_dir.name))
+        except CAError as exc:
+            raise ClusterError(str(exc)) from None
+        return self.tls
+
+    def tls_args(self, backends: bool = False) -> list[str]:
+        """The flags that make a member serve TLS (with `backends`: and talk TLS to the
+        nodes behind it, trusting the local CA); none without TLS."""
+        if self.tls is None or self.ca is None:
+            return []
+        args = ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key)]
+        return args + (["--backend-ca", str(self.ca.cert_path)] if backends else [])
+
+    def close(self) -> None:
+        """Remove the TLS files (the members that read them are gone)."""
+        if self._tls_dir is not None:
+            self._tls_dir.cleanup()
+            self._tls_dir = None
 
     def alive(self) -> list[Member]:
         """Every member started and not yet reaped (starting ones included)."""

@@ -204,6 +204,7 @@ class Node(Supervised):
             max_size=self.config.max_size,
             server_header=None,
             create_connection=StrictConnection,
+            ssl=self.config.ssl_context(),
             # asyncio's default accept queue (100) overflows in a reconnect storm or a burst
             # of handshakes, and the kernel then resets connections (benchmarks/capacity.py)
             backlog=LISTEN_BACKLOG,

@@ -11,12 +11,15 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import ssl
 from dataclasses import dataclass
 
+from wsconsole.core.localca import ServerFiles
 from wsconsole.errors import WsconsoleError
 from wsconsole.harness.auth import SECRET_ENV
 from wsconsole.harness.brokerlink import BrokerLink
 from wsconsole.harness.control import CONTROL_KEY_ENV
+from wsconsole.harness.tlsfiles import TlsFilesError, add_tls_arguments, tls_context, tls_files
 
 
 class UsageError(WsconsoleError, ValueError):
@@ -52,6 +55,11 @@ class NodeConfig:
     stats_interval: float = 0.25
     broker_check: float = 0.5
     presence_ttl: float = 15.0
+    tls: ServerFiles | None = None  # serve wss:// (and https:// for /metrics) with these
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS server context for `tls` (None: plain ws://); TlsFilesError if unusable."""
+        return tls_context(self.tls)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--origin", action="append", default=[], metavar="ORIGIN",
         help="also allow this Origin (repeatable; '*' = any)")  # fmt: skip
     add("--compression", action="store_true", help="enable permessage-deflate (off by default)")
+    add_tls_arguments(parser)
     add("--verbose", "-v", action="store_true", help="log at INFO level on stderr")
     add("--json", action="store_true", help="accepted for symmetry: stdout is always JSON lines")
 
@@ -122,6 +131,11 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
         control_key = env.get(CONTROL_KEY_ENV)
         if not control_key:
             raise UsageError(f"--control needs the key in ${CONTROL_KEY_ENV}")
+    try:
+        tls = tls_files(args)
+        tls_context(tls)  # unreadable files are bad usage, said before the node starts
+    except TlsFilesError as exc:
+        raise UsageError(str(exc)) from None
     secret = env.get(SECRET_ENV)
     if not args.no_auth and not secret:
         raise UsageError(f"set ${SECRET_ENV} to the cluster's JWT secret, or pass --no-auth")
@@ -147,4 +161,5 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
         compression=args.compression,
         presence_ttl=args.presence_ttl or 15.0,
         broker_check=args.broker_check or 0.5,
+        tls=tls,
     )

@@ -47,11 +47,13 @@ class NodeInfo:
     pid: int | None = None
     state: NodeState = NodeState.STARTING
     exit_code: int | None = None
+    tls: bool = False  # it serves wss:// and https://
 
     @property
     def metrics_url(self) -> str | None:
         """The node's Prometheus endpoint (same port as its WebSocket)."""
-        return f"http://{LOOPBACK}:{self.port}/metrics" if self.port else None
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{LOOPBACK}:{self.port}/metrics" if self.port else None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -95,7 +97,7 @@ class NodeKeeper:
         """A new node id in state STARTING (announced), not started yet."""
         while (node_id := f"n{next(self._ids)}") in self.nodes:
             pass
-        info = self.nodes[node_id] = NodeInfo(node_id)
+        info = self.nodes[node_id] = NodeInfo(node_id, tls=self.config.tls)
         self._set_state(info, NodeState.STARTING)
         return node_id
 
@@ -146,6 +148,7 @@ class NodeKeeper:
             "--ping-interval", num_arg(cfg.ping_interval),
             "--ping-timeout", num_arg(cfg.ping_timeout),
             *cfg.limits.argv(),
+            *self.launcher.tls_args(),
         )  # fmt: skip
 
     async def start(self, node_id: str) -> None:

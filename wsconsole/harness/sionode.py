@@ -291,7 +291,8 @@ class SioNode(Supervised):
 
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        site = web.TCPSite(self._runner, self.config.host, self.config.port,
+                           ssl_context=self.config.ssl_context())
         try:
             await site.start()
         except OSError as exc:

@@ -33,9 +33,9 @@ from pathlib import Path
 from websockets.http11 import Response
 
 from wsconsole.core.lifecycle import State
+from wsconsole.core.localca import LocalCA
 from wsconsole.core.tls import client_context
 from wsconsole.harness.httphead import HeadError, RequestHead, parse_request_head, read_head
-from wsconsole.proxy.ca import LocalCA
 from wsconsole.proxy.handshake import (
     CHUNK,
     MAX_HEAD,

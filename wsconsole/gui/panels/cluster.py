@@ -2,6 +2,8 @@
 
 Reads `Console.cluster` (the harness supervisor) on a 2 Hz timer; every button runs a
 supervisor command as a console task, so a failure is reported in the window, never lost.
+The TLS box restarts the demo cluster serving wss:// (or ws:// again), with the console's
+own client and the swarm, which trust the local CA by themselves.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QHBoxLayout,
     QHeaderView,
@@ -40,6 +43,13 @@ class ClusterPanel(QWidget):
         super().__init__(parent)
         self.console = console
         self.state_label = QLabel("no cluster")
+        self.tls_box = QCheckBox("TLS (wss://)")
+        self.tls_box.setToolTip("restart the demo cluster serving wss:// with certificates "
+                                "of wsconsole's local CA (the console's clients trust it)")
+        self.tls_box.toggled.connect(self.switch_tls)
+        self.tls_label = QLabel("")
+        self.tls_label.setWordWrap(True)
+        self.tls_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.table = QTableWidget(0, len(NODE_COLUMNS))
         self.table.setHorizontalHeaderLabels(list(NODE_COLUMNS))
         self.table.verticalHeader().setVisible(False)
@@ -101,7 +111,11 @@ class ClusterPanel(QWidget):
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        layout.addWidget(self.state_label)
+        state_row = QHBoxLayout()
+        state_row.addWidget(self.state_label, 1)
+        state_row.addWidget(self.tls_box)
+        layout.addLayout(state_row)
+        layout.addWidget(self.tls_label)
         layout.addWidget(self.table, 1)
         layout.addLayout(node_row)
         layout.addLayout(broker_row)
@@ -144,6 +158,16 @@ class ClusterPanel(QWidget):
         label = f"{action} {node}" if node else action
         self.console.spawn(self.console.cluster_action(action, node), label)
 
+    def switch_tls(self, on: bool) -> None:
+        """Restart the demo cluster serving wss:// (`on`) or ws://."""
+        cluster = self.console.cluster
+        if cluster is not None and cluster.config.tls == on:
+            return  # the box follows the running cluster (refresh)
+        self.message.setText("")
+        self.tls_box.setEnabled(False)
+        self.console.spawn(self.console.restart_demo(on),
+                           f"restart the cluster with {'wss' if on else 'ws'}://")
+
     def apply_net_fault(self) -> bool:
         """Apply the typed network fault to the chosen target; bad text is refused here."""
         from wsconsole.harness.netfaults import FaultError, fault_from_words
@@ -178,6 +202,21 @@ class ClusterPanel(QWidget):
         mode = self.sticky_box.currentText()
         self.console.spawn(self.console.set_sticky(mode), f"sticky {mode}")
 
+    def _refresh_tls(self) -> None:
+        """The TLS box follows the cluster; the CA to trust is named under it."""
+        cluster = self.console.cluster
+        settled = self.console.cluster_state not in ("starting", "stopping")
+        self.tls_box.setEnabled(settled)
+        tls = cluster is not None and cluster.config.tls
+        if settled and self.tls_box.isChecked() != tls:
+            self.tls_box.blockSignals(True)
+            self.tls_box.setChecked(tls)
+            self.tls_box.blockSignals(False)
+        ca_file = cluster.ca_file if cluster is not None and tls else None
+        self.tls_label.setText(f"TLS: certificates of the local CA {ca_file} (trusted by the "
+                               "console; for a browser see docs/harness.md)" if ca_file else "")
+        self.tls_label.setVisible(ca_file is not None)
+
     def rows(self) -> list[dict[str, Any]]:
         """The nodes as shown: id, state, pid, port and the latest stats."""
         cluster = self.console.cluster
@@ -208,6 +247,7 @@ class ClusterPanel(QWidget):
         enabled = cluster is not None and self.console.cluster_state == "ready"
         for button in self.buttons.values():
             button.setEnabled(enabled)
+        self._refresh_tls()
         rows = self.rows()
         targets = ["all", *(row["id"] for row in rows)]
         if [self.net_target.itemText(i) for i in range(self.net_target.count())] != targets:

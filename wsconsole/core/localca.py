@@ -1,12 +1,17 @@
-"""The proxy's local certificate authority: made on first use, kept in the user data folder.
+"""wsconsole's local certificate authority: made on first use, kept in the user data folder.
 
-`wsconsole proxy --tls` serves wss:// and `--forward` intercepts wss:// tunnels with
-certificates this CA issues for each host; a browser or OS that trusts the CA's certificate
-(docs/proxy.md says how) then talks TLS to the proxy without a warning. The CA is an EC P-256
-key and a self-signed certificate valid ten years, written once to `ca-cert.pem` and
-`ca-key.pem` (mode 0600) in `default_ca_dir()` - platformdirs' user data folder for wsconsole,
-or `$WSCONSOLE_DATA_DIR/proxy-ca` (tests, portable installs). Host certificates (397 days, the
-longest browsers accept) are issued in memory per host name and cached for the process.
+One CA for everything local that serves TLS: `wsconsole proxy --tls` (and `--forward`, which
+intercepts wss:// tunnels with a certificate per host) and `wsconsole harness --tls` (the
+balancer and the nodes serve wss://). A browser or OS that trusts the CA's certificate
+(docs/harness.md and docs/proxy.md say how) talks TLS to them without a warning, and the
+console's own clients trust it by themselves for loopback hosts (core/tls.py).
+
+The CA is an EC P-256 key and a self-signed certificate valid ten years, written once to
+`ca-cert.pem` and `ca-key.pem` (mode 0600) in `default_ca_dir()` - `local-ca` in
+platformdirs' user data folder for wsconsole, or in `$WSCONSOLE_DATA_DIR` (tests, portable
+installs). Host certificates (397 days, the longest browsers accept) are issued per host
+name: in memory for a server in this process (`server_context`), or written to a private
+folder for a child process that serves TLS (`write_server_files`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 import ssl
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
@@ -40,10 +46,24 @@ class CAError(WsconsoleError):
 
 
 def default_ca_dir() -> Path:
-    """Where the local CA lives: `$WSCONSOLE_DATA_DIR/proxy-ca` or the user data folder."""
+    """Where the local CA lives: `local-ca` in `$WSCONSOLE_DATA_DIR` or the user data folder."""
     base = os.environ.get(DATA_DIR_ENV) or platformdirs.user_data_dir("wsconsole",
                                                                          appauthor=False)
-    return Path(base) / "proxy-ca"
+    return Path(base) / "local-ca"
+
+
+def existing_ca_file() -> Path | None:
+    """The local CA's certificate if it was made already (None otherwise: nothing is made)."""
+    path = default_ca_dir() / CA_CERT
+    return path if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class ServerFiles:
+    """A host certificate for a child process: the chain (host, then CA) and its key (PEM)."""
+
+    cert: Path
+    key: Path
 
 
 def _now() -> datetime.datetime:
@@ -100,7 +120,7 @@ class LocalCA:
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "wsconsole"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "wsconsole proxy local CA"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "wsconsole local CA"),
         ])
         now = _now()
         public = key.public_key()
@@ -158,22 +178,39 @@ class LocalCA:
             serialization.Encoding.PEM)
         return chain, _pem_key(key)
 
+    def write_server_files(self, hosts: Sequence[str], folder: Path) -> ServerFiles:
+        """Issue a certificate for `hosts` and write it with its key to `folder` (created,
+        mode 0700; files mode 0600), for a server in another process."""
+        chain, key = self.issue(hosts)
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            files = ServerFiles(folder / "server-cert.pem", folder / "server-key.pem")
+            for path, data in ((files.cert, chain), (files.key, key)):
+                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(descriptor, "wb") as handle:
+                    handle.write(data)
+        except OSError as exc:
+            raise CAError(f"cannot write a server certificate to {folder}: {exc}") from None
+        return files
+
     def server_context(self, hosts: Sequence[str]) -> ssl.SSLContext:
         """A TLS server context presenting a certificate for `hosts` (cached), HTTP/1.1 only."""
         wanted = tuple(dict.fromkeys(h.lower() for h in hosts))
         context = self._contexts.get(wanted)
         if context is not None:
             return context
-        chain, key = self.issue(wanted)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.set_alpn_protocols(["http/1.1"])  # a WebSocket upgrade needs HTTP/1.1
         # ssl loads certificates from files only: write them to a private temporary folder.
         label = hashlib.sha256("\n".join(wanted).encode()).hexdigest()[:16]
         with tempfile.TemporaryDirectory(prefix="wsconsole-ca-") as folder:
-            path = Path(folder) / f"{label}.pem"
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(chain + key)
-            context.load_cert_chain(path)
+            files = self.write_server_files(wanted, Path(folder) / label)
+            context = server_context(files)
         self._contexts[wanted] = context
         return context
+
+
+def server_context(files: ServerFiles) -> ssl.SSLContext:
+    """A TLS server context presenting `files`, HTTP/1.1 only (a WebSocket upgrade needs it)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.set_alpn_protocols(["http/1.1"])
+    context.load_cert_chain(files.cert, files.key)
+    return context
