@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -203,6 +204,36 @@ def test_sigterm_stops_a_child_run_and_leaves_nothing_behind(tmp_path: Path) -> 
     assert report.exists() and "stopped early" in report.read_text()
     assert len(pids) >= 3  # broker, node, balancer
     assert not [pid for pid in pids if pid_alive(pid)]
+
+
+def test_sigterms_while_the_child_winds_down_still_leave_the_report(tmp_path: Path) -> None:
+    """A window's Stop sends SIGTERM again when the child lingers; one landing after the run,
+    while the reports are written, must not kill the child (exit -15, report lost)."""
+    import signal
+
+    from tests.test_connect_cli import Lines
+
+    path = tmp_path / "long.toml"
+    path.write_text(SMALL.replace("duration = 2", "duration = 120"))
+    report = tmp_path / "stopped.html"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsconsole", "scenario", "run", str(path), "--json",
+         "--report", str(report)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        lines = Lines(proc)
+        lines.expect(lambda e: e["event"] == "stats" and e["acknowledged"] > 0, 60 * SCALE)
+        deadline = time.monotonic() + 30 * SCALE
+        while proc.poll() is None and time.monotonic() < deadline:
+            proc.send_signal(signal.SIGTERM)  # an impatient parent, every 20 ms until it exits
+            time.sleep(0.02)
+        assert proc.wait(timeout=5 * SCALE) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert report.exists() and "stopped early" in report.read_text()
 
 
 async def test_a_run_over_its_timeout_is_ended_and_judged_failed() -> None:

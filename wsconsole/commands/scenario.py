@@ -24,6 +24,8 @@ from typing import Any
 
 from wsconsole.commands.output import Output, fail_usage
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # end the run early; it is still judged
+
 HELP = "Run chaos scenarios (TOML): cluster, swarm, timed faults, assertions, reports."
 
 
@@ -148,9 +150,16 @@ async def _run(scenario: Any, scale: float, out: Output, auth: dict[str, Any]) -
 
     runner = ScenarioRunner(scenario, scale=scale, on_event=on_event, **auth)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, runner.stop)
+
+    def stop(signum: int, frame: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop may be closing already
+            loop.call_soon_threadsafe(runner.stop)
+
+    # signal.signal, not loop.add_signal_handler: asyncio puts the defaults back when the
+    # loop closes, and a Stop repeated then (a window's second SIGTERM) killed the child
+    # before it wrote its reports. run() ignores both once the run is over.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop)
     return await runner.run()
 
 
@@ -206,6 +215,8 @@ def run(args: argparse.Namespace) -> int:
             return fail_usage(f"environment variable {args.secret_env} is not set")
         auth["secret"] = secret
     result = asyncio.run(_run(scenario, scale, out, auth))
+    for sig in STOP_SIGNALS:  # stopped and judged: only the reports are left to write
+        signal.signal(sig, signal.SIG_IGN)
     from wsconsole.scenarios.report import write_html, write_junit
 
     try:
