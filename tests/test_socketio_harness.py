@@ -21,6 +21,7 @@ from tests.test_connect_cli import ENV, ROOT, WAIT, Lines
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.events import ErrorEvent
 from wsconsole.core.lifecycle import State, Transition
+from wsconsole.core.localca import DATA_DIR_ENV
 from wsconsole.core.targets.socketio import SocketIOClient, SocketIOOptions
 from wsconsole.harness.cluster import Cluster, ClusterConfig
 from wsconsole.harness.procs import child_argv
@@ -193,3 +194,21 @@ def test_harness_cli_flavour_socketio(procs: ProcessRegistry) -> None:
     proc.stdin.write(b"quit\n")
     proc.stdin.flush()
     assert proc.wait(timeout=WAIT * 2) == 0
+
+
+@pytest.mark.parametrize("transport", ["polling", "websocket"])
+async def test_socketio_flavour_over_tls(transport: str, tmp_path: Any,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """--tls with Socket.IO nodes: the console's Socket.IO client trusts the local CA on
+    loopback by itself, over long-polling (HTTPS) and over the WebSocket (wss://)."""
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    async with sio_cluster(nodes=1, tls=True) as cluster:
+        assert cluster.url.startswith("wss://")
+        log: list[Any] = []
+        c = client(cluster, log, transports=[transport])
+        await c.start()
+        try:
+            await c.wait_state(State.OPEN, CLUSTER_WAIT)
+            assert (await whoami(c))["node"] == "n1"
+        finally:
+            await c.stop()

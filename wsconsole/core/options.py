@@ -15,7 +15,7 @@ from wsconsole.core import envelope
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.errors import ClientOptionsError
 from wsconsole.core.heartbeat import PongPolicy
-from wsconsole.core.tls import client_context
+from wsconsole.core.tls import url_context
 from wsconsole.core.tokens import TOKEN_MODES, TokenMode, TokenProvider, check_provider
 from wsconsole.core.urls import url_problem
 
@@ -154,6 +154,4 @@ class ClientOptions:
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context for wss:// (custom CA file or insecure; the local CA for a
         loopback host), None for ws://."""
-        if not self.secure:
-            return None
-        return client_context(self.ca_file, self.insecure, urllib.parse.urlsplit(self.url).hostname)
+        return url_context(self.url, self.ca_file, self.insecure) if self.secure else None

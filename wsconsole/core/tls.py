@@ -11,6 +11,7 @@ browser would refuse.
 from __future__ import annotations
 
 import ssl
+from urllib.parse import urlsplit
 
 from wsconsole.core.localca import existing_ca_file
 from wsconsole.core.urls import is_loopback
@@ -33,3 +34,9 @@ def client_context(
             except (OSError, ssl.SSLError):
                 pass  # an unreadable local CA trusts nothing more; the handshake will say why
     return context
+
+
+def url_context(url: str, ca_file: str | None = None, insecure: bool = False) -> ssl.SSLContext:
+    """`client_context` for the host of `url` (what the WebSocket, Socket.IO and SSE
+    clients and their HTTP sniffing use)."""
+    return client_context(ca_file, insecure, urlsplit(url).hostname)

@@ -9,6 +9,7 @@ plain WebSocket server)?
 
 from __future__ import annotations
 
+import ssl
 import urllib.parse
 from dataclasses import dataclass
 
@@ -46,7 +47,7 @@ def looks_like_engineio_open(body: str) -> bool:
 
 
 async def sniff(url: str, *, socketio_path: str = "socket.io", timeout: float = 3.0,
-                verify: bool = True) -> Sniff:
+                verify: bool | ssl.SSLContext = True) -> Sniff:
     """Probe `url` over HTTP and say what it speaks (bounded by `timeout` per request)."""
     async with httpx.AsyncClient(timeout=timeout, verify=verify) as http:
         try:
@@ -76,7 +77,7 @@ async def sniff(url: str, *, socketio_path: str = "socket.io", timeout: float = 
 async def engineio_handshake(url: str, *, path: str = "socket.io",
                              headers: list[tuple[str, str]] | None = None,
                              timeout: float = 3.0,
-                             verify: bool = True) -> tuple[int, str, str | None]:
+                             verify: bool | ssl.SSLContext = True) -> tuple[int, str, str | None]:
     """Status, (start of the) body and Retry-After of an Engine.IO polling handshake sent
     with `headers`: says why a Socket.IO server that works for others refuses this client."""
     async with httpx.AsyncClient(timeout=timeout, verify=verify) as http:

@@ -46,6 +46,7 @@ from wsconsole.core.options import check_header, check_stable_after
 from wsconsole.core.reconnect import AUTH_WORDS, Failure, parse_retry_after
 from wsconsole.core.targets.detect import engineio_handshake, mismatch_text, sniff
 from wsconsole.core.tasks import spawn
+from wsconsole.core.tls import url_context
 from wsconsole.core.tokens import TokenProvider, can_refresh, check_provider, fetch_token
 from wsconsole.errors import WsconsoleError
 
@@ -238,7 +239,11 @@ class SocketIOClient(ConnectionDriver):
         def http_session() -> aiohttp.ClientSession:
             # Like a browser, keep cookies set by an IP-address host (aiohttp refuses them by
             # default): a cookie-sticky balancer in front of 127.0.0.1 depends on it.
-            session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+            # the connector's context trusts the local CA on loopback (core/tls.py)
+            session = aiohttp.ClientSession(
+                cookie_jar=aiohttp.CookieJar(unsafe=True),
+                connector=aiohttp.TCPConnector(ssl=url_context(self.options.url)),
+            )
             sessions.append(session)
             return session
 
@@ -347,8 +352,8 @@ class SocketIOClient(ConnectionDriver):
         """What plain HTTP says is at the URL, when that explains the failure."""
         opts = self.options
         wait = min(3.0, opts.connect_timeout)
-        seen = await sniff(opts.url, socketio_path=opts.path, timeout=wait,
-                           verify=not opts.insecure)
+        verify = url_context(opts.url, insecure=opts.insecure)
+        seen = await sniff(opts.url, socketio_path=opts.path, timeout=wait, verify=verify)
         if seen.kind == "unreachable":
             return Failure("refused", seen.detail)
         mismatch = mismatch_text("socketio", seen)
@@ -359,8 +364,7 @@ class SocketIOClient(ConnectionDriver):
                            f"no Socket.IO server at /{opts.path}: {seen.detail}")
         if seen.kind == "socketio":  # it answers others: what does it say to us?
             status, body, retry_after = await engineio_handshake(
-                opts.url, path=opts.path, headers=opts.headers, timeout=wait,
-                verify=not opts.insecure)
+                opts.url, path=opts.path, headers=opts.headers, timeout=wait, verify=verify)
             if status != 200:
                 return Failure("handshake_rejected", f"HTTP {status}: {body}".rstrip(": "),
                                status=status, retry_after=parse_retry_after(retry_after))

@@ -38,6 +38,7 @@ from wsconsole.core.events import (
 from wsconsole.core.options import check_header, check_stable_after
 from wsconsole.core.reconnect import Failure, parse_retry_after
 from wsconsole.core.targets.detect import mismatch_text, sniff
+from wsconsole.core.tls import url_context
 from wsconsole.core.tokens import (
     TokenProvider,
     can_refresh,
@@ -225,7 +226,8 @@ class SSEClient(ConnectionDriver):
 
     async def _attempt(self) -> Failure:
         if self._http is None:
-            self._http = httpx.AsyncClient(verify=not self.options.insecure)
+            self._http = httpx.AsyncClient(
+                verify=url_context(self.options.url, insecure=self.options.insecure))
         ended = await self._session(self._http)
         return Failure("closed", ended, reason=ended)
 
@@ -295,7 +297,8 @@ class SSEClient(ConnectionDriver):
         if isinstance(exc, _NotAStream):
             with contextlib.suppress(Exception):
                 seen = await sniff(self.options.url, timeout=min(3.0, self.options.connect_timeout),
-                                   verify=not self.options.insecure)
+                                   verify=url_context(self.options.url,
+                                                      insecure=self.options.insecure))
                 mismatch = mismatch_text("sse", seen)
                 if mismatch:
                     return "protocol_mismatch", mismatch

@@ -8,6 +8,7 @@ own client and the swarm, which trust the local CA by themselves.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer
@@ -213,8 +214,11 @@ class ClusterPanel(QWidget):
             self.tls_box.setChecked(tls)
             self.tls_box.blockSignals(False)
         ca_file = cluster.ca_file if cluster is not None and tls else None
-        self.tls_label.setText(f"TLS: certificates of the local CA {ca_file} (trusted by the "
-                               "console; for a browser see docs/harness.md)" if ca_file else "")
+        shown = str(ca_file).replace(str(Path.home()), "~", 1) if ca_file else ""
+        # the path on a line of its own: a long path must not widen the panel
+        self.tls_label.setText("TLS: certificates of the local CA (trusted by the console; "
+                               f"for a browser see docs/harness.md):\n{shown}" if ca_file else "")
+        self.tls_label.setToolTip(str(ca_file) if ca_file else "")
         self.tls_label.setVisible(ca_file is not None)
 
     def rows(self) -> list[dict[str, Any]]:
