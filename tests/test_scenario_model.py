@@ -59,6 +59,8 @@ def test_a_valid_file_is_read_with_defaults_and_sorted_steps() -> None:
     assert sc.name == "demo"
     assert sc.cluster is not None and sc.cluster.nodes == 2 and sc.cluster.sticky == "cookie"
     assert sc.cluster.broker is None and sc.cluster.timings == "demo"
+    assert not sc.cluster.tls
+    assert parse_scenario(GOOD.replace("nodes = 2", "nodes = 2\ntls = true"), "x.toml").cluster.tls
     assert sc.swarm.clients == 10 and sc.swarm.backoff.jitter == 0
     assert sc.swarm.backoff.initial == 0.5
     assert [s.action for s in sc.steps] == ["kill", "net"]
@@ -75,6 +77,7 @@ def test_a_valid_file_is_read_with_defaults_and_sorted_steps() -> None:
         ('nodes = 2', 'nodes = "two"', 4, "nodes must be an integer"),
         ('nodes = 2', "nodes = 0", 4, "at least 1"),
         ('sticky = "cookie"', 'sticky = "round-robin"', 5, "sticky must be one of"),
+        ('sticky = "cookie"', 'sticky = "cookie"\ntls = "yes"', 6, "tls must be"),
         ("rooms = 2", "rooms = 20", 9, "cannot exceed clients"),
         ("duration = 8", "duration = -1", 11, "greater than 0"),
         ("jitter = 0", "jitter = -1", 14, "jitter must be at least 0"),

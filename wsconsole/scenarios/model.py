@@ -5,7 +5,7 @@ and assertions that decide the verdict (docs/scenarios.md has the full reference
 place of the swarm, a recorded connection to replay against `url` (scenarios/replay.py):
 
     name = "node kill under load"
-    [cluster]                       nodes, broker, sticky, timings, ping_*, [cluster.limits]
+    [cluster]                       nodes, broker, sticky, timings, ping_*, tls, [cluster.limits]
     [swarm]                         clients, rooms, rate, duration, ramp, settle, backoff, ...
     [[steps]]  at = 3.0  action = "kill"  node = "n1"
     [[assertions]]  expect = "lost == 0"
@@ -79,6 +79,7 @@ class ClusterSpec:
     ping_interval: float | None = None
     ping_timeout: float | None = None
     limits: dict[str, Any] = field(default_factory=dict)
+    tls: bool = False  # wss:// (the harness's --tls)
 
 
 @dataclass(slots=True)
@@ -242,7 +243,8 @@ def _cluster(r: TomlReader, table: dict[str, Any]) -> ClusterSpec:
     r.check_keys(
         table,
         frozenset(
-            {"nodes", "broker", "sticky", "timings", "ping_interval", "ping_timeout", "limits"}
+            {"nodes", "broker", "sticky", "timings", "ping_interval", "ping_timeout", "limits",
+             "tls"}
         ),
         *where,
     )
@@ -263,6 +265,7 @@ def _cluster(r: TomlReader, table: dict[str, Any]) -> ClusterSpec:
         ping_interval=r.number(table, "ping_interval", None, *where, positive=True),
         ping_timeout=r.number(table, "ping_timeout", None, *where, positive=True),
         limits=dict(limits),
+        tls=r.boolean(table, "tls", False, *where),
     )
 
 

@@ -136,6 +136,7 @@ def _cluster_config(scenario: Scenario) -> Any:
         "redis_url": spec.broker,
         "sticky": spec.sticky,
         "limits": Limits(**spec.limits),
+        "tls": spec.tls,
     }
     if spec.ping_interval is not None:
         overrides["ping_interval"] = spec.ping_interval
