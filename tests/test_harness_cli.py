@@ -7,6 +7,7 @@ import json
 import os
 import queue
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 from tests.support import ProcessRegistry, free_port, pid_alive, wait_for
+from wsconsole.core.localca import DATA_DIR_ENV
 from wsconsole.harness.shell import Command, CommandError, help_event, parse
 
 
@@ -307,3 +309,32 @@ def test_an_unreachable_redis_is_exit_1_with_a_plain_message(procs: ProcessRegis
     assert proc.returncode == 1
     assert b"could not start the cluster" in err and b"PING" in err
     assert b"Traceback" not in err
+
+
+def test_harness_tls_ready_event_names_the_ca(procs: ProcessRegistry, tmp_path: Any,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))  # the child makes the CA there
+    harness = HarnessProcess(procs, "--tls", "--nodes", "1")
+    pids: list[int] = []
+    try:
+        ready = harness.expect(lambda e: e["event"] == "ready")
+        pids = ready_pids(ready)
+        assert ready["url"].startswith("wss://127.0.0.1:") and ready["tls"] is True
+        assert ready["ca_file"] == str(tmp_path / "local-ca" / "ca-cert.pem")
+        assert ready["nodes"][0]["metrics_url"].startswith("https://127.0.0.1:")
+        trusting = ssl.create_default_context(cafile=ready["ca_file"])
+        with ws_connect(f"{ready['url']}/?token={ready['token']}", ssl=trusting,
+                        open_timeout=10) as ws:
+            ws.send('{"type": "rpc", "id": "r1", "method": "echo", "params": 1}')
+            assert json.loads(ws.recv(timeout=10))["type"] == "result"
+        harness.send("quit")
+        harness.expect(lambda e: e["event"] == "stopped")
+        assert harness.proc.wait(timeout=60) == 0
+    finally:
+        if harness.proc.poll() is None:
+            harness.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                harness.proc.wait(timeout=30)
+        for pid in pids:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
