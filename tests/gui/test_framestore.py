@@ -81,6 +81,20 @@ def test_filters_narrow_across_the_wrap() -> None:
     FrameFilter.make(text="(a+)+", regex=False)  # plain text is escaped, never a pattern
 
 
+def test_a_scope_narrows_to_connections_and_a_time_range() -> None:
+    """What clicking a Timeline lane or fault asks for: some connections, some seconds."""
+    store = FrameStore(capacity=64)
+    for i in range(100):
+        conn = "swarm/c0001" if i % 4 == 0 else "console"
+        store.append(FrameRecord(conn, Direction.IN, Opcode.TEXT, b"x", wall=1000.0 + i))
+    scope = FrameFilter.make(conns=["swarm/c0001"], since=1050.0, until=1070.0)
+    assert not scope.is_all
+    assert [store.row(i).wall for i in store.match(scope)] == [1052.0, 1056.0, 1060.0,
+                                                               1064.0, 1068.0]
+    assert len(store.match(FrameFilter.make(since=1090.0))) == 10
+    assert len(store.match(FrameFilter.make(conns=["nobody"]))) == 0
+
+
 def test_export_jsonl(tmp_path) -> None:  # type: ignore[no-untyped-def]
     store = FrameStore(capacity=100)
     for i in range(5):

@@ -3,9 +3,20 @@ tested with core/metrics.py in tests/test_client_metrics.py."""
 
 from __future__ import annotations
 
+import pytest
+
+from wsconsole.app.faultimpact import impact
 from wsconsole.app.timelinemodel import TimelineModel
-from wsconsole.core.events import DeliveryEvent, ErrorEvent, HeartbeatEvent
+from wsconsole.core.events import (
+    DeliveryEvent,
+    Direction,
+    ErrorEvent,
+    FrameRecord,
+    HeartbeatEvent,
+    Opcode,
+)
 from wsconsole.core.lifecycle import Lifecycle, State
+from wsconsole.swarm.fleet import FleetBatch
 
 
 def test_timeline_spans_attempts_and_markers() -> None:
@@ -64,3 +75,76 @@ def test_timeline_is_bounded() -> None:
         model(HeartbeatEvent("c1", "ping_sent", at=float(i)))
     assert len(model.lanes["c1"].markers) == 10
     assert model.lanes["c1"].markers[0].at == 90.0
+
+
+def _life(model: TimelineModel, name: str, moves: list[tuple[State, float]],
+          group: str = "own") -> None:
+    life = Lifecycle(name)
+    for state, at in moves:
+        model.record(life.move(state, at=at), group)
+
+
+def test_lanes_are_grouped_and_each_group_has_a_band() -> None:
+    model = TimelineModel()
+    model.bands.resolution = 0.0  # every change is a point (the view's flush does the rest)
+    _life(model, "console", [(State.CONNECTING, 1.0), (State.OPEN, 1.2)])
+    _life(model, "p1", [(State.CONNECTING, 1.0)], group="proxy")
+    batch = FleetBatch.parse({"states": [[f"c{i:04d}", 1000.0 + i / 10, "O", 0, None, None,
+                                           None] for i in range(1, 5)],
+                              "marks": [["c0001", 1002.0, "pong_received", 0.004],
+                                        ["c0002", 1003.0, "server_dropped", 1.1]],
+                              "nodes": {"c0001": "n1", "c0002": "n2"}})
+    model.apply_swarm(batch, offset=1000.0 - 2.0)  # wall 1000 is monotonic 2.0
+    assert [lane.group for lane in model.lanes.values()] == ["own", "proxy"] + ["swarm"] * 4
+    assert model.lanes["swarm/c0001"].label == "c0001"
+    assert model.lanes["swarm/c0003"].spans[0].start == pytest.approx(2.3)
+    assert [(m.kind, m.value) for m in model.lanes["swarm/c0002"].markers] == [("dropped", 1.1)]
+    assert model.lanes["swarm/c0001"].markers[0].label == "rtt 4.0 ms"
+    assert model.bands.now(("source", "swarm")) == {"CONNECTING": 0, "OPEN": 4,
+                                                   "RECONNECTING": 0, "CLOSED": 0}
+    assert model.bands.now(("source", "proxy"))["CONNECTING"] == 1
+    assert model.bands.groups("node") == ["(no node yet)", "n1", "n2"]
+    assert [lane.name for lane in model.in_group("node", "n2")] == ["swarm/c0002"]
+    t, counts = model.bands.window(("source", "swarm"), since=0.0)
+    assert counts[-1].tolist() == [0, 4, 0, 0] and t[-1] >= t[0]
+    # a client leaves: the band moves it from OPEN to RECONNECTING
+    model.apply_swarm(FleetBatch.parse({"states": [["c0004", 1005.0, "R", 1, 0.5, 1001,
+                                                     "backoff grows"]]}), offset=998.0)
+    assert model.bands.now(("source", "swarm"))["RECONNECTING"] == 1
+    span = model.lanes["swarm/c0004"].spans[-1]
+    assert span.detail == "close 1001 - backoff grows" and span.delay == 0.5
+
+
+def test_the_serving_node_comes_from_the_first_message_of_each_connection() -> None:
+    model = TimelineModel()
+    _life(model, "console", [(State.CONNECTING, 1.0), (State.OPEN, 1.1)])
+    model(FrameRecord("console", Direction.IN, Opcode.TEXT, b'{"type":"joined","seq":1}'))
+    assert model.lanes["console"].node is None
+    model(FrameRecord("console", Direction.IN, Opcode.TEXT,
+                      b'{"type":"message","room":"r","seq":2,"node":"n3"}'))
+    model(FrameRecord("console", Direction.IN, Opcode.TEXT, b'{"node":"n9"}'))  # not read
+    assert model.lanes["console"].node == "n3"
+    assert model.bands.now(("node", "n3"))["OPEN"] == 1
+
+
+def test_a_fault_shows_who_dropped_and_how_long_each_took_to_come_back() -> None:
+    model = TimelineModel()
+    _life(model, "a", [(State.CONNECTING, 1.0), (State.OPEN, 1.1), (State.RECONNECTING, 10.2),
+                       (State.CONNECTING, 10.7), (State.OPEN, 11.5)])
+    _life(model, "b", [(State.CONNECTING, 1.0), (State.OPEN, 1.1), (State.RECONNECTING, 10.4),
+                       (State.CONNECTING, 11.0), (State.OPEN, 13.4)])
+    _life(model, "c", [(State.CONNECTING, 1.0), (State.OPEN, 1.1)])  # untouched
+    _life(model, "d", [(State.CONNECTING, 1.0), (State.OPEN, 1.1), (State.RECONNECTING, 10.3)])
+    _life(model, "e", [(State.CONNECTING, 1.0), (State.OPEN, 1.1), (State.RECONNECTING, 30.0),
+                       (State.CONNECTING, 30.5), (State.OPEN, 31.0)])  # after the next fault
+    model.fault("node n1 killed", at=10.0)
+    model.fault("broker down", at=25.0)
+    found = impact(model, model.faults[0])
+    assert [(h.lane, h.down) for h in found.hits] == [("a", pytest.approx(1.3)),
+                                                      ("b", pytest.approx(3.0)), ("d", None)]
+    assert found.open_at_fault == 5 and found.still_down == 1 and found.until == 25.0
+    assert found.summary() == ("node n1 killed: 3 of 5 open clients dropped; back after p50 "
+                               "1.30 s, max 3.00 s; 1 not back")
+    edges, counts = found.histogram(bins=3)
+    assert counts.sum() == 2 and edges[0] == 0.0 and edges[-1] >= 3.0
+    assert impact(model, model.faults[1]).hits[0].lane == "e"

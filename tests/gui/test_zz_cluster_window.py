@@ -6,8 +6,12 @@ the table and the Timeline, and closing the window stops every process the conso
 
 from __future__ import annotations
 
+import time
+
 from tests.support import SCALE, pid_alive, until
 from wsconsole.app.console import CONSOLE_CONN
+from wsconsole.app.framestore import FrameFilter
+from wsconsole.core.heartbeat import PongPolicy
 from wsconsole.core.lifecycle import State
 from wsconsole.gui.app import ConsoleApp, GuiOptions
 
@@ -83,6 +87,33 @@ def test_demo_cluster_kill_and_close(qloop, settings_path) -> None:  # type: ign
 
             await until(reconnected, "a reconnect after the kill", 30, detail=after_kill)
             assert any(m.label.startswith(f"node {serving}") for m in console.timeline.faults)
+
+            # the swarm's clients have lanes of their own; the kill's side panel lists who
+            # it hit (the console at least) with the time each took to come back
+            swarm_lanes = console.timeline.in_group("source", "swarm")
+            assert len(swarm_lanes) == 6 and all(lane.spans for lane in swarm_lanes)
+            kill_mark = next(m for m in console.timeline.faults
+                             if m.label.startswith(f"node {serving}"))
+            side = w.timeline.show_fault(kill_mark)
+            assert CONSOLE_CONN in [hit.lane for hit in side.impact.hits]
+            assert w.frames.scope is not None and CONSOLE_CONN in w.frames.scope[0]
+            w.frames.clear_scope()
+            # a swarm client's frames come from the swarm when asked for
+            fetched = await console.fetch_swarm_frames([swarm_lanes[0].name], 0, time.time())
+            assert fetched > 0
+            held = console.frames.match(FrameFilter.make(conns=[swarm_lanes[0].name]))
+            assert len(held) == fetched
+            assert await console.fetch_swarm_frames([swarm_lanes[0].name], 0, 0) == 0
+
+            # the heartbeat lab on half the swarm: the nodes drop the silent clients
+            chosen = await console.swarm.set_pongs(0.5, PongPolicy("off"))
+            assert chosen == 3
+            await until(lambda: (console.swarm.latest.get("dead_drops") or 0) >= 1,
+                        "a silent swarm client dropped by its node", 20,
+                        detail=lambda: console.swarm.latest.get("dead_drops"))
+            assert await console.swarm.set_pongs(0.0, PongPolicy("off")) == 0
+            assert any(m.kind == "dropped" for lane in console.timeline.in_group(
+                "source", "swarm") for m in lane.markers)
 
             # Pause (SIGSTOP) the node serving it now: a heartbeat miss, then a reconnect
             paused: str | None = None

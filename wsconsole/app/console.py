@@ -15,7 +15,6 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -25,13 +24,13 @@ from wsconsole.app.framestore import FrameStore
 from wsconsole.app.intercept import ConsoleProxy
 from wsconsole.app.ports import ChildOwner, ClusterPort, SessionClient
 from wsconsole.app.profiles import Profile
-from wsconsole.app.timelinemodel import TimelineModel
+from wsconsole.app.swarmlink import SwarmLink
+from wsconsole.app.timelinemodel import SWARM_PREFIX, TimelineModel
 from wsconsole.core.events import Direction, ErrorEvent, FrameRecord, Opcode
 from wsconsole.core.lifecycle import State, Transition
 from wsconsole.core.metrics import LatencyHistogram, TimeSeries
 from wsconsole.core.tasks import Tasks
 from wsconsole.harness import procs
-from wsconsole.harness.procs import Child
 from wsconsole.harness.stats import ClusterSample
 
 if TYPE_CHECKING:
@@ -132,15 +131,6 @@ class Session:
             self.latencies.record(max(0.0, frame.wall - sent))
 
 
-@dataclass
-class SwarmProc:
-    """The simulated-clients subprocess and the stats it prints as JSON lines."""
-
-    child: Child
-    latest: dict[str, Any]
-    reader: asyncio.Task[None] | None = None
-
-
 class Console:
     """Owns sessions, the cluster, the swarm, the stores and every task; see the module doc."""
 
@@ -158,7 +148,7 @@ class Console:
         self.cluster: ClusterPort | None = None  # the harness supervisor once started
         self.cluster_state = "none"  # none, starting, ready, failed, stopping, stopped
         self.demo_swarm = 0  # simulated clients of the demo (kept for a restart)
-        self.swarm: SwarmProc | None = None
+        self.swarm: SwarmLink | None = None
         self.proxy = ConsoleProxy(self.frames, self.timeline)  # listens once started
         self.sample_interval = sample_interval
         self.on_change: list[Callable[[], None]] = []  # sessions added/removed, cluster state
@@ -404,7 +394,8 @@ class Console:
     # -- the swarm ---------------------------------------------------------------------------
 
     async def start_swarm(self, url: str, clients: int) -> None:
-        """Start `wsconsole swarm URL --clients N --json` as a child (harness/procs.py).
+        """Start `wsconsole swarm URL --clients N --json --fleet --control` as a child
+        (harness/procs.py), read and driven by a SwarmLink (app/swarmlink.py).
 
         It runs until stopped (a day-long load phase), one token per simulated user signed
         with the cluster's secret, demo timings for its heartbeats and backoff.
@@ -422,27 +413,26 @@ class Console:
                 "--backoff-initial", str(DEMO_BACKOFF_INITIAL),
                 "--backoff-cap", str(DEMO_BACKOFF_CAP), "--backoff-jitter", "0.5",
                 "--ping-interval", str(DEMO_PING_INTERVAL),
-                "--ping-timeout", str(DEMO_PING_TIMEOUT), "--json"]
+                "--ping-timeout", str(DEMO_PING_TIMEOUT), "--json", "--fleet", "--control"]
         if self.cluster is not None:
             env[JWT_SECRET_ENV] = self.cluster.secret
             args += ["--secret-env", JWT_SECRET_ENV]
         child = await procs.spawn(procs.child_argv("swarm", *args), "swarm", env=env,
-                                  tasks=self.tasks)
+                                  stdin=True, tasks=self.tasks)
         self._started_pids.add(child.pid)
-        self.swarm = SwarmProc(child, {})
-        self.swarm.reader = self.spawn(self._read_swarm(self.swarm), "swarm-reader")
+        self.swarm = SwarmLink(child, self.timeline, self.frames, self.tasks,
+                               on_exit=self._swarm_exited)
 
-    async def _read_swarm(self, swarm: SwarmProc) -> None:
-        async for line in swarm.child.lines():
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                swarm.latest = record
-        await swarm.child.wait()
+    def _swarm_exited(self, code: int | None) -> None:
         if not self._closing:
-            self.errors.report(f"the swarm exited with code {swarm.child.returncode}")
+            self.errors.report(f"the swarm exited with code {code}")
+
+    async def fetch_swarm_frames(self, lanes: list[str], since: float, until: float) -> int:
+        """Bring the kept frames of the swarm clients among `lanes` (wall-clock range) into
+        the Frames view; how many were added (0 without a swarm or swarm lanes)."""
+        if self.swarm is None or not any(lane.startswith(SWARM_PREFIX) for lane in lanes):
+            return 0
+        return await self.swarm.fetch_frames(lanes, since, until)
 
     async def stop_swarm(self, timeout: float = 5.0) -> None:
         """SIGTERM the swarm, SIGKILL it if it lingers."""
@@ -519,19 +509,7 @@ class Console:
 
     def swarm_summary(self) -> str | None:
         """One line about the simulated clients (None when no swarm runs)."""
-        if self.swarm is None:
-            return None
-        latest = self.swarm.latest
-        if not latest:
-            return "swarm: starting"
-        if self.swarm.child.returncode is not None:
-            return f"swarm: exited with code {self.swarm.child.returncode}"
-        parts = [f"swarm: {latest.get('connected', '?')}/{latest.get('clients', '?')} connected"]
-        for key in ("sent", "acknowledged", "delivered", "duplicated", "out_of_order",
-                    "reconnects"):
-            if key in latest:
-                parts.append(f"{key.replace('_', ' ')} {latest[key]}")
-        return "  ".join(parts)
+        return None if self.swarm is None else self.swarm.summary()
 
     def adopt(self, owner: ChildOwner) -> None:
         """Stop `owner` with the console and count its PIDs as started here; an owner of child

@@ -84,13 +84,16 @@ class FrameRow:
 
 @dataclass(frozen=True, slots=True)
 class FrameFilter:
-    """What the Frames view shows: text or regex over payload/room/node, directions, opcodes."""
+    """What the Frames view shows: text or regex over payload/room/node, directions, opcodes,
+    and a scope: some connections (`conns`) and a wall-clock time range (`since`, `until`)."""
 
     text: str = ""
     regex: bool = False
     directions: frozenset[Direction] = frozenset(_DIRS)
     opcodes: frozenset[Opcode] = frozenset(Opcode)
     conns: frozenset[str] | None = None
+    since: float | None = None
+    until: float | None = None
     _pattern: re.Pattern[bytes] | None = field(default=None, compare=False, repr=False)
 
     @staticmethod
@@ -100,6 +103,8 @@ class FrameFilter:
         directions: Iterable[Direction] = _DIRS,
         opcodes: Iterable[Opcode] = tuple(Opcode),
         conns: Iterable[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> FrameFilter:
         """Build a filter; raises ValueError with a readable message for a bad regex."""
         pattern = None
@@ -118,6 +123,8 @@ class FrameFilter:
             directions=frozenset(directions),
             opcodes=frozenset(opcodes),
             conns=None if conns is None else frozenset(conns),
+            since=since,
+            until=until,
             _pattern=pattern,
         )
 
@@ -129,6 +136,8 @@ class FrameFilter:
             and len(self.directions) == len(_DIRS)
             and len(self.opcodes) == len(Opcode)
             and self.conns is None
+            and self.since is None
+            and self.until is None
         )
 
 
@@ -350,6 +359,10 @@ class FrameStore:
             mask = np.isin(self._dir[start:end], dir_codes) & np.isin(self._op[start:end], op_codes)
             if conn_codes is not None:
                 mask &= np.isin(self._conn[start:end], conn_codes)
+            if flt.since is not None:
+                mask &= self._wall[start:end] >= flt.since
+            if flt.until is not None:
+                mask &= self._wall[start:end] <= flt.until
             ids = ids[mask]
             if flt._pattern is not None and len(ids):
                 ids = self._search(flt._pattern, ids)

@@ -51,7 +51,7 @@ class ConsoleProxy:
         self.frames_in = 0
         self.frames_out = 0
         self._rtts: dict[str, float] = {}
-        for observer in (frames, timeline, self._observe):
+        for observer in (frames, timeline.observer("proxy"), self._observe):
             self.hub.subscribe(observer)
 
     # -- life ---------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ class MainWindow(QMainWindow):
         self.cluster = ClusterPanel(console)
         self.plots = PlotsPanel(console.series, pull=console.sample_clients)
         self.timeline = TimelinePanel(console.timeline)
+        self.timeline.scope_requested.connect(self.show_scope)
         self.composer = ComposerPanel(console)
         # a schema loaded in the Frames' detail pane is a Composer format too
         self.frames.detail.decoding_changed.connect(self.composer.sync_formats)
@@ -117,6 +118,20 @@ class MainWindow(QMainWindow):
         self.addDockWidget(area, dock)
         self.docks[title] = dock
         return dock
+
+    # -- the Timeline's clicks
+    def show_scope(self, lanes: list[str], since: float, until: float, label: str) -> None:
+        """Scope the Frames view to `lanes` in a time range; swarm clients' frames are
+        fetched from the swarm first (it keeps their last frames)."""
+        self.frames.set_scope(lanes, since, until, label)
+
+        async def fetch() -> None:
+            added = await self.console.fetch_swarm_frames(lanes, since, until)
+            if added:
+                self.console.errors.info(f"{added} frame(s) of swarm clients fetched for "
+                                         f"{label}")
+
+        self.console.spawn(fetch(), "fetch swarm frames")
 
     # -- errors
     def show_report(self, report: Report) -> None:

@@ -236,6 +236,15 @@ class Child:
             raise RuntimeError(f"{self.name} was started without a stdout pipe")
         return self.proc.stdout
 
+    async def send_line(self, line: bytes) -> None:
+        """Write one line to the child's stdin (spawned with stdin=True) and drain it;
+        ConnectionError once the child is gone."""
+        writer = self.proc.stdin
+        if writer is None:
+            raise RuntimeError(f"{self.name} was started without a stdin pipe")
+        writer.write(line.rstrip(b"\n") + b"\n")
+        await writer.drain()
+
     async def lines(self) -> AsyncIterator[bytes]:
         """The child's stdout, line by line, until it closes. A line longer than the spawn's
         `limit` is skipped (counted in `skipped_lines`) instead of ending the stream."""
@@ -343,6 +352,7 @@ async def spawn(
     name: str,
     *,
     stdout: bool = True,
+    stdin: bool = False,
     stderr_log: Path | None = None,
     stderr_lines: int = 0,
     env: dict[str, str] | None = None,
@@ -352,7 +362,8 @@ async def spawn(
 ) -> Child:
     """Start `argv` as a `Child` in its own process group (see the module docstring).
 
-    stdout: a pipe (`Child.stdout`) or /dev/null. stderr: appended to `stderr_log`, or its
+    stdout: a pipe (`Child.stdout`) or /dev/null; stdin: a pipe (`Child.send_line`) or
+    /dev/null. stderr: appended to `stderr_log`, or its
     last `stderr_lines` lines kept in `Child.stderr_tail`, or /dev/null. `tasks` owns the
     reaper and reader tasks (a module-wide keeper by default); their failures are logged.
     """
@@ -368,7 +379,7 @@ async def spawn(
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
-            stdin=DEVNULL,
+            stdin=PIPE if stdin else DEVNULL,
             stdout=PIPE if stdout else DEVNULL,
             stderr=stderr,
             env=env,

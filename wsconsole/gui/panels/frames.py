@@ -1,5 +1,8 @@
 """Frames panel: a virtualized table over the FrameStore, filters, detail pane, JSONL export.
 
+A scope (`set_scope`: some connections and a time range, what a click on the Timeline asks
+for) narrows the table on top of the filter, shown in a bar with a button that clears it.
+
 The model pulls new rows from the store on a QTimer (10 Hz) and inserts them in one batch;
 the view never gets a signal per frame. Follow-tail only scrolls when the user was already
 at the bottom, and scrolling up switches it off, so it never fights the user.
@@ -269,6 +272,11 @@ class FramesTableModel(QAbstractTableModel):
         self.endResetModel()
 
 
+def _clock(wall: float) -> str:
+    stamp = datetime.datetime.fromtimestamp(wall)
+    return stamp.strftime("%H:%M:%S.") + f"{stamp.microsecond // 100_000}"
+
+
 class FramesPanel(QWidget):
     """Filter bar, the frames table, and a detail pane with JSON, text and hex."""
 
@@ -294,6 +302,16 @@ class FramesPanel(QWidget):
         self.filter_error = QLabel()
         self.filter_error.setStyleSheet("color: #c0392b;")
         self.status = QLabel()
+        self.scope: tuple[frozenset[str], float, float] | None = None
+        self.scope_label = QLabel()
+        self.scope_clear = QToolButton(text="Show all frames")
+        scope_bar = QHBoxLayout()
+        scope_bar.addWidget(self.scope_label, 1)
+        scope_bar.addWidget(self.scope_clear)
+        self.scope_row = QWidget()
+        self.scope_row.setLayout(scope_bar)
+        scope_bar.setContentsMargins(0, 0, 0, 0)
+        self.scope_row.hide()
 
         bar = QHBoxLayout()
         bar.addWidget(self.filter_edit, 3)
@@ -340,6 +358,7 @@ class FramesPanel(QWidget):
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(bar)
         layout.addLayout(kinds)
+        layout.addWidget(self.scope_row)
         layout.addWidget(self.filter_error)
         layout.addWidget(splitter, 1)
         layout.addWidget(self.status)
@@ -351,6 +370,7 @@ class FramesPanel(QWidget):
         for box in (*self.dir_boxes.values(), *self.op_boxes.values()):
             box.toggled.connect(self._schedule_filter)
         self.pause_button.toggled.connect(self._set_paused)
+        self.scope_clear.clicked.connect(self.clear_scope)
         self.clear_button.clicked.connect(self._clear)
         self.export_button.clicked.connect(self._export_dialog)
         self.table.selectionModel().currentRowChanged.connect(self._show_detail)
@@ -368,13 +388,36 @@ class FramesPanel(QWidget):
         self._filter_timer.start()
 
     def current_filter(self) -> FrameFilter:
-        """The filter the controls describe (ValueError for a bad regex)."""
+        """The filter the controls and the scope describe (ValueError for a bad regex)."""
+        conns, since, until = self.scope if self.scope is not None else (None, None, None)
         return FrameFilter.make(
             text=self.filter_edit.text(),
             regex=self.regex_box.isChecked(),
             directions=[d for d, box in self.dir_boxes.items() if box.isChecked()],
             opcodes=[op for op, box in self.op_boxes.items() if box.isChecked()],
+            conns=conns,
+            since=since,
+            until=until,
         )
+
+    def set_scope(self, conns: list[str], since: float, until: float, label: str) -> None:
+        """Show only the frames of `conns` between the wall-clock times `since` and `until`
+        (what a Timeline click asks for); the scope bar says so and can clear it."""
+        self.scope = (frozenset(conns), since, until)
+        names = ", ".join(sorted(conns)[:4]) + (f" and {len(conns) - 4} more"
+                                                 if len(conns) > 4 else "")
+        span = f"{_clock(since)}\u2013{_clock(until)}"
+        self.scope_label.setText(f"<b>Scope:</b> {label} \u2014 {names}, {span}")
+        self.scope_label.setToolTip(", ".join(sorted(conns)))
+        self.scope_row.show()
+        self.follow_button.setChecked(False)
+        self.apply_filter()
+
+    def clear_scope(self) -> None:
+        """Back to every frame (the filter still applies)."""
+        self.scope = None
+        self.scope_row.hide()
+        self.apply_filter()
 
     def apply_filter(self) -> None:
         """Re-filter the table now; a bad regex is shown under the bar, not raised."""
