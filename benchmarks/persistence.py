@@ -55,10 +55,10 @@ async def _measure(url: str, size: PersistenceSize, tag: str) -> dict[str, Any]:
     try:
         if not await adapter.wait_up(10.0):
             raise RuntimeError(f"the broker at {url} did not come up")
-        prefix, suffix = b'{"type":"message","seq":', b',"data":"x"}'
+        parts = (b'{"type":"message","epoch":"', b'","seq":', b',"data":"x"}')
         began = time.perf_counter()
         futures = [
-            adapter.publish_nowait(f"bench-{i % ROOMS}", f"{tag}-b{i}", prefix, suffix)
+            adapter.publish_nowait(f"bench-{i % ROOMS}", f"{tag}-b{i}", *parts)
             for i in range(size.burst)
         ]
         await asyncio.gather(*futures)
@@ -66,7 +66,7 @@ async def _measure(url: str, size: PersistenceSize, tag: str) -> dict[str, Any]:
         latencies = []
         for i in range(size.single):
             start = time.perf_counter()
-            await adapter.publish("bench-single", f"{tag}-s{i}", prefix, suffix)
+            await adapter.publish("bench-single", f"{tag}-s{i}", *parts)
             latencies.append((time.perf_counter() - start) * 1000)
     finally:
         await adapter.close()

@@ -135,11 +135,15 @@ def client(url: str, token: str | None = None, **kwargs: Any) -> Any:
     return connect(url, **kwargs)
 
 
-async def join(ws: ClientConnection, room: str, since: int | None = None) -> dict[str, Any]:
-    """Join a room and return the `joined` reply."""
+async def join(
+    ws: ClientConnection, room: str, since: int | None = None, epoch: str | None = None
+) -> dict[str, Any]:
+    """Join a room (from `since` of `epoch`, when given) and return the `joined` reply."""
     fields: dict[str, Any] = {"type": "join", "room": room}
     if since is not None:
         fields["since"] = since
+    if epoch is not None:
+        fields["epoch"] = epoch
     await ws.send(json.dumps(fields))
     frame, _ = await recv_until(ws, lambda f: f["type"] in ("joined", "error"))
     assert frame["type"] == "joined", frame

@@ -1,5 +1,5 @@
-"""The Redis adapter against a real broker: atomic dense seqs, history, idempotency,
-presence, and the broker going away and coming back."""
+"""The Redis adapter against a real broker: atomic dense seqs, epochs, history,
+idempotency, presence, and the broker going away and coming back (with or without its state)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import orjson
 import pytest
+import redis
 
 from tests.support import SCALE, until
 from wsconsole.harness.adapter import AdapterConfig, RecoveryWindowExceeded, RedisAdapter
@@ -33,17 +34,26 @@ class Recorder:
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, int, dict[str, object]]] = []
+        self.epochs: list[str] = []
         self.states: list[str] = []
-        self.resets: list[list[str]] = []
+        self.resets: list[tuple[str, str, int]] = []
+        self.log: list[tuple[str, str, int]] = []  # ("message" | "reset", epoch, seq), in order
         self.gaps: list[RecoveryWindowExceeded] = []
+
+    def message(self, room: str, epoch: str, seq: int, frame: bytes) -> None:
+        self.messages.append((room, seq, orjson.loads(frame)))
+        self.epochs.append(epoch)
+        self.log.append(("message", epoch, seq))
+
+    def reset(self, room: str, epoch: str, seq: int) -> None:
+        self.resets.append((room, epoch, seq))
+        self.log.append(("reset", epoch, seq))
 
     def kwargs(self) -> dict[str, object]:
         return dict(
-            on_message=lambda room, seq, frame: self.messages.append(
-                (room, seq, orjson.loads(frame))
-            ),
+            on_message=self.message,
             on_state=self.states.append,
-            on_reset=self.resets.append,
+            on_reset=self.reset,
             on_gap=lambda room, exc: self.gaps.append(exc),
         )
 
@@ -67,10 +77,16 @@ async def make(broker: Broker) -> AsyncIterator[object]:
             await adapter.close()
 
 
-def frame_parts(room: str, ident: str, body: object) -> tuple[bytes, bytes]:
-    prefix = b'{"type":"message","room":' + orjson.dumps(room) + b',"seq":'
+def frame_parts(room: str, ident: str, body: object) -> tuple[bytes, bytes, bytes]:
+    prefix = b'{"type":"message","room":' + orjson.dumps(room) + b',"epoch":"'
     suffix = b',"id":' + orjson.dumps(ident) + b',"data":' + orjson.dumps(body) + b"}"
-    return prefix, suffix
+    return prefix, b'","seq":', suffix
+
+
+async def epoch_at(adapter: RedisAdapter, room: str) -> tuple[str, int]:
+    """The room's (epoch, seq) now."""
+    snap = await adapter.snapshot(room)
+    return snap.epoch, snap.seq
 
 
 async def publish(adapter: RedisAdapter, room: str, ident: str, body: object = None) -> int:
@@ -84,8 +100,8 @@ async def test_concurrent_publishers_get_dense_atomic_seqs(make: object) -> None
     room = f"r-{uuid.uuid4().hex}"
     await a.subscribe(room)
     await b.subscribe(room)
-    a.note_seq(room, 0)
-    b.note_seq(room, 0)
+    a.note_seq(room, *await epoch_at(a, room))
+    b.note_seq(room, *await epoch_at(a, room))
     jobs = [publish(ad, room, f"{ad.node_id}-{i}", i) for i in range(150) for ad in (a, b)]
     seqs = await asyncio.gather(*jobs)
     assert sorted(seqs) == list(range(1, 301))
@@ -111,13 +127,15 @@ async def test_republish_same_id_returns_original_seq_and_is_not_delivered_twice
     again = await b.publish(room, "m1", *frame_parts(room, "m1", 1))
     other = await a.publish(room, "m2", *frame_parts(room, "m2", 2))
     assert (first.seq, first.duplicate) == (1, False)
-    assert (again.seq, again.duplicate) == (1, True)
-    assert other.seq == 2
+    assert (again.seq, again.duplicate, again.epoch) == (1, True, first.epoch)
+    assert other.seq == 2 and len(first.epoch) == 12
     await until(lambda: len(rec.messages) == 2, "m1 and m2 delivered")
     # pub/sub keeps order: a second delivery of m1 would have arrived before m2
     assert [f["id"] for *_, f in rec.messages] == ["m1", "m2"]
     assert (await a.snapshot(room, 0)).frames == [
-        orjson.dumps({"type": "message", "room": room, "seq": s, "id": i, "data": d})
+        orjson.dumps(
+            {"type": "message", "room": room, "epoch": first.epoch, "seq": s, "id": i, "data": d}
+        )
         for s, i, d in ((1, "m1", 1), (2, "m2", 2))
     ]
 
@@ -170,7 +188,7 @@ async def test_broker_down_fails_fast_then_recovers_with_reset(
     b = await make("b")  # type: ignore[operator]
     room = f"r-{uuid.uuid4().hex}"
     await a.subscribe(room)
-    a.note_seq(room, 0)
+    a.note_seq(room, *await epoch_at(a, room))
     assert await publish(b, room, "before") == 1
     await until(lambda: len(rec.messages) == 1, "one delivery")
     broker.kill()
@@ -182,11 +200,13 @@ async def test_broker_down_fails_fast_then_recovers_with_reset(
         await a.snapshot(room)
     broker.restart()
     await until(lambda: a.state == UP and b.state == UP, "both adapters up")
-    assert rec.resets == [[room]], "a restarted broker without persistence is a reset"
+    await until(lambda: bool(rec.resets), "the reset reported")
+    [(where, epoch, head)] = rec.resets
+    assert (where, head) == (room, 0) and epoch != rec.epochs[0], "a new epoch, from 0"
     await until(lambda: room in a._live, "re-subscribed")
     assert await publish(b, room, "after") == 1
     await until(lambda: len(rec.messages) == 2, "2 deliveries")
-    assert rec.messages[-1][2]["id"] == "after"
+    assert rec.messages[-1][2]["id"] == "after" and rec.epochs[-1] == epoch
 
 
 async def test_catch_up_after_missing_frames(make: object) -> None:
@@ -195,7 +215,7 @@ async def test_catch_up_after_missing_frames(make: object) -> None:
     b = await make("b")  # type: ignore[operator]
     room = f"r-{uuid.uuid4().hex}"
     await a.subscribe(room)
-    a.note_seq(room, 0)
+    a.note_seq(room, *await epoch_at(a, room))
     await publish(b, room, "m1")
     await until(lambda: len(rec.messages) == 1, "one delivery")
     # simulate a lost pub/sub delivery: the adapter believes it saw less than it did
@@ -203,7 +223,7 @@ async def test_catch_up_after_missing_frames(make: object) -> None:
     await publish(b, room, "m2")
     await publish(b, room, "m3")
     await a.subscribe(room)
-    a.note_seq(room, 1)
+    a.note_seq(room, (await a.snapshot(room)).epoch, 1)
     await publish(b, room, "m4")  # seq 4 after 1: a gap, filled from the history
     await until(lambda: len(rec.messages) == 4, "4 deliveries")
     assert [seq for _, seq, _ in rec.messages] == [1, 2, 3, 4]
@@ -229,16 +249,93 @@ async def test_gap_beyond_the_window_is_reported_not_papered_over(make: object) 
     b = await make("b", history=3)  # type: ignore[operator]
     room = f"r-{uuid.uuid4().hex}"
     await a.subscribe(room)
-    a.note_seq(room, 0)
+    a.note_seq(room, *await epoch_at(a, room))
     await a.unsubscribe(room)  # as if the pub/sub link had lost these
     for i in range(10):
         await publish(b, room, f"m{i}")
     await a.subscribe(room)
-    a.note_seq(room, 1)
+    a.note_seq(room, (await a.snapshot(room)).epoch, 1)
     await publish(b, room, "m10")  # seq 11 after 1: a gap the history cannot fill
     await until(lambda: len(rec.gaps) == 1, "the gap reported")
     gap = rec.gaps[0]
-    assert (gap.room, gap.since, gap.first, gap.seq) == (room, 1, 9, 11)
+    assert (gap.room, gap.since, gap.first, gap.seq, gap.reset) == (room, 1, 9, 11, False)
     await publish(b, room, "m11")
     await until(lambda: len(rec.messages) == 1, "one delivery")
     assert rec.messages[0][1] == 12, "live frames continue after the reported gap"
+
+
+def wipe(broker: Broker) -> None:
+    """The broker loses every key, as an external server restored empty would."""
+    client = redis.Redis.from_url(broker.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+
+
+async def test_epochs_tell_sequence_spaces_apart(broker: Broker, make: object) -> None:
+    a = await make("a", history=3)  # type: ignore[operator]
+    room = f"r-{uuid.uuid4().hex}"
+    for i in range(4):
+        await publish(a, room, f"old{i}")
+    old = await a.snapshot(room)
+    assert (old.seq, old.reset) == (4, False)
+    assert (await a.snapshot(room, 2)).frames == (await a.snapshot(room, 2, old.epoch)).frames
+    wipe(broker)
+    for i in range(2):
+        await publish(a, room, f"new{i}")
+    # a client that read up to 3 of the old epoch: told of the reset, given 1..2 of the new one
+    snap = await a.snapshot(room, 3, old.epoch)
+    assert snap.reset and snap.epoch != old.epoch and snap.seq == 2
+    assert [orjson.loads(f)["id"] for f in snap.frames] == ["new0", "new1"]
+    assert all(orjson.loads(f)["epoch"] == snap.epoch for f in snap.frames)
+    # within the new epoch, since works as before; without an epoch it is read in the current one
+    assert [orjson.loads(f)["seq"] for f in (await a.snapshot(room, 1, snap.epoch)).frames] == [2]
+    assert not (await a.snapshot(room, 1)).reset
+    # the new epoch's start beyond the history: a reset and a window error at once
+    for i in range(2, 6):
+        await publish(a, room, f"new{i}")
+    with pytest.raises(RecoveryWindowExceeded) as caught:
+        await a.snapshot(room, 3, old.epoch)
+    gap = caught.value
+    assert (gap.reset, gap.epoch, gap.first, gap.seq) == (True, snap.epoch, 4, 6)
+
+
+async def test_a_sequence_that_went_back_in_its_own_epoch_becomes_a_new_epoch(
+    broker: Broker, make: object
+) -> None:
+    a = await make("a")  # type: ignore[operator]
+    room = f"r-{uuid.uuid4().hex}"
+    for i in range(5):
+        await publish(a, room, f"m{i}")
+    epoch = (await a.snapshot(room)).epoch
+    client = redis.Redis.from_url(broker.url)
+    try:  # the last three acknowledged writes lost (a server restored from an older copy)
+        client.set(f"ws:{{{room}}}:seq", 2)
+        client.ltrim(f"ws:{{{room}}}:hist", 3, -1)
+    finally:
+        client.close()
+    snap = await a.snapshot(room, 5, epoch)
+    assert snap.reset and snap.epoch != epoch and (snap.seq, snap.frames) == (0, [])
+    assert await publish(a, room, "after") == 1, "numbers 3..5 are not handed out again"
+
+
+async def test_a_wiped_room_is_reported_before_its_new_frames(
+    broker: Broker, make: object
+) -> None:
+    rec = Recorder()
+    a = await make("a", rec)  # type: ignore[operator]
+    b = await make("b")  # type: ignore[operator]
+    room = f"r-{uuid.uuid4().hex}"
+    await a.subscribe(room)
+    a.note_seq(room, *await epoch_at(a, room))
+    await publish(b, room, "old")
+    await until(lambda: len(rec.messages) == 1, "one delivery")
+    wipe(broker)  # the adapters stay connected: only the frames' epoch says what happened
+    await publish(b, room, "new0")
+    await publish(b, room, "new1")
+    await until(lambda: len(rec.messages) == 3, "the new epoch delivered")
+    [(where, epoch, head)] = rec.resets
+    assert where == room and epoch != rec.epochs[0] and head >= 1
+    assert [(seq, f["id"]) for _, seq, f in rec.messages] == [(1, "old"), (1, "new0"), (2, "new1")]
+    assert [kind for kind, *_ in rec.log] == ["message", "reset", "message", "message"]

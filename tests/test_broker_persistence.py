@@ -58,6 +58,18 @@ def test_sigkill_and_restart_keep_every_acknowledged_write(tmp_path: Path) -> No
     assert (tmp_path / "data" / "appendonlydir").is_dir(), "a given data folder is kept"
 
 
+def test_a_fresh_restart_starts_without_the_state(tmp_path: Path) -> None:
+    with Broker(data_dir=tmp_path) as broker:
+        _write(broker, 5)
+        broker.restart()
+        assert _read(broker)[0] == 5
+        broker.restart(fresh=True)  # as a failover to an empty replica
+        assert _read(broker) == (0, [])
+        _write(broker, 1)
+        broker.restart()
+        assert _read(broker) == (1, [b"m0"]), "and keeps what it got since"
+
+
 def test_a_given_data_folder_carries_the_state_to_the_next_broker(tmp_path: Path) -> None:
     with Broker(data_dir=tmp_path) as first:
         _write(first, 3)

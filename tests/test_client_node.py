@@ -84,7 +84,9 @@ async def test_node_killed_client_recovers_exactly_what_it_missed(
         assert [data for _, data in got] == expected
         assert [seq for seq, _ in got] == list(range(base + 1, base + 9))
         joins = [json.loads(t) for t in r_rec.texts(Direction.OUT) if '"join"' in t]
+        epoch = joins[-1].pop("epoch")  # the sequence space `since` belongs to
         assert joins[-1] == {"type": "join", "room": "live", "since": base + 3}
+        assert epoch == reader.rooms_tracker.epoch("live") and isinstance(epoch, str)
         recovered = next(d for d in r_rec.of(DeliveryEvent) if d.kind == "recovered")
         assert recovered.detail == "5 missed"
         assert reader.stats.gaps == reader.stats.duplicates == reader.stats.out_of_order == 0

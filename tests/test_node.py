@@ -1,5 +1,5 @@
-"""Harness nodes as real processes over a real broker: fan-out, dense seqs, idempotency,
-recovery, broker outage, metrics, drain, control channel, command line."""
+"""Harness nodes as real processes over a real broker: fan-out, dense seqs, epochs,
+idempotency, recovery, broker outage, metrics, drain, control channel, command line."""
 
 from __future__ import annotations
 
@@ -62,16 +62,18 @@ def nodes(broker: Broker, module_procs: ProcessRegistry) -> Iterator[list[NodePr
 async def test_two_clients_on_different_nodes_see_each_other(nodes: list[NodeProc]) -> None:
     r = room()
     async with client(nodes[0].url, token("alice")) as a, client(nodes[1].url, token("bob")) as b:
-        assert (await join(a, r)) == {"type": "joined", "room": r, "seq": 0}
-        await join(b, r)
+        joined = await join(a, r)
+        epoch = joined.pop("epoch")
+        assert joined == {"type": "joined", "room": r, "seq": 0} and isinstance(epoch, str)
+        assert (await join(b, r))["epoch"] == epoch, "one room, one sequence space"
         await send_json(a, type="publish", room=r, id="a1", data={"text": "hi bob"})
         got = await recv_json(b)
         assert got["type"] == "message" and got["data"] == {"text": "hi bob"}
-        assert (got["room"], got["seq"], got["id"]) == (r, 1, "a1")
+        assert (got["room"], got["epoch"], got["seq"], got["id"]) == (r, epoch, 1, "a1")
         assert (got["node"], got["pub_node"]) == ("n2", "n1"), "delivered by n2, published on n1"
         assert isinstance(got["ts"], float)
         ack, _ = await recv_until(a, lambda f: f["type"] == "ack")
-        assert ack == {"type": "ack", "id": "a1", "seq": 1}
+        assert ack == {"type": "ack", "id": "a1", "seq": 1, "epoch": epoch}
         await send_json(b, type="publish", room=r, id="b1", data="hi alice")
         got, _ = await recv_until(a, lambda f: f.get("id") == "b1")
         assert (got["seq"], got["node"], got["pub_node"], got["data"]) == (
@@ -176,9 +178,64 @@ async def test_join_beyond_the_window_is_told_so(broker: Broker, procs: ProcessR
         error = await recv_json(ws)
         assert error["type"] == "error" and error["code"] == "recovery_window_exceeded"
         assert (error["room"], error["first"], error["seq"]) == (r, 4, 6)
-        assert await recv_json(ws) == {"type": "joined", "room": r, "seq": 6}
+        joined = await recv_json(ws)
+        assert joined == {"type": "joined", "room": r, "epoch": error["epoch"], "seq": 6}
         assert (await join(ws, r, since=3))["seq"] == 6
         assert [(await recv_json(ws))["seq"] for _ in range(3)] == [4, 5, 6]
+
+
+async def publish_all(ws: Any, r: str, ids: list[str]) -> list[dict[str, Any]]:
+    """Publish each id to room `r` and return the acks, in order."""
+    for ident in ids:
+        await send_json(ws, type="publish", room=r, id=ident, data=ident)
+    return [(await recv_until(ws, lambda f: f["type"] == "ack"))[0] for _ in ids]
+
+
+async def test_a_join_from_a_lost_epoch_gets_a_reset_never_a_splice(
+    procs: ProcessRegistry,
+) -> None:
+    """The defect of issue 13: the broker comes back empty, the room's new sequence passes
+    the `since` of a client that was away, and the client must not splice the two."""
+    broker = Broker(persist=False)
+    broker.start()
+    try:
+        node = start_node(procs, broker.url, "e1", "--broker-check", "0.1", "--history", "3",
+                          secret=SECRET)  # fmt: skip
+        r = room()
+        async with client(node.url, token()) as pub:
+            old = (await publish_all(pub, r, ["o1", "o2", "o3"]))[-1]["epoch"]
+            broker.restart()  # empty: the old sequence space is gone
+            await until(lambda: healthz(node) == "ok\n", "the node back on the broker")
+            acks = await publish_all(pub, r, ["n1", "n2"])
+            new = acks[0]["epoch"]
+            assert new != old and [a["seq"] for a in acks] == [1, 2]
+            async with client(node.url, token()) as away:
+                # since=1 of the old epoch: seq 2 of the new one is NOT what it missed
+                joined = await join(away, r, since=1, epoch=old)
+                assert joined == {"type": "joined", "room": r, "epoch": new, "seq": 2,
+                                  "reset": True}  # fmt: skip
+                replay = [await recv_json(away) for _ in range(2)]
+                assert [(m["epoch"], m["seq"], m["id"]) for m in replay] == [
+                    (new, 1, "n1"), (new, 2, "n2")
+                ], "the new epoch from its start"
+                # since=3 is ahead of the new epoch's 2: still a reset, not a window error
+                joined = await join(away, r, since=3, epoch=old)
+                assert (joined["reset"], joined["seq"]) == (True, 2)
+                assert [(await recv_json(away))["id"] for _ in range(2)] == ["n1", "n2"]
+                # in its own epoch the same client recovers as usual
+                assert "reset" not in await join(away, r, since=1, epoch=new)
+                assert (await recv_json(away))["id"] == "n2"
+                # the new epoch's start beyond the history: the window error, then the reset
+                await publish_all(pub, r, ["n3", "n4", "n5"])
+                await send_json(away, type="join", room=r, since=3, epoch=old)
+                error, _ = await recv_until(away, lambda f: f["type"] == "error")
+                assert (error["code"], error["epoch"], error["first"], error["seq"]) == (
+                    "recovery_window_exceeded", new, 3, 5
+                )
+                assert await recv_json(away) == {"type": "joined", "room": r, "epoch": new,
+                                                 "seq": 5, "reset": True}  # fmt: skip
+    finally:
+        broker.stop()
 
 
 async def test_rpc_echo_time_and_unknown(nodes: list[NodeProc]) -> None:
@@ -228,7 +285,7 @@ async def test_broker_outage_is_visible_and_recovers(
         n2 = start_node(procs, broker.url, "o2", "--broker-check", "0.1", secret=SECRET)
         r = room()
         async with client(n1.url, token()) as a, client(n2.url, token()) as b:
-            await join(a, r)
+            old = (await join(a, r))["epoch"]
             await join(b, r)
             broker.kill()
             await until(lambda: healthz(n1) == "ok broker=down\n", "/healthz saying broker=down")
@@ -243,10 +300,13 @@ async def test_broker_outage_is_visible_and_recovers(
             broker.restart()
             for ws in (a, b):
                 reset = await recv_json(ws)
+                new = reset.pop("epoch")
                 assert reset == {"type": "joined", "room": r, "seq": 0, "reset": True}
+                assert new != old, "the room's sequence space is a new one"
             await send_json(a, type="publish", room=r, id="again", data=2)
             got, _ = await recv_until(b, lambda f: f["type"] == "message")
             assert (got["id"], got["seq"], got["node"], got["pub_node"]) == ("again", 1, "o2", "o1")
+            assert got["epoch"] == new
             assert http_get(n1.port, "/healthz") == (200, "ok\n")
     finally:
         broker.stop()

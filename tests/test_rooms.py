@@ -17,40 +17,43 @@ def seqs(frames: list[bytes]) -> list[int]:
     return [int(f.rsplit(b":", 1)[1]) for f in frames]
 
 
+E1, E2 = "e1", "e2"  # two sequence spaces (epochs) of a room
+
+
 def test_a_join_buffers_live_frames_until_its_snapshot_then_sends_those_after_it() -> None:
     table: RoomTable[str] = RoomTable()
     table.join("a", "r")
     assert table.position("a", "r") is None
     for seq in (4, 5, 6):
-        assert table.deliver("r", seq, frame("r", seq)) == [], "joining: buffered, not sent"
-    assert seqs(table.joined("a", "r", 5) or []) == [6], "4 and 5 were in the snapshot"
-    assert table.position("a", "r") == 6
-    assert table.deliver("r", 7, frame("r", 7)) == ["a"]
+        assert table.deliver("r", E1, seq, frame("r", seq)) == [], "joining: buffered, not sent"
+    assert seqs(table.joined("a", "r", E1, 5) or []) == [6], "4 and 5 were in the snapshot"
+    assert table.position("a", "r") == 6 and table.epoch("r") == E1
+    assert table.deliver("r", E1, 7, frame("r", 7)) == ["a"]
 
 
 def test_a_snapshot_ahead_of_the_live_frames_skips_them() -> None:
     table: RoomTable[str] = RoomTable()
     table.join("old", "r")
-    table.joined("old", "r", 0)
+    table.joined("old", "r", E1, 0)
     table.join("new", "r")
-    assert table.joined("new", "r", 3) == [], "nothing was live yet"
-    assert table.deliver("r", 1, frame("r", 1)) == ["old"]
-    assert table.deliver("r", 3, frame("r", 3)) == ["old"], "3 was in new's snapshot"
-    assert table.deliver("r", 4, frame("r", 4)) == ["old", "new"]
+    assert table.joined("new", "r", E1, 3) == [], "nothing was live yet"
+    assert table.deliver("r", E1, 1, frame("r", 1)) == ["old"]
+    assert table.deliver("r", E1, 3, frame("r", 3)) == ["old"], "3 was in new's snapshot"
+    assert table.deliver("r", E1, 4, frame("r", 4)) == ["old", "new"]
 
 
 def test_leave_says_when_the_last_local_member_went() -> None:
     table: RoomTable[str] = RoomTable()
     for member in ("a", "b"):
         table.join(member, "r")
-        table.joined(member, "r", 0)
+        table.joined(member, "r", E1, 0)
     table.join("a", "other")
     assert table.rooms_of("a") == ["other", "r"] and table.names() == ["other", "r"]
     assert len(table) == 2
     assert table.leave("a", "r") is False
     assert table.leave("b", "r") is True, "unsubscribe now"
     assert table.leave("b", "r") is False, "leaving twice is harmless"
-    assert table.deliver("r", 1, frame("r", 1)) == []
+    assert table.deliver("r", E1, 1, frame("r", 1)) == []
     assert table.names() == ["other"] and table.rooms_of("b") == []
     assert table.leave("a", "other") is True
     assert len(table) == 0 and table.rooms_of("a") == []
@@ -59,44 +62,77 @@ def test_leave_says_when_the_last_local_member_went() -> None:
 def test_a_join_that_finishes_after_a_leave_sends_nothing() -> None:
     table: RoomTable[str] = RoomTable()
     table.join("a", "r")
-    table.deliver("r", 1, frame("r", 1))
+    table.deliver("r", E1, 1, frame("r", 1))
     assert table.leave("a", "r") is True
-    assert table.joined("a", "r", 1) is None
+    assert table.joined("a", "r", E1, 1) is None
     assert table.members("r") == []
 
 
 def test_joining_again_starts_over() -> None:
     table: RoomTable[str] = RoomTable()
     table.join("a", "r")
-    table.joined("a", "r", 10)
+    table.joined("a", "r", E1, 10)
     table.join("a", "r")
-    assert table.deliver("r", 11, frame("r", 11)) == [], "buffered for the new join"
-    assert seqs(table.joined("a", "r", 10) or []) == [11]
+    assert table.deliver("r", E1, 11, frame("r", 11)) == [], "buffered for the new join"
+    assert seqs(table.joined("a", "r", E1, 10) or []) == [11]
     assert table.members("r") == ["a"]
 
 
-def test_a_broker_reset_restarts_members_at_zero_and_forgets_buffered_frames() -> None:
+def test_a_reset_restarts_members_of_the_old_epoch_at_zero() -> None:
     table: RoomTable[str] = RoomTable()
     table.join("in", "r")
-    table.joined("in", "r", 0)
+    table.joined("in", "r", E1, 0)
     table.join("joining", "r")
-    table.deliver("r", 1, frame("r", 1))
-    assert table.reset(["r", "unknown"]) == [("in", "r")]
-    assert table.position("in", "r") == 0
-    assert table.joined("joining", "r", 0) == [], "frame 1 of the lost sequence is gone"
-    assert table.deliver("r", 1, frame("r", 1)) == ["in", "joining"], "the new 1 is delivered"
+    table.deliver("r", E1, 1, frame("r", 1))
+    assert table.reset("r", E2) == ["in"] and table.reset("unknown", E2) == []
+    assert table.position("in", "r") == 0 and table.epoch("r") == E2
+    assert table.joined("joining", "r", E2, 0) == [], "frame 1 of the old epoch is not sent"
+    assert table.deliver("r", E2, 1, frame("r", 1)) == ["in", "joining"], "the new 1 is"
+    assert table.reset("r", E2) == [], "a reset to the room's own epoch tells nobody"
+
+
+def test_a_frame_of_another_epoch_reaches_no_member() -> None:
+    table: RoomTable[str] = RoomTable()
+    table.join("in", "r")
+    table.joined("in", "r", E1, 4)
+    assert table.deliver("r", E2, 5, frame("r", 5)) == [], "the adapter resets first"
+    assert table.position("in", "r") == 4
+
+
+def test_a_snapshot_of_another_epoch_makes_a_stray_until_a_reset_or_a_rejoin() -> None:
+    table: RoomTable[str] = RoomTable()
+    table.join("old", "r")
+    table.joined("old", "r", E1, 7)
+    table.join("ahead", "r")  # its snapshot already saw the broker's new epoch
+    table.deliver("r", E2, 1, frame("r", 1))
+    assert seqs(table.joined("ahead", "r", E2, 0) or []) == [1], "its own epoch's frames"
+    assert table.strays("r") == [("ahead", E2, 1)]
+    assert table.deliver("r", E1, 8, frame("r", 8)) == ["old"], "strays get nothing"
+    assert table.reset("r", E2) == ["old"], "the stray joins in at its position, untold"
+    assert table.strays("r") == [] and table.position("ahead", "r") == 1
+    assert table.deliver("r", E2, 1, frame("r", 1)) == ["old"]
+    assert table.deliver("r", E2, 2, frame("r", 2)) == ["old", "ahead"]
+    # a stray left behind in an old epoch is brought back by joining again
+    table.join("late", "r")
+    table.joined("late", "r", E1, 3)
+    assert table.strays("r") == [("late", E1, 3)]
+    table.join("late", "r")
+    table.joined("late", "r", E2, 2)
+    assert table.strays("r") == [] and table.position("late", "r") == 2
 
 
 def test_a_gap_beyond_the_history_moves_members_past_it() -> None:
     table: RoomTable[str] = RoomTable()
     table.join("in", "r")
-    table.joined("in", "r", 2)
+    table.joined("in", "r", E1, 2)
     table.join("joining", "r")
-    assert table.skip_to("r", 9) == ["in"]
+    assert table.skip_to("r", E1, 9) == [("in", False)]
     assert table.position("in", "r") == 9 and table.position("joining", "r") is None
-    assert table.deliver("r", 9, frame("r", 9)) == []
-    assert table.deliver("r", 10, frame("r", 10)) == ["in"]
-    assert table.skip_to("nowhere", 3) == []
+    assert table.deliver("r", E1, 9, frame("r", 9)) == []
+    assert table.deliver("r", E1, 10, frame("r", 10)) == ["in"]
+    assert table.skip_to("r", E2, 4) == [("in", True)], "into a new epoch: a reset to tell"
+    assert table.deliver("r", E2, 5, frame("r", 5)) == ["in"]
+    assert table.skip_to("nowhere", E1, 3) == []
 
 
 MEMBERS = ("a", "b", "c")
@@ -117,6 +153,7 @@ class RoomsAgainstAModel(RuleBasedStateMachine):
         self.table: RoomTable[str] = RoomTable()
         self.published = dict.fromkeys(ROOMS, 0)
         self.delivered = dict.fromkeys(ROOMS, 0)
+        self.epochs = dict.fromkeys(ROOMS, 0)  # each reset starts a new epoch
         self.joining: dict[tuple[str, str], int] = {}  # (member, room) -> seq at join time
         self.snapshot: dict[tuple[str, str], int] = {}  # (member, room) in -> its snapshot seq
         self.received: dict[tuple[str, str], list[int]] = {}
@@ -132,7 +169,8 @@ class RoomsAgainstAModel(RuleBasedStateMachine):
             return
         self.delivered[room] += 1
         seq = self.delivered[room]
-        for member in self.table.deliver(room, seq, frame(room, seq)):
+        epoch = f"e{self.epochs[room]}"
+        for member in self.table.deliver(room, epoch, seq, frame(room, seq)):
             self.received[(member, room)].append(seq)
 
     @rule(member=st.sampled_from(MEMBERS), room=st.sampled_from(ROOMS))
@@ -147,7 +185,7 @@ class RoomsAgainstAModel(RuleBasedStateMachine):
         key = data.draw(st.sampled_from(sorted(self.joining)))
         member, room = key
         seq = data.draw(st.integers(self.joining.pop(key), self.published[room]))
-        buffered = self.table.joined(member, room, seq)
+        buffered = self.table.joined(member, room, f"e{self.epochs[room]}", seq)
         assert buffered is not None
         self.snapshot[key] = seq
         self.received[key] = seqs(buffered)
@@ -164,8 +202,9 @@ class RoomsAgainstAModel(RuleBasedStateMachine):
     @rule(room=st.sampled_from(ROOMS))
     def broker_reset(self, room: str) -> None:
         self.published[room] = self.delivered[room] = 0
-        told = self.table.reset([room])
-        assert sorted(told) == sorted(k for k in self.snapshot if k[1] == room)
+        self.epochs[room] += 1
+        told = self.table.reset(room, f"e{self.epochs[room]}")
+        assert sorted(told) == sorted(m for m, r in self.snapshot if r == room)
         for key in self.snapshot:
             if key[1] == room:
                 self.snapshot[key] = 0

@@ -123,6 +123,14 @@ def test_server_only_case_needs_the_server_direction() -> None:
     assert sc.steps[1].params["direction"] == "server"
 
 
+def test_a_broker_restart_may_be_fresh() -> None:
+    text = GOOD.replace('action = "kill"\nnode = "n1"', 'action = "broker_restart"\nfresh = true')
+    [restart] = [s for s in parse_scenario(text).steps if s.action == "broker_restart"]
+    assert restart.params == {"fresh": True}
+    with pytest.raises(ScenarioError, match="fresh"):
+        parse_scenario(text.replace("fresh = true", 'fresh = "yes"'))
+
+
 def test_a_url_scenario_only_allows_client_side_steps() -> None:
     text = GOOD.replace("[cluster]\nnodes = 2\nsticky = \"cookie\"\n", 'url = "ws://127.0.0.1:9"\n')
     text = text.replace('name = "demo"\n', "")

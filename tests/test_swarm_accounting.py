@@ -168,6 +168,39 @@ def test_a_broker_that_lost_its_state_opens_a_new_epoch() -> None:
     assert summary["seq_restarts"] == 1
 
 
+def test_epochs_from_the_server_and_its_notices_decide_what_is_owed() -> None:
+    acc = Accounting(started_at=0.0)
+    for name in ("told", "silent", "late"):
+        acc.joined(name, "r", 0, epoch="e1")
+    for n in (1, 2, 3):
+        acc.published("p", "r", f"m{n}")
+        acc.acked(f"m{n}", n, epoch="e1")
+    for name in ("told", "silent", "late"):
+        acc.delivered_message(name, "r", 1, "m1", None, epoch="e1")
+    # the broker came back empty: e2 starts at 1 again
+    for n, seq in ((4, 1), (5, 2)):
+        acc.published("p", "r", f"m{n}")
+        acc.acked(f"m{n}", seq, epoch="e2")
+    assert acc.epochs() == {"r": 1}
+    acc.joined("told", "r", 2, epoch="e2", reset=True)  # the rest of e1 is gone: told so
+    acc.joined("silent", "r", 2, epoch="e2")  # a server splicing e2 onto e1: m2, m3 are lost
+    # late: its new epoch's start is beyond the history: the window error, then the reset
+    acc.window_exceeded("late", "r", 1, epoch="e2")
+    acc.joined("late", "r", 1, epoch="e2", reset=True)
+    for name in ("told", "silent"):
+        acc.delivered_message(name, "r", 1, "m4", None, epoch="e2")
+    for name in ("told", "silent", "late"):
+        acc.delivered_message(name, "r", 2, "m5", None, epoch="e2")
+    summary = acc.summary(1.0)
+    assert acc.expected_for("told", "r") == ["m1", "m4", "m5"]
+    assert acc.expected_for("silent", "r") == ["m1", "m2", "m3", "m4", "m5"]
+    assert acc.expected_for("late", "r") == ["m1", "m5"]
+    assert summary["lost"] == 2 and summary["reset_notices"] == 2
+    assert summary["out_of_order"] == summary["duplicated"] == 0
+    acc.delivered_message("told", "r", 3, "m3", None, epoch="e1")  # an epoch it left behind
+    assert acc.summary(1.0)["out_of_order"] == 1
+
+
 def test_compaction_keeps_verdicts_and_bounds_memory() -> None:
     acc = Accounting(horizon=10.0, compact_above=0)
     for name in ("a", "b"):

@@ -43,6 +43,19 @@ def test_harness_fields_and_close_frames() -> None:
     assert (row.room, row.seq, row.node) == ("r1", 7, "n1")
     assert store.row(b).close_code == 1001 and store.row(b).close_reason == "bye"
     assert store.row(c).room is None and store.row(c).seq is None
+    assert not row.notice
+
+
+def test_notices_that_messages_will_not_come_are_flagged() -> None:
+    store = FrameStore(capacity=10)
+    frames = [
+        b'{"type":"joined","room":"r","epoch":"e2","seq":4,"reset":true}',
+        b'{"type":"error","code":"recovery_window_exceeded","room":"r","first":3,"seq":9}',
+        b'{"type":"joined","room":"r","epoch":"e2","seq":4}',
+        b'{"type":"error","code":"rate_limited"}',
+    ]
+    ids = [store.append(_frame(0, payload=payload)) for payload in frames]
+    assert [store.row(i).notice for i in ids] == [True, True, False, False]
 
 
 def test_payload_budget_bounds_memory() -> None:

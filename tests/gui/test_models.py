@@ -66,7 +66,17 @@ def test_timeline_says_why_a_delay_was_chosen_and_marks_resets() -> None:
     assert lane.markers[0].label == "attempt 2 in 2.0 s: backoff grows: open only 0.2 s (< 5 s)"
     assert lane.spans[-1].detail == "close 1005 (no status code) - backoff grows: open only " \
                                     "0.2 s (< 5 s)"
-    assert (lane.markers[1].kind, lane.markers[1].label) == ("error", "reset r: epoch e1 -> e2")
+    assert (lane.markers[1].kind, lane.markers[1].label) == ("notice", "reset r: epoch e1 -> e2")
+
+
+def test_timeline_marks_the_servers_notices_not_ordinary_deliveries() -> None:
+    model = TimelineModel(limit=100)
+    model(DeliveryEvent("c1", "ack", room="r", seq=3, at=1.0))
+    model(DeliveryEvent("c1", "reset", room="r", detail="epoch e1 -> e2", at=2.0))
+    model(DeliveryEvent("c1", "recovery_window_exceeded", room="r", detail="first 9", at=3.0))
+    labels = [(m.kind, m.label) for m in model.lanes["c1"].markers]
+    assert labels == [("notice", "reset r: epoch e1 -> e2"),
+                      ("notice", "recovery_window_exceeded r: first 9")]
 
 
 def test_timeline_is_bounded() -> None:

@@ -158,6 +158,7 @@ class Console:
         self._last_proxied: tuple[float, int, int] | None = None
         self._started_pids: set[int] = set()
         self._cluster_events: deque[dict[str, Any]] = deque(maxlen=500)
+        self._resets_marked: set[tuple[object, object]] = set()  # (room, epoch) on the timeline
         self._owners: list[ChildOwner] = []  # other owners of children, see adopt()
 
     # -- tasks -------------------------------------------------------------------------------
@@ -272,6 +273,12 @@ class Console:
             self.timeline.fault("broker down")
         elif kind == "net_fault" or kind == "fault":
             self.timeline.fault(str(event.get("kind") or event.get("fault") or "fault"))
+        elif kind == "node_event" and event.get("kind") == "broker_reset":
+            # every node with members in the room reports it: one mark per room and epoch
+            reset = (event.get("room"), event.get("epoch"))
+            if reset not in self._resets_marked:
+                self._resets_marked.add(reset)
+                self.timeline.fault(f"room {reset[0]} reset (broker lost its state)")
 
     async def cluster_action(self, action: str, node_id: str | None = None) -> str | None:
         """Run a supervisor command: kill/pause/resume/drain/restart(node), add, broker_*;

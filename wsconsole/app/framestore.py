@@ -49,6 +49,7 @@ class FrameRow:
     payload: bytes
     truncated: bool
     injected: bool
+    notice: bool = False  # a harness notice that messages will not come (reset, window)
 
     def as_dict(self, decoded: Decoded | None = None) -> dict[str, object]:
         """JSON-ready fields for export: text payloads as text, others base64, and the
@@ -170,7 +171,7 @@ class FrameStore:
         self._conn = np.zeros(capacity, np.uint16)
         self._dir = np.zeros(capacity, np.uint8)
         self._op = np.zeros(capacity, np.uint8)
-        self._flags = np.zeros(capacity, np.uint8)  # bit0 truncated, bit1 injected
+        self._flags = np.zeros(capacity, np.uint8)  # bit0 truncated, bit1 injected, bit2 notice
         self._payload: list[bytes | None] = [None] * capacity
         self._reasons: dict[int, str] = {}
         self._names: list[str] = []
@@ -203,8 +204,9 @@ class FrameStore:
         slot = ident % self.capacity
         room = node = NONE
         seq = NONE
+        notice = False
         if frame.opcode == Opcode.TEXT and 1 < len(payload) <= _PARSE_LIMIT and not truncated:
-            room, seq, node = self._harness_fields(payload)
+            room, seq, node, notice = self._harness_fields(payload)
         self._wall[slot] = frame.wall
         self._seq[slot] = seq
         self._size[slot] = min(len(frame.payload), 0xFFFFFFFF)
@@ -214,7 +216,9 @@ class FrameStore:
         self._conn[slot] = self._intern(frame.conn)
         self._dir[slot] = 1 if frame.direction == Direction.OUT else 0
         self._op[slot] = int(frame.opcode)
-        self._flags[slot] = (1 if truncated else 0) | (2 if frame.injected else 0)
+        self._flags[slot] = (1 if truncated else 0) | (2 if frame.injected else 0) | (
+            4 if notice else 0
+        )
         self._payload[slot] = payload
         if frame.close_reason:
             self._reasons[ident] = frame.close_reason
@@ -261,22 +265,29 @@ class FrameStore:
             self._name_ids[other] = len(self._names) - 1
         return self._name_ids[other]
 
-    def _harness_fields(self, payload: bytes) -> tuple[int, int, int]:
+    def _harness_fields(self, payload: bytes) -> tuple[int, int, int, bool]:
+        """Room, seq and node of a harness envelope (interned), and whether it is a notice
+        that messages will not come: `joined` with `reset: true`, or the window error."""
         if payload[:1] != b"{":
-            return NONE, NONE, NONE
+            return NONE, NONE, NONE, False
         try:
             value = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            return NONE, NONE, NONE
+            return NONE, NONE, NONE, False
         if not isinstance(value, dict):
-            return NONE, NONE, NONE
+            return NONE, NONE, NONE, False
         room = value.get("room")
         node = value.get("node")
         seq = value.get("seq")
+        kind = value.get("type")
+        notice = (kind == "joined" and value.get("reset") is True) or (
+            kind == "error" and value.get("code") == "recovery_window_exceeded"
+        )
         return (
             self._intern(room) if isinstance(room, str) else NONE,
             seq if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0 else NONE,
             self._intern(node) if isinstance(node, str) else NONE,
+            notice,
         )
 
     # -- readers ---------------------------------------------------------------------------
@@ -315,6 +326,7 @@ class FrameStore:
             payload=self._payload[slot] or b"",
             truncated=bool(flags & 1),
             injected=bool(flags & 2),
+            notice=bool(flags & 4),
         )
 
     def decoded(self, row: FrameRow) -> Decoded:

@@ -68,7 +68,9 @@ class Span:
 class Marker:
     """A point event: "ping", "sping" (a server ping), "pong" (rtt), "miss", "error",
     "attempt", "fault", "action" (something the intercepting proxy did to the connection),
-    or the heartbeat lab's "withheld", "late", "altered" and "dropped"."""
+    "notice" (the server said messages will not come: a room's sequence space was reset, or
+    the recovery window was exceeded), or the heartbeat lab's "withheld", "late", "altered"
+    and "dropped"."""
 
     at: float
     kind: str
@@ -175,7 +177,7 @@ class TimelineModel:
             self.version += 1
         elif isinstance(event, DeliveryEvent) and event.kind in NOTICES:
             lane = self.lane(event.conn, group)  # a room's sequence restarted or could not resume
-            lane.markers.append(Marker(event.at, "error",
+            lane.markers.append(Marker(event.at, "notice",
                                        f"{event.kind} {event.room}: {event.detail}"))
             self.version += 1
 

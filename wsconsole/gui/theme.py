@@ -20,6 +20,10 @@ NODE_COLORS: dict[str, str] = {
     "stopped": "#7a7a7a",
     "failed": "#c0392b",
 }
+# The server's notices that messages will not come (a reset, recovery window exceeded):
+# the Timeline's marker and the Frames view's rows.
+NOTICE_COLOR = "#c2185b"
+
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22", "#7f7f7f"]
 

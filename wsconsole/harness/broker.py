@@ -35,6 +35,7 @@ from wsconsole.harness import procs
 
 DEFAULT_READY_TIMEOUT = 10.0
 FSYNC_POLICIES = ("always", "everysec")  # the AOF's appendfsync choices the harness offers
+AOF_FOLDER = "appendonlydir"  # where the server keeps its AOF under --dir (its default name)
 URL_SCHEMES = ("redis", "rediss", "unix")  # what redis-py (the nodes' client) understands
 
 
@@ -231,7 +232,9 @@ class Broker:
         assert self._data_dir is not None
         persistence = ["--appendonly", "no"]
         if self.persist:
-            persistence = ["--appendonly", "yes", "--appendfsync", self.fsync]
+            persistence = [
+                "--appendonly", "yes", "--appendfsync", self.fsync, "--appenddirname", AOF_FOLDER,
+            ]  # fmt: skip
         argv = [
             str(self.binary),
             "--port", str(self.port),
@@ -305,10 +308,13 @@ class Broker:
         if proc is not None and proc.poll() is None:
             procs.signal_group(proc.pid, signal.SIGCONT)
 
-    def restart(self) -> str:
-        """Kill the server if it runs and start it again on the same port (from its AOF)."""
+    def restart(self, fresh: bool = False) -> str:
+        """Kill the server if it runs and start it again on the same port, from its AOF;
+        `fresh`: without its state (the AOF removed first), as an empty replica would be."""
         self._require_owned("restart")
         self.kill()
+        if fresh and self._data_dir is not None:
+            shutil.rmtree(self._data_dir / AOF_FOLDER, ignore_errors=True)
         if not self.port:
             return self.start()
         return self.start(self.port)

@@ -75,11 +75,11 @@ class BrokerKeeper:
             raise ClusterError(f"broker: {exc}") from None
         self._up(broker)
 
-    def _up(self, broker: Broker) -> None:
+    def _up(self, broker: Broker, **extra: Any) -> None:
         self.info.url = broker.url
         self.info.pid = None if self.info.external else broker.pid
         self.info.state = "up"
-        self._emit()
+        self._emit(**extra)
 
     def _owned(self) -> Broker:
         if self._broker is None or self.info.external:
@@ -100,17 +100,18 @@ class BrokerKeeper:
         finally:
             self._busy = False
 
-    async def restart(self) -> None:
-        """Start the broker again on the same port; the nodes reconnect by themselves."""
+    async def restart(self, fresh: bool = False) -> None:
+        """Start the broker again on the same port (`fresh`: without its state); the nodes
+        reconnect by themselves."""
         broker = self._owned()
         self._busy = True
         try:
             try:
-                await asyncio.to_thread(broker.restart)
+                await asyncio.to_thread(broker.restart, fresh)
             except BrokerError as exc:
                 self.info.state = "down"
                 raise ClusterError(f"broker: {exc}") from None
-            self._up(broker)
+            self._up(broker, fresh=fresh)
         finally:
             self._busy = False
 

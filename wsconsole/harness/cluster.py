@@ -296,10 +296,14 @@ class Cluster:
         self._check_running()
         await self._broker.kill()
 
-    async def broker_restart(self) -> None:
-        """Start the broker again on the same port; the nodes reconnect by themselves."""
+    async def broker_restart(self, fresh: bool = False) -> None:
+        """Start the broker again on the same port; the nodes reconnect by themselves.
+
+        `fresh`: without its state, as a failover to an empty replica would; every room then
+        starts again under a new epoch, which the nodes report as a reset.
+        """
         self._check_running()
-        await self._broker.restart()
+        await self._broker.restart(fresh)
 
     async def net_fault(self, target: str, kind: str, **params: Any) -> dict[str, Any]:
         """Apply a network fault in the balancer to one backend (node id) or "all"."""

@@ -49,9 +49,11 @@ to), `pub_node` the node it was published on, `ts` the wall time of the publish.
 
 Protocol extras: after `auth` by message nothing is sent (later messages are processed in
 order); a `join` beyond the history window gets `error recovery_window_exceeded` (with
-`room`, `first`, `seq`) and is still joined at the current seq (a `joined` follows); when
-the broker lost its state (restarted without persistence) every member gets
-`joined {room, seq: 0, reset: true}` and sequences start again. rpc methods: `echo`
+`room`, `epoch`, `first`, `seq`) and is still joined at the current seq (a `joined`
+follows); when a room's sequence space changes (the broker lost its state: a new epoch)
+every member present gets `joined {room, epoch, seq, reset: true}` followed by the new
+epoch's messages from seq 1, and a member that was away gets the same when it joins with
+the old epoch (docs/protocol.md). rpc methods: `echo`
 (result `data` = params), `time` (`time`, wall clock), `whoami` (`node`, `conn`, `user`,
 `rooms`).
 
@@ -428,9 +430,9 @@ class Node(Supervised):
             self._empty.set()
 
     # -- broker callbacks ---------------------------------------------------------------
-    def _on_broker_message(self, room: str, seq: int, frame: bytes) -> None:
+    def _on_broker_message(self, room: str, epoch: str, seq: int, frame: bytes) -> None:
         frame += self.tail
-        targets = self.rooms.deliver(room, seq, frame)
+        targets = self.rooms.deliver(room, epoch, seq, frame)
         if targets:
             self.fanout.queue(targets, frame)
 
@@ -442,15 +444,30 @@ class Node(Supervised):
     def _on_broker_state(self, state: str) -> None:
         self._event("broker_up" if state == UP else "broker_down")
 
-    def _on_broker_reset(self, rooms: list[str]) -> None:
-        self._event("broker_reset", rooms=len(rooms))
-        for conn, room in self.rooms.reset(rooms):
-            conn.send(encode("joined", room=room, seq=0, reset=True))
+    def _on_broker_reset(self, room: str, epoch: str, seq: int) -> None:
+        """The room's sequence space changed (the broker lost its state): say so, loudly."""
+        self._event("broker_reset", room=room, epoch=epoch)
+        for conn in self.rooms.reset(room, epoch):
+            conn.send(encode("joined", room=room, epoch=epoch, seq=seq, reset=True))
 
     def _on_gap(self, room: str, exc: RecoveryWindowExceeded) -> None:
-        for conn in self.rooms.skip_to(room, exc.seq):
+        if exc.reset:
+            self._event("broker_reset", room=room, epoch=exc.epoch)
+        for conn, reset in self.rooms.skip_to(room, exc.epoch, exc.seq):
             conn.window_exceeded(exc)
-            conn.send(encode("joined", room=room, seq=exc.seq))
+            joined = encode("joined", room=room, epoch=exc.epoch, seq=exc.seq, reset=reset or None)
+            conn.send(joined)
+
+    def recheck(self, room: str) -> None:
+        """A join read `room` in another epoch than the node follows: catch the room up from
+        the broker (a reset comes if the epoch moved on), then bring any member still in an
+        old epoch in step by joining it again from its position (it is told of the reset)."""
+        self._spawn(self._recheck(room), f"recheck-{room}")
+
+    async def _recheck(self, room: str) -> None:
+        await self.adapter.refresh(room)
+        for conn, epoch, seq in self.rooms.strays(room):
+            await conn.join(room, seq, epoch)
 
 
 def run_from_args(args: argparse.Namespace) -> int:

@@ -15,29 +15,39 @@ frame that was already in the member's snapshot is never sent twice. With frames
 seq order per room (the adapter's promise), every member therefore sees each seq after
 its snapshot exactly once and in order; `tests/test_rooms.py` checks it with hypothesis.
 
+Every seq belongs to an *epoch*, the room's sequence space in the broker (docs/protocol.md).
+The room follows the epoch of the frames the node delivers; the adapter announces a new one
+(`reset`) before its first frame. A member whose snapshot came from another epoch than the
+room's (the broker changed under a join, and the adapter has not caught up yet, or the
+snapshot was already old) is a *stray*: it gets no frames until a `reset` to its epoch
+takes it in, or the node brings it to the room's epoch by joining it again (`strays`).
+
 Members are any hashable objects (the node uses its connection records); frames are
 opaque bytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 M = TypeVar("M", bound=Hashable)
 
 
 class _Room(Generic[M]):
-    """One room's local members: position (last seq sent) of those in, buffers of joiners."""
+    """One room's local members: position (last seq sent) of those in the room's epoch, the
+    strays' (epoch, seq), buffers of joiners."""
 
-    __slots__ = ("joining", "positions")
+    __slots__ = ("epoch", "joining", "positions", "strays")
 
     def __init__(self) -> None:
+        self.epoch: str | None = None
         self.positions: dict[M, int] = {}
-        self.joining: dict[M, list[tuple[int, bytes]]] = {}
+        self.strays: dict[M, tuple[str, int]] = {}
+        self.joining: dict[M, list[tuple[str, int, bytes]]] = {}
 
     def __bool__(self) -> bool:
-        return bool(self.positions) or bool(self.joining)
+        return bool(self.positions) or bool(self.strays) or bool(self.joining)
 
 
 class RoomTable(Generic[M]):
@@ -59,7 +69,7 @@ class RoomTable(Generic[M]):
     def members(self, room: str) -> list[M]:
         """Every local member of `room`, in or joining."""
         state = self._rooms.get(room)
-        return [] if state is None else [*state.positions, *state.joining]
+        return [] if state is None else [*state.positions, *state.strays, *state.joining]
 
     def rooms_of(self, member: M) -> list[str]:
         """The rooms `member` is in or joining, sorted."""
@@ -68,7 +78,22 @@ class RoomTable(Generic[M]):
     def position(self, member: M, room: str) -> int | None:
         """The last seq of `room` sent to `member`; None while joining or when not a member."""
         state = self._rooms.get(room)
-        return None if state is None else state.positions.get(member)
+        if state is None:
+            return None
+        stray = state.strays.get(member)
+        return stray[1] if stray is not None else state.positions.get(member)
+
+    def epoch(self, room: str) -> str | None:
+        """The epoch of the frames the node delivers for `room` (None before any)."""
+        state = self._rooms.get(room)
+        return None if state is None else state.epoch
+
+    def strays(self, room: str) -> list[tuple[M, str, int]]:
+        """Members whose position is in another epoch than the room's: (member, epoch, seq)."""
+        state = self._rooms.get(room)
+        if state is None:
+            return []
+        return [(member, epoch, seq) for member, (epoch, seq) in state.strays.items()]
 
     # -- membership ---------------------------------------------------------------------
     def join(self, member: M, room: str) -> None:
@@ -80,24 +105,32 @@ class RoomTable(Generic[M]):
         if state is None:
             state = self._rooms[room] = _Room()
         state.positions.pop(member, None)
+        state.strays.pop(member, None)
         state.joining[member] = []
         self._member_rooms.setdefault(member, set()).add(room)
 
-    def joined(self, member: M, room: str, seq: int) -> list[bytes] | None:
-        """The room's snapshot is at `seq`: the member is in; the buffered frames after it.
+    def joined(self, member: M, room: str, epoch: str, seq: int) -> list[bytes] | None:
+        """The room's snapshot is at (epoch, seq): the member is in; the buffered frames
+        after it (of that epoch). A snapshot of another epoch than the room's makes the
+        member a stray (see the module docstring).
 
         None when the member is no longer joining the room (it left meanwhile): send nothing.
         """
         state = self._rooms.get(room)
         if state is None or member not in state.joining:
             return None
+        if state.epoch is None:
+            state.epoch = epoch
         last = seq
         frames = []
-        for buffered_seq, frame in state.joining.pop(member):
-            if buffered_seq > last:
+        for buffered_epoch, buffered_seq, frame in state.joining.pop(member):
+            if buffered_epoch == epoch and buffered_seq > last:
                 frames.append(frame)
                 last = buffered_seq
-        state.positions[member] = last
+        if epoch == state.epoch:
+            state.positions[member] = last
+        else:
+            state.strays[member] = (epoch, last)
         return frames
 
     def leave(self, member: M, room: str) -> bool:
@@ -111,6 +144,7 @@ class RoomTable(Generic[M]):
         if state is None:
             return False
         state.positions.pop(member, None)
+        state.strays.pop(member, None)
         state.joining.pop(member, None)
         if state:
             return False
@@ -118,51 +152,63 @@ class RoomTable(Generic[M]):
         return True
 
     # -- broker events ------------------------------------------------------------------
-    def deliver(self, room: str, seq: int, frame: bytes) -> list[M]:
-        """Frame `seq` of `room` arrived: the members to send it to (positions move to seq).
+    def deliver(self, room: str, epoch: str, seq: int, frame: bytes) -> list[M]:
+        """Frame (epoch, seq) of `room` arrived: the members to send it to (positions move to
+        seq). Joining members get it buffered instead. The per-delivery hot path of a node.
 
-        Joining members get it buffered instead. The per-delivery hot path of a node.
+        Frames come in the room's epoch (the adapter announces a new one with `reset`
+        first); a frame of another epoch reaches only the joining members' buffers.
         """
         state = self._rooms.get(room)
         if state is None:
             return []
         if state.joining:
             for buffer in state.joining.values():
-                buffer.append((seq, frame))
+                buffer.append((epoch, seq, frame))
+        if epoch != state.epoch:
+            if state.epoch is not None:
+                return []
+            state.epoch = epoch
         positions = state.positions
         targets = [member for member, last in positions.items() if seq > last]
         for member in targets:
             positions[member] = seq
         return targets
 
-    def reset(self, rooms: Iterable[str]) -> list[tuple[M, str]]:
-        """The broker lost its state: these rooms' sequences start again at 0.
+    def reset(self, room: str, epoch: str) -> list[M]:
+        """The room's frames now come from `epoch`, from its seq 1 (the broker lost the old
+        sequence space, or this node learns of the new one late).
 
-        Returns (member, room) for each member in the room, to be told (`joined` with
-        `reset`). Joining members forget what was buffered for them: those frames belong
-        to the lost sequence space, and their snapshot will come from the new one.
-        """
-        told = []
-        for room in rooms:
-            state = self._rooms.get(room)
-            if state is None:
-                continue
-            for buffer in state.joining.values():
-                buffer.clear()
-            for member in state.positions:
-                state.positions[member] = 0
-                told.append((member, room))
-        return told
-
-    def skip_to(self, room: str, seq: int) -> list[M]:
-        """Frames up to `seq` are lost for good (beyond the history): members move to `seq`.
-
-        Returns the members to tell (they were in the room, not joining).
+        Members of another epoch restart at 0 and are returned, to be told (`joined` with
+        `reset`); strays already in `epoch` simply join the others at their position.
         """
         state = self._rooms.get(room)
         if state is None:
             return []
-        members = list(state.positions)
-        for member in members:
-            state.positions[member] = seq
-        return members
+        told = []
+        if state.epoch != epoch:
+            state.epoch = epoch
+            for member in state.positions:
+                state.positions[member] = 0
+                told.append(member)
+        for member, (stray_epoch, seq) in list(state.strays.items()):
+            del state.strays[member]
+            if stray_epoch == epoch:
+                state.positions[member] = seq
+            else:
+                state.positions[member] = 0
+                told.append(member)
+        return told
+
+    def skip_to(self, room: str, epoch: str, seq: int) -> list[tuple[M, bool]]:
+        """Frames up to (epoch, seq) are lost for good (beyond the history): members move to
+        seq of `epoch`. Returns (member, True if that is a new epoch for it) to be told."""
+        state = self._rooms.get(room)
+        if state is None:
+            return []
+        told = [(member, state.epoch != epoch) for member in state.positions]
+        told += [(member, stray[0] != epoch) for member, stray in state.strays.items()]
+        state.epoch = epoch
+        state.positions = {member: seq for member, _ in told}
+        state.strays.clear()
+        return told

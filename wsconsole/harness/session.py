@@ -2,9 +2,11 @@
 
 The node admits a connection (`admission.py`), then hands it a `Session`: authentication
 by first message when the handshake carried no token, the per-connection rate limit,
-then each envelope (docs/protocol.md): `join` (subscribe, snapshot since `since`, then the
-frames buffered meanwhile, see `rooms.py`), `leave`, `publish` (acknowledged once the
-broker took it), `rpc`, and `auth` again to refresh the token. Every answer goes out
+then each envelope (docs/protocol.md): `join` (subscribe, snapshot since `since` in its
+`epoch`, then the frames buffered meanwhile, see `rooms.py`; a `since` of another epoch
+than the room's gets a reset and the new epoch from its start), `leave`, `publish`
+(acknowledged with its epoch and seq once the broker took it), `rpc`, and `auth` again to
+refresh the token. Every answer goes out
 through the node's writer (`fanout.py`) so it keeps its place after queued fan-out.
 """
 
@@ -170,7 +172,9 @@ class Session:
         if kind == "publish":
             self._publish(envelope)
         elif kind == "join":
-            await self._join(envelope["room"], envelope["since"])
+            epoch = envelope.get("epoch")  # opaque: compared as text with the room's
+            since = envelope["since"]
+            await self.join(envelope["room"], since, None if epoch is None else str(epoch))
         elif kind == "leave":
             await self.leave(envelope["room"])
             self.send(encode("left", room=envelope["room"]))
@@ -193,7 +197,7 @@ class Session:
             self.error("unauthorized", f"not allowed to publish to {room!r}", ident)
             return
         node = self.node
-        prefix = b'{"type":"message","room":' + orjson.dumps(room) + b',"seq":'
+        prefix = b'{"type":"message","room":' + orjson.dumps(room) + b',"epoch":"'
         suffix = b"".join(
             (
                 b',"id":', orjson.dumps(ident),
@@ -202,7 +206,7 @@ class Session:
                 b',"data":', orjson.dumps(envelope["data"]),
             )
         )  # fmt: skip
-        future = node.adapter.publish_nowait(room, ident, prefix, suffix)
+        future = node.adapter.publish_nowait(room, ident, prefix, b'","seq":', suffix)
         future.add_done_callback(partial(self._published, ident))
 
     def _published(self, ident: str, future: asyncio.Future[PublishResult]) -> None:
@@ -213,10 +217,14 @@ class Session:
             detail = f"{exc}; not acknowledged: re-send with the same id"
             self.error("broker_unavailable", detail, ident)
             return
-        self.send(encode("ack", id=ident, seq=future.result().seq))
+        result = future.result()
+        self.send(encode("ack", id=ident, seq=result.seq, epoch=result.epoch))
 
     # -- rooms ------------------------------------------------------------------------
-    async def _join(self, room: str, since: int | None) -> None:
+    async def join(self, room: str, since: int | None, epoch: str | None) -> None:
+        """Join `room` from (epoch, since): `joined`, then the frames missed and those that
+        came meanwhile; a reset when `epoch` is not the room's; a window error when the
+        frames are no longer kept. Also the node's way to bring a stray back in step."""
         if not self._allowed(room):
             self.error("unauthorized", f"not allowed to join {room!r}", room=room)
             return
@@ -226,7 +234,7 @@ class Session:
         try:
             await node.adapter.subscribe(room)
             try:
-                snap = await node.adapter.snapshot(room, since)
+                snap = await node.adapter.snapshot(room, since, epoch)
             except RecoveryWindowExceeded as exc:
                 gap = exc
                 snap = await node.adapter.snapshot(room)
@@ -234,23 +242,29 @@ class Session:
             await self.leave(room)
             self.error("broker_unavailable", str(exc), room=room)
             return
-        buffered = node.rooms.joined(self, room, snap.seq)
+        buffered = node.rooms.joined(self, room, snap.epoch, snap.seq)
         if buffered is None:
             return  # left meanwhile
-        node.adapter.note_seq(room, snap.seq)
+        in_step = node.adapter.note_seq(room, snap.epoch, snap.seq)
         if gap is not None:
             self.window_exceeded(gap)
-        self.send(encode("joined", room=room, seq=snap.seq))
+        reset = snap.reset or (gap is not None and gap.reset)
+        self.send(
+            encode("joined", room=room, epoch=snap.epoch, seq=snap.seq, reset=reset or None)
+        )
         for frame in snap.frames:
             self.send(frame + node.tail)
         for frame in buffered:
             self.send(frame)
+        if not in_step or node.rooms.epoch(room) != snap.epoch:
+            node.recheck(room)
 
     def window_exceeded(self, gap: RecoveryWindowExceeded) -> None:
         """Tell the client that frames of a room are beyond the kept history."""
         self.error(
-            "recovery_window_exceeded", str(gap), room=gap.room, first=gap.first, seq=gap.seq
-        )
+            "recovery_window_exceeded", str(gap), room=gap.room, epoch=gap.epoch,
+            first=gap.first, seq=gap.seq,
+        )  # fmt: skip
 
     async def leave(self, room: str) -> None:
         """Leave a room (the node unsubscribes when no local member is left)."""

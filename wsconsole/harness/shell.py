@@ -4,7 +4,8 @@ One command per line; words separated by blanks; `#` starts a comment:
 
     kill ID | pause ID | resume ID | drain ID | restart ID     one node
     add                                                        one more node
-    broker kill | broker restart                               the Redis-protocol broker
+    broker kill | broker restart [fresh]                       the Redis-protocol broker
+                                                               (fresh: without its state)
     status                                                     nodes, broker, balancer
     conns ID                                                   node ID's connections (id, user,
                                                                rooms, remote): inject targets
@@ -57,7 +58,7 @@ USAGE = {
     "drain": "drain ID",
     "restart": "restart ID",
     "add": "add",
-    "broker": "broker kill|restart",
+    "broker": "broker kill|restart [fresh]",
     "status": "status",
     "conns": "conns ID",
     "token": "token USER [ROOMS...]",
@@ -139,11 +140,10 @@ def parse(line: str) -> Command | None:
         expect(0)
         return Command(name)
     if name == "broker":
-        expect(1)
-        action = rest[0].lower()
-        if action not in ("kill", "restart"):
+        words = tuple(word.lower() for word in rest)
+        if words not in (("kill",), ("restart",), ("restart", "fresh")):
             raise CommandError(f"usage: {usage}")
-        return Command(name, (action,))
+        return Command(name, words)
     if name == "token":
         if not rest:
             raise CommandError(f"usage: {usage}")
@@ -233,7 +233,10 @@ async def _execute(cluster: Cluster, command: Command) -> dict[str, Any]:
         node_id = await cluster.add()
         return {**done, **cluster.nodes[node_id].as_dict()}
     if name == "broker":
-        await (cluster.broker_kill() if args[0] == "kill" else cluster.broker_restart())
+        if args[0] == "kill":
+            await cluster.broker_kill()
+        else:
+            await cluster.broker_restart(fresh=args[1:] == ("fresh",))
         return {**done, "broker": cluster.broker.as_dict()}
     if name == "sticky":
         await cluster.set_sticky(args[0])

@@ -46,6 +46,7 @@ METRICS: frozenset[str] = frozenset(
         "out_of_order",
         "seq_mismatch",
         "seq_restarts",
+        "reset_notices",
         "retried",
         "p50_latency_ms",
         "p95_latency_ms",

@@ -52,7 +52,7 @@ _STEP_KEYS: dict[str, frozenset[str]] = {
     **{action: frozenset({"node"}) for action in NODE_ACTIONS},
     "add": frozenset(),
     "broker_kill": frozenset(),
-    "broker_restart": frozenset(),
+    "broker_restart": frozenset({"fresh"}),  # fresh: without its state (a reset)
     "net": frozenset({"target", "kind", "params"}),
     "net_clear": frozenset({"target", "kind"}),
     "inject": frozenset({"case", "count", "direction", "node", "interval"}),
@@ -386,6 +386,8 @@ def _check_step(r: TomlReader, action: str, params: dict[str, Any], where: tuple
         if "node" not in params:
             raise r.fail(f'{action} needs node = "ID" (e.g. "n1")', *where)
         r.string(params, "node", None, *where)
+    elif action == "broker_restart":
+        r.boolean(params, "fresh", False, *where)
     elif action in ("net", "net_clear"):
         params.setdefault("target", "all")
         r.string(params, "target", "all", *where)

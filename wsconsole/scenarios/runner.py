@@ -408,8 +408,9 @@ class ScenarioRunner:
             await cluster.broker_kill()
             return "broker killed"
         if action == "broker_restart":
-            await cluster.broker_restart()
-            return "broker restarted"
+            fresh = bool(params.get("fresh", False))
+            await cluster.broker_restart(fresh=fresh)
+            return "broker restarted without its state" if fresh else "broker restarted"
         if action == "net":
             extra = dict(params.get("params", {}))
             reply = await cluster.net_fault(params["target"], params["kind"], **extra)

@@ -7,8 +7,13 @@ live and at the end, the questions a QA engineer asks after breaking a cluster:
 - sent / acknowledged / unacknowledged publishes;
 - delivered: distinct (subscriber, room, seq) deliveries of messages this swarm published;
 - lost: for every subscriber of a room, the acknowledged messages of that room published
-  after it first joined (seq above its `joined` baseline) that it never received; a broker
-  that lost its state restarts the seqs, which opens a new epoch (all of it owed);
+  after it first joined (seq above its `joined` baseline) that it never received and was
+  not told it would not get. Seqs count within an *epoch* (the room's sequence space, on
+  every `joined`, `message` and `ack`): a broker that lost its state starts a new one, all
+  of it owed; a `joined` with `reset: true` tells the subscriber the rest of its old epoch
+  is gone, and `error recovery_window_exceeded` that everything up to its `seq` is, so
+  those are not counted lost. (A server that sends no epoch: an acked seq taken by another
+  id opens a new epoch.)
 - duplicated: the same message id delivered twice to one subscriber;
 - out of order: a seq below one the subscriber already saw in that room;
 - publish-to-deliver latency percentiles (in a `LatencyHistogram`: fixed memory however
@@ -36,21 +41,36 @@ def _ms(value: float | None) -> float | None:
 
 @dataclass(slots=True)
 class _Subscription:
-    """What one client saw in one room; `baseline` and `epoch` say where its duty starts."""
+    """What one client saw in one room; `baseline` and `epoch` say where its duty starts,
+    `at` is the epoch it is in now, `covered` what it was told it will not get:
+    (epoch, after seq, up to seq or -1 for the rest of that epoch)."""
 
     baseline: int
     epoch: int
     max_seq: int
     ids: set[str] = field(default_factory=set)
     window_exceeded: bool = False
+    at: int = 0
+    covered: list[tuple[int, int, int]] = field(default_factory=list)
+    resets: int = 0
+
+    def owes(self, epoch: int, seq: int) -> bool:
+        """Whether an acknowledged (epoch, seq) is owed to this subscriber."""
+        if epoch < self.epoch or (epoch == self.epoch and seq <= self.baseline):
+            return False
+        return not any(
+            e == epoch and seq > low and (high < 0 or seq <= high) for e, low, high in self.covered
+        )
 
 
 @dataclass(slots=True)
 class _RoomAcks:
-    """Acknowledged publishes of one room. A broker that lost its state restarts the seqs:
-    an acked seq already taken by another id opens a new epoch."""
+    """Acknowledged publishes of one room, numbered by epoch: the server's epochs in the
+    order seen, or, from a server that sends none, a new one whenever an acked seq is
+    already taken by another id."""
 
-    epoch: int = 0
+    epoch: int = 0  # the latest epoch (index)
+    names: dict[str, int] = field(default_factory=dict)  # the server's epoch id -> index
     by_seq: dict[int, str] = field(default_factory=dict)
     acked: list[tuple[int, int, str]] = field(default_factory=list)  # (epoch, seq, id)
     times: list[float] = field(default_factory=list)  # when each was acknowledged
@@ -132,13 +152,25 @@ class Accounting:
         elif previous == OPEN and not self.stopping:
             client.down_since = at
 
-    def joined(self, name: str, room: str, seq: int) -> None:
-        """A `joined` reply: the first one fixes the baseline (older seqs are not owed); a
-        later one below what the client saw means the room's sequence restarted."""
+    def joined(
+        self, name: str, room: str, seq: int, epoch: str | None = None, reset: bool = False
+    ) -> None:
+        """A `joined` reply: the first one fixes the baseline (older seqs are not owed); one
+        with `reset` says the rest of the client's epoch (and any epoch in between) is gone;
+        without epochs, a later one below what the client saw means the sequence restarted."""
+        acks = self._room(room)
+        index = acks.epoch if epoch is None else self._index(acks, epoch)
         sub = self.subs.get((name, room))
         if sub is None:
-            epoch = self._room(room).epoch
-            self.subs[(name, room)] = _Subscription(baseline=seq, epoch=epoch, max_seq=seq)
+            self.subs[(name, room)] = _Subscription(seq, index, seq, at=index)
+        elif reset:
+            sub.resets += 1
+            sub.covered.append((sub.at, sub.max_seq, -1))
+            sub.covered += [(between, 0, -1) for between in range(sub.at + 1, index)]
+            window = [high for e, _, high in sub.covered if e == index and high >= 0]
+            sub.at, sub.max_seq = index, max(window, default=0)
+        elif index != sub.at:
+            sub.at, sub.max_seq = index, 0
         elif seq < sub.max_seq:
             sub.max_seq = seq
 
@@ -148,14 +180,29 @@ class Accounting:
             acks = self._rooms[room] = _RoomAcks()
         return acks
 
+    @staticmethod
+    def _index(acks: _RoomAcks, epoch: str) -> int:
+        """The order of the server's epoch `epoch` among the room's (a new one is next)."""
+        index = acks.names.get(epoch)
+        if index is None:
+            index = acks.names[epoch] = len(acks.names)
+            if index > acks.epoch:
+                acks.epoch = index
+                acks.by_seq = {}
+                acks.floor = 0
+        return index
+
     def published(self, name: str, room: str, ident: str) -> None:
         """The swarm handed a publish with this id to a client (queued or sent)."""
         if ident not in self._room_of:
             self._room_of[ident] = room
             self.sent += 1
 
-    def acked(self, ident: str, seq: int, at: float | None = None) -> None:
-        """The broker accepted a publish and gave it `seq` (re-acks of the same id ignored)."""
+    def acked(
+        self, ident: str, seq: int, at: float | None = None, epoch: str | None = None
+    ) -> None:
+        """The broker accepted a publish and gave it (epoch, seq) (re-acks of the same id
+        ignored)."""
         room = self._room_of.get(ident)
         if room is None:
             return
@@ -167,12 +214,18 @@ class Accounting:
         self._acked_seq[ident] = seq
         self.acknowledged += 1
         acks = self._room(room)
-        if acks.by_seq.get(seq, ident) != ident or seq <= acks.floor:
+        if epoch is not None:
+            index = self._index(acks, epoch)
+        elif acks.by_seq.get(seq, ident) != ident or seq <= acks.floor:
             acks.epoch += 1
             acks.by_seq = {}
             acks.floor = 0
-        acks.by_seq[seq] = ident
-        acks.acked.append((acks.epoch, seq, ident))
+            index = acks.epoch
+        else:
+            index = acks.epoch
+        if index == acks.epoch:
+            acks.by_seq[seq] = ident
+        acks.acked.append((index, seq, ident))
         acks.times.append(time.monotonic() if at is None else at)
 
     def delivered_message(
@@ -182,20 +235,27 @@ class Accounting:
         seq: int,
         ident: str | None,
         latency: float | None,
+        epoch: str | None = None,
     ) -> None:
         """A `message` envelope reached a subscriber; `latency` is publish-to-deliver seconds."""
         if ident is None or ident not in self._room_of:
             self.foreign += 1
             return
+        acks = self._room(room)
+        index = acks.epoch if epoch is None else self._index(acks, epoch)
         sub = self.subs.get((name, room))
         if sub is None:  # a message before any `joined`: take the seq before it as baseline
-            epoch = self._room(room).epoch
-            sub = self.subs[(name, room)] = _Subscription(seq - 1, epoch, seq - 1)
+            sub = self.subs[(name, room)] = _Subscription(seq - 1, index, seq - 1, at=index)
         if ident in sub.ids:
             self.duplicated += 1
             return
         sub.ids.add(ident)
-        if seq < sub.max_seq:
+        if epoch is not None and index != sub.at:
+            if index < sub.at:
+                self.out_of_order += 1  # a message of an epoch the subscriber left
+            else:
+                sub.at, sub.max_seq = index, seq
+        elif seq < sub.max_seq:
             self.out_of_order += 1
         else:
             sub.max_seq = seq
@@ -222,7 +282,7 @@ class Accounting:
                 continue
             for epoch, seq, ident in acks.acked[:count]:
                 for sub in by_room.get(room, ()):
-                    owed = epoch > sub.epoch or (epoch == sub.epoch and seq > sub.baseline)
+                    owed = sub.owes(epoch, seq)
                     had = ident in sub.ids
                     sub.ids.discard(ident)
                     if owed:
@@ -239,11 +299,21 @@ class Accounting:
             forgotten += count
         return forgotten
 
-    def window_exceeded(self, name: str, room: str) -> None:
-        """The node said it can no longer recover this room for this client."""
+    def window_exceeded(
+        self, name: str, room: str, seq: int | None = None, epoch: str | None = None
+    ) -> None:
+        """The node said it can no longer recover this room for this client: the messages
+        up to `seq` (of `epoch`) will not come; the `joined` that follows is its position."""
         sub = self.subs.get((name, room))
         if sub is not None:
             sub.window_exceeded = True
+            if seq is not None:
+                acks = self._room(room)
+                index = acks.epoch if epoch is None else self._index(acks, epoch)
+                low = sub.max_seq if index == sub.at else 0
+                sub.covered.append((index, low, seq))
+                if index == sub.at:
+                    sub.max_seq = max(sub.max_seq, seq)
         self.error("recovery_window_exceeded")
 
     def error(self, kind: str) -> None:
@@ -268,16 +338,13 @@ class Accounting:
 
     def expected_for(self, name: str, room: str) -> list[str]:
         """Ids of the acknowledged messages of `room` this subscriber should have received:
-        published after its first `joined` (seq above the baseline, or a later epoch)."""
+        published after its first `joined` (seq above the baseline, or a later epoch), less
+        those it was told will not come (a reset, a window error)."""
         sub = self.subs[(name, room)]
         acks = self._rooms.get(room)
         if acks is None:
             return []
-        return [
-            ident
-            for epoch, seq, ident in acks.acked
-            if epoch > sub.epoch or (epoch == sub.epoch and seq > sub.baseline)
-        ]
+        return [ident for epoch, seq, ident in acks.acked if sub.owes(epoch, seq)]
 
     def expected(self) -> int:
         """Deliveries owed, over every subscription."""
@@ -382,6 +449,7 @@ class Accounting:
             "retried": self.retried,
             "foreign": self.foreign,
             "seq_restarts": sum(self.epochs().values()),
+            "reset_notices": sum(sub.resets for sub in self.subs.values()),
             **self._latency_fields(self.latencies),
             "reconnects": self.reconnects,
             **self._reconnect_fields(),

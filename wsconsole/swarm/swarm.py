@@ -36,7 +36,7 @@ import orjson
 from wsconsole.core import envelope
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientError, ClientOptions, ReconnectingClient
-from wsconsole.core.events import DeliveryEvent, Direction, ErrorEvent, Event, FrameRecord, Opcode
+from wsconsole.core.events import Direction, ErrorEvent, Event, FrameRecord, Opcode
 from wsconsole.core.heartbeat import PongPolicy, pong_share
 from wsconsole.core.lifecycle import State, Transition
 from wsconsole.core.tasks import Tasks, spawn
@@ -52,6 +52,12 @@ Stats = dict[str, Any]
 RETRY_CODES = frozenset({"broker_unavailable", "rate_limited"})
 RETRY_DELAY = 0.5
 RETRY_CAP = 2.0
+
+
+def _epoch(envelope: dict[str, Any]) -> str | None:
+    """The epoch (the room's sequence space) a harness envelope names, as text."""
+    epoch = envelope.get("epoch")
+    return None if epoch is None or isinstance(epoch, bool) else str(epoch)
 
 
 class SwarmConfigError(WsconsoleError, ValueError):
@@ -453,9 +459,6 @@ class Swarm:
             elif isinstance(event, ErrorEvent):
                 if event.kind != "server":  # server error replies are counted by their code
                     self.accounting.error(event.kind)
-            elif isinstance(event, DeliveryEvent) and event.kind == "recovery_window_exceeded":
-                if event.room is not None:
-                    self.accounting.window_exceeded(name, event.room)
 
         return observe
 
@@ -479,22 +482,26 @@ class Swarm:
                 latency = wall - float(data["t"])
             ident = env.get("id")
             acc.delivered_message(
-                name, room, seq, ident if isinstance(ident, str) else None, latency
-            )
+                name, room, seq, ident if isinstance(ident, str) else None, latency,
+                _epoch(env),
+            )  # fmt: skip
             self.fleet.node(name, env.get("node"))
         elif kind == "ack":
             ident, seq = env.get("id"), env.get("seq")
             if isinstance(ident, str) and isinstance(seq, int):
-                acc.acked(ident, seq, self.clock())
+                acc.acked(ident, seq, self.clock(), _epoch(env))
                 self._pending.pop(ident, None)
                 self._retries.pop(ident, None)
         elif kind == "joined":
             room, seq = env.get("room"), env.get("seq")
             if isinstance(room, str) and isinstance(seq, int):
-                acc.joined(name, room, seq)
+                acc.joined(name, room, seq, _epoch(env), env.get("reset") is True)
         elif kind == "error":
             code = env.get("code")
-            if isinstance(code, str) and code != "recovery_window_exceeded":
+            room, seq = env.get("room"), env.get("seq")
+            if code == "recovery_window_exceeded" and isinstance(room, str):
+                acc.window_exceeded(name, room, seq if isinstance(seq, int) else None, _epoch(env))
+            elif isinstance(code, str):
                 acc.error(code)
             ident = env.get("id")
             if code in RETRY_CODES and isinstance(ident, str) and ident in self._pending:

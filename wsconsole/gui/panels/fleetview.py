@@ -36,7 +36,7 @@ from PySide6.QtWidgets import QAbstractScrollArea, QToolTip, QWidget
 
 from wsconsole.app.fleetbands import BUCKETS
 from wsconsole.app.timelinemodel import Lane, Marker, Span, TimelineModel
-from wsconsole.gui.theme import STATE_COLORS
+from wsconsole.gui.theme import NOTICE_COLOR, STATE_COLORS
 
 NAME_W = 118
 LANE_H = 18
@@ -46,7 +46,7 @@ AXIS_H = 18
 GAP = 2
 MARK_COLORS = {"miss": "#c0392b", "error": "#c0392b", "dropped": "#8e0000",
                "withheld": "#8e44ad", "late": "#8e44ad", "altered": "#8e44ad",
-               "action": "#e67e22", "fault": "#c0392b"}
+               "action": "#e67e22", "fault": "#c0392b", "notice": NOTICE_COLOR}
 SOURCE_TITLES = {"own": "own connections", "swarm": "swarm", "proxy": "proxied"}
 
 
@@ -314,7 +314,7 @@ class FleetView(QAbstractScrollArea):
             painter.setPen(QPen(color, 1))
             painter.setBrush(color if kind not in ("withheld", "late", "altered") else
                              Qt.BrushStyle.NoBrush)
-            size = 4 if kind in ("dropped", "miss", "error") else 3
+            size = 4 if kind in ("dropped", "miss", "error", "notice") else 3
             painter.drawPolygon(QPolygonF([QPointF(x, y + LANE_H - 3),
                                            QPointF(x - size, y + 2),
                                            QPointF(x + size, y + 2)]))

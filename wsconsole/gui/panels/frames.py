@@ -38,7 +38,7 @@ from wsconsole.app.framestore import FrameFilter, FrameRow, FrameStore
 from wsconsole.core.events import Direction, Opcode
 from wsconsole.decoders.base import Decoded
 from wsconsole.gui.panels.framedetail import OPCODE_NAMES, FrameDetail
-from wsconsole.gui.theme import mono
+from wsconsole.gui.theme import NOTICE_COLOR, mono
 
 COLUMNS = ("Time", "Conn", "Dir", "Opcode", "Size", "Room", "Seq", "Node", "Preview")
 _OPCODE_NAMES = OPCODE_NAMES
@@ -163,6 +163,8 @@ class FramesTableModel(QAbstractTableModel):
                 return "(dropped)" if col == 0 else ""
             return self._cell(frame, col)
         if role == Qt.ItemDataRole.ForegroundRole and frame is not None:
+            if frame.notice:  # the server says messages will not come: a reset, a window
+                return QColor(NOTICE_COLOR)
             if frame.opcode in (Opcode.PING, Opcode.PONG):
                 return QColor("#7a7a7a")
             if frame.opcode is Opcode.CLOSE:

@@ -30,7 +30,7 @@ from wsconsole.app.faultimpact import impact
 from wsconsole.app.timelinemodel import Lane, Marker, TimelineModel
 from wsconsole.gui.panels.faultpanel import FaultPanel
 from wsconsole.gui.panels.fleetview import FleetView
-from wsconsole.gui.theme import STATE_COLORS
+from wsconsole.gui.theme import NOTICE_COLOR, STATE_COLORS
 
 WINDOWS = {"30 s": 30.0, "1 min": 60.0, "2 min": 120.0, "5 min": 300.0, "15 min": 900.0}
 GROUPINGS = {"source": "own / swarm / proxy", "node": "node"}
@@ -38,7 +38,8 @@ LEGEND = (" ".join(f'<span style="background:{c}; color:white">&nbsp;{s[:4]}&nbs
                    for s, c in STATE_COLORS.items() if s != "CLOSING")
           + ' <span style="color:#c0392b">\u25bc miss \u2506 fault</span>'
           ' <span style="color:#8e44ad">\u25bd pong lab</span>'
-          ' <span style="color:#e67e22">\u25bc proxy</span>')
+          ' <span style="color:#e67e22">\u25bc proxy</span>'
+          f' <span style="color:{NOTICE_COLOR}">\u25bc reset / window</span>')
 
 
 class TimelinePanel(QWidget):
