@@ -13,7 +13,10 @@ it names). Anything else is a silent loss, a duplicate, an out-of-order delivery
 
 `Peer` is one client on plain `websockets`: it joins its rooms with `since`/`epoch` after
 every reconnect, keeps publishes until they are acknowledged and re-sends them with the same
-id, and records every `joined`, `message`, `ack` and notice into the ledger.
+id, and records every `joined`, `message`, `ack` and notice into the ledger. It speaks either
+dialect of the harness: `WsDialect`, the JSON envelopes of docs/protocol.md, or `SioDialect`,
+the same conversation as Socket.IO events (docs/targets.md), framed here by hand from the
+Engine.IO v4 / Socket.IO v5 protocol on the websocket transport.
 """
 
 from __future__ import annotations
@@ -128,6 +131,10 @@ class Ledger:
         self.streams: dict[tuple[str, str], list[Event]] = {}
         self.conflicts: list[str] = []
         self.unexpected_errors: Counter[str] = Counter()
+
+    def epochs(self, room: str) -> int:
+        """How many sequence spaces of `room` were seen (a new one per lost broker state)."""
+        return sum(1 for r, _ in self._rank if r == room)
 
     def _saw(self, room: str, epoch: Epoch) -> None:
         self._rank.setdefault((room, epoch), len(self._rank))
@@ -296,16 +303,116 @@ class PeerStats:
     errors: Counter[str] = field(default_factory=Counter)
 
 
+class Refused(Exception):
+    """The server refused or ended the session (Socket.IO CONNECT_ERROR or DISCONNECT)."""
+
+
+class WsDialect:
+    """docs/protocol.md: JSON envelopes, the token in the query."""
+
+    def url(self, base: str, token: str) -> str:
+        """The WebSocket URL for the balancer's `base` URL."""
+        return f"{base}/?token={token}"
+
+    async def opened(self, ws: ClientConnection, token: str) -> None:
+        """Nothing to say first: the handshake carried the token."""
+
+    def join(self, room: str, position: tuple[Epoch, int] | None) -> str:
+        """A `join`, from `position` (epoch, since) when the client has one."""
+        envelope: dict[str, Any] = {"type": "join", "room": room}
+        if position is not None:
+            envelope["since"] = position[1]
+            if position[0] is not None:
+                envelope["epoch"] = position[0]
+        return json.dumps(envelope)
+
+    def publish(self, ident: str, room: str, data: Any) -> str:
+        """A `publish`."""
+        return json.dumps({"type": "publish", "room": room, "id": ident, "data": data})
+
+    def decode(self, raw: str | bytes) -> tuple[list[dict[str, Any]], list[str]]:
+        """Envelopes in a frame, and replies the protocol needs sent back (none here)."""
+        return [json.loads(raw)], []
+
+
+class SioDialect:
+    """The Socket.IO harness flavour: the envelopes as events, the outcome of a join or a
+    publish in its ack. Engine.IO packets: 0 open, 2 ping (answer 3), 4 message; Socket.IO
+    packets inside a message: 0 connect (with the auth payload), 1 disconnect, 2 event,
+    3 ack, 4 connect error. An event with an ack id carries it after the packet type."""
+
+    def __init__(self) -> None:
+        self._acks: dict[int, tuple[str, str]] = {}  # ack id -> ("join", room) | ("publish", id)
+        self._next = 0
+
+    def url(self, base: str, token: str) -> str:
+        """The websocket transport's URL for the balancer's `base` (http://) URL."""
+        return base.replace("http://", "ws://", 1) + "/socket.io/?EIO=4&transport=websocket"
+
+    async def opened(self, ws: ClientConnection, token: str) -> None:
+        """Engine.IO's open packet, then the namespace connect with the token."""
+        first = await ws.recv()
+        if not isinstance(first, str) or not first.startswith("0"):
+            raise Refused(f"not an Engine.IO open packet: {first!r:.80}")
+        await ws.send("40" + json.dumps({"token": token}))
+        while True:
+            reply = await ws.recv()
+            if reply == "2":
+                await ws.send("3")
+            elif isinstance(reply, str) and reply.startswith("40"):
+                return
+            elif isinstance(reply, str) and reply.startswith("44"):
+                raise Refused(f"connection refused: {reply[2:]:.200}")
+
+    def _with_ack(self, kind: str, context: str, args: list[Any]) -> str:
+        self._next += 1
+        self._acks[self._next] = (kind, context)
+        return f"42{self._next}" + json.dumps(args)
+
+    def join(self, room: str, position: tuple[Epoch, int] | None) -> str:
+        """The "join" event, from `position` (epoch, since) when the client has one."""
+        if position is None:
+            return self._with_ack("join", room, ["join", room])
+        since: dict[str, Any] = {"since": position[1]}
+        if position[0] is not None:
+            since["epoch"] = position[0]
+        return self._with_ack("join", room, ["join", room, since])
+
+    def publish(self, ident: str, room: str, data: Any) -> str:
+        """The "publish" event, its id last."""
+        return self._with_ack("publish", ident, ["publish", room, data, ident])
+
+    def decode(self, raw: str | bytes) -> tuple[list[dict[str, Any]], list[str]]:
+        """The envelopes an Engine.IO packet stands for, and the pong a ping needs."""
+        if not isinstance(raw, str) or raw in ("3", "6"):
+            return [], []
+        if raw == "2":
+            return [], ["3"]
+        if raw == "1" or raw.startswith("41"):
+            raise Refused("the server ended the session")
+        if raw.startswith("42"):
+            event, *args = json.loads(raw[2:])
+            return [{"type": event, **(args[0] if args else {})}], []
+        if raw.startswith("43"):
+            digits = len(raw) - len(raw[2:].lstrip("0123456789"))
+            pending = self._acks.pop(int(raw[2:digits]), None)
+            if pending is None:
+                return [], []
+            kind, context = pending
+            status, *rest = json.loads(raw[digits:])
+            body = rest[0] if rest and isinstance(rest[0], dict) else {}
+            if status == "ok" and kind == "publish":
+                return [{"type": "ack", **body}], []
+            if status == "error":
+                key = "room" if kind == "join" else "id"
+                return [{"type": "error", **body, key: context}], []
+        return [], []
+
+
+Dialect = WsDialect | SioDialect
+
 RETRY_FIRST = 0.25  # seconds before re-sending what was refused; doubles up to RETRY_CAP
 RETRY_CAP = 2.0
-
-EpochOf = Callable[[str, dict[str, Any]], Epoch]
-
-
-def epoch_field(kind: str, envelope: dict[str, Any]) -> Epoch:
-    """The epoch a node put on an envelope (docs/protocol.md)."""
-    return envelope.get("epoch")
-
 
 class Peer:
     """One reconnecting client on plain `websockets` that subscribes and may publish."""
@@ -313,29 +420,32 @@ class Peer:
     def __init__(
         self,
         name: str,
-        url: Callable[[], str],
+        base_url: str,
+        token: str,
         rooms: list[str],
         ledger: Ledger,
         *,
+        dialect: Callable[[], Dialect] = WsDialect,
         local_addr: str,
         publish_to: str | None = None,
         rate: float = 0.0,
         seed: int = 0,
         keepalive: float = 1.0,
-        epoch_of: EpochOf = epoch_field,
     ) -> None:
         self.name = name
-        self.url = url
+        self.base_url = base_url
+        self.token = token
+        self.dialect = dialect
+        self._speaking: Dialect = dialect()
         self.rooms = rooms
         self.ledger = ledger
         self.local_addr = local_addr
         self.publish_to = publish_to
         self.rate = rate
         self.keepalive = keepalive
-        self.epoch_of = epoch_of
         self.stats = PeerStats()
         self.last_frame: tuple[float, str | None] | None = None  # when, and from which node
-        self.outbox: OrderedDict[str, str] = OrderedDict()  # id -> envelope, until acked
+        self.outbox: OrderedDict[str, Any] = OrderedDict()  # id -> data, until acknowledged
         self.position: dict[str, tuple[Epoch, int]] = {}  # room -> (epoch, last seq)
         self._after_window: set[str] = set()
         self._refused_rooms: set[str] = set()  # joins refused on this connection
@@ -388,9 +498,10 @@ class Peer:
         delay = 0.1
         while self._running:
             opened = None
+            speaking = self.dialect()
             try:
                 async with connect(
-                    self.url(),
+                    speaking.url(self.base_url, self.token),
                     open_timeout=3,
                     ping_interval=self.keepalive,
                     ping_timeout=self.keepalive,
@@ -398,19 +509,26 @@ class Peer:
                     max_queue=None,
                     local_addr=(self.local_addr, 0),
                 ) as ws:
+                    await speaking.opened(ws, self.token)
                     opened = time.monotonic()
                     self.stats.connects += 1
-                    self._ws = ws
+                    self._ws, self._speaking = ws, speaking
                     self._refused.clear()
                     self._refused_rooms.clear()
                     for room in self.rooms:
                         await self._join(ws, room)
-                    for text in list(self.outbox.values()):
+                    for ident in list(self.outbox):
                         self.stats.resent += 1
-                        await ws.send(text)
+                        await self._send_publish(ws, ident)
                     async for raw in ws:
-                        self._on_frame(ws, raw)
-            except (OSError, ConnectionClosed, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+                        envelopes, replies = speaking.decode(raw)
+                        for reply in replies:
+                            await ws.send(reply)
+                        for envelope in envelopes:
+                            self._on_frame(envelope)
+            except (
+                OSError, ConnectionClosed, InvalidHandshake, InvalidURI, TimeoutError, Refused
+            ) as exc:  # fmt: skip
                 self.stats.errors[type(exc).__name__] += 1
             except Exception as exc:  # a bug here, or a frame the protocol does not allow
                 self.ledger.unexpected_errors[f"{self.name}: {exc!r}"] += 1
@@ -422,13 +540,12 @@ class Peer:
             delay = min(delay * 2, 2.0)
 
     async def _join(self, ws: ClientConnection, room: str) -> None:
-        envelope: dict[str, Any] = {"type": "join", "room": room}
-        position = self.position.get(room)
-        if position is not None:
-            envelope["epoch"], envelope["since"] = position
-            if envelope["epoch"] is None:
-                del envelope["epoch"]
-        await ws.send(json.dumps(envelope))
+        await ws.send(self._speaking.join(room, self.position.get(room)))
+
+    async def _send_publish(self, ws: ClientConnection, ident: str) -> None:
+        data = self.outbox.get(ident)
+        if data is not None:
+            await ws.send(self._speaking.publish(ident, self.publish_to or "", data))
 
     def _retry_soon(self) -> None:
         """Re-send what was refused after a pause that doubles while refusals go on (one
@@ -447,14 +564,13 @@ class Peer:
         with contextlib.suppress(ConnectionClosed):
             for room in sorted(rooms):
                 await self._join(ws, room)
-            for ident, text in list(self.outbox.items()):
+            for ident in list(self.outbox):
                 if ident in refused:
                     self.stats.resent += 1
-                    await ws.send(text)
+                    await self._send_publish(ws, ident)
 
     # -- frames --------------------------------------------------------------------------------
-    def _on_frame(self, ws: ClientConnection, raw: str | bytes) -> None:
-        frame = json.loads(raw)
+    def _on_frame(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
         if kind == "message":
             self._on_message(frame)
@@ -462,7 +578,7 @@ class Peer:
             ident = frame["id"]
             if ident in self.outbox:
                 room = self.publish_to or ""
-                self.ledger.acked(room, ident, self.epoch_of("ack", frame), frame["seq"])
+                self.ledger.acked(room, ident, frame.get("epoch"), frame["seq"])
                 del self.outbox[ident]
                 self._retry_delay = RETRY_FIRST
         elif kind == "joined":
@@ -473,7 +589,7 @@ class Peer:
 
     def _on_message(self, frame: dict[str, Any]) -> None:
         room = frame["room"]
-        epoch, seq = self.epoch_of("message", frame), frame["seq"]
+        epoch, seq = frame.get("epoch"), frame["seq"]
         self.ledger.record(self.name, room, Delivered(frame["id"], epoch, seq))
         self.last_frame = (time.monotonic(), frame.get("node"))
         known = self.position.get(room)
@@ -482,7 +598,7 @@ class Peer:
 
     def _on_joined(self, frame: dict[str, Any]) -> None:
         room = frame["room"]
-        epoch, seq, reset = self.epoch_of("joined", frame), frame["seq"], bool(frame.get("reset"))
+        epoch, seq, reset = frame.get("epoch"), frame["seq"], bool(frame.get("reset"))
         self.ledger.record(self.name, room, Joined(epoch, seq, reset))
         after_window = room in self._after_window
         self._after_window.discard(room)
@@ -497,7 +613,7 @@ class Peer:
         self.stats.errors[code] += 1
         room, ident = frame.get("room"), frame.get("id")
         if code == "recovery_window_exceeded":
-            epoch = self.epoch_of("error", frame)
+            epoch = frame.get("epoch")
             self.ledger.record(self.name, room, Window(epoch, frame["seq"]))
             self._after_window.add(room)
         elif code in ("broker_unavailable", "rate_limited") and ident is not None:
@@ -518,14 +634,11 @@ class Peer:
         while self._publishing:
             count += 1
             ident = f"{self.name}-{count}"
-            text = json.dumps(
-                {"type": "publish", "room": self.publish_to, "id": ident, "data": {"n": count}}
-            )
-            self.outbox[ident] = text
+            self.outbox[ident] = {"n": count}
             self.stats.published += 1
             ws = self._ws
             if ws is not None:
                 with contextlib.suppress(ConnectionClosed):
-                    await ws.send(text)
+                    await self._send_publish(ws, ident)
             await asyncio.sleep(interval * (0.5 + self._rng.random()))
 

@@ -86,7 +86,8 @@ async def test_client_rides_through_a_node_kill_and_a_drain() -> None:
             await pub.start()
             try:
                 await pub.wait_state(State.OPEN, CLUSTER_WAIT)
-                assert await pub.emit("publish", "lobby", {"n": 1}, ack=True) == ["ok"]
+                status, acked = await pub.emit("publish", "lobby", {"n": 1}, ack=True) or [None, {}]
+                assert status == "ok" and acked["seq"] >= 1 and acked["epoch"]
                 await until(lambda: any(ev == "message" and args[0]["data"] == {"n": 1}
                                         for _, ev, args in got),
                             "the fanned-out message", CLUSTER_WAIT)

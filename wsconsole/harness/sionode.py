@@ -4,17 +4,33 @@ Run as `wsconsole sionode` (same options as `wsconsole node`; the supervisor sta
 `wsconsole harness --flavour socketio`). It is the harness node's process interface on a
 Socket.IO server: one `listening` JSON line on stdout, `GET /healthz` (200 "ok", 503
 "draining") and `GET /metrics` on the same port as `/socket.io/`, the control channel
-(commands "stats", "drain", "connections"; stats snapshots in the ws node's shape), drain on
+(commands "stats", "drain", "connections", "inject"; stats in the ws node's shape), drain on
 SIGTERM/SIGINT or when the control channel is lost.
 
-Fan-out: `socketio.AsyncRedisManager` over the cluster's broker, so an emit to a room on one
-node reaches that room's members on every node. Unlike the ws node there is no broker-side
-history or sequence recovery: python-socketio's connection-state recovery dies with its
-node (measured, DESIGN.md), which is exactly what QA comes here to watch.
+It keeps the ws node's promises (docs/targets.md, "The Socket.IO harness flavour"): the
+same broker adapter (`adapter.py`: epochs, dense sequence numbers, the bounded history,
+idempotent publish ids) and the same room bookkeeping (`rooms.RoomTable`), so a client
+that was away, its node SIGKILLed included, rejoins with `since` and its `epoch` and gets
+exactly what it missed, or a reset / window notice, never a silent gap. python-socketio's
+own connection-state recovery dies with its node (measured, DESIGN.md); this one lives in
+the broker. Also the ws node's limits: the per-connection message rate (an event over it
+is refused, persistent abuse disconnects), the per-user connection limit across the
+cluster (refused at connect), the node soft limit, the Origin allow-list, auth; and the
+"inject" command (a catalogue case written raw to websocket-transport sessions).
 
-Events (client to node): "join" ROOM and "leave" ROOM (ack ["joined"|"left", ROOM]),
-"publish" ROOM DATA (ack ["ok"]; every member of ROOM gets "message" {room, data, node,
-pub_node, ts}), "echo" ...args (ack the same args), "whoami" (ack {node, sid, user, rooms}).
+Events, client to node (each may carry an ack callback):
+- "join" ROOM [{since, epoch}] -> ack ["joined", ROOM] or ["error", {code, detail, room}];
+  then the node emits "joined" {room, epoch, seq, reset?}, the missed "message"s, live ones;
+  a window error is emitted as "error" {code: recovery_window_exceeded, room, epoch, first,
+  seq} before that "joined";
+- "leave" ROOM -> ack ["left", ROOM];
+- "publish" ROOM DATA [ID] -> ack ["ok", {id, epoch, seq}] once the broker took it, else
+  ["error", {code, detail, id}] (broker_unavailable, rate_limited, unauthorized): re-send
+  with the same ID (without one the node makes one up, and a re-send is a new message);
+- "echo" ...args (ack the same args), "whoami" (ack {node, sid, user, rooms}).
+Node to client: "joined", "message" {room, epoch, seq, id, node, pub_node, ts, data},
+"error" as above; a room whose sequence space changed gets "joined" with reset: true.
+
 Auth (unless --no-auth): a JWT in the auth payload {"token": ...}, the `token` query
 parameter or `Authorization: Bearer`; refused connections get a CONNECT_ERROR
 {"message": reason}. Drain: new connections are refused ("draining"), every client is
@@ -32,15 +48,30 @@ import contextlib
 import logging
 import sys
 import time
-from collections import Counter
+import uuid
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
+from websockets.protocol import State
+
+from wsconsole.harness.adapter import (
+    UP,
+    AdapterConfig,
+    PublishResult,
+    RecoveryWindowExceeded,
+    RedisAdapter,
+)
 from wsconsole.harness.admission import DRAINING, Admission
 from wsconsole.harness.auth import AuthError, Claims, room_allowed
+from wsconsole.harness.brokerlink import BrokerUnavailable
+from wsconsole.harness.limits import MessageRate, Verdict
 from wsconsole.harness.nodeconfig import NodeConfig, UsageError, add_arguments, config_from_args
+from wsconsole.harness.nodeinject import inject
 from wsconsole.harness.nodemetrics import CONTENT_TYPE_LATEST, exposition
+from wsconsole.harness.rooms import RoomTable
 from wsconsole.harness.stats import NodeSnapshot
 from wsconsole.harness.supervised import Supervised
 
@@ -53,7 +84,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HELP = "Run one Socket.IO harness node (python-socketio fanned out through the broker)."
-CHANNEL = "wsconsole-socketio"
+MAX_ROOM = 128  # the ws protocol's limit on names
 
 
 @dataclass
@@ -63,8 +94,53 @@ class SioStats:
     accepted: int = 0
     msgs_in: int = 0
     msgs_out: int = 0
+    bytes_out: int = 0
     auth_failures: int = 0
+    rate_limited: int = 0
+    injected: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+
+
+class RawSocket:
+    """A session's websocket as `nodeinject` sees it: the raw transport under it, its state,
+    and its end. The close code the client sent stays inside the Socket.IO stack: a
+    reaction is seen as closed or not, without a code."""
+
+    def __init__(self, transport: asyncio.Transport | None) -> None:
+        self.transport = transport
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self._closed = asyncio.Event()
+
+    @property
+    def state(self) -> State:
+        """OPEN until the session ended."""
+        return State.CLOSED if self._closed.is_set() else State.OPEN
+
+    def ended(self) -> None:
+        """The session is over (disconnected)."""
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        """Until the session is over."""
+        await self._closed.wait()
+
+
+@dataclass(eq=False)
+class SioConn:
+    """One Socket.IO session: who it is, its rate limit, and its raw socket (for inject)."""
+
+    id: str  # the Socket.IO sid
+    user: str
+    claims: Claims | None
+    rate: MessageRate | None
+    ws: RawSocket
+    claimed: bool = False
+    injected: str | None = None
+
+    def allowed(self, room: str) -> bool:
+        """Whether the token lets this session into `room`."""
+        return self.claims is None or room_allowed(self.claims, room)
 
 
 class SioNode(Supervised):
@@ -77,23 +153,39 @@ class SioNode(Supervised):
         super().__init__()
         self.config = config
         self.stats = SioStats()
-        self.users: dict[str, str] = {}  # sid -> user
-        self.rooms: dict[str, set[str]] = {}  # sid -> rooms joined
+        self.conns: dict[str, SioConn] = {}  # by sid
+        self.rooms: RoomTable[SioConn] = RoomTable()
         self.draining = False
         self.port = 0
-        self.broker = "up"
         self.admission = Admission.of(config)
-        self.manager = socketio.AsyncRedisManager(config.redis, channel=CHANNEL)
+        self.tail = b',"node":' + orjson.dumps(config.id) + b"}"
+        self.adapter = RedisAdapter(
+            config.redis,
+            config.id,
+            AdapterConfig(
+                history=config.history,
+                check_interval=config.broker_check,
+                presence_ttl=config.presence_ttl,
+                presence_refresh=max(0.05, config.presence_ttl / 3),
+            ),
+            on_message=self._on_broker_message,
+            on_state=lambda state: self._event("broker_up" if state == UP else "broker_down"),
+            on_reset=self._on_broker_reset,
+            on_gap=self._on_gap,
+        )
+        # emits in order, one after another: a join's "joined" before its replay, before
+        # the live messages that follow it
+        self._out: deque[tuple[str, str, Any]] = deque()
+        self._wake = asyncio.Event()
         origins: Any = "*" if "*" in config.origins else self._origin_ok
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
-            client_manager=self.manager,
             ping_interval=config.ping_interval or 25,
             ping_timeout=config.ping_timeout or 20,
             max_http_buffer_size=config.max_size or 10**8,
             cors_allowed_origins=origins,
         )
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[web.middleware(self._see_upgrades_of())])
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/metrics", self._metrics)
         self.sio.attach(self.app)
@@ -103,6 +195,7 @@ class SioNode(Supervised):
             "stats": self._cmd_stats,
             "drain": self._cmd_drain,
             "connections": self._cmd_connections,
+            "inject": lambda message: inject(self, message, self._event),  # type: ignore[arg-type]
         }
 
     def _origin_ok(self, origin: str | None, environ: Any = None) -> bool:
@@ -129,7 +222,7 @@ class SioNode(Supervised):
         """
         from socketio.exceptions import ConnectionRefusedError
 
-        refusal = DRAINING if self.draining else self.admission.over_capacity(len(self.users))
+        refusal = DRAINING if self.draining else self.admission.over_capacity(len(self.conns))
         if refusal is not None:
             if refusal.counts_as is not None:
                 self.stats.errors[refusal.counts_as] += 1
@@ -147,80 +240,237 @@ class SioNode(Supervised):
             raise ConnectionRefusedError(exc.reason) from None
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        from socketio.exceptions import ConnectionRefusedError
+
         claims = self._admit(environ, auth)
-        self.users[sid] = claims.user if claims else "anonymous"
-        self.rooms[sid] = set()
+        cfg = self.config
+        rate = MessageRate(cfg.rate, time.monotonic(), cfg.abuse) if cfg.rate else None
+        conn = SioConn(sid, claims.user if claims else "anonymous", claims, rate,
+                       RawSocket(self._transport_of(sid, environ)))  # fmt: skip
+        if claims is not None and cfg.per_user:
+            ok, _ = await self.adapter.presence.claim(conn.user, sid, cfg.per_user)
+            if not ok:
+                refusal = self.admission.user_limit_reached()
+                self.stats.errors[refusal.counts_as or "per_user_limit"] += 1
+                raise ConnectionRefusedError(refusal.reason)
+            conn.claimed = True
+        self.conns[sid] = conn
         self.stats.accepted += 1
-        if claims is not None:
-            await self.sio.save_session(sid, {"rooms": claims.rooms})
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
-        self.users.pop(sid, None)
-        self.rooms.pop(sid, None)
-        if self.draining and not self.users:
+        conn = self.conns.pop(sid, None)
+        if conn is not None:
+            conn.ws.ended()
+            for room in self.rooms.rooms_of(conn):
+                await self._leave(conn, room)
+            if conn.claimed:
+                await self.adapter.presence.release(conn.user, sid)
+        if self.draining and not self.conns:
             self._stop.set()
 
-    async def _allowed(self, sid: str, room: Any) -> bool:
-        if not isinstance(room, str) or not room or len(room) > 200:
-            self.stats.errors["bad_room"] += 1
-            return False
-        if not self.config.auth:
-            return True
-        session = await self.sio.get_session(sid)
-        claims = Claims(user=self.users.get(sid, ""), rooms=tuple(session.get("rooms", ())), exp=0)
-        if not room_allowed(claims, room):
-            self.stats.errors["unauthorized"] += 1
-            return False
-        return True
-
-    async def _on_join(self, sid: str, room: Any = None) -> Any:
+    def _check(self, sid: str, room: Any) -> tuple[SioConn | None, dict[str, Any] | None]:
+        """The session of `sid` and, when the event must be refused, the error to answer."""
         self.stats.msgs_in += 1
-        if not await self._allowed(sid, room):
-            return "error", "unauthorized or bad room"
-        await self.sio.enter_room(sid, room)
-        self.rooms.setdefault(sid, set()).add(room)
-        return "joined", room
+        conn = self.conns.get(sid)
+        if conn is None:
+            return None, {"code": "gone", "detail": "the session is over"}
+        if conn.rate is not None:
+            verdict = conn.rate.check(time.monotonic())
+            if verdict is not Verdict.OK:
+                self.stats.rate_limited += 1
+                if verdict is Verdict.ABUSE:
+                    self.stats.errors["rate_abuse"] += 1
+                    self._spawn(self.sio.disconnect(sid), f"abuse-{sid}")
+                return conn, self._error("rate_limited", f"over {self.config.rate:g} messages/s")
+        if room is not None:
+            if not isinstance(room, str) or not room or len(room) > MAX_ROOM:
+                return conn, self._error("bad_envelope", "a room is a name of 1-128 characters")
+            if not conn.allowed(room):
+                return conn, self._error("unauthorized", f"not allowed in {room!r}")
+        return conn, None
+
+    def _error(self, code: str, detail: str, **extra: Any) -> dict[str, Any]:
+        self.stats.errors[code] += 1
+        return {"code": code, "detail": detail, **extra}
+
+    async def _on_join(self, sid: str, room: Any = None, options: Any = None) -> Any:
+        conn, refused = self._check(sid, room)
+        if refused is not None or conn is None:
+            return "error", {**(refused or {}), "room": room}
+        position = options if isinstance(options, dict) else {}
+        since, epoch = position.get("since"), position.get("epoch")
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            since = None
+        error = await self.join(conn, room, since, None if epoch is None else str(epoch))
+        return ("error", error) if error is not None else ("joined", room)
+
+    async def join(
+        self, conn: SioConn, room: str, since: int | None, epoch: str | None
+    ) -> dict[str, Any] | None:
+        """The ws node's join (session.Session.join) over Socket.IO events; the error that
+        refused it, if any."""
+        self.rooms.join(conn, room)
+        gap: RecoveryWindowExceeded | None = None
+        try:
+            await self.adapter.subscribe(room)
+            try:
+                snap = await self.adapter.snapshot(room, since, epoch)
+            except RecoveryWindowExceeded as exc:
+                gap = exc
+                snap = await self.adapter.snapshot(room)
+        except BrokerUnavailable as exc:
+            await self._leave(conn, room)
+            return self._error("broker_unavailable", str(exc), room=room)
+        buffered = self.rooms.joined(conn, room, snap.epoch, snap.seq)
+        if buffered is None:
+            return None  # left meanwhile
+        in_step = self.adapter.note_seq(room, snap.epoch, snap.seq)
+        if gap is not None:
+            self._window_exceeded(conn, gap)
+        reset = snap.reset or (gap is not None and gap.reset)
+        joined = {"room": room, "epoch": snap.epoch, "seq": snap.seq}
+        self._emit(conn, "joined", {**joined, "reset": True} if reset else joined)
+        for frame in snap.frames:
+            self._emit(conn, "message", self._message(frame + self.tail))
+        for frame in buffered:
+            self._emit(conn, "message", self._message(frame))
+        if not in_step or self.rooms.epoch(room) != snap.epoch:
+            self._spawn(self._recheck(room), f"recheck-{room}")
+        return None
+
+    async def _recheck(self, room: str) -> None:
+        """A join read `room` in another epoch than this node follows (see node.Node)."""
+        await self.adapter.refresh(room)
+        for conn, epoch, seq in self.rooms.strays(room):
+            await self.join(conn, room, seq, epoch)
+
+    def _window_exceeded(self, conn: SioConn, gap: RecoveryWindowExceeded) -> None:
+        error = self._error("recovery_window_exceeded", str(gap), room=gap.room,
+                            epoch=gap.epoch, first=gap.first, seq=gap.seq)  # fmt: skip
+        self._emit(conn, "error", error)
 
     async def _on_leave(self, sid: str, room: Any = None) -> Any:
-        self.stats.msgs_in += 1
+        conn, refused = self._check(sid, None)
+        if refused is not None or conn is None:
+            return "error", {**(refused or {}), "room": room}
         if isinstance(room, str):
-            await self.sio.leave_room(sid, room)
-            self.rooms.get(sid, set()).discard(room)
+            await self._leave(conn, room)
         return "left", room
 
-    async def _on_publish(self, sid: str, room: Any = None, data: Any = None) -> Any:
-        self.stats.msgs_in += 1
-        if not await self._allowed(sid, room):
-            return "error", "unauthorized or bad room"
-        message = {
-            "room": room,
-            "data": data,
-            "node": self.config.id,
-            "pub_node": self.config.id,
-            "ts": time.time(),
-        }
+    async def _leave(self, conn: SioConn, room: str) -> None:
+        if self.rooms.leave(conn, room):
+            await self.adapter.unsubscribe(room)
+
+    async def _on_publish(
+        self, sid: str, room: Any = None, data: Any = None, ident: Any = None
+    ) -> Any:
+        conn, refused = self._check(sid, room)
+        if not isinstance(ident, str) or not ident or len(ident) > MAX_ROOM:
+            ident = uuid.uuid4().hex
+        if refused is not None or conn is None:
+            return "error", {**(refused or {}), "id": ident}
+        prefix = b'{"type":"message","room":' + orjson.dumps(room) + b',"epoch":"'
+        suffix = b"".join(
+            (
+                b',"id":', orjson.dumps(ident),
+                b',"pub_node":', orjson.dumps(self.config.id),
+                b',"ts":', orjson.dumps(time.time()),
+                b',"data":', orjson.dumps(data),
+            )
+        )  # fmt: skip
+        future = self.adapter.publish_nowait(room, ident, prefix, b'","seq":', suffix)
         try:
-            await self.sio.emit("message", message, room=room)
-        except Exception as exc:  # the broker is down: say so, never crash the node
-            self.stats.errors["broker_unavailable"] += 1
-            self.broker = "down"
-            return "error", f"broker_unavailable: {type(exc).__name__}"
-        self.broker = "up"
-        self.stats.msgs_out += 1
-        return "ok"
+            result: PublishResult = await future
+        except BrokerUnavailable as exc:
+            detail = f"{exc}; not acknowledged: re-send with the same id"
+            return "error", self._error("broker_unavailable", detail, id=ident)
+        return "ok", {"id": ident, "epoch": result.epoch, "seq": result.seq}
 
     async def _on_echo(self, sid: str, *args: Any) -> Any:
-        self.stats.msgs_in += 1
-        return args
+        _, refused = self._check(sid, None)
+        return ("error", refused) if refused is not None else args
 
     async def _on_whoami(self, sid: str, *args: Any) -> Any:
-        self.stats.msgs_in += 1
+        conn, refused = self._check(sid, None)
+        if refused is not None:
+            return "error", refused
         return {
             "node": self.config.id,
             "sid": sid,
-            "user": self.users.get(sid),
-            "rooms": sorted(self.rooms.get(sid, ())),
+            "user": conn.user if conn else None,
+            "rooms": self.rooms.rooms_of(conn) if conn else [],
         }
+
+    # -- fan-out ------------------------------------------------------------------------
+
+    def _message(self, frame: bytes) -> dict[str, Any]:
+        """A stored frame (the ws node's `message` envelope) as a "message" event's data."""
+        message = orjson.loads(frame)
+        message.pop("type", None)
+        return message  # type: ignore[no-any-return]
+
+    def _emit(self, conn: SioConn, event: str, data: Any) -> None:
+        """Queue one event for one session; the writer sends them in order."""
+        if not self._out:
+            self._wake.set()
+        self._out.append((conn.id, event, data))
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._out:
+                sid, event, data = self._out.popleft()
+                if sid in self.conns:
+                    with contextlib.suppress(Exception):  # a session ending meanwhile
+                        await self.sio.emit(event, data, to=sid)
+                        self.stats.msgs_out += 1
+
+    def _on_broker_message(self, room: str, epoch: str, seq: int, frame: bytes) -> None:
+        frame += self.tail
+        targets = self.rooms.deliver(room, epoch, seq, frame)
+        if targets:
+            message = self._message(frame)
+            for conn in targets:
+                self._emit(conn, "message", message)
+
+    def _on_broker_reset(self, room: str, epoch: str, seq: int) -> None:
+        self._event("broker_reset", room=room, epoch=epoch)
+        for conn in self.rooms.reset(room, epoch):
+            self._emit(conn, "joined", {"room": room, "epoch": epoch, "seq": seq, "reset": True})
+
+    def _on_gap(self, room: str, exc: RecoveryWindowExceeded) -> None:
+        if exc.reset:
+            self._event("broker_reset", room=room, epoch=exc.epoch)
+        for conn, reset in self.rooms.skip_to(room, exc.epoch, exc.seq):
+            self._window_exceeded(conn, exc)
+            joined = {"room": room, "epoch": exc.epoch, "seq": exc.seq}
+            self._emit(conn, "joined", {**joined, "reset": True} if reset else joined)
+
+    # -- raw sockets (inject) -------------------------------------------------------------
+
+    def _transport_of(self, sid: str, environ: dict[str, Any]) -> asyncio.Transport | None:
+        """The TCP transport under a session's websocket, when it connected over one (a
+        polling session's comes with its upgrade: `_see_upgrades`)."""
+        request = environ.get("aiohttp.request")
+        if request is not None and "transport=websocket" in environ.get("QUERY_STRING", ""):
+            return request.transport  # type: ignore[no-any-return]
+        return None
+
+    def _see_upgrades_of(self) -> Any:
+        """An aiohttp middleware: a polling session upgrading to a websocket (its Engine.IO
+        sid in the query) gets that request's transport as its raw socket."""
+
+        async def see_upgrades(request: web.Request, handler: Any) -> web.StreamResponse:
+            eio_sid = request.query.get("sid")
+            if eio_sid and request.query.get("transport") == "websocket":
+                manager = self.sio.manager
+                for conn in self.conns.values():
+                    if manager.eio_sid_from_sid(conn.id, "/") == eio_sid:
+                        conn.ws.transport = request.transport  # type: ignore[assignment]
+            return await handler(request)  # type: ignore[no-any-return]
+
+        return see_upgrades
 
     # -- HTTP -----------------------------------------------------------------------------
 
@@ -229,14 +479,23 @@ class SioNode(Supervised):
 
         if self.draining:
             return web.Response(status=503, text="draining")
-        return web.Response(text="ok", headers={"X-Broker": self.broker})
+        text = "ok" if self.adapter.state == UP else "ok broker=down"
+        return web.Response(text=text, headers={"X-Broker": self.adapter.state})
 
     async def _metrics(self, request: web.Request) -> web.Response:
         from aiohttp import web
 
+        s = self.stats
         body = exposition(
-            self.config.id, self.stats, connections=len(self.users), draining=self.draining
-        )
+            self.config.id, s, connections=len(self.conns), draining=self.draining,
+            gauges=[("wsconsole_broker_up", "1 if the broker is reachable",
+                     self.adapter.state == UP)],
+            counters=[("wsconsole_rate_limited", "Events refused by the rate limit",
+                       s.rate_limited),
+                      ("wsconsole_injected", "Sessions sent a malformed frame on purpose",
+                       s.injected)],
+            errors=s.errors,
+        )  # fmt: skip
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # -- control --------------------------------------------------------------------------
@@ -245,26 +504,26 @@ class SioNode(Supervised):
         """The stats message pushed to the supervisor (the ws node's shape)."""
         s = self.stats
         return NodeSnapshot(
-            node=self.config.id, t=time.time(), connections=len(self.users),
+            node=self.config.id, t=time.time(), connections=len(self.conns),
             msgs_in=s.msgs_in, msgs_out=s.msgs_out, errors=dict(s.errors),
-            auth_failures=s.auth_failures, broker=self.broker, draining=self.draining,
-            rooms=len(set().union(*self.rooms.values())) if self.rooms else 0,
+            rate_limited=s.rate_limited, auth_failures=s.auth_failures,
+            broker=self.adapter.state, draining=self.draining, rooms=len(self.rooms),
             flavour="socketio",
-        ).message()
+        ).message()  # fmt: skip
 
     async def _cmd_drain(self, message: dict[str, Any]) -> dict[str, Any]:
         self.drain_soon()
-        return {"draining": True, "connections": len(self.users)}
+        return {"draining": True, "connections": len(self.conns)}
 
     async def _cmd_connections(self, message: dict[str, Any]) -> dict[str, Any]:
         """Connections (Socket.IO sids) with user and rooms, the ws node's reply shape."""
         limit = message.get("limit", 2000)
         limit = limit if isinstance(limit, int) and limit >= 0 else 2000
         conns = [
-            {"id": sid, "user": user, "rooms": sorted(self.rooms.get(sid, ())), "remote": None}
-            for sid, user in list(self.users.items())[:limit]
+            {"id": sid, "user": conn.user, "rooms": self.rooms.rooms_of(conn), "remote": None}
+            for sid, conn in list(self.conns.items())[:limit]
         ]
-        return {"connections": conns, "total": len(self.users)}
+        return {"connections": conns, "total": len(self.conns)}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -275,11 +534,11 @@ class SioNode(Supervised):
             self._spawn(self._drain(), "sionode-drain")
 
     async def _drain(self) -> None:
-        self._event("draining", connections=len(self.users))
-        for sid in list(self.users):
+        self._event("draining", connections=len(self.conns))
+        for sid in list(self.conns):
             with contextlib.suppress(Exception):
                 await self.sio.disconnect(sid)
-        if not self.users:
+        if not self.conns:
             self._stop.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), self.config.drain_deadline)
@@ -289,6 +548,9 @@ class SioNode(Supervised):
         """Listen, print the `listening` line, serve until drained; the exit code."""
         from aiohttp import web
 
+        await self.adapter.start()
+        await self.adapter.wait_up(timeout=2.0)
+        self._spawn(self._writer(), "sionode-writer")
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port,
@@ -301,16 +563,18 @@ class SioNode(Supervised):
                 f"{self.config.port}: {exc.strerror or exc}\n"
             )
             await self._runner.cleanup()
+            await self.adapter.close()
             return 2
         server = site._server
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._announce(broker=self.broker, flavour="socketio")
+        self._announce(broker=self.adapter.state, flavour="socketio")
         await self._connect_control()
         await self._stop.wait()
         self._event("stopped")
         await asyncio.sleep(0)
         await self._runner.cleanup()
+        await self.adapter.close()
         if self.control is not None:
             with contextlib.suppress(Exception):
                 await self.control.close()
