@@ -9,7 +9,8 @@ every subscriber received every acknowledged message exactly once and in order, 
 explicitly that it will not come.
 
 The seed is random and printed with the figures; replay a run with WSCONSOLE_CHAOS_SEED.
-WSCONSOLE_CHAOS_FAULTS sets the length (50 per node flavour here; `make soak` runs 600 and prints the table).
+WSCONSOLE_CHAOS_FAULTS sets the length (50 per node flavour here; `make soak` runs 600 and
+prints the table).
 """
 
 from __future__ import annotations
