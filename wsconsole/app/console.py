@@ -27,6 +27,7 @@ from wsconsole.app.profiles import Profile
 from wsconsole.app.swarmlink import SwarmLink
 from wsconsole.app.timelinemodel import SWARM_PREFIX, TimelineModel
 from wsconsole.core.events import Direction, ErrorEvent, FrameRecord, Opcode
+from wsconsole.core.heartbeat import PongPolicy
 from wsconsole.core.lifecycle import State, Transition
 from wsconsole.core.metrics import LatencyHistogram, TimeSeries
 from wsconsole.core.tasks import Tasks
@@ -34,6 +35,7 @@ from wsconsole.harness import procs
 from wsconsole.harness.stats import ClusterSample
 
 if TYPE_CHECKING:
+    from wsconsole.core.client import ReconnectingClient
     from wsconsole.harness.cluster import ClusterConfig
 
 log = logging.getLogger(__name__)
@@ -225,6 +227,29 @@ class Console:
         except TimeoutError:
             self.errors.report(f"{name}: the client did not stop within {timeout} s")
         self._changed()
+
+    # -- the heartbeat lab --------------------------------------------------------------------
+
+    def lab_client(self, name: str) -> ReconnectingClient:
+        """The WebSocket client of session `name` (ValueError for another kind of target,
+        or before it was started: only a WebSocket answers pings)."""
+        from wsconsole.core.client import ReconnectingClient
+
+        session = self.sessions.get(name)
+        if session is None:
+            raise ValueError(f"no connection named {name!r}")
+        client = session.client
+        if not isinstance(client, ReconnectingClient):
+            what = "is not started" if client is None else "is not a WebSocket connection"
+            raise ValueError(f"{name} {what}: the heartbeat lab needs a WebSocket client")
+        return client
+
+    def set_pongs(self, name: str, policy: PongPolicy) -> None:
+        """Session `name` answers the server's pings per `policy` now and after reconnects
+        (its profile keeps it too)."""
+        self.lab_client(name).set_pongs(policy)
+        self.sessions[name].profile.pongs = policy
+        self.errors.info(f"{name}: {policy.describe()}")
 
     async def remove_session(self, name: str) -> None:
         """Disconnect and forget a connection."""

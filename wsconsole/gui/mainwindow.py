@@ -25,6 +25,7 @@ from wsconsole.gui.panels.connection import ConnectionPanel
 from wsconsole.gui.panels.faultmarks import FaultMarks
 from wsconsole.gui.panels.frames import FramesPanel
 from wsconsole.gui.panels.har import install_har_menu
+from wsconsole.gui.panels.heartbeat import HeartbeatPanel
 from wsconsole.gui.panels.inject import InjectPanel
 from wsconsole.gui.panels.intercept import InterceptPanel
 from wsconsole.gui.panels.network import NetworkPanel
@@ -66,6 +67,7 @@ class MainWindow(QMainWindow):
         self.network = NetworkPanel(console)
         self.scenarios = ScenariosPanel(console)
         self.intercept = InterceptPanel(console)
+        self.heartbeat = HeartbeatPanel(console)
         self.fault_marks = FaultMarks(self.plots, console.timeline)
         self.log_view = QPlainTextEdit(readOnly=True)
         self.log_view.setMaximumBlockCount(2000)
@@ -86,6 +88,8 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["Composer"], self.docks["Scenarios"])
         self._dock("Intercept", self.intercept, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.docks["Composer"], self.docks["Intercept"])
+        self._dock("Heartbeat lab", self.heartbeat, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.docks["Composer"], self.docks["Heartbeat lab"])
         self._dock("Network", self.network, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.tabifyDockWidget(self.docks["Cluster"], self.docks["Network"])
         self.docks["Cluster"].raise_()
@@ -194,7 +198,7 @@ class MainWindow(QMainWindow):
         """Stop the panels' refresh timers (before the console goes away)."""
         for panel in (self.frames, self.connection, self.cluster, self.plots, self.timeline,
                       self.inject, self.network, self.fault_marks, self.scenarios,
-                      self.intercept):
+                      self.intercept, self.heartbeat):
             panel.timer.stop()
 
 

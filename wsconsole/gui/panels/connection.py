@@ -144,8 +144,12 @@ class ConnectionPanel(QWidget):
                                            ("jit", self.backoff_jitter), stretch=False))
         self.ping_interval = self._spin("ping_interval", 0.0, 3600.0, 1.0)
         self.ping_timeout = self._spin("ping_timeout", 0.1, 3600.0, 1.0)
+        self.pongs_edit = QLineEdit(placeholderText="auto")
+        self.pongs_edit.setMaximumWidth(110)
+        self.fields["pongs"] = self.pongs_edit
         form.addRow("Heartbeat s", _labelled(("ping", self.ping_interval),
-                                             ("timeout", self.ping_timeout)))
+                                             ("timeout", self.ping_timeout),
+                                             ("pongs", self.pongs_edit)))
         self.stable_after = self._spin("stable_after", 0.0, 3600.0, 1.0)
         self.stable_after.setToolTip("a connection open this long starts the backoff over")
         form.addRow("Reconnect", _labelled(("attempts", self.max_attempts),
