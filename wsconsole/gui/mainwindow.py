@@ -1,8 +1,10 @@
 """The main window: docks around the Frames table, a Log dock for errors, QSettings state.
 
 Thin: it builds one panel per dock, each given its model from the Console, and persists
-window geometry, dock layout, connection profiles and composer templates. Closing it asks
-the application (app.py) to shut the console down; it never stops processes itself.
+window geometry, dock layout, splitter sizes and the Timeline's view (layoutstate.py), the
+theme, connection profiles and composer templates. Menus carry the keyboard shortcuts
+(menus.py). Closing it asks the application (app.py) to shut the console down; it never
+stops processes itself.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ import time
 import orjson
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QMainWindow, QPlainTextEdit, QWidget
+from PySide6.QtWidgets import QApplication, QDockWidget, QMainWindow, QPlainTextEdit, QWidget
 
 from wsconsole import __version__
 from wsconsole.app.console import CONSOLE_CONN, Console
 from wsconsole.app.errors import Report
 from wsconsole.app.profiles import Profile
 from wsconsole.gui.dialogs.help import install_help_menu
+from wsconsole.gui.layoutstate import restore_layout, save_layout
+from wsconsole.gui.menus import install_cluster_menu, install_view_extras
 from wsconsole.gui.panels.cluster import ClusterPanel
 from wsconsole.gui.panels.composer import ComposerPanel
 from wsconsole.gui.panels.connection import ConnectionPanel
@@ -32,6 +36,7 @@ from wsconsole.gui.panels.network import NetworkPanel
 from wsconsole.gui.panels.plots import PlotsPanel
 from wsconsole.gui.panels.scenarios import ScenariosPanel
 from wsconsole.gui.panels.timeline import TimelinePanel
+from wsconsole.gui.theme import Theme
 
 SETTINGS_VERSION = 1
 
@@ -52,6 +57,9 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"wsconsole {__version__}")
         self.setObjectName("MainWindow")
         self.setDockNestingEnabled(True)
+        app = QApplication.instance()
+        assert isinstance(app, QApplication)
+        self.theme = Theme(app, str(settings.value("view/theme", "system")), self)
 
         self.frames = FramesPanel(console.frames)
         self.setCentralWidget(self.frames)
@@ -104,6 +112,10 @@ class MainWindow(QMainWindow):
         view_menu = self.menuBar().addMenu("&View")
         for dock in self.docks.values():
             view_menu.addAction(dock.toggleViewAction())
+        self.pause_frames_action, self.theme_actions = install_view_extras(self, view_menu)
+        self.theme.changed.connect(self.plots.restyle)
+        self.plots.restyle(self.theme.dark)
+        self.node_actions = install_cluster_menu(self)
         file_menu = self.menuBar().addMenu("&File")
         self.har = install_har_menu(self, file_menu, console, self.connection.selected_name)
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
@@ -122,6 +134,11 @@ class MainWindow(QMainWindow):
         self.addDockWidget(area, dock)
         self.docks[title] = dock
         return dock
+
+    def choose_theme(self, choice: str) -> None:
+        """View > Theme: "system" (follow it), "light" or "dark"; remembered."""
+        self.theme.choose(choice)
+        self.settings.setValue("view/theme", self.theme.choice)
 
     # -- the Timeline's clicks
     def show_scope(self, lanes: list[str], since: float, until: float, label: str) -> None:
@@ -157,6 +174,7 @@ class MainWindow(QMainWindow):
                 self.restoreGeometry(geometry)
             if state is not None:
                 self.restoreState(state, SETTINGS_VERSION)
+            restore_layout(self, s)
         self.composer.set_templates(_load_json(s.value("composer/templates", "{}"), {}))
         for data in _load_json(s.value("connections/profiles", "[]"), []):
             if not isinstance(data, dict):
@@ -178,6 +196,7 @@ class MainWindow(QMainWindow):
         s.setValue("version", SETTINGS_VERSION)
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState(SETTINGS_VERSION))
+        save_layout(self, s)
         s.setValue("composer/templates", orjson.dumps(self.composer.templates).decode())
         self.save_profiles()
         s.sync()

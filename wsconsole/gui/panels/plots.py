@@ -1,5 +1,8 @@
 """Live plots panel (pyqtgraph): connections, msgs/s, latency percentiles, reconnects, RTT.
 
+Each plot's legend sits beside it (never over the lines) and a crosshair follows the mouse
+with every curve's value at that moment (gui/plotaids.py).
+
 Like pyqtgraph's scrollingPlots example: curves are redrawn from the console's one
 `TimeSeries` on a QTimer (4 Hz), with peak downsampling, clip-to-view and skipFiniteCheck;
 never per sample. The timer is the one clock between the data and the screen: the cluster's
@@ -17,7 +20,8 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
 
 from wsconsole.core.metrics import TimeSeries
-from wsconsole.gui.theme import PALETTE
+from wsconsole.gui.plotaids import Crosshair, legend_beside
+from wsconsole.gui.theme import PALETTE, Theme, plot_colors
 
 WINDOWS = {"30 s": 30.0, "1 min": 60.0, "5 min": 300.0, "15 min": 900.0, "1 h": 3600.0}
 
@@ -73,7 +77,7 @@ class PlotsPanel(QWidget):
             if unit:
                 plot.setLabel("left", units=unit)
             plot.getAxis("left").enableAutoSIPrefix(False)  # "ms" must not become "kms"
-            plot.addLegend(offset=(-4, 4), labelTextSize="8pt", colCount=4)
+            legend_beside(self.layout_widget.ci, plot, row)
             plot.setMouseEnabled(x=False, y=True)
             plot.setXRange(-self.window, 0, padding=0)
             plot.enableAutoRange(axis="y")
@@ -82,6 +86,7 @@ class PlotsPanel(QWidget):
                 plot.getAxis("bottom").setStyle(showValues=False)
             self.plots.append((plot, prefixes))
         self.plots[-1][0].setLabel("bottom", "seconds ago")
+        self.crosshair = Crosshair(self.layout_widget, lambda: [p for p, _ in self.plots])
         for plot, _ in self.plots[1:]:
             plot.setXLink(self.plots[0][0])
 
@@ -106,6 +111,20 @@ class PlotsPanel(QWidget):
         self.timer = QTimer(self, interval=refresh_ms)
         self.timer.timeout.connect(self.refresh)
         self.timer.start()
+
+    def restyle(self, dark: bool = False) -> None:
+        """Background, axes, titles, legends and the crosshair in the theme's colours."""
+        background, foreground = plot_colors(Theme.palette())  # the app's: widgets follow later
+        self.layout_widget.setBackground(background)
+        for (plot, _), (title, _, _) in zip(self.plots, PLOTS, strict=False):
+            plot.setTitle(title, size="9pt", color=foreground)
+            for side in ("left", "bottom"):
+                axis = plot.getAxis(side)
+                axis.setPen(foreground)
+                axis.setTextPen(foreground)
+            if plot.legend is not None:
+                plot.legend.setLabelTextColor(foreground)
+        self.crosshair.restyle("#9a9a9a" if dark else "#666666")
 
     def _set_window(self, text: str) -> None:
         self.window = WINDOWS.get(text, 60.0)
