@@ -92,6 +92,19 @@ class FrameLike(Protocol):
     wall: float
 
 
+def recorded(frames: Iterable[FrameLike], url: str,
+             request_headers: Iterable[tuple[str, str]] = (), started: float | None = None,
+             status: int | None = None) -> HarConnection:
+    """One connection's frames as a HarConnection (its text and binary messages, in order):
+    what a HAR export, a replay and a scenario export take, whatever recorded them."""
+    messages = [HarMessage(f.direction, f.wall, f.opcode, f.payload) for f in frames
+                if f.opcode in (Opcode.TEXT, Opcode.BINARY)]
+    first = messages[0].time if messages else 0.0
+    return HarConnection(url=url, started=first if started is None else started,
+                         messages=messages, status=status,
+                         request_headers=list(request_headers))
+
+
 # -- import ---------------------------------------------------------------------------------
 
 

@@ -112,4 +112,4 @@ def test_layout_shortcuts_and_theme_come_back(qloop, settings_path) -> None:  # 
             again.window.close()
             await again.shutdown()
 
-    run(qloop, scenario(), 40)
+    run(qloop, scenario(), 90)

@@ -6,9 +6,10 @@ when every assertion holds and every step was carried out, 1 otherwise, 2 when t
 invalid (the message names the line). FILE may also be the name of a shipped scenario
 (`wsconsole scenario list`). SIGINT stops the run early (the cluster is still stopped).
 
-export FILE.har [--entry N] [--url URL] [-o OUT.toml]: a recorded connection (from
-`wsconsole proxy --har-out`, `connect --har-out`, the window or a browser's DevTools) as a
-replay scenario that `run` plays against its server and compares with the recording.
+export FILE.har [--entry N] [--url URL | --cluster] [-o OUT.toml]: a recorded connection
+(from `wsconsole proxy --har-out`, `connect --har-out`, the window or a browser's DevTools)
+as a replay scenario that `run` plays against its server (or the demo harness started for
+the run) and compares with the recording, waiting for the replies each send waited for.
 """
 
 from __future__ import annotations
@@ -58,7 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     export_p.add_argument("har", metavar="FILE.har")
     export_p.add_argument("--entry", type=int, default=0, metavar="N",
                           help="which WebSocket connection of the HAR (0: the first)")
-    export_p.add_argument("--url", help="replay against this URL (default: the recorded one)")
+    target = export_p.add_mutually_exclusive_group()
+    target.add_argument("--url", help="replay against this URL (default: the recorded one)")
+    target.add_argument("--cluster", action="store_true",
+                        help="replay against the demo harness, started for the run")
     export_p.add_argument("--timing", choices=["original", "fast"], default="original")
     export_p.add_argument("--wait", type=float, default=2.0, metavar="S",
                           help="how long the replay waits for replies after its last send")
@@ -113,8 +117,10 @@ def _human(event: dict[str, Any]) -> str | None:
     if kind == "summary" and "matched" in event:
         first = event.get("first_divergence")
         where = "none" if first is None else f"at reply {first}"
+        late = event.get("reply_timeouts")
         return (f"replay: sent {event['sent']}, received {event['received']} of "
-                f"{event['expected']} recorded, {event['matched']} identical, divergence {where}"
+                f"{event['expected']} recorded, {event['matched']} equal, divergence {where}"
+                + (f", {late} send(s) went out without their replies" if late else "")
                 + (f", {event['error']}" if event.get("error") else ""))
     if kind == "assertion":
         word = "PASS" if event["passed"] else "FAIL"
@@ -247,7 +253,7 @@ def _export(args: argparse.Namespace, out: Output) -> int:
     if not conn.sent:
         return fail_usage(f"connection {args.entry} of {args.har} sent nothing to replay")
     text = scenario_text(conn, url=args.url, timing=args.timing, wait=args.wait,
-                         with_credentials=args.with_credentials)
+                         with_credentials=args.with_credentials, cluster=args.cluster)
     try:
         scenario = parse_scenario(text, args.output or "the exported scenario")
     except ScenarioError as exc:

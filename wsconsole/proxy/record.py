@@ -30,8 +30,8 @@ from wsconsole.har import (
     FrameLike,
     HarConnection,
     HarHandshake,
-    HarMessage,
     dump_har,
+    recorded,
     replay,
 )
 from wsconsole.proxy.hub import ConnectionInfo, ProxyEvent, ProxyHub
@@ -100,10 +100,7 @@ class Recorder:
 
 def as_har_connection(info: ConnectionInfo, frames: Iterable[FrameLike]) -> HarConnection:
     """A proxied connection's handshake and data frames in the HAR model."""
-    messages = [HarMessage(f.direction, f.wall, f.opcode, f.payload) for f in frames
-                if f.opcode in (Opcode.TEXT, Opcode.BINARY)]
-    return HarConnection(url=info.url, started=info.started, messages=messages,
-                         status=info.status, request_headers=list(info.request_headers))
+    return recorded(frames, info.url, info.request_headers, info.started, info.status)
 
 
 @dataclass
@@ -115,6 +112,7 @@ class ReplayResult:
     received: list[tuple[float, Opcode, bytes]] = field(default_factory=list)  # (t, op, data)
     close_code: int | None = None
     error: str | None = None
+    reply_timeouts: int = 0  # sends that went out before the replies they waited for
 
     @property
     def sent(self) -> int:
@@ -136,13 +134,16 @@ def replay_headers(conn: HarConnection) -> tuple[list[tuple[str, str]], list[str
 
 async def replay_through(conn: HarConnection, url: str, *, timing: str = "fast",
                          speed: float = 1.0, wait: float = 1.0, proxy: str | None = None,
-                         tls: ssl.SSLContext | None = None,
-                         until: int | None = None) -> ReplayResult:
+                         tls: ssl.SSLContext | None = None, until: int | None = None,
+                         after: list[int] | None = None,
+                         reply_timeout: float = 5.0) -> ReplayResult:
     """Open `url` with the recorded handshake, re-send the client's messages, collect replies.
 
     `proxy` is an http:// proxy to go through (forward mode); `wait` is how long to keep
-    listening after the last send, cut short once `until` messages came back. Refusals and
-    drops end up in `error`, never raised.
+    listening after the last send, cut short once `until` messages came back. `after[i]`:
+    message i goes out only once that many replies came back (or `reply_timeout` seconds
+    passed, counted in `reply_timeouts`), as it did in the recording. Refusals and drops
+    end up in `error`, never raised.
     """
     headers, protocols = replay_headers(conn)
     result = ReplayResult()
@@ -156,6 +157,7 @@ async def replay_through(conn: HarConnection, url: str, *, timing: str = "fast",
                            **options) as ws:  # type: ignore[arg-type]
 
             result.opened = True
+            arrived = asyncio.Event()
 
             async def collect() -> None:
                 with contextlib.suppress(ConnectionClosed):
@@ -163,10 +165,22 @@ async def replay_through(conn: HarConnection, url: str, *, timing: str = "fast",
                         opcode = Opcode.TEXT if isinstance(message, str) else Opcode.BINARY
                         data = message.encode() if isinstance(message, str) else message
                         result.received.append((time.monotonic() - start, opcode, data))
+                        arrived.set()
                         if until is not None and len(result.received) >= until:
                             return
 
+            async def replies(count: int) -> None:
+                while len(result.received) < count and not reader.done():
+                    arrived.clear()
+                    await arrived.wait()
+
             async def send(data: str | bytes) -> None:
+                wanted = after[len(result.sent_at)] if after else 0
+                if len(result.received) < wanted:
+                    try:
+                        await asyncio.wait_for(replies(wanted), reply_timeout)
+                    except TimeoutError:
+                        result.reply_timeouts += 1
                 result.sent_at.append(time.monotonic() - start)
                 await ws.send(data)
 

@@ -67,6 +67,7 @@ METRICS: frozenset[str] = frozenset(
         "first_divergence",
         "reply_p50_ms",
         "reply_max_ms",
+        "reply_timeouts",
         # the heartbeat lab (swarm/fleet.py): clients whose pongs were withheld
         "pongs_off_clients",
         "dead_drops",

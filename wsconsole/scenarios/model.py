@@ -2,7 +2,8 @@
 
 A scenario names the cluster to start, the swarm to put on it, timed steps that break it,
 and assertions that decide the verdict (docs/scenarios.md has the full reference); or, in
-place of the swarm, a recorded connection to replay against `url` (scenarios/replay.py):
+place of the swarm, a recorded connection to replay against `url` or the harness of its
+[cluster] (scenarios/replay.py):
 
     name = "node kill under load"
     [cluster]                       nodes, broker, sticky, timings, ping_*, tls, [cluster.limits]
@@ -168,7 +169,8 @@ class Scenario:
     def load_text(self) -> str:
         """The load in a few words, for lists and titles."""
         if self.replay is not None:
-            return f"replay of {len(self.replay.sends)} message(s) to {self.url}"
+            target = self.url or "the harness"
+            return f"replay of {len(self.replay.sends)} message(s) to {target}"
         assert self.swarm is not None
         return f"{self.swarm.clients} clients for {self.swarm.duration:g} s"
 
@@ -211,8 +213,9 @@ def parse_scenario(text: str, path: str | None = None) -> Scenario:
     cluster = None if url is not None else _cluster(r, r.table(data, "cluster"))
     replay, swarm, steps = None, None, []
     if "replay" in data:
-        if url is None:
-            raise r.fail("a [replay] needs url = the server to replay against", "replay")
+        if url is None and "cluster" not in data:
+            raise r.fail("a [replay] needs url = the server to replay against, or a [cluster] "
+                         "(the demo harness, started for the run)", "replay")
         if "swarm" in data or "steps" in data:
             raise r.fail("a [replay] scenario has no [swarm] and no steps: the recording is "
                          "its load", "swarm" if "swarm" in data else "steps")

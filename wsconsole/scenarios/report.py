@@ -297,48 +297,9 @@ def _event_label(event: dict[str, Any]) -> str | None:
     return None
 
 
-def html_report(result: ScenarioResult) -> str:
-    """The whole report as one HTML string (no external resources)."""
-    sc = result.scenario
-    esc = html.escape
-    markers = [(r.t, r.step.describe()) for r in result.steps]
-    verdict = "PASS" if result.passed else "FAIL"
-    out = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{esc(sc.name)} — {verdict}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{esc(sc.name)} <span class='verdict {verdict.lower()}'>{verdict}</span></h1>",
-    ]
-    if sc.description:
-        out.append(f"<p>{esc(sc.description)}</p>")
-    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(result.started_wall))
-    out.append(
-        f"<p class='muted'>{esc(sc.path or '')} · started {started} · ran {result.elapsed:.1f} s"
-        f" · time scale {result.scale:g}" + (" · stopped early" if result.stopped else "") + "</p>"
-    )
-    if result.error:
-        out.append(f"<p class='bad'>Run error: {esc(result.error)}</p>")
-
-    out.append(
-        "<h2>Assertions</h2><table><tr><th>assertion</th><th>expect</th>"
-        "<th>measured</th><th>verdict</th><th>detail</th></tr>"
-    )
-    if not result.assertions:
-        for assertion in sc.assertions:
-            out.append(
-                f"<tr><td>{esc(assertion.label)}</td><td><code>{esc(assertion.expect)}</code></td>"
-                "<td>-</td><td class='bad'>not measured</td>"
-                "<td>the run produced no summary</td></tr>"
-            )
-    for outcome in result.assertions:
-        cls, word = ("ok", "pass") if outcome.passed else ("bad", "fail")
-        out.append(
-            f"<tr><td>{esc(outcome.assertion.label)}</td>"
-            f"<td><code>{esc(outcome.assertion.expect)}</code></td>"
-            f"<td class='num'>{esc(str(outcome.measured))}</td>"
-            f"<td class='{cls}'>{word}</td><td>{esc(outcome.detail)}</td></tr>"
-        )
-    out.append("</table>")
-
+def _plots(result: ScenarioResult, markers: list[tuple[float, str]]) -> list[str]:
+    """The swarm's figures over time, the reconnect histogram, connections per node."""
+    out: list[str] = []
     out.append("<h2>Plots</h2>")
     times = [s["t"] for s in result.series] + [s["t"] for s in result.cluster_series]
     times += [m[0] for m in markers]
@@ -392,6 +353,53 @@ def html_report(result: ScenarioResult) -> str:
     if nodes:
         out.append(svg_plot("connections per node (server side)", nodes, markers, t_range=span))
 
+    return out
+
+
+def html_report(result: ScenarioResult) -> str:
+    """The whole report as one HTML string (no external resources)."""
+    sc = result.scenario
+    esc = html.escape
+    markers = [(r.t, r.step.describe()) for r in result.steps]
+    verdict = "PASS" if result.passed else "FAIL"
+    out = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{esc(sc.name)} — {verdict}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{esc(sc.name)} <span class='verdict {verdict.lower()}'>{verdict}</span></h1>",
+    ]
+    if sc.description:
+        out.append(f"<p>{esc(sc.description)}</p>")
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(result.started_wall))
+    out.append(
+        f"<p class='muted'>{esc(sc.path or '')} · started {started} · ran {result.elapsed:.1f} s"
+        f" · time scale {result.scale:g}" + (" · stopped early" if result.stopped else "") + "</p>"
+    )
+    if result.error:
+        out.append(f"<p class='bad'>Run error: {esc(result.error)}</p>")
+
+    out.append(
+        "<h2>Assertions</h2><table><tr><th>assertion</th><th>expect</th>"
+        "<th>measured</th><th>verdict</th><th>detail</th></tr>"
+    )
+    if not result.assertions:
+        for assertion in sc.assertions:
+            out.append(
+                f"<tr><td>{esc(assertion.label)}</td><td><code>{esc(assertion.expect)}</code></td>"
+                "<td>-</td><td class='bad'>not measured</td>"
+                "<td>the run produced no summary</td></tr>"
+            )
+    for outcome in result.assertions:
+        cls, word = ("ok", "pass") if outcome.passed else ("bad", "fail")
+        out.append(
+            f"<tr><td>{esc(outcome.assertion.label)}</td>"
+            f"<td><code>{esc(outcome.assertion.expect)}</code></td>"
+            f"<td class='num'>{esc(str(outcome.measured))}</td>"
+            f"<td class='{cls}'>{word}</td><td>{esc(outcome.detail)}</td></tr>"
+        )
+    out.append("</table>")
+
+    if sc.replay is None:  # a replay has no swarm to plot
+        out += _plots(result, markers)
     out.append("<h2>Timeline</h2><table><tr><th>t (s)</th><th>what</th><th>detail</th></tr>")
     rows: list[tuple[float, str, str, str]] = []
     for record in result.steps:
@@ -408,13 +416,43 @@ def html_report(result: ScenarioResult) -> str:
         )
     out.append("</table>")
 
+    if sc.replay is not None:
+        out += _conversation(result)
     if result.summary:
-        out.append("<h2>Swarm summary</h2><table>")
+        out.append(f"<h2>{'Replay' if sc.replay is not None else 'Swarm'} summary</h2><table>")
         for key, value in result.summary.items():
             out.append(f"<tr><th>{esc(key)}</th><td>{esc(str(value))}</td></tr>")
         out.append("</table>")
     out.append("</body></html>\n")
     return "\n".join(out)
+
+
+def _conversation(result: ScenarioResult) -> list[str]:
+    """The replay's conversation, sends and replies in time order; the first divergence is
+    marked, every reply that differs from the recording shows both."""
+    esc = html.escape
+    first = result.summary.get("first_divergence")
+    out = ["<h2>Replay: where it diverged</h2>",
+           "<p class='muted'>" + (f"first divergence at reply {first}" if first is not None
+                                  else "every recorded reply came back equal, in order")
+           + "</p>",
+           "<table><tr><th>t (s)</th><th></th><th>#</th><th>recorded</th><th>this run</th>"
+           "<th>verdict</th></tr>"]
+    for row in result.conversation:
+        t = "-" if row.t is None else f"{row.t:.3f}"
+        if row.kind == "send":
+            out.append(f"<tr><td class='num'>{t}</td><td>\u2192 sent</td>"
+                       f"<td class='num'>{row.index}</td><td colspan='2'><code>"
+                       f"{esc(row.received)}</code></td><td></td></tr>")
+            continue
+        cls = "ok" if row.status == "match" else "bad"
+        mark = " \u2190 first divergence" if row.index == first else ""
+        out.append(f"<tr id='reply-{row.index}'><td class='num'>{t}</td><td>\u2190 reply</td>"
+                   f"<td class='num'>{row.index}</td><td><code>{esc(row.expected)}</code></td>"
+                   f"<td><code>{esc(row.received)}</code></td>"
+                   f"<td class='{cls}'>{row.status}{mark}</td></tr>")
+    out.append("</table>")
+    return out
 
 
 def write_html(result: ScenarioResult, path: str | Path) -> None:

@@ -101,6 +101,7 @@ class ScenarioResult:
     cluster_series: list[dict[str, Any]] = field(default_factory=list)  # {t, nodes: {id: conns}}
     events: list[dict[str, Any]] = field(default_factory=list)  # cluster events with t
     reconnect_times: list[float] = field(default_factory=list)  # seconds, each reconnect
+    conversation: list[Any] = field(default_factory=list)  # a replay's ConversationRows
     started_wall: float = 0.0
     elapsed: float = 0.0
     stopped: bool = False
@@ -286,10 +287,19 @@ class ScenarioRunner:
         assert replay is not None
         self._t0 = time.monotonic()
         limit = self.scenario.timeout or (
-            (replay.duration + replay.wait) * self.scale + 30.0)
+            (replay.duration + replay.wait + replay.reply_timeout * len(replay.sends))
+            * self.scale + 30.0)
+        token = self.token  # the harness's own, or one signed with the server's secret
+        if self.cluster is not None:
+            token = self.cluster.token("replay")
+        elif self.secret is not None:
+            from wsconsole.harness.auth import issue_token
+
+            token = issue_token(self.secret, "replay")
         try:
             async with asyncio.timeout(limit):
-                summary = await run_replay(replay, url, self.scale, self._emit)
+                summary, self.result.conversation = await run_replay(
+                    replay, url, self.scale, self._emit, token)
         except TimeoutError:
             self.result.error = f"the replay did not finish within {limit:.0f} s"
             return

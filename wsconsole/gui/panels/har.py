@@ -1,5 +1,7 @@
 """HAR actions of the File menu: import a DevTools HAR into the Frames view, export the
-session as HAR, replay an imported connection's sent messages into a running connection.
+session as HAR, replay an imported connection's sent messages into a running connection,
+and export any connection (the console's own, a proxied or an imported one) as a replay
+scenario that `wsconsole scenario run` (or the Scenarios panel) plays again.
 
 `HarActions` holds the headless part (import_file, export_file, replay) that tests drive
 directly; the menu entries only add the file and choice dialogs around it. Problems (a bad
@@ -15,8 +17,18 @@ from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMainWindow, QMenu
 
 from wsconsole.app.console import Console
+from wsconsole.app.framestore import FrameFilter
 from wsconsole.core.lifecycle import State
-from wsconsole.har import HarConnection, HarError, dump_har, load_har, replay, to_records
+from wsconsole.har import (
+    HarConnection,
+    HarError,
+    dump_har,
+    load_har,
+    recorded,
+    replay,
+    to_records,
+)
+from wsconsole.scenarios.replay import scenario_text
 
 TIMINGS = ("fast", "original")
 
@@ -62,6 +74,43 @@ class HarActions:
             raise
         self.console.errors.info(f"HAR export: {count} message(s) to {path}")
         return count
+
+    def exportable(self) -> list[str]:
+        """Connections a replay scenario can be made of: the console's own, the proxied
+        ones and the imported ones."""
+        return [*self.console.sessions, *reversed(self.console.proxy.infos), *self.imported]
+
+    def connection(self, name: str) -> HarConnection:
+        """Connection `name` as recorded (KeyError if unknown)."""
+        store = self.console.frames
+        if name in self.imported:
+            return self.imported[name]
+        rows = store.rows(store.match(FrameFilter.make(conns=[name])))
+        if name in self.console.proxy.infos:
+            return self.console.proxy.har_connection(name, rows)
+        session = self.console.sessions[name]
+        profile = session.profile
+        headers = list(profile.headers)
+        if profile.origin:
+            headers.append(("Origin", profile.origin))
+        if profile.subprotocols:
+            headers.append(("Sec-WebSocket-Protocol", ", ".join(profile.subprotocols)))
+        return recorded(rows, profile.url, headers)
+
+    def export_scenario(self, name: str, path: str) -> int:
+        """Write connection `name` as a replay scenario file; how many sends it replays
+        (ValueError when it sent nothing, OSError when the file cannot be written)."""
+        try:
+            conn = self.connection(name)
+        except KeyError:
+            raise ValueError(f"no connection named {name!r}") from None
+        if not conn.sent:
+            raise ValueError(f"{name} sent nothing to replay")
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(scenario_text(conn, name=f"replay of {name}"))
+        self.console.errors.info(f"{name} exported as a replay scenario to {path} "
+                                 f"({len(conn.sent)} sends)")
+        return len(conn.sent)
 
     def replay(self, label: str, session_name: str, timing: str = "fast",
                speed: float = 1.0) -> asyncio.Task[Any]:
@@ -124,8 +173,29 @@ def install_har_menu(window: QMainWindow, menu: QMenu, console: Console,
         except ValueError as exc:
             console.errors.report(f"HAR replay: {exc}")
 
+    def do_scenario() -> None:
+        names = actions.exportable()
+        if not names:
+            console.errors.report("Export scenario: no connection yet")
+            return
+        current = selected() or names[0]
+        name, ok = QInputDialog.getItem(window, "Export as a replay scenario", "Connection",
+                                        names, names.index(current) if current in names
+                                        else 0, False)
+        if not ok:
+            return
+        path, _ = QFileDialog.getSaveFileName(window, "Export as a replay scenario",
+                                              f"{name.replace('/', '-')}.toml",
+                                              "Scenario (*.toml)")
+        if path:
+            try:
+                actions.export_scenario(name, path)
+            except (ValueError, OSError) as exc:
+                console.errors.report(f"Export scenario: {exc}")
+
     for text, slot in (("Import &HAR\u2026", do_import), ("&Export session as HAR\u2026",
-                       do_export), ("&Replay HAR connection into selected\u2026", do_replay)):
+                       do_export), ("&Replay HAR connection into selected\u2026", do_replay),
+                       ("Export connection as replay &scenario\u2026", do_scenario)):
         action = QAction(text, window)
         action.triggered.connect(slot)
         menu.addAction(action)
