@@ -38,8 +38,9 @@ debian-packages:
 test: lint debian-packages
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -rs -p no:cacheprovider
 
-# Benchmarks against peers (python-socketio, Node socket.io, websockets.broadcast): writes
-# docs/benchmarks.md and docs/benchmarks.json. Node.js and npm are needed for the Node peer.
+# Benchmarks against peers (Node socket.io, python-socketio, plain asyncio websockets): writes
+# docs/benchmarks.md and docs/benchmarks.json. Node.js and npm are needed: the load generator
+# is Node.js `ws` clients (benchmarks/loadgen.js), installed under benchmarks/.node by npm.
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m benchmarks

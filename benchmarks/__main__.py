@@ -1,7 +1,7 @@
 """`python -m benchmarks` (`make bench`): run the benchmarks, write docs/benchmarks.{md,json}.
 
 Options: --quick (tiny sizes: proves the machinery, used by the test suite), --only NAME
-(fanout, capacity, storm, window, proxy, persistence; repeatable), --repeat N (default 3),
+(fanout, capacity, storm, window, proxy, persistence, profiles; repeatable), --repeat N (default 3),
 --out DIR (default docs/), --contender NAME (fan-out contenders to run; repeatable).
 """
 
@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import capacity, fanout, persistence, proxy, report, storm, window
-from benchmarks.common import ROOT, machine
+from benchmarks import capacity, fanout, persistence, profiling, proxy, report, storm, window
+from benchmarks.common import ROOT, machine, raise_nofile
 
-NAMES = ("fanout", "capacity", "storm", "window", "proxy", "persistence")
+NAMES = ("fanout", "capacity", "storm", "window", "proxy", "persistence", "profiles")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -45,6 +45,7 @@ def log(line: str) -> None:
 async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     """Run the selected benchmarks in order; each result keyed by its name."""
     names = args.only or list(NAMES)
+    raise_nofile()  # 10,000 connections; every child inherits it
     results: dict[str, Any] = {}
     quick = args.quick
     if "fanout" in names:
@@ -67,6 +68,9 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     if "persistence" in names:
         per = persistence.PersistenceSize.quick() if quick else persistence.PersistenceSize()
         results["persistence"] = await persistence.run(per, args.repeat, log)
+    if "profiles" in names:
+        prof = profiling.ProfileSize.quick() if quick else profiling.ProfileSize()
+        results["profiles"] = await profiling.run(prof, args.repeat, log)
     return results
 
 

@@ -1,10 +1,12 @@
-"""Connection capacity: idle connections held by one node, heartbeats on.
+"""Handshakes and idle connections: one node, auth on, heartbeats on.
 
 One harness node (auth on, one user per connection, the default soft limit of 10,000)
-on a valkey from `Broker`; two load-generator processes open the connections from
-distinct 127.x.y.z source addresses, each joining a room. Reported: time to open them all,
-the node's RSS growth per connection (psutil), the node's own count on /metrics, and that
-every connection is still open after holding them through several heartbeat rounds.
+on a valkey from `Broker`; two processes of the independent load generator (`loadgen.js`)
+open the connections from distinct 127.x.y.z source addresses, each authenticating with
+its token and joining a room. Reported: handshakes per second (upgrade, token, presence
+claim and room join, until `joined`), the node's RSS growth per connection (psutil), the
+node's own count on /metrics, and that every connection is still open after holding them
+through several heartbeat rounds.
 """
 
 from __future__ import annotations
@@ -19,8 +21,15 @@ from typing import Any
 import httpx
 import psutil
 
-from benchmarks.common import BenchError, Child, LoadGen, child_env, python, summarize
-from benchmarks.loadgen import raise_nofile
+from benchmarks.common import (
+    BenchError,
+    Child,
+    LoadGen,
+    child_env,
+    python,
+    raise_nofile,
+    summarize,
+)
 from wsconsole.harness.auth import SECRET_ENV, issue_token
 from wsconsole.harness.broker import Broker
 
@@ -81,12 +90,14 @@ async def run_once(size: CapacitySize) -> dict[str, Any]:
             for i in range(size.connections)
         ]
         gens = [
-            LoadGen({"role": "sub", "kind": "harness", "targets": targets[i :: size.procs]})
+            LoadGen({"role": "conn", "kind": "harness", "targets": targets[i :: size.procs]})
             for i in range(size.procs)
         ]
         began = time.monotonic()
+        cpu_open = sum(proc.cpu_times()[:2])
         readies = await asyncio.gather(*(g.start(timeout=300) for g in gens))
         open_s = time.monotonic() - began
+        handshake_cpu = sum(proc.cpu_times()[:2]) - cpu_open
         failed = sum(r["failed"] for r in readies)
         if failed:
             first = next(r["error"] for r in readies if r["error"])
@@ -94,18 +105,18 @@ async def run_once(size: CapacitySize) -> dict[str, Any]:
                 f"capacity: {failed} of {size.connections} failed to open: {first}; "
                 f"node stderr: {node.stderr_tail()}"
             )
-        await asyncio.gather(*(g.call(cmd="start") for g in gens))
         cpu0 = sum(proc.cpu_times()[:2])
         await asyncio.sleep(size.hold)
         idle_cpu = (sum(proc.cpu_times()[:2]) - cpu0) / size.hold * 100
-        stops = await asyncio.gather(*(g.call(cmd="stop") for g in gens))
-        still_open = sum(s["open"] for s in stops)
+        counts = await asyncio.gather(*(g.call(cmd="count") for g in gens))
+        still_open = sum(c["open"] for c in counts)
         rss1 = proc.memory_info().rss
         on_node = await _node_connections(port)
         return {
             "connections": size.connections,
             "open_s": round(open_s, 3),
             "opened_per_s": round(size.connections / open_s),
+            "handshake_cpu_us": round(handshake_cpu / size.connections * 1e6),
             "held_after_s": size.hold,
             "still_open": still_open,
             "node_reports": on_node,
@@ -137,6 +148,9 @@ async def run(size: CapacitySize, repeat: int, log: Callable[[str], None]) -> di
         "connections": size.connections,
         "held": summarize([r["still_open"] for r in good])["median"],
         "open_s": summarize([r["open_s"] for r in good])["median"],
+        "opened_per_s": summarize([r["opened_per_s"] for r in good])["median"],
+        "opened_per_s_spread": summarize([r["opened_per_s"] for r in good]),
+        "handshake_cpu_us": summarize([r["handshake_cpu_us"] for r in good])["median"],
         "rss_per_conn_kib": summarize([r["rss_per_conn_kib"] for r in good])["median"],
         "node_rss_mb": summarize([r["node_rss_mb"] for r in good])["median"],
         "open_s_spread": summarize([r["open_s"] for r in good]),

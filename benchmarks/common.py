@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import signal
 import statistics
 import subprocess
@@ -24,15 +25,51 @@ from typing import Any
 import psutil
 
 # The one percentile definition (nearest rank) the product reports with, re-exported here.
+from wsconsole.core.metrics import LatencyHistogram
 from wsconsole.core.metrics import percentile as percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "benchmarks" / ".node"
-NODE_PACKAGES = ("socket.io@4", "@socket.io/redis-adapter@8", "redis@4")
+NODE_PACKAGES = ("socket.io@4", "@socket.io/redis-adapter@8", "redis@4", "ws@8")
+NODE_REQUIRED = ("socket.io", "@socket.io/redis-adapter", "redis", "ws")
+LOADGEN_JS = ROOT / "benchmarks" / "loadgen.js"
 
 
 class BenchError(RuntimeError):
     """A benchmark could not run (a child failed to start...); the message says why."""
+
+
+# The product's LatencyHistogram layout, which the Node load generator records in.
+HISTOGRAM_LAYOUT = {
+    "lowest": LatencyHistogram().lowest,
+    "highest": LatencyHistogram().highest,
+    "precision": LatencyHistogram().precision,
+    "buckets": len(LatencyHistogram().counts),
+}
+
+
+def histogram(parts: Sequence[dict[str, Any]]) -> LatencyHistogram:
+    """Merge the load generator's histograms (sparse counts) into one LatencyHistogram."""
+    merged = LatencyHistogram()
+    for part in parts:
+        for index, count in part["counts"].items():
+            merged.counts[int(index)] += count
+        merged.count += part["count"]
+        merged.total += part["total"]
+        if part["count"]:
+            merged.min = min(merged.min, part["min"])
+            merged.max = max(merged.max, part["max"])
+    return merged
+
+
+def raise_nofile() -> int:
+    """Raise the soft open-files limit to the hard limit (10,000 sockets per process);
+    children inherit it. Returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def summarize(values: Sequence[float | None]) -> dict[str, Any]:
@@ -142,21 +179,38 @@ def stop_pid(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None
 
 
 class LoadGen:
-    """One `python -m benchmarks.loadgen` process, driven by JSON lines."""
+    """One process of the independent load generator (`benchmarks/loadgen.js`, Node.js `ws`
+    clients), driven by JSON lines; see that file for the roles and commands.
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    `python_clients=True` runs `python -m benchmarks.stormgen` instead: the storm's clients,
+    which reconnect with the product's own BackoffPolicy.
+    """
+
+    def __init__(self, spec: dict[str, Any], *, python_clients: bool = False) -> None:
         self.spec = spec
+        if not python_clients:
+            self.spec.setdefault("hist", HISTOGRAM_LAYOUT)
+        self.python_clients = python_clients
         self.proc: asyncio.subprocess.Process | None = None
         self.ready: dict[str, Any] = {}
 
     async def start(self, timeout: float = 120.0) -> dict[str, Any]:
         """Start, send the spec, wait for the ready line (connections opened)."""
+        if self.python_clients:
+            argv = [python(), "-m", "benchmarks.stormgen"]
+            env = child_env()
+        else:
+            reason = await asyncio.to_thread(ensure_node_modules)
+            if reason is not None:
+                raise BenchError(f"the load generator needs Node.js and ws: {reason}")
+            argv = ["node", str(LOADGEN_JS)]
+            env = child_env(NODE_PATH=str(NODE_DIR / "node_modules"))
         self.proc = await asyncio.create_subprocess_exec(
-            python(), "-m", "benchmarks.loadgen",
+            *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=child_env(),
+            env=env,
             cwd=ROOT,
             start_new_session=True,
             limit=1 << 26,
@@ -237,12 +291,14 @@ class CpuMeter:
         self.c0 = self._cpu()
 
     def read(self) -> dict[str, float]:
-        """{"total_pct", "max_pct"}: summed and busiest process CPU % over the window."""
+        """{"cpu_s", "total_pct", "max_pct"}: CPU seconds used by all, summed and busiest
+        process CPU % over the window."""
         elapsed = max(1e-6, time.monotonic() - self.t0)
         deltas = [max(0.0, b - a) for a, b in zip(self.c0, self._cpu(), strict=False)]
         if not deltas:
-            return {"total_pct": 0.0, "max_pct": 0.0}
+            return {"cpu_s": 0.0, "total_pct": 0.0, "max_pct": 0.0}
         return {
+            "cpu_s": round(sum(deltas), 4),
             "total_pct": round(100 * sum(deltas) / elapsed, 1),
             "max_pct": round(100 * max(deltas) / elapsed, 1),
         }
@@ -266,7 +322,7 @@ def machine() -> dict[str, Any]:
     node = node_version()
     if node:
         versions["node"] = node
-    for package in ("socket.io", "@socket.io/redis-adapter", "redis"):
+    for package in NODE_REQUIRED:
         meta = NODE_DIR / "node_modules" / package / "package.json"
         with contextlib.suppress(OSError, ValueError):
             versions[f"npm:{package}"] = json.loads(meta.read_text())["version"]
@@ -291,11 +347,11 @@ def node_version() -> str | None:
 
 
 def ensure_node_modules(timeout: float = 300.0) -> str | None:
-    """Install the Node socket.io contender under benchmarks/.node; None or why it cannot."""
+    """Install the Node socket.io contender and the load generator's `ws` under
+    benchmarks/.node; None, or why it cannot."""
     if node_version() is None:
         return "node is not installed"
-    wanted = [NODE_DIR / "node_modules" / p / "package.json" for p in
-              ("socket.io", "@socket.io/redis-adapter", "redis")]  # fmt: skip
+    wanted = [NODE_DIR / "node_modules" / p / "package.json" for p in NODE_REQUIRED]
     if all(path.exists() for path in wanted):
         return None
     NODE_DIR.mkdir(parents=True, exist_ok=True)

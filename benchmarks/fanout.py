@@ -1,16 +1,21 @@
-"""Fan-out through the broker: one room, N subscribers spread over the nodes.
+"""Fan-out through the broker: one room, 500 subscribers spread over 3 nodes.
 
 Contenders, each started here in turn: the wsconsole harness (3 nodes via `Cluster`, auth
 on: one token per distinct user, default limits), python-socketio with AsyncRedisManager,
 Node.js socket.io with @socket.io/redis-adapter (3 nodes each, on the same valkey from
-`Broker`), and one `websockets.broadcast` process (the upper bound: no broker at all).
-Subscribers connect straight to the nodes' ports, spread round-robin by the load
-generator itself (the same for every contender: 2 subscriber processes, 1 publisher).
+`Broker`), and one plain asyncio `websockets.broadcast` process (no broker at all).
+Every contender is driven by the same independent load generator (`loadgen.js`: Node.js
+`ws` clients; 2 subscriber processes, 1 publisher), which connects straight to the nodes'
+ports, round-robin. Repeats are interleaved: repeat 1 of every contender, then repeat 2...,
+so a change in the machine's load falls on all of them alike.
 
-Per repeat: a latency step at a fixed moderate rate (publish-to-deliver p50/p99 from the
-send time carried in each message), then a ramp of publish rates until the delivered
-rate falls below 70 % of the offered one (or the median latency passes 1 s: a growing
-backlog); "delivered_per_s" is the best step.
+Per repeat, a ramp of publish rates; each step publishes for `step_seconds`, every message
+carrying its step and send time, and counts what arrived by the step's end plus `grace`.
+The headline is the **latency-bounded rate**: the highest step with >= 99.9 % of its
+deliveries in time and p99 < 50 ms. The ramp goes on until a step is saturated (< 90 %
+delivered in time, or a median over 1 s), so the saturation figure is there too, with the
+latency it came with. Server CPU (nodes and broker, psutil) per delivery is taken at every
+step; contenders are compared at equal load (the 50,000 deliveries/s step).
 """
 
 from __future__ import annotations
@@ -31,14 +36,14 @@ from benchmarks.common import (
     LoadGen,
     child_env,
     ensure_node_modules,
-    percentile,
+    histogram,
     python,
     summarize,
 )
 from wsconsole.harness.broker import Broker
 from wsconsole.harness.cluster import Cluster, ClusterConfig
 
-CONTENDERS = ("wsconsole", "python-socketio", "node-socketio", "websockets-broadcast")
+CONTENDERS = ("wsconsole", "node-socketio", "python-socketio", "websockets-broadcast")
 SIO_PATH = "/socket.io/?EIO=4&transport=websocket"
 
 
@@ -49,25 +54,26 @@ class FanoutSize:
     subscribers: int = 500
     nodes: int = 3
     sub_procs: int = 2
-    latency_rate: float = 100.0  # publishes/s: x 500 subscribers = 50k deliveries/s
-    latency_seconds: float = 6.0
-    rates: tuple[float, ...] = (100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0)
-    step_seconds: float = 3.0
+    # publishes/s; x 500 subscribers = 25k ... 1.6M deliveries/s
+    rates: tuple[float, ...] = (50, 100, 200, 300, 400, 600, 800, 1200, 1600, 2400, 3200)
+    step_seconds: float = 4.0
+    grace: float = 0.5  # seconds after a step's last publish that still count as in time
     per_pub_conn: float = 80.0  # publishes/s per publisher connection (node limit: 100)
+    bound_p99_ms: float = 50.0
+    bound_ratio: float = 0.999
+    equal_load: float = 100.0  # the step contenders are compared at (50k deliveries/s)
     contenders: tuple[str, ...] = CONTENDERS
 
     @classmethod
     def quick(cls) -> FanoutSize:
         """A few subscribers for a second or two: proves the machinery, measures nothing."""
-        return cls(
-            subscribers=12,
-            nodes=2,
-            sub_procs=1,
-            latency_rate=20.0,
-            latency_seconds=1.0,
-            rates=(40.0, 80.0),
-            step_seconds=1.0,
-        )
+        return cls(subscribers=12, nodes=2, sub_procs=1, rates=(20.0, 40.0), step_seconds=1.0,
+                   grace=0.3, equal_load=20.0)  # fmt: skip
+
+    @property
+    def publishers(self) -> int:
+        """Publisher connections: enough to stay under the harness's 100 msg/s each."""
+        return max(1, math.ceil(max(self.rates) / self.per_pub_conn))
 
 
 @dataclass
@@ -77,7 +83,19 @@ class Setup:
     kind: str
     subs: list[dict[str, Any]]
     pubs: list[dict[str, Any]]
-    pids: list[int] = field(default_factory=list)
+    node_pids: list[int] = field(default_factory=list)
+    broker_pid: int | None = None
+
+    @property
+    def pids(self) -> list[int]:
+        """The processes whose CPU counts: the nodes and the broker (not a balancer: the
+        subscribers connect straight to the nodes)."""
+        return [*self.node_pids, *([self.broker_pid] if self.broker_pid else [])]
+
+    @property
+    def nodes(self) -> int:
+        """How many server processes serve the subscribers."""
+        return len(self.node_pids)
 
 
 def _spread(ports: list[int], count: int, path: Callable[[int], str]) -> list[dict[str, Any]]:
@@ -87,24 +105,27 @@ def _spread(ports: list[int], count: int, path: Callable[[int], str]) -> list[di
 
 
 @contextlib.asynccontextmanager
-async def wsconsole(size: FanoutSize, publishers: int) -> AsyncIterator[Setup]:
+async def wsconsole(size: FanoutSize) -> AsyncIterator[Setup]:
     """The harness: Cluster with auth and default limits; one user per connection."""
     cluster = Cluster(ClusterConfig(nodes=size.nodes))
     await cluster.start()
     try:
         ports = [info.port for info in cluster.nodes.values() if info.port]
+        balancer = cluster.balancer.pid
         subs = _spread(ports, size.subscribers,
                        lambda i: f"/?token={cluster.token(f'sub{i}', ('bench',))}")  # fmt: skip
-        pubs = _spread(ports, publishers,
+        pubs = _spread(ports, size.publishers,
                        lambda i: f"/?token={cluster.token(f'pub{i}', ('bench',))}")  # fmt: skip
-        yield Setup("harness", subs, pubs, cluster.pids())
+        node_pids = [info.pid for info in cluster.nodes.values() if info.pid]
+        broker = [pid for pid in cluster.pids() if pid not in node_pids and pid != balancer]
+        yield Setup("harness", subs, pubs, node_pids, broker[0] if broker else None)
     finally:
         await cluster.stop()
 
 
 @contextlib.asynccontextmanager
-async def _redis_nodes(size: FanoutSize, argv: Callable[[str], list[str]], env: dict[str, str],
-                       publishers: int) -> AsyncIterator[Setup]:  # fmt: skip
+async def _redis_nodes(size: FanoutSize, argv: Callable[[str], list[str]],
+                       env: dict[str, str]) -> AsyncIterator[Setup]:  # fmt: skip
     broker = Broker()
     broker.start()
     children: list[Child] = []
@@ -112,12 +133,12 @@ async def _redis_nodes(size: FanoutSize, argv: Callable[[str], list[str]], env: 
         for _ in range(size.nodes):
             children.append(Child(argv(broker.url), env=env))
         ports = list(await asyncio.gather(*(c.start() for c in children)))
-        pids = [c.pid for c in children] + ([broker.pid] if broker.pid else [])
         yield Setup(
             "sio",
             _spread(ports, size.subscribers, lambda i: SIO_PATH),
-            _spread(ports, publishers, lambda i: SIO_PATH),
-            pids,
+            _spread(ports, size.publishers, lambda i: SIO_PATH),
+            [c.pid for c in children],
+            broker.pid,
         )
     finally:
         for child in children:
@@ -125,36 +146,33 @@ async def _redis_nodes(size: FanoutSize, argv: Callable[[str], list[str]], env: 
         broker.stop()
 
 
-def python_socketio(size: FanoutSize, publishers: int) -> contextlib.AbstractAsyncContextManager[Setup]:  # noqa: E501
+def python_socketio(size: FanoutSize) -> contextlib.AbstractAsyncContextManager[Setup]:
     """python-socketio AsyncServer + AsyncRedisManager on aiohttp, one process per node."""
     return _redis_nodes(
         size,
         lambda url: [python(), "-m", "benchmarks.servers.sio_server", "--port", "0",
                      "--redis", url],
         child_env(),
-        publishers,
     )
 
 
-def node_socketio(size: FanoutSize, publishers: int) -> contextlib.AbstractAsyncContextManager[Setup]:  # noqa: E501
+def node_socketio(size: FanoutSize) -> contextlib.AbstractAsyncContextManager[Setup]:
     """Node.js socket.io + @socket.io/redis-adapter, one process per node."""
     script = str(ROOT / "benchmarks" / "servers" / "sio_server.js")
     env = child_env(NODE_PATH=str(NODE_DIR / "node_modules"))
-    return _redis_nodes(
-        size, lambda url: ["node", script, "--port", "0", "--redis", url], env, publishers
-    )
+    return _redis_nodes(size, lambda url: ["node", script, "--port", "0", "--redis", url], env)
 
 
 @contextlib.asynccontextmanager
-async def websockets_broadcast(size: FanoutSize, publishers: int) -> AsyncIterator[Setup]:
-    """One process, `websockets.broadcast` to every subscriber: the upper bound."""
+async def websockets_broadcast(size: FanoutSize) -> AsyncIterator[Setup]:
+    """One plain asyncio process, `websockets.broadcast` to every subscriber, no broker."""
     child = Child([python(), "-m", "benchmarks.servers.broadcast_server", "--port", "0"])
     port = await child.start()
     try:
         yield Setup(
             "plain",
             _spread([port], size.subscribers, lambda i: "/"),
-            _spread([port], publishers, lambda i: "/pub"),
+            _spread([port], size.publishers, lambda i: "/pub"),
             [child.pid],
         )
     finally:
@@ -169,139 +187,198 @@ FACTORIES = {
 }
 
 
-async def _quiet(subs: list[LoadGen], timeout: float = 15.0) -> None:
-    """Wait until the subscribers stop receiving (the previous step's backlog is gone)."""
-    last = -1
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        counts = await asyncio.gather(*(s.call(cmd="count") for s in subs))
-        total = sum(c["received"] for c in counts)
-        if total == last:
-            return
-        last = total
-        await asyncio.sleep(0.4)
+class Generators:
+    """The load generator's processes for one contender: subscribers and a publisher."""
+
+    def __init__(self, setup: Setup, size: FanoutSize, *, slow: int = 0) -> None:
+        chunks = [setup.subs[i :: size.sub_procs] for i in range(size.sub_procs)]
+        self.subs = [LoadGen({"role": "sub", "kind": setup.kind, "targets": chunk,
+                              "slow": slow if i == 0 else 0})
+                     for i, chunk in enumerate(chunks)]  # fmt: skip
+        self.pub = LoadGen({"role": "pub", "kind": setup.kind, "targets": setup.pubs})
+        self.size = size
+        self.subscribers = len(setup.subs)
+
+    @property
+    def all(self) -> list[LoadGen]:
+        """Every process."""
+        return [*self.subs, self.pub]
+
+    async def start(self, name: str) -> None:
+        """Open every connection; BenchError when any failed."""
+        readies = await asyncio.gather(*(g.start() for g in self.all))
+        for ready in readies:
+            if ready["failed"]:
+                raise BenchError(
+                    f"{name}: {ready['failed']} connections failed, e.g. {ready['error']}"
+                )
+
+    async def stop(self) -> None:
+        """Quit every process."""
+        await asyncio.gather(*(g.stop() for g in self.all))
+
+    async def quiet(self, timeout: float = 20.0) -> None:
+        """Wait until the subscribers stop receiving (a previous step's backlog is gone)."""
+        last = -1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            counts = await asyncio.gather(*(s.call(cmd="count") for s in self.subs))
+            total = sum(c["received"] for c in counts)
+            if total == last:
+                return
+            last = total
+            await asyncio.sleep(0.3)
+
+    async def step(self, servers: CpuMeter, gens: CpuMeter, rate: float, seconds: float,
+                   grace: float, step: int) -> dict[str, Any]:  # fmt: skip
+        """Publish at `rate` for `seconds` as step `step`; what arrived in time."""
+        await self.quiet()
+        servers.start()
+        gens.start()
+        sent = await self.pub.call(cmd="publish", rate=rate, seconds=seconds, step=step,
+                                   timeout=seconds + 60)  # fmt: skip
+        await asyncio.sleep(grace)
+        server_cpu = servers.read()
+        gen_cpu = gens.read()
+        reports = await asyncio.gather(*(s.call(cmd="report", step=step) for s in self.subs))
+        return measure(rate, sent, reports, self.subscribers, server_cpu, gen_cpu)
 
 
-async def _step(
-    subs: list[LoadGen], pub: LoadGen, servers: CpuMeter, gens: CpuMeter,
-    n_subs: int, rate: float, seconds: float, sample_every: int, tail: float,
-) -> dict[str, Any]:  # fmt: skip
-    """Publish at `rate` for `seconds`; what the subscribers got (plus `tail` s for stragglers)."""
-    await _quiet(subs)
-    await asyncio.gather(*(s.call(cmd="start", sample_every=sample_every) for s in subs))
-    servers.start()
-    gens.start()
-    sent = await pub.call(cmd="publish", rate=rate, seconds=seconds, timeout=seconds + 60)
-    if tail:
-        await asyncio.sleep(tail)
-    server_cpu = servers.read()
-    gen_cpu = gens.read()
-    results = await asyncio.gather(*(s.call(cmd="stop") for s in subs))
-    received = sum(r["received"] for r in results)
-    elapsed = max(r["seconds"] for r in results)
-    latencies = [x for r in results for x in r["latencies"]]
-    expected = sent["sent"] * n_subs
+def measure(rate: float, sent: dict[str, Any], reports: list[dict[str, Any]],
+            subscribers: int, server_cpu: dict[str, float],
+            gen_cpu: dict[str, float]) -> dict[str, Any]:  # fmt: skip
+    """One step's figures from the publisher's and the subscribers' reports."""
+    received = sum(r["received"] for r in reports)
+    hist = histogram([r["hist"] for r in reports])
+    expected = sent["sent"] * subscribers
+    seconds = max(1e-6, sent["seconds"])
+
+    def ms(p: float) -> float | None:
+        value = hist.percentile(p)
+        return None if value is None else round(value * 1000, 2)
+
     return {
         "rate": rate,
         "sent": sent["sent"],
-        "offered_per_s": round(expected / max(1e-6, sent["seconds"])),
-        "delivered_per_s": round(received / max(1e-6, elapsed)),
-        "delivered_ratio": round(received / expected, 4) if expected else None,
-        "p50_ms": percentile(latencies, 50),
-        "p99_ms": percentile(latencies, 99),
-        "latency_samples": len(latencies),
+        "offered_per_s": round(expected / seconds),
+        "delivered_per_s": round(received / seconds),
+        "delivered_ratio": round(received / expected, 5) if expected else None,
+        "p50_ms": ms(50),
+        "p99_ms": ms(99),
+        "p999_ms": ms(99.9),
+        "max_ms": None if hist.count == 0 else round(hist.max * 1000, 2),
         "server_cpu": server_cpu,
+        "cpu_us_per_delivery": round(server_cpu["cpu_s"] / received * 1e6, 2) if received else None,
         "loadgen_cpu": gen_cpu,
-        "open": sum(r["open"] for r in results),
+        "acked": sent.get("acked"),
+        "refused": sent.get("refused") or {},
+        "lagging": sum(sum(r["lagging"]) for r in reports),
+        "open": sum(r["open"] for r in reports),
+        "per_client": [n for r in reports for n in r["per_client"]],
+        "worst_s": [w for r in reports for w in r["worst_s"]],
     }
 
 
-async def run_contender(name: str, size: FanoutSize, repeat: int) -> dict[str, Any]:
-    """Start one contender, measure `repeat` times, stop it; medians and every run."""
-    publishers = max(1, math.ceil(max((*size.rates, size.latency_rate)) / size.per_pub_conn))
-    if name == "node-socketio":
-        reason = await asyncio.to_thread(ensure_node_modules)
-        if reason is not None:
-            return {"not_run": reason}
-    factory = FACTORIES[name]
-    runs: list[dict[str, Any]] = []
-    async with factory(size, publishers) as setup:
-        chunks = [setup.subs[i :: size.sub_procs] for i in range(size.sub_procs)]
-        subs = [LoadGen({"role": "sub", "kind": setup.kind, "targets": c}) for c in chunks]
-        pub = LoadGen({"role": "pub", "kind": setup.kind, "targets": setup.pubs})
+def in_bound(step: dict[str, Any], size: FanoutSize) -> bool:
+    """The latency bound: >= 99.9 % delivered in time and p99 < 50 ms."""
+    return ((step["delivered_ratio"] or 0) >= size.bound_ratio
+            and step["p99_ms"] is not None and step["p99_ms"] < size.bound_p99_ms)  # fmt: skip
+
+
+def saturated(step: dict[str, Any]) -> bool:
+    """Most of the load no longer arrives in time, or a backlog of over a second builds."""
+    return (step["delivered_ratio"] or 0) < 0.9 or (step["p50_ms"] or 0) > 1000
+
+
+def _lean(step: dict[str, Any]) -> dict[str, Any]:
+    """A step without its per-client lists (kept only where they are read)."""
+    return {k: v for k, v in step.items() if k not in ("per_client", "worst_s")}
+
+
+async def ramp(name: str, size: FanoutSize, log: Callable[[str], None]) -> dict[str, Any]:
+    """Start one contender, run the ramp once, stop it."""
+    async with FACTORIES[name](size) as setup:
+        gens = Generators(setup, size)
         try:
-            readies = await asyncio.gather(*(g.start() for g in [*subs, pub]))
-            for ready in readies:
-                if ready["failed"]:
-                    raise BenchError(
-                        f"{name}: {ready['failed']} connections failed, e.g. {ready['error']}"
-                    )
+            await gens.start(name)
             servers = CpuMeter(setup.pids)
-            gens = CpuMeter([g.pid for g in [*subs, pub] if g.pid])
-            n = size.subscribers
-            await _step(subs, pub, servers, gens, n, 10.0, 0.5, 1, 0.5)  # warm-up
-            for _ in range(repeat):
-                latency = await _step(subs, pub, servers, gens, n, size.latency_rate,
-                                      size.latency_seconds, 1, 1.0)  # fmt: skip
-                ramp = []
-                for rate in size.rates:
-                    every = max(1, int(rate * n / 5000))
-                    step = await _step(subs, pub, servers, gens, n, rate, size.step_seconds,
-                                       every, 0.0)  # fmt: skip
-                    ramp.append(step)
-                    if step["delivered_per_s"] < 0.7 * step["offered_per_s"]:
-                        break  # saturated: most of the offered load no longer arrives
-                    if (step["p50_ms"] or 0) > 1000:
-                        break  # saturated: a backlog of more than a second builds up
-                best = max(ramp, key=lambda s: s["delivered_per_s"])
-                runs.append({"latency_step": latency, "ramp": ramp, "best": best})
+            meters = CpuMeter([g.pid for g in gens.all if g.pid])
+            await gens.step(servers, meters, 10.0, 0.5, 0.5, 0)  # warm-up
+            steps = []
+            for index, rate in enumerate(size.rates, start=1):
+                step = _lean(await gens.step(servers, meters, rate, size.step_seconds,
+                                             size.grace, index))  # fmt: skip
+                step["in_bound"] = in_bound(step, size)
+                steps.append(step)
+                log(f"fanout {name}: {rate:g}/s -> {step['delivered_per_s']:,}/s "
+                    f"({step['delivered_ratio']}), p50 {step['p50_ms']} p99 {step['p99_ms']} ms, "
+                    f"{step['cpu_us_per_delivery']} us/delivery")  # fmt: skip
+                if saturated(step):
+                    break
         finally:
-            await asyncio.gather(*(g.stop() for g in [*subs, pub]))
+            await gens.stop()
+    return summarize_ramp(steps, setup, size)
+
+
+def summarize_ramp(steps: list[dict[str, Any]], setup: Setup, size: FanoutSize) -> dict[str, Any]:
+    """The ramp's headline figures: latency-bounded rate, equal-load CPU, saturation."""
+    bounded = [s for s in steps if s["in_bound"]]
+    best_bounded = max(bounded, key=lambda s: s["rate"]) if bounded else None
+    saturation = max(steps, key=lambda s: s["delivered_per_s"])
+    equal = next((s for s in steps if s["rate"] == size.equal_load), None)
     return {
-        "delivered_per_s": summarize([r["best"]["delivered_per_s"] for r in runs])["median"],
-        "p50_ms": summarize([r["latency_step"]["p50_ms"] for r in runs])["median"],
-        "p99_ms": summarize([r["latency_step"]["p99_ms"] for r in runs])["median"],
-        "delivered_per_s_spread": summarize([r["best"]["delivered_per_s"] for r in runs]),
-        "p99_ms_spread": summarize([r["latency_step"]["p99_ms"] for r in runs]),
-        "latency_delivered_ratio": summarize(
-            [r["latency_step"]["delivered_ratio"] for r in runs]
-        )["median"],
-        "loadgen_cpu_max_pct_at_best": max(r["best"]["loadgen_cpu"]["max_pct"] for r in runs),
-        "server_cpu_total_pct_at_best": summarize(
-            [r["best"]["server_cpu"]["total_pct"] for r in runs]
-        )["median"],
-        "delivered_per_server_cpu_s": summarize(
-            [
-                round(r["best"]["delivered_per_s"] / (r["best"]["server_cpu"]["total_pct"] / 100))
-                if r["best"]["server_cpu"]["total_pct"]
-                else None
-                for r in runs
-            ]
-        )["median"],
-        "nodes": 1 if name == "websockets-broadcast" else size.nodes,
-        "subscribers": size.subscribers,
-        "runs": runs,
+        "nodes": setup.nodes,
+        "bounded_per_s": best_bounded["offered_per_s"] if best_bounded else 0,
+        "bounded_rate": best_bounded["rate"] if best_bounded else None,
+        "bounded_cpu_us": best_bounded["cpu_us_per_delivery"] if best_bounded else None,
+        "equal_cpu_us": equal["cpu_us_per_delivery"] if equal else None,
+        "equal_p50_ms": equal["p50_ms"] if equal else None,
+        "equal_p99_ms": equal["p99_ms"] if equal else None,
+        "saturation_per_s": saturation["delivered_per_s"],
+        "saturation_ratio": saturation["delivered_ratio"],
+        "saturation_p50_ms": saturation["p50_ms"],
+        "saturation_p99_ms": saturation["p99_ms"],
+        "loadgen_cpu_max_pct": max(s["loadgen_cpu"]["max_pct"] for s in steps),
+        "steps": steps,
     }
+
+
+KEYS = ("bounded_per_s", "bounded_cpu_us", "equal_cpu_us", "equal_p50_ms", "equal_p99_ms",
+        "saturation_per_s", "saturation_p50_ms", "saturation_p99_ms", "loadgen_cpu_max_pct")
 
 
 async def run(size: FanoutSize, repeat: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """Every contender in turn; a contender that cannot run is recorded with the reason."""
+    """Interleaved repeats of every contender's ramp; medians, spreads and every step."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in size.contenders}
+    reasons: dict[str, str] = {}
+    for index in range(repeat):
+        for name in size.contenders:
+            if name in reasons:
+                continue
+            if name == "node-socketio":
+                reason = await asyncio.to_thread(ensure_node_modules)
+                if reason is not None:
+                    reasons[name] = reason
+                    continue
+            log(f"fanout: {name}, repeat {index + 1}")
+            try:
+                runs[name].append(await ramp(name, size, log))
+            except BenchError as exc:
+                reasons[name] = str(exc)
+                log(f"fanout: {name}: not run: {exc}")
     out: dict[str, Any] = {}
     for name in size.contenders:
-        log(f"fanout: {name}")
-        try:
-            out[name] = await run_contender(name, size, repeat)
-        except BenchError as exc:
-            out[name] = {"not_run": str(exc)}
-        log(f"fanout: {name}: {_brief(out[name])}")
+        if not runs[name]:
+            out[name] = {"not_run": reasons.get(name, "no run")}
+            continue
+        done = runs[name]
+        summary = {key: summarize([r[key] for r in done]) for key in KEYS}
+        out[name] = {
+            **{key: block["median"] for key, block in summary.items()},
+            "spread": summary,
+            "nodes": done[0]["nodes"],
+            "subscribers": size.subscribers,
+            "runs": done,
+        }
     return out
-
-
-def _brief(result: dict[str, Any]) -> str:
-    if "not_run" in result:
-        return f"not run: {result['not_run']}"
-    return (
-        f"{result['delivered_per_s']} delivered/s, p50 {result['p50_ms']} ms, "
-        f"p99 {result['p99_ms']} ms, loadgen max {result['loadgen_cpu_max_pct_at_best']}% CPU"
-    )

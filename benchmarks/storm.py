@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.capacity import local_address
-from benchmarks.common import BenchError, LoadGen, percentile, summarize
-from benchmarks.loadgen import raise_nofile
+from benchmarks.common import BenchError, LoadGen, percentile, raise_nofile, summarize
 from wsconsole.harness.cluster import Cluster, ClusterConfig
 
 
@@ -68,8 +67,8 @@ async def run_once(size: StormSize, jitter: float) -> dict[str, Any]:
         ]
         backoff = {"initial": 1.0, "factor": 2.0, "cap": 30.0, "jitter": jitter}
         gens = [
-            LoadGen({"role": "storm", "kind": "harness", "targets": targets[i :: size.procs],
-                     "backoff": backoff})
+            LoadGen({"targets": targets[i :: size.procs], "backoff": backoff},
+                    python_clients=True)
             for i in range(size.procs)
         ]
         await asyncio.gather(*(g.start(timeout=300) for g in gens))

@@ -1,10 +1,8 @@
-"""A lean WebSocket client for the load generator: counts frames, samples latency.
+"""A lean WebSocket client speaking the harness protocol, for the reconnect storm's clients.
 
-The same client drives every contender (wsconsole's harness protocol, Socket.IO over its
-WebSocket transport, a plain broadcast server), so differences come from the servers, not
-from the clients. It is an asyncio Protocol with a minimal RFC 6455 reader: server frames
-are walked header by header without decoding every payload, so the load generator stays
-far from being the bottleneck (its CPU is reported next to every figure).
+An asyncio Protocol with a minimal RFC 6455 reader: it upgrades, joins a room, answers
+pings and notices the close; `stormgen.py` holds thousands of them and reconnects them with
+the product's BackoffPolicy.
 """
 
 from __future__ import annotations
@@ -12,12 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import re
 import struct
-import time
-from collections.abc import Callable
-
-_TS = re.compile(rb'"t":([0-9]+\.[0-9]+)')
 
 
 def mask_frame(opcode: int, payload: bytes) -> bytes:
@@ -40,53 +33,15 @@ def mask_frame(opcode: int, payload: bytes) -> bytes:
     return head + key + masked
 
 
-class Counters:
-    """What every client of one load-generator process adds to."""
-
-    __slots__ = ("_tick", "latencies", "received", "sample_every")
-
-    def __init__(self) -> None:
-        self.received = 0
-        self.latencies: list[float] = []
-        self.sample_every = 1
-        self._tick = 0
-
-    def reset(self, sample_every: int) -> None:
-        """Start a new measurement window."""
-        self.received = 0
-        self.latencies = []
-        self.sample_every = max(1, sample_every)
-
-    def sample(self, payload: bytes) -> None:
-        """Record the publish-to-deliver latency of every `sample_every`-th message."""
-        self._tick += 1
-        if self._tick % self.sample_every:
-            return
-        match = _TS.search(payload)
-        if match is not None and len(self.latencies) < 200_000:
-            self.latencies.append((time.time() - float(match.group(1))) * 1000.0)
-
-
 class WsClient(asyncio.Protocol):
-    """A WebSocket connection speaking one of the contenders' protocols.
+    """A WebSocket connection speaking the harness protocol: joins `room` once open."""
 
-    kind "harness": wsconsole (join on open, messages are `{"type":"message",...}`);
-    kind "sio": Socket.IO v4 over the websocket transport (Engine.IO pings answered);
-    kind "plain": every text frame is a message.
-    """
-
-    def __init__(
-        self, kind: str, counters: Counters | None, room: str = "bench", join: bool = True
-    ) -> None:
-        self.kind = kind
-        self.join = join
-        self.counters = counters
+    def __init__(self, room: str = "bench") -> None:
         self.room = room
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.on_text: Callable[[bytes], None] | None = None
         self._buf = bytearray()
         self._handshaken = False
         self._request = b""
@@ -163,45 +118,11 @@ class WsClient(asyncio.Protocol):
             del buf[:pos]
 
     def _text(self, payload: bytes) -> None:
-        kind = self.kind
-        if kind == "harness":
-            if payload.startswith(b'{"type":"message"'):
-                self._message(payload)
-            elif payload.startswith(b'{"type":"joined"') and not self.joined.done():
-                self.joined.set_result(None)
-        elif kind == "sio":
-            if payload.startswith(b'42["msg"'):
-                self._message(payload)
-            elif payload == b"2":
-                self.send(b"3")
-            elif payload.startswith(b"0{"):
-                self.send(b"40")
-            elif payload.startswith(b"40"):
-                if self.join:
-                    self.send(b'42["join","' + self.room.encode() + b'"]')
-                elif not self.joined.done():
-                    self.joined.set_result(None)
-            elif payload.startswith(b'42["joined"') and not self.joined.done():
-                self.joined.set_result(None)
-        else:
-            if payload.startswith(b"{\"t\""):
-                self._message(payload)
-            elif payload == b"welcome" and not self.joined.done():
-                self.joined.set_result(None)
-        if self.on_text is not None:
-            self.on_text(payload)
-
-    def _message(self, payload: bytes) -> None:
-        counters = self.counters
-        if counters is not None:
-            counters.received += 1
-            counters.sample(payload)
+        if payload.startswith(b'{"type":"joined"') and not self.joined.done():
+            self.joined.set_result(None)
 
     def _on_open(self) -> None:
-        if self.kind == "harness" and self.join:
-            self.send(b'{"type":"join","room":"' + self.room.encode() + b'"}')
-        elif self.kind != "sio" and not self.join and not self.joined.done():
-            self.joined.set_result(None)  # publishers are ready once open
+        self.send(b'{"type":"join","room":"' + self.room.encode() + b'"}')
 
     # -- sending ---------------------------------------------------------------------
     def send(self, payload: bytes, opcode: int = 1) -> None:
@@ -216,19 +137,11 @@ class WsClient(asyncio.Protocol):
 
 
 async def open_client(
-    kind: str,
-    host: str,
-    port: int,
-    path: str,
-    counters: Counters | None,
-    *,
-    local_host: str | None = None,
-    timeout: float = 30.0,
-    join: bool = True,
+    host: str, port: int, path: str, *, local_host: str | None = None, timeout: float = 30.0
 ) -> WsClient:
-    """Connect, upgrade, wait until joined to the room (subscribers) or ready (publishers)."""
+    """Connect, upgrade, wait until joined to the room."""
     loop = asyncio.get_running_loop()
-    client = WsClient(kind, counters, join=join)
+    client = WsClient()
     key = base64.b64encode(os.urandom(16)).decode()
     client._request = (
         f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
