@@ -1,8 +1,9 @@
 """`python -m benchmarks` (`make bench`): run the benchmarks, write docs/benchmarks.{md,json}.
 
 Options: --quick (tiny sizes: proves the machinery, used by the test suite), --only NAME
-(fanout, capacity, storm, window, proxy, persistence, profiles; repeatable), --repeat N (default 3),
---out DIR (default docs/), --contender NAME (fan-out contenders to run; repeatable).
+(fanout, capacity, storm, window, timeline, proxy, persistence, profiles; repeatable),
+--repeat N (default 3), --out DIR (default docs/), --contender NAME (fan-out contenders to
+run; repeatable).
 """
 
 from __future__ import annotations
@@ -15,10 +16,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import capacity, fanout, persistence, profiling, proxy, report, storm, window
+from benchmarks import (
+    capacity,
+    fanout,
+    persistence,
+    profiling,
+    proxy,
+    report,
+    storm,
+    timeline,
+    window,
+)
 from benchmarks.common import ROOT, machine, raise_nofile
 
-NAMES = ("fanout", "capacity", "storm", "window", "proxy", "persistence", "profiles")
+NAMES = ("fanout", "capacity", "storm", "window", "timeline", "proxy", "persistence",
+         "profiles")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -62,6 +74,9 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     if "window" in names:
         win = window.WindowSize.quick() if quick else window.WindowSize()
         results["window"] = await window.run(win, args.repeat, log)
+    if "timeline" in names:
+        lanes = timeline.TimelineSize.quick() if quick else timeline.TimelineSize()
+        results["timeline"] = await timeline.run(lanes, args.repeat, log)
     if "proxy" in names:
         px = proxy.ProxySize.quick() if quick else proxy.ProxySize()
         results["proxy"] = await proxy.run(px, args.repeat, log)

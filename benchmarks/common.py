@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,39 @@ def child_env(**extra: str) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
+
+
+async def run_json_child(module: str, argument: str, label: str,
+                         timeout: float) -> dict[str, Any]:
+    """`python -m MODULE ARGUMENT` offscreen in its own session; its last JSON line, or
+    {"error": ...} when it failed or did not finish in `timeout` s (then it is killed)."""
+    proc = await asyncio.create_subprocess_exec(
+        python(), "-m", module, argument,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=child_env(QT_QPA_PLATFORM="offscreen"), cwd=ROOT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return {"error": f"the {label} child did not finish in {timeout} s"}
+    lines = [line for line in out.decode().splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"error": f"{label} child exit {proc.returncode}: {err.decode()[-400:]}"}
+    return json.loads(lines[-1])
+
+
+async def repeated_children(module: str, argument: str, label: str, repeat: int,
+                            log: Callable[[str], None], timeout: float
+                            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`repeat` runs of run_json_child, each logged; (every run, the runs without error)."""
+    runs = []
+    for index in range(repeat):
+        result = await run_json_child(module, argument, label, timeout)
+        log(f"{label} run {index + 1}: {json.dumps(result)[:300]}")
+        runs.append(result)
+    return runs, [r for r in runs if "error" not in r]
 
 
 class Child:

@@ -290,6 +290,33 @@ def verdicts(doc: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def _timeline(tl: dict[str, Any]) -> list[str]:
+    lines = ["## Timeline scroll (offscreen Qt, the real panel)", ""]
+    if "not_run" in tl:
+        return [*lines, f"Not run: {tl['not_run']}", ""]
+    lines += [
+        f"{_n(tl['lanes'])} swarm clients with {tl['minutes']:g} minutes of history "
+        f"({_n(tl['events'])} state changes and pongs, fed as the swarm's batches), every "
+        "group expanded; one repaint of the viewport at each scroll position from the top "
+        "lane to the bottom one (the cost of a frame while scrolling).",
+        "",
+        "| window | repaint p50 ms | p99 ms | max ms | p50 spread |",
+        "|---|---|---|---|---|",
+    ]
+    for label, key in (("30 s", "paint_30s"), ("15 min", "paint_15min")):
+        r = tl[key]
+        lines.append(f"| {label} | {_n(r['p50_ms']['median'], 2)} | {_n(r['p99_ms']['median'], 2)}"
+                     f" | {_n(r['max_ms']['median'], 2)} | {_spread(r['p50_ms'], 2)} |")
+    lines += [
+        "",
+        f"Every group collapsed to its band: {_n(tl['paint_bands_ms']['median'], 2)} ms. "
+        f"One batch in which every client changes state at once (a node kill) is applied in "
+        f"{_n(tl['kill_batch_ms']['median'], 1)} ms.",
+        "",
+    ]
+    return lines
+
+
 def _history(doc: dict[str, Any]) -> list[str]:
     """The figures before issue 18's changes (history.json) next to this run's."""
     try:
@@ -362,6 +389,8 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += _storm(doc["storm"])
     if "window" in doc:
         lines += _window(doc["window"])
+    if "timeline" in doc:
+        lines += _timeline(doc["timeline"])
     if "proxy" in doc:
         lines += _proxy(doc["proxy"])
     if "persistence" in doc:

@@ -6,13 +6,12 @@ benchmark's loop is not the one measured) once per repeat, and summarizes.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.common import ROOT, child_env, python, summarize
+from benchmarks.common import repeated_children, summarize
 
 
 @dataclass
@@ -29,35 +28,12 @@ class WindowSize:
         return cls(rates=(2_000,), seconds=0.5, million=20_000)
 
 
-async def run_once(size: WindowSize, timeout: float = 600.0) -> dict[str, Any]:
-    """One child run; its JSON result."""
-    arg = json.dumps({"rates": list(size.rates), "seconds": size.seconds,
-                      "million": size.million})  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(
-        python(), "-m", "benchmarks.window_child", arg,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=child_env(QT_QPA_PLATFORM="offscreen"), cwd=ROOT, start_new_session=True,
-    )  # fmt: skip
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return {"error": f"the window child did not finish in {timeout} s"}
-    lines = [line for line in out.decode().splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        return {"error": f"window child exit {proc.returncode}: {err.decode()[-400:]}"}
-    return json.loads(lines[-1])
-
-
 async def run(size: WindowSize, repeat: int, log: Callable[[str], None]) -> dict[str, Any]:
     """`repeat` child runs; per rate the median lag p99 and frames/s; the memory figure."""
-    runs = []
-    for index in range(repeat):
-        result = await run_once(size)
-        log(f"window run {index + 1}: {json.dumps(result)[:300]}")
-        runs.append(result)
-    good = [r for r in runs if "error" not in r]
+    arg = json.dumps({"rates": list(size.rates), "seconds": size.seconds,
+                      "million": size.million})  # fmt: skip
+    runs, good = await repeated_children("benchmarks.window_child", arg, "window", repeat,
+                                         log, timeout=600.0)
     if not good:
         return {"not_run": runs[0]["error"], "runs": runs}
     by_rate = {}

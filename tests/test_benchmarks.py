@@ -97,6 +97,10 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
     step = next(iter(win["rates"].values()))
     assert step["kept_up"] and step["lag_p99_ms"] is not None
     assert win["runs"][0]["memory"]["held"] == win["frames_held"]
+    lanes = doc["timeline"]  # every lane painted at every scroll position, both windows
+    assert "not_run" not in lanes, lanes
+    assert lanes["runs"][0]["rows"] == lanes["lanes"] + 1  # the swarm's band and its lanes
+    assert lanes["paint_30s"]["p50_ms"]["median"] > 0 and lanes["kill_batch_ms"]["median"] > 0
     proxy = doc["proxy"]  # every message came back on both paths, both were timed
     assert proxy["received_ratio"] == 1.0 and proxy["direct_p50_ms"] and proxy["proxy_p50_ms"]
     for mode in ("ephemeral", "aof_everysec", "aof_always"):
@@ -104,7 +108,8 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
         assert per["burst_per_s"] > 0 and per["single_p50_ms"] <= per["single_p99_ms"], per
     text = (tmp_path / "benchmarks.md").read_text()
     for heading in ("## Targets", "## Fan-out", "## Handshakes", "## Reconnect storm",
-                    "## Window ingest", "## Proxy overhead", "## Broker persistence"):  # fmt: skip
+                    "## Window ingest", "## Timeline", "## Proxy overhead",
+                    "## Broker persistence"):  # fmt: skip
         assert heading in text
     assert text == markdown(doc)
 

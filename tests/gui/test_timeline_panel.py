@@ -45,15 +45,22 @@ def fleet(clients: int = 40, killed: int = 12) -> tuple[TimelineModel, float]:
     return model, now - 8.0
 
 
-def test_groups_start_as_bands_and_expand_into_lanes(qtbot) -> None:  # type: ignore[no-untyped-def]
-    model, _ = fleet()
+def on_screen(qtbot, model: TimelineModel, width: int = 1000) -> TimelinePanel:  # type: ignore[no-untyped-def]
+    """The panel on screen (offscreen), its timer stopped, its right edge frozen at now."""
     panel = TimelinePanel(model)
     qtbot.addWidget(panel)
-    panel.resize(1000, 500)
+    panel.resize(width, 500)
     panel.show()
     panel.timer.stop()
+    panel.canvas.frozen_at = time.monotonic()
+    panel.canvas.relayout()
+    return panel
+
+
+def test_groups_start_as_bands_and_expand_into_lanes(qtbot) -> None:  # type: ignore[no-untyped-def]
+    model, _ = fleet()
+    panel = on_screen(qtbot, model, 1000)
     view = panel.canvas
-    view.relayout()
     kinds = [(row.key[1], row.lane is not None) for row in view.rows]
     assert kinds == [("own", False), ("own", True), ("swarm", False)]  # swarm collapsed
     # a click on the swarm group's name expands it into its 40 lanes
@@ -78,14 +85,8 @@ def test_groups_start_as_bands_and_expand_into_lanes(qtbot) -> None:  # type: ig
 
 def test_tooltips_say_what_is_under_the_mouse(qtbot) -> None:  # type: ignore[no-untyped-def]
     model, kill = fleet()
-    panel = TimelinePanel(model)
-    qtbot.addWidget(panel)
-    panel.resize(1000, 500)
-    panel.show()
-    panel.timer.stop()
+    panel = on_screen(qtbot, model, 1000)
     view = panel.canvas
-    view.frozen_at = time.monotonic()
-    view.relayout()
     lane_row = view.rows[1]
     y = view.content_top() + lane_row.y + LANE_H / 2
     x_reconnecting = view.x_of(kill + 1.0, view.frozen_at)
@@ -100,14 +101,8 @@ def test_tooltips_say_what_is_under_the_mouse(qtbot) -> None:  # type: ignore[no
 
 def test_a_lane_click_scopes_the_frames_to_that_client_and_span(qtbot) -> None:  # type: ignore[no-untyped-def]
     model, kill = fleet()
-    panel = TimelinePanel(model)
-    qtbot.addWidget(panel)
-    panel.resize(1000, 500)
-    panel.show()
-    panel.timer.stop()
+    panel = on_screen(qtbot, model, 1000)
     view = panel.canvas
-    view.frozen_at = time.monotonic()
-    view.relayout()
     asked: list[tuple] = []
     panel.scope_requested.connect(lambda *args: asked.append(args))
     lane_row = view.rows[1]
@@ -140,13 +135,8 @@ def test_a_lane_click_scopes_the_frames_to_that_client_and_span(qtbot) -> None: 
 
 def test_a_fault_click_shows_who_it_hit_and_how_long_each_was_away(qtbot) -> None:  # type: ignore[no-untyped-def]
     model, kill = fleet(clients=40, killed=12)
-    panel = TimelinePanel(model)
-    qtbot.addWidget(panel)
-    panel.resize(1200, 500)
-    panel.show()
-    panel.timer.stop()
+    panel = on_screen(qtbot, model, 1200)
     view = panel.canvas
-    view.frozen_at = time.monotonic()
     asked: list[tuple] = []
     panel.scope_requested.connect(lambda *args: asked.append(args))
     view.click(view.x_of(kill, view.frozen_at), 5)  # on the fault's label

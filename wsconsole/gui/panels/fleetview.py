@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRect, QRectF, Qt, Signal
+from PySide6.QtCore import QLineF, QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import (
     QColor,
     QFont,
@@ -44,6 +44,9 @@ BAND_H = 36
 HEADER_H = 16  # fault labels
 AXIS_H = 18
 GAP = 2
+TICK_WINDOW = 120.0  # heartbeat ticks are drawn up to this window (beyond: a solid smear)
+TICKS = {"ping": ("#ffffff", 4, 8), "sping": ("#1f4e79", 3, LANE_H - 3),
+         "pong": ("#0b3d17", 9, LANE_H - 4)}  # kind: colour, top and bottom in the lane
 MARK_COLORS = {"miss": "#c0392b", "error": "#c0392b", "dropped": "#8e0000",
                "withheld": "#8e44ad", "late": "#8e44ad", "altered": "#8e44ad",
                "action": "#e67e22", "fault": "#c0392b", "notice": NOTICE_COLOR}
@@ -83,6 +86,7 @@ class FleetView(QAbstractScrollArea):
         self.viewport().setMouseTracking(True)
         self.verticalScrollBar().setSingleStep(LANE_H)
         self.setMinimumHeight(HEADER_H + BAND_H + AXIS_H + 24)
+        self._colors = {state: QColor(color) for state, color in STATE_COLORS.items()}
         self._small = QFont(self.font())
         self._small.setPointSizeF(max(6.5, self.font().pointSizeF() * 0.8))
 
@@ -276,15 +280,17 @@ class FleetView(QAbstractScrollArea):
         painter.setFont(self._small)
         painter.drawText(QRectF(16, y, NAME_W - 20, LANE_H),
                          Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, lane.label)
+        scale = self.plot_width() / self.window  # x = origin + t * scale, inlined: hot loops
+        origin = NAME_W - left * scale
         for span in reversed(lane.spans):
             end = span.end if span.end is not None else right
             if end < left:
                 break
             if span.start > right:
                 continue
-            x0, x1 = self.x_of(max(span.start, left), right), self.x_of(min(end, right), right)
-            box = QRectF(x0, y + 3, max(1.0, x1 - x0), LANE_H - 6)
-            painter.fillRect(box, QColor(STATE_COLORS.get(span.state.value, "#7a7a7a")))
+            x0 = origin + max(span.start, left) * scale
+            box = QRectF(x0, y + 3, max(1.0, origin + min(end, right) * scale - x0), LANE_H - 6)
+            painter.fillRect(box, self._colors[span.state.value])
             if span.delay is not None and box.width() > 40:
                 painter.setPen(QColor("#ffffff"))
                 painter.drawText(box.adjusted(3, 0, -2, 0),
@@ -292,24 +298,26 @@ class FleetView(QAbstractScrollArea):
                                  _elide(painter, f"attempt {span.attempt} in {span.delay:.1f} s",
                                         box.width() - 5))
         painter.setFont(self.font())
+        ticks: dict[str, list[QLineF]] = {}
+        draw_ticks = self.window <= TICK_WINDOW
         for marker in reversed(lane.markers):
             if marker.at < left:
                 break
-            if marker.at <= right:
-                self._marker(painter, marker, self.x_of(marker.at, right), y)
+            if marker.at > right:
+                continue
+            tick = TICKS.get(marker.kind)
+            if tick is None:
+                self._marker(painter, marker, origin + marker.at * scale, y)
+            elif draw_ticks:
+                x = origin + marker.at * scale
+                ticks.setdefault(marker.kind, []).append(QLineF(x, y + tick[1], x, y + tick[2]))
+        for kind, lines in ticks.items():  # one call per kind: cheap with many lanes
+            painter.setPen(QPen(QColor(TICKS[kind][0]), 1))
+            painter.drawLines(lines)
 
     def _marker(self, painter: QPainter, marker: Marker, x: float, y: int) -> None:
         kind = marker.kind
-        if kind == "ping":
-            painter.setPen(QPen(QColor("#ffffff"), 1))
-            painter.drawLine(QPointF(x, y + 4), QPointF(x, y + 8))
-        elif kind == "sping":
-            painter.setPen(QPen(QColor("#1f4e79"), 1))
-            painter.drawLine(QPointF(x, y + 3), QPointF(x, y + LANE_H - 3))
-        elif kind == "pong":
-            painter.setPen(QPen(QColor("#0b3d17"), 1))
-            painter.drawLine(QPointF(x, y + 9), QPointF(x, y + LANE_H - 4))
-        elif kind != "attempt":
+        if kind != "attempt":
             color = QColor(MARK_COLORS.get(kind, "#c0392b"))
             painter.setPen(QPen(color, 1))
             painter.setBrush(color if kind not in ("withheld", "late", "altered") else

@@ -17,6 +17,7 @@ Every action runs as a console task; the readings refresh on a 1 Hz timer.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import (
@@ -34,6 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from wsconsole.app.console import Console
+from wsconsole.core.client import ReconnectingClient
 from wsconsole.core.errors import ClientError
 from wsconsole.core.heartbeat import WRONG_PAYLOAD, PongPolicy
 
@@ -193,44 +195,45 @@ class HeartbeatPanel(QWidget):
 
     def send_ping(self) -> bool:
         """Send the ping (or the burst) and show the round trips when they are in."""
-        name = self.conn_box.currentText()
-        try:
-            client = self.console.lab_client(name)
-        except ValueError as exc:
-            return self._say(str(exc), error=True)
         text = self.ping_payload.text()
         count = self.ping_count.value()
 
-        async def ping() -> None:
-            try:
-                rtts = await client.send_ping(text.encode() if text else None, count)
-            except ClientError as exc:
-                self._say(f"ping: {exc}", error=True)
-                return
+        async def ping(client: ReconnectingClient) -> str:
+            rtts = await client.send_ping(text.encode() if text else None, count)
             shown = ", ".join("lost" if r is None else f"{r * 1000:.1f}" for r in rtts)
-            self._say(f"{name}: {len(rtts)} ping(s), round trips (ms): {shown}")
+            return f"{len(rtts)} ping(s), round trips (ms): {shown}"
 
-        self.console.spawn(ping(), f"lab ping {name}")
-        return True
+        return self._on_client("ping", ping)
 
     def send_pong(self) -> bool:
         """Send an unsolicited pong with the payload typed."""
+        payload = self.pong_payload.text().encode()
+
+        async def pong(client: ReconnectingClient) -> str:
+            await client.send_pong(payload)
+            return f"unsolicited pong sent ({len(payload)} bytes)"
+
+        return self._on_client("pong", pong)
+
+    def _on_client(self, what: str,
+                   action: Callable[[ReconnectingClient], Awaitable[str]]) -> bool:
+        """Run `action` on the chosen connection's client in a task; its words (or the
+        error) end up under the controls. False when there is no such client."""
         name = self.conn_box.currentText()
         try:
             client = self.console.lab_client(name)
         except ValueError as exc:
             return self._say(str(exc), error=True)
-        payload = self.pong_payload.text().encode()
 
-        async def pong() -> None:
+        async def run() -> None:
             try:
-                await client.send_pong(payload)
+                said = await action(client)
             except ClientError as exc:
-                self._say(f"pong: {exc}", error=True)
+                self._say(f"{what}: {exc}", error=True)
                 return
-            self._say(f"{name}: unsolicited pong sent ({len(payload)} bytes)")
+            self._say(f"{name}: {said}")
 
-        self.console.spawn(pong(), f"lab pong {name}")
+        self.console.spawn(run(), f"lab {what} {name}")
         return True
 
     # -- the swarm ------------------------------------------------------------------------------
