@@ -4,6 +4,7 @@ general formats on bytes made by the real libraries (msgpack, cbor2), bad payloa
 from __future__ import annotations
 
 import datetime
+import importlib
 import sys
 import textwrap
 from pathlib import Path
@@ -212,7 +213,10 @@ def test_plugins_load_from_the_entry_point_group(tmp_path: Path,
         f"[{ENTRY_POINT_GROUP}]\nshout = shout_decoder:ShoutDecoder\n"
         "broken = shout_decoder:DoesNotExist\n"
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
+    # sys.path by hand: syspath_prepend calls into pkg_resources, which some
+    # environments replace with a shim lacking fixup_namespace_packages.
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    importlib.invalidate_caches()
     registry = Registry()
     assert registry.names()[0] == "shout"  # plug-ins are tried before the built-ins
     assert len(registry.problems) == 1 and "broken" in registry.problems[0]
