@@ -171,44 +171,9 @@ expect = "lost == 0"
 
 
 def test_sigterm_stops_a_child_run_and_leaves_nothing_behind(tmp_path: Path) -> None:
-    """How a window runs a scenario: as a child reading JSON lines, stopped by SIGTERM."""
-    import signal
-
-    path = tmp_path / "long.toml"
-    path.write_text(SMALL.replace("duration = 2", "duration = 120"))
-    report = tmp_path / "stopped.html"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wsconsole", "scenario", "run", str(path), "--json",
-         "--report", str(report)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    pids: set[int] = set()
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            event = json.loads(line)
-            if event["event"] == "cluster_event" and event.get("pid"):
-                pids.add(event["pid"])
-            if event["event"] == "stats" and event["acknowledged"] > 0:
-                break
-        proc.send_signal(signal.SIGTERM)
-        rest = [json.loads(line) for line in proc.stdout]
-        assert proc.wait(timeout=30 * SCALE) == 1
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    result = [e for e in rest if e["event"] == "result"][-1]
-    assert result["stopped"] is True and result["passed"] is False
-    assert report.exists() and "stopped early" in report.read_text()
-    assert len(pids) >= 3  # broker, node, balancer
-    assert not [pid for pid in pids if pid_alive(pid)]
-
-
-def test_sigterms_while_the_child_winds_down_still_leave_the_report(tmp_path: Path) -> None:
-    """A window's Stop sends SIGTERM again when the child lingers; one landing after the run,
-    while the reports are written, must not kill the child (exit -15, report lost)."""
+    """How a window runs a scenario: as a child reading JSON lines, stopped by SIGTERM. A Stop
+    repeats SIGTERM when the child lingers; one landing while the child stops its cluster or
+    writes its report must not kill it (exit -15, report lost)."""
     import signal
 
     from tests.test_connect_cli import Lines
@@ -230,10 +195,17 @@ def test_sigterms_while_the_child_winds_down_still_leave_the_report(tmp_path: Pa
             proc.send_signal(signal.SIGTERM)  # an impatient parent, every 20 ms until it exits
             time.sleep(0.02)
         assert proc.wait(timeout=5 * SCALE) == 1
+        lines.rest()  # read to the end of the stream
     finally:
         if proc.poll() is None:
             proc.kill()
+    events = [json.loads(line) for line in lines.seen]
+    result = [e for e in events if e["event"] == "result"][-1]
+    assert result["stopped"] is True and result["passed"] is False
     assert report.exists() and "stopped early" in report.read_text()
+    pids = {e["pid"] for e in events if e["event"] == "cluster_event" and e.get("pid")}
+    assert len(pids) >= 3  # broker, node, balancer
+    assert not [pid for pid in pids if pid_alive(pid)]
 
 
 async def test_a_run_over_its_timeout_is_ended_and_judged_failed() -> None:
