@@ -126,6 +126,38 @@ async def test_echo_frames_states_and_normal_close(client_factory: Any) -> None:
         server.close()
 
 
+async def test_frame_level_reading_joins_fragments_and_refuses_bad_utf8(
+    client_factory: Any,
+) -> None:
+    """Messages read frame by frame (no on_message): a fragmented text message counts once,
+    with each fragment's record observed, and a text frame that is not UTF-8 closes 1007."""
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(['{"type":', '"note",', '"n":1}'])
+        await ws.send("whole")
+        await ws.send(b"\xff\xfe not utf-8", text=True)
+        await ws.wait_closed()
+
+    server = await serve(handler, "127.0.0.1", 0, compression=None)
+    try:
+        client, rec = client_factory(f"ws://127.0.0.1:{server_port(server)}")
+        await client.start()
+        await rec.until(lambda: any(f.opcode is Opcode.CLOSE and f.direction is Direction.OUT
+                                    for f in rec.of(FrameRecord)))  # fmt: skip
+        inbound = [(f.opcode, f.fin) for f in rec.of(FrameRecord)
+                   if f.direction is Direction.IN and f.opcode is not Opcode.CLOSE]  # fmt: skip
+        # websockets ends an iterable with an empty final continuation frame
+        assert inbound[:5] == [(Opcode.TEXT, False), (Opcode.CONTINUATION, False),
+                               (Opcode.CONTINUATION, False), (Opcode.CONTINUATION, True),
+                               (Opcode.TEXT, True)]  # fmt: skip
+        assert client.stats.received == 2
+        close = next(f for f in rec.of(FrameRecord)
+                     if f.opcode is Opcode.CLOSE and f.direction is Direction.OUT)  # fmt: skip
+        assert close.close_code == 1007
+    finally:
+        server.close()
+
+
 async def test_heartbeat_ping_pong_with_rtt(client_factory: Any) -> None:
     """Client pings are visible, each pong carries its RTT, and latency is kept."""
     server, _ = await start("echo")

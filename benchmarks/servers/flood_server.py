@@ -3,7 +3,10 @@
 `python -m benchmarks.servers.flood_server --port 0 --rate 20000 --seconds 3`. Frames are
 pre-encoded and written in 5 ms batches straight to the transport (no pings are sent, so
 nothing else writes), so the server is not what limits the window benchmark. Each client
-gets `rate * seconds` frames then `{"done": N}`. Prints the usual "listening" line.
+gets `rate * seconds` frames then `{"done": N}`. `--frames N` instead sends N frames as fast
+as the client reads them (written in batches while the transport's buffer is under 256 KiB,
+then waiting for it to drain): the most a client can take. Prints the usual "listening"
+line.
 """
 
 from __future__ import annotations
@@ -29,26 +32,37 @@ def text_frame(payload: bytes) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
-def handler(rate: int, seconds: float):  # type: ignore[no-untyped-def]
-    """Pace rate*seconds frames in 5 ms batches, then a final marker."""
+def message(seq: int) -> bytes:
+    """Harness message `seq`, sent now."""
+    return text_frame(
+        b'{"type":"message","room":"flood","seq":%d,"id":"m%d","node":"f1",'
+        b'"ts":%.6f,"data":{"n":%d,"text":"frame payload"}}' % (seq, seq, time.time(), seq)
+    )
+
+
+def handler(rate: int, seconds: float, frames: int | None):  # type: ignore[no-untyped-def]
+    """Pace rate*seconds frames in 5 ms batches (or `frames` as fast as the client reads),
+    then a final marker."""
 
     async def flood(ws: ServerConnection) -> None:
-        total = int(rate * seconds)
+        total = frames if frames is not None else int(rate * seconds)
         sent = 0
         began = time.monotonic()
         transport = ws.transport
         while sent < total:
-            due = min(total, int((time.monotonic() - began) * rate) + 1)
+            if frames is not None:
+                due = min(total, sent + 500)
+            else:
+                due = min(total, int((time.monotonic() - began) * rate) + 1)
             chunk = []
             while sent < due:
                 sent += 1
-                chunk.append(text_frame(
-                    b'{"type":"message","room":"flood","seq":%d,"id":"m%d","node":"f1",'
-                    b'"ts":%.6f,"data":{"n":%d,"text":"frame payload"}}'
-                    % (sent, sent, time.time(), sent)
-                ))  # fmt: skip
+                chunk.append(message(sent))
             transport.write(b"".join(chunk))
-            await asyncio.sleep(0.005)
+            if frames is None:
+                await asyncio.sleep(0.005)
+            elif transport.get_write_buffer_size() > 256 * 1024:
+                await ws.drain()
         try:
             await ws.send(json.dumps({"done": sent}))
             await ws.wait_closed()
@@ -64,8 +78,9 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--rate", type=int, default=20000)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--frames", type=int, default=None)
     args = parser.parse_args(argv)
-    async with serve(handler(args.rate, args.seconds), "127.0.0.1", args.port,
+    async with serve(handler(args.rate, args.seconds, args.frames), "127.0.0.1", args.port,
                      compression=None, ping_interval=None) as server:  # fmt: skip
         port = server.sockets[0].getsockname()[1]
         sys.stdout.write(json.dumps({"event": "listening", "port": port}) + "\n")

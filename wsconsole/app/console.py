@@ -17,8 +17,6 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from wsconsole.app.errors import ErrorHub
 from wsconsole.app.framestore import FrameStore
 from wsconsole.app.intercept import ConsoleProxy
@@ -122,11 +120,8 @@ class Session:
             self.last_error = f"{event.kind}: {event.detail}"
 
     def _delivery_latency(self, frame: FrameRecord) -> None:
-        try:
-            value = orjson.loads(frame.payload)
-        except orjson.JSONDecodeError:
-            return
-        ts = value.get("ts") if isinstance(value, dict) else None
+        value = frame.json()  # parsed once, shared with the frame store and the client
+        ts = value.get("ts") if value is not None else None
         if isinstance(ts, int | float) and not isinstance(ts, bool):
             # node timestamps are wall-clock seconds; tolerate milliseconds too
             sent = ts / 1000.0 if ts > 1e11 else float(ts)

@@ -206,7 +206,7 @@ class FrameStore:
         seq = NONE
         notice = False
         if frame.opcode == Opcode.TEXT and 1 < len(payload) <= _PARSE_LIMIT and not truncated:
-            room, seq, node, notice = self._harness_fields(payload)
+            room, seq, node, notice = self._harness_fields(frame.json())
         self._wall[slot] = frame.wall
         self._seq[slot] = seq
         self._size[slot] = min(len(frame.payload), 0xFFFFFFFF)
@@ -265,16 +265,11 @@ class FrameStore:
             self._name_ids[other] = len(self._names) - 1
         return self._name_ids[other]
 
-    def _harness_fields(self, payload: bytes) -> tuple[int, int, int, bool]:
+    def _harness_fields(self, value: dict[str, object] | None) -> tuple[int, int, int, bool]:
         """Room, seq and node of a harness envelope (interned), and whether it is a notice
-        that messages will not come: `joined` with `reset: true`, or the window error."""
-        if payload[:1] != b"{":
-            return NONE, NONE, NONE, False
-        try:
-            value = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return NONE, NONE, NONE, False
-        if not isinstance(value, dict):
+        that messages will not come: `joined` with `reset: true`, or the window error.
+        `value` is the frame's JSON object, parsed once for every observer (FrameRecord.json)."""
+        if value is None:
             return NONE, NONE, NONE, False
         room = value.get("room")
         node = value.get("node")

@@ -22,8 +22,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import orjson
-
 from wsconsole.app.fleetbands import NO_NODE, FleetBands, bucket
 from wsconsole.core.events import (
     DeliveryEvent,
@@ -188,11 +186,8 @@ class TimelineModel:
         lane = self.lanes.get(frame.conn)
         if lane is None or not lane.node_wanted or b'"node"' not in frame.payload[:2048]:
             return
-        try:
-            value = orjson.loads(frame.payload)
-        except orjson.JSONDecodeError:
-            return
-        node = value.get("node") if isinstance(value, dict) else None
+        value = frame.json()  # parsed once, shared with the other observers
+        node = value.get("node") if value is not None else None
         if isinstance(node, str) and node:
             lane.node_wanted = False
             self.set_node(frame.conn, node, frame.at)

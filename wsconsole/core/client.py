@@ -35,7 +35,8 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConcurrencyError, ConnectionClosed, NegotiationError
-from websockets.frames import CloseCode
+from websockets.frames import CloseCode, Frame
+from websockets.frames import Opcode as WsOpcode
 
 from wsconsole import __version__
 from wsconsole.core import envelope
@@ -51,6 +52,7 @@ from wsconsole.core.errors import (
 from wsconsole.core.events import (
     DeliveryEvent,
     ErrorEvent,
+    FrameRecord,
     HeartbeatEvent,
     Observer,
     describe_close,
@@ -61,7 +63,7 @@ from wsconsole.core.reconnect import Failure, classify_error
 from wsconsole.core.recovery import Outbox, RoomTracker
 from wsconsole.core.tasks import spawn
 from wsconsole.core.tokens import can_refresh, fetch_token, place_token
-from wsconsole.core.wsconn import FrameTap, TappedConnection
+from wsconsole.core.wsconn import Fragments, FrameTap, TappedConnection
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,7 @@ class ReconnectingClient(ConnectionDriver):
         self.pongs: PongPolicy = options.pongs  # the heartbeat lab: see set_pongs()
         self.server_heartbeat = ServerHeartbeat()
         self.on_message = on_message  # every complete message, awaited before the next
+        self._fragments = Fragments()  # a fragmented message being read frame by frame
 
     # -- the driver's hooks
 
@@ -138,6 +141,9 @@ class ReconnectingClient(ConnectionDriver):
             token = await fetch_token(self.options.token)
             url, headers = place_token(opts.url, list(opts.headers), token, opts.token_mode)
             tap = FrameTap(self)
+            # messages are read frame by frame unless each must be awaited (on_message)
+            consume = self._frame_in if self.on_message is None else None
+            self._fragments = Fragments()
             kwargs: dict[str, Any] = {}
             if opts.local_addr is not None:
                 kwargs["local_addr"] = opts.local_addr
@@ -158,11 +164,13 @@ class ReconnectingClient(ConnectionDriver):
                 close_timeout=opts.close_timeout,
                 max_size=opts.max_size,
                 create_connection=lambda protocol, **kw: TappedConnection(
-                    protocol, tap=tap, **kw
+                    protocol, tap=tap, consume=consume, **kw
                 ),
                 **kwargs,
             )
             assert isinstance(conn, TappedConnection)
+            if opts.read_size is not None and hasattr(conn.transport, "max_size"):
+                conn.transport.max_size = opts.read_size  # asyncio's selector transports
             if opts.subprotocols and conn.subprotocol is None:
                 await conn.close(1002, "no subprotocol")
                 raise NegotiationError(
@@ -265,25 +273,52 @@ class ReconnectingClient(ConnectionDriver):
             self._ready = True
         return count
 
-    async def _reader(self, conn: ClientConnection) -> None:
+    async def _reader(self, conn: TappedConnection) -> None:
+        if conn.consume is not None:  # messages arrive through _frame_in
+            await conn.wait_closed()
+            return
         with contextlib.suppress(ConnectionClosed):
             async for message in conn:
-                self.stats.received += 1
-                if self.options.harness:
-                    try:
-                        self._handle_envelope(message)
-                    except Exception as exc:  # one odd envelope must not end the client
-                        log.exception("%s: envelope handling failed", self.name)
-                        self._emit(ErrorEvent(self.name, "protocol",
-                                              f"could not handle envelope: {exc!r}"))
+                self._message_in(message)
                 if self.on_message is not None:
                     await self.on_message(message)
 
+    def _frame_in(self, frame: Frame, record: FrameRecord | None) -> None:
+        """A data frame the protocol accepted, in wire order (frame-level reading); its
+        record is the one the observers got, so its JSON is parsed once for all of them.
+        Raises UnicodeDecodeError for a text message that is not UTF-8 (closes 1007)."""
+        if frame.fin and frame.opcode is not WsOpcode.CONT:
+            text = frame.opcode is WsOpcode.TEXT
+            payload = record.payload if record is not None else bytes(frame.data)
+            parsed = record.json() if record is not None and text else None
+        else:
+            complete = self._fragments.add(frame)  # UTF-8 checked per fragment (framecheck)
+            if complete is None:
+                return
+            (text, payload), parsed = complete, None
+        if text and parsed is None:
+            payload.decode()  # RFC 6455 8.1: a text message must be UTF-8 (a parse proves it)
+        self._message_in(payload if parsed is None else parsed)
+
+    def _message_in(self, message: str | bytes | dict[str, Any]) -> None:
+        """One complete message: counted, and read as an envelope in harness mode."""
+        self.stats.received += 1
+        if not self.options.harness:
+            return
+        try:
+            self._handle_envelope(message)
+        except Exception as exc:  # one odd envelope must not end the client
+            log.exception("%s: envelope handling failed", self.name)
+            self._emit(ErrorEvent(self.name, "protocol", f"could not handle envelope: {exc!r}"))
+
     # -- the harness protocol, inbound
 
-    def _handle_envelope(self, message: str | bytes) -> None:
+    def _handle_envelope(self, message: str | bytes | dict[str, Any]) -> None:
         try:
-            env = envelope.parse_server(message)
+            if isinstance(message, dict):
+                env = envelope.check_server(message)
+            else:
+                env = envelope.parse_server(message)
         except envelope.EnvelopeError as exc:
             self._emit(ErrorEvent(self.name, "protocol", f"bad envelope from server: {exc}"))
             return

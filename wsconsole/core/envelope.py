@@ -1,7 +1,8 @@
 """The harness wire protocol (DESIGN.md): JSON text frames with a "type" field.
 
 Pure functions: `parse_client` / `parse_server` turn a text frame into a validated dict or
-raise `EnvelopeError` carrying the `error` code to reply with; `encode` builds a frame.
+raise `EnvelopeError` carrying the `error` code to reply with (`check_server` validates an
+envelope already decoded, e.g. by `FrameRecord.json`); `encode` builds a frame.
 The core client uses this only when the harness protocol is switched on.
 """
 
@@ -40,6 +41,10 @@ def _load(text: str | bytes) -> dict[str, Any]:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise EnvelopeError("bad_json", f"not JSON: {exc}") from None
+    return _envelope(value)
+
+
+def _envelope(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise EnvelopeError("bad_envelope", "an envelope is a JSON object")
     kind = value.get("type")
@@ -119,7 +124,12 @@ def parse_client(text: str | bytes) -> dict[str, Any]:
 
 def parse_server(text: str | bytes) -> dict[str, Any]:
     """Read a node-to-client envelope; unknown types are refused, extra fields kept."""
-    value = _load(text)
+    return check_server(_load(text))
+
+
+def check_server(decoded: Any) -> dict[str, Any]:
+    """Validate a node-to-client envelope already decoded from JSON (see parse_server)."""
+    value = _envelope(decoded)
     kind = value["type"]
     if kind not in SERVER_TYPES:
         raise EnvelopeError("unknown_type", f"unknown type {kind[:MAX_NAME]!r}")

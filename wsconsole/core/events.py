@@ -10,6 +10,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
+from typing import Any
+
+import orjson
 
 from wsconsole.core.lifecycle import Transition
 
@@ -40,9 +43,17 @@ def _wall() -> float:
     return time.time()
 
 
+_UNPARSED: Any = object()
+
+
 @dataclass(frozen=True, slots=True)
 class FrameRecord:
-    """One WebSocket frame as sent or received, content kept as bytes (like mitmproxy)."""
+    """One WebSocket frame as sent or received, content kept as bytes (like mitmproxy).
+
+    `json()` parses a text frame's JSON object once and keeps it: every observer of a frame
+    (the frame store, a session's latency figure, the client's own envelope handling) shares
+    that one parse instead of parsing the same bytes again.
+    """
 
     conn: str
     direction: Direction
@@ -54,11 +65,29 @@ class FrameRecord:
     injected: bool = False
     at: float = field(default_factory=_now)
     wall: float = field(default_factory=_wall)
+    _json: Any = field(default=_UNPARSED, init=False, repr=False, compare=False)
 
     @property
     def size(self) -> int:
         """Payload length in bytes."""
         return len(self.payload)
+
+    def json(self) -> dict[str, Any] | None:
+        """The payload as a JSON object (parsed on the first call, then kept), or None: not
+        a final text frame, not starting with `{`, not JSON, or not an object."""
+        value = self._json
+        if value is _UNPARSED:
+            value = None
+            payload = self.payload
+            if self.opcode is Opcode.TEXT and self.fin and payload[:1] == b"{":
+                try:
+                    value = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    value = None
+                if not isinstance(value, dict):
+                    value = None
+            object.__setattr__(self, "_json", value)
+        return value
 
 
 @dataclass(frozen=True, slots=True)

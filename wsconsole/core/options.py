@@ -68,6 +68,10 @@ class ClientOptions:
     server refuses the credentials. `stable_after`: seconds a connection must stay open
     before the backoff starts over (0: every open resets it). `pongs`: how the server's pings
     are answered (core/heartbeat.py; the heartbeat lab can change it while connected).
+    `read_size`: the most bytes taken from the socket in one read (None: the event loop's
+    own, 256 KiB for asyncio). Every frame of a read is handled in one loop callback, so a
+    smaller read keeps a flood from holding the loop (the window's timers and paint) for
+    long (the window's lag at a flood is measured in docs/benchmarks.md).
     """
 
     url: str
@@ -92,6 +96,7 @@ class ClientOptions:
     compression: bool = True
     rpc_timeout: float = 10.0
     pongs: PongPolicy = field(default_factory=PongPolicy)
+    read_size: int | None = 16 * 1024
 
     def __post_init__(self) -> None:
         self.validate()
@@ -138,6 +143,8 @@ class ClientOptions:
             raise ClientOptionsError(f"ping interval must be > 0, got {self.ping_interval}")
         if self.max_size is not None and self.max_size < 1:
             raise ClientOptionsError(f"max size must be >= 1 or None, got {self.max_size}")
+        if self.read_size is not None and self.read_size < 1024:
+            raise ClientOptionsError(f"read size must be >= 1024 or None, got {self.read_size}")
         if self.queue_limit is not None and self.queue_limit < 0:
             raise ClientOptionsError(f"queue limit must be >= 0 or None, got {self.queue_limit}")
         if not isinstance(self.backoff, BackoffPolicy):

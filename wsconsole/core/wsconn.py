@@ -6,6 +6,14 @@ which turns it into `FrameRecord` / `HeartbeatEvent` events for the driver, coun
 keeps the last pong's round trip as the driver's `latency` and the time of the last
 inbound frame for the liveness watchdog.
 
+Data frames can be read at the frame level (`consume`): the connection hands each data
+frame the protocol accepted straight to the client, with its `FrameRecord`, instead of
+assembling messages in `websockets`' queue for a reader task. One record, and one parse of
+its JSON (`FrameRecord.json`), then serves every observer and the client itself; a frame
+costs no queue, no task switch and no second decode. Fragmented messages are joined here
+(`Fragments`); their UTF-8 is checked fragment by fragment by framecheck.py, and an
+unfragmented text frame's by the client as it reads it.
+
 The tap is also where the heartbeat lab shapes the automatic pong `websockets` sends for
 each server ping (heartbeat.py): withheld, late, or with another payload, as the driver's
 `pongs` policy says at that moment, and where the server's pings are counted into the
@@ -18,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.client import ClientConnection
@@ -35,6 +44,32 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DATA_OPCODES = frozenset({WsOpcode.TEXT, WsOpcode.BINARY, WsOpcode.CONT})
+_OPCODES = {op: Opcode(int(op.value)) for op in WsOpcode}  # no Enum lookup per frame
+
+FrameConsumer = Callable[[Frame, "FrameRecord | None"], None]
+
+
+class Fragments:
+    """The fragments of the message being received, joined when its last one arrives."""
+
+    __slots__ = ("parts", "text")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.text = False
+
+    def add(self, frame: Frame) -> tuple[bool, bytes] | None:
+        """Take a data frame of a fragmented message; (is text, payload) once complete."""
+        if frame.opcode is not WsOpcode.CONT:
+            self.parts = []
+            self.text = frame.opcode is WsOpcode.TEXT
+        self.parts.append(bytes(frame.data))
+        if not frame.fin:
+            return None
+        parts, self.parts = self.parts, []
+        return self.text, b"".join(parts)
+
 
 class FrameTap:
     """Receives the frames of one connection and reports them through `driver`."""
@@ -43,11 +78,23 @@ class FrameTap:
         self.driver = driver
         self.last_inbound = time.monotonic()  # monotonic time of the last frame received
 
-    def frame(self, direction: Direction, frame: Frame, pending_pings: dict[Any, Any]) -> None:
-        """Report one frame (and the heartbeat it is, for pings and pongs)."""
+    def frame(self, direction: Direction, frame: Frame,
+              pending_pings: dict[Any, Any]) -> FrameRecord:  # fmt: skip
+        """Report one frame (and the heartbeat it is, for pings and pongs); its record."""
         driver = self.driver
         now = time.monotonic()
         payload = bytes(frame.data)
+        opcode = frame.opcode
+        if opcode in DATA_OPCODES:
+            if direction is Direction.IN:
+                self.last_inbound = now
+                driver.stats.bytes_in += len(payload)
+            else:
+                driver.stats.bytes_out += len(payload)
+            record = FrameRecord(driver.name, direction, _OPCODES[opcode], payload, frame.fin,
+                                 at=now)  # fmt: skip
+            driver._emit(record)
+            return record
         code = reason = None
         if frame.opcode is WsOpcode.CLOSE:
             try:
@@ -60,9 +107,10 @@ class FrameTap:
             driver.stats.bytes_in += len(payload)
         else:
             driver.stats.bytes_out += len(payload)
-        driver._emit(FrameRecord(conn=driver.name, direction=direction,
-                                 opcode=Opcode(int(frame.opcode.value)), payload=payload,
-                                 fin=frame.fin, close_code=code, close_reason=reason, at=now))
+        record = FrameRecord(conn=driver.name, direction=direction, opcode=_OPCODES[opcode],
+                             payload=payload, fin=frame.fin, close_code=code,
+                             close_reason=reason, at=now)  # fmt: skip
+        driver._emit(record)
         if frame.opcode is WsOpcode.PING:
             kind = "ping_received" if direction is Direction.IN else "ping_sent"
             driver._emit(HeartbeatEvent(conn=driver.name, kind=kind, at=now))
@@ -73,6 +121,7 @@ class FrameTap:
                 rtt = asyncio.get_running_loop().time() - waiting[1]
                 driver.latency = rtt
             driver._emit(HeartbeatEvent(conn=driver.name, kind="pong_received", rtt=rtt, at=now))
+        return record
 
     def answer(self, pong: Frame, conn: TappedConnection) -> Frame | None:
         """The automatic pong to a server ping, as the driver's pong policy has it: the
@@ -113,11 +162,15 @@ class TappedConnection(ClientConnection):
     ping or a close inside `recv_frame`: tapping there logs the frame before the reply.
     Incoming frames then pass the strict checks of framecheck.py (invalid UTF-8 in a
     fragment fails at once with 1007, a close between fragments is answered normally).
+    With `consume`, every data frame the protocol accepted goes to it (see the module
+    docstring) and none to the message queue: `recv()` and iteration then get nothing.
     """
 
-    def __init__(self, protocol: Any, *, tap: FrameTap, **kwargs: Any) -> None:
+    def __init__(self, protocol: Any, *, tap: FrameTap, consume: FrameConsumer | None = None,
+                 **kwargs: Any) -> None:  # fmt: skip
         super().__init__(protocol, **kwargs)
         self.tap = tap
+        self.consume = consume
         strict_frames(protocol)  # checked after the tap has logged the frame
         send_original = protocol.send_frame
         recv_original = protocol.recv_frame
@@ -137,8 +190,9 @@ class TappedConnection(ClientConnection):
 
         def recv_frame(frame: Frame) -> None:
             nonlocal answering
+            record = None
             try:
-                self.tap.frame(Direction.IN, frame, self.pending_pings)
+                record = self.tap.frame(Direction.IN, frame, self.pending_pings)
             except Exception:
                 log.exception("frame tap failed")
             answering = frame.opcode is WsOpcode.PING
@@ -146,6 +200,15 @@ class TappedConnection(ClientConnection):
                 recv_original(frame)
             finally:
                 answering = False
+            if consume is not None and frame.opcode in DATA_OPCODES:
+                consume(frame, record)  # UnicodeDecodeError fails the connection (1007)
 
         protocol.send_frame = send_frame
         protocol.recv_frame = recv_frame
+
+    def process_event(self, event: Any) -> None:
+        """Queue data frames for `recv()` unless they are consumed at the frame level (the
+        handshake's response passes through here too)."""
+        if self.consume is not None and isinstance(event, Frame) and event.opcode in DATA_OPCODES:
+            return
+        super().process_event(event)
