@@ -427,13 +427,14 @@ class Console:
         It runs until stopped (a day-long load phase), one token per simulated user signed
         with the cluster's secret, demo timings for its heartbeats and backoff.
         """
+        from wsconsole.harness.auth import SECRET_ENV
         from wsconsole.harness.cluster import (
             DEMO_BACKOFF_CAP,
             DEMO_BACKOFF_INITIAL,
             DEMO_PING_INTERVAL,
             DEMO_PING_TIMEOUT,
-            JWT_SECRET_ENV,
         )
+
         env = dict(os.environ)
         args = [url, "--clients", str(clients), "--rooms", str(min(SWARM_ROOMS, clients)),
                 "--rate", str(SWARM_RATE), "--duration", "86400", "--ramp", "2",
@@ -442,8 +443,8 @@ class Console:
                 "--ping-interval", str(DEMO_PING_INTERVAL),
                 "--ping-timeout", str(DEMO_PING_TIMEOUT), "--json", "--fleet", "--control"]
         if self.cluster is not None:
-            env[JWT_SECRET_ENV] = self.cluster.secret
-            args += ["--secret-env", JWT_SECRET_ENV]
+            env[SECRET_ENV] = self.cluster.secret
+            args += ["--secret-env", SECRET_ENV]
         child = await procs.spawn(procs.child_argv("swarm", *args), "swarm", env=env,
                                   stdin=True, tasks=self.tasks)
         self._started_pids.add(child.pid)

@@ -14,7 +14,6 @@ from typing import Any
 from wsconsole.errors import WsconsoleError
 from wsconsole.harness.routing import STICKY_MODES
 
-JWT_SECRET_ENV = "WSCONSOLE_JWT_SECRET"
 LOOPBACK = "127.0.0.1"
 TLS_HOSTS = (LOOPBACK, "localhost", "::1")  # the names a --tls harness's certificate covers
 BALANCER = "balancer"

@@ -26,9 +26,8 @@ import orjson
 
 from wsconsole.core.localca import CAError, LocalCA, ServerFiles
 from wsconsole.core.tasks import Tasks
-from wsconsole.harness import procs
+from wsconsole.harness import auth, procs
 from wsconsole.harness.clusterconfig import (
-    JWT_SECRET_ENV,
     TLS_HOSTS,
     ClusterConfig,
     ClusterError,
@@ -124,7 +123,7 @@ class Launcher:
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env[JWT_SECRET_ENV] = self.config.secret
+        env[auth.SECRET_ENV] = self.config.secret
         env[CONTROL_KEY_ENV] = self.control_key
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
