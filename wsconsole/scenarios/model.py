@@ -26,7 +26,7 @@ from typing import Any
 
 from wsconsole.core.errors import ClientOptionsError
 from wsconsole.core.heartbeat import PongPolicy
-from wsconsole.harness import routing
+from wsconsole.harness import netfaults, routing
 from wsconsole.scenarios.assertions import Assertion, AssertionSyntaxError, parse_assertion
 from wsconsole.scenarios.replay import ReplaySpec, parse_replay
 from wsconsole.tomlcheck import TomlFileError, TomlReader, parse_toml, read_text
@@ -42,7 +42,7 @@ ACTIONS = NODE_ACTIONS | {
     "wait",
     "pongs",
 }
-NET_KINDS = frozenset({"latency", "bandwidth", "reset", "blackhole", "slice", "half_open"})
+NET_KINDS = frozenset(netfaults.KINDS)  # the balancer's fault kinds, named once there
 STICKY_MODES = frozenset(routing.STICKY_MODES)
 WAIT_UNTIL = frozenset({"connected"})
 LIMIT_KEYS = frozenset(
@@ -399,11 +399,9 @@ def _check_step(r: TomlReader, action: str, params: dict[str, Any], where: tuple
         r.string(params, "kind", None, *where, choices=NET_KINDS)
         if action == "net":
             net_params = r.table(params, "params", *where)
-            from wsconsole.harness.netfaults import FaultError, parse_fault
-
             try:
-                parse_fault(params["kind"], net_params)
-            except FaultError as exc:
+                netfaults.parse_fault(params["kind"], net_params)
+            except netfaults.FaultError as exc:
                 raise r.fail(f"net {params['kind']}: {exc}", *where, "params") from None
     elif action == "inject":
         if "case" not in params:
