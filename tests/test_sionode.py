@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 import socketio
 
-from tests.support import pid_alive, until
+from tests.support import SCALE, pid_alive, until
 from wsconsole.harness.cluster import Cluster, ClusterConfig, Limits
 
-WAIT = 20.0
+WAIT_S = 20.0  # seconds for until(), which scales it
+WAIT = WAIT_S * SCALE  # the same bound for the Socket.IO client's own timeouts
 
 
 @contextlib.asynccontextmanager
@@ -65,16 +66,16 @@ async def test_a_client_away_during_a_node_kill_gets_what_it_missed() -> None:
         await writer.connect(n2)
         try:
             assert await reader.sio.call("join", "lobby", timeout=WAIT) == ("joined", "lobby")
-            await until(lambda: reader.seen("joined"), "the joined event", WAIT)
+            await until(lambda: reader.seen("joined"), "the joined event", WAIT_S)
             epoch = reader.seen("joined")[0]["epoch"]
             for n in range(3):
                 status, acked = await writer.sio.call("publish", ("lobby", n, f"m{n}"))
                 assert (status, acked["id"], acked["seq"], acked["epoch"]) == (
                     "ok", f"m{n}", n + 1, epoch
                 )
-            await until(lambda: len(reader.seen("message")) == 3, "3 messages", WAIT)
+            await until(lambda: len(reader.seen("message")) == 3, "3 messages", WAIT_S)
             await cluster.kill(n1)  # the reader's node dies without a word
-            await until(lambda: not reader.sio.connected, "the reader cut off", WAIT)
+            await until(lambda: not reader.sio.connected, "the reader cut off", WAIT_S)
             for n in range(3, 7):
                 await writer.sio.call("publish", ("lobby", n, f"m{n}"))
             again = Listener(cluster, "reader")
@@ -83,7 +84,7 @@ async def test_a_client_away_during_a_node_kill_gets_what_it_missed() -> None:
                 last = reader.seen("message")[-1]
                 since = {"since": last["seq"], "epoch": last["epoch"]}
                 assert await again.sio.call("join", ("lobby", since)) == ("joined", "lobby")
-                await until(lambda: len(again.seen("message")) == 4, "the missed 4", WAIT)
+                await until(lambda: len(again.seen("message")) == 4, "the missed 4", WAIT_S)
                 [joined] = again.seen("joined")
                 assert (joined["epoch"], joined["seq"], "reset" in joined) == (epoch, 7, False)
                 missed = again.seen("message")
@@ -91,7 +92,7 @@ async def test_a_client_away_during_a_node_kill_gets_what_it_missed() -> None:
                     (4, "m3", n2), (5, "m4", n2), (6, "m5", n2), (7, "m6", n2)
                 ]
                 await writer.sio.call("publish", ("lobby", "live", "live"))
-                await until(lambda: len(again.seen("message")) == 5, "the live one", WAIT)
+                await until(lambda: len(again.seen("message")) == 5, "the live one", WAIT_S)
             finally:
                 await again.sio.disconnect()
         finally:
@@ -121,7 +122,7 @@ async def test_the_rate_limit_and_the_per_user_limit_hold() -> None:
             assert statuses[:5] == ["ok"] * 5, statuses
             refused = [body for status, body in replies if status == "error"]
             assert refused and all(body["code"] == "rate_limited" for body in refused)
-            await until(lambda: not first.sio.connected, "disconnected for abuse", WAIT)
+            await until(lambda: not first.sio.connected, "disconnected for abuse", WAIT_S)
             stats = await cluster.request(n1, "stats")
             assert stats["rate_limited"] >= 10 and stats["errors"]["rate_abuse"] == 1
             assert stats["errors"]["per_user_limit"] == 1
@@ -140,7 +141,7 @@ async def test_inject_writes_a_malformed_frame_to_a_socketio_websocket() -> None
             assert (reply["sent"], reply["kind"], reply["case"]) == (1, "all", "rsv1-set")
             [reaction] = reply["reactions"]
             assert "closed" in reaction["observed"] and reaction["verdict"].startswith("pass")
-            await until(lambda: not victim.sio.connected, "the client gone", WAIT)
+            await until(lambda: not victim.sio.connected, "the client gone", WAIT_S)
         finally:
             if victim.sio.connected:
                 await victim.sio.disconnect()

@@ -19,7 +19,7 @@ from tests.socketiokit import (  # noqa: F401 - fixture
     python_argv,
     wait_listening,
 )
-from tests.support import MS, ProcessRegistry, free_port, until
+from tests.support import MS, SCALE, ProcessRegistry, free_port, until
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.client import ClientOptionsError, NotConnected
 from wsconsole.core.events import Direction, ErrorEvent, FrameRecord, HeartbeatEvent, Opcode
@@ -31,7 +31,7 @@ from wsconsole.core.targets.socketio import (
     options_from_url,
 )
 
-WAIT = 20.0
+WAIT = 20.0 * SCALE
 
 
 def quick(**kw: Any) -> BackoffPolicy:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import MS, ProcessRegistry, pid_alive, until
+from tests.support import MS, SCALE, ProcessRegistry, pid_alive, until
 from tests.test_connect_cli import ENV, ROOT, WAIT, Lines
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.events import ErrorEvent
@@ -26,7 +26,8 @@ from wsconsole.core.targets.socketio import SocketIOClient, SocketIOOptions
 from wsconsole.harness.cluster import Cluster, ClusterConfig
 from wsconsole.harness.procs import child_argv
 
-CLUSTER_WAIT = 30.0
+CLUSTER_WAIT_S = 30.0  # seconds for until(), which scales it
+CLUSTER_WAIT = CLUSTER_WAIT_S * SCALE  # the same bound for every other wait
 
 
 @contextlib.asynccontextmanager
@@ -90,14 +91,14 @@ async def test_client_rides_through_a_node_kill_and_a_drain() -> None:
                 assert status == "ok" and acked["seq"] >= 1 and acked["epoch"]
                 await until(lambda: any(ev == "message" and args[0]["data"] == {"n": 1}
                                         for _, ev, args in got),
-                            "the fanned-out message", CLUSTER_WAIT)
+                            "the fanned-out message", CLUSTER_WAIT_S)
             finally:
                 await pub.stop()
             # drain the node we are on now: disconnected, back on the remaining node
             await cluster.drain(second["node"])
             await until(lambda: c.state is State.OPEN and sum(
                 1 for e in log if isinstance(e, Transition) and e.state is State.OPEN) == 3,
-                "the reconnect after the drain", CLUSTER_WAIT)
+                "the reconnect after the drain", CLUSTER_WAIT_S)
             third = await whoami(c)
             assert third["node"] not in (first["node"], second["node"])
         finally:
@@ -156,7 +157,7 @@ async def test_auth_stats_health_and_metrics() -> None:
         try:
             await c.wait_state(State.OPEN, CLUSTER_WAIT)
             await until(lambda: cluster.latest.total.connections == 1,
-                        "the node stats to count the client", CLUSTER_WAIT)
+                        "the node stats to count the client", CLUSTER_WAIT_S)
             node = cluster.nodes[(await whoami(c))["node"]]
             stats = await cluster.request(node.id, "stats")
             assert stats["type"] == "reply" and stats["flavour"] == "socketio"
