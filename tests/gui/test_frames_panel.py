@@ -59,3 +59,4 @@ def test_pause_and_drops(qtbot) -> None:  # type: ignore[no-untyped-def]
     assert panel.model.rowCount() == 1000
     assert panel.model.row_at(0).seq == 500
     assert store.dropped == 500 and "500 dropped" in panel.status.text()
+    assert "1,000 shown / 1,000 kept /" in panel.status.text()

@@ -4,7 +4,7 @@ Producers (client observers on the asyncio loop) call `append`; views pull new r
 batches on a timer (DESIGN.md: never one Qt signal per frame). Numeric columns live in
 parallel numpy arrays used as a ring, payloads in a list of bytes; the oldest frames are
 dropped (and counted) when either the frame capacity or the payload byte budget is reached.
-Frames are addressed by a monotonically increasing id; ids in [first_id, next_id) are held.
+Frames are addressed by a monotonically increasing id; ids in [first_id, next_id) are kept.
 """
 
 from __future__ import annotations
@@ -301,7 +301,7 @@ class FrameStore:
     def row(self, ident: int) -> FrameRow:
         """The frame with this id; IndexError if it was dropped or never stored."""
         if not self.first_id <= ident < self.next_id:
-            raise IndexError(f"frame {ident} is not held")
+            raise IndexError(f"frame {ident} is not kept")
         slot = ident % self.capacity
         close = int(self._close[slot])
         seq = int(self._seq[slot])
@@ -330,7 +330,7 @@ class FrameStore:
                                     row.truncated)
 
     def rows(self, ids: Iterable[int]) -> Iterator[FrameRow]:
-        """Rows for the given ids (ids no longer held are skipped)."""
+        """Rows for the given ids (ids no longer kept are skipped)."""
         for ident in ids:
             if self.first_id <= ident < self.next_id:
                 yield self.row(int(ident))
@@ -347,7 +347,7 @@ class FrameStore:
         return [(start, self.capacity, lo), (0, end, lo + self.capacity - start)]
 
     def match(self, flt: FrameFilter, lo: int | None = None, hi: int | None = None) -> np.ndarray:
-        """Ids in [lo, hi) (default: everything held) that pass the filter, ascending."""
+        """Ids in [lo, hi) (default: everything kept) that pass the filter, ascending."""
         lo = self.first_id if lo is None else lo
         hi = self.next_id if hi is None else hi
         pieces = []
@@ -413,7 +413,7 @@ class FrameStore:
         return text is not None and search(text.encode("utf-8")) is not None
 
     def export_jsonl(self, path: str | Path, ids: Iterable[int] | None = None) -> int:
-        """Write the given frames (default: all held) as JSON lines; returns how many."""
+        """Write the given frames (default: all kept) as JSON lines; returns how many."""
         source = range(self.first_id, self.next_id) if ids is None else ids
         count = 0
         with open(path, "wb") as out:

@@ -67,7 +67,7 @@ class IdBuffer:
         self._lo, self._hi = 0, len(ids)
 
     def extend(self, ids: np.ndarray) -> None:
-        """Append ids (ascending, larger than those held)."""
+        """Append ids (ascending, larger than those kept)."""
         need = len(self) + len(ids)
         if self._hi + len(ids) > len(self._buf):
             size = max(1024, need * 2)
@@ -78,7 +78,7 @@ class IdBuffer:
         self._hi += len(ids)
 
     def count_below(self, first_id: int) -> int:
-        """How many held ids are smaller than `first_id` (they were dropped from the store)."""
+        """How many kept ids are smaller than `first_id` (they were dropped from the store)."""
         return int(np.searchsorted(self._buf[self._lo : self._hi], first_id))
 
     def drop_front(self, n: int) -> None:
@@ -86,7 +86,7 @@ class IdBuffer:
         self._lo += n
 
     def array(self) -> np.ndarray:
-        """The held ids (a view)."""
+        """The kept ids (a view)."""
         return self._buf[self._lo : self._hi]
 
 
@@ -213,7 +213,7 @@ class FramesTableModel(QAbstractTableModel):
 
     @property
     def scanning(self) -> float | None:
-        """Progress (0..1) of a filter still working through held frames, else None."""
+        """Progress (0..1) of a filter still working through kept frames, else None."""
         end = self.store.next_id if self._limit is None else self._limit
         start = self._scan_start
         if self._scanned >= end or self.filter._pattern is None or end <= start:
@@ -253,7 +253,7 @@ class FramesTableModel(QAbstractTableModel):
         return removed, added
 
     def set_filter(self, flt: FrameFilter) -> None:
-        """Re-run the filter over every held frame (in budgeted chunks, see pull)."""
+        """Re-run the filter over every kept frame (in budgeted chunks, see pull)."""
         self.beginResetModel()
         self.filter = flt
         self._cache.clear()
@@ -479,7 +479,7 @@ class FramesPanel(QWidget):
         if progress is not None:
             paused += f"  filtering\u2026 {progress:.0%}"
         self.status.setText(
-            f"{self.model.rowCount():,} shown / {len(self.store):,} held / "
+            f"{self.model.rowCount():,} shown / {len(self.store):,} kept / "
             f"{self.store.dropped:,} dropped (capacity {self.store.capacity:,}){paused}"
         )
 
@@ -504,7 +504,7 @@ class FramesPanel(QWidget):
 
     # -- export
     def export(self, path: str, shown_only: bool = True) -> int:
-        """Write the shown (default) or all held frames as JSON lines; returns the count."""
+        """Write the shown (default) or all kept frames as JSON lines; returns the count."""
         ids = self.model.ids.array().copy() if shown_only else None
         count = self.store.export_jsonl(path, ids)
         self.last_export = path
