@@ -185,8 +185,8 @@ def test_one_make_client_for_every_kind() -> None:
     sse = make_client(ConnectionOptions(url="http://h:1/events", kind="sse",
                                         sse_read_timeout=5), "c")
     assert isinstance(sse, SSEClient) and sse.options.read_timeout == 5
-    target = probe_target(ConnectionOptions(url="ws://h:1/", token="t", token_mode="header",
-                                            subprotocols="chat"))
+    target = probe_target(ConnectionOptions(url="ws://h:1/", token_mode="header",
+                                            subprotocols="chat"), "t")
     assert target.token == "t" and target.token_via == "header"
     assert target.subprotocols == ("chat",)
     assert isinstance(core_options(ConnectionOptions(url="ws://h:1/")), ClientOptions)
@@ -201,6 +201,14 @@ def test_the_token_comes_from_one_source() -> None:
     fetched = token_provider(ConnectionOptions(token_url="https://auth/t", insecure=True))
     assert isinstance(fetched, UrlToken) and fetched.verify is False
     assert token_provider(ConnectionOptions(token="fixed")) == "fixed"
+    # the application's provider (the demo cluster's) only where the user named none
+    def minted() -> str:
+        return "fresh"
+
+    assert token_provider(ConnectionOptions(), minted) is minted
+    assert token_provider(ConnectionOptions(token="fixed"), minted) == "fixed"
+    client = make_client(ConnectionOptions(), "d", token=minted)
+    assert isinstance(client, ReconnectingClient) and client.options.token is minted
     assert "cannot be combined" in refused(token="a", token_url="http://auth/t")["token_url"]
     sse = ConnectionOptions(url="http://h/e", kind="sse", token_command="x")
     assert isinstance(token_provider(sse), CommandToken)  # every kind takes a provider

@@ -9,6 +9,7 @@ with timeouts, so closing the window never leaves a process running.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ from wsconsole.core.heartbeat import PongPolicy
 from wsconsole.core.lifecycle import State, Transition
 from wsconsole.core.metrics import LatencyHistogram, TimeSeries
 from wsconsole.core.tasks import Tasks
+from wsconsole.core.tokens import TokenProvider
 from wsconsole.harness import procs
 from wsconsole.harness.stats import ClusterSample
 
@@ -51,6 +53,10 @@ class Session:
         self.profile = profile
         self.console = console
         self.client: SessionClient | None = None  # set by Console.connect
+        # Asked for a token before every connect when the profile names no token source:
+        # the demo cluster signs the console's own, so a reconnect after one expired
+        # re-authenticates instead of being refused (app/targets.py: token_provider).
+        self.token_source: TokenProvider | None = None
         self.frames_in = 0
         self.frames_out = 0
         self.reconnects = 0
@@ -67,6 +73,13 @@ class Session:
     def state(self) -> State:
         """CLOSED until started, then the client's state."""
         return State.CLOSED if self.client is None else self.client.state
+
+    async def token(self) -> str | None:
+        """The token this connection presents now (for a one-off connection made as it,
+        such as the Inject panel's probe); TokenError when its provider fails."""
+        from wsconsole.app.targets import current_token
+
+        return await current_token(self.profile, self.token_source)
 
     @property
     def rtt(self) -> float | None:
@@ -136,6 +149,7 @@ class Console:
         frame_capacity: int = 1_000_000,
         sample_interval: float = 0.5,
         errors: ErrorHub | None = None,
+        token_ttl: float = 3600.0,
     ) -> None:
         self.frames = FrameStore(capacity=frame_capacity)
         self.timeline = TimelineModel()
@@ -148,6 +162,7 @@ class Console:
         self.swarm: SwarmLink | None = None
         self.proxy = ConsoleProxy(self.frames, self.timeline)  # listens once started
         self.sample_interval = sample_interval
+        self.token_ttl = token_ttl  # seconds each token the demo signs for the console lives
         self.on_change: list[Callable[[], None]] = []  # sessions added/removed, cluster state
         self.tasks = Tasks("wsconsole-gui", on_error=self._task_failed)
         self._closing = False
@@ -198,9 +213,9 @@ class Console:
                 raise ValueError("renaming a connection is done by adding a new one")
             session.profile = profile
         try:  # a WebSocket, Socket.IO or SSE client by the profile's kind, same events
-            client = make_client(
-                session.profile, name, [session.observe, self.frames, self.timeline]
-            )
+            client = make_client(session.profile, name,
+                                 [session.observe, self.frames, self.timeline],
+                                 token=session.token_source)
         except ClientOptionsError as exc:
             raise ValueError(str(exc)) from None
         await self.disconnect(name)
@@ -380,11 +395,9 @@ class Console:
 
         self.demo_swarm = swarm_clients
         cluster = await self.start_cluster(ClusterConfig.demo(tls=tls))
-        token = cluster.token(CONSOLE_CONN, ["*"])
         profile = Profile(
             name=CONSOLE_CONN,
             url=cluster.url,
-            token=token,
             token_mode="query",
             harness=True,
             rooms=[DEMO_ROOM, "swarm-0"] if swarm_clients > 0 else [DEMO_ROOM],
@@ -395,9 +408,13 @@ class Console:
             ping_timeout=cluster.config.ping_timeout,
         )
         if CONSOLE_CONN in self.sessions:
-            self.sessions[CONSOLE_CONN].profile = profile
+            session = self.sessions[CONSOLE_CONN]
+            session.profile = profile
         else:
-            self.add_session(profile)
+            session = self.add_session(profile)
+        # a fresh token signed for every connect (see Session.token_source)
+        session.token_source = functools.partial(cluster.token, CONSOLE_CONN, ("*",),
+                                                 self.token_ttl)
         await self.connect(CONSOLE_CONN)
         if swarm_clients > 0:
             await self.start_swarm(cluster.url, swarm_clients)

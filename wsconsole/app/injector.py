@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from wsconsole.app.targets import probe_target
+from wsconsole.core.errors import TokenError
 from wsconsole.faults.catalogue import Direction, get_case
 from wsconsole.faults.probe import ProbeConfig, Target, TargetError, run_case
 
@@ -104,7 +105,7 @@ class Injector:
         return targets
 
     # -- running --------------------------------------------------------------------------
-    def _target_of(self, via: str) -> Target:
+    async def _target_of(self, via: str) -> Target:
         if via == CLUSTER_VIA:
             cluster = self.console.cluster
             if cluster is None:
@@ -114,8 +115,8 @@ class Injector:
         if session is None:
             raise ValueError(f"no connection named {via!r}")
         try:  # the probe connects as the session does: same URL and credentials
-            return probe_target(session.profile)
-        except TargetError as exc:
+            return probe_target(session.profile, await session.token())
+        except (TargetError, TokenError) as exc:
             raise ValueError(f"{via}: {exc}") from None
 
     def _record(self, record: InjectRecord, where: str) -> InjectRecord:
@@ -128,7 +129,7 @@ class Injector:
     async def client_to_server(self, case_id: str, via: str) -> InjectRecord:
         """Probe: a raw connection via a session's URL or the cluster sends the case."""
         case = get_case(case_id)
-        target = self._target_of(via)
+        target = await self._target_of(via)
         result = await run_case(case, target, self.probe_config)
         return self._record(InjectRecord(
             time.time(), Direction.CLIENT_TO_SERVER, case.id, case.section,

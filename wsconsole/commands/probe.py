@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.url:
         return fail_usage("probe needs a URL (or --list)")
     try:
-        target = probe_target(options.from_args(args, options.CREDENTIALS, url=args.url))
+        conn = options.from_args(args, options.CREDENTIALS, url=args.url)
+        target = probe_target(conn, conn.token)
     except OptionsError as exc:
         return fail_usage(exc.cli_line())
     except TargetError as exc:
