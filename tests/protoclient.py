@@ -300,6 +300,7 @@ class PeerStats:
     connects: int = 0
     published: int = 0
     resent: int = 0
+    lagging: int = 0  # `lagging` notices: the node stopped sending, a rejoin recovers
     errors: Counter[str] = field(default_factory=Counter)
 
 
@@ -431,6 +432,7 @@ class Peer:
         rate: float = 0.0,
         seed: int = 0,
         keepalive: float = 1.0,
+        padding: int = 0,
     ) -> None:
         self.name = name
         self.base_url = base_url
@@ -443,6 +445,7 @@ class Peer:
         self.publish_to = publish_to
         self.rate = rate
         self.keepalive = keepalive
+        self.padding = "x" * padding  # added to every published message's data
         self.stats = PeerStats()
         self.last_frame: tuple[float, str | None] | None = None  # when, and from which node
         self.outbox: OrderedDict[str, Any] = OrderedDict()  # id -> data, until acknowledged
@@ -487,6 +490,16 @@ class Peer:
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._ws.close(), 2)
+
+    def stall(self) -> None:
+        """Stop reading the socket (a stuck reader) until `resume`; the connection stays."""
+        if self._ws is not None:
+            self._ws.transport.pause_reading()
+
+    def resume(self) -> None:
+        """Read the socket again after `stall`."""
+        if self._ws is not None:
+            self._ws.transport.resume_reading()
 
     @property
     def connected(self) -> bool:
@@ -586,6 +599,8 @@ class Peer:
             self._on_joined(frame)
         elif kind == "error":
             self._on_error(frame)
+        elif kind == "lagging":  # the node closes (1013); the rejoin's `since` recovers
+            self.stats.lagging += 1
 
     def _on_message(self, frame: dict[str, Any]) -> None:
         room = frame["room"]
@@ -616,7 +631,7 @@ class Peer:
             epoch = frame.get("epoch")
             self.ledger.record(self.name, room, Window(epoch, frame["seq"]))
             self._after_window.add(room)
-        elif code in ("broker_unavailable", "rate_limited") and ident is not None:
+        elif code in ("broker_unavailable", "broker_busy", "rate_limited") and ident is not None:
             if ident in self.outbox:  # else: a re-send of one acknowledged meanwhile
                 self._refused.add(ident)
                 self._retry_soon()
@@ -634,7 +649,7 @@ class Peer:
         while self._publishing:
             count += 1
             ident = f"{self.name}-{count}"
-            self.outbox[ident] = {"n": count}
+            self.outbox[ident] = {"n": count, "pad": self.padding} if self.padding else {"n": count}
             self.stats.published += 1
             ws = self._ws
             if ws is not None:

@@ -73,8 +73,10 @@ def test_server_envelopes() -> None:
     assert msg["seq"] == 3 and msg["node"] == "n1"
     assert parse_server(encode("ack", id="x", seq=1))["id"] == "x"
     assert parse_server(encode("error", code="rate_limited", detail="slow down"))["code"]
+    lagging = parse_server(encode("lagging", room="r", epoch="e1", first=4, seq=9))
+    assert (lagging["first"], lagging["seq"]) == (4, 9)
     for bad in (encode("message", room="r"), encode("ack", id="x"), encode("error", detail="d"),
-                encode("hello")):
+                encode("lagging", room="r", seq=9), encode("hello")):
         with pytest.raises(EnvelopeError):
             parse_server(bad)
 

@@ -11,7 +11,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from tests.support import until
 from wsconsole.core.frames import parse_frame
-from wsconsole.harness.fanout import Fanout, payload_size, text_frame
+from wsconsole.harness.fanout import Fanout, Mark, payload_size, text_frame
 
 
 class Member:
@@ -67,35 +67,43 @@ async def test_frames_of_one_turn_keep_their_order_and_a_reply_comes_after_them(
     counters = Counters()
     slow: list[Member] = []
     fanout: Fanout[Member] = Fanout(
-        counters, compression=compression, max_buffered=None, on_slow=slow.append
-    )
-    fanout.queue(members, b'"one"')
-    fanout.queue(members[:1], b'"two"')
+        counters, compression=compression, max_buffered=None,
+        on_slow=lambda member, missed: slow.append(member),
+    )  # fmt: skip
+    fanout.queue(members, b'"one"', Mark("r", "e", 1))
+    fanout.queue(members[:1], b'"two"', Mark("r", "e", 2))
     fanout.send(members[0], '"reply"')
-    fanout.queue(members, b'"three"')
+    fanout.queue(members, b'"three"', Mark("r", "e", 3))
     assert [await first.recv() for _ in range(4)] == ['"one"', '"two"', '"reply"', '"three"']
     assert [await second.recv() for _ in range(2)] == ['"one"', '"three"']
     assert (counters.msgs_out, counters.bytes_out) == (6, 5 * 2 + 5 + 7 + 7 * 2)
     assert not slow
 
 
-async def test_a_client_that_does_not_read_is_refused_as_slow(
+async def test_a_client_that_does_not_read_is_refused_with_what_it_missed(
     pair: tuple[list[Member], list[ClientConnection]],
 ) -> None:
+    """Nothing is written beyond the limit; on_slow names the messages not written."""
     members, (first, second) = pair
-    slow: list[Member] = []
+    slow: list[tuple[Member, list[Mark]]] = []
+    limit = 1 << 20
     fanout: Fanout[Member] = Fanout(
-        Counters(), compression=False, max_buffered=1 << 20, on_slow=slow.append
-    )
+        Counters(), compression=False, max_buffered=limit,
+        on_slow=lambda member, missed: slow.append((member, missed)),
+    )  # fmt: skip
     first.transport.pause_reading()
     chunk = b'"' + b"x" * (64 << 10) + b'"'
-    for _ in range(400):  # 26 MB: more than the kernel's socket buffers hold
-        fanout.queue(members[:1], chunk)
+    for seq in range(1, 401):  # 26 MB: more than the kernel's socket buffers hold
+        fanout.queue(members[:1], chunk, Mark("r", "e", seq))
         await asyncio.sleep(0)
         if slow:
             break
-    assert slow and slow[0] is members[0]
-    fanout.queue(members, b'"after"')
+    member, missed = slow[0]
+    assert member is members[0] and missed == [Mark("r", "e", seq)]
+    assert members[0].ws.transport.get_write_buffer_size() <= limit
+    assert 0 < fanout.peak_buffered <= limit
+    fanout.queue(members, chunk, Mark("r", "e", seq + 1))
     await until(lambda: len(slow) > 1, "the slow client refused again")
-    assert await second.recv() == '"after"', "the other client is not held back"
+    assert slow[1][1] == [Mark("r", "e", seq + 1)]
+    assert await second.recv() == chunk.decode(), "the other client is not held back"
     first.transport.abort()  # (it would take close_timeout to say goodbye through 26 MB)

@@ -323,7 +323,8 @@ class ReconnectingClient(ConnectionDriver):
             self._emit(ErrorEvent(self.name, "protocol", f"bad envelope from server: {exc}"))
             return
         handler = {"message": self._on_message, "joined": self._on_joined, "ack": self._on_ack,
-                   "result": self._on_result, "error": self._on_error}.get(env["type"])
+                   "result": self._on_result, "error": self._on_error,
+                   "lagging": self._on_lagging}.get(env["type"])  # fmt: skip
         if handler is not None:
             handler(env)
 
@@ -356,6 +357,15 @@ class ReconnectingClient(ConnectionDriver):
             self.stats.queued = len(self.outbox)
         self._emit(DeliveryEvent(self.name, "ack", seq=env["seq"], id=env["id"],
                                  epoch=env.get("epoch")))
+
+    def _on_lagging(self, env: dict[str, Any]) -> None:
+        """The node's send buffer for us overflowed: messages first..seq (and later ones)
+        will not come on this connection, which it closes (1013); the rejoin after the
+        reconnect asks for them from history (`since`), so this is a notice, not a loss."""
+        self._emit(DeliveryEvent(self.name, "lagging", room=env["room"], seq=env["seq"],
+                                 detail=f"messages from {env['first']} not sent: reading too "
+                                        "slowly; recovered from history on the rejoin",
+                                 epoch=env.get("epoch")))  # fmt: skip
 
     def _on_result(self, env: dict[str, Any]) -> None:
         future = self._rpc.pop(str(env.get("id")), None)

@@ -17,7 +17,7 @@ from wsconsole.errors import WsconsoleError
 MAX_NAME = 128  # room names, message ids, rpc methods: longer is refused as oversized
 
 CLIENT_TYPES = frozenset({"auth", "join", "leave", "publish", "rpc"})
-SERVER_TYPES = frozenset({"joined", "left", "message", "ack", "result", "error"})
+SERVER_TYPES = frozenset({"joined", "left", "message", "ack", "result", "error", "lagging"})
 
 
 class EnvelopeError(WsconsoleError, ValueError):
@@ -133,13 +133,15 @@ def check_server(decoded: Any) -> dict[str, Any]:
     kind = value["type"]
     if kind not in SERVER_TYPES:
         raise EnvelopeError("unknown_type", f"unknown type {kind[:MAX_NAME]!r}")
-    if kind in ("message", "joined"):
+    if kind in ("message", "joined", "lagging"):
         _name(value, "room")
         _seq(value, "seq", required=True)
+    if kind == "lagging":
+        _seq(value, "first", required=True)
     if kind == "ack":
         _name(value, "id")
         _seq(value, "seq", required=True)
-    if kind in ("message", "joined", "ack"):
+    if kind in ("message", "joined", "ack", "lagging"):
         _epoch(value)
     if kind == "error" and not isinstance(value.get("code"), str):
         raise EnvelopeError("bad_envelope", 'error needs a string "code"')

@@ -123,8 +123,9 @@ class ErrorEvent:
 @dataclass(frozen=True, slots=True)
 class DeliveryEvent:
     """Delivery bookkeeping: kind is "ack", "gap", "duplicate", "out_of_order", "recovered",
-    "replayed", "recovery_window_exceeded", "reset" (a room's sequence space restarted) or
-    "stale" (a message from an epoch left behind); room/seq/id/epoch where they apply."""
+    "replayed", "recovery_window_exceeded", "reset" (a room's sequence space restarted),
+    "stale" (a message from an epoch left behind) or "lagging" (the node stopped sending:
+    we read too slowly; recovered on the rejoin); room/seq/id/epoch where they apply."""
 
     conn: str
     kind: str

@@ -44,7 +44,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
 from wsconsole.errors import WsconsoleError
-from wsconsole.harness.brokerlink import UP, BrokerLink, BrokerUnavailable
+from wsconsole.harness.brokerlink import UP, BrokerBusy, BrokerLink, BrokerUnavailable
 from wsconsole.harness.presence import Presence
 from wsconsole.harness.streams import CATCH_UP, DELIVER, RoomStreams
 
@@ -175,7 +175,7 @@ class AdapterConfig:
     check_interval: float = 0.5  # broker ping / reconnect attempt period
     socket_timeout: float = 2.0  # a broker that answers nothing this long is down
     batch: int = 256  # publishes per pipeline
-    max_backlog: int = 50_000  # queued publishes beyond this are refused
+    max_backlog: int = 2_048  # queued publishes beyond this get broker_busy (~0.1-0.2 s)
     pool_size: int = 64  # broker connections per node (plus the pub/sub one)
     pool_wait: float = 30.0  # seconds a call may wait for a free broker connection
     prefix: str = "ws"
@@ -511,7 +511,7 @@ class RedisAdapter(BrokerLink):
             future.set_exception(BrokerUnavailable("broker unavailable"))
             return future
         if len(self._queue) >= self.config.max_backlog:
-            future.set_exception(BrokerUnavailable("broker backlog full"))
+            future.set_exception(BrokerBusy(f"over {self.config.max_backlog} publishes queued"))
             return future
         seq_key, hist_key, epoch_key = self._keys(room)
         id_key = f"{self.config.prefix}:{{{room}}}:id:{pub_id}"

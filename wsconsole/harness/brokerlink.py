@@ -37,6 +37,11 @@ class BrokerUnavailable(WsconsoleError, RuntimeError):
     """The broker cannot take the request now (down, or the publish backlog is full)."""
 
 
+class BrokerBusy(BrokerUnavailable):
+    """The broker is up but the node's publish backlog to it is full: refused at once, so
+    a publisher learns of the overload before waiting in a queue that only grows."""
+
+
 class BrokerLink:
     """A blocking connection pool to the broker with an up/down state and named scripts."""
 

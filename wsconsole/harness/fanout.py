@@ -9,16 +9,20 @@ one client (`send`) flush the queued fan-out first, so order on the wire is kept
 With permessage-deflate every connection compresses its own frames, so fan-out goes
 through `websockets.broadcast` at once instead.
 
-A client that does not read (more than `max_buffered` bytes waiting in its transport) is
-a slow consumer: it gets no more frames and `on_slow` closes it.
+Backpressure: a connection's send buffer (its transport's) holds at most `max_buffered`
+bytes of fan-out. A client that does not read fast enough to stay under it is a slow
+consumer: the frames that do not fit are not written, and `on_slow` gets the client with
+the `Mark` (room, epoch, seq) of each frame it missed, so the node can tell it what to
+recover from history (the `lagging` notice) and close it (1013). Nothing queues beyond the
+limit: a stuck reader costs at most `max_buffered` bytes (plus the notice and the close).
+`peak_buffered` is the largest send buffer a fan-out write left behind, for /metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from itertools import repeat
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.protocol import State
@@ -43,6 +47,14 @@ def payload_size(payload: str | bytes) -> int:
     return len(payload)
 
 
+class Mark(NamedTuple):
+    """Which message a fan-out frame is: its room, epoch and sequence number."""
+
+    room: str
+    epoch: str
+    seq: int
+
+
 class Client(Protocol):
     """What the writer needs of a connection record: its `websockets` connection."""
 
@@ -50,6 +62,9 @@ class Client(Protocol):
 
 
 C = TypeVar("C", bound=Client)
+
+
+Entry = tuple[list[C], bytes, Mark]  # a queued fan-out frame: its targets, wire bytes, mark
 
 
 class Counters(Protocol):
@@ -68,63 +83,77 @@ class Fanout(Generic[C]):
         *,
         compression: bool,
         max_buffered: int | None,
-        on_slow: Callable[[C], None],
+        on_slow: Callable[[C, list[Mark]], None],
     ) -> None:
         self.counters = counters
         self.direct = not compression
         self.max_buffered = max_buffered
         self.on_slow = on_slow
-        self._outbox: list[tuple[list[C], bytes]] = []
+        self.peak_buffered = 0
+        self._outbox: list[Entry[C]] = []
 
-    def _fits(self, client: C) -> bool:
-        """Whether a client may get more frames (else it is a slow consumer, closed)."""
+    def _fits(self, client: C, mark: Mark) -> bool:
+        """Whether a client may get one more frame (else it is a slow consumer)."""
         limit = self.max_buffered
         if limit is not None and client.ws.transport.get_write_buffer_size() > limit:
-            self.on_slow(client)
+            self.on_slow(client, [mark])
             return False
         return True
 
-    def queue(self, targets: list[C], frame: bytes) -> None:
-        """Send one text frame to every client in `targets` (written at the loop's turn)."""
+    def queue(self, targets: list[C], frame: bytes, mark: Mark) -> None:
+        """Send the text frame of message `mark` to every client in `targets` (written at
+        the loop's turn)."""
         counters = self.counters
         counters.msgs_out += len(targets)
         counters.bytes_out += len(frame) * len(targets)
         if self.direct:
             if not self._outbox:
                 asyncio.get_running_loop().call_soon(self.flush)
-            self._outbox.append((targets, text_frame(frame)))
+            self._outbox.append((targets, text_frame(frame), mark))
         else:
-            broadcast([client.ws for client in targets if self._fits(client)], frame, text=True)
+            broadcast([client.ws for client in targets if self._fits(client, mark)], frame,
+                      text=True)  # fmt: skip
 
     def flush(self) -> None:
         """Write the fan-out queued in this loop iteration: one write per connection."""
         batch, self._outbox = self._outbox, []
         if len(batch) == 1:
-            targets, wire = batch[0]
-            self._write(zip(targets, repeat(wire)))
+            targets, wire, _ = batch[0]
+            self._write((client, wire, batch) for client in targets)
             return
-        per: dict[C, list[bytes]] = {}
-        for targets, wire in batch:
-            for client in targets:
+        per: dict[C, list[Entry[C]]] = {}
+        for entry in batch:
+            for client in entry[0]:
                 queued = per.get(client)
                 if queued is None:
-                    per[client] = [wire]
+                    per[client] = [entry]
                 else:
-                    queued.append(wire)
-        self._write((client, b"".join(wires)) for client, wires in per.items())
+                    queued.append(entry)
+        self._write((client, b"".join([e[1] for e in entries]), entries)
+                    for client, entries in per.items())  # fmt: skip
 
-    def _write(self, writes: Iterable[tuple[C, bytes]]) -> None:
-        """Write each (client, bytes); the checks of `websockets.broadcast` (open, not
-        mid-fragment), then the slow-consumer limit."""
+    def _write(self, writes: Iterable[tuple[C, bytes, list[Entry[C]]]]) -> None:
+        """Write each (client, bytes, the queued entries they are): the checks of
+        `websockets.broadcast` (open, not mid-fragment), then the send buffer limit: bytes
+        that would take a client's buffer over it are not written (unless it is empty: one
+        burst always goes), and the client is a slow consumer."""
         limit = self.max_buffered
-        for client, data in writes:
+        peak = self.peak_buffered
+        for client, data, entries in writes:
             ws = client.ws
             if ws.protocol.state is WS_OPEN and ws.send_in_progress is None:
                 transport = ws.transport
-                if limit is not None and transport.get_write_buffer_size() > limit:
-                    self.on_slow(client)
-                else:
+                if limit is None:
                     transport.write(data)
+                    continue
+                buffered = transport.get_write_buffer_size()
+                if buffered and buffered + len(data) > limit:
+                    self.on_slow(client, [entry[2] for entry in entries])
+                    continue
+                transport.write(data)
+                if buffered + len(data) > peak:
+                    peak = transport.get_write_buffer_size()
+        self.peak_buffered = peak
 
     def send(self, client: C, frame: str | bytes) -> None:
         """Send one text frame to one client now (after the fan-out queued before it)."""

@@ -31,7 +31,11 @@ Security checklist, all on by default, each configurable:
   down the check is local only (availability first).
 - node soft limit: connections beyond it close with 1013.
 - heartbeat: ping every `ping_interval`, close when no pong within `ping_timeout`.
-- a client that does not read (over `max_buffered` bytes queued) closes with 1008.
+- backpressure: a connection's send buffer holds at most `max_buffered` bytes of fan-out;
+  a client that does not read fast enough is told which messages it missed (`lagging`,
+  per room: epoch, first and last seq) and closed with 1013, so it rejoins with `since`
+  and gets them from history; publishes beyond the broker backlog (`max_backlog`) get
+  `error broker_busy` at once instead of waiting in an ever longer queue.
 
 HTTP on the WebSocket port: `GET /metrics` (Prometheus text), `GET /healthz`: 200 "ok"
 while accepting clients, 503 "draining" while draining, so a balancer stops routing new
@@ -93,7 +97,7 @@ from wsconsole.harness.adapter import (
 )
 from wsconsole.harness.admission import Admission, Refusal
 from wsconsole.harness.brokerlink import UP
-from wsconsole.harness.fanout import Fanout
+from wsconsole.harness.fanout import WS_OPEN, Fanout, Mark
 from wsconsole.harness.limits import MessageRate
 from wsconsole.harness.nodeconfig import NodeConfig, UsageError, add_arguments, config_from_args
 from wsconsole.harness.nodeinject import inject
@@ -345,6 +349,8 @@ class Node(Supervised):
         gauges = [
             ("wsconsole_rooms", "Rooms with a local member", len(self.rooms)),
             ("wsconsole_broker_up", "1 if the broker is reachable", self.adapter.state == UP),
+            ("wsconsole_send_buffer_peak_bytes", "Largest send buffer after a fan-out write",
+             self.fanout.peak_buffered),
         ]
         counters = [
             ("wsconsole_bytes_in", "Bytes received from clients", s.bytes_in),
@@ -434,12 +440,29 @@ class Node(Supervised):
         frame += self.tail
         targets = self.rooms.deliver(room, epoch, seq, frame)
         if targets:
-            self.fanout.queue(targets, frame)
+            self.fanout.queue(targets, frame, Mark(room, epoch, seq))
 
-    def _slow(self, conn: Session) -> None:
-        if conn.ws.state.name == "OPEN":
-            self.stats.errors["slow_consumer"] += 1
-            self._spawn(conn.ws.close(1008, "slow consumer"), f"close-slow-{conn.id}")
+    def _slow(self, conn: Session, missed: list[Mark]) -> None:
+        """A slow consumer (its send buffer is full): a `lagging` notice per room with the
+        messages it will not get on this connection, then close 1013 at once, so nothing
+        more is queued for it; it recovers them from history when it rejoins."""
+        ws = conn.ws
+        if ws.protocol.state is not WS_OPEN:
+            return  # already told
+        self.stats.errors["lagging"] += 1
+        ranges: dict[str, list[Any]] = {}
+        for mark in missed:
+            span = ranges.get(mark.room)
+            if span is None:
+                ranges[mark.room] = [mark.epoch, mark.seq, mark.seq]
+            elif span[0] == mark.epoch:
+                span[1], span[2] = min(span[1], mark.seq), max(span[2], mark.seq)
+        for room, (epoch, first, last) in ranges.items():
+            conn.send(encode("lagging", room=room, epoch=epoch, first=first, seq=last))
+        reason = f"lagging: over {self.config.max_buffered} bytes queued"
+        ws.protocol.send_close(1013, reason)  # now, not at the task's turn: CLOSING from here
+        ws.send_data()
+        self._spawn(ws.close(), f"close-slow-{conn.id}")  # waits close_timeout, then aborts
 
     def _on_broker_state(self, state: str) -> None:
         self._event("broker_up" if state == UP else "broker_down")

@@ -48,7 +48,7 @@ class NodeConfig:
     abuse: int | None = None  # default: the burst (= rate)
     per_user: int | None = 5
     soft_limit: int | None = 10_000
-    max_buffered: int | None = 16 << 20
+    max_buffered: int | None = 1 << 20  # send buffer per connection (then lagging, 1013)
     history: int = 10_000
     drain_deadline: float = 10.0
     compression: bool = False
@@ -81,6 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--rate", type=float, default=d.rate, help="messages/s per connection, 0 = no limit")
     add("--per-user", type=int, default=d.per_user, help="connections per user, 0 = no limit")
     add("--soft-limit", type=int, default=d.soft_limit, help="connections per node (then 1013)")
+    add("--max-buffered", type=int, default=d.max_buffered,
+        help="bytes queued per connection before it is lagging (1013), 0 = no limit")  # fmt: skip
     add("--history", type=int, default=d.history, help="messages kept per room for recovery")
     add("--auth-timeout", type=float, default=d.auth_timeout, help="seconds for a first auth msg")
     add("--drain-deadline", type=float, default=d.drain_deadline, help="seconds a drain may take")
@@ -114,7 +116,7 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
         raise UsageError(f"--redis {args.redis!r}: {exc}") from None
     numeric = (
         "ping_interval", "ping_timeout", "max_size", "rate", "per_user", "soft_limit",
-        "history", "auth_timeout", "drain_deadline", "presence_ttl", "broker_check",
+        "max_buffered", "history", "auth_timeout", "drain_deadline", "presence_ttl", "broker_check",
     )  # fmt: skip
     for name in numeric:
         if getattr(args, name) < 0:
@@ -156,6 +158,7 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
         rate=args.rate or None,
         per_user=args.per_user or None,
         soft_limit=args.soft_limit or None,
+        max_buffered=args.max_buffered or None,
         history=args.history,
         drain_deadline=args.drain_deadline,
         compression=args.compression,

@@ -25,7 +25,7 @@ from websockets.asyncio.server import ServerConnection
 from wsconsole.core.envelope import EnvelopeError, encode, parse_client
 from wsconsole.harness.adapter import PublishResult, RecoveryWindowExceeded
 from wsconsole.harness.auth import AuthError, Claims, room_allowed
-from wsconsole.harness.brokerlink import BrokerUnavailable
+from wsconsole.harness.brokerlink import BrokerBusy, BrokerUnavailable
 from wsconsole.harness.fanout import payload_size
 from wsconsole.harness.limits import MessageRate, Verdict
 
@@ -214,8 +214,8 @@ class Session:
             return
         exc = future.exception()
         if exc is not None:
-            detail = f"{exc}; not acknowledged: re-send with the same id"
-            self.error("broker_unavailable", detail, ident)
+            code = "broker_busy" if isinstance(exc, BrokerBusy) else "broker_unavailable"
+            self.error(code, f"{exc}; not acknowledged: re-send with the same id", ident)
             return
         result = future.result()
         self.send(encode("ack", id=ident, seq=result.seq, epoch=result.epoch))

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 Stats = dict[str, Any]
 
 # Error replies to a publish after which the same id is sent again (idempotent on the node).
-RETRY_CODES = frozenset({"broker_unavailable", "rate_limited"})
+RETRY_CODES = frozenset({"broker_unavailable", "broker_busy", "rate_limited"})
 RETRY_DELAY = 0.5
 RETRY_CAP = 2.0
 
