@@ -262,6 +262,9 @@ async def test_an_http_server_refusing_the_upgrade_is_a_plain_finding(
     (["diagnose", "ws://127.0.0.1:1/", "--out", "x.txt"], "--out must name a .zip"),
     (["diagnose", "ws://127.0.0.1:1/", "-H", "no colon"], "header"),
     (["diagnose", "ws://127.0.0.1:1/", "--pings", "0"], "between 1 and 1000"),
+    (["diagnose", "ws://127.0.0.1:1/", "--token-command", "exit 3"], "token"),
+    (["diagnose", "ws://127.0.0.1:1/", "--token", "t", "--token-url", "http://127.0.0.1:1/"],
+     "cannot be combined"),
 ])
 def test_bad_usage_exits_2_with_one_line(args: list[str], words: str, tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "wsconsole", *args], capture_output=True,
@@ -327,3 +330,15 @@ async def test_a_certificate_about_to_expire_is_a_warning(tls_echo: Any) -> None
     assert tls is not None and tls.verdict is Verdict.WARN
     assert "renew it soon" in tls.summary
     assert diagnosis.step("handshake").verdict is Verdict.OK  # type: ignore[union-attr]
+
+
+def test_the_token_of_a_command_is_asked_once_and_sent_as_a_given_one() -> None:
+    from wsconsole.cli import build_parser
+    from wsconsole.commands.diagnose import build_options
+
+    parser, _ = build_parser()
+    args = parser.parse_args(["diagnose", "ws://127.0.0.1:1/", "--token-command",
+                              "echo from-the-vault", "--token-mode", "header"])
+    wanted = build_options(args)
+    assert wanted.token == "from-the-vault"
+    assert ("Authorization", "Bearer from-the-vault") in wanted.handshake_url_and_headers()[1]

@@ -4,6 +4,7 @@ its --json lines, its JUnit XML, and exit codes 0 / 1 / 2 with one-line messages
 from __future__ import annotations
 
 import asyncio
+import http
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from websockets.asyncio.server import serve
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request, Response
 
 from tests.probe_support import echo, rfc_strict
 from wsconsole.faults.catalogue import CATALOGUE, Group, select
@@ -171,6 +173,27 @@ async def test_targets_that_cannot_be_probed_exit_2() -> None:
                           "error": "no handshake response within 0.5 s"}]
         code, _, err = await probe(f"ws://127.0.0.1:{gone_port}/")
         assert code == 2 and "connection refused" in err
+
+
+async def test_the_token_from_a_command_is_asked_once_before_the_cases() -> None:
+    """A server refusing the handshake without its token: --token-command runs once and
+    every case connects with what it printed; a command that fails is bad input (exit 2)."""
+
+    def needs_token(connection: ServerConnection, request: Request) -> Response | None:
+        if "token=s3cret" not in request.path:
+            return connection.respond(http.HTTPStatus.UNAUTHORIZED, "token needed\n")
+        return None
+
+    async with serve(echo, "127.0.0.1", 0, process_request=needs_token) as server:
+        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        code, _, err = await probe(url, "--case", "ping-125", "--case", "close-code-1005")
+        assert code == 2 and "HTTP 401" in err  # without the token nothing can be probed
+        code, lines, err = await probe(url, "--case", "ping-125", "--case", "close-code-1005",
+                                       "--token-command", "echo s3cret", "--json")
+        assert code == 0, err
+        assert [line["verdict"] for line in lines if line["event"] == "case"] == ["pass"] * 2
+        code, lines, err = await probe(url, "--token-command", "exit 3")
+        assert code == 2 and lines == [] and "token" in err and "Traceback" not in err
 
 
 async def test_list() -> None:

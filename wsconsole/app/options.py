@@ -567,7 +567,8 @@ def _declared() -> dict[str, Option]:
 OPTIONS: dict[str, Option] = _declared()
 
 # Option sets of the commands (the URL is each command's positional argument).
-CREDENTIALS = ("headers", "subprotocols", "token", "token_mode", "origin", "ca_file", "insecure")
+CREDENTIALS = ("headers", "subprotocols", "token", "token_command", "token_url", "token_mode",
+               "origin", "ca_file", "insecure")
 CONNECT = tuple(name for name in OPTIONS if name != "url")
 
 

@@ -141,13 +141,15 @@ def probe_target(options: ConnectionOptions, token: str | None) -> Target:
                   origin=options.origin, ca_file=options.ca_file, insecure=options.insecure)
 
 
-def diagnose_options(options: ConnectionOptions, **run: Any) -> DiagnoseOptions:
-    """What `diagnose` checks: the connection's URL and credentials, with `run` settings
-    (timeout, pings, reconnect, audit); DiagnoseError when those cannot work."""
+def diagnose_options(options: ConnectionOptions, token: str | None,
+                     **run: Any) -> DiagnoseOptions:
+    """What `diagnose` checks: the connection's URL and credentials, `token` the one its
+    provider gave (`current_token`), with `run` settings (timeout, pings, reconnect,
+    audit); DiagnoseError when those cannot work."""
     from wsconsole.diagnostics.model import DiagnoseOptions
 
     diagnose = DiagnoseOptions(
-        url=options.url, token=options.token, token_mode=options.token_mode,
+        url=options.url, token=token, token_mode=options.token_mode,
         headers=list(options.headers), subprotocols=list(options.subprotocols),
         origin=options.origin, ca_file=options.ca_file, insecure=options.insecure, **run)
     diagnose.validate()

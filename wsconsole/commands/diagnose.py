@@ -16,9 +16,10 @@ from pathlib import Path
 
 from wsconsole.app import options
 from wsconsole.app.options import OptionsError
-from wsconsole.app.targets import diagnose_options
+from wsconsole.app.targets import current_token, diagnose_options
 from wsconsole.commands.argtypes import int_between, one_line_errors, positive
 from wsconsole.commands.output import Output, fail_usage
+from wsconsole.core.errors import TokenError
 from wsconsole.diagnostics.bundle import BundleInputs, write_bundle
 from wsconsole.diagnostics.checks import diagnose
 from wsconsole.diagnostics.model import DiagnoseError, DiagnoseOptions, StepResult, Verdict
@@ -39,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("url", help="ws:// or wss:// URL of the endpoint")
     options.add_arguments(parser, options.CREDENTIALS, help={
         "token": "auth token (redacted in every output)",
+        "token_command": "run CMD once for the token (redacted in every output)",
+        "token_url": "GET URL once for the token (redacted in every output)",
         "insecure": "continue past certificate errors (they are still reported)"})
     parser.add_argument("--timeout", type=positive, default=5.0, metavar="SECONDS",
                         help="limit for each network wait (default 5)")
@@ -52,9 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_options(args: argparse.Namespace) -> DiagnoseOptions:
-    """DiagnoseOptions from the command line; OptionsError / DiagnoseError for bad input."""
+    """DiagnoseOptions from the command line, the token asked of --token-command or
+    --token-url once; OptionsError / DiagnoseError / TokenError for bad input."""
     conn = options.from_args(args, options.CREDENTIALS, url=args.url)
-    return diagnose_options(conn, timeout=args.timeout, pings=args.pings,
+    token = asyncio.run(current_token(conn))
+    return diagnose_options(conn, token, timeout=args.timeout, pings=args.pings,
                             reconnect=not args.no_reconnect, audit=not args.no_audit)
 
 
@@ -70,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         wanted = build_options(args)
     except OptionsError as exc:
         return fail_usage(exc.cli_line())
-    except DiagnoseError as exc:
+    except (DiagnoseError, TokenError) as exc:
         return fail_usage(str(exc))
     if args.out and not args.out.lower().endswith(".zip"):
         return fail_usage(f"--out must name a .zip file, not {args.out!r}")

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from wsconsole.app import options
 from wsconsole.app.options import OptionsError
-from wsconsole.app.targets import probe_target
+from wsconsole.app.targets import current_token, probe_target
 from wsconsole.commands.argtypes import int_between, one_line_errors, positive
 from wsconsole.commands.output import Output, fail_usage
+from wsconsole.core.errors import TokenError
 from wsconsole.faults.audit import AuditConfig, Finding, Status, run_audit
 from wsconsole.faults.catalogue import CATALOGUE, Case, Direction, Group, UnknownCase, select
 from wsconsole.faults.junit import write_junit
@@ -68,7 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="audit: plain ws:// is a finding even on loopback")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--junit", metavar="FILE", help="write JUnit XML to FILE")
-    options.add_arguments(parser, options.CREDENTIALS, help={"token": "auth token"})
+    options.add_arguments(parser, options.CREDENTIALS, help={
+        "token": "auth token",
+        "token_command": "run CMD once, before the first case; the line it prints is the token",
+        "token_url": "GET URL once, before the first case; the token is the JSON body's token "
+                     "(or access_token), else the text"})
     parser.add_argument("--timeout", type=positive, default=5.0, metavar="S",
                         help="bound on connecting, the handshake and each wait (default 5)")
     parser.add_argument("--silence", type=positive, default=1.0, metavar="S",
@@ -126,10 +131,10 @@ def run(args: argparse.Namespace) -> int:
         return fail_usage("probe needs a URL (or --list)")
     try:
         conn = options.from_args(args, options.CREDENTIALS, url=args.url)
-        target = probe_target(conn, conn.token)
+        target = probe_target(conn, asyncio.run(current_token(conn)))
     except OptionsError as exc:
         return fail_usage(exc.cli_line())
-    except TargetError as exc:
+    except (TargetError, TokenError) as exc:
         return fail_usage(str(exc))
     if args.junit and not Path(args.junit).resolve().parent.is_dir():
         return fail_usage(f"--junit {args.junit}: directory does not exist")

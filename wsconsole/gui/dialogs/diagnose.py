@@ -135,7 +135,8 @@ class DiagnoseDialog(QDialog):
         conn = ConnectionOptions(url=self.url_edit.text(), token=self.token_edit.text(),
                                  token_mode=self.token_mode.currentText(),
                                  headers=self.headers_edit.toPlainText())
-        return diagnose_options(conn, timeout=self.timeout.value(), pings=self.pings.value(),
+        return diagnose_options(conn, conn.token, timeout=self.timeout.value(),
+                                pings=self.pings.value(),
                                 reconnect=self.reconnect_box.isChecked(),
                                 audit=self.audit_box.isChecked())
 
