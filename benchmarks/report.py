@@ -153,6 +153,15 @@ def _window(win: dict[str, Any]) -> list[str]:
             f"| {_n(r['lag_p50_ms'])} | {_n(r['lag_p99_ms'])} "
             f"| {_spread(r['lag_p99_ms_spread'])} | {'yes' if r['kept_up'] else 'no'} |"
         )
+    if win.get("most_frames_per_s") is not None:
+        lines += [
+            "",
+            f"The most it takes: {_n(win['most_frames_per_s'])} frames/s (lag p99 "
+            f"{_n(win['most_lag_p99_ms'])} ms) with {_n(win.get('most'))} frames sent as fast as "
+            f"it reads them; a plain asyncio `websockets` client reading and parsing the same "
+            f"frames from the same server, same run: {_n(win['plain_client_frames_per_s'])} "
+            f"frames/s ({_n(win['of_plain_client'], 2)}x).",
+        ]
     lines += [
         "",
         f"Memory: {_n(win['frames_held'])} frames held in the FrameStore and shown by the "
@@ -269,7 +278,10 @@ def verdicts(doc: dict[str, Any]) -> list[tuple[str, str]]:
     out.append((TARGETS[5], "not measured" if kib is None else
                 _verdict(kib <= 10, f"{kib:.2f} KiB")))  # fmt: skip
     win = doc.get("window", {})
-    out.append((TARGETS[6], "not measured"))
+    share = win.get("of_plain_client")
+    out.append((TARGETS[6], "not measured" if share is None else _verdict(
+        share >= 0.8, f"{_n(win['most_frames_per_s'])} vs {_n(win['plain_client_frames_per_s'])}"
+                      f" frames/s ({share:.2f}x)")))  # fmt: skip
     step = win.get("rates", {}).get("40000")
     if step:
         worst = step["lag_p99_ms_spread"]["max"]
@@ -281,7 +293,8 @@ def verdicts(doc: dict[str, Any]) -> list[tuple[str, str]]:
     rss = win.get("rss_mb")
     held_frames = win.get("frames_held")
     if rss is not None and held_frames and held_frames >= 1_000_000:
-        out.append((TARGETS[8], _verdict(rss < 250, f"{rss:.0f} MB RSS")))
+        out.append((TARGETS[8], _verdict(rss < 250, f"{rss:.0f} MB process RSS, of which "
+                                          f"{win['rss_delta_mb']:.0f} MB for the frames")))
     else:
         out.append((TARGETS[8], "not measured"))
     added = (doc.get("proxy", {}).get("added_p50_ms") or {}).get("median")

@@ -21,21 +21,26 @@ class WindowSize:
     rates: tuple[int, ...] = (5_000, 10_000, 20_000, 40_000)
     seconds: float = 6.0
     million: int = 1_000_000
+    most: int = 300_000  # frames sent as fast as read: the window and a plain client
 
     @classmethod
     def quick(cls) -> WindowSize:
         """Tiny: proves the machinery."""
-        return cls(rates=(2_000,), seconds=0.5, million=20_000)
+        return cls(rates=(2_000,), seconds=0.5, million=20_000, most=5_000)
 
 
 async def run(size: WindowSize, repeat: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """`repeat` child runs; per rate the median lag p99 and frames/s; the memory figure."""
+    """`repeat` child runs; per rate the median lag p99 and frames/s; the most frames/s
+    beside a plain asyncio websockets client's (as many runs); the memory figure."""
     arg = json.dumps({"rates": list(size.rates), "seconds": size.seconds,
-                      "million": size.million})  # fmt: skip
+                      "million": size.million, "most": size.most})  # fmt: skip
     runs, good = await repeated_children("benchmarks.window_child", arg, "window", repeat,
                                          log, timeout=600.0)
     if not good:
         return {"not_run": runs[0]["error"], "runs": runs}
+    _, plain = await repeated_children("benchmarks.plain_reader",
+                                       json.dumps({"frames": size.most}), "plain client",
+                                       repeat, log, timeout=300.0)  # fmt: skip
     by_rate = {}
     for i, rate in enumerate(size.rates):
         steps = [r["ingest"][i] for r in good]
@@ -50,9 +55,16 @@ async def run(size: WindowSize, repeat: int, log: Callable[[str], None]) -> dict
     responsive = [int(r) for r, v in by_rate.items()
                   if v["kept_up"] and (v["lag_p99_ms"] or 0) < 50]  # fmt: skip
     memory = [r["memory"] for r in good]
+    most = summarize([r["most"]["frames_per_s"] for r in good])["median"]
+    plain_most = summarize([p["frames_per_s"] for p in plain])["median"] if plain else None
     return {
         "rates": by_rate,
         "max_responsive_rate": max(responsive) if responsive else None,
+        "most": size.most,
+        "most_frames_per_s": most,
+        "most_lag_p99_ms": summarize([r["most"]["lag_p99_ms"] for r in good])["median"],
+        "plain_client_frames_per_s": plain_most,
+        "of_plain_client": round(most / plain_most, 2) if most and plain_most else None,
         "frames_held": size.million,
         "rss_mb": summarize([m["rss_mb"] for m in memory])["median"],
         "rss_delta_mb": summarize([m["rss_delta_mb"] for m in memory])["median"],

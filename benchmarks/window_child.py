@@ -2,7 +2,8 @@
 
 Runs the real console window (offscreen Qt, qasync) with one session per flood rate
 against `benchmarks.servers.flood_server`, probing event-loop lag with a 20 ms timer while
-frames arrive; then fills the console's FrameStore with `million` harness frames and lets
+frames arrive, then the most frames/s it takes (a flood as fast as it reads); then fills
+the console's FrameStore with `million` harness frames and lets
 the Frames view catch up, measuring the process RSS. Prints one JSON result line. A short
 unreported flood first warms the window up.
 """
@@ -35,12 +36,15 @@ async def _until(predicate: Any, timeout: float, interval: float = 0.05) -> bool
     return bool(predicate())
 
 
-async def _ingest(capp: Any, rate: int, seconds: float) -> dict[str, Any]:
+async def _ingest(capp: Any, rate: int, seconds: float, most: int | None = None
+                  ) -> dict[str, Any]:  # fmt: skip
+    """One session under a flood of `rate` frames/s for `seconds`, or (`most`) that many
+    frames as fast as the window reads them."""
     from wsconsole.app.profiles import Profile
     from wsconsole.core.lifecycle import State
 
-    server = Child([python(), "-m", "benchmarks.servers.flood_server", "--port", "0",
-                    "--rate", str(rate), "--seconds", str(seconds)])  # fmt: skip
+    pace = ["--frames", str(most)] if most else ["--rate", str(rate), "--seconds", str(seconds)]
+    server = Child([python(), "-m", "benchmarks.servers.flood_server", "--port", "0", *pace])
     port = await server.start()
     lags: list[float] = []
     stop = asyncio.Event()
@@ -51,7 +55,7 @@ async def _ingest(capp: Any, rate: int, seconds: float) -> dict[str, Any]:
             await asyncio.sleep(interval)
             lags.append((time.perf_counter() - began - interval) * 1000)
 
-    name = f"flood{rate}"
+    name = f"most{most}" if most else f"flood{rate}"
     console = capp.console
     window = capp.window
     try:
@@ -64,7 +68,7 @@ async def _ingest(capp: Any, rate: int, seconds: float) -> dict[str, Any]:
         await console.connect(name)
         session = console.sessions[name]
         await _until(lambda: session.state is State.OPEN, 20)
-        total = int(rate * seconds)
+        total = most or int(rate * seconds)
         done = await _until(lambda: session.frames_in >= total + 1, seconds * 10 + 30)
         elapsed = time.perf_counter() - began
         caught_up = await _until(
@@ -143,11 +147,12 @@ async def _main(size: dict[str, Any]) -> dict[str, Any]:
         # Frames table, lazy imports) that are not what a steady flood costs
         await _ingest(capp, 2000, 1.0)
         steps = [await _ingest(capp, int(rate), float(size["seconds"])) for rate in size["rates"]]
+        most = await _ingest(capp, 0, 0.0, most=int(size["most"]))
         million = await _million(capp, int(size["million"]))
     finally:
         capp.window.close()
         await capp.shutdown()
-    return {"ingest": steps, "memory": million}
+    return {"ingest": steps, "most": most, "memory": million}
 
 
 def main() -> int:

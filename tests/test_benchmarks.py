@@ -97,6 +97,7 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
     step = next(iter(win["rates"].values()))
     assert step["kept_up"] and step["lag_p99_ms"] is not None
     assert win["runs"][0]["memory"]["held"] == win["frames_held"]
+    assert win["most_frames_per_s"] > 0 and win["plain_client_frames_per_s"] > 0
     lanes = doc["timeline"]  # every lane painted at every scroll position, both windows
     assert "not_run" not in lanes, lanes
     assert lanes["runs"][0]["rows"] == lanes["lanes"] + 1  # the swarm's band and its lanes
