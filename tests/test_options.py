@@ -148,6 +148,20 @@ def test_a_command_declares_only_its_own_options() -> None:
     assert "--ping-interval" not in flags and "--socketio" not in flags
 
 
+def test_a_command_preset_is_a_default_shown_and_checked_like_a_given_value() -> None:
+    parser = argparse.ArgumentParser()
+    names = ("backoff_initial", "backoff_cap", "ping_interval")
+    options.add_arguments(parser, names, defaults={"backoff_cap": 5.0, "ping_interval": 0})
+    assert "(default 5)" in parser.format_help() and "(default 0)" in parser.format_help()
+    conn = options.from_args(parser.parse_args([]), names)
+    assert (conn.backoff_initial, conn.backoff_cap, conn.ping_interval) == (1.0, 5.0, None)
+    with pytest.raises(OptionsError, match="must not be below"):
+        options.from_args(parser.parse_args(["--backoff-initial", "9"]), names)
+    with pytest.raises(ValueError, match="no command default: insecure"):
+        options.add_arguments(argparse.ArgumentParser(), ("insecure",),
+                              defaults={"insecure": True})
+
+
 def test_infer_kind_from_the_url() -> None:
     assert options.infer_kind("wss://h/x") == "ws"
     assert options.infer_kind("https://h/socket.io/?EIO=4") == "socketio"

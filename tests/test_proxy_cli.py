@@ -123,3 +123,18 @@ async def test_a_listen_address_in_use_is_bad_input(upstream: str) -> None:
         _, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
     assert proc.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in err.decode()
+
+
+async def test_an_upstream_ca_file_is_checked_like_every_ca_file(tmp_path: Path) -> None:
+    """--ca-file is the connection option of app/options.py: a file without a certificate
+    is bad input, said at once, not at the first wss:// upstream."""
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wsconsole", "proxy", "--upstream", "wss://127.0.0.1:9/",
+        "--ca-file", str(not_pem), stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL)
+    _, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    assert proc.returncode == 2
+    assert err.decode().strip() == f"wsconsole: error: CA file {not_pem} holds no PEM " \
+        "certificate (-----BEGIN CERTIFICATE-----)"

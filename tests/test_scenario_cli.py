@@ -71,6 +71,8 @@ def test_check_and_list(tmp_path: Path) -> None:
     assert {"node-kill", "heartbeat-loss"} <= names
     assert _cli("run", str(tmp_path / "nope.toml")).returncode == 2
     assert _cli().returncode == 2
+    two_lines = _cli("run", str(good), "--token", "a\nb")  # checked as connect checks it
+    assert two_lines.returncode == 2 and "--token must be one line" in two_lines.stderr
 
 
 def test_impossible_assertion_exits_1_and_reports_are_written(tmp_path: Path) -> None:

@@ -124,7 +124,10 @@ def test_swarm_cli_fails_when_nothing_is_acknowledged(procs: ProcessRegistry) ->
         (["--clients", "2", "--rooms", "5"], "rooms must be between 1 and clients"),
         (["--rate", "-1"], "rate must be"),
         (["--secret-env", "WSCONSOLE_TEST_UNSET_VAR"], "is not set"),
-        (["--backoff-initial", "9", "--backoff-cap", "1"], "cap"),
+        (["--backoff-initial", "9", "--backoff-cap", "1"], "--backoff-cap must not be below"),
+        (["--ping-timeout", "0"], "--ping-timeout must be > 0"),
+        (["--backoff-jitter", "x"], "--backoff-jitter must be a number"),
+        (["--token", "t", "--secret-env", "HOME"], "not allowed with argument --token"),
     ],
 )
 def test_swarm_cli_bad_usage_exits_2(args: list[str], message: str) -> None:

@@ -229,8 +229,8 @@ class Pongs(Codec):
             raise Invalid(f"must be auto, off, delay:MS or wrong[:TEXT], got {raw!r}")
         try:
             return PongPolicy.parse(raw)
-        except ClientOptionsError as exc:
-            raise ValueError(str(exc)) from None
+        except ClientOptionsError as exc:  # a sentence of the core's: named by the option
+            raise ValueError(f"{{}}: {exc}") from None
 
     def text(self, value: Any) -> str:
         return PongPolicy().text() if value is None else value.text()
@@ -575,11 +575,19 @@ CONNECT = tuple(name for name in OPTIONS if name != "url")
 # ---------------------------------------------------------------- the command line
 
 
-def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str],
-                  help: Mapping[str, str] | None = None) -> None:
-    """Declare the flags of the options `names` on `parser` (values are checked later, by
-    `from_args`, so every problem is reported the same way); `help` overrides texts."""
+def add_arguments(parser: argparse._ActionsContainer, names: Iterable[str],
+                  help: Mapping[str, str] | None = None,
+                  defaults: Mapping[str, Any] | None = None) -> None:
+    """Declare the flags of the options `names` on `parser` (or an argument group of it;
+    values are checked later, by `from_args`, so every problem is reported the same way);
+    `help` overrides texts, `defaults` the defaults of a command with a preset of its own
+    (the swarm's demo timings), shown in --help and checked like a given value."""
     help = help or {}
+    defaults = defaults or {}
+    fixed = [n for n in defaults if OPTIONS[n].switches or isinstance(OPTIONS[n].codec,
+                                                                      Switch | Items)]
+    if fixed:
+        raise ValueError(f"a switch or a list has no command default: {', '.join(fixed)}")
     groups: dict[str, argparse._ArgumentGroup] = {}
     for name in names:
         option = OPTIONS[name]
@@ -605,11 +613,11 @@ def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str],
                                 metavar=option.metavar, help=text)
         else:
             choices = option.codec.choices if isinstance(option.codec, Choice) else None
-            default = option.default
-            shown = f" (default {OPTIONS[name].codec.text(default)})" if default not in (
+            default = defaults.get(name, option.default)
+            shown = f" (default {option.codec.text(default)})" if default not in (
                 None, "") and not choices else ""
-            target.add_argument(*flags, dest=name, default=None, choices=choices,
-                                metavar=option.metavar, help=text + shown)
+            target.add_argument(*flags, dest=name, default=defaults.get(name),
+                                choices=choices, metavar=option.metavar, help=text + shown)
 
 
 def from_args(args: argparse.Namespace, names: Sequence[str], **fixed: Any) -> ConnectionOptions:

@@ -31,6 +31,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from wsconsole.app import options
+from wsconsole.app.options import OptionsError
 from wsconsole.commands.argtypes import int_between, non_negative, one_line_errors, positive
 from wsconsole.commands.connect import Printer, clock, start_stdin_reader
 from wsconsole.commands.output import Output, fail_usage
@@ -43,6 +45,7 @@ from wsconsole.proxy.server import ProxyConfig, ProxyServer
 from wsconsole.proxy.shell import CommandError, Quit, execute
 
 HELP = "Intercepting proxy: watch, hold, edit and inject a real app's WebSocket traffic."
+UPSTREAM_TLS = ("ca_file", "insecure")  # declared with every connection option (app/options.py)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,9 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reverse mode: serve wss:// with a certificate from the local CA")
     parser.add_argument("--tls-host", action="append", default=[], metavar="NAME",
                         help="another name for the --tls certificate (repeatable)")
-    parser.add_argument("--ca-file", help="trust this CA bundle for wss:// upstreams")
-    parser.add_argument("--insecure", action="store_true",
-                        help="do not verify wss:// upstream certificates")
+    options.add_arguments(parser, UPSTREAM_TLS, help={
+        "ca_file": "trust this CA bundle (PEM) for wss:// upstreams",
+        "insecure": "do not verify wss:// upstream certificates"})
     parser.add_argument("--ca-dir", metavar="DIR",
                         help="where the local CA lives (default: the user data folder)")
     parser.add_argument("--print-ca", action="store_true",
@@ -101,9 +104,10 @@ def _config(args: argparse.Namespace) -> ProxyConfig:
     if args.listen is None:
         args.listen = "127.0.0.1:0" if args.replay else "127.0.0.1:8080"
     host, port = _listen(args.listen)
+    upstream = options.from_args(args, UPSTREAM_TLS)
     return ProxyConfig(host=host, port=port, upstream=args.upstream, forward=args.forward,
-                       tls=args.tls, tls_hosts=list(args.tls_host), ca_file=args.ca_file,
-                       insecure=args.insecure,
+                       tls=args.tls, tls_hosts=list(args.tls_host), ca_file=upstream.ca_file,
+                       insecure=upstream.insecure,
                        ca_dir=Path(args.ca_dir) if args.ca_dir else None)
 
 
@@ -254,6 +258,8 @@ def run(args: argparse.Namespace) -> int:
         config.check()
         rules = load_rules(args.rules) if args.rules else RulesFile()
         source = _replay_source(args)
+    except OptionsError as exc:
+        return fail_usage(exc.cli_line())
     except (ValueError, RulesFileError, HarError) as exc:
         return fail_usage(str(exc))
     try:

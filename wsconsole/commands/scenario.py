@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from wsconsole.app import options
+from wsconsole.app.options import OptionsError
 from wsconsole.commands.output import Output, fail_usage
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # end the run early; it is still judged
@@ -44,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     run_p.add_argument("--json", action="store_true", help="one JSON object per line")
     auth = run_p.add_mutually_exclusive_group()
-    auth.add_argument("--token", help="for a scenario with url =: one token for every client")
+    options.add_arguments(auth, ("token",), help={
+        "token": "for a scenario with url =: one token for every client"})
     auth.add_argument(
         "--secret-env",
         metavar="VAR",
@@ -214,7 +217,10 @@ def run(args: argparse.Namespace) -> int:
     for target in (args.junit, args.report):
         if target is not None and not Path(target).resolve().parent.is_dir():
             return fail_usage(f"cannot write {target}: its directory does not exist")
-    auth: dict[str, Any] = {"token": args.token}
+    try:
+        auth: dict[str, Any] = {"token": options.from_args(args, ("token",)).token}
+    except OptionsError as exc:
+        return fail_usage(exc.cli_line())
     if args.secret_env:
         secret = os.environ.get(args.secret_env)
         if not secret:

@@ -25,9 +25,28 @@ import os
 import signal
 from typing import Any
 
+from wsconsole.app import options
+from wsconsole.app.options import OptionsError
 from wsconsole.commands.output import Output, fail_usage
+from wsconsole.core.heartbeat import PongPolicy
+from wsconsole.harness.clusterconfig import (
+    DEMO_BACKOFF_CAP,
+    DEMO_BACKOFF_INITIAL,
+    DEMO_PING_INTERVAL,
+    DEMO_PING_TIMEOUT,
+)
 
 HELP = "Put many simulated clients on a server and account for every message."
+
+# The connection flags the swarm shares with `connect` (declared in app/options.py) and its
+# own defaults for them: the demo timings preset (DESIGN.md), so reconnects and heartbeats
+# show in seconds, and the --pongs-share clients playing dead unless told otherwise.
+CONNECTION = ("token", "backoff_initial", "backoff_factor", "backoff_cap", "backoff_jitter",
+              "ping_interval", "ping_timeout", "pongs")
+DEFAULTS: dict[str, Any] = {
+    "backoff_initial": DEMO_BACKOFF_INITIAL, "backoff_cap": DEMO_BACKOFF_CAP,
+    "backoff_jitter": 0.5, "ping_interval": DEMO_PING_INTERVAL,
+    "ping_timeout": DEMO_PING_TIMEOUT, "pongs": PongPolicy("off")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--token-user", default="swarm", metavar="PREFIX", help="users PREFIX-0001, ... (swarm)"
     )
     auth = parser.add_mutually_exclusive_group()
-    auth.add_argument("--token", help="one token for every client")
+    options.add_arguments(auth, ("token",), help={"token": "one token for every client"})
     auth.add_argument(
         "--secret-env",
         metavar="VAR",
@@ -63,15 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="connect every client from 127.0.0.1 (default: its own 127.x.y.z on Linux)",
     )
-    parser.add_argument("--backoff-initial", type=float, default=0.5)
-    parser.add_argument("--backoff-cap", type=float, default=5.0)
-    parser.add_argument("--backoff-jitter", type=float, default=0.5)
-    parser.add_argument("--ping-interval", type=float, default=2.0, help="0 disables pings")
-    parser.add_argument("--ping-timeout", type=float, default=1.0)
+    options.add_arguments(parser, CONNECTION[1:], defaults=DEFAULTS, help={
+        "pongs": "how the --pongs-share clients answer the server's pings: auto, off (play "
+                 "dead), delay:MS or wrong[:TEXT]"})
     parser.add_argument("--pongs-share", type=float, default=0.0, metavar="S",
                         help="this share (0..1) of the clients answers pings per --pongs")
-    parser.add_argument("--pongs", default="off", metavar="MODE",
-                        help="auto, off (default: play dead), delay:MS or wrong[:TEXT]")
     parser.add_argument("--fleet", action="store_true",
                         help="with --json: the clients' state changes, batched, for the window")
     parser.add_argument("--control", action="store_true",
@@ -80,9 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from wsconsole.core.backoff import BackoffError, BackoffPolicy
-    from wsconsole.core.errors import ClientOptionsError
-    from wsconsole.core.heartbeat import PongPolicy
+    """The SwarmConfig the command line asks for; SwarmConfigError or OptionsError."""
+    from wsconsole.app.targets import backoff_policy
     from wsconsole.swarm.swarm import SwarmConfig, SwarmConfigError
 
     secret = None
@@ -90,16 +104,7 @@ def _config(args: argparse.Namespace) -> Any:
         secret = os.environ.get(args.secret_env)
         if not secret:
             raise SwarmConfigError(f"environment variable {args.secret_env} is not set")
-    try:
-        backoff = BackoffPolicy(
-            initial=args.backoff_initial, cap=args.backoff_cap, jitter=args.backoff_jitter
-        )
-    except BackoffError as exc:
-        raise SwarmConfigError(str(exc)) from None
-    try:
-        pongs = PongPolicy.parse(args.pongs)
-    except ClientOptionsError as exc:
-        raise SwarmConfigError(f"--pongs: {exc}") from None
+    conn = options.from_args(args, CONNECTION, url=args.url)
     config = SwarmConfig(
         url=args.url,
         clients=args.clients,
@@ -109,16 +114,16 @@ def _config(args: argparse.Namespace) -> Any:
         ramp=args.ramp,
         settle=args.settle,
         token_user=args.token_user,
-        token=args.token,
+        token=conn.token,
         secret=secret,
         payload=args.payload,
         distinct_addresses=not args.same_address,
-        backoff=backoff,
-        ping_interval=args.ping_interval or None,
-        ping_timeout=args.ping_timeout,
+        backoff=backoff_policy(conn),
+        ping_interval=conn.ping_interval,
+        ping_timeout=conn.ping_timeout,
         wait_joined=args.wait_joined,
         pongs_share=args.pongs_share,
-        pongs=pongs,
+        pongs=conn.pongs,
     )
     config.validate()
     return config
@@ -246,6 +251,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = _config(args)
+    except OptionsError as exc:
+        return fail_usage(exc.cli_line())
     except SwarmConfigError as exc:
         return fail_usage(str(exc))
     out = Output(args.json)
