@@ -1,7 +1,8 @@
 """`python -m benchmarks` (`make bench`): run the benchmarks, write docs/benchmarks.{md,json}.
 
 Options: --quick (tiny sizes: proves the machinery, used by the test suite), --only NAME
-(fanout, capacity, storm, window, timeline, proxy, persistence, profiles; repeatable),
+(fanout, pressure, capacity, storm, window, timeline, proxy, persistence, profiles;
+repeatable),
 --repeat N (default 3), --out DIR (default docs/), --contender NAME (fan-out contenders to
 run; repeatable).
 """
@@ -20,6 +21,7 @@ from benchmarks import (
     capacity,
     fanout,
     persistence,
+    pressure,
     profiling,
     proxy,
     report,
@@ -29,8 +31,8 @@ from benchmarks import (
 )
 from benchmarks.common import ROOT, machine, raise_nofile
 
-NAMES = ("fanout", "capacity", "storm", "window", "timeline", "proxy", "persistence",
-         "profiles")
+NAMES = ("fanout", "pressure", "capacity", "storm", "window", "timeline", "proxy",
+         "persistence", "profiles")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -65,6 +67,9 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
         if args.contender:
             size.contenders = tuple(args.contender)
         results["fanout"] = await fanout.run(size, args.repeat, log)
+    if "pressure" in names:
+        size = fanout.FanoutSize.quick() if quick else fanout.FanoutSize()
+        results["pressure"] = await pressure.run(size, results.get("fanout"), log)
     if "capacity" in names:
         cap = capacity.CapacitySize.quick() if quick else capacity.CapacitySize()
         results["capacity"] = await capacity.run(cap, args.repeat, log)

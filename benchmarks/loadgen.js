@@ -18,8 +18,8 @@
 //   log buckets, so the percentiles are the product's own nearest-rank method) and per
 //   client how many arrived and their worst latency; `count` the total received; `slow`
 //   clients stop reading after joining (a deliberately slow subscriber).
-//   Harness `lagging` notices are counted and answered as docs/protocol.md says: join
-//   again with `since` (and `epoch`) the last seq received.
+//   Harness `lagging` notices are counted (the node closes such a client with 1013 next,
+//   docs/protocol.md "Backpressure"; the benchmark does not reconnect it).
 // - pub: `publish {rate, seconds, step}` paces publishes over the connections (1 ms
 //   ticks), returns sent, seconds, acks and refusals by error code (harness only).
 // - conn: connections only (handshake rate, idle memory); `count` says how many are open.
@@ -186,9 +186,6 @@ class Client {
       } else if (starts(data, LAGGING)) {
         this.lagging += 1;
         this.sink.lagging(this);
-        const env = JSON.parse(data);
-        if (env.epoch !== undefined) this.epoch = env.epoch;
-        this.join(this.seq);
       } else if (starts(data, ERROR)) {
         const env = JSON.parse(data);
         this.sink.refused(this, env.code);

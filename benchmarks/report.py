@@ -245,6 +245,61 @@ def _profiles(profiles: dict[str, Any], title: str) -> list[str]:
     return lines
 
 
+def _pressure_verdicts(pr: dict[str, Any]) -> list[tuple[str, str]]:
+    """TARGETS[2] (4x the bounded rate) and [3] (a slow subscriber) from `pressure`."""
+    over, slow, base = pr.get("overload_step"), pr.get("slow_step"), pr.get("baseline_step")
+    out = []
+    if over:
+        rss, p99 = over["node_rss_peak_mb"], over["p99_ms"]
+        ok = rss < 150 and p99 is not None and p99 < 100
+        out.append((TARGETS[2], _verdict(ok, f"node RSS peak {rss:.0f} MB, p99 {_n(p99)} ms "
+                                             f"at {_n(over['offered_per_s'])} deliveries/s "
+                                             f"offered ({_n(over['delivered_ratio'], 3)} "
+                                             "delivered)")))  # fmt: skip
+    else:
+        out.append((TARGETS[2], "not measured"))
+    if slow and base and slow["p99_ms"] is not None and base["p99_ms"] is not None:
+        ok = slow["p99_ms"] <= 1.2 * base["p99_ms"] and (slow["delivered_ratio"] or 0) >= 0.999
+        out.append((TARGETS[3], _verdict(ok, f"the others' p99 {_n(slow['p99_ms'])} ms with "
+                                             f"{pr['slow_subscribers']} paused vs "
+                                             f"{_n(base['p99_ms'])} ms without, "
+                                             f"{_n(slow['delivered_ratio'], 4)} delivered")))
+    else:
+        out.append((TARGETS[3], "not measured"))
+    return out
+
+
+def _pressure(pr: dict[str, Any]) -> list[str]:
+    lines = ["## Backpressure (wsconsole)", ""]
+    if "not_run" in pr:
+        return [*lines, f"Not run: {pr['not_run']}", ""]
+    lines += [
+        f"The fan-out setup with {pr['slow_subscribers']} of the {_n(pr['subscribers'])} "
+        "subscribers paused from the start (they join, then never read), then 4x the "
+        "latency-bounded rate, in one cluster. A node caps each connection's send buffer "
+        "(1 MiB); a client over it gets `lagging` and a 1013 close (docs/protocol.md).",
+        "",
+        "| step | offered deliveries/s | delivered | p50 ms | p99 ms | node RSS peak MB "
+        "| lagging | refused publishes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows = (("without paused subscribers (the ramp's step)", pr.get("baseline_step")),
+            (f"{pr['slow_subscribers']} paused subscribers (the others)", pr.get("slow_step")),
+            (f"4x the {'bounded rate' if pr['bounded_rate'] else 'first step (none in bound)'}"
+             f" ({_n(pr['overload_rate'])} publishes/s)",
+             pr.get("overload_step")))  # fmt: skip
+    for label, st in rows:
+        if not st:
+            continue
+        refused = ", ".join(f"{k} {_n(v)}" for k, v in (st.get("refused") or {}).items()) or "-"
+        lines.append(f"| {label} | {_n(st['offered_per_s'])} | {_n(st['delivered_ratio'], 4)} "
+                     f"| {_n(st['p50_ms'])} | {_n(st['p99_ms'])} "
+                     f"| {_n(st.get('node_rss_peak_mb'))} | {_n(st.get('lagging'))} "
+                     f"| {refused} |")  # fmt: skip
+    lines.append("")
+    return lines
+
+
 def verdicts(doc: dict[str, Any]) -> list[tuple[str, str]]:
     """Each target with "met: ...", "missed: ..." (the gap in figures) or "not measured"."""
     out: list[tuple[str, str]] = []
@@ -264,8 +319,7 @@ def verdicts(doc: dict[str, Any]) -> list[tuple[str, str]]:
                                          f"µs ({cpu / node_cpu:.2f}x)")))  # fmt: skip
     else:
         out.append((TARGETS[1], "not measured"))
-    out.append((TARGETS[2], "not measured"))
-    out.append((TARGETS[3], "not measured"))
+    out += _pressure_verdicts(doc.get("pressure", {}))
     cap = doc.get("capacity", {})
     per_s, held = cap.get("opened_per_s"), cap.get("held")
     if per_s is not None and held is not None:
@@ -396,6 +450,8 @@ def markdown(doc: dict[str, Any]) -> str:
     lines.append("")
     if "fanout" in doc:
         lines += _fanout(doc["fanout"])
+    if "pressure" in doc:
+        lines += _pressure(doc["pressure"])
     if "capacity" in doc:
         lines += _capacity(doc["capacity"])
     if "storm" in doc:

@@ -108,7 +108,11 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
         per = doc["persistence"][mode]
         assert per["burst_per_s"] > 0 and per["single_p50_ms"] <= per["single_p99_ms"], per
     text = (tmp_path / "benchmarks.md").read_text()
-    for heading in ("## Targets", "## Fan-out", "## Handshakes", "## Reconnect storm",
+    pressure = doc["pressure"]  # the paused subscribers' step and the overload step ran
+    assert pressure["slow_step"]["delivered_ratio"] > 0 and pressure["overload_step"]["sent"] > 0
+    assert pressure["overload_step"]["node_rss_peak_mb"] > 0
+    for heading in ("## Targets", "## Fan-out", "## Backpressure", "## Handshakes",
+                    "## Reconnect storm",
                     "## Window ingest", "## Timeline", "## Proxy overhead",
                     "## Broker persistence"):  # fmt: skip
         assert heading in text
