@@ -104,7 +104,7 @@ def _config(args: argparse.Namespace) -> Any:
         secret = os.environ.get(args.secret_env)
         if not secret:
             raise SwarmConfigError(f"environment variable {args.secret_env} is not set")
-    conn = options.from_args(args, CONNECTION, url=args.url)
+    conn = options.from_args(args, CONNECTION)  # the URL is SwarmConfig's to check
     config = SwarmConfig(
         url=args.url,
         clients=args.clients,
