@@ -19,7 +19,13 @@ from tests.support import SCALE, ProcessRegistry, until
 from wsconsole.core.events import Direction, FrameRecord, HeartbeatEvent, Opcode
 from wsconsole.core.lifecycle import State, Transition
 from wsconsole.harness.procs import child_argv
-from wsconsole.swarm.fleet import MAX_FRAMES_REPLY, FleetBatch, FleetWatch, frame_records
+from wsconsole.swarm.fleet import (
+    MAX_FRAMES_REPLY,
+    MAX_REPLY_BYTES,
+    FleetBatch,
+    FleetWatch,
+    frame_records,
+)
 from wsconsole.swarm.swarm import Swarm, SwarmConfig, SwarmConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +93,24 @@ def test_kept_frames_by_client_and_time() -> None:
     for i in range(MAX_FRAMES_REPLY + 5):
         observe(FrameRecord("c3", Direction.IN, Opcode.TEXT, b"x", wall=float(i)))
     assert many.frames(["c3"], 0, 1e9)["more"] is True
+    # big frames: a reply holds about MAX_REPLY_BYTES of them (one line the window can
+    # read); asking again after the last number gets the rest, each frame once
+    big = FleetWatch(ring=None)
+    observe = big.observer("c4")
+    for i in range(40):
+        observe(FrameRecord("c4", Direction.IN, Opcode.TEXT, b"%02d" % i + b"y" * 65534,
+                            wall=float(i)))
+    numbers: list[int] = []
+    after, replies = -1, 0
+    while True:
+        page = big.frames(["c4"], 0, 1e9, after)
+        replies += 1
+        assert len(json.dumps(page)) < 2 * MAX_REPLY_BYTES
+        numbers += [row[0] for row in page["frames"]]
+        if not page["more"]:
+            break
+        after = numbers[-1]
+    assert replies > 1 and len(numbers) == len(set(numbers)) == 40
 
 
 async def test_a_silent_share_is_dropped_by_a_pinging_server() -> None:

@@ -44,6 +44,7 @@ DEMO_ROOM = "demo"
 CONSOLE_CONN = "console"
 SWARM_ROOMS = 2  # the swarm's rooms are swarm-0, swarm-1; the console joins swarm-0 too
 SWARM_RATE = 40  # publishes/s over the whole swarm: lively plots, light on a laptop
+SWARM_LINE_LIMIT = 1 << 22  # a frames reply or a fleet batch of thousands fits in one line
 
 
 class Session:
@@ -182,6 +183,11 @@ class Console:
     def _task_failed(self, name: str, exc: BaseException) -> None:
         label = name.removeprefix(f"{self.tasks.prefix}-")
         self.errors.report(f"{label} failed: {type(exc).__name__}: {exc}", exc)
+
+    @property
+    def closing(self) -> bool:
+        """True once shutdown() began (failures of what it stops are expected then)."""
+        return self._closing
 
     def _changed(self) -> None:
         for callback in list(self.on_change):
@@ -463,7 +469,7 @@ class Console:
             env[SECRET_ENV] = self.cluster.secret
             args += ["--secret-env", SECRET_ENV]
         child = await procs.spawn(procs.child_argv("swarm", *args), "swarm", env=env,
-                                  stdin=True, tasks=self.tasks)
+                                  stdin=True, tasks=self.tasks, limit=SWARM_LINE_LIMIT)
         self._started_pids.add(child.pid)
         self.swarm = SwarmLink(child, self.timeline, self.frames, self.tasks,
                                on_exit=self._swarm_exited)

@@ -113,22 +113,24 @@ class SwarmLink:
         self.pongs = (share, policy)
         return int(reply.get("clients", 0))
 
-    async def fetch_frames(self, lanes: list[str], since: float, until: float) -> int:
+    async def fetch_frames(self, lanes: list[str], since: float, until: float,
+                           pages: int = 20) -> int:
         """Add the kept frames of the swarm lanes `lanes` with since <= wall <= until to the
-        Frames view (each frame once); how many were added."""
+        Frames view (each frame once, at most `pages` replies of them); how many were added."""
         clients = [lane.removeprefix(SWARM_PREFIX) for lane in lanes
                    if lane.startswith(SWARM_PREFIX)]
-        if not clients:
-            return 0
-        reply = await self.control({"cmd": "frames", "clients": clients, "since": since,
-                                    "until": until})
-        added = 0
-        for number, frame in frame_records(reply.get("frames") or (), SWARM_PREFIX):
-            if number in self._fetched:
-                continue
-            self._remember(number)
-            self.frames.append(frame)
-            added += 1
+        added, after = 0, -1
+        for _ in range(pages if clients else 0):
+            reply = await self.control({"cmd": "frames", "clients": clients, "since": since,
+                                        "until": until, "after": after})
+            for number, frame in frame_records(reply.get("frames") or (), SWARM_PREFIX):
+                after = max(after, number)
+                if number not in self._fetched:
+                    self._remember(number)
+                    self.frames.append(frame)
+                    added += 1
+            if not reply.get("more"):
+                break
         return added
 
     def _remember(self, number: int) -> None:

@@ -12,8 +12,9 @@ how long the server keeps a client that went silent. For the window: `--fleet` a
 `fleet` line every quarter second with the clients' state changes and heartbeat marks (one
 line however many events), and `--control` reads JSON commands on stdin, one per line, each
 answered by a `control` line: {"cmd": "pongs", "share": S, "pongs": MODE, "id": N} and
-{"cmd": "frames", "clients": [...], "since": WALL, "until": WALL, "id": N} (the kept frames
-of those clients in that time).
+{"cmd": "frames", "clients": [...], "since": WALL, "until": WALL, "after": N, "id": N} (the
+kept frames of those clients in that time numbered above `after`, a bounded page: `more`
+says to ask again after the last number).
 """
 
 from __future__ import annotations

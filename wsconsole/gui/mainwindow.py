@@ -20,6 +20,7 @@ from wsconsole import __version__
 from wsconsole.app.console import CONSOLE_CONN, Console
 from wsconsole.app.errors import Report
 from wsconsole.app.profiles import Profile
+from wsconsole.app.swarmlink import SwarmControlError
 from wsconsole.gui.dialogs.help import install_help_menu
 from wsconsole.gui.layoutstate import restore_layout, save_layout
 from wsconsole.gui.menus import install_cluster_menu, install_view_extras
@@ -147,7 +148,12 @@ class MainWindow(QMainWindow):
         self.frames.set_scope(lanes, since, until, label)
 
         async def fetch() -> None:
-            added = await self.console.fetch_swarm_frames(lanes, since, until)
+            try:
+                added = await self.console.fetch_swarm_frames(lanes, since, until)
+            except SwarmControlError as exc:
+                if not self.console.closing:
+                    self.console.errors.report(f"swarm frames for {label}: {exc}")
+                return
             if added:
                 self.console.errors.info(f"{added} frame(s) of swarm clients fetched for "
                                          f"{label}")

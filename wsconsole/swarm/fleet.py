@@ -41,6 +41,7 @@ STATES_BY_CODE = {code: state for state, code in STATE_CODES.items()}
 MARKED = frozenset({"pong_received", "liveness_lost", "pong_withheld", "pong_delayed",
                     "pong_altered", "server_dropped"})
 MAX_FRAMES_REPLY = 5000
+MAX_REPLY_BYTES = 1 << 20  # payload characters in one reply (the reader's line limit is 4 MiB)
 
 
 class FleetWatch:
@@ -118,17 +119,21 @@ class FleetWatch:
     def frames(self, clients: Iterable[str], since: float, until: float,
                after: int = -1) -> dict[str, Any]:
         """The kept frames of `clients` with since <= wall <= until and a number above
-        `after`, oldest first, at most MAX_FRAMES_REPLY (`more` says when some were left)."""
+        `after`, oldest first, at most MAX_FRAMES_REPLY of them or MAX_REPLY_BYTES of payload
+        (`more` says when some were left: ask again with `after` = the last number)."""
         wanted = set(clients)
         found = []
         more = False
+        size = 0
         for number, frame in self._frames:
             if number <= after or frame.conn not in wanted or not since <= frame.wall <= until:
                 continue
-            if len(found) >= MAX_FRAMES_REPLY:
+            if len(found) >= MAX_FRAMES_REPLY or size > MAX_REPLY_BYTES:
                 more = True
                 break
-            found.append(_frame_row(number, frame))
+            row = _frame_row(number, frame)
+            size += len(row[6]) + 64
+            found.append(row)
         return {"frames": found, "more": more,
                 "kept_since": self._frames[0][1].wall if self._frames else None}
 
