@@ -8,7 +8,7 @@ import time
 
 from tests.servers import server_port, start
 from tests.support import until
-from wsconsole.core.heartbeat import PROXY_IDLE_TIMEOUT
+from wsconsole.core.heartbeat import PROXY_IDLE_TIMEOUT, PongPolicy
 from wsconsole.core.lifecycle import State
 from wsconsole.gui.app import ConsoleApp, GuiOptions
 
@@ -72,6 +72,12 @@ def test_the_lab_plays_dead_and_the_server_reacts(qloop, settings_path) -> None:
             assert lab.send_pong()
             await until(lambda: "unsolicited pong sent (5 bytes)" in lab.message.text(),
                         "the pong", 10, detail=lab.message.text)
+
+            # a policy set outside the panel shows in its controls at the next refresh
+            console.set_pongs("lab", PongPolicy("delay", delay=0.25))
+            lab.refresh()
+            assert lab.mode_box.currentData() == "delay" and lab.delay_box.value() == 250
+            assert "pongs 250 ms late" in lab.server_label.text(), lab.server_label.text()
 
             # a server with no heartbeat at all is worth a warning once it has been quiet
             lab.conn_box.setCurrentText("quiet")

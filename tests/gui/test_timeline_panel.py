@@ -9,7 +9,7 @@ from wsconsole.app.framestore import FrameStore
 from wsconsole.app.timelinemodel import TimelineModel
 from wsconsole.core.events import Direction, FrameRecord, Opcode
 from wsconsole.core.lifecycle import Lifecycle, State
-from wsconsole.gui.panels.fleetview import BAND_H, LANE_H, NAME_W
+from wsconsole.gui.panels.fleetview import BAND_H, LANE_H, NAME_W, OWN_LANE_H
 from wsconsole.gui.panels.frames import FramesPanel
 from wsconsole.gui.panels.timeline import TimelinePanel
 from wsconsole.swarm.fleet import FleetBatch
@@ -67,6 +67,7 @@ def test_groups_start_as_bands_and_expand_into_lanes(qtbot) -> None:  # type: ig
     swarm_band = view.rows[2]
     view.click(20, view.content_top() + swarm_band.y + BAND_H / 2)
     assert len(view.rows) == 3 + 40 and view.rows[3].lane.label == "c0001"
+    assert view.rows[1].height == OWN_LANE_H and view.rows[3].height == LANE_H  # own: taller
     assert view.total_height() > view.content_height()  # it scrolls
     assert view.verticalScrollBar().maximum() == view.total_height() - view.content_height()
     panel.refresh()
@@ -88,7 +89,7 @@ def test_tooltips_say_what_is_under_the_mouse(qtbot) -> None:  # type: ignore[no
     panel = on_screen(qtbot, model, 1000)
     view = panel.canvas
     lane_row = view.rows[1]
-    y = view.content_top() + lane_row.y + LANE_H / 2
+    y = view.content_top() + lane_row.y + lane_row.height / 2
     x_reconnecting = view.x_of(kill + 1.0, view.frozen_at)
     text = view.describe(x_reconnecting, y)
     assert text is not None and text.startswith("console: RECONNECTING for 1.90 s")
@@ -107,7 +108,7 @@ def test_a_lane_click_scopes_the_frames_to_that_client_and_span(qtbot) -> None: 
     panel.scope_requested.connect(lambda *args: asked.append(args))
     lane_row = view.rows[1]
     view.click(view.x_of(kill + 1.0, view.frozen_at),
-               view.content_top() + lane_row.y + LANE_H / 2)
+               view.content_top() + lane_row.y + lane_row.height / 2)
     [(lanes, since, until, label)] = asked
     offset = time.time() - time.monotonic()
     assert lanes == ["console"] and label == "console while RECONNECTING"
@@ -146,6 +147,7 @@ def test_a_fault_click_shows_who_it_hit_and_how_long_each_was_away(qtbot) -> Non
     assert side.summary.text().startswith("13 of 41 open clients dropped; back after p50")
     assert side.table.rowCount() == 13
     assert side.table.item(0, 0).text() == "c0001"  # the quickest back first
+    assert side.table.item(0, 1).text() == "+0.05 s"  # after the fault
     assert side.table.item(0, 2).text() == "0.65 s"  # left at -7.95 s, back at -7.3 s
     assert int(side.histogram.counts.sum()) == 13
     [(lanes, since, until, label)] = asked

@@ -123,7 +123,8 @@ class FaultPanel(QWidget):
         self.table.setRowCount(len(impact.hits))
         for row, hit in enumerate(impact.hits):
             away = "not back" if hit.down is None else f"{hit.down:.2f} s"
-            for column, text in enumerate((hit.label, f"+{hit.left - fault.at:.2f} s", away)):
+            dropped = round(hit.left - fault.at, 2) or 0.0  # no "-0.00"
+            for column, text in enumerate((hit.label, f"{dropped:+.2f} s", away)):
                 item = QTableWidgetItem(text)
                 if column:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight

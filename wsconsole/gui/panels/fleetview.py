@@ -39,14 +39,15 @@ from wsconsole.app.timelinemodel import Lane, Marker, Span, TimelineModel
 from wsconsole.gui.theme import NOTICE_COLOR, STATE_COLORS
 
 NAME_W = 118
-LANE_H = 18
+LANE_H = 18  # a swarm client's lane: a thousand of them must fit
+OWN_LANE_H = 26  # the console's own and proxied connections: few, and looked at closely
 BAND_H = 36
 HEADER_H = 16  # fault labels
 AXIS_H = 18
 GAP = 2
 TICK_WINDOW = 120.0  # heartbeat ticks are drawn up to this window (beyond: a solid smear)
-TICKS = {"ping": ("#ffffff", 4, 8), "sping": ("#1f4e79", 3, LANE_H - 3),
-         "pong": ("#0b3d17", 9, LANE_H - 4)}  # kind: colour, top and bottom in the lane
+TICKS = {"ping": ("#ffffff", 0.22, 0.45), "sping": ("#1f4e79", 0.17, 0.83),
+         "pong": ("#0b3d17", 0.5, 0.78)}  # kind: colour, top and bottom (share of the lane)
 MARK_COLORS = {"miss": "#c0392b", "error": "#c0392b", "dropped": "#8e0000",
                "withheld": "#8e44ad", "late": "#8e44ad", "altered": "#8e44ad",
                "action": "#e67e22", "fault": "#c0392b", "notice": NOTICE_COLOR}
@@ -137,8 +138,9 @@ class FleetView(QAbstractScrollArea):
             y += BAND_H + GAP
             if gkey in self.expanded:
                 for lane in lanes:
-                    rows.append(Row(y, LANE_H, gkey, lane))
-                    y += LANE_H
+                    height = LANE_H if lane.group == "swarm" else OWN_LANE_H
+                    rows.append(Row(y, height, gkey, lane))
+                    y += height
                 y += GAP
         self.rows = rows
         self._row_tops = [row.y for row in rows]
@@ -206,7 +208,7 @@ class FleetView(QAbstractScrollArea):
             if row.lane is None:
                 self._band(painter, row, y, left, right, text_pen)
             else:
-                self._lane(painter, row.lane, y, left, right, text_pen)
+                self._lane(painter, row.lane, y, row.height, left, right, text_pen)
         painter.restore()
         self._faults(painter, left, right)
         if not self.rows:
@@ -274,11 +276,11 @@ class FleetView(QAbstractScrollArea):
             below = above
         painter.setBrush(Qt.BrushStyle.NoBrush)
 
-    def _lane(self, painter: QPainter, lane: Lane, y: int, left: float, right: float,
+    def _lane(self, painter: QPainter, lane: Lane, y: int, h: int, left: float, right: float,
               text_pen: QPen) -> None:
         painter.setPen(text_pen)
         painter.setFont(self._small)
-        painter.drawText(QRectF(16, y, NAME_W - 20, LANE_H),
+        painter.drawText(QRectF(16, y, NAME_W - 20, h),
                          Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, lane.label)
         scale = self.plot_width() / self.window  # x = origin + t * scale, inlined: hot loops
         origin = NAME_W - left * scale
@@ -289,7 +291,7 @@ class FleetView(QAbstractScrollArea):
             if span.start > right:
                 continue
             x0 = origin + max(span.start, left) * scale
-            box = QRectF(x0, y + 3, max(1.0, origin + min(end, right) * scale - x0), LANE_H - 6)
+            box = QRectF(x0, y + 3, max(1.0, origin + min(end, right) * scale - x0), h - 6)
             painter.fillRect(box, self._colors[span.state.value])
             if span.delay is not None and box.width() > 40:
                 painter.setPen(QColor("#ffffff"))
@@ -307,23 +309,24 @@ class FleetView(QAbstractScrollArea):
                 continue
             tick = TICKS.get(marker.kind)
             if tick is None:
-                self._marker(painter, marker, origin + marker.at * scale, y)
+                self._marker(painter, marker, origin + marker.at * scale, y, h)
             elif draw_ticks:
                 x = origin + marker.at * scale
-                ticks.setdefault(marker.kind, []).append(QLineF(x, y + tick[1], x, y + tick[2]))
+                ticks.setdefault(marker.kind, []).append(
+                    QLineF(x, y + h * tick[1], x, y + h * tick[2]))
         for kind, lines in ticks.items():  # one call per kind: cheap with many lanes
             painter.setPen(QPen(QColor(TICKS[kind][0]), 1))
             painter.drawLines(lines)
 
-    def _marker(self, painter: QPainter, marker: Marker, x: float, y: int) -> None:
+    def _marker(self, painter: QPainter, marker: Marker, x: float, y: int, h: int) -> None:
         kind = marker.kind
         if kind != "attempt":
             color = QColor(MARK_COLORS.get(kind, "#c0392b"))
-            painter.setPen(QPen(color, 1))
-            painter.setBrush(color if kind not in ("withheld", "late", "altered") else
-                             Qt.BrushStyle.NoBrush)
-            size = 4 if kind in ("dropped", "miss", "error", "notice") else 3
-            painter.drawPolygon(QPolygonF([QPointF(x, y + LANE_H - 3),
+            lab = kind in ("withheld", "late", "altered")  # hollow: nothing went wrong yet
+            painter.setPen(QPen(color, 2 if lab else 1))
+            painter.setBrush(QColor("#f3e5f5") if lab else color)
+            size = (4 if kind in ("dropped", "miss", "error", "notice") else 3) * h / LANE_H
+            painter.drawPolygon(QPolygonF([QPointF(x, y + h - 3),
                                            QPointF(x - size, y + 2),
                                            QPointF(x + size, y + 2)]))
             painter.setBrush(Qt.BrushStyle.NoBrush)

@@ -74,6 +74,7 @@ class HeartbeatPanel(QWidget):
                  refresh_ms: int = 1000) -> None:
         super().__init__(parent)
         self.console = console
+        self._shown = PongPolicy()  # the policy the controls show
         self.conn_box = QComboBox()
         self.mode_box = _mode_box("auto", "off", "delay", "wrong")
         self.delay_box = _delay_box()
@@ -165,9 +166,11 @@ class HeartbeatPanel(QWidget):
 
     def _show_policy(self) -> None:
         session = self.console.sessions.get(self.conn_box.currentText())
-        if session is None:
-            return
-        policy = session.profile.pongs
+        if session is not None:
+            self._put_policy(session.profile.pongs)
+
+    def _put_policy(self, policy: PongPolicy) -> None:
+        self._shown = policy
         self.mode_box.setCurrentIndex(self.mode_box.findData(policy.mode))
         if policy.mode == "delay":
             self.delay_box.setValue(policy.delay * 1000.0)
@@ -267,6 +270,8 @@ class HeartbeatPanel(QWidget):
             self.server_label.setText("- (choose a started WebSocket connection)")
             self.warning_label.hide()
         else:
+            if client.pongs != self._shown:  # changed elsewhere (a screenshot plan, a
+                self._put_policy(client.pongs)  # profile reconnected): show what runs
             beat = client.server_heartbeat
             text, warning = beat.verdict(time.monotonic())
             self.server_label.setText(f"{text}; {client.pongs.describe()}")
