@@ -58,6 +58,8 @@ def test_layout_shortcuts_and_theme_come_back(qloop, settings_path) -> None:  # 
         app.start()
         w = app.window
         try:
+            # every dock scrolls when squeezed: the window fits a 1366x768 laptop screen
+            assert w.minimumSizeHint().width() <= 1366 and w.minimumSizeHint().height() <= 700
             # shortcuts: shown in the menus, acting on the selection
             for action, keys in NODE_SHORTCUTS.items():
                 assert w.node_actions[action].shortcut() == QKeySequence(keys)

@@ -14,7 +14,15 @@ import time
 import orjson
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QApplication, QDockWidget, QMainWindow, QPlainTextEdit, QWidget
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QFrame,
+    QMainWindow,
+    QPlainTextEdit,
+    QScrollArea,
+    QWidget,
+)
 
 from wsconsole import __version__
 from wsconsole.app.console import CONSOLE_CONN, Console
@@ -104,10 +112,12 @@ class MainWindow(QMainWindow):
         self.docks["Cluster"].raise_()
         self.docks["Composer"].raise_()
         self.resize(1600, 1000)
-        self.resizeDocks([self.docks["Connection"], self.docks["Live plots"]], [360, 440],
+        left = max(360, self.cluster.minimumSizeHint().width() + 16)  # its buttons in view
+        self.resizeDocks([self.docks["Connection"], self.docks["Live plots"]], [left, 420],
                          Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["Timeline"]], [240], Qt.Orientation.Vertical)
-        self.resizeDocks([self.docks["Connection"], self.docks["Cluster"]], [520, 300],
+        tall = self.cluster.sizeHint().height() + 24  # the Cluster panel whole, with title
+        self.resizeDocks([self.docks["Connection"], self.docks["Cluster"]], [300, tall],
                          Qt.Orientation.Vertical)
 
         view_menu = self.menuBar().addMenu("&View")
@@ -129,9 +139,14 @@ class MainWindow(QMainWindow):
         self.restore()
 
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        """A dock holding `widget` in a scroll area: squeezed, a panel scrolls instead of
+        forcing its minimum size on the window (without it, the docks' minimums summed to
+        1838x1257 pixels, more than a laptop's screen)."""
         dock = QDockWidget(title, self)
         dock.setObjectName(f"dock-{title.lower().replace(' ', '-')}")
-        dock.setWidget(widget)
+        holder = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
+        holder.setWidget(widget)
+        dock.setWidget(holder)
         self.addDockWidget(area, dock)
         self.docks[title] = dock
         return dock

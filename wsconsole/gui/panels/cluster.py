@@ -70,7 +70,7 @@ class ClusterPanel(QWidget):
             node_row.addWidget(button)
 
         self.broker_badge = QLabel("broker -")
-        self.broker_detail = QLabel("")
+        self.broker_detail = QLabel("", wordWrap=True)  # a long URL must not widen the panel
         self.buttons["broker_kill"] = QPushButton("Kill broker")
         self.buttons["broker_restart"] = QPushButton("Restart broker")
         broker_row = QHBoxLayout()

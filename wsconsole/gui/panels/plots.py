@@ -94,7 +94,7 @@ class PlotsPanel(QWidget):
         self.window_box.addItems(list(WINDOWS))
         self.window_box.setCurrentText("1 min")
         self.pause_button = QToolButton(text="Pause", checkable=True)
-        self.summary = QLabel()
+        self.summary = QLabel(wordWrap=True)  # wraps in a narrow dock, never widens it
         bar = QHBoxLayout()
         bar.addWidget(QLabel("window"))
         bar.addWidget(self.window_box)

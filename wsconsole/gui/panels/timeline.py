@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
     QLabel,
+    QSizePolicy,
     QSplitter,
     QToolButton,
     QVBoxLayout,
@@ -65,7 +66,9 @@ class TimelinePanel(QWidget):
         self.expand_button = QToolButton(text="Expand all")
         self.collapse_button = QToolButton(text="Collapse all")
         self.status = QLabel()
-        legend = QLabel(LEGEND)
+        legend = QLabel(LEGEND, toolTip=LEGEND)
+        for label in (self.status, legend):  # clipped, not widening the dock, when narrow
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         bar = QHBoxLayout()
         bar.addWidget(QLabel("window"))
         bar.addWidget(self.window_box)
