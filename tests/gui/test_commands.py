@@ -15,9 +15,11 @@ from tests.support import SCALE
 ENV = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
 
 
-def _wsconsole(*args: str, timeout: float = 60 * SCALE) -> subprocess.CompletedProcess[str]:
+def _wsconsole(*args: str, timeout: float = 60 * SCALE,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "wsconsole", *args], capture_output=True,
-                          text=True, timeout=timeout, env=ENV, stdin=subprocess.DEVNULL)
+                          text=True, timeout=timeout, env={**ENV, **(env or {})},
+                          stdin=subprocess.DEVNULL)
 
 
 @pytest.mark.parametrize(
@@ -29,6 +31,9 @@ def _wsconsole(*args: str, timeout: float = 60 * SCALE) -> subprocess.CompletedP
         (["screenshot", "out.txt"], ".png"),
         (["screenshot", "/no/such/dir/out.png"], "does not exist"),
         (["screenshot", "x.png", "--size", "big"], "--size"),
+        (["screenshot", "x.png", "--kill-after", "20"], "--kill-after must be between"),
+        (["screenshot", "x.png", "--expand", "nodes"], "--expand nodes: one of"),
+        (["screenshot", "x.png", "--swarm-dead", "20"], "--swarm-dead needs"),
     ],
 )
 def test_usage_errors_exit_2(args: list[str], words: str) -> None:
@@ -55,4 +60,20 @@ def test_screenshot_renders_the_window(tmp_path) -> None:  # type: ignore[no-unt
     assert done.returncode == 0, done.stderr
     image = QImage(str(out))
     assert not image.isNull()
-    assert image.width() >= 1200 and image.height() >= 800
+    assert (image.width(), image.height()) == (1200, 800)  # no dock widens the window
+
+
+def test_screenshot_of_docks_alone_leaves_the_users_settings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "config"
+    env = {"XDG_CONFIG_HOME": str(config), "HOME": str(tmp_path)}
+    out = tmp_path / "docks.png"
+    done = _wsconsole("screenshot", str(out), "--after", "0.5", "--no-harness", "--size",
+                      "900x700", "--expand", "all", "--grab", "Timeline", "--grab",
+                      "Heartbeat lab", env=env)
+    assert done.returncode == 0, done.stderr
+    image = QImage(str(out))
+    assert image.width() == 900 and 100 < image.height() <= 700
+    assert not (config / "wsconsole").exists()  # a scratch settings file, not the user's
+    wrong = _wsconsole("screenshot", str(out), "--after", "0", "--no-harness", "--grab",
+                       "Nope", env=env)
+    assert wrong.returncode == 2 and "--grab 'Nope': no such dock" in wrong.stderr

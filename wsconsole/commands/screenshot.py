@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 
 from wsconsole.commands.gui import add_arguments as add_gui_arguments
 from wsconsole.commands.gui import options_from
@@ -20,6 +21,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kill-after", type=float, metavar="SECONDS",
                         help="SIGKILL the node serving the console's client this long after "
                              "start-up, so the Timeline shows the reconnect")
+    parser.add_argument("--pongs-off-after", type=float, metavar="SECONDS",
+                        help="the console's connection stops answering the server's pings "
+                             "this long after start-up (the heartbeat lab)")
+    parser.add_argument("--swarm-dead", type=int, metavar="PERCENT",
+                        help="with --pongs-off-after: that share of the swarm's clients "
+                             "stops answering too")
+    parser.add_argument("--expand", action="append", default=[], metavar="GROUP",
+                        help="expand a Timeline group: own, swarm, proxy or all (repeatable)")
+    parser.add_argument("--fault", action="store_true",
+                        help="open the side panel of the last fault on the Timeline")
+    parser.add_argument("--show", action="append", default=[], metavar="DOCK",
+                        help="raise this dock, e.g. 'Heartbeat lab' (repeatable)")
+    parser.add_argument("--grab", action="append", default=[], metavar="DOCK",
+                        help="save only this dock (e.g. Timeline), not the whole window; "
+                             "repeated: the docks one above the other")
     parser.add_argument("--size", default="1600x1000", metavar="WxH",
                         help="window size in pixels (default 1600x1000)")
     add_gui_arguments(parser)
@@ -34,8 +50,15 @@ def run(args: argparse.Namespace) -> int:
         return fail_usage(f"{directory} does not exist")
     if not 0 <= args.after <= 600:
         return fail_usage("--after must be between 0 and 600 seconds")
-    if args.kill_after is not None and not 0 <= args.kill_after <= args.after:
-        return fail_usage("--kill-after must be between 0 and --after")
+    from wsconsole.gui.shots import Shot
+
+    shot = Shot(after=args.after, kill_after=args.kill_after,
+                pongs_off_after=args.pongs_off_after, swarm_dead=args.swarm_dead,
+                expand=args.expand, fault=args.fault,
+                show=args.show, grab=args.grab)
+    problems = shot.problems()  # the dock names are checked once the window exists
+    if problems:
+        return fail_usage("; ".join(problems))
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
         if not (320 <= width <= 8000 and 240 <= height <= 8000):
@@ -51,5 +74,10 @@ def run(args: argparse.Namespace) -> int:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from wsconsole.gui.app import run as run_gui
 
-    return run_gui(options, screenshot=args.out, after=args.after,  # type: ignore[arg-type]
-                   kill_after=args.kill_after)
+    if options.settings_path is not None:
+        return run_gui(options, screenshot=args.out, shot=shot)  # type: ignore[arg-type]
+    # the user's saved layout would make the picture depend on the last session (and the
+    # shot would overwrite it): a fresh settings file unless --settings names one
+    with tempfile.TemporaryDirectory(prefix="wsconsole-shot-") as scratch:
+        options.settings_path = os.path.join(scratch, "settings.ini")
+        return run_gui(options, screenshot=args.out, shot=shot)  # type: ignore[arg-type]

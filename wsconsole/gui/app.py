@@ -23,6 +23,7 @@ from wsconsole.app.errors import ErrorHub
 from wsconsole.app.profiles import Profile
 from wsconsole.gui.icon import app_icon
 from wsconsole.gui.mainwindow import MainWindow
+from wsconsole.gui.shots import Shot, take
 from wsconsole.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def install_hooks(errors: ErrorHub, loop: asyncio.AbstractEventLoop) -> None:
 
 
 async def _main(options: GuiOptions, errors: ErrorHub, screenshot: str | None,
-                after: float, kill_after: float | None = None) -> int:
+                shot: Shot) -> int:
     app = ConsoleApp(options, errors)
     app.start()
     previous = signal.signal(signal.SIGINT, lambda *_: app.closed.set())
@@ -139,7 +140,11 @@ async def _main(options: GuiOptions, errors: ErrorHub, screenshot: str | None,
     code = 0
     try:
         if screenshot is not None:
-            code = await _screenshot(app, screenshot, after, kill_after)
+            problems = shot.problems(list(app.window.docks))
+            if problems:
+                sys.stderr.write(f"wsconsole: error: {'; '.join(problems)}\n")
+                return 2
+            code = await take(app, screenshot, shot)
         else:
             await app.closed.wait()
     finally:
@@ -149,36 +154,9 @@ async def _main(options: GuiOptions, errors: ErrorHub, screenshot: str | None,
     return code
 
 
-async def _screenshot(app: ConsoleApp, path: str, after: float,
-                      kill_after: float | None = None) -> int:
-    ready = await app.wait_ready(timeout=60.0)
-    if not ready:
-        sys.stderr.write("wsconsole: the demo did not start; the screenshot shows why\n")
-    if kill_after is not None and ready and app.console.cluster is not None:
-        await asyncio.sleep(min(kill_after, after))
-        node = await app.console.serving_node()
-        if node is not None:
-            await app.console.cluster_action("kill", node)
-        after = max(0.0, after - kill_after)
-    await asyncio.sleep(after)
-    frames = app.window.frames
-    frames.refresh()
-    app.window.plots.refresh()
-    rows = frames.model.rowCount()
-    if rows:  # show the detail pane with the newest frame
-        frames.table.selectRow(rows - 1)
-    await asyncio.sleep(0.3)
-    pixmap = app.window.grab()
-    if not pixmap.save(path):
-        sys.stderr.write(f"wsconsole: error: cannot write {path}\n")
-        return 1
-    print(f"saved {path} ({pixmap.width()}x{pixmap.height()})")
-    return 0
-
-
-def run(options: GuiOptions, screenshot: str | None = None, after: float = 8.0,
-        kill_after: float | None = None) -> int:
-    """Open the window (or render one screenshot) and return the exit code."""
+def run(options: GuiOptions, screenshot: str | None = None, shot: Shot | None = None) -> int:
+    """Open the window (or render one screenshot, as `shot` plans it: gui/shots.py) and
+    return the exit code."""
     if screenshot is not None and not os.environ.get("DISPLAY") and \
             not os.environ.get("WAYLAND_DISPLAY") and sys.platform.startswith("linux"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -193,7 +171,7 @@ def run(options: GuiOptions, screenshot: str | None = None, after: float = 8.0,
     asyncio.set_event_loop(loop)
     install_hooks(errors, loop)
     try:
-        return loop.run_until_complete(_main(options, errors, screenshot, after, kill_after))
+        return loop.run_until_complete(_main(options, errors, screenshot, shot or Shot()))
     finally:
         sys.excepthook = sys.__excepthook__
         loop.close()
