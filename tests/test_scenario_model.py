@@ -231,6 +231,15 @@ def test_the_heartbeat_lab_in_a_scenario() -> None:
                       'params = { ms = 100 }\n\n[[steps]]\nat = 2\naction = "kill"\nnode = "n1"\n',
                       "")
     assert [s.action for s in parse_scenario(url).steps] == ["pongs"]
+    # pings in bursts and unsolicited pongs: checked where they are written
+    probes = text + ('\n[[steps]]\nat = 7\naction = "ping"\ncount = 5\npayload = "p"\n'
+                     '\n[[steps]]\nat = 7\naction = "pong"\nshare = 0.5\n')
+    ping, pong = parse_scenario(probes).steps[-2:]
+    assert ping.params == {"share": 1.0, "count": 5, "payload": "p"}
+    assert ping.describe() == "ping 1.0 x5" and pong.describe() == "pong 0.5"
+    assert "at most 1000" in _error(probes.replace("count = 5", "count = 5000")).reason
+    too_long = _error(probes.replace('payload = "p"', f'payload = "{"x" * 126}"'))
+    assert "at most 125 bytes" in too_long.reason and too_long.line == 45
 
 
 @pytest.mark.parametrize(

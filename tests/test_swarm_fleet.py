@@ -196,3 +196,44 @@ def test_a_share_out_of_range_is_bad_usage() -> None:
                              "--pongs", "sometimes"], capture_output=True, text=True, cwd=ROOT,
                             timeout=60 * SCALE)
     assert result.returncode == 2 and "--pongs" in result.stderr
+
+
+async def test_scenario_ping_and_pong_steps_against_a_url() -> None:
+    """The heartbeat lab's `ping` and `pong` steps on a scenario's swarm against any server:
+    half the clients send bursts of pings with a payload, each answered with its round trip;
+    every client sends an unsolicited pong, which the server ignores (no one reconnects)."""
+    from wsconsole.scenarios.model import parse_scenario
+    from wsconsole.scenarios.runner import ScenarioRunner
+
+    server, _ = await start("harness")
+    text = f"""\
+name = "heartbeat probes"
+url = "ws://127.0.0.1:{server_port(server)}/"
+[swarm]
+clients = 4
+rooms = 1
+rate = 4
+duration = 2
+settle = 1
+[[steps]]
+at = 0.5
+action = "ping"
+share = 0.5
+count = 3
+payload = "probe"
+[[steps]]
+at = 1
+action = "pong"
+payload = "unasked"
+[[assertions]]
+expect = "reconnects == 0"
+"""
+    try:
+        result = await ScenarioRunner(parse_scenario(text, "probes.toml")).run()
+    finally:
+        server.close()
+    ping, pong = result.steps
+    assert ping.ok and ping.detail.startswith(
+        "6 ping(s) from 2 client(s) (0 offline), 6 answered, round trips p50 "), ping.detail
+    assert pong.ok and pong.detail == "4 unsolicited pong(s) sent (0 client(s) offline)"
+    assert result.passed, [a.as_dict() for a in result.assertions]

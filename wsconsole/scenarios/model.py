@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from wsconsole.core.errors import ClientOptionsError
+from wsconsole.core.frames import MAX_CONTROL_PAYLOAD
 from wsconsole.core.heartbeat import PongPolicy
 from wsconsole.harness import netfaults, routing
 from wsconsole.scenarios.assertions import Assertion, AssertionSyntaxError, parse_assertion
@@ -41,7 +42,10 @@ ACTIONS = NODE_ACTIONS | {
     "inject",
     "wait",
     "pongs",
+    "ping",
+    "pong",
 }
+HEARTBEAT_ACTIONS = ("pongs", "ping", "pong")  # the swarm's, against any server
 NET_KINDS = frozenset(netfaults.KINDS)  # the balancer's fault kinds, named once there
 STICKY_MODES = frozenset(routing.STICKY_MODES)
 WAIT_UNTIL = frozenset({"connected"})
@@ -59,6 +63,8 @@ _STEP_KEYS: dict[str, frozenset[str]] = {
     "inject": frozenset({"case", "count", "direction", "node", "interval"}),
     "wait": frozenset({"seconds", "until", "timeout"}),
     "pongs": frozenset({"share", "pongs"}),
+    "ping": frozenset({"share", "count", "payload"}),
+    "pong": frozenset({"share", "payload"}),
 }
 _COMMON_STEP_KEYS = frozenset({"at", "action", "note"})
 
@@ -368,7 +374,7 @@ def _steps(r: TomlReader, steps: Any, swarm: SwarmSpec, cluster: ClusterSpec | N
                 "at",
             )
         r.check_keys(step, _COMMON_STEP_KEYS | _STEP_KEYS[action], *where)
-        if cluster is None and action not in ("wait", "inject", "pongs"):
+        if cluster is None and action not in ("wait", "inject", *HEARTBEAT_ACTIONS):
             raise r.fail(
                 f"{action} needs a [cluster] (this scenario targets a url)", *where, "action"
             )
@@ -439,6 +445,15 @@ def _check_step(r: TomlReader, action: str, params: dict[str, Any], where: tuple
         params["share"] = r.number(params, "share", 0.0, *where, minimum=0.0, maximum=1.0)
         params["policy"] = _pongs(r, params, *where)
         params["pongs"] = params["policy"].text()
+    elif action in ("ping", "pong"):
+        params["share"] = r.number(params, "share", 1.0, *where, minimum=0.0, maximum=1.0)
+        if action == "ping":
+            params["count"] = r.number(params, "count", 1, *where, minimum=1, maximum=1000,
+                                       integer=True)
+        payload = r.string(params, "payload", "", *where)
+        if len(payload.encode()) > MAX_CONTROL_PAYLOAD:
+            raise r.fail(f"a {action} payload holds at most {MAX_CONTROL_PAYLOAD} bytes",
+                         *where, "payload")
     elif action == "wait":
         if ("seconds" in params) == ("until" in params):
             raise r.fail('wait needs either seconds = N or until = "connected"', *where)

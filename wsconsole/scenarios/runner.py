@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from wsconsole.core.metrics import percentile
 from wsconsole.errors import WsconsoleError
 from wsconsole.harness.stats import ClusterSample
 from wsconsole.scenarios.assertions import AssertionResult
@@ -391,6 +392,33 @@ class ScenarioRunner:
         self.result.steps.append(record)
         self._emit("step", **record.as_dict())
 
+    async def _heartbeat(self, action: str, params: dict[str, Any]) -> str:
+        """The heartbeat lab on the swarm: a share runs a pong policy, sends pings (every
+        one must get its pong, RFC 6455 5.5.2) or unsolicited pongs (to be ignored: the
+        assertions on reconnects say whether they were)."""
+        swarm = self.swarm
+        if swarm is None:
+            raise StepError(f"{action} needs the swarm")
+        share = params["share"]
+        payload = params.get("payload", "").encode()
+        if action == "pongs":
+            chosen = swarm.set_pongs(share, params["policy"])
+            return f"{chosen} client(s): {params['policy'].describe()}"
+        if action == "pong":
+            sent, offline = await swarm.pong(share, payload)
+            return f"{sent} unsolicited pong(s) sent ({offline} client(s) offline)"
+        clients, offline, rtts = await swarm.ping(share, params["count"], payload or None)
+        answered = sorted(r for r in rtts if r is not None)
+        said = (f"{len(rtts)} ping(s) from {clients} client(s) ({offline} offline), "
+                f"{len(answered)} answered")
+        if answered:
+            median = percentile(answered, 50) or 0.0
+            said += (f", round trips p50 {median * 1000:.1f} ms, "
+                     f"max {answered[-1] * 1000:.1f} ms")
+        if len(answered) < len(rtts):
+            raise StepError(f"{said}: {len(rtts) - len(answered)} got no pong in time")
+        return said
+
     async def _perform(self, step: Step) -> str:
         action, params = step.action, step.params
         cluster = self.cluster
@@ -398,11 +426,8 @@ class ScenarioRunner:
             return await self._wait(params)
         if action == "inject":
             return await self._inject(params)
-        if action == "pongs":
-            if self.swarm is None:
-                raise StepError("pongs needs the swarm")
-            chosen = self.swarm.set_pongs(params["share"], params["policy"])
-            return f"{chosen} client(s): {params['policy'].describe()}"
+        if action in ("pongs", "ping", "pong"):
+            return await self._heartbeat(action, params)
         if cluster is None:
             raise StepError(f"{action} needs a cluster")
         if action in ("kill", "pause", "resume", "restart"):

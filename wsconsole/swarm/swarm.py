@@ -410,6 +410,43 @@ class Swarm:
             self.fleet.set_silent(client.name, not wanted.answers)
         return chosen
 
+    def _share(self, share: float) -> list[ReconnectingClient]:
+        """The clients among `share` (0..1), spread evenly as the pong policy's share is."""
+        if not (math.isfinite(share) and 0 <= share <= 1):
+            raise SwarmConfigError(f"the share must be 0 to 1, not {share}")
+        return [client for index, client in enumerate(self.clients)
+                if pong_share(index, share)]
+
+    async def ping(self, share: float, count: int = 1,
+                   payload: bytes | None = None) -> tuple[int, int, list[float | None]]:
+        """`share` of the clients each send a burst of `count` pings (with `payload`, else
+        random) at once; (clients that pinged, clients offline, every round trip with None
+        for a ping whose pong did not come within the clients' ping timeout)."""
+        chosen = self._share(share)
+        results = await asyncio.gather(*(c.send_ping(payload, count) for c in chosen),
+                                       return_exceptions=True)
+        rtts: list[float | None] = []
+        offline = 0
+        for result in results:
+            if isinstance(result, ClientError):
+                offline += 1  # offline, or reconnecting: no ping to send
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                rtts += result
+        return len(chosen) - offline, offline, rtts
+
+    async def pong(self, share: float, payload: bytes = b"") -> tuple[int, int]:
+        """`share` of the clients each send one unsolicited pong; (sent, clients offline)."""
+        chosen = self._share(share)
+        results = await asyncio.gather(*(c.send_pong(payload) for c in chosen),
+                                       return_exceptions=True)
+        offline = sum(isinstance(r, ClientError) for r in results)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, ClientError):
+                raise result
+        return len(chosen) - offline, offline
+
     def control(self, command: dict[str, Any]) -> dict[str, Any]:
         """Run one command from the window: {"cmd": "pongs", "share": S, "pongs": MODE} or
         {"cmd": "frames", "clients": [...], "since": WALL, "until": WALL, "after": N};
