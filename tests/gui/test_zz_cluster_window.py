@@ -105,15 +105,29 @@ def test_demo_cluster_kill_and_close(qloop, settings_path) -> None:  # type: ign
             assert len(held) == fetched
             assert await console.fetch_swarm_frames([swarm_lanes[0].name], 0, 0) == 0
 
-            # the heartbeat lab on half the swarm: the nodes drop the silent clients
-            chosen = await console.swarm.set_pongs(0.5, PongPolicy("off"))
-            assert chosen == 3
-            await until(lambda: (console.swarm.latest.get("dead_drops") or 0) >= 1,
-                        "a silent swarm client dropped by its node", 20,
-                        detail=lambda: console.swarm.latest.get("dead_drops"))
+            # the heartbeat lab's swarm row on half the swarm: the nodes drop the silent
+            # clients, and the panel says so in figures
+            lab = w.heartbeat
+            lab.swarm_share.setValue(50)
+            lab.swarm_mode.setCurrentIndex(lab.swarm_mode.findData("off"))
+            assert lab.apply_swarm()
+            await until(lambda: lab.message.text().startswith("swarm: 3 client(s): pongs "
+                                                              "withheld"),
+                        "the swarm's answer in the lab", 10, detail=lab.message.text)
+
+            def reaction() -> str:
+                lab.refresh()
+                return lab.swarm_label.text()
+
+            await until(lambda: "the server dropped silent clients" in reaction(),
+                        "a silent swarm client dropped by its node, in the lab", 20,
+                        detail=reaction)
+            assert reaction().startswith("3 client(s) silent now")
+            # the drop's marker comes in the next fleet batch (a quarter second apart from
+            # the stats line that counted it)
+            await until(lambda: any(m.kind == "dropped" for lane in console.timeline.in_group(
+                "source", "swarm") for m in lane.markers), "the drop on a swarm lane", 5)
             assert await console.swarm.set_pongs(0.0, PongPolicy("off")) == 0
-            assert any(m.kind == "dropped" for lane in console.timeline.in_group(
-                "source", "swarm") for m in lane.markers)
 
             # Pause (SIGSTOP) the node serving it now: a heartbeat miss, then a reconnect
             paused: str | None = None
