@@ -145,6 +145,7 @@ def test_human_output_is_readable(procs: ProcessRegistry) -> None:
         (["ws://127.0.0.1:1", "--token-mode", "cookie"], "--token-mode"),
         (["wss://127.0.0.1:1", "--ca-file", "/nonexistent/ca.pem"], "CA file"),
         ([], "url"),
+        (["http://127.0.0.1:1/events", "--sse", "--ping", "x"], "need a WebSocket target"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(
@@ -293,3 +294,20 @@ def test_heartbeat_lab_on_the_command_line(procs: ProcessRegistry) -> None:
     assert echoed == ["/not a command"]
     assert "the server pings every" in summary["server_heartbeat"]
     assert "stopped answering" in summary["server_heartbeat"]
+
+
+def test_ping_and_pong_flags(procs: ProcessRegistry) -> None:
+    """--ping 'PAYLOAD xN' and --pong PAYLOAD go out in order once the connection opens:
+    the burst's round trips are printed, the unsolicited pong is said, the server stays."""
+    _, port = start_server(procs, "echo")
+    proc = connect(procs, f"ws://127.0.0.1:{port}/", "--json", "--ping", "probe x3",
+                   "--pong", "bye", "--ping", "once", "--duration", "2")
+    lines = Lines(proc)
+    lines.expect(lambda e: e["event"] == "summary")
+    assert proc.wait(timeout=WAIT) == 0
+    seen = [json.loads(line) for line in lines.seen]
+    lab = [e for e in seen if e["event"] == "pong_sent" or "rtts" in e]  # not the heartbeat's
+    assert [e["event"] for e in lab] == ["pong", "pong_sent", "pong"]
+    assert len(lab[0]["rtts"]) == 3 and all(r is not None for r in lab[0]["rtts"])
+    assert lab[1]["size"] == 3 and lab[2]["rtt"] is not None
+    assert not any(e["event"] == "state" and e["state"] == "RECONNECTING" for e in seen)

@@ -5,7 +5,8 @@ commands: /join ROOM, /leave ROOM, /publish ROOM TEXT, /rpc METHOD [JSON], /quit
 lines go out untouched (type envelopes yourself). The heartbeat lab's commands work in
 every mode: /ping [PAYLOAD] [xN] (N pings at once, their round trips printed), /pong
 [PAYLOAD] (an unsolicited pong), /pongs auto|off|delay:MS|wrong[:TEXT] (how the server's
-pings are answered from now on; --pongs sets it from the start); without --harness a line
+pings are answered from now on; --pongs sets it from the start; --ping and --pong send
+them once the connection first opens); without --harness a line
 starting with "//" is sent with one "/" less. The server's own heartbeat is measured: its
 ping interval is printed once known, with a warning when it has none or one slower than
 typical proxy idle timeouts (60 s), and the summary says what was seen. End of stdin stops
@@ -78,6 +79,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_arguments(parser, options.CONNECT)
     parser.add_argument("--send", action="append", default=[], metavar="TEXT",
                         help="message to send on the first open (repeatable, in order)")
+    lab = parser.add_argument_group("heartbeat lab (WebSocket; after the first open, in order)")
+    lab.add_argument("--ping", action="append", dest="lab", default=[], metavar="'[PAYLOAD] [xN]'",
+                     type=lambda text: ("ping", text),
+                     help="send a ping (N at once) and print the round trips, as /ping does")
+    lab.add_argument("--pong", action="append", dest="lab", metavar="PAYLOAD",
+                     type=lambda text: ("pong", text), help="send an unsolicited pong")
     parser.add_argument("--duration", type=positive, metavar="S",
                         help="close normally and exit 0 after S seconds")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -431,6 +438,17 @@ async def _replay_after_open(client: Any, conn: HarConnection, args: argparse.Na
               source=conn.url, timing=args.replay_timing)
 
 
+async def _lab_after_open(client: ReconnectingClient, args: argparse.Namespace,
+                          out: Output) -> None:
+    """--ping and --pong, in the order given, once the connection first opens."""
+    await client.wait_state(State.OPEN)
+    for verb, rest in args.lab:
+        try:
+            await _heartbeat_command(client, verb, rest, out)
+        except ClientError as exc:
+            out.event("error", f"! --{verb}: {exc}", kind="input", detail=str(exc))
+
+
 async def _main(args: argparse.Namespace, client: Any, kind: str, out: Output,
                 command: Any, conn: HarConnection | None = None,
                 watch: MismatchWatch | None = None) -> int:
@@ -473,6 +491,9 @@ async def _main(args: argparse.Namespace, client: Any, kind: str, out: Output,
     if kind == "ws":
         tasks.append(loop.create_task(_watch_heartbeat(client, out),
                                       name="wsconsole-connect-heartbeat"))
+    if args.lab:
+        tasks.append(loop.create_task(_lab_after_open(client, args, out),
+                                      name="wsconsole-connect-lab"))
     if conn is not None:
         send = client.send_recorded if kind == "socketio" else client.send
         tasks.append(loop.create_task(_replay_after_open(client, conn, args, out, send),
@@ -549,6 +570,8 @@ def run(args: argparse.Namespace) -> int:
         return fail_usage(exc.cli_line())
     except (ValueError, HarError) as exc:
         return fail_usage(str(exc))
+    if args.lab and conn.kind != "ws":
+        return fail_usage("--ping and --pong need a WebSocket target")
     if har is not None and conn.kind == "sse":
         return fail_usage("--replay needs a target that can send (WebSocket or Socket.IO)")
     try:
