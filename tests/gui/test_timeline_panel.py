@@ -157,3 +157,30 @@ def test_a_fault_click_shows_who_it_hit_and_how_long_each_was_away(qtbot) -> Non
     assert since < kill + offset and until > kill + offset + 2.4  # every recovery inside
     image = side.grab()
     assert not image.isNull()
+    # a row: that client around the fault; Close hides the panel
+    side.table.cellClicked.emit(0, 0)
+    assert asked[-1][0] == ["swarm/c0001"] and asked[-1][3] == "c0001 around node n1 killed"
+    side.close_button.click()
+    assert not side.isVisibleTo(panel)
+
+
+def test_the_toolbar_buttons_do_what_they_say(qtbot) -> None:  # type: ignore[no-untyped-def]
+    model, _ = fleet()
+    panel = on_screen(qtbot, model, 1000)
+    view = panel.canvas
+    panel.pause_button.click()  # Pause: the right edge stops, the button offers Resume
+    assert view.frozen_at is not None and panel.pause_button.text() == "Resume"
+    panel.pause_button.click()
+    assert view.frozen_at is None and panel.pause_button.text() == "Pause"
+    panel.window_box.setCurrentText("5 min")
+    assert view.window == 300.0
+    panel.expand_button.click()
+    assert sum(1 for row in view.rows if row.lane is not None) == 41
+    panel.collapse_button.click()
+    assert all(row.lane is None for row in view.rows)
+    asked: list[tuple] = []
+    panel.scope_requested.connect(lambda *args: asked.append(args))
+    swarm_band = view.rows[-1]
+    view.click(NAME_W + 50, view.content_top() + swarm_band.y + BAND_H / 2)  # the band itself
+    [(lanes, _since, _until, label)] = asked
+    assert label == "group swarm" and len(lanes) == 40
