@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +14,9 @@ import pytest
 from tests.support import SCALE, ProcessRegistry
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# wsconsole's own log folder (and the stack runs' logs kept under it): one per test session,
+# never the user's
+os.environ.setdefault("WSCONSOLE_LOG_DIR", tempfile.mkdtemp(prefix="wsconsole-test-logs-"))
 
 
 @pytest.fixture

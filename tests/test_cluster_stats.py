@@ -45,9 +45,10 @@ def test_pushes_make_a_sample_once_per_interval_without_a_timer() -> None:
     second = merger.node_pushed(snap("n1", 100.5, 2, 0, 0), now=1000.5, mono=0.5)
     assert second is not None and second.total.connections == 5
     assert merger.latest is second
+    rates = ("msgs_in_per_s", "msgs_out_per_s", "bytes_in_per_s", "bytes_out_per_s")
     assert dict(second.points()) == {
         "connections.n1": 2, "connections.n2": 3, "connections.total": 5,
-        "msgs_in_per_s.total": 0.0, "msgs_out_per_s.total": 0.0,
+        **{f"{rate}.{node}": 0.0 for rate in rates for node in ("n1", "n2", "total")},
     }  # fmt: skip
 
 

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "proxy": "wsconsole.commands.proxy",
     "swarm": "wsconsole.commands.swarm",
     "scenario": "wsconsole.commands.scenario",
+    "stack": "wsconsole.commands.stack",
     "screenshot": "wsconsole.commands.screenshot",
     "selftest": "wsconsole.commands.selftest",
     "diagnose": "wsconsole.commands.diagnose",
@@ -64,6 +65,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run the chosen sub-command; returns the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["keeper"]:  # a bundle's keeper of a user's node: start fast
+        from wsconsole.harness.keeper import main as keep
+
+        return keep(args_list[1:])
     parser, modules = build_parser()
     if args_list[:1] == ["--self-test"]:
         args_list[0] = "selftest"

@@ -1,5 +1,9 @@
 """`wsconsole harness`: run the local cluster in the foreground and break it from stdin.
 
+`--stack FILE` runs the user's own nodes (a stack file, docs/stacks.md) instead of ours, and
+`--node-cmd 'CMD'` the one-line case (CMD run by /bin/sh with `{port}` and friends, ready
+when its port accepts); every operation works on them the same way.
+
 Prints a ready event (the URL, every node's port/PID/metrics URL, the broker, a token for a
 test user), then node and broker events as they happen and a stats line every
 `--stats-interval` seconds. Commands are read from stdin, one per line (see harness/shell.py;
@@ -34,6 +38,7 @@ from wsconsole.harness.cluster import (
     Limits,
 )
 from wsconsole.harness.shell import USAGE, CommandError, Quit, execute, help_event, parse
+from wsconsole.harness.stackfile import Stack
 from wsconsole.harness.stats import ClusterSample
 
 HELP = "Run the local multi-node harness (broker, nodes, balancer) and control it from stdin."
@@ -46,7 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "stdin commands, one per line:\n  " + "\n  ".join(USAGE.values())
     add = parser.add_argument
-    add("--nodes", type=int, default=3, metavar="N", help="number of nodes (default 3)")
+    own = parser.add_mutually_exclusive_group()
+    own.add_argument("--stack", metavar="FILE",
+                     help="run your own nodes as a stack file describes them (docs/stacks.md)")
+    own.add_argument("--node-cmd", metavar="CMD",
+                     help="run your own node: CMD with {port} {id} {redis_url}, via /bin/sh")
+    add("--nodes", type=int, metavar="N",
+        help="number of nodes (default 3; a stack's own count)")
     add("--port", type=int, default=0, metavar="P", help="public balancer port (default: free)")
     add("--redis", metavar="URL", help="use this Redis/Valkey instead of starting one")
     add("--data-dir", metavar="DIR",
@@ -95,16 +106,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     limit("--compression", action="store_true", help="permessage-deflate on the nodes")
 
 
+def _stack(args: argparse.Namespace) -> Stack | None:
+    """The user's stack the flags name, if any (ValueError for a bad file or command)."""
+    from wsconsole.harness.stackfile import StackError, load_stack, node_cmd_stack
+
+    if args.stack is None and args.node_cmd is None:
+        return None
+    if args.flavour != "ws":
+        raise ValueError("--flavour chooses our own nodes; a stack runs yours")
+    try:
+        if args.stack is not None:
+            return load_stack(args.stack)
+        return node_cmd_stack(args.node_cmd, count=args.nodes or 2, broker=args.redis)
+    except StackError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def config_from_args(args: argparse.Namespace) -> ClusterConfig:
     """The ClusterConfig the flags describe; raises ValueError for values that cannot work."""
     ping_interval = DEMO_PING_INTERVAL if args.demo_timings else PING_INTERVAL
     ping_timeout = DEMO_PING_TIMEOUT if args.demo_timings else PING_TIMEOUT
     if args.stats_interval < 0:
         raise ValueError("--stats-interval must be >= 0")
+    stack = _stack(args)
+    redis_url = args.redis
+    if stack is not None and redis_url is None:
+        redis_url = stack.broker.url
     config = ClusterConfig(
-        nodes=args.nodes,
+        nodes=args.nodes or (stack.node.count if stack is not None else 3),
+        stack=stack,
         port=args.port,
-        redis_url=args.redis,
+        redis_url=redis_url,
         data_dir=args.data_dir,
         broker_ephemeral=args.broker_ephemeral,
         sticky=args.sticky,
@@ -245,6 +277,9 @@ class _Printer:
             )
         elif kind == "status":
             human = _human_status(event)
+        elif kind == "log":
+            human = "\n".join(f"{event['id']} {line['stream']:3} | {line['text']}"
+                              for line in event["lines"]) or f"{event['id']}: no output yet"
         elif kind == "done":
             human = _human(event)
         self.out.event(kind, human, **fields)
@@ -258,11 +293,13 @@ class _Printer:
 
 
 def _human_status(status: dict[str, Any]) -> str:
-    lines = [f"url {status['url']}"]
+    lines = [f"url {status.get('app_url') or status['url']}"]
     for node in status["nodes"]:
+        extra = f"  {node['command_line']}" if node.get("command_line") else ""
+        metrics = f" metrics {node['metrics_url']}" if node["metrics_url"] else ""
         lines.append(
-            f"  node {node['id']} {node['state']} port={node['port']} pid={node['pid']} "
-            f"metrics {node['metrics_url']}"
+            f"  node {node['id']} {node['state']} port={node['port']} pid={node['pid']}"
+            f"{metrics}{extra}"
         )
     broker = status["broker"]
     lines.append(f"  broker {broker['state']} {broker['url']} pid={broker['pid']}")
@@ -276,35 +313,44 @@ def _human_status(status: dict[str, Any]) -> str:
 def _ready_event(cluster: Cluster, user: str) -> dict[str, Any]:
     flavour = cluster.config.flavour
     ca_file = cluster.ca_file
-    return {
+    stack = cluster.config.stack
+    ready: dict[str, Any] = {
         "url": cluster.url if flavour == "ws" else "http" + cluster.url.removeprefix("ws"),
         "tls": ca_file is not None,
         "ca_file": str(ca_file) if ca_file is not None else None,
         "flavour": flavour,
         "nodes": [
-            {"id": n.id, "port": n.port, "pid": n.pid, "metrics_url": n.metrics_url}
+            {"id": n.id, "port": n.port, "pid": n.pid, "metrics_url": n.metrics_url,
+             **({"command_line": n.command} if n.command else {})}
             for n in cluster.nodes.values()
         ],
         "broker": {"url": cluster.broker.url, "pid": cluster.broker.pid},
         "balancer": {"port": cluster.balancer.port, "pid": cluster.balancer.pid},
-        "user": user,
-        "token": cluster.token(user),
         "ready_s": round(cluster.ready_seconds or 0.0, 3),
         "log_dir": str(cluster.log_dir),
     }
+    if stack is None:
+        ready.update(user=user, token=cluster.token(user))
+    else:
+        ready.update(url=cluster.app_url, stack=stack.name, protocol=stack.protocol.kind)
+    return ready
 
 
 def _human_ready(ready: dict[str, Any]) -> str:
-    lines = [f"ready in {ready['ready_s']:.2f} s: {ready['url']}"]
+    what = f" (stack {ready['stack']}, {ready['protocol']})" if "stack" in ready else ""
+    lines = [f"ready in {ready['ready_s']:.2f} s: {ready['url']}{what}"]
     for node in ready["nodes"]:
-        lines.append(
-            f"  node {node['id']} port={node['port']} pid={node['pid']} {node['metrics_url']}"
-        )
-    lines.append(f"  broker {ready['broker']['url']} pid={ready['broker']['pid']}")
-    lines.append(f"  token for {ready['user']}: {ready['token']}")
+        extra = f"  {node['command_line']}" if node.get("command_line") \
+            else f" {node['metrics_url']}"
+        lines.append(f"  node {node['id']} port={node['port']} pid={node['pid']}{extra}")
+    if ready["broker"]["url"]:
+        lines.append(f"  broker {ready['broker']['url']} pid={ready['broker']['pid']}")
+    if "token" in ready:
+        lines.append(f"  token for {ready['user']}: {ready['token']}")
     if ready["ca_file"]:
         lines.append(f"  TLS: certificates from the local CA {ready['ca_file']} "
                      "(wsconsole trusts it; for a browser see docs/harness.md)")
+    lines.append(f"  logs in {ready['log_dir']}")
     lines.append("type `help` for commands, `quit` or Ctrl-C to stop")
     return "\n".join(lines)
 

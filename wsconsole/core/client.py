@@ -109,6 +109,16 @@ class ReconnectingClient(ConnectionDriver):
         self.on_message = on_message  # every complete message, awaited before the next
         self._fragments = Fragments()  # a fragmented message being read frame by frame
 
+    @property
+    def handshake_headers(self) -> dict[str, str]:
+        """The response headers of the open connection's handshake, names in lower case ({}
+        while not open): what the server (or a balancer in front of it) said on accepting."""
+        conn = self._conn
+        response = getattr(conn, "response", None) if conn is not None else None
+        if response is None:
+            return {}
+        return {name.lower(): value for name, value in response.headers.raw_items()}
+
     # -- the driver's hooks
 
     async def _goodbye(self, code: int, reason: str) -> bool:

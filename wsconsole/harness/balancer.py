@@ -4,7 +4,7 @@ Run as ``python -m wsconsole.harness.balancer`` or ``wsconsole balancer``::
 
     --host 127.0.0.1 --port P (0: a free port) --backend ID=HOST:PORT (repeatable)
     --sticky ip|cookie|sid [--control HOST:PORT] [--health-interval 0.5] [--health-timeout T]
-    [--head-timeout 5] [--tls-cert FILE --tls-key FILE] [--backend-ca FILE]
+    [--head-timeout 5] [--tls-cert FILE --tls-key FILE] [--backend-ca FILE] [--observe]
 
 Once listening it prints ONE JSON line on stdout, ``{"event": "listening", "port", "pid"}``;
 logs go to stderr. SIGTERM or SIGINT stops it; so does losing its control channel (a balancer
@@ -20,9 +20,10 @@ TLS to the backends too, health checks included (the harness's `--tls`: every ho
 
 This module accepts, routes and connects; each other job has its own module:
 ``httphead`` (reading and parsing the request head), ``routing`` (sticky affinity, pure),
-``pump`` (the two-way byte pump, where chunk observers attach), ``shaper`` and ``netfaults``
-(network faults), ``health`` (``GET /healthz`` checks), ``balancerctl`` (the supervisor's
-commands and the stats pushes).
+``pump`` (the two-way byte pump, where chunk observers attach; ``--observe`` counts the
+WebSocket messages of nodes that report nothing themselves, ``wsframes``), ``shaper`` and
+``netfaults`` (network faults), ``health`` (``GET /healthz`` checks), ``balancerctl`` (the
+supervisor's commands and the stats pushes).
 
 Measured on the shared 2-core box (64 KiB bulk, one stream): direct ~850 MB/s, through the
 balancer ~780-870 MB/s, the fault path with a 0 ms latency fault ~560-870 MB/s (noisy).
@@ -84,6 +85,7 @@ class BalancerConfig:
     max_head: int = MAX_HEAD
     tls: ServerFiles | None = None  # serve wss:// to clients with these
     backend_ca: str | None = None  # talk TLS to the backends, trusting this CA file
+    observe: bool = False  # count messages on the wire, tag responses with the node
 
 
 class Balancer:
@@ -225,7 +227,8 @@ class Balancer:
                 self.health.mark(backend, False)
         forwarded = with_header(head, "X-Forwarded-For", client_ip) + rest
         cookie_for = cookie_to_set(self.sticky, request, backend.id)
-        conn = Connection(backend, (reader, writer), server, forwarded, cookie_for, self.changed)
+        conn = Connection(backend, (reader, writer), server, forwarded, cookie_for, self.changed,
+                          observe=self.config.observe)
         backend.connections += 1
         backend.total += 1
         backend.open.add(conn)
@@ -263,13 +266,19 @@ class Balancer:
         log.info("fault %s cleared on %s (%d removed)", kind or "*", target, removed)
         return removed
 
-    async def add_backend(self, backend_id: str, host: str, port: int) -> Backend:
-        """Add a backend, check it once, and start its health loop."""
+    async def add_backend(self, backend_id: str, host: str, port: int,
+                          health_path: str = "/healthz", health_any: bool = False) -> Backend:
+        """Add a backend, check it once, and start its health loop. Health: `GET health_path`
+        answers 2xx (or anything at all, with `health_any`)."""
         if not backend_id or backend_id == ALL or backend_id in self.backends:
             raise ValueError(f"backend id {backend_id!r} is empty, reserved or taken")
         if not isinstance(port, int) or not 0 < port < 65536:
             raise ValueError(f"bad port {port!r}")
-        backend = Backend(backend_id, str(host), port)
+        if not isinstance(health_path, str) or not health_path.startswith("/") or \
+                any(c in health_path for c in " \r\n"):
+            raise ValueError(f"bad health path {health_path!r}")
+        backend = Backend(backend_id, str(host), port, health_path=health_path,
+                          health_any=bool(health_any))
         self.backends[backend_id] = backend
         backend.faults = self.board.effective(backend_id)
         await self.health.check(backend)
@@ -335,6 +344,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_tls_arguments(parser)
     parser.add_argument("--backend-ca", metavar="FILE",
                         help="connect to the backends over TLS, trusting this CA (PEM)")
+    parser.add_argument(
+        "--observe", action="store_true",
+        help="count WebSocket messages per node on the wire; tag responses with the node",
+    )
     parser.add_argument("--json", action="store_true", help="accepted for uniformity (always JSON)")
 
 
@@ -372,6 +385,7 @@ def config_from_args(args: argparse.Namespace) -> BalancerConfig:
         head_timeout=args.head_timeout,
         tls=tls,
         backend_ca=args.backend_ca,
+        observe=args.observe,
     )
 
 

@@ -76,6 +76,8 @@ class BalancerControl:
             str(message.get("id", "")),
             str(message.get("host", "127.0.0.1")),
             message.get("port"),  # type: ignore[arg-type]
+            health_path=message.get("health_path", "/healthz"),  # type: ignore[arg-type]
+            health_any=bool(message.get("health_any", False)),
         )
         return {"backend": backend.id, "healthy": backend.healthy}
 

@@ -80,7 +80,10 @@ class BalancerKeeper:
         ]  # fmt: skip
         for node_id, port in backends.items():
             args += ["--backend", f"{node_id}={LOOPBACK}:{port}"]
-        args += self.launcher.tls_args(backends=True)  # our nodes serve TLS as well
+        # our nodes serve TLS as well; a stack's own nodes stay plain behind the balancer
+        args += self.launcher.tls_args(backends=self.config.stack is None)
+        if self.config.stack is not None:
+            args.append("--observe")  # the user's nodes report nothing: count on the wire
         return child_argv("balancer", *args)
 
     async def start(self, backends: dict[str, int]) -> None:
@@ -117,10 +120,12 @@ class BalancerKeeper:
             self.info.state = "stopped"
             self._emit()
 
-    async def add_backends(self, backends: dict[str, int]) -> None:
-        """Put nodes (id -> port) behind the balancer and wait until it sees them healthy."""
+    async def add_backends(self, backends: dict[str, int], **health: Any) -> None:
+        """Put nodes (id -> port) behind the balancer and wait until it sees them healthy;
+        `health`: how it checks them (`health_path`, `health_any`; default GET /healthz)."""
         for node_id, port in backends.items():
-            await self.router.request(BALANCER, "backend_add", id=node_id, host=LOOPBACK, port=port)
+            await self.router.request(BALANCER, "backend_add", id=node_id, host=LOOPBACK,
+                                      port=port, **health)
         await self._wait_healthy(list(backends))
 
     async def remove_backend(self, node_id: str) -> None:

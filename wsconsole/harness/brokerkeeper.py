@@ -21,8 +21,9 @@ WATCH_INTERVAL = 0.25  # how often an owned broker's process is checked
 
 @dataclass
 class BrokerInfo:
-    """The Redis-protocol broker: its URL, PID (None when external), state up/down, and
-    whether a restart keeps its state (our own broker with its append-only file)."""
+    """The Redis-protocol broker: its URL, PID (None when external), state up/down (or
+    "none": a stack whose nodes share no broker), and whether a restart keeps its state
+    (our own broker with its append-only file)."""
 
     url: str | None = None
     pid: int | None = None
@@ -44,9 +45,11 @@ class BrokerKeeper:
     def __init__(self, config: ClusterConfig, hub: EventHub) -> None:
         self.config = config
         self.hub = hub
+        self.wanted = config.broker_wanted  # False: a stack whose nodes share no broker
         self.info = BrokerInfo(
             external=config.redis_url is not None,
             persistent=config.redis_url is None and not config.broker_ephemeral,
+            state="down" if self.wanted else "none",
         )
         self._broker: Broker | None = None
         self._busy = False  # a kill or restart is under way: the watch loop keeps out
@@ -62,7 +65,10 @@ class BrokerKeeper:
         self.hub.emit({"event": "broker", **self.info.as_dict(), **extra})
 
     async def start(self) -> None:
-        """Start our own server, or check that the external one answers."""
+        """Start our own server, or check that the external one answers (nothing when none
+        is wanted)."""
+        if not self.wanted:
+            return
         try:
             broker = Broker(
                 self.config.redis_url,
@@ -82,6 +88,8 @@ class BrokerKeeper:
         self._emit(**extra)
 
     def _owned(self) -> Broker:
+        if not self.wanted:
+            raise ClusterError("this stack has no broker ([broker] kind = \"none\")")
         if self._broker is None or self.info.external:
             raise ClusterError("the broker is external (--redis): the harness does not own it")
         return self._broker

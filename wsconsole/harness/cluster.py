@@ -6,7 +6,9 @@ drive. It is a facade over pieces with one job each:
 - clusterconfig.py: the settings, defaults, node states and `ClusterError`;
 - members.py: launching a node or balancer process and waiting for its hello;
 - brokerkeeper.py: the Redis-protocol broker (start, kill, restart, watch, stop);
-- nodes.py: the node registry and every node operation (kill, pause, drain, restart, add...);
+- nodes.py: the node registry and every node operation (kill, pause, drain, restart, add...),
+  for the harness's own nodes or a stack of the user's (stacknodes.py, with their output
+  in nodelog.py and their /metrics in scrape.py);
 - balancerkeeper.py: the balancer process, its backends, sticky mode and network faults;
 - router.py: the control channel (commands out; stats and events in);
 - events.py: the subscribers every piece reports to; stats.py: the merged samples.
@@ -31,7 +33,10 @@ Events (dicts handed to `subscribe` callbacks, the same shapes the CLI prints wi
 - {"event": "node_event", "id", "kind", ...}: what a node pushes (broker_down, draining, ...);
 - {"event": "cluster", "state": "ready"|"stopped", ...};
 - {"event": "stats", "sample": ClusterSample}: a merged sample (harness/stats.py), made when
-  a node or the balancer pushes at least `stats_interval` after the previous one.
+  a node or the balancer pushes at least `stats_interval` after the previous one. A user's
+  node pushes nothing: its figures are the balancer's count of its traffic (connections,
+  messages and bytes both ways, parsed from the frames on the wire) plus its scraped
+  /metrics series, merged with each balancer push.
 """
 
 from __future__ import annotations
@@ -66,8 +71,11 @@ from wsconsole.harness.clusterconfig import (
 )
 from wsconsole.harness.events import Event, EventHub, Subscriber
 from wsconsole.harness.members import Launcher
-from wsconsole.harness.nodes import NodeInfo, NodeKeeper
+from wsconsole.harness.nodelog import LogLine
+from wsconsole.harness.nodes import NodeInfo, NodeKeeper, NodeRunner
 from wsconsole.harness.router import ControlRouter
+from wsconsole.harness.scrape import MetricsScraper
+from wsconsole.harness.stacknodes import StackRunner
 from wsconsole.harness.stats import BalancerFigures, ClusterSample, NodeSnapshot, StatsMerger
 
 log = logging.getLogger(__name__)
@@ -89,9 +97,19 @@ class Cluster:
         self._balancer = BalancerKeeper(
             self.config, self._hub, self._launcher, self._router, self._balancer_figures
         )
+        stack = self.config.stack
+        self._stack_runner: StackRunner | None = None
+        self._scraper: MetricsScraper | None = None
+        runner: NodeRunner | None = None
+        if stack is not None:
+            runner = self._stack_runner = StackRunner(
+                stack, self._launcher, lambda: self._broker.info.url
+            )
+            if stack.metrics is not None:
+                self._scraper = MetricsScraper(stack.metrics)
         self._nodes = NodeKeeper(
             self.config, self._hub, self._launcher, self._router, self._broker.info,
-            self._balancer, self._merger.node_gone,
+            self._balancer, self._node_gone, runner,
         )  # fmt: skip
         self._started = False
         self._stopping = False
@@ -129,6 +147,36 @@ class Cluster:
         return ca.cert_path if ca is not None else None
 
     @property
+    def app_url(self) -> str:
+        """Where a client of the nodes connects through the balancer: `url` for ours; for a
+        stack, its WebSocket path (ws://), or http:// for Socket.IO and SSE."""
+        stack = self.config.stack
+        if stack is None:
+            return self.url
+        if stack.protocol.kind == "websocket":
+            return self.url + stack.protocol.path
+        base = "http" + self.url.removeprefix("ws")  # ws:// -> http://, wss:// -> https://
+        return base + (stack.protocol.path if stack.protocol.kind == "sse" else "")
+
+    def node_log(self, node_id: str, count: int | None = None) -> list[LogLine]:
+        """The last `count` lines node `node_id` printed (all kept with None), time-stamped:
+        a stack node's stdout and stderr; a harness node's log file."""
+        self._nodes.node(node_id)
+        if self._stack_runner is not None:
+            return self._stack_runner.log(node_id).tail(count)
+        if self.log_dir is None:
+            return []
+        path = self.log_dir / f"{node_id}.log"
+        try:
+            text = path.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        stamp = path.stat().st_mtime
+        lines = text if count is None else text[-count:]
+        first = len(text) - len(lines)
+        return [LogLine(stamp, "err", line, first + i) for i, line in enumerate(lines)]
+
+    @property
     def secret(self) -> str:
         """The per-cluster JWT secret the nodes verify tokens with."""
         return self.config.secret
@@ -164,12 +212,16 @@ class Cluster:
 
     def status(self) -> dict[str, Any]:
         """A JSON-ready picture of the whole cluster."""
-        return {
+        status = {
             "url": self.url if self.balancer.port else None,
             "nodes": [info.as_dict() for info in self.nodes.values()],
             "broker": self.broker.as_dict(),
             "balancer": self.balancer.as_dict(),
         }
+        if self.config.stack is not None:
+            status["stack"] = self.config.stack.summary()
+            status["app_url"] = self.app_url if self.balancer.port else None
+        return status
 
     # ---------------------------------------------------------------- start / stop
 
@@ -202,12 +254,15 @@ class Cluster:
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
-            await self._balancer.add_backends({i: self._nodes.members[i].port for i in ids})
+            await self._balancer.add_backends({i: self._nodes.members[i].port for i in ids},
+                                              **self._nodes.runner.health())
         except BaseException:
             await self.stop()
             raise
         self.ready_seconds = time.monotonic() - began
         self._loops.append(self._tasks.spawn(self._broker.watch(), "broker-watch"))
+        if self._scraper is not None:
+            self._loops.append(self._tasks.spawn(self._scraper.run(self._nodes.ports), "scrape"))
         self._emit({"event": "cluster", "state": "ready", "ready_s": round(self.ready_seconds, 3)})
 
     async def stop(self) -> None:
@@ -227,6 +282,8 @@ class Cluster:
             await self._router.close()
             await self._tasks.cancel_all()
             self._launcher.close()
+            if self._stack_runner is not None:
+                self._stack_runner.close()
             self._emit({"event": "cluster", "state": "stopped"})
         finally:
             self._stopped.set()
@@ -337,7 +394,19 @@ class Cluster:
             log.warning("stats from %s dropped: %s", peer, exc)
 
     def _balancer_figures(self, figures: BalancerFigures) -> None:
-        self._publish(self._merger.balancer_pushed(figures, time.time(), time.monotonic()))
+        now, mono = time.time(), time.monotonic()
+        if self._stack_runner is not None:  # the user's nodes: what the balancer saw
+            running = self._nodes.ports()
+            for node_id, backend in figures.backends.items():
+                if node_id in running:
+                    extra = self._scraper.values(node_id) if self._scraper is not None else {}
+                    self._merger.record(backend.snapshot(node_id, figures.t or now, extra), mono)
+        self._publish(self._merger.balancer_pushed(figures, now, mono))
+
+    def _node_gone(self, node_id: str) -> None:
+        self._merger.node_gone(node_id)
+        if self._scraper is not None:
+            self._scraper.forget(node_id)
 
     def _publish(self, sample: ClusterSample | None) -> None:
         """Emit a sample between "ready" and the stop (the merger keeps `latest` regardless)."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from wsconsole.errors import WsconsoleError
 from wsconsole.harness.routing import STICKY_MODES
+from wsconsole.harness.stackfile import Stack
 
 LOOPBACK = "127.0.0.1"
 TLS_HOSTS = (LOOPBACK, "localhost", "::1")  # the names a --tls harness's certificate covers
@@ -107,6 +108,7 @@ class ClusterConfig:
     log_dir: str | None = None  # children's stderr; None = a fresh temporary directory
     flavour: str = "ws"  # "socketio": python-socketio nodes (harness/sionode.py), same controls
     tls: bool = False  # wss://: the balancer and the nodes serve certificates of the local CA
+    stack: Stack | None = None  # the user's own nodes (stackfile.py) instead of ours
 
     @classmethod
     def demo(cls, **overrides: Any) -> ClusterConfig:
@@ -114,6 +116,20 @@ class ClusterConfig:
         values = {"ping_interval": DEMO_PING_INTERVAL, "ping_timeout": DEMO_PING_TIMEOUT}
         values.update(overrides)
         return cls(**values)
+
+    @classmethod
+    def for_stack(cls, stack: Stack, **overrides: Any) -> ClusterConfig:
+        """A cluster of the stack's nodes: its node count and its broker (ours, external or
+        none); the balancer counts their messages on the wire."""
+        values: dict[str, Any] = {"nodes": stack.node.count, "stack": stack,
+                                  "redis_url": stack.broker.url}
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def broker_wanted(self) -> bool:
+        """False for a stack whose nodes share no broker."""
+        return self.stack is None or self.stack.broker.kind != "none"
 
     def validate(self) -> None:
         """Raise ValueError with a plain message for a setting that cannot work."""

@@ -1,7 +1,9 @@
 """The balancer's health checks: `GET /healthz` on each backend, every `interval` seconds.
 
-200 within `timeout` = routable; anything else (draining: 503, refused, paused: accepts but
-never answers) = not. A SIGKILLed or SIGSTOPped node is noticed within interval + timeout
+2xx within `timeout` = routable; anything else (draining: 503, refused, paused: accepts but
+never answers) = not. A user's node (a stack) is checked on its own path: its readiness path
+for a 2xx, or its protocol's path, where any HTTP answer shows the process is alive.
+A SIGKILLed or SIGSTOPped node is noticed within interval + timeout
 (default 0.5 + 1.0 s). A verdict that changes is reported at once (`on_change`), so the
 supervisor hears of it without waiting for the next stats push. Open connections are never
 cut by a health verdict: to a killed node they end by themselves.
@@ -79,7 +81,8 @@ class HealthChecks:
             self.on_change(backend)
 
     async def probe(self, backend: Backend) -> bool:
-        """GET /healthz; True only for a 200 within the timeout."""
+        """GET the backend's health path; True for a 2xx (any answer with `health_any`)
+        within the timeout."""
         writer = None
         try:
             async with asyncio.timeout(self.timeout):
@@ -87,13 +90,15 @@ class HealthChecks:
                     backend.host, backend.port, ssl=self.tls
                 )
                 writer.write(
-                    f"GET /healthz HTTP/1.1\r\nHost: {backend.host}:{backend.port}\r\n"
-                    "Connection: close\r\n\r\n".encode()
+                    f"GET {backend.health_path} HTTP/1.1\r\n"
+                    f"Host: {backend.host}:{backend.port}\r\nConnection: close\r\n\r\n".encode()
                 )
                 await writer.drain()
                 status_line = await reader.readline()
             parts = status_line.split(b" ", 2)
-            return len(parts) >= 2 and parts[0].startswith(b"HTTP/1.") and parts[1] == b"200"
+            if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+                return False
+            return backend.health_any or parts[1].startswith(b"2")
         except (TimeoutError, OSError, ValueError):
             return False
         finally:

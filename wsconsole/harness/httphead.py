@@ -135,3 +135,15 @@ def http_response(status: int, body: str) -> bytes:
         f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(payload)}\r\n"
         "Connection: close\r\n\r\n"
     ).encode() + payload
+
+
+def add_response_header(head: bytes, name: str, value: str) -> bytes:
+    """A response head with `name: value` added right after its status line (a head that is
+    not HTTP/1.x is returned as it is)."""
+    if not head.startswith(b"HTTP/1."):
+        return head
+    line_end = head.find(b"\r\n")
+    if line_end < 0:
+        return head
+    field = f"{name}: {value}\r\n".encode("latin-1")
+    return head[: line_end + 2] + field + head[line_end + 2 :]

@@ -1,14 +1,17 @@
 """Launching the supervisor's node and balancer processes and knowing when each is ready.
 
 A member is started through harness/procs.py (its own process group, PDEATHSIG, reaped by a
-task) with the cluster's secrets in its environment (never on the command line, so `ps`
-does not show them) and its stderr appended to `<log dir>/<name>.log`. It is ready once it
-has printed its `{"event": "listening", "port": N}` line; after that its stdout is read to
-the end so it never blocks on a full pipe, and a watch task reports its exit.
+task) and a watch task reports its exit. One of ours (a harness node, the balancer) gets the
+cluster's secrets in its environment (never on the command line, so `ps` does not show
+them), its stderr appended to `<log dir>/<name>.log`, and is ready once it has printed its
+`{"event": "listening", "port": N}` line; after that its stdout is read to the end so it
+never blocks on a full pipe. A user's node (harness/stacknodes.py) is started by
+`spawn_member` under a keeper and judged ready by its own rules.
 
-With `ClusterConfig.tls` every member is started with `tls_args()`: a certificate of
+With `ClusterConfig.tls` every member of ours is started with `tls_args()`: a certificate of
 wsconsole's local CA (core/localca.py) for the loopback names, written once per cluster to
-a private temporary folder, so a stack's nodes can be handed the same files.
+a private temporary folder (a stack's own nodes stay plain behind the balancer, which serves
+wss:// to the clients).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncio
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +38,7 @@ from wsconsole.harness.clusterconfig import (
     NodeState,
 )
 from wsconsole.harness.control import CONTROL_KEY_ENV
+from wsconsole.logs import log_dir
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +85,19 @@ class Launcher:
         self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
 
     def open_log_dir(self) -> Path:
-        """The configured log directory (created), or a fresh temporary one."""
-        if self.config.log_dir is None:
+        """The configured log directory (created); else, for a stack, a folder of its own
+        under the user log folder, kept after the run (its nodes' output is worth reading
+        after a crash); else a fresh temporary one."""
+        stack = self.config.stack
+        if self.config.log_dir is not None:
+            self.log_dir = Path(self.config.log_dir)
+        elif stack is not None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            self.log_dir = log_dir() / "stacks" / f"{stack.name}-{stamp}-{os.getpid()}"
+        else:
             self._own_log_dir = tempfile.TemporaryDirectory(prefix="wsconsole-harness-")
             self.log_dir = Path(self._own_log_dir.name)
-        else:
-            self.log_dir = Path(self.config.log_dir)
-            self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         return self.log_dir
 
     def open_tls(self) -> ServerFiles | None:
@@ -128,15 +139,23 @@ class Launcher:
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
-    async def launch(
-        self, name: str, argv: list[str], on_exit: Callable[[Member], None]
-    ) -> tuple[Member, dict[str, Any]]:
-        """Start a member, wait for its `listening` line (the hello, returned with it); after
-        its exit `on_exit(member)` is called."""
-        assert self.log_dir is not None, "open_log_dir() first"
+    async def spawn_member(
+        self,
+        name: str,
+        argv: list[str],
+        on_exit: Callable[[Member], None],
+        *,
+        env: dict[str, str],
+        cwd: str | Path | None = None,
+        keeper: bool = False,
+        stderr_log: Path | None = None,
+        stderr_pipe: bool = False,
+    ) -> Member:
+        """Start a member process (not waiting for anything); `on_exit(member)` after its
+        exit. A user's node runs under a keeper (harness/keeper.py)."""
         proc = await procs.spawn(
-            argv, name, stderr_log=self.log_dir / f"{name}.log", env=self._env(),
-            tasks=self.tasks,
+            argv, name, stderr_log=stderr_log, stderr_pipe=stderr_pipe, env=env, cwd=cwd,
+            keeper=keeper, tasks=self.tasks,
         )  # fmt: skip
         member = Member(proc)
         self._spawned = [*self.alive(), member]
@@ -145,6 +164,17 @@ class Launcher:
             member.expected_exit = True
             await proc.stop(None)
             raise ClusterError(f"{name}: the cluster is stopping")
+        return member
+
+    async def launch(
+        self, name: str, argv: list[str], on_exit: Callable[[Member], None]
+    ) -> tuple[Member, dict[str, Any]]:
+        """Start one of our members, wait for its `listening` line (the hello, returned with
+        it); after its exit `on_exit(member)` is called."""
+        assert self.log_dir is not None, "open_log_dir() first"
+        member = await self.spawn_member(
+            name, argv, on_exit, env=self._env(), stderr_log=self.log_dir / f"{name}.log"
+        )
         hello = await self._hello(member)
         member.port = int(hello["port"])
         self.tasks.spawn(self._drain_stdout(member), f"stdout-{name}")

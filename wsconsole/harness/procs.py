@@ -9,12 +9,15 @@ window's swarm and scenario runs, the self-test's Qt check):
   signal we send (stop, kill, pause, resume) goes to the whole group, so a child that starts
   children of its own (`npm start` -> node) is stopped, paused and resumed with them;
 - death with its parent: on Linux the kernel SIGKILLs it when we die (PDEATHSIG), even by
-  SIGKILL (the child itself: processes it started in turn are its own to stop); an `atexit`
-  hook SIGKILLs every group still alive when the interpreter exits without stopping them;
+  SIGKILL; an `atexit` hook SIGKILLs every group still alive when the interpreter exits
+  without stopping them. PDEATHSIG reaches only the child itself, so a user's node (a shell
+  wrapper, `npm start`, a server with workers) is spawned with `keeper=True`: it runs under
+  harness/keeper.py, which owns its process tree and SIGKILLs all of it when we die;
 - reaping: a task awaits its exit, sets `Child.exited` and drops it from the `atexit` list;
 - a terminate with a deadline (`Child.stop`): signal, wait, then SIGCONT + SIGKILL the group;
 - its output captured: stdout as a pipe (`Child.stdout`, `lines()`), stderr appended to a
-  log file or kept as the last N lines (`Child.stderr_tail`), or dropped.
+  log file, kept as the last N lines (`Child.stderr_tail`), a pipe of its own
+  (`Child.stderr`), or dropped.
 
 The asyncio `spawn` serves the event loop; `popen` is its blocking twin for code that runs in
 a worker thread (the broker). Both set the same options and feed the same `atexit` list.
@@ -45,6 +48,7 @@ log = logging.getLogger(__name__)
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
 STREAM_LIMIT = 1 << 16  # asyncio's default line limit for a child's pipes
+KEEPER_TIMEOUT = 15.0  # for a keeper to report the group of the command it started
 
 
 def child_argv(command: str, *args: str) -> list[str]:
@@ -52,6 +56,14 @@ def child_argv(command: str, *args: str) -> list[str]:
     if getattr(sys, "frozen", False):
         return [sys.executable, command, *args]
     return [sys.executable, "-m", "wsconsole", command, *args]
+
+
+def keeper_argv(report_fd: int, argv: Sequence[str]) -> list[str]:
+    """argv that runs `argv` under harness/keeper.py, reporting its group on `report_fd`."""
+    args = ["--report-fd", str(report_fd), "--parent", str(os.getpid()), "--", *argv]
+    if getattr(sys, "frozen", False):
+        return [sys.executable, "keeper", *args]
+    return [sys.executable, "-m", "wsconsole.harness.keeper", *args]
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -188,7 +200,11 @@ def stop_sync(proc: subprocess.Popen[bytes], sig: int | None, timeout: float = 5
 
 
 class Child:
-    """A child process started by `spawn`, in its own process group, reaped by a task."""
+    """A child process started by `spawn`, in its own process group, reaped by a task.
+
+    A kept child (`spawn(keeper=True)`): `proc` is its keeper, `pid` the main process of the
+    command, whose group every signal goes to, `keeper_pid` the keeper's.
+    """
 
     def __init__(
         self,
@@ -197,9 +213,12 @@ class Child:
         tasks: Tasks,
         log_path: Path | None = None,
         stderr_lines: int = 0,
+        group: int | None = None,
     ) -> None:
         self.name = name
         self.proc = proc
+        self.group = proc.pid if group is None else group
+        self.keeper_pid = None if group is None else proc.pid
         self.log_path = log_path
         self.started = time.monotonic()
         self.exited = asyncio.Event()
@@ -216,8 +235,9 @@ class Child:
 
     @property
     def pid(self) -> int:
-        """The child's PID, which is also its process group's id."""
-        return self.proc.pid
+        """The child's PID, which is also its process group's id (a kept child: the PID of
+        the command's main process, not of its keeper)."""
+        return self.group
 
     @property
     def returncode(self) -> int | None:
@@ -236,6 +256,13 @@ class Child:
             raise RuntimeError(f"{self.name} was started without a stdout pipe")
         return self.proc.stdout
 
+    @property
+    def stderr(self) -> asyncio.StreamReader:
+        """The child's stderr pipe (spawned with stderr_pipe=True)."""
+        if self.proc.stderr is None or self._stderr_task is not None:
+            raise RuntimeError(f"{self.name} was started without a stderr pipe")
+        return self.proc.stderr
+
     async def send_line(self, line: bytes) -> None:
         """Write one line to the child's stdin (spawned with stdin=True) and drain it;
         ConnectionError once the child is gone."""
@@ -245,10 +272,11 @@ class Child:
         writer.write(line.rstrip(b"\n") + b"\n")
         await writer.drain()
 
-    async def lines(self) -> AsyncIterator[bytes]:
-        """The child's stdout, line by line, until it closes. A line longer than the spawn's
-        `limit` is skipped (counted in `skipped_lines`) instead of ending the stream."""
-        reader = self.stdout
+    async def lines(self, reader: asyncio.StreamReader | None = None) -> AsyncIterator[bytes]:
+        """The child's stdout (or `reader`), line by line, until it closes. A line longer
+        than the spawn's `limit` is skipped (counted in `skipped_lines`) instead of ending
+        the stream."""
+        reader = reader or self.stdout
         while True:
             try:
                 line = await reader.readline()
@@ -268,7 +296,8 @@ class Child:
                     await asyncio.wait_for(asyncio.shield(self._stderr_task), 1.0)
         finally:
             if self.proc.returncode is not None:
-                _untrack(self.pid)
+                _untrack(self.proc.pid)  # a keeper leaves nothing of its node behind
+                _untrack(self.group)
             self.exited.set()
 
     async def _read_stderr(self) -> None:
@@ -280,12 +309,12 @@ class Child:
         """Send `sig` to the child's whole process group; False once it is gone."""
         if not self.alive:
             return False
-        return signal_group(self.pid, sig)
+        return signal_group(self.group, sig)
 
     def kill(self) -> None:
         """SIGKILL the group (after SIGCONT, so a paused child dies too); no wait."""
         if self.alive:
-            kill_group(self.pid)
+            kill_group(self.group)
 
     def pause(self) -> None:
         """SIGSTOP the group: its sockets stay open, nothing in it runs."""
@@ -359,39 +388,84 @@ async def spawn(
     cwd: str | Path | None = None,
     limit: int = STREAM_LIMIT,
     tasks: Tasks | None = None,
+    stderr_pipe: bool = False,
+    keeper: bool = False,
 ) -> Child:
     """Start `argv` as a `Child` in its own process group (see the module docstring).
 
     stdout: a pipe (`Child.stdout`) or /dev/null; stdin: a pipe (`Child.send_line`) or
-    /dev/null. stderr: appended to `stderr_log`, or its
-    last `stderr_lines` lines kept in `Child.stderr_tail`, or /dev/null. `tasks` owns the
-    reaper and reader tasks (a module-wide keeper by default); their failures are logged.
+    /dev/null. stderr: appended to `stderr_log`, or its last `stderr_lines` lines kept in
+    `Child.stderr_tail`, or a pipe (`Child.stderr`), or /dev/null. `keeper`: run it under
+    harness/keeper.py (a user's node, which may start a tree of processes); OSError if the
+    command cannot be started. `tasks` owns the reaper and reader tasks (a module-wide keeper
+    by default); their failures are logged.
     """
-    if stderr_log is not None and stderr_lines:
-        raise ValueError("stderr goes to a log file or to a tail, not both")
+    if sum((stderr_log is not None, bool(stderr_lines), stderr_pipe)) > 1:
+        raise ValueError("stderr goes to one place: a log file, a tail or a pipe")
     log_fd: int | None = None
     stderr: int = DEVNULL
     if stderr_log is not None:
         log_fd = os.open(stderr_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         stderr = log_fd
-    elif stderr_lines:
+    elif stderr_lines or stderr_pipe:
         stderr = PIPE
+    report: tuple[int, int] | None = os.pipe() if keeper else None
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv,
+            *(keeper_argv(report[1], argv) if report else argv),
             stdin=PIPE if stdin else DEVNULL,
             stdout=PIPE if stdout else DEVNULL,
             stderr=stderr,
             env=env,
             cwd=cwd,
             limit=limit,
+            pass_fds=(report[1],) if report else (),
             **_options(),
         )
+    except BaseException:
+        if report:
+            os.close(report[0])
+        raise
     finally:
         if log_fd is not None:
             os.close(log_fd)
+        if report:
+            os.close(report[1])
     _track(proc.pid)
-    return Child(name, proc, tasks or _TASKS, stderr_log, stderr_lines)
+    group = None
+    if report:
+        group = await _kept_group(proc, report[0], argv)
+    return Child(name, proc, tasks or _TASKS, stderr_log, stderr_lines, group)
+
+
+async def _kept_group(proc: asyncio.subprocess.Process, report: int, argv: Sequence[str]) -> int:
+    """Read the group id a keeper reports (OSError when the command could not start)."""
+    try:
+        async with asyncio.timeout(KEEPER_TIMEOUT):
+            text = (await asyncio.to_thread(_read_all, report)).strip()
+    except BaseException:
+        kill_group(proc.pid)
+        raise
+    if text.isdigit():
+        _track(int(text))
+        return int(text)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(5.0):
+            await proc.wait()
+    _untrack(proc.pid)
+    reason = text.removeprefix("error ") if text else "the keeper exited without starting it"
+    raise OSError(f"cannot start {argv[0]!r}: {reason}")
+
+
+def _read_all(fd: int) -> str:
+    """Everything written to a pipe until its writer closes it (then the fd is closed)."""
+    chunks = []
+    try:
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8", "replace")
 
 
 _TASKS = Tasks(prefix="wsconsole-procs")
@@ -401,6 +475,7 @@ __all__ = [
     "Child",
     "alive",
     "child_argv",
+    "keeper_argv",
     "kill_group",
     "live_groups",
     "popen",

@@ -5,9 +5,12 @@ through the direction's `ShapedWriter` (network faults: `shaper.py`), wait for r
 fast path (no fault on the backend, nothing queued) is: read, one call, write, drain.
 
 `on_chunk` sees every byte of its direction, in order, exactly once, before it is written
-(the backend's response head included): today it counts bytes per backend; an observer of
-the WebSocket frames passing through (per-node message rates) attaches in the same place,
-one per connection and direction, so it can follow frames across chunk boundaries.
+(the backend's response head included): it counts bytes per backend. With `observe` on (a
+stack of the user's own nodes, which report nothing themselves) the backend's response head
+is read first: it gets an `X-Wsconsole-Node: <id>` header (so a client can tell which node
+serves it), and a 101 attaches a `FrameCounter` to both directions (an event-stream
+response, an `EventCounter` to the body): per-node messages in and out, on the wire
+(wsframes.py). Each counter follows its direction across chunk boundaries.
 
 Connection ends: a clean end of stream in one direction is passed on as a half-close and the
 other direction gets up to `HALF_CLOSE_TIMEOUT` s to finish; a socket error ends both sides.
@@ -27,10 +30,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from wsconsole.harness.httphead import MAX_HEAD, find_head_end
+from wsconsole.harness.httphead import MAX_HEAD, add_response_header, find_head_end
 from wsconsole.harness.netfaults import DOWN, UP, ActiveFaults
 from wsconsole.harness.routing import inject_cookie
 from wsconsole.harness.shaper import ShapedWriter
+from wsconsole.harness.wsframes import EventCounter, FrameCounter, Tally
+
+NODE_HEADER = "X-Wsconsole-Node"  # names the serving node in responses (observe mode)
 
 log = logging.getLogger("wsconsole.balancer")
 
@@ -54,6 +60,10 @@ class Backend:
     bytes_down: int = 0
     faults: ActiveFaults | None = None
     open: set[Connection] = field(default_factory=set)
+    health_path: str = "/healthz"  # what the health check GETs
+    health_any: bool = False  # any HTTP answer is healthy (else only 2xx)
+    up: Tally = field(default_factory=Tally)  # messages client -> backend
+    down: Tally = field(default_factory=Tally)  # messages backend -> client
 
     def count_up(self, data: bytes) -> None:
         """Count a chunk going client -> backend."""
@@ -71,6 +81,10 @@ class Backend:
             "total": self.total,
             "bytes_up": self.bytes_up,
             "bytes_down": self.bytes_down,
+            "msgs_up": self.up.messages,
+            "msgs_down": self.down.messages,
+            "control_up": self.up.controls,
+            "control_down": self.down.controls,
             "address": f"{self.host}:{self.port}",
         }
 
@@ -86,14 +100,15 @@ class Pipe:
         writer: asyncio.StreamWriter,
         on_chunk: Callable[[bytes], None],
         initial: bytes = b"",
-        cookie_for: str | None = None,
+        edit_head: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.conn = conn
         self.direction = direction
         self.reader = reader
         self.on_chunk = on_chunk
+        self.observer: Callable[[bytes], None] | None = None  # set once the head says what
         self.initial = initial
-        self.cookie_for = cookie_for  # inject the affinity cookie into the first response head
+        self.edit_head = edit_head  # rewrite the backend's response head (cookie, node tag)
         self.reader_done = False
         self.out = ShapedWriter(
             writer,
@@ -115,11 +130,13 @@ class Pipe:
         try:
             if self.initial:
                 out.write(self.initial)
-            if self.cookie_for is not None:
+            if self.edit_head is not None:
                 await self._read_response_head()
             read = self.reader.read
             while data := await read(CHUNK):
                 on_chunk(data)
+                if self.observer is not None:
+                    self.observer(data)
                 out.write(data)
                 await out.drain()
             self.reader_done = True
@@ -132,8 +149,8 @@ class Pipe:
             return False
 
     async def _read_response_head(self) -> None:
-        """Read the backend's response head (bounded) and inject the cookie into it."""
-        backend_id, self.cookie_for = self.cookie_for, None
+        """Read the backend's response head (bounded), have it edited, pass the rest on."""
+        edit, self.edit_head = self.edit_head, None
         buffer = b""
         while (end := find_head_end(buffer)) < 0 and len(buffer) < MAX_HEAD:
             data = await self.reader.read(CHUNK)
@@ -141,8 +158,11 @@ class Pipe:
                 break
             self.on_chunk(data)
             buffer += data
-        if end >= 0 and backend_id is not None:
-            buffer = inject_cookie(buffer[:end], backend_id) + buffer[end:]
+        if end >= 0 and edit is not None:
+            head, body = buffer[:end], buffer[end:]
+            buffer = edit(head) + body
+            if body and self.observer is not None:
+                self.observer(body)
         if buffer:
             self.out.write(buffer)
 
@@ -170,17 +190,35 @@ class Connection:
         head: bytes,
         cookie_for: str | None,
         changed: Callable[[], Awaitable[None]],
+        observe: bool = False,
     ) -> None:
         self.name = f"c{next(self._ids)}"
         self.backend = backend
         self.changed = changed
+        self.cookie_for = cookie_for  # put the affinity cookie in the response head
+        self.observe = observe
         self.client_writer = client[1]
         self.server_writer = server[1]
         self.up = Pipe(self, UP, client[0], server[1], backend.count_up, initial=head)
-        self.down = Pipe(
-            self, DOWN, server[0], client[1], backend.count_down, cookie_for=cookie_for
-        )
+        edit = self._edit_head if cookie_for is not None or observe else None
+        self.down = Pipe(self, DOWN, server[0], client[1], backend.count_down, edit_head=edit)
         self._done = asyncio.Event()
+
+    def _edit_head(self, head: bytes) -> bytes:
+        """The backend's response head as the client gets it; in observe mode, what follows
+        it decides which counters watch the connection."""
+        if self.cookie_for is not None:
+            head = inject_cookie(head, self.cookie_for)
+        if not self.observe:
+            return head
+        head = add_response_header(head, NODE_HEADER, self.backend.id)
+        status = head.split(b" ", 2)[1:2]
+        if status == [b"101"]:
+            self.up.observer = FrameCounter(self.backend.up).feed
+            self.down.observer = FrameCounter(self.backend.down).feed
+        elif b"text/event-stream" in head.lower():
+            self.down.observer = EventCounter(self.backend.down).feed
+        return head
 
     def reader_finished(self) -> None:
         """End the connection if both peers left while held bytes can never flow (a stall)."""

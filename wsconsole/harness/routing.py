@@ -17,7 +17,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
-from wsconsole.harness.httphead import RequestHead
+from wsconsole.harness.httphead import RequestHead, add_response_header
 
 STICKY_MODES = ("ip", "cookie", "sid")
 COOKIE_NAME = "wsc_node"
@@ -74,8 +74,5 @@ def cookie_to_set(mode: str, request: RequestHead, backend_id: str) -> str | Non
 
 def inject_cookie(response_head: bytes, backend_id: str) -> bytes:
     """A backend's response head with `Set-Cookie: wsc_node=ID` added after the status line."""
-    if not response_head.startswith(b"HTTP/1."):
-        return response_head
-    line_end = response_head.find(b"\r\n")
-    cookie = f"Set-Cookie: {COOKIE_NAME}={backend_id}; Path=/; HttpOnly; SameSite=Lax\r\n"
-    return response_head[: line_end + 2] + cookie.encode("latin-1") + response_head[line_end + 2 :]
+    cookie = f"{COOKIE_NAME}={backend_id}; Path=/; HttpOnly; SameSite=Lax"
+    return add_response_header(response_head, "Set-Cookie", cookie)

@@ -9,6 +9,8 @@ One command per line; words separated by blanks; `#` starts a comment:
     status                                                     nodes, broker, balancer
     conns ID                                                   node ID's connections (id, user,
                                                                rooms, remote): inject targets
+    log ID [N]                                                 the last N lines (20) node ID
+                                                               printed, time-stamped
     token USER [ROOMS...]                                      a JWT for USER (rooms default *)
     sticky ip|cookie|sid                                       the balancer's affinity mode
     net ID|all KIND [ARGS | key=value...]                      a network fault in the balancer:
@@ -43,6 +45,7 @@ COMMANDS = (
     "broker",
     "status",
     "conns",
+    "log",
     "token",
     "sticky",
     "net",
@@ -61,6 +64,7 @@ USAGE = {
     "broker": "broker kill|restart [fresh]",
     "status": "status",
     "conns": "conns ID",
+    "log": "log ID [N]",
     "token": "token USER [ROOMS...]",
     "sticky": "sticky ip|cookie|sid",
     "net": "net ID|all KIND [ARGS|key=value...]  or  net ID|all clear [KIND]",
@@ -136,6 +140,10 @@ def parse(line: str) -> Command | None:
     if name in (*NODE_COMMANDS, "conns"):
         expect(1)
         return Command(name, (rest[0],))
+    if name == "log":
+        if len(rest) not in (1, 2) or (len(rest) == 2 and not rest[1].isdigit()):
+            raise CommandError(f"usage: {usage}")
+        return Command(name, tuple(rest))
     if name in ("add", "status", "help", "quit"):
         expect(0)
         return Command(name)
@@ -208,6 +216,9 @@ async def _execute(cluster: Cluster, command: Command) -> dict[str, Any]:
         return help_event()
     if name == "status":
         return {"event": "status", **cluster.status()}
+    if name == "log":
+        lines = cluster.node_log(args[0], int(args[1]) if len(args) > 1 else 20)
+        return {"event": "log", "id": args[0], "lines": [line.as_dict() for line in lines]}
     if name == "conns":
         conns = await cluster.connections(args[0])
         return {"event": "connections", "id": args[0], "total": len(conns), "connections": conns}

@@ -24,7 +24,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TOTAL = "total"
+RATES = ("msgs_in_per_s", "msgs_out_per_s", "bytes_in_per_s", "bytes_out_per_s")
 STALE_AFTER = 1.5  # seconds without a push before a node's figures are flagged stale
+
+
+def _floats(values: Any) -> dict[str, float]:
+    if not isinstance(values, Mapping):
+        raise ValueError(f"stats field 'extra' is not a mapping: {values!r}")
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"stats field extra[{key!r}] is not a number: {value!r}")
+        out[str(key)] = float(value)
+    return out
 
 
 def _int(message: Mapping[str, Any], key: str) -> int:
@@ -52,6 +64,7 @@ class NodeSnapshot:
     draining: bool = False
     rooms: int = 0
     flavour: str = "ws"
+    extra: dict[str, float] = field(default_factory=dict)  # a user's node's /metrics series
 
     @property
     def errors_total(self) -> int:
@@ -86,6 +99,7 @@ class NodeSnapshot:
             draining=bool(message.get("draining", False)),
             rooms=_int(message, "rooms"),
             flavour=str(message.get("flavour", "ws")),
+            extra=_floats(message.get("extra") or {}),
         )
 
 
@@ -107,6 +121,9 @@ class NodeFigures:
     rooms: int = 0
     up: bool = False  # its process runs and has pushed at least once
     stale: bool = False  # no push for longer than the merger's `stale_after` (paused?)
+    bytes_in_per_s: float = 0.0
+    bytes_out_per_s: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +134,8 @@ class Totals:
     msgs_in_per_s: float = 0.0
     msgs_out_per_s: float = 0.0
     errors_per_s: float = 0.0
+    bytes_in_per_s: float = 0.0
+    bytes_out_per_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +147,8 @@ class BackendFigures:
     total: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
+    msgs_up: int = 0  # WebSocket messages (or SSE events) counted on the wire (observe mode)
+    msgs_down: int = 0
     address: str = ""
 
     @classmethod
@@ -139,14 +160,27 @@ class BackendFigures:
             total=_int(entry, "total"),
             bytes_up=_int(entry, "bytes_up"),
             bytes_down=_int(entry, "bytes_down"),
+            msgs_up=_int(entry, "msgs_up"),
+            msgs_down=_int(entry, "msgs_down"),
             address=str(entry.get("address", "")),
         )
+
+    def snapshot(self, node: str, t: float, extra: Mapping[str, float] | None = None
+                 ) -> NodeSnapshot:
+        """This backend's traffic as the node's own snapshot (a user's node reports nothing
+        itself): connections, messages and bytes as the balancer saw them."""
+        return NodeSnapshot(
+            node=node, t=t, connections=self.connections, msgs_in=self.msgs_up,
+            msgs_out=self.msgs_down, bytes_in=self.bytes_up, bytes_out=self.bytes_down,
+            flavour="stack", extra=dict(extra or {}),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class BalancerFigures:
     """The balancer's latest push: affinity mode, backends, active network faults."""
 
+    t: float = 0.0  # the balancer's wall clock when it pushed
     sticky: str | None = None
     backends: dict[str, BackendFigures] = field(default_factory=dict)
     faults: list[dict[str, Any]] = field(default_factory=list)
@@ -159,7 +193,9 @@ class BalancerFigures:
         if not isinstance(backends, Mapping) or not isinstance(faults, list):
             raise ValueError("balancer stats: 'backends' must map ids, 'faults' be a list")
         sticky = message.get("sticky")
+        t = message.get("t", 0.0)
         return cls(
+            t=float(t) if isinstance(t, int | float) and not isinstance(t, bool) else 0.0,
             sticky=None if sticky is None else str(sticky),
             backends={
                 str(backend_id): BackendFigures.from_message(entry)
@@ -180,13 +216,18 @@ class ClusterSample:
     balancer: BalancerFigures = field(default_factory=BalancerFigures)
 
     def points(self) -> Iterator[tuple[str, float]]:
-        """The plotted figures as (series name, value): `connections.<node id>`,
-        `connections.total`, `msgs_in_per_s.total`, `msgs_out_per_s.total`."""
+        """The plotted figures as (series name, value): per node and in total (`.total`),
+        `connections.*`, `msgs_in_per_s.*`, `msgs_out_per_s.*`, `bytes_in_per_s.*`,
+        `bytes_out_per_s.*`; and a user's node's scraped series as `metric.<name>.<node>`."""
         for node_id, figures in self.nodes.items():
             yield f"connections.{node_id}", figures.connections
+            for rate in RATES:
+                yield f"{rate}.{node_id}", getattr(figures, rate)
+            for name, value in figures.extra.items():
+                yield f"metric.{name}.{node_id}", value
         yield f"connections.{TOTAL}", self.total.connections
-        yield f"msgs_in_per_s.{TOTAL}", self.total.msgs_in_per_s
-        yield f"msgs_out_per_s.{TOTAL}", self.total.msgs_out_per_s
+        for rate in RATES:
+            yield f"{rate}.{TOTAL}", getattr(self.total, rate)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields (the same names as the attributes)."""
@@ -207,24 +248,27 @@ class _NodeTrack:
     received: float = 0.0  # monotonic time the snapshot arrived
     gone: bool = False
     sampled: NodeSnapshot | None = None  # the snapshot the previous sample's rates ended at
-    rates: tuple[float, float, float] = (0.0, 0.0, 0.0)  # in, out, errors per second
+    # msgs in, msgs out, errors, bytes in, bytes out: per second
+    rates: tuple[float, ...] = (0.0,) * 5
 
     def figures(self, mono: float, stale_after: float) -> NodeFigures:
         """This node's part of a sample taken at monotonic time `mono`."""
         snap = self.snapshot
         if snap is None or self.gone:
-            self.sampled, self.rates = None, (0.0, 0.0, 0.0)
+            self.sampled, self.rates = None, (0.0,) * 5
             return NodeFigures()
         stale = mono - self.received > stale_after
         before = self.sampled
         if stale:
-            self.rates = (0.0, 0.0, 0.0)
+            self.rates = (0.0,) * 5
         elif before is not None and snap.t > before.t:
             dt = snap.t - before.t
             self.rates = (
                 _rate(snap.msgs_in, before.msgs_in, dt),
                 _rate(snap.msgs_out, before.msgs_out, dt),
                 _rate(snap.errors_total, before.errors_total, dt),
+                _rate(snap.bytes_in, before.bytes_in, dt),
+                _rate(snap.bytes_out, before.bytes_out, dt),
             )
         self.sampled = snap
         return NodeFigures(
@@ -242,6 +286,9 @@ class _NodeTrack:
             rooms=snap.rooms,
             up=True,
             stale=stale,
+            bytes_in_per_s=self.rates[3],
+            bytes_out_per_s=self.rates[4],
+            extra=snap.extra,
         )
 
 
@@ -263,11 +310,16 @@ class StatsMerger:
 
     def node_pushed(self, snapshot: NodeSnapshot, now: float, mono: float) -> ClusterSample | None:
         """Record a node's push; the new sample if one is due."""
+        self.record(snapshot, mono)
+        return self._sample_if_due(now, mono)
+
+    def record(self, snapshot: NodeSnapshot, mono: float) -> None:
+        """Record a node's snapshot without sampling (the balancer's push that carried it,
+        for a user's node, samples next)."""
         track = self._nodes.setdefault(snapshot.node, _NodeTrack())
         track.snapshot = snapshot
         track.received = mono
         track.gone = False
-        return self._sample_if_due(now, mono)
 
     def balancer_pushed(
         self, figures: BalancerFigures, now: float, mono: float
@@ -297,6 +349,8 @@ class StatsMerger:
             msgs_in_per_s=sum(n.msgs_in_per_s for n in nodes.values()),
             msgs_out_per_s=sum(n.msgs_out_per_s for n in nodes.values()),
             errors_per_s=sum(n.errors_per_s for n in nodes.values()),
+            bytes_in_per_s=sum(n.bytes_in_per_s for n in nodes.values()),
+            bytes_out_per_s=sum(n.bytes_out_per_s for n in nodes.values()),
         )
         self.latest = ClusterSample(now, nodes, total, self._balancer)
         return self.latest

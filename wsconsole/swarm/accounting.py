@@ -21,22 +21,19 @@ live and at the end, the questions a QA engineer asks after breaking a cluster:
   time-to-reconnect distribution (from leaving OPEN to the next OPEN); errors by kind.
 
 Percentiles are the one definition of core/metrics.py (nearest rank), as everywhere else.
+Who was connected when, and the reconnect times, are kept by connbook.py, which the
+accounting of a user's app (appaccounting.py) shares.
 """
 
 from __future__ import annotations
 
 import time
-from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 
 from wsconsole.core.metrics import LatencyHistogram, percentile
-
-OPEN = "OPEN"
-
-
-def _ms(value: float | None) -> float | None:
-    return None if value is None else round(value * 1000.0, 3)
+from wsconsole.swarm.connbook import ClientBook, ConnectionBook
+from wsconsole.swarm.connbook import ms as _ms
 
 
 @dataclass(slots=True)
@@ -77,17 +74,6 @@ class _RoomAcks:
     floor: int = 0  # highest seq of this epoch already compacted away (taken)
 
 
-@dataclass(slots=True)
-class _ClientState:
-    """Connection bookkeeping of one simulated client."""
-
-    state: str = "CLOSED"
-    ever_open: bool = False
-    down_since: float | None = None
-    first_open_at: float | None = None
-    opens: int = 0
-
-
 class Accounting:
     """Counts and cross-checks everything a swarm sent, got acknowledged and received."""
 
@@ -105,7 +91,7 @@ class Accounting:
         self.compact_above = compact_above
         self._final_expected = 0
         self._final_lost = 0
-        self.clients: dict[str, _ClientState] = {}
+        self.book = ConnectionBook(started_at)
         self.subs: dict[tuple[str, str], _Subscription] = {}
         self.sent = 0
         self.acknowledged = 0
@@ -114,43 +100,35 @@ class Accounting:
         self.out_of_order = 0
         self.seq_mismatch = 0
         self.foreign = 0
-        self.reconnects = 0
         self.retried = 0  # publishes sent again after an error reply (broker down, rate limit)
         self.errors: Counter[str] = Counter()
-        self.stopping = False
         # id -> room for every publish; id -> seq once acknowledged
         self._room_of: dict[str, str] = {}
         self._acked_seq: dict[str, int] = {}
         self._rooms: dict[str, _RoomAcks] = {}
         self.latencies = LatencyHistogram()  # the whole run
         self._interval_latencies = LatencyHistogram()  # since the last snapshot
-        self._reconnect_times = array("d")
-        self._reconnect_moments = array("d")
         self._last: dict[str, int] = {}
 
     # ---- feeding -------------------------------------------------------------------------
 
+    @property
+    def clients(self) -> dict[str, ClientBook]:
+        """Every simulated client's connection bookkeeping, by name."""
+        return self.book.clients
+
+    @property
+    def reconnects(self) -> int:
+        """Reconnects completed so far."""
+        return self.book.reconnects
+
     def client_added(self, name: str) -> None:
         """Register a simulated client (before it connects)."""
-        self.clients.setdefault(name, _ClientState())
+        self.book.client_added(name)
 
     def transition(self, name: str, state: str, at: float) -> None:
         """A client's connection changed state; leaving OPEN starts a reconnect clock."""
-        client = self.clients.setdefault(name, _ClientState())
-        previous = client.state
-        client.state = state
-        if state == OPEN:
-            client.opens += 1
-            if not client.ever_open:
-                client.ever_open = True
-                client.first_open_at = at
-            elif client.down_since is not None:
-                self.reconnects += 1
-                self._reconnect_times.append(at - client.down_since)
-                self._reconnect_moments.append(at - self.started_at)
-            client.down_since = None
-        elif previous == OPEN and not self.stopping:
-            client.down_since = at
+        self.book.transition(name, state, at)
 
     def joined(
         self, name: str, room: str, seq: int, epoch: str | None = None, reset: bool = False
@@ -322,14 +300,14 @@ class Accounting:
 
     def begin_stop(self) -> None:
         """From now on, connections closing are the swarm stopping, not failures."""
-        self.stopping = True
+        self.book.begin_stop()
 
     # ---- reading -------------------------------------------------------------------------
 
     @property
     def connected(self) -> int:
         """Clients currently OPEN."""
-        return sum(1 for c in self.clients.values() if c.state == OPEN)
+        return self.book.connected
 
     @property
     def unacknowledged(self) -> int:
@@ -362,13 +340,13 @@ class Accounting:
         """Rooms whose sequence restarted (a broker that lost its state), and how often."""
         return {room: acks.epoch for room, acks in self._rooms.items() if acks.epoch}
 
+    def down_clients(self) -> list[str]:
+        """Clients that were connected once and are not connected now."""
+        return self.book.down_clients()
+
     def settled(self) -> bool:
         """Every publish acknowledged and every owed delivery received (cheap-ish check)."""
         return self.unacknowledged == 0 and self.lost() == 0
-
-    def down_clients(self) -> list[str]:
-        """Clients that were connected once and are not connected now."""
-        return [n for n, c in self.clients.items() if c.down_since is not None]
 
     @staticmethod
     def _latency_fields(latencies: LatencyHistogram) -> dict[str, float | None]:
@@ -377,18 +355,6 @@ class Accounting:
             "p95_latency_ms": _ms(latencies.percentile(95)),
             "p99_latency_ms": _ms(latencies.percentile(99)),
             "max_latency_ms": _ms(latencies.max if latencies.count else None),
-        }
-
-    def _reconnect_fields(self) -> dict[str, float | None]:
-        times = self._reconnect_times
-        p10 = percentile(times, 10)
-        p90 = percentile(times, 90)
-        return {
-            "reconnect_p50_ms": _ms(percentile(times, 50)),
-            "reconnect_p90_ms": _ms(p90),
-            "reconnect_p99_ms": _ms(percentile(times, 99)),
-            "reconnect_max_ms": _ms(max(times) if times else None),
-            "reconnect_spread_ms": _ms(None if p10 is None or p90 is None else p90 - p10),
         }
 
     def snapshot(self, now: float) -> dict[str, object]:
@@ -418,24 +384,16 @@ class Accounting:
             **totals,
             **rates,
             **interval,
-            "reconnect_p99_ms": _ms(percentile(self._reconnect_times, 99)),
+            "reconnect_p99_ms": _ms(percentile(self.book.reconnect_times(), 99)),
         }
 
     def summary(self, now: float) -> dict[str, object]:
         """Final figures: everything in a snapshot plus lost, expected, reconnect spread."""
-        down = self.down_clients()
-        never = [n for n, c in self.clients.items() if not c.ever_open]
-        connect_times = [
-            c.first_open_at - self.started_at
-            for c in self.clients.values()
-            if c.first_open_at is not None
-        ]
+        book = self.book.summary()
         return {
             "t": round(now - self.started_at, 3),
-            "clients": len(self.clients),
-            "connected": self.connected,
-            "never_connected": len(never),
-            "disconnected_at_end": len(down),
+            **{key: book[key] for key in ("clients", "connected", "never_connected",
+                                          "disconnected_at_end")},
             "subscriptions": len(self.subs),
             "sent": self.sent,
             "acknowledged": self.acknowledged,
@@ -451,17 +409,16 @@ class Accounting:
             "seq_restarts": sum(self.epochs().values()),
             "reset_notices": sum(sub.resets for sub in self.subs.values()),
             **self._latency_fields(self.latencies),
-            "reconnects": self.reconnects,
-            **self._reconnect_fields(),
-            "connect_max_ms": _ms(max(connect_times) if connect_times else None),
+            **{key: value for key, value in book.items() if key.startswith(("reconnect",
+                                                                              "connect_"))},
             "errors": dict(self.errors),
             "errors_total": sum(self.errors.values()),
         }
 
     def reconnect_times(self) -> list[float]:
         """Every measured time-to-reconnect, seconds, in the order they happened."""
-        return list(self._reconnect_times)
+        return self.book.reconnect_times()
 
     def reconnect_moments(self) -> list[float]:
         """When each reconnect completed, seconds since the swarm started."""
-        return list(self._reconnect_moments)
+        return self.book.reconnect_moments()

@@ -15,6 +15,9 @@ For the window (fleet.py): `on_fleet` gets a batch of the clients' state changes
 heartbeat marks every `fleet_interval`, the clients' last frames are kept for `control`
 requests, and a share of the clients can run the heartbeat lab's pong policy (`pongs_share`,
 `pongs`; changed live with `set_pongs`), whose drops by the server are in the stats.
+The phases are the same on the user's own app (appswarm.py): there the clients follow a
+stack's recipe and the accounting has no sequence numbers to go by; `AppSwarm` replaces the
+hooks `_prepare`, `_publish_one`, `_settled` and `_snapshot`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -41,6 +44,7 @@ from wsconsole.core.heartbeat import PongPolicy, pong_share
 from wsconsole.core.lifecycle import State, Transition
 from wsconsole.core.tasks import Tasks, spawn
 from wsconsole.errors import WsconsoleError
+from wsconsole.harness.stackfile import Stack
 from wsconsole.swarm.accounting import Accounting
 from wsconsole.swarm.fleet import FleetWatch
 
@@ -58,6 +62,18 @@ def _epoch(envelope: dict[str, Any]) -> str | None:
     """The epoch (the room's sequence space) a harness envelope names, as text."""
     epoch = envelope.get("epoch")
     return None if epoch is None or isinstance(epoch, bool) else str(epoch)
+class SwarmClient(Protocol):
+    """What the phases need of a simulated client, whatever it speaks."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Begin connecting."""
+        ...
+
+    async def stop(self) -> None:
+        """Close and stop reconnecting."""
+        ...
 
 
 class SwarmConfigError(WsconsoleError, ValueError):
@@ -99,9 +115,14 @@ class SwarmConfig:
     pongs_share: float = 0.0  # this share of the clients answers the server's pings per `pongs`
     pongs: PongPolicy = field(default_factory=lambda: PongPolicy("off"))
     fleet_interval: float = 0.25  # seconds between two fleet batches (with on_fleet)
+    stack: Stack | None = None  # the user's app: its client recipe instead of our protocol
+    windows: tuple[tuple[float, str], ...] = ()  # fault windows (seconds, label) to report
+    join_grace: float = 0.5  # a join on an app that does not confirm it counts after this
 
     def validate(self) -> None:
         """Raise SwarmConfigError naming the first setting that cannot work."""
+        if self.stack is not None:
+            self._validate_app()
         if not isinstance(self.clients, int) or self.clients < 1:
             raise SwarmConfigError(f"clients must be at least 1, not {self.clients}")
         if not isinstance(self.rooms, int) or not 1 <= self.rooms <= self.clients:
@@ -127,12 +148,31 @@ class SwarmConfig:
                                    f"not {self.pongs_share}")
         if not self.fleet_interval > 0:
             raise SwarmConfigError("fleet interval must be > 0")
+        if self.stack is not None:
+            return
         # ClientOptions checks the URL, the heartbeat and the queue limit the same way as
         # `wsconsole connect` does.
         try:
             self.client_options(0)
         except ClientError as exc:
             raise SwarmConfigError(str(exc)) from None
+
+    def _validate_app(self) -> None:
+        stack = self.stack
+        assert stack is not None
+        if stack.client is None:
+            raise SwarmConfigError(f"the stack {stack.name!r} has no [client] recipe: add "
+                                   "[client.publish] and [client.receive] (docs/stacks.md)")
+        schemes = ("http://", "https://", "ws://", "wss://") \
+            if stack.protocol.kind == "socketio" else ("ws://", "wss://")
+        if not self.url.startswith(schemes):
+            raise SwarmConfigError(f"a {stack.protocol.kind} stack's URL starts with "
+                                   f"{' or '.join(schemes)}, not {self.url!r}")
+        if self.payload:
+            raise SwarmConfigError("payload padding is for the harness protocol; a stack's "
+                                   "publish template says what is sent")
+        if self.join_grace < 0:
+            raise SwarmConfigError("join grace must be >= 0 seconds")
 
     def user(self, index: int) -> str:
         """The user name of client `index` (0-based): PREFIX-0001 ..."""
@@ -208,7 +248,7 @@ class Swarm:
         self.fleet = FleetWatch()
         self.clock = clock
         self.accounting = Accounting(started_at=clock())
-        self.clients: list[ReconnectingClient] = []
+        self.clients: list[Any] = []  # SwarmClients: ReconnectingClient here
         self.phase = "idle"
         self.summary: Stats | None = None
         self._stop = asyncio.Event()
@@ -235,16 +275,7 @@ class Swarm:
         if self.clients:
             raise RuntimeError("a Swarm runs once; make a new one for another run")
         started = self.clock()
-        self.accounting = Accounting(started_at=started)
-        for index in range(cfg.clients):
-            name = f"c{index + 1:04d}"
-            client = ReconnectingClient(cfg.client_options(index), name=name)
-            client.subscribe(self._observer(name))
-            client.subscribe(self.fleet.observer(name))
-            self.fleet.set_silent(name, not client.pongs.answers)
-            self.clients.append(client)
-            self._counters.append(0)
-            self.accounting.client_added(name)
+        self._prepare(started)
         stats_task = spawn(self._stats_loop(), "swarm-stats")  # reports until the very end
         fleet_task = spawn(self._fleet_loop(), "swarm-fleet")
         try:
@@ -276,6 +307,19 @@ class Swarm:
         self.summary = self.accounting.summary(self.clock())
         self.summary.update(self.fleet.figures(self.clients, time.monotonic()))
         return self.summary
+
+    def _prepare(self, started: float) -> None:
+        """Make the accounting and the clients (none connects yet)."""
+        self.accounting = Accounting(started_at=started)
+        for index in range(self.config.clients):
+            name = f"c{index + 1:04d}"
+            client = ReconnectingClient(self.config.client_options(index), name=name)
+            client.subscribe(self._observer(name))
+            client.subscribe(self.fleet.observer(name))
+            self.fleet.set_silent(name, not client.pongs.answers)
+            self.clients.append(client)
+            self._counters.append(0)
+            self.accounting.client_added(name)
 
     async def _wait_all_joined(self, limit: float) -> None:
         deadline = self.clock() + limit
@@ -354,14 +398,18 @@ class Swarm:
             return
         deadline = self.clock() + cfg.settle
         while self.clock() < deadline and not self._abort.is_set():
-            if self.accounting.unacknowledged == 0 and self.accounting.lost() == 0:
+            if self._settled():
                 return
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.2):
                     await self._abort.wait()
 
+    def _settled(self) -> bool:
+        """Nothing more to wait for: every publish acknowledged, every delivery made."""
+        return self.accounting.unacknowledged == 0 and self.accounting.lost() == 0
+
     async def _stop_clients(self) -> None:
-        async def stop_one(client: ReconnectingClient) -> None:
+        async def stop_one(client: SwarmClient) -> None:
             try:
                 async with asyncio.timeout(5):
                     await client.stop()
@@ -473,9 +521,13 @@ class Swarm:
             return self.fleet.frames(clients, since, until, after)
         raise SwarmConfigError(f"unknown command {kind!r} (pongs, frames)")
 
-    def _emit_stats(self) -> None:
+    def _snapshot(self) -> Stats:
+        """The live figures of the interval since the previous snapshot."""
         self.accounting.compact(self.clock())
-        snapshot = self.accounting.snapshot(self.clock())
+        return self.accounting.snapshot(self.clock())
+
+    def _emit_stats(self) -> None:
+        snapshot = self._snapshot()
         snapshot.update(self.fleet.figures(self.clients, time.monotonic()))
         snapshot["phase"] = self.phase
         if self.on_stats is not None:

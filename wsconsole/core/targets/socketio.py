@@ -208,6 +208,8 @@ class SocketIOClient(ConnectionDriver):
         self._gone: asyncio.Future[str] | None = None
         self._listeners: list[EventListener] = []
         self._refusals: list[str] = []  # CONNECT_ERROR reasons of the current attempt
+        # the latest HTTP answer's (or upgrade's) headers, names in lower case
+        self.response_headers: dict[str, str] = {}
 
     # -- listening
 
@@ -236,6 +238,12 @@ class SocketIOClient(ConnectionDriver):
     def _make_client(self) -> _TappedClient:
         sessions: list[aiohttp.ClientSession] = []
 
+        async def answered(_session: Any, _context: Any, params: Any) -> None:
+            self.response_headers = {k.lower(): v for k, v in params.response.headers.items()}
+
+        trace = aiohttp.TraceConfig()
+        trace.on_request_end.append(answered)
+
         def http_session() -> aiohttp.ClientSession:
             # Like a browser, keep cookies set by an IP-address host (aiohttp refuses them by
             # default): a cookie-sticky balancer in front of 127.0.0.1 depends on it.
@@ -243,6 +251,7 @@ class SocketIOClient(ConnectionDriver):
             session = aiohttp.ClientSession(
                 cookie_jar=aiohttp.CookieJar(unsafe=True),
                 connector=aiohttp.TCPConnector(ssl=url_context(self.options.url)),
+                trace_configs=[trace],
             )
             sessions.append(session)
             return session

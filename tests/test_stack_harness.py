@@ -1,0 +1,117 @@
+"""`wsconsole harness --stack`: the user's own nodes under the harness, as a subprocess.
+
+Nothing of a node's process tree (a shell wrapper, a child in its group, a child that left
+its group with setsid) survives `quit`, SIGINT or a SIGKILLed supervisor; every operation
+works on the user's nodes; the balancer counts their messages on the wire.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.sync.client import connect as ws_connect
+
+from tests.support import ProcessRegistry, pid_alive, wait_for
+from tests.test_harness_cli import HarnessProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+FORKING = ROOT / "tests" / "fixtures" / "stacks" / "forking" / "stack.toml"
+BROADCAST = ROOT / "examples" / "python-broadcast" / "stack.toml"
+
+
+def _tree(pids_dir: Path, ready: dict[str, Any]) -> list[int]:
+    """Every PID of the nodes' trees: the wrappers' records and the balancer."""
+    assert wait_for(lambda: all((pids_dir / n["id"]).exists() and
+                                len((pids_dir / n["id"]).read_text().split()) == 3
+                                for n in ready["nodes"]), timeout=10)
+    pids = [int(p) for n in ready["nodes"] for p in (pids_dir / n["id"]).read_text().split()]
+    pids.append(ready["balancer"]["pid"])
+    return pids
+
+
+@pytest.mark.parametrize("how", ["quit", "sigint", "sigkill"])
+def test_nothing_of_a_forking_node_outlives_the_supervisor(
+    procs: ProcessRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    monkeypatch.setenv("PIDS_DIR", str(tmp_path))
+    harness = HarnessProcess(procs, "--stack", str(FORKING), "--stats-interval", "0")
+    pids: list[int] = []
+    try:
+        ready = harness.expect(lambda e: e["event"] == "ready", timeout=90)
+        assert [n["command_line"] for n in ready["nodes"]] == ["sh wrapper.sh"] * 2
+        pids = _tree(tmp_path, ready)
+        assert all(pid_alive(pid) for pid in pids)
+        if how == "quit":
+            harness.send("quit")
+        else:
+            harness.proc.send_signal(signal.SIGINT if how == "sigint" else signal.SIGKILL)
+        harness.proc.wait(timeout=60)
+        assert wait_for(lambda: not [p for p in pids if pid_alive(p)], timeout=10), \
+            f"still alive after {how}: {[p for p in pids if pid_alive(p)]}"
+    finally:
+        if harness.proc.poll() is None:
+            harness.proc.kill()
+        for pid in pids:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_every_operation_on_a_users_nodes_and_their_traffic_counted(
+    procs: ProcessRegistry,
+) -> None:
+    harness = HarnessProcess(procs, "--stack", str(BROADCAST), "--stats-interval", "0.5")
+    pids: list[int] = []
+    try:
+        ready = harness.expect(lambda e: e["event"] == "ready", timeout=90)
+        pids = [n["pid"] for n in ready["nodes"]]
+        assert ready["stack"] == "python-broadcast" and ready["url"].endswith("/")
+        with ws_connect(ready["url"], open_timeout=10) as ws:
+            node = ws.response.headers["X-Wsconsole-Node"]  # the balancer says who serves
+            assert node in ("n1", "n2")
+            ws.send(json.dumps({"type": "join", "room": "r"}))
+            # a node's first sample is the baseline its rates start from
+            harness.expect(lambda e: e["event"] == "stats" and e["connections"][node] == 1)
+            for n in range(20):
+                ws.send(json.dumps({"type": "chat", "room": "r", "id": f"m{n}"}))
+            got = [json.loads(ws.recv(timeout=10))["id"] for _ in range(20)]
+            assert got == [f"m{n}" for n in range(20)]
+            stats = harness.expect(lambda e: e["event"] == "stats" and
+                                   e["msgs_in_per_s"][node] > 0 and
+                                   e["msgs_out_per_s"][node] > 0)
+            assert stats["connections"][node] == 1
+        harness.send(f"log {node} 5")
+        log = harness.expect(lambda e: e["event"] == "log")
+        assert any("listening on" in line["text"] for line in log["lines"])
+        for line in ("pause n1", "resume n1", "drain n2", "restart n2", "add", "kill n1"):
+            harness.send(line)
+            done = harness.expect(lambda e: e["event"] in ("done", "error"))
+            assert done["event"] == "done", done
+            if done.get("pid"):
+                pids.append(done["pid"])
+        harness.send("status")
+        status = harness.expect(lambda e: e["event"] == "status")
+        assert {n["id"]: n["state"] for n in status["nodes"]} == {
+            "n1": "killed", "n2": "running", "n3": "running"}
+        harness.send("conns n2")
+        assert "control channel" in harness.expect(lambda e: e["event"] == "error")["error"]
+        harness.send("quit")
+        harness.expect(lambda e: e["event"] == "stopped")
+        assert harness.proc.wait(timeout=60) == 0
+        assert wait_for(lambda: not [p for p in pids if pid_alive(p)], timeout=10)
+        log_dir = Path(ready["log_dir"])
+        assert "listening on" in (log_dir / "n1.log").read_text()
+    finally:
+        if harness.proc.poll() is None:
+            harness.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                harness.proc.wait(timeout=30)
+        for pid in pids:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
