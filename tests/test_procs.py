@@ -108,7 +108,7 @@ async def test_stderr_goes_to_a_log_file_or_a_bounded_tail(
     assert logged.log_tail(2) == "line 48 | line 49"
     assert list(tailed.stderr_tail) == ["line 47", "line 48", "line 49"]
     assert tailed.log_tail(1) == "line 49"
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="stderr goes to one place"):
         await procs.spawn(["true"], "both", stderr_log=tmp_path / "x.log", stderr_lines=1)
 
 

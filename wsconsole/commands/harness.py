@@ -117,7 +117,8 @@ def _stack(args: argparse.Namespace) -> Stack | None:
     try:
         if args.stack is not None:
             return load_stack(args.stack)
-        return node_cmd_stack(args.node_cmd, count=args.nodes or 2, broker=args.redis)
+        count = args.nodes if args.nodes is not None else 2
+        return node_cmd_stack(args.node_cmd, count=count, broker=args.redis)
     except StackError as exc:
         raise ValueError(str(exc)) from None
 
@@ -133,7 +134,8 @@ def config_from_args(args: argparse.Namespace) -> ClusterConfig:
     if stack is not None and redis_url is None:
         redis_url = stack.broker.url
     config = ClusterConfig(
-        nodes=args.nodes or (stack.node.count if stack is not None else 3),
+        nodes=args.nodes if args.nodes is not None else (
+            stack.node.count if stack is not None else 3),
         stack=stack,
         port=args.port,
         redis_url=redis_url,

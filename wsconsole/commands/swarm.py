@@ -1,5 +1,11 @@
 """`wsconsole swarm URL`: many simulated clients with loss, duplicate and order accounting.
 
+`--stack FILE` puts the clients on the user's own app instead: they follow the stack file's
+client recipe (auth, join, publish, how a delivery is recognised) and the summary counts
+lost, duplicated and out-of-order messages and latency per client, per node and in total
+with no sequence numbers of ours. Without a URL the stack is started under the harness for
+the run (and stopped after); with one, the swarm loads the app there.
+
 Prints a stats line every second and a summary at the end (`--json`: {"event": "stats", ...}
 lines and one {"event": "summary", ...}). Exit 0 when every client got in, every publish was
 acknowledged and reached every subscriber exactly once and in order; 1 otherwise; 2 for bad
@@ -52,7 +58,13 @@ DEFAULTS: dict[str, Any] = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the swarm's flags."""
-    parser.add_argument("url", help="ws:// or wss:// URL of a harness-protocol server")
+    parser.add_argument("url", nargs="?",
+                        help="ws:// or wss:// URL of a harness-protocol server (with --stack: "
+                             "of the app; none: start the stack here for the run)")
+    parser.add_argument("--stack", metavar="FILE",
+                        help="a stack file: its clients follow its recipe (docs/stacks.md)")
+    parser.add_argument("--join-grace", type=float, default=0.5, metavar="S",
+                        help="with --stack: a join counts after S seconds (0.5)")
     parser.add_argument("--clients", type=int, default=10, help="simulated clients (10)")
     parser.add_argument("--rooms", type=int, default=1, help="rooms to spread them over (1)")
     parser.add_argument("--rate", type=float, default=10.0, help="publishes/s in total (10)")
@@ -98,8 +110,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _config(args: argparse.Namespace) -> Any:
     """The SwarmConfig the command line asks for; SwarmConfigError or OptionsError."""
     from wsconsole.app.targets import backoff_policy
+    from wsconsole.harness.stackfile import StackError, load_stack
     from wsconsole.swarm.swarm import SwarmConfig, SwarmConfigError
 
+    stack = None
+    if args.stack is not None:
+        try:
+            stack = load_stack(args.stack)
+        except StackError as exc:
+            raise SwarmConfigError(str(exc)) from None
+    elif args.url is None:
+        raise SwarmConfigError("a URL is needed (or --stack FILE)")
     secret = None
     if args.secret_env:
         secret = os.environ.get(args.secret_env)
@@ -107,7 +128,9 @@ def _config(args: argparse.Namespace) -> Any:
             raise SwarmConfigError(f"environment variable {args.secret_env} is not set")
     conn = options.from_args(args, CONNECTION)  # the URL is SwarmConfig's to check
     config = SwarmConfig(
-        url=args.url,
+        url=args.url or "ws://127.0.0.1:1/",  # the stack's own, once it runs
+        stack=stack,
+        join_grace=args.join_grace,
         clients=args.clients,
         rooms=args.rooms,
         rate=args.rate,
@@ -142,18 +165,42 @@ def _human_stats(s: dict[str, Any]) -> str:
     )
 
 
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def slice_lines(s: dict[str, Any]) -> list[str]:
+    """A stack swarm's figures per node and per fault window, one line each."""
+    lines = []
+    for title, rows in (("node", s.get("per_node", {}).items()),
+                        ("window", ((f"{w['from_s']:g}s {w['label']}", w)
+                                    for w in s.get("per_window", [])))):
+        for name, row in rows:
+            lines.append(
+                f"  {title} {name}: owed {row['owed']}  delivered {row['delivered']}"
+                f"  lost {row['lost']}  dup {row['duplicated']}  ooo {row['out_of_order']}"
+                f"  p50 {_ms(row['p50_latency_ms'])}  p99 {_ms(row['p99_latency_ms'])} ms")
+    return lines
+
+
 def _human_summary(s: dict[str, Any]) -> str:
     def ms(key: str) -> str:
-        value = s.get(key)
-        return "-" if value is None else f"{value:.1f}"
+        return _ms(s.get(key))
 
     errors = ", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items())) or "none"
+    if "acknowledged" in s:
+        sent = (f"  sent {s['sent']}  acknowledged {s['acknowledged']}"
+                f"  unacknowledged {s['unacknowledged']}")
+    else:  # a user's app: no acks, but what could not be sent and what reached nobody
+        sent = (f"  sent {s['sent']}  unsent (client away) {s['unsent']}"
+                f"  reached nobody {s['undelivered']}"
+                + (f"  sessions recovered {s['recovered_sessions']}"
+                   if s.get("recovered_sessions") else ""))
     return "\n".join(
         [
             f"summary after {s['t']:.1f} s, {s['clients']} clients"
             f" ({s['never_connected']} never connected, {s['disconnected_at_end']} down at end)",
-            f"  sent {s['sent']}  acknowledged {s['acknowledged']}"
-            f"  unacknowledged {s['unacknowledged']}",
+            sent,
             f"  delivered {s['delivered']} of {s['expected']} owed  lost {s['lost']}"
             f"  duplicated {s['duplicated']}  out of order {s['out_of_order']}",
             f"  latency ms p50 {ms('p50_latency_ms')}  p95 {ms('p95_latency_ms')}"
@@ -163,6 +210,7 @@ def _human_summary(s: dict[str, Any]) -> str:
             f"  spread {ms('reconnect_spread_ms')}",
             f"  errors: {errors}",
             *_lab_lines(s),
+            *slice_lines(s),
         ]
     )
 
@@ -189,22 +237,57 @@ def clean(summary: dict[str, Any]) -> bool:
         or summary["lost"]
         or summary["duplicated"]
         or summary["out_of_order"]
-        or summary["unacknowledged"]
+        or summary.get("unacknowledged", 0)
     )
 
 
-async def _run(config: Any, out: Output, fleet: bool = False,
+def _human_stats_app(s: dict[str, Any]) -> str:
+    p99 = s.get("p99_latency_ms")
+    latency = f"p99 {p99:.1f} ms" if p99 is not None else "p99 -"
+    return (
+        f"[{s['t']:6.1f}s {s.get('phase', '')}] connected {s['connected']}/{s['clients']}"
+        f"  sent {s['sent']}  delivered {s['delivered']}  dup {s['duplicated']}"
+        f"  ooo {s['out_of_order']}  {latency}  reconnects {s['reconnects']}"
+    )
+
+
+async def _run(config: Any, out: Output, own_stack: bool = False, fleet: bool = False,
                control: bool = False) -> dict[str, Any]:
+    """Run the swarm (on a stack started here for the run when `own_stack`)."""
+    from wsconsole.harness.cluster import Cluster, ClusterConfig, ClusterError
+
+    if not own_stack:
+        return await _swarm(config, out, fleet, control)
+    cluster = Cluster(ClusterConfig.for_stack(config.stack))
+    out.event("stack", f"starting the stack {config.stack.name}...", name=config.stack.name)
+    try:
+        await cluster.start()
+    except ClusterError as exc:
+        await cluster.stop()
+        raise SystemExit(f"wsconsole swarm: the stack did not start: {exc}") from None
+    try:
+        config.url = cluster.app_url
+        out.event("stack_ready", f"stack ready at {config.url} (logs {cluster.log_dir})",
+                  url=config.url, log_dir=str(cluster.log_dir))
+        return await _swarm(config, out, fleet, control)
+    finally:
+        await cluster.stop()
+
+
+async def _swarm(config: Any, out: Output, fleet: bool, control: bool) -> dict[str, Any]:
+    from wsconsole.swarm.appswarm import AppSwarm
     from wsconsole.swarm.swarm import Swarm
 
+    app = config.stack is not None
+
     def on_stats(stats: dict[str, Any]) -> None:
-        out.event("stats", _human_stats(stats), **stats)
+        out.event("stats", (_human_stats_app if app else _human_stats)(stats), **stats)
 
     def on_fleet(batch: dict[str, Any]) -> None:
         out.event("fleet", None, **batch)
 
-    swarm = Swarm(config, on_stats=on_stats,
-                  on_fleet=on_fleet if fleet and out.json_mode else None)
+    swarm = (AppSwarm if app else Swarm)(
+        config, on_stats=on_stats, on_fleet=on_fleet if fleet and out.json_mode else None)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -257,6 +340,7 @@ def run(args: argparse.Namespace) -> int:
     except SwarmConfigError as exc:
         return fail_usage(str(exc))
     out = Output(args.json)
-    summary = asyncio.run(_run(config, out, args.fleet, args.control))
+    own_stack = args.stack is not None and not args.url
+    summary = asyncio.run(_run(config, out, own_stack, args.fleet, args.control))
     out.event("summary", _human_summary(summary), ok=clean(summary), **summary)
     return 0 if clean(summary) else 1

@@ -60,6 +60,11 @@ METRICS: frozenset[str] = frozenset(
         "reconnect_spread_ms",
         "connect_max_ms",
         "errors_total",
+        # a stack's swarm (swarm/appaccounting.py)
+        "unsent",
+        "undelivered",
+        "foreign",
+        "recovered_sessions",
         # replay scenarios (scenarios/replay.py)
         "received",
         "matched",

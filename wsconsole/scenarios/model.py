@@ -3,7 +3,9 @@
 A scenario names the cluster to start, the swarm to put on it, timed steps that break it,
 and assertions that decide the verdict (docs/scenarios.md has the full reference); or, in
 place of the swarm, a recorded connection to replay against `url` or the harness of its
-[cluster] (scenarios/replay.py):
+[cluster] (scenarios/replay.py).
+Instead of [cluster], `stack = "my-app.toml"` runs the user's own nodes (a stack file,
+docs/stacks.md, relative to the scenario) and the swarm follows the stack's client recipe:
 
     name = "node kill under load"
     [cluster]                       nodes, broker, sticky, timings, ping_*, tls, [cluster.limits]
@@ -28,6 +30,7 @@ from wsconsole.core.errors import ClientOptionsError
 from wsconsole.core.frames import MAX_CONTROL_PAYLOAD
 from wsconsole.core.heartbeat import PongPolicy
 from wsconsole.harness import netfaults, routing
+from wsconsole.harness.stackfile import Stack, StackError, load_stack
 from wsconsole.scenarios.assertions import Assertion, AssertionSyntaxError, parse_assertion
 from wsconsole.scenarios.replay import ReplaySpec, parse_replay
 from wsconsole.tomlcheck import TomlFileError, TomlReader, parse_toml, read_text
@@ -118,6 +121,8 @@ class SwarmSpec:
     backoff: BackoffSpec = field(default_factory=BackoffSpec)
     pongs_share: float = 0.0  # the heartbeat lab: this share of the clients ...
     pongs: PongPolicy = field(default_factory=lambda: PongPolicy("off"))  # ... answers so
+    join_grace: float = 0.5  # a stack: a join counts after this (the app does not confirm)
+    wait_joined: float | None = None  # hold the load until every client joined (at most S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +160,7 @@ class Scenario:
     path: str | None = None
     timeout: float | None = None
     replay: ReplaySpec | None = None
+    stack: Stack | None = None
 
     @property
     def load_seconds(self) -> float:
@@ -208,7 +214,7 @@ def parse_scenario(text: str, path: str | None = None) -> Scenario:
         data,
         frozenset(
             {"name", "description", "url", "timeout", "cluster", "swarm", "steps", "assertions",
-             "replay"}
+             "replay", "stack"}
         ),
     )
     url = r.string(data, "url", None)
@@ -216,7 +222,11 @@ def parse_scenario(text: str, path: str | None = None) -> Scenario:
         raise r.fail(f"url must start with ws:// or wss://, not {url!r}", "url")
     if url is not None and "cluster" in data:
         raise r.fail("give either url (an external server) or [cluster], not both", "cluster")
-    cluster = None if url is not None else _cluster(r, r.table(data, "cluster"))
+    stack = _stack(r, data, path)
+    if stack is not None and "replay" in data:
+        raise r.fail("a stack scenario puts the swarm on the stack: no [replay]", "replay")
+    cluster = None if url is not None or stack is not None else \
+        _cluster(r, r.table(data, "cluster"))
     replay, swarm, steps = None, None, []
     if "replay" in data:
         if url is None and "cluster" not in data:
@@ -230,7 +240,7 @@ def parse_scenario(text: str, path: str | None = None) -> Scenario:
         raise r.fail("a [swarm] table is required (at least its duration), or a [replay]")
     else:
         swarm = _swarm(r, r.table(data, "swarm"))
-        steps = _steps(r, data.get("steps", []), swarm, cluster)
+        steps = _steps(r, data.get("steps", []), swarm, cluster, stack)
     assertions = _assertions(r, data.get("assertions", []))
     timeout = r.number(data, "timeout", None, positive=True)
     return Scenario(
@@ -244,7 +254,28 @@ def parse_scenario(text: str, path: str | None = None) -> Scenario:
         path=path,
         timeout=timeout,
         replay=replay,
+        stack=stack,
     )
+
+
+def _stack(r: TomlReader, data: dict[str, Any], path: str | None) -> Stack | None:
+    """The stack file the scenario names (relative to the scenario's folder), validated."""
+    if "stack" not in data:
+        return None
+    name = r.string(data, "stack", None)
+    for other in ("url", "cluster"):
+        if other in data:
+            raise r.fail(f"give either stack = (your own nodes) or {other}, not both", other)
+    stack_path = Path(name)
+    if not stack_path.is_absolute():
+        stack_path = (Path(path).resolve().parent if path else Path.cwd()) / stack_path
+    try:
+        stack = load_stack(stack_path)
+    except StackError as exc:
+        raise r.fail(f"stack: {exc}", "stack") from None
+    if stack.client is None:
+        raise r.fail(f"the stack {stack_path} has no [client] recipe for the swarm", "stack")
+    return stack
 
 
 def _cluster(r: TomlReader, table: dict[str, Any]) -> ClusterSpec:
@@ -296,6 +327,8 @@ def _swarm(r: TomlReader, table: dict[str, Any]) -> SwarmSpec:
             "backoff",
             "pongs_share",
             "pongs",
+            "join_grace",
+            "wait_joined",
         }
     )
     r.check_keys(table, allowed, *where)
@@ -339,6 +372,8 @@ def _swarm(r: TomlReader, table: dict[str, Any]) -> SwarmSpec:
         backoff=backoff,
         pongs_share=r.number(table, "pongs_share", 0.0, *where, minimum=0.0, maximum=1.0),
         pongs=_pongs(r, table, *where),
+        join_grace=r.number(table, "join_grace", 0.5, *where, minimum=0.0),
+        wait_joined=r.number(table, "wait_joined", None, *where, positive=True),
     )
 
 
@@ -351,7 +386,8 @@ def _pongs(r: TomlReader, table: dict[str, Any], *where: Any) -> PongPolicy:
         raise r.fail(str(exc), *where, "pongs") from None
 
 
-def _steps(r: TomlReader, steps: Any, swarm: SwarmSpec, cluster: ClusterSpec | None) -> list[Step]:
+def _steps(r: TomlReader, steps: Any, swarm: SwarmSpec, cluster: ClusterSpec | None,
+           stack: Stack | None) -> list[Step]:
     if not isinstance(steps, list):
         raise r.fail("steps must be an array of tables ([[steps]])", "steps")
     result: list[Step] = []
@@ -374,14 +410,22 @@ def _steps(r: TomlReader, steps: Any, swarm: SwarmSpec, cluster: ClusterSpec | N
                 "at",
             )
         r.check_keys(step, _COMMON_STEP_KEYS | _STEP_KEYS[action], *where)
-        if cluster is None and action not in ("wait", "inject", *HEARTBEAT_ACTIONS):
+        if cluster is None and stack is None and \
+                action not in ("wait", "inject", *HEARTBEAT_ACTIONS):
             raise r.fail(
                 f"{action} needs a [cluster] (this scenario targets a url)", *where, "action"
             )
+        if stack is not None and action.startswith("broker_") and stack.broker.kind != "harness":
+            raise r.fail(f"{action} needs the harness's own broker (the stack's broker is "
+                         f"{stack.broker.kind})", *where, "action")
         params = {k: v for k, v in step.items() if k not in _COMMON_STEP_KEYS}
         _check_step(r, action, params, where)
         if cluster is None and action == "inject" and params.get("direction") == "server":
-            raise r.fail("a server-side inject needs a [cluster]", *where, "direction")
+            raise r.fail("a server-side inject needs a [cluster] of harness nodes", *where,
+                         "direction")
+        if stack is not None and action == "inject" and stack.protocol.kind != "websocket":
+            raise r.fail("inject writes raw WebSocket frames: not for a "
+                         f"{stack.protocol.kind} stack", *where, "action")
         note = step.get("note") if isinstance(step.get("note"), str) else None
         result.append(
             Step(at=float(at), action=action, params=params, line=r.keys.find(*where), note=note)

@@ -297,6 +297,38 @@ def _event_label(event: dict[str, Any]) -> str | None:
     return None
 
 
+SLICES = {"per_window": "by fault window (a message belongs to the window it was sent in)",
+          "per_node": "by node (a loss: the node its subscriber was on when it was sent; a "
+                      "latency: the node that delivered it)",
+          "per_client": "by client (sent: what it published; the rest: what it was owed)"}
+SLICE_COLUMNS = ("sent", "owed", "delivered", "lost", "duplicated", "out_of_order",
+                 "p50_latency_ms", "p99_latency_ms", "max_latency_ms")
+
+
+def _slices(summary: dict[str, Any]) -> list[str]:
+    """Tables of a stack swarm's figures per fault window, node and client."""
+    out: list[str] = []
+    for key, title in SLICES.items():
+        rows = summary.get(key)
+        if not rows:
+            continue
+        items = [(f"{row['from_s']:g} s: {row['label']}", row) for row in rows] \
+            if isinstance(rows, list) else list(rows.items())
+        out.append(f"<h2>Messages {html.escape(title)}</h2><table><tr><th></th>"
+                   + "".join(f"<th>{c.replace('_', ' ')}</th>" for c in SLICE_COLUMNS)
+                   + "</tr>")
+        for name, row in items:
+            cells = []
+            for column in SLICE_COLUMNS:
+                value = row.get(column)
+                bad = column in ("lost", "duplicated", "out_of_order") and value
+                cells.append(f"<td class='num{' bad' if bad else ''}'>"
+                             f"{'-' if value is None else html.escape(str(value))}</td>")
+            out.append(f"<tr><th>{html.escape(str(name))}</th>{''.join(cells)}</tr>")
+        out.append("</table>")
+    return out
+
+
 def _plots(result: ScenarioResult, markers: list[tuple[float, str]]) -> list[str]:
     """The swarm's figures over time, the reconnect histogram, connections per node."""
     out: list[str] = []
@@ -320,9 +352,13 @@ def _plots(result: ScenarioResult, markers: list[tuple[float, str]]) -> list[str
         svg_plot(
             "messages per second",
             [
-                ("sent", _series(result, "sent_delta")),
-                ("acknowledged", _series(result, "acknowledged_delta")),
-                ("delivered", _series(result, "delivered_delta")),
+                (name, points)
+                for name, points in (
+                    ("sent", _series(result, "sent_delta")),
+                    ("acknowledged", _series(result, "acknowledged_delta")),
+                    ("delivered", _series(result, "delivered_delta")),
+                )
+                if points or name != "acknowledged"  # a user's app has no acks
             ],
             markers,
             t_range=span,
@@ -352,6 +388,12 @@ def _plots(result: ScenarioResult, markers: list[tuple[float, str]]) -> list[str
     nodes = _node_series(result)
     if nodes:
         out.append(svg_plot("connections per node (server side)", nodes, markers, t_range=span))
+    lost = result.summary.get("lost_by_second")
+    if isinstance(lost, dict) and lost:
+        points = [(float(t) + 0.5, float(n)) for t, n in sorted(lost.items(), key=lambda i:
+                                                               float(i[0]))]
+        out.append(svg_plot("messages lost, by the second they were sent", [("lost", points)],
+                            markers, t_range=span, label_markers=True))
 
     return out
 
@@ -419,9 +461,11 @@ def html_report(result: ScenarioResult) -> str:
     if sc.replay is not None:
         out += _conversation(result)
     if result.summary:
+        out.extend(_slices(result.summary))
         out.append(f"<h2>{'Replay' if sc.replay is not None else 'Swarm'} summary</h2><table>")
         for key, value in result.summary.items():
-            out.append(f"<tr><th>{esc(key)}</th><td>{esc(str(value))}</td></tr>")
+            if key not in SLICES and key != "lost_by_second":
+                out.append(f"<tr><th>{esc(key)}</th><td>{esc(str(value))}</td></tr>")
         out.append("</table>")
     out.append("</body></html>\n")
     return "\n".join(out)

@@ -131,6 +131,8 @@ class ScenarioResult:
 def _cluster_config(scenario: Scenario) -> Any:
     from wsconsole.harness.cluster import ClusterConfig, Limits
 
+    if scenario.stack is not None:
+        return ClusterConfig.for_stack(scenario.stack)
     spec = scenario.cluster
     assert spec is not None
     overrides: dict[str, Any] = {
@@ -179,6 +181,10 @@ def _swarm_config(scenario: Scenario, scale: float, url: str, token_factory: Any
         ping_timeout=spec.ping_timeout,
         pongs_share=spec.pongs_share,
         pongs=spec.pongs,
+        stack=scenario.stack,
+        windows=tuple((step.at * scale, step.describe()) for step in scenario.steps),
+        join_grace=spec.join_grace,
+        wait_joined=spec.wait_joined,
     )
 
 
@@ -233,15 +239,17 @@ class ScenarioRunner:
         self._emit("phase", phase="starting", name=sc.name, scale=self.scale, path=sc.path)
         unsubscribe: Callable[[], None] | None = None
         try:
-            if sc.cluster is not None:
+            if sc.cluster is not None or sc.stack is not None:
                 from wsconsole.harness.cluster import Cluster
 
-                self._emit("phase", phase="cluster", nodes=sc.cluster.nodes)
-                self.cluster = Cluster(_cluster_config(sc))
+                config = _cluster_config(sc)
+                self._emit("phase", phase="cluster", nodes=config.nodes,
+                           stack=sc.stack.name if sc.stack is not None else None)
+                self.cluster = Cluster(config)
                 unsubscribe = self.cluster.subscribe(self._on_cluster_event)
                 await self.cluster.start()
-                url = self.cluster.url
-                factory = self.cluster.token
+                url = self.cluster.app_url
+                factory = self.cluster.token if sc.stack is None else None
                 self._emit(
                     "phase", phase="cluster_ready", url=url, ready_s=self.cluster.ready_seconds
                 )
@@ -308,12 +316,14 @@ class ScenarioRunner:
         self._emit("summary", **summary)
 
     async def _run_load(self, url: str, token_factory: Any) -> None:
+        from wsconsole.swarm.appswarm import AppSwarm
         from wsconsole.swarm.swarm import Swarm
 
         config = _swarm_config(self.scenario, self.scale, url, token_factory)
         if token_factory is None and self.token is not None:
             config.token = self.token
-        self.swarm = Swarm(config, on_stats=self._on_stats)
+        kind = Swarm if config.stack is None else AppSwarm
+        self.swarm = kind(config, on_stats=self._on_stats)
         self._emit(
             "phase",
             phase="swarm",
@@ -485,12 +495,12 @@ class ScenarioRunner:
             if self.cluster is None:
                 raise StepError("a server-side inject needs the cluster")
             return await inject_server(self.cluster, case, count, params.get("node"))
-        url = self.cluster.url if self.cluster is not None else self.scenario.url
+        url = self.cluster.app_url if self.cluster is not None else self.scenario.url
         assert url is not None
         self._injections += 1
         prefix = f"scenario-injector-{self._injections}"
         token_for: Callable[[int], str] | None = None
-        if self.cluster is not None:
+        if self.cluster is not None and self.scenario.stack is None:
             cluster = self.cluster
             token_for = lambda n: cluster.token(f"{prefix}-{n}")  # noqa: E731
         elif self.secret is not None:

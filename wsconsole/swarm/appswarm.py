@@ -9,6 +9,7 @@ missed while it was reconnecting never come, and the summary says how many, wher
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 from wsconsole.core.tasks import Tasks
@@ -41,6 +42,12 @@ class AppSwarm(Swarm):
             )  # fmt: skip
             self.clients.append(client)
             self.accounting.client_added(name)
+
+    async def _wait_all_joined(self, limit: float) -> None:
+        """Every client joined, and its join had time to take effect on the server."""
+        await super()._wait_all_joined(limit)
+        if self.config.join_grace > 0 and not self._stop.is_set():
+            await asyncio.sleep(self.config.join_grace)
 
     async def _publish_one(self, index: int, pad: str) -> None:
         await self.clients[index].publish()

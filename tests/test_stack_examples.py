@@ -1,0 +1,95 @@
+"""The shipped stack examples, run as a user would run them, with an independent count.
+
+Each kills a node of the user's app under load (a scenario naming the example's stack) and
+checks that the report shows the losses the app really has: their number equals what the
+test's own count makes of the frames the swarm's clients wrote and read (tests/stackkit.py),
+and the test's own small client, a plain subscriber written from the app's protocol on the
+node that is killed, misses messages too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.stackkit import WireRecorder
+from tests.support import until
+from wsconsole.scenarios.model import load_scenario
+from wsconsole.scenarios.runner import ScenarioRunner
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+class BroadcastSubscriber:
+    """The test's own client of the Python broadcast app (examples/python-broadcast/server.py
+    protocol): join a room, keep every chat id, reconnect through the balancer when dropped."""
+
+    def __init__(self, first_url: str, url: str, room: str) -> None:
+        self.first_url, self.url, self.room = first_url, url, room
+        self.received: set[str] = set()
+        self.joined = asyncio.Event()
+        self.drops = 0
+
+    async def run(self) -> None:
+        url = self.first_url  # straight to the node that will be killed
+        while True:
+            try:
+                async with connect(url, open_timeout=5) as ws:
+                    await ws.send(json.dumps({"type": "join", "room": self.room}))
+                    self.joined.set()
+                    async for text in ws:
+                        message = json.loads(text)
+                        if message.get("type") == "chat":
+                            self.received.add(message["id"])
+            except (OSError, TimeoutError, Exception):
+                pass
+            self.drops += 1
+            url = self.url
+            await asyncio.sleep(0.2)
+
+
+async def test_python_broadcast_loses_messages_on_a_node_kill_and_the_count_agrees(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recorder = WireRecorder()
+    recorder.attach(monkeypatch)
+    scenario = load_scenario(EXAMPLES / "python-broadcast" / "node-kill.toml")
+    runner = ScenarioRunner(scenario)
+    own: BroadcastSubscriber | None = None
+    own_task: asyncio.Task[None] | None = None
+
+    def started(event: dict[str, object]) -> None:
+        nonlocal own, own_task
+        if event.get("event") == "phase" and event.get("phase") == "cluster_ready":
+            cluster = runner.cluster
+            n1 = cluster.nodes["n1"].port
+            own = BroadcastSubscriber(f"ws://127.0.0.1:{n1}/", cluster.app_url, "swarm-0")
+            own_task = asyncio.ensure_future(own.run())
+
+    runner.on_event = started
+    try:
+        result = await runner.run()
+    finally:
+        if own_task is not None:
+            own_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await own_task
+    summary = result.summary
+    assert result.error is None and not result.failed_steps
+    assert not result.passed  # the app has no recovery: the scenario finds the defect
+    assert summary["lost"] > 0, summary
+    assert summary["lost"] == recorder.lost(), "the swarm's count and the test's own agree"
+    windows = {w["label"]: w["lost"] for w in summary["per_window"]}
+    assert windows["before faults"] == 0 and windows["kill n1"] > 0, windows
+    assert sum(windows.values()) == summary["lost"]
+    assert summary["per_node"]["n1"]["lost"] > 0
+    assert sum(c["lost"] for c in summary["per_client"].values()) == summary["lost"]
+    assert own is not None and own.drops >= 1 and own.joined.is_set()
+    sent_after_join = {ident for _, room, ident in recorder.sent if room == "swarm-0"}
+    assert sent_after_join - own.received, "the test's own client on n1 missed messages too"
