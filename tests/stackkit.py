@@ -11,14 +11,43 @@ only once everybody joined), and a loss is an owed id a client never read.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from wsconsole.core.events import Direction, FrameRecord, Opcode
 from wsconsole.swarm import appclient
+
+NPM_CACHE = Path(__file__).parent / ".node-stacks"  # the examples' npm packages, per checkout
+
+
+def install_example(example: Path) -> str | None:
+    """npm-install an example's package.json into the cache folder (once; again when the
+    package.json changes); the `node_modules` path, or pytest.skip with the reason."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node/npm not on PATH")
+    target = NPM_CACHE / example.name
+    wanted = (example / "package.json").read_text()
+    modules = target / "node_modules"
+    if (target / "package.json").exists() and (target / "package.json").read_text() == wanted \
+            and (target / "package-lock.json").exists() and modules.is_dir():
+        return str(modules)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "package.json").write_text(wanted)
+    try:
+        done = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent"],
+                              cwd=target, capture_output=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"npm install for {example.name} failed (registry unreachable?): {exc}")
+    if done.returncode != 0:
+        detail = done.stderr.decode(errors="replace")[-300:]
+        pytest.skip(f"npm install for {example.name} failed (registry unreachable?): {detail}")
+    return str(modules)
 
 
 @dataclass

@@ -15,10 +15,10 @@ import json
 from pathlib import Path
 
 import pytest
+import socketio
 from websockets.asyncio.client import connect
 
-from tests.stackkit import WireRecorder
-from tests.support import until
+from tests.stackkit import WireRecorder, install_example
 from wsconsole.scenarios.model import load_scenario
 from wsconsole.scenarios.runner import ScenarioRunner
 
@@ -93,3 +93,95 @@ async def test_python_broadcast_loses_messages_on_a_node_kill_and_the_count_agre
     assert own is not None and own.drops >= 1 and own.joined.is_set()
     sent_after_join = {ident for _, room, ident in recorder.sent if room == "swarm-0"}
     assert sent_after_join - own.received, "the test's own client on n1 missed messages too"
+
+
+@pytest.fixture(scope="module")
+def chat_modules() -> str:
+    """The Socket.IO chat example's npm packages (installed once; skipped without npm)."""
+    return install_example(EXAMPLES / "socketio-chat")
+
+
+class ChatSubscriber:
+    """The test's own client of the Socket.IO chat (examples/socketio-chat/server.js protocol),
+    on python-socketio directly: join a room, keep every chat id; python-socketio reconnects."""
+
+    def __init__(self, first_url: str, room: str) -> None:
+        self.first_url, self.room = first_url, room
+        self.received: set[str] = set()
+        self.connects = 0
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.sio.on("connect", self._connected)
+        self.sio.on("chat", lambda message, *_: self.received.add(message["id"]))
+
+    async def _connected(self) -> None:
+        self.connects += 1
+        await self.sio.emit("join", self.room)
+
+    async def run(self, url: str) -> None:
+        target = self.first_url  # straight to the node that will be killed
+        while True:
+            with contextlib.suppress(Exception):
+                await self.sio.connect(target, transports=["websocket"], wait_timeout=5)
+                await self.sio.wait()
+            target = url
+            await asyncio.sleep(0.2)
+
+
+async def _run_chat(scenario_file: str, victim: str, monkeypatch: pytest.MonkeyPatch,
+                    modules: str) -> tuple[dict, WireRecorder, ChatSubscriber]:
+    monkeypatch.setenv("NODE_PATH", modules)
+    recorder = WireRecorder(event="chat")
+    recorder.attach(monkeypatch)
+    runner = ScenarioRunner(load_scenario(EXAMPLES / "socketio-chat" / scenario_file))
+    holder: dict[str, object] = {}
+
+    def started(event: dict[str, object]) -> None:
+        if event.get("event") == "phase" and event.get("phase") == "cluster_ready":
+            cluster = runner.cluster
+            own = ChatSubscriber(f"http://127.0.0.1:{cluster.nodes[victim].port}", "swarm-0")
+            holder["own"] = own
+            holder["task"] = asyncio.ensure_future(own.run(cluster.app_url))
+
+    runner.on_event = started
+    try:
+        result = await runner.run()
+    finally:
+        task = holder.get("task")
+        if isinstance(task, asyncio.Task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        own = holder.get("own")
+        if isinstance(own, ChatSubscriber):
+            with contextlib.suppress(Exception):
+                await own.sio.disconnect()
+    assert result.error is None and not result.failed_steps, result.as_dict()
+    assert isinstance(holder.get("own"), ChatSubscriber)
+    return result.summary, recorder, holder["own"]  # type: ignore[return-value]
+
+
+async def test_socketio_chat_loses_messages_on_a_node_kill_and_the_count_agrees(
+    monkeypatch: pytest.MonkeyPatch, chat_modules: str,
+) -> None:
+    summary, recorder, own = await _run_chat("node-kill.toml", "n1", monkeypatch,
+                                             chat_modules)
+    assert summary["lost"] > 0, summary
+    assert summary["lost"] == recorder.lost(), "the swarm's count and the test's own agree"
+    windows = {w["label"]: w["lost"] for w in summary["per_window"]}
+    assert windows["before faults"] == 0 and windows["kill n1"] > 0, windows
+    assert own.connects >= 2  # the test's own client on n1 had to reconnect...
+    sent = {ident for _, room, ident in recorder.sent if room == "swarm-0"}
+    assert sent - own.received, "...and it missed messages too"
+
+
+async def test_socketio_recovery_recovers_a_clean_stop_not_a_kill(
+    monkeypatch: pytest.MonkeyPatch, chat_modules: str,
+) -> None:
+    summary, recorder, _ = await _run_chat("recovery.toml", "n1", monkeypatch, chat_modules)
+    assert summary["lost"] == recorder.lost(), "the swarm's count and the test's own agree"
+    windows = {w["label"]: w for w in summary["per_window"]}
+    drained, killed = windows["drain n1"], windows["kill n2"]
+    assert summary["recovered_sessions"] > 0, "the clients of the drained node resumed"
+    # what the clean stop cost against what the SIGKILL cost, in the same run
+    assert killed["lost"] > 0, windows
+    assert drained["lost"] * 5 < killed["lost"], windows

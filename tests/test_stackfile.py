@@ -15,7 +15,7 @@ from wsconsole.core.templates import Path as MessagePath
 from wsconsole.harness.stackfile import StackError, load_stack, node_cmd_stack, parse_stack
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = sorted((ROOT / "examples").glob("*/*.toml"))
+EXAMPLES = sorted((ROOT / "examples").glob("*/stack*.toml"))
 
 MINIMAL = """\
 name = "app"

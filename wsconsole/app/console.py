@@ -32,6 +32,7 @@ from wsconsole.core.metrics import LatencyHistogram, TimeSeries
 from wsconsole.core.tasks import Tasks
 from wsconsole.core.tokens import TokenProvider
 from wsconsole.harness import procs
+from wsconsole.harness.pump import NODE_HEADER
 from wsconsole.harness.stats import ClusterSample
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class Session:
         self.reconnects = 0
         self.last_error: str | None = None
         self.latencies = LatencyHistogram()
+        self.greeting: list[str] = []  # sent after every open (a stack's auth and join)
         self._decoding_context = False  # set for the current connection attempt
 
     @property
@@ -133,6 +135,10 @@ class Session:
         elif isinstance(event, ErrorEvent):
             self.last_error = f"{event.kind}: {event.detail}"
 
+    async def _greet(self, client: SessionClient) -> None:
+        for message in self.greeting:
+            await client.send(message)
+
     def _delivery_latency(self, frame: FrameRecord) -> None:
         value = frame.json()  # parsed once, shared with the frame store and the client
         ts = value.get("ts") if value is not None else None
@@ -159,6 +165,7 @@ class Console:
         self.sessions: dict[str, Session] = {}
         self.cluster: ClusterPort | None = None  # the harness supervisor once started
         self.cluster_state = "none"  # none, starting, ready, failed, stopping, stopped
+        self.stack_path: str | None = None  # the stack file the cluster runs, if any
         self.demo_swarm = 0  # simulated clients of the demo (kept for a restart)
         self.swarm: SwarmLink | None = None
         self.proxy = ConsoleProxy(self.frames, self.timeline)  # listens once started
@@ -298,6 +305,44 @@ class Console:
         self._changed()
         return cluster
 
+    async def stop_cluster(self) -> None:
+        """Stop the console's own connection to the cluster, the swarm and the cluster (the
+        other connections stay)."""
+        if self.cluster_state == "starting":
+            raise RuntimeError("the cluster is still starting")
+        await self.disconnect(CONSOLE_CONN)
+        await self.stop_swarm()
+        cluster, self.cluster = self.cluster, None
+        if cluster is not None:
+            self.cluster_state = "stopping"
+            self._changed()
+            await cluster.stop()
+        self.cluster_state = "stopped" if cluster is not None else "none"
+        self.stack_path = None
+        self._changed()
+
+    async def start_stack(self, path: str, swarm_clients: int = 20) -> ClusterPort:
+        """Run the user's stack (a stack file) in place of any cluster: its nodes behind the
+        balancer, the console's own connection to them, the swarm on its recipe."""
+        from wsconsole.app.stacks import console_connection
+        from wsconsole.harness.cluster import ClusterConfig
+        from wsconsole.harness.stackfile import load_stack
+
+        stack = load_stack(path)  # StackError (a ValueError) with FILE:LINE: reason
+        await self.stop_cluster()
+        self.stack_path = path
+        cluster = await self.start_cluster(ClusterConfig.for_stack(stack))
+        profile, greeting = console_connection(stack, cluster.app_url, CONSOLE_CONN)
+        if CONSOLE_CONN in self.sessions:
+            self.sessions[CONSOLE_CONN].profile = profile
+        else:
+            self.add_session(profile)
+        self.sessions[CONSOLE_CONN].greeting = greeting
+        await self.connect(CONSOLE_CONN)
+        if swarm_clients > 0 and stack.client is not None:
+            await self.start_swarm(cluster.app_url, swarm_clients, stack_path=path)
+        return cluster
+
     def _on_cluster_event(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
         if kind == "stats":  # pushed by the supervisor as it merges the nodes' snapshots
@@ -374,10 +419,17 @@ class Console:
         return self.cluster
 
     async def serving_node(self, conn: str = CONSOLE_CONN) -> str | None:
-        """The node that holds the connection of session `conn` (asked over control)."""
+        """The node that holds the connection of session `conn`: asked over control, or for
+        a stack's node (no control channel) as the balancer named it in its answer."""
         cluster = self.cluster
         if cluster is None:
             return None
+        if self.stack_path is not None:
+            session = self.sessions.get(conn)
+            client = session.client if session is not None else None
+            headers = getattr(client, "handshake_headers", None) or \
+                getattr(client, "response_headers", None) or {}
+            return headers.get(NODE_HEADER.lower())
         user = conn
         for node_id, info in list(cluster.nodes.items()):
             if str(getattr(info.state, "value", info.state)) != "running":
@@ -428,27 +480,19 @@ class Console:
     async def restart_demo(self, tls: bool) -> None:
         """Stop the demo (the console's client, the swarm, the cluster) and start it again,
         serving wss:// or ws://: how the window switches TLS on and off."""
-        if self.cluster_state == "starting":
-            raise RuntimeError("the cluster is still starting")
-        await self.disconnect(CONSOLE_CONN)
-        await self.stop_swarm()
-        cluster, self.cluster = self.cluster, None
-        if cluster is not None:
-            self.cluster_state = "stopping"
-            self._changed()
-            await cluster.stop()
-        self.cluster_state = "stopped"
+        await self.stop_cluster()
         self.errors.info(f"restarting the demo cluster with {'wss' if tls else 'ws'}://")
         await self.start_demo(self.demo_swarm, tls=tls)
 
     # -- the swarm ---------------------------------------------------------------------------
 
-    async def start_swarm(self, url: str, clients: int) -> None:
+    async def start_swarm(self, url: str, clients: int, stack_path: str | None = None) -> None:
         """Start `wsconsole swarm URL --clients N --json --fleet --control` as a child
         (harness/procs.py), read and driven by a SwarmLink (app/swarmlink.py).
 
         It runs until stopped (a day-long load phase), one token per simulated user signed
-        with the cluster's secret, demo timings for its heartbeats and backoff.
+        with the cluster's secret, demo timings for its heartbeats and backoff; on a stack
+        (`stack_path`) its clients follow the stack's recipe instead.
         """
         from wsconsole.harness.auth import SECRET_ENV
         from wsconsole.harness.cluster import (
@@ -465,7 +509,9 @@ class Console:
                 "--backoff-cap", str(DEMO_BACKOFF_CAP), "--backoff-jitter", "0.5",
                 "--ping-interval", str(DEMO_PING_INTERVAL),
                 "--ping-timeout", str(DEMO_PING_TIMEOUT), "--json", "--fleet", "--control"]
-        if self.cluster is not None:
+        if stack_path is not None:
+            args += ["--stack", stack_path]
+        elif self.cluster is not None:
             env[SECRET_ENV] = self.cluster.secret
             args += ["--secret-env", SECRET_ENV]
         child = await procs.spawn(procs.child_argv("swarm", *args), "swarm", env=env,

@@ -19,6 +19,7 @@ from wsconsole.core.driver import ClientStats
 from wsconsole.core.lifecycle import Lifecycle, State
 
 if TYPE_CHECKING:
+    from wsconsole.harness.nodelog import LogLine
     from wsconsole.harness.stats import ClusterSample
 
 
@@ -133,6 +134,11 @@ class NodeView(Protocol):
         """Its state (an enum whose value is "running", "killed", ...)."""
         ...
 
+    @property
+    def command(self) -> str | None:
+        """A stack node's command line (None: one of the harness's own nodes)."""
+        ...
+
 
 class BrokerView(Protocol):
     """The harness broker as the Cluster panel shows it."""
@@ -236,6 +242,15 @@ class ClusterPort(Protocol):
     @property
     def ca_file(self) -> Path | None:
         """With TLS, the local CA's certificate (the one a browser must trust)."""
+        ...
+
+    @property
+    def app_url(self) -> str:
+        """Where a client of the nodes connects through the balancer (a stack's path)."""
+        ...
+
+    def node_log(self, node_id: str, count: int | None = None) -> list[LogLine]:
+        """The last lines a node printed, time-stamped."""
         ...
 
     @property

@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--url", help="debug an external ws:// or wss:// server (no harness)")
     target.add_argument("--no-harness", action="store_true",
                         help="start empty: no cluster, no swarm, no connection")
+    target.add_argument("--stack", metavar="FILE",
+                        help="run your own nodes as a stack file describes (docs/stacks.md)")
     parser.add_argument("--swarm", type=int, default=20, metavar="N",
                         help="simulated clients in the demo (default 20; 0 = none)")
     parser.add_argument("--tls", action="store_true",
@@ -37,6 +39,13 @@ def options_from(args: argparse.Namespace) -> object:
             raise ValueError(f"--url: {problem}")
     if args.swarm < 0:
         raise ValueError("--swarm must be 0 or more")
+    if args.stack is not None:
+        from wsconsole.harness.stackfile import StackError, load_stack
+
+        try:
+            load_stack(args.stack)
+        except StackError as exc:
+            raise ValueError(str(exc)) from None
     if args.frames < 1000:
         raise ValueError("--frames must be at least 1000")
     from wsconsole.gui.app import GuiOptions
@@ -44,6 +53,7 @@ def options_from(args: argparse.Namespace) -> object:
     return GuiOptions(
         url=args.url,
         harness=not args.no_harness and args.url is None,
+        stack=args.stack,
         swarm_clients=args.swarm,
         tls=args.tls,
         settings_path=args.settings,

@@ -38,6 +38,7 @@ class GuiOptions:
 
     url: str | None = None  # debug an external server (no harness)
     harness: bool = True  # start the demo cluster (ignored with url)
+    stack: str | None = None  # run the user's own nodes (a stack file) instead of the demo
     swarm_clients: int = 20
     tls: bool = False  # the demo cluster serves wss://
     settings_path: str | None = None  # an .ini file instead of the user's QSettings
@@ -91,11 +92,24 @@ class ConsoleApp:
                 self.console.add_session(profile)
             self.startup = self.console.spawn(self.console.connect(TARGET_CONN, profile),
                                               "connect target")
+        elif self.options.stack:
+            self.window.open_stack(self.options.stack, self.options.swarm_clients)
+            self.startup = self.console.spawn(self._stack_started(), "stack start-up")
         elif self.options.harness:
             self.startup = self.console.spawn(
                 self.console.start_demo(self.options.swarm_clients, tls=self.options.tls),
                 "demo start-up")
         self.window.connection.sync_list()
+
+    async def _stack_started(self) -> None:
+        """Wait for the stack the window was told to open (the menu's task runs it)."""
+        while self.console.cluster_state in ("none", "starting", "stopped"):
+            if self.console.cluster_state == "stopped" and self.console.stack_path is None:
+                break
+            await asyncio.sleep(0.1)
+        if self.console.cluster_state != "ready":
+            raise RuntimeError(f"the stack did not start ({self.console.cluster_state})")
+        await asyncio.sleep(1.0)  # the console's own connection opens
 
     async def wait_ready(self, timeout: float) -> bool:
         """Wait until the start-up work finished (True) or failed/timed out (False)."""

@@ -10,6 +10,7 @@ stops processes itself.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import orjson
 from PySide6.QtCore import QSettings, Qt, Signal
@@ -17,8 +18,10 @@ from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
+    QFileDialog,
     QFrame,
     QMainWindow,
+    QMenu,
     QPlainTextEdit,
     QScrollArea,
     QWidget,
@@ -28,6 +31,7 @@ from wsconsole import __version__
 from wsconsole.app.console import CONSOLE_CONN, Console
 from wsconsole.app.errors import Report
 from wsconsole.app.profiles import Profile
+from wsconsole.app.stacks import remember
 from wsconsole.app.swarmlink import SwarmControlError
 from wsconsole.gui.dialogs.help import install_help_menu
 from wsconsole.gui.layoutstate import restore_layout, save_layout
@@ -42,6 +46,7 @@ from wsconsole.gui.panels.heartbeat import HeartbeatPanel
 from wsconsole.gui.panels.inject import InjectPanel
 from wsconsole.gui.panels.intercept import InterceptPanel
 from wsconsole.gui.panels.network import NetworkPanel
+from wsconsole.gui.panels.nodeoutput import NodeOutputPanel
 from wsconsole.gui.panels.plots import PlotsPanel
 from wsconsole.gui.panels.scenarios import ScenariosPanel
 from wsconsole.gui.panels.timeline import TimelinePanel
@@ -86,6 +91,7 @@ class MainWindow(QMainWindow):
         self.intercept = InterceptPanel(console)
         self.heartbeat = HeartbeatPanel(console)
         self.fault_marks = FaultMarks(self.plots, console.timeline)
+        self.node_output = NodeOutputPanel(console)
         self.log_view = QPlainTextEdit(readOnly=True)
         self.log_view.setMaximumBlockCount(2000)
 
@@ -109,6 +115,9 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["Composer"], self.docks["Heartbeat lab"])
         self._dock("Network", self.network, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.tabifyDockWidget(self.docks["Cluster"], self.docks["Network"])
+        self._dock("Node output", self.node_output, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.docks["Composer"], self.docks["Node output"])
+        self.cluster.output_requested.connect(self.show_node_output)
         self.docks["Cluster"].raise_()
         self.docks["Composer"].raise_()
         self.resize(1600, 1000)
@@ -128,6 +137,13 @@ class MainWindow(QMainWindow):
         self.plots.restyle(self.theme.dark)
         self.node_actions = install_cluster_menu(self)
         file_menu = self.menuBar().addMenu("&File")
+        self.open_stack_action = QAction("Open &stack…", self)
+        self.open_stack_action.setToolTip("run your own nodes as a stack file describes them")
+        self.open_stack_action.triggered.connect(self.choose_stack)
+        file_menu.addAction(self.open_stack_action)
+        self.recent_menu = QMenu("Recent stacks", self)
+        file_menu.addMenu(self.recent_menu)
+        file_menu.addSeparator()
         self.har = install_har_menu(self, file_menu, console, self.connection.selected_name)
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
@@ -174,6 +190,42 @@ class MainWindow(QMainWindow):
                                          f"{label}")
 
         self.console.spawn(fetch(), "fetch swarm frames")
+    # -- stacks
+    def recent_stacks(self) -> list[str]:
+        """Stack files opened before, newest first."""
+        recent = _load_json(self.settings.value("stacks/recent", "[]"), [])
+        return [p for p in recent if isinstance(p, str)] if isinstance(recent, list) else []
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for path in self.recent_stacks():
+            action = self.recent_menu.addAction(path)
+            action.triggered.connect(lambda _=False, p=path: self.open_stack(p))
+        self.recent_menu.setEnabled(bool(self.recent_stacks()))
+
+    def choose_stack(self) -> None:
+        """File > Open stack…: pick a stack file, then run it."""
+        start = next(iter(self.recent_stacks()), str(Path.cwd()))
+        path, _ = QFileDialog.getOpenFileName(self, "Open stack", str(Path(start).parent),
+                                              "Stack files (*.toml);;All files (*)")
+        if path:
+            self.open_stack(path)
+
+    def open_stack(self, path: str, swarm_clients: int = 20) -> None:
+        """Run the stack in `path` in place of the current cluster (errors go to the Log),
+        with `swarm_clients` simulated users on its recipe."""
+        self.settings.setValue("stacks/recent",
+                               orjson.dumps(remember(self.recent_stacks(), path)).decode())
+        self._fill_recent()
+        self.setWindowTitle(f"wsconsole {__version__} — {Path(path).name}")
+        self.docks["Cluster"].raise_()
+        self.console.spawn(self.console.start_stack(path, swarm_clients), f"open stack {path}")
+
+    def show_node_output(self, node_id: str) -> None:
+        """Raise the Node output dock on `node_id`."""
+        self.node_output.show_node(node_id)
+        self.docks["Node output"].show()
+        self.docks["Node output"].raise_()
 
     # -- errors
     def show_report(self, report: Report) -> None:
@@ -197,6 +249,7 @@ class MainWindow(QMainWindow):
                 self.restoreState(state, SETTINGS_VERSION)
             restore_layout(self, s)
         self.composer.set_templates(_load_json(s.value("composer/templates", "{}"), {}))
+        self._fill_recent()
         for data in _load_json(s.value("connections/profiles", "[]"), []):
             if not isinstance(data, dict):
                 continue
@@ -238,7 +291,7 @@ class MainWindow(QMainWindow):
         """Stop the panels' refresh timers (before the console goes away)."""
         for panel in (self.frames, self.connection, self.cluster, self.plots, self.timeline,
                       self.inject, self.network, self.fault_marks, self.scenarios,
-                      self.intercept, self.heartbeat):
+                      self.intercept, self.heartbeat, self.node_output):
             panel.timer.stop()
 
 

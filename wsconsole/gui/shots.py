@@ -1,8 +1,8 @@
 """What `wsconsole screenshot` does before it grabs: the moments worth showing, reproducibly.
 
 A `Shot` is a small plan run against a started ConsoleApp: kill the node serving the
-console's client after a while (the Timeline shows the reconnect), withhold the console's
-pongs after a while, a share of the swarm's too (the heartbeat lab: the server's close
+console's client after a while (the Timeline shows the reconnect; a stack's node shows its
+output), withhold the console's pongs after a while, a share of the swarm's too (the heartbeat lab: the server's close
 shows), expand Timeline groups, open the last fault's side panel, raise docks, then grab
 the whole window, or some docks alone at the size asked (stacked top to bottom in one
 image).
@@ -76,6 +76,8 @@ async def take(app: ConsoleApp, path: str, shot: Shot) -> int:
             node = await console.serving_node()
             if node is not None:
                 await console.cluster_action("kill", node)
+                if console.stack_path is not None:  # the user's node: show what it printed
+                    window.show_node_output(node)
         elif what == "pongs":
             _play_dead(app, shot.swarm_dead)
     await asyncio.sleep(max(0.0, shot.after - elapsed))

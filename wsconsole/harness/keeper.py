@@ -29,11 +29,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 STOPPING = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+SWEEP_LIMIT = 10.0  # seconds a sweep keeps killing what is left of the tree
 
 
 def _prctl(option: int, value: int) -> bool:
@@ -72,20 +74,27 @@ def _kill(pid: int, group: bool) -> None:
             (os.killpg if group else os.kill)(pid, sig)
 
 
-def sweep(group: int) -> None:
-    """SIGKILL the node's group and every process adopted here, and reap them all."""
+def sweep(group: int, limit: float = SWEEP_LIMIT) -> None:
+    """SIGKILL the node's group and every process adopted here, and reap them all.
+
+    Polls rather than blocks: an orphan may be handed to us (or fork) after a scan, and a
+    blocking wait would then wait for it forever. Returns once no child is left, or after
+    `limit` seconds.
+    """
     me = os.getpid()
     _kill(group, group=True)
-    for _ in range(100):  # each round reaps one generation of adopted orphans
+    deadline = time.monotonic() + limit
+    while True:
         for pid in _children(me):
             _kill(pid, group=False)
         try:
-            while os.waitpid(-1, 0):
+            while os.waitpid(-1, os.WNOHANG)[0]:
                 pass
         except ChildProcessError:
+            return  # nothing left to reap: the whole tree is gone
+        if time.monotonic() > deadline:
             return
-        except InterruptedError:
-            continue
+        time.sleep(0.01)
 
 
 def _mirror(status: int) -> int:

@@ -101,7 +101,7 @@ class AppClient:
                 url=url, path=stack.protocol.path.strip("/"),
                 namespaces=[stack.protocol.namespace], auth=dict(self._auth) or None,
                 headers=headers, transports=["websocket"], backoff=backoff,
-                connect_timeout=connect_timeout,
+                connect_timeout=connect_timeout, local_addr=local_addr,
             ), name=name)  # fmt: skip
             self.driver.on_event(self._event)
         else:

@@ -84,6 +84,7 @@ class SocketIOOptions:
     rooms: list[str] = field(default_factory=list)
     join_event: str = "join"
     leave_event: str = "leave"
+    local_addr: tuple[str, int] | None = None  # the source address to connect from
 
     def __post_init__(self) -> None:
         self.validate()
@@ -248,11 +249,10 @@ class SocketIOClient(ConnectionDriver):
             # Like a browser, keep cookies set by an IP-address host (aiohttp refuses them by
             # default): a cookie-sticky balancer in front of 127.0.0.1 depends on it.
             # the connector's context trusts the local CA on loopback (core/tls.py)
-            session = aiohttp.ClientSession(
-                cookie_jar=aiohttp.CookieJar(unsafe=True),
-                connector=aiohttp.TCPConnector(ssl=url_context(self.options.url)),
-                trace_configs=[trace],
-            )
+            connector = aiohttp.TCPConnector(ssl=url_context(self.options.url),
+                                             local_addr=self.options.local_addr)
+            session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True),
+                                            trace_configs=[trace], connector=connector)
             sessions.append(session)
             return session
 

@@ -4,6 +4,8 @@ Reads `Console.cluster` (the harness supervisor) on a 2 Hz timer; every button r
 supervisor command as a console task, so a failure is reported in the window, never lost.
 The TLS box restarts the demo cluster serving wss:// (or ws:// again), with the console's
 own client and the swarm, which trust the local CA by themselves.
+A stack's nodes (the user's own) show their command line too; their connections and rates
+are the balancer's count of their traffic, and Output shows what the selected node printed.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -32,12 +34,15 @@ from wsconsole.app.console import Console
 from wsconsole.gui.theme import NODE_COLORS, badge_style
 from wsconsole.harness.stats import NodeFigures
 
-NODE_COLUMNS = ("Node", "State", "PID", "Port", "Conns", "In/s", "Out/s", "Errors")
+NODE_COLUMNS = ("Node", "State", "PID", "Port", "Conns", "In/s", "Out/s", "Errors", "Command")
+COMMAND_COLUMN = NODE_COLUMNS.index("Command")
 NODE_ACTIONS = ("kill", "pause", "resume", "drain", "restart")
 
 
 class ClusterPanel(QWidget):
     """Nodes table and Kill/Pause/Resume/Drain/Restart/Add; broker and balancer rows."""
+
+    output_requested = Signal(str)  # a node id: show what it printed
 
     def __init__(self, console: Console, parent: QWidget | None = None,
                  refresh_ms: int = 500) -> None:
@@ -57,7 +62,10 @@ class ClusterPanel(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        self.table.setColumnHidden(COMMAND_COLUMN, True)
         self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
         self.table.setMinimumHeight(5 * (self.fontMetrics().height() + 6) + 8)
 
@@ -68,6 +76,10 @@ class ClusterPanel(QWidget):
             button.clicked.connect(lambda _=False, a=action: self.run_action(a))
             self.buttons[action] = button
             node_row.addWidget(button)
+        self.buttons["output"] = QPushButton("Output")
+        self.buttons["output"].setToolTip("what the selected node printed, time-stamped")
+        self.buttons["output"].clicked.connect(self.show_output)
+        node_row.addWidget(self.buttons["output"])
 
         self.broker_badge = QLabel("broker -")
         self.broker_detail = QLabel("", wordWrap=True)  # a long URL must not widen the panel
@@ -168,6 +180,13 @@ class ClusterPanel(QWidget):
         self.tls_box.setEnabled(False)
         self.console.spawn(self.console.restart_demo(on),
                            f"restart the cluster with {'wss' if on else 'ws'}://")
+    def show_output(self) -> None:
+        """Ask for the selected node's output (the Node output dock)."""
+        node = self.selected_node()
+        if node is None:
+            self.message.setText("select a node to see its output")
+            return
+        self.output_requested.emit(node)
 
     def apply_net_fault(self) -> bool:
         """Apply the typed network fault to the chosen target; bad text is refused here."""
@@ -239,20 +258,24 @@ class ClusterPanel(QWidget):
                 "in": node.msgs_in_per_s,
                 "out": node.msgs_out_per_s,
                 "errors": node.errors,
+                "command": getattr(info, "command", None) or "",
             })
         return out
 
     def refresh(self) -> None:
         """Timer tick: redraw the table and the broker/balancer rows."""
         cluster = self.console.cluster
-        self.state_label.setText(f"cluster: {self.console.cluster_state}"
-                                 + (f"  {cluster.url}" if cluster is not None and
-                                    self.console.cluster_state == "ready" else ""))
+        ready = cluster is not None and self.console.cluster_state == "ready"
+        stack = self.console.stack_path
+        what = f"stack {stack}" if stack else "cluster"
+        self.state_label.setText(f"{what}: {self.console.cluster_state}"
+                                 + (f"  {cluster.app_url}" if ready else ""))
         enabled = cluster is not None and self.console.cluster_state == "ready"
         for button in self.buttons.values():
             button.setEnabled(enabled)
         self._refresh_tls()
         rows = self.rows()
+        self.table.setColumnHidden(COMMAND_COLUMN, not any(row["command"] for row in rows))
         targets = ["all", *(row["id"] for row in rows)]
         if [self.net_target.itemText(i) for i in range(self.net_target.count())] != targets:
             current = self.net_target.currentText()
@@ -266,7 +289,7 @@ class ClusterPanel(QWidget):
         for r, row in enumerate(rows):
             values = (row["id"], row["state"], row["pid"] or "-", row["port"] or "-",
                       row["connections"], f"{row['in']:.0f}", f"{row['out']:.0f}",
-                      row["errors"])
+                      row["errors"], row["command"])
             for c, value in enumerate(values):
                 item = self.table.item(r, c)
                 if item is None:
@@ -276,7 +299,7 @@ class ClusterPanel(QWidget):
                     item.setText(str(value))
                 if c == 1:
                     item.setForeground(QColor(NODE_COLORS.get(row["state"], "#444")))
-                elif c > 1:
+                elif 1 < c < COMMAND_COLUMN:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight |
                                           Qt.AlignmentFlag.AlignVCenter)
         if selected is not None and self.selected_node() != selected:
@@ -293,9 +316,11 @@ class ClusterPanel(QWidget):
         broker = cluster.broker
         state = str(broker.state)
         self.broker_badge.setText(f"broker {state}")
-        self.broker_badge.setStyleSheet(badge_style("running" if state == "up" else "killed"))
+        self.broker_badge.setStyleSheet(badge_style({"up": "running", "none": ""}.get(
+            state, "killed")))
         kind = "external" if broker.external else f"pid {broker.pid}"
-        self.broker_detail.setText(f"{broker.url or ''}  ({kind})")
+        self.broker_detail.setText(f"{broker.url or ''}  ({kind})" if state != "none"
+                                   else "this stack shares no broker")
         balancer = cluster.balancer
         backends = cluster.latest.balancer.backends
         counts = ", ".join(f"{bid}: {b.connections}" for bid, b in sorted(backends.items()))

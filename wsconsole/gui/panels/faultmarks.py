@@ -46,6 +46,8 @@ class FaultMarks(QObject):
         if self.plots.paused:
             return
         marks = self.visible()
+        while len(self.lines) < len(self.plots.plots):  # a plot added since (app metrics)
+            self.lines.append([])
         for index, (plot, _) in enumerate(self.plots.plots):
             lines = self.lines[index]
             while len(lines) < len(marks):

@@ -164,6 +164,9 @@ class InjectPanel(QWidget):
         node = self.node_box.currentText()
         if not node or self.console.cluster is None:
             return
+        if self.console.stack_path is not None:  # the user's nodes have no control channel
+            self.message.setText("a stack's nodes cannot inject: send from the client side")
+            return
         self.console.spawn(self._load_targets(node), f"inject targets on {node}")
 
     async def _load_targets(self, node: str) -> None:

@@ -1,4 +1,8 @@
-"""Live plots panel (pyqtgraph): connections, msgs/s, latency percentiles, reconnects, RTT.
+"""Live plots panel (pyqtgraph): connections, msgs/s, bytes/s, latency, reconnects, RTT.
+
+Messages and bytes per second are per node (in and out) and for the whole cluster; for a
+stack of the user's own nodes they are the balancer's count of the frames on the wire. A
+stack's scraped /metrics series appear in an "App metrics" plot once the first one arrives.
 
 Each plot's legend sits beside it (never over the lines) and a crosshair follows the mouse
 with every curve's value at that moment (gui/plotaids.py).
@@ -30,10 +34,14 @@ WINDOWS = {"30 s": 30.0, "1 min": 60.0, "5 min": 300.0, "15 min": 900.0, "1 h": 
 PLOTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Connections", "", ("connections.", "conns.")),
     ("Messages / s", "", ("msgs_in_per_s.", "msgs_out_per_s.", "msgs.", "client.")),
+    ("Bytes / s", "B/s", ("bytes_in_per_s.", "bytes_out_per_s.")),
     ("Latency", "ms", ("lat.",)),
     ("Reconnects / s", "", ("reconnects",)),
     ("Heartbeat RTT", "ms", ("rtt.",)),
 )
+APP_METRICS = ("App metrics", "", ("metric.",))  # added when a stack's first series arrives
+DIRECTIONS = {"msgs_in_per_s": "in", "msgs_out_per_s": "out", "bytes_in_per_s": "in",
+              "bytes_out_per_s": "out"}
 TOTAL_CONNECTIONS = "connections.total"
 TOTAL_IN = "msgs_in_per_s.total"
 LABELS = {
@@ -41,6 +49,8 @@ LABELS = {
     "conns.swarm": "swarm",
     TOTAL_IN: "cluster in",
     "msgs_out_per_s.total": "cluster out",
+    "bytes_in_per_s.total": "cluster in",
+    "bytes_out_per_s.total": "cluster out",
     "client.in": "console in",
     "client.out": "console out",
     "lat.p50": "p50",
@@ -51,8 +61,17 @@ LABELS = {
 
 
 def _label(name: str) -> str:
-    """Legend text: a fixed label, else what follows the first dot (a node id, a name)."""
-    return LABELS.get(name, name.split(".", 1)[-1])
+    """Legend text: a fixed label; a node's rate as "n1 in"; a scraped series as
+    "name n1"; else what follows the first dot (a node id, a name)."""
+    if name in LABELS:
+        return LABELS[name]
+    kind, _, rest = name.partition(".")
+    if kind in DIRECTIONS:
+        return f"{rest} {DIRECTIONS[kind]}"
+    if kind == "metric":
+        metric, _, node = rest.rpartition(".")
+        return f"{metric} {node}"
+    return rest or name
 
 
 class PlotsPanel(QWidget):
@@ -69,26 +88,12 @@ class PlotsPanel(QWidget):
         pg.setConfigOptions(antialias=False, foreground="#444", background="w")
         self.layout_widget = pg.GraphicsLayoutWidget()
         self.plots: list[tuple[pg.PlotItem, tuple[str, ...]]] = []
+        self.titles: list[str] = []
+        self._dark = False
         self.curves: dict[str, pg.PlotDataItem] = {}
-        for row, (title, unit, prefixes) in enumerate(PLOTS):
-            plot = self.layout_widget.addPlot(row=row, col=0)
-            plot.setTitle(title, size="9pt")
-            plot.showGrid(x=True, y=True, alpha=0.25)
-            if unit:
-                plot.setLabel("left", units=unit)
-            plot.getAxis("left").enableAutoSIPrefix(False)  # "ms" must not become "kms"
-            legend_beside(self.layout_widget.ci, plot, row)
-            plot.setMouseEnabled(x=False, y=True)
-            plot.setXRange(-self.window, 0, padding=0)
-            plot.enableAutoRange(axis="y")
-            plot.setMenuEnabled(False)
-            if row < len(PLOTS) - 1:
-                plot.getAxis("bottom").setStyle(showValues=False)
-            self.plots.append((plot, prefixes))
-        self.plots[-1][0].setLabel("bottom", "seconds ago")
+        for title, unit, prefixes in PLOTS:
+            self._add_plot(title, unit, prefixes)
         self.crosshair = Crosshair(self.layout_widget, lambda: [p for p, _ in self.plots])
-        for plot, _ in self.plots[1:]:
-            plot.setXLink(self.plots[0][0])
 
         self.window_box = QComboBox()
         self.window_box.addItems(list(WINDOWS))
@@ -116,7 +121,8 @@ class PlotsPanel(QWidget):
         """Background, axes, titles, legends and the crosshair in the theme's colours."""
         background, foreground = plot_colors(Theme.palette())  # the app's: widgets follow later
         self.layout_widget.setBackground(background)
-        for (plot, _), (title, _, _) in zip(self.plots, PLOTS, strict=False):
+        self._dark = dark
+        for (plot, _), title in zip(self.plots, self.titles, strict=True):
             plot.setTitle(title, size="9pt", color=foreground)
             for side in ("left", "bottom"):
                 axis = plot.getAxis(side)
@@ -125,6 +131,28 @@ class PlotsPanel(QWidget):
             if plot.legend is not None:
                 plot.legend.setLabelTextColor(foreground)
         self.crosshair.restyle("#9a9a9a" if dark else "#666666")
+    def _add_plot(self, title: str, unit: str, prefixes: tuple[str, ...]) -> None:
+        """One more plot under the others, sharing their time axis."""
+        row = len(self.plots)
+        plot = self.layout_widget.addPlot(row=row, col=0)
+        plot.setTitle(title, size="9pt")
+        plot.showGrid(x=True, y=True, alpha=0.25)
+        if unit:
+            plot.setLabel("left", units=unit)
+        plot.getAxis("left").enableAutoSIPrefix(unit == "B/s")  # "ms" must not become "kms"
+        legend_beside(self.layout_widget.ci, plot, row)
+        plot.setMouseEnabled(x=False, y=True)
+        plot.setXRange(-self.window, 0, padding=0)
+        plot.enableAutoRange(axis="y")
+        plot.setMenuEnabled(False)
+        if self.plots:
+            above = self.plots[-1][0]
+            above.getAxis("bottom").setStyle(showValues=False)
+            above.setLabel("bottom", "")
+            plot.setXLink(self.plots[0][0])
+        plot.setLabel("bottom", "seconds ago")
+        self.plots.append((plot, prefixes))
+        self.titles.append(title)
 
     def _set_window(self, text: str) -> None:
         self.window = WINDOWS.get(text, 60.0)
@@ -154,6 +182,9 @@ class PlotsPanel(QWidget):
         if self.paused or self.series.version == self._seen_version:
             return
         self._seen_version = self.series.version
+        if len(self.plots) == len(PLOTS) and self.series.names(APP_METRICS[2][0]):
+            self._add_plot(*APP_METRICS)
+            self.restyle(self._dark)
         now = time.time()
         since = now - self.window
         for plot, prefixes in self.plots:
