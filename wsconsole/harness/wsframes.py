@@ -9,8 +9,9 @@ For a Server-Sent Events response it is an `EventCounter`, which counts events (
 ends one). A user's node that says nothing about itself still gets its messages per second in
 both directions, measured on the wire.
 
-Pure: bytes in, counts out; no I/O. Cost: one small header parse per frame (measured by
-`make bench`, not asserted).
+Pure: bytes in, counts out; no I/O. Cost: one small header parse per frame, measured on the
+shared 2-core box over 64 KiB chunks: about 1.5 us per 100-byte message (0.66 M/s), 2.5 us
+per 1 KB one; a large frame costs the same as a small one (its payload is skipped).
 """
 
 from __future__ import annotations

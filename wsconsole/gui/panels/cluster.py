@@ -62,9 +62,7 @@ class ClusterPanel(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.setColumnHidden(COMMAND_COLUMN, True)
         self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
         self.table.setMinimumHeight(5 * (self.fontMetrics().height() + 6) + 8)
@@ -76,10 +74,9 @@ class ClusterPanel(QWidget):
             button.clicked.connect(lambda _=False, a=action: self.run_action(a))
             self.buttons[action] = button
             node_row.addWidget(button)
-        self.buttons["output"] = QPushButton("Output")
+        self.buttons["output"] = QPushButton("Node output")
         self.buttons["output"].setToolTip("what the selected node printed, time-stamped")
         self.buttons["output"].clicked.connect(self.show_output)
-        node_row.addWidget(self.buttons["output"])
 
         self.broker_badge = QLabel("broker -")
         self.broker_detail = QLabel("", wordWrap=True)  # a long URL must not widen the panel
@@ -111,6 +108,7 @@ class ClusterPanel(QWidget):
         sticky_row.addWidget(self.sticky_box)
         sticky_row.addWidget(self.buttons["sticky"])
         sticky_row.addStretch(1)
+        sticky_row.addWidget(self.buttons["output"])
         self.buttons["net_apply"].clicked.connect(self.apply_net_fault)
         self.net_edit.returnPressed.connect(self.apply_net_fault)
         self.buttons["net_clear"].clicked.connect(self.clear_net_faults)
@@ -299,6 +297,8 @@ class ClusterPanel(QWidget):
                     item.setText(str(value))
                 if c == 1:
                     item.setForeground(QColor(NODE_COLORS.get(row["state"], "#444")))
+                elif c == COMMAND_COLUMN and item.toolTip() != str(value):
+                    item.setToolTip(str(value))  # the whole command line, however narrow
                 elif 1 < c < COMMAND_COLUMN:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight |
                                           Qt.AlignmentFlag.AlignVCenter)
