@@ -27,12 +27,14 @@ BROADCAST = ROOT / "examples" / "python-broadcast" / "stack.toml"
 
 
 def _tree(pids_dir: Path, ready: dict[str, Any]) -> list[int]:
-    """Every PID of the nodes' trees: the wrappers' records and the balancer."""
+    """Every PID of the nodes' trees (the wrappers' records), the balancer, the broker."""
     assert wait_for(lambda: all((pids_dir / n["id"]).exists() and
                                 len((pids_dir / n["id"]).read_text().split()) == 3
                                 for n in ready["nodes"]), timeout=10)
     pids = [int(p) for n in ready["nodes"] for p in (pids_dir / n["id"]).read_text().split()]
     pids.append(ready["balancer"]["pid"])
+    if ready["broker"]["pid"] is not None:  # --node-cmd: the harness's own broker
+        pids.append(ready["broker"]["pid"])
     return pids
 
 
@@ -41,11 +43,15 @@ def test_nothing_of_a_forking_node_outlives_the_supervisor(
     procs: ProcessRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     monkeypatch.setenv("PIDS_DIR", str(tmp_path))
-    harness = HarnessProcess(procs, "--stack", str(FORKING), "--stats-interval", "0")
+    wrapper = FORKING.parent / "wrapper.sh"
+    own = ["--stack", str(FORKING)] if how != "sigint" else \
+        ["--node-cmd", f"sh {wrapper}", "--nodes", "2"]  # the one-line form, with a broker
+    harness = HarnessProcess(procs, *own, "--stats-interval", "0")
     pids: list[int] = []
     try:
         ready = harness.expect(lambda e: e["event"] == "ready", timeout=90)
-        assert [n["command_line"] for n in ready["nodes"]] == ["sh wrapper.sh"] * 2
+        expected = "sh wrapper.sh" if how != "sigint" else f"sh {wrapper}"
+        assert [n["command_line"] for n in ready["nodes"]] == [expected] * 2
         pids = _tree(tmp_path, ready)
         assert all(pid_alive(pid) for pid in pids)
         if how == "quit":

@@ -37,9 +37,9 @@ def select(text: str, patterns: tuple[str, ...]) -> tuple[dict[str, float], dict
     for family in text_string_to_metric_families(text):
         if not any(fnmatch.fnmatchcase(family.name, pattern) for pattern in patterns):
             continue
-        if family.type == "counter":
-            total = sum(s.value for s in family.samples if s.name == family.name + "_total")
-            counters[family.name] = total
+        if family.type == "counter":  # `x_total` samples; prom-client's plain `x` too
+            names = (family.name + "_total", family.name)
+            counters[family.name] = sum(s.value for s in family.samples if s.name in names)
         elif family.type in ("gauge", "unknown", "untyped"):
             gauges[family.name] = sum(s.value for s in family.samples if s.name == family.name)
     return gauges, counters
