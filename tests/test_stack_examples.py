@@ -26,6 +26,20 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 
+IN_FLIGHT = 2.0  # seconds a message may still be on its way when its node dies (loaded box)
+
+
+def assert_lost_around(summary: dict, fault: str) -> None:
+    """Losses are the fault's: in its window, or sent just before it and still on their way
+    through the node that died; nothing lost earlier; the windows add up."""
+    windows = {w["label"]: w for w in summary["per_window"]}
+    assert windows[fault]["lost"] > 0, windows
+    assert sum(w["lost"] for w in windows.values()) == summary["lost"]
+    start = windows[fault]["from_s"]
+    earliest = min(int(second) for second in summary["lost_by_second"])
+    assert earliest >= int(start - IN_FLIGHT), (start, summary["lost_by_second"])
+
+
 class BroadcastSubscriber:
     """The test's own client of the Python broadcast app (examples/python-broadcast/server.py
     protocol): join a room, keep every chat id, reconnect through the balancer when dropped."""
@@ -85,9 +99,7 @@ async def test_python_broadcast_loses_messages_on_a_node_kill_and_the_count_agre
     assert not result.passed  # the app has no recovery: the scenario finds the defect
     assert summary["lost"] > 0, summary
     assert summary["lost"] == recorder.lost(), "the swarm's count and the test's own agree"
-    windows = {w["label"]: w["lost"] for w in summary["per_window"]}
-    assert windows["before faults"] == 0 and windows["kill n1"] > 0, windows
-    assert sum(windows.values()) == summary["lost"]
+    assert_lost_around(summary, "kill n1")
     assert summary["per_node"]["n1"]["lost"] > 0
     assert sum(c["lost"] for c in summary["per_client"].values()) == summary["lost"]
     assert own is not None and own.drops >= 1 and own.joined.is_set()
@@ -167,8 +179,7 @@ async def test_socketio_chat_loses_messages_on_a_node_kill_and_the_count_agrees(
                                              chat_modules)
     assert summary["lost"] > 0, summary
     assert summary["lost"] == recorder.lost(), "the swarm's count and the test's own agree"
-    windows = {w["label"]: w["lost"] for w in summary["per_window"]}
-    assert windows["before faults"] == 0 and windows["kill n1"] > 0, windows
+    assert_lost_around(summary, "kill n1")
     assert own.connects >= 2  # the test's own client on n1 had to reconnect...
     sent = {ident for _, room, ident in recorder.sent if room == "swarm-0"}
     assert sent - own.received, "...and it missed messages too"
@@ -182,6 +193,8 @@ async def test_socketio_recovery_recovers_a_clean_stop_not_a_kill(
     windows = {w["label"]: w for w in summary["per_window"]}
     drained, killed = windows["drain n1"], windows["kill n2"]
     assert summary["recovered_sessions"] > 0, "the clients of the drained node resumed"
-    # what the clean stop cost against what the SIGKILL cost, in the same run
-    assert killed["lost"] > 0, windows
-    assert drained["lost"] * 5 < killed["lost"], windows
+    # Recovery is about what the server sends: the clients of the drained node get what they
+    # missed; of the SIGKILLed node's, none. (A message a client publishes into its node as
+    # it goes down reaches nobody in both cases: that is `undelivered`, not `missed`.)
+    assert killed["missed"] > 0, windows
+    assert drained["missed"] * 10 < killed["missed"], windows

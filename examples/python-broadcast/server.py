@@ -8,7 +8,8 @@ swarm counts those losses (docs/stacks.md).
 Protocol (JSON text frames):
   client -> server  {"type": "join", "room": R}
                     {"type": "chat", "room": R, "id": ..., "ts": ..., ...}  (any fields)
-  server -> client  the chat message as sent, plus "node": the node that delivered it
+  server -> client  {"type": "joined", "room": R}
+                    the chat message as sent, plus "node": the node that delivered it
 
 Environment: PORT, REDIS_URL, NODE_ID (wsconsole sets all three). SIGTERM closes the clients
 with 1001 and exits.
@@ -41,6 +42,7 @@ async def handle(ws, bus):
             if message.get("type") == "join" and isinstance(room, str):
                 rooms[room].add(ws)
                 joined.add(room)
+                await ws.send(json.dumps({"type": "joined", "room": room}))
             elif message.get("type") == "chat" and isinstance(room, str):
                 await bus.publish(f"room:{room}", json.dumps(message))
     finally:

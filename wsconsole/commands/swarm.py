@@ -178,7 +178,8 @@ def slice_lines(s: dict[str, Any]) -> list[str]:
         for name, row in rows:
             lines.append(
                 f"  {title} {name}: owed {row['owed']}  delivered {row['delivered']}"
-                f"  lost {row['lost']}  dup {row['duplicated']}  ooo {row['out_of_order']}"
+                f"  lost {row['lost']} (missed {row['missed']})  dup {row['duplicated']}"
+                f"  ooo {row['out_of_order']}"
                 f"  p50 {_ms(row['p50_latency_ms'])}  p99 {_ms(row['p99_latency_ms'])} ms")
     return lines
 

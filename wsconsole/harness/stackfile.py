@@ -141,11 +141,20 @@ class AuthRecipe:
 @dataclass(frozen=True)
 class SendRecipe:
     """One kind of message a client sends: a message template (WebSocket) or a Socket.IO
-    event with its argument templates."""
+    event with its argument templates. A join may be confirmed by the app: a Socket.IO ack
+    (`ack`), or a WebSocket message with these fields (`confirm`); the client's duty to
+    receive then starts at the confirmation rather than a grace time after the join."""
 
     message: Template | None = None
     event: str | None = None
     args: Template | None = None
+    ack: bool = False
+    confirm: dict[str, Any] | None = None
+
+    @property
+    def confirmed(self) -> bool:
+        """True when the app confirms this (a join)."""
+        return self.ack or self.confirm is not None
 
 
 @dataclass(frozen=True)
@@ -408,7 +417,8 @@ def _send(r: TomlReader, table: dict[str, Any], names: frozenset[str], socketio:
           key: str) -> SendRecipe:
     where = ("client", key)
     if socketio:
-        r.check_keys(table, frozenset({"event", "args"}), *where)
+        r.check_keys(table, frozenset({"event", "args", "ack"} if key == "join"
+                                      else {"event", "args"}), *where)
         event = r.string(table, "event", None, *where)
         if event is None:
             raise r.fail(f'a Socket.IO [client.{key}] needs event = "name"', *where)
@@ -422,8 +432,10 @@ def _send(r: TomlReader, table: dict[str, Any], names: frozenset[str], socketio:
         if key == "publish" and "id" not in template.names:
             raise r.fail("the publish arguments must carry {id}: the swarm recognises "
                          "deliveries by it", *where, "args")
-        return SendRecipe(event=event, args=template)
-    r.check_keys(table, frozenset({"message"}), *where)
+        return SendRecipe(event=event, args=template,
+                          ack=r.boolean(table, "ack", False, *where))
+    r.check_keys(table, frozenset({"message", "confirm"} if key == "join" else {"message"}),
+                 *where)
     if "message" not in table:
         raise r.fail(f"[client.{key}] needs message = a table (sent as JSON) or a string",
                      *where)
@@ -434,7 +446,11 @@ def _send(r: TomlReader, table: dict[str, Any], names: frozenset[str], socketio:
     if key == "publish" and "id" not in template.names:
         raise r.fail("the publish message must carry {id}: the swarm recognises deliveries "
                      "by it", *where, "message")
-    return SendRecipe(message=template)
+    confirm = r.table(table, "confirm", *where) if "confirm" in table else None
+    if confirm == {}:
+        raise r.fail("confirm must name the fields of the app's answer, e.g. "
+                     '{ type = "joined" }', *where, "confirm")
+    return SendRecipe(message=template, confirm=confirm)
 
 
 def _receive(r: TomlReader, table: dict[str, Any], socketio: bool) -> ReceiveRecipe:

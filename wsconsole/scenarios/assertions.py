@@ -63,6 +63,7 @@ METRICS: frozenset[str] = frozenset(
         # a stack's swarm (swarm/appaccounting.py)
         "unsent",
         "undelivered",
+        "missed",
         "foreign",
         "recovered_sessions",
         # replay scenarios (scenarios/replay.py)

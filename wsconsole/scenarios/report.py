@@ -301,7 +301,7 @@ SLICES = {"per_window": "by fault window (a message belongs to the window it was
           "per_node": "by node (a loss: the node its subscriber was on when it was sent; a "
                       "latency: the node that delivered it)",
           "per_client": "by client (sent: what it published; the rest: what it was owed)"}
-SLICE_COLUMNS = ("sent", "owed", "delivered", "lost", "duplicated", "out_of_order",
+SLICE_COLUMNS = ("sent", "owed", "delivered", "lost", "missed", "duplicated", "out_of_order",
                  "p50_latency_ms", "p99_latency_ms", "max_latency_ms")
 
 
@@ -321,7 +321,7 @@ def _slices(summary: dict[str, Any]) -> list[str]:
             cells = []
             for column in SLICE_COLUMNS:
                 value = row.get(column)
-                bad = column in ("lost", "duplicated", "out_of_order") and value
+                bad = column in ("lost", "missed", "duplicated", "out_of_order") and value
                 cells.append(f"<td class='num{' bad' if bad else ''}'>"
                              f"{'-' if value is None else html.escape(str(value))}</td>")
             out.append(f"<tr><th>{html.escape(str(name))}</th>{''.join(cells)}</tr>")

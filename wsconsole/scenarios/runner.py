@@ -182,7 +182,6 @@ def _swarm_config(scenario: Scenario, scale: float, url: str, token_factory: Any
         pongs_share=spec.pongs_share,
         pongs=spec.pongs,
         stack=scenario.stack,
-        windows=tuple((step.at * scale, step.describe()) for step in scenario.steps),
         join_grace=spec.join_grace,
         wait_joined=spec.wait_joined,
     )
@@ -385,6 +384,10 @@ class ScenarioRunner:
 
     async def _run_step(self, step: Step) -> None:
         started = self.now()
+        from wsconsole.swarm.appswarm import AppSwarm
+
+        if isinstance(self.swarm, AppSwarm) and step.action != "wait":
+            self.swarm.fault(step.describe())  # the figures of a stack swarm, per window
         timeout = STEP_TIMEOUT
         if step.action == "wait":
             timeout = float(step.params.get("timeout", STEP_TIMEOUT)) * self.scale + 5.0

@@ -7,12 +7,13 @@ Every publish carries a unique id (the stack's `{id}`); a delivery is recognised
 
 - sent: publishes written to an open connection (a client that is not connected does not
   publish: nothing is queued behind the app's back);
-- owed: a message sent to a room after a subscriber first joined it (plus `join_grace`, the
-  time a join needs to take effect on a server that does not confirm it) is owed to that
+- owed: a message sent to a room after a subscriber first joined it (once the app confirmed
+  the join, or `join_grace` after it was sent when the app confirms nothing) is owed to that
   subscriber, whatever happened to its connection afterwards; its own messages too, unless
   the app does not echo them (`receive_own = false`);
-- lost: owed and never received; `undelivered`: messages no subscriber received at all
-  (most likely lost on their way in);
+- lost: owed and never received; of those, `missed` when other subscribers did get the
+  message (lost on its way out to this one: what a recovery mechanism is for), else the
+  message reached nobody (`undelivered`: lost on its way in, e.g. sent into a dying node);
 - duplicated: an id received twice by one subscriber; out of order: a publisher's counter
   going backwards at one subscriber;
 - latency: receive time minus the send time (the message's own timestamp when the recipe
@@ -20,8 +21,9 @@ Every publish carries a unique id (the stack's `{id}`); a delivery is recognised
 
 Each figure is given in total, per client, per node (for a loss: the node the subscriber
 was on, or had last been on, when the message was sent; for a latency: the node that
-delivered it) and per fault window (the scenario's steps cut the run into windows; a
-message belongs to the window it was sent in), with losses per second of sending for plots.
+delivered it) and per fault window (each fault a scenario's step makes opens a window at
+the moment it happens, `begin_window`; a message belongs to the window it was sent in), with
+losses per second of sending for plots.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +69,7 @@ class Tally:
     owed: int = 0
     delivered: int = 0
     lost: int = 0
+    missed: int = 0  # of `lost`: messages other subscribers did get (lost on the way out)
     duplicated: int = 0
     out_of_order: int = 0
     latencies: LatencyHistogram = field(default_factory=LatencyHistogram)
@@ -76,7 +79,8 @@ class Tally:
         lat = self.latencies
         return {
             "sent": self.sent, "owed": self.owed, "delivered": self.delivered,
-            "lost": self.lost, "duplicated": self.duplicated, "out_of_order": self.out_of_order,
+            "lost": self.lost, "missed": self.missed, "duplicated": self.duplicated,
+            "out_of_order": self.out_of_order,
             "p50_latency_ms": ms(lat.percentile(50)), "p95_latency_ms": ms(lat.percentile(95)),
             "p99_latency_ms": ms(lat.percentile(99)),
             "max_latency_ms": ms(lat.max if lat.count else None),
@@ -87,11 +91,11 @@ class AppAccounting:
     """Counts and cross-checks everything a swarm sent to the user's app and got back."""
 
     def __init__(self, started_at: float = 0.0, join_grace: float = 0.5,
-                 windows: Sequence[tuple[float, str]] = (), receive_own: bool = True) -> None:
+                 receive_own: bool = True) -> None:
         self.started_at = started_at  # monotonic time of the start (times below are relative)
         self.join_grace = join_grace
-        # fault windows: (start, label), sorted; before the first one: "before faults"
-        self.windows = [(0.0, "before faults"), *sorted(windows)]
+        # fault windows: (start, label) in time order; the first: before any fault
+        self.windows: list[tuple[float, str]] = [(0.0, "before faults")]
         self.receive_own = receive_own
         self.book = ConnectionBook(started_at)
         self.messages: dict[str, _Message] = {}
@@ -116,6 +120,12 @@ class AppAccounting:
     def _window(self, t: float) -> int:
         return max(0, bisect.bisect_right([w[0] for w in self.windows], t) - 1)
 
+    def begin_window(self, label: str, at: float) -> None:
+        """A fault happens now (a scenario step): messages sent from `at` on belong to a new
+        window named `label` (windows only follow each other: an earlier `at` than the last
+        window's start counts from that start)."""
+        self.windows.append((max(self._at(at), self.windows[-1][0]), label))
+        self.per_window.append(Tally())
     def client_added(self, name: str) -> None:
         """Register a simulated client (before it connects)."""
         self.book.client_added(name)
@@ -128,9 +138,11 @@ class AppAccounting:
         """The client's new connection is served by `node`."""
         self.book.served_by(name, node, self._at(at))
 
-    def joined(self, name: str, room: str, at: float) -> None:
-        """The client sent its join (the first one fixes when its duty starts)."""
-        self.subs.setdefault((name, room), _Subscription(self._at(at) + self.join_grace))
+    def joined(self, name: str, room: str, at: float, confirmed: bool = False) -> None:
+        """The client joined (the first join fixes when its duty starts: at once when the app
+        confirmed it, else `join_grace` after it was sent)."""
+        grace = 0.0 if confirmed else self.join_grace
+        self.subs.setdefault((name, room), _Subscription(self._at(at) + grace))
 
     def published(self, name: str, room: str, ident: str, counter: int, at: float) -> None:
         """A publish with this id was written to the client's open connection."""
@@ -211,12 +223,12 @@ class AppAccounting:
                 yield ident, message, name, sub
 
     def judge(self) -> dict[str, Any]:
-        """Owed, delivered and lost in every slice; losses per second of sending."""
+        """Owed, delivered, lost and missed in every slice; losses per second of sending."""
         for tally in (self.total, *self.per_client.values(), *self.per_node.values(),
                       *self.per_window):
-            tally.owed = tally.delivered = tally.lost = 0
+            tally.owed = tally.delivered = tally.lost = tally.missed = 0
         lost_by_second: Counter[int] = Counter()
-        reached: set[str] = set()
+        reached: set[str] = set().union(*(sub.got for sub in self.subs.values()))
         owed_ids: set[str] = set()
         for ident, message, name, sub in self._owed():
             owed_ids.add(ident)
@@ -229,9 +241,8 @@ class AppAccounting:
                     tally.delivered += 1
                 else:
                     tally.lost += 1
-            if got:
-                reached.add(ident)
-            else:
+                    tally.missed += ident in reached
+            if not got:
                 lost_by_second[int(message.sent)] += 1
         return {"undelivered": len(owed_ids - reached),
                 "lost_by_second": dict(sorted(lost_by_second.items()))}
@@ -296,6 +307,7 @@ class AppAccounting:
             "expected": total["owed"],
             "delivered": total["delivered"],
             "lost": total["lost"],
+            "missed": total["missed"],
             "undelivered": judged["undelivered"],
             "duplicated": total["duplicated"],
             "out_of_order": total["out_of_order"],

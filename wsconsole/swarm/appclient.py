@@ -6,7 +6,8 @@ other client here) and adds only what the recipe says (harness/stackfile.py):
 
 - authenticate: a header and/or a query parameter on every connect, a first message after
   every open (WebSocket), or the Socket.IO handshake's auth payload;
-- join its room after every open (a message template, or a Socket.IO event);
+- join its room after every open (a message template, or a Socket.IO event), waiting for
+  the app's confirmation when the recipe says it gives one (a Socket.IO ack, a message);
 - publish on demand from the swarm: the template filled with a unique id, the send time in
   milliseconds (`{ts}`) and its counter, only while connected (a client that is away
   publishes nothing: what it would have sent is counted as unsent, never owed);
@@ -22,6 +23,7 @@ Which node served each connection is read from the balancer's `X-Wsconsole-Node`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -46,6 +48,7 @@ from wsconsole.swarm.appaccounting import AppAccounting
 log = logging.getLogger(__name__)
 
 NODE_KEY = NODE_HEADER.lower()
+JOIN_TIMEOUT = 10.0  # seconds an app may take to confirm a join
 
 
 def seconds(timestamp: float) -> float:
@@ -93,6 +96,7 @@ class AppClient:
             url = _with_query(url, auth.query[0], str(auth.query[1].render(self.values)))
         self._pid: str | None = None  # Socket.IO connection state recovery
         self._offset: str | None = None
+        self._confirmed = asyncio.Event()  # the app answered the current connection's join
         self.driver: ReconnectingClient | SocketIOClient
         if self.socketio:
             payload = auth.socketio.render(self.values) if auth.socketio is not None else None
@@ -161,12 +165,23 @@ class AppClient:
                 await driver.send(auth.text(self.values))
             join = self.recipe.join
             if join is not None:
-                await self._send(join.message, join.event, join.args, self.values)
-        except ClientError as exc:
-            self.accounting.error(type(exc).__name__.lower())
+                self._confirmed.clear()
+                if join.ack and isinstance(driver, SocketIOClient):
+                    assert join.event is not None and join.args is not None
+                    await driver.emit(join.event, *join.args.render(self.values), ack=True,
+                                      timeout=JOIN_TIMEOUT)
+                else:
+                    await self._send(join.message, join.event, join.args, self.values)
+                    if join.confirm is not None:
+                        async with asyncio.timeout(JOIN_TIMEOUT):
+                            await self._confirmed.wait()
+        except (ClientError, TimeoutError) as exc:
+            self.accounting.error("join_unconfirmed" if isinstance(exc, TimeoutError)
+                                  else type(exc).__name__.lower())
             return
         if driver.state is State.OPEN:
-            self.accounting.joined(self.name, self.room, self.clock())
+            confirmed = self.recipe.join is not None and self.recipe.join.confirmed
+            self.accounting.joined(self.name, self.room, self.clock(), confirmed)
             self.ready = True
 
     async def _send(self, message: Template | None, event: str | None, args: Template | None,
@@ -185,6 +200,11 @@ class AppClient:
         except orjson.JSONDecodeError:
             return
         if not isinstance(message, dict):
+            return
+        join = self.recipe.join
+        if join is not None and join.confirm is not None and \
+                all(message.get(key) == value for key, value in join.confirm.items()):
+            self._confirmed.set()
             return
         if any(message.get(key) != value for key, value in self.recipe.receive.match.items()):
             return

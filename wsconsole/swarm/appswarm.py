@@ -27,8 +27,7 @@ class AppSwarm(Swarm):
         cfg = self.config
         stack = cfg.stack
         assert stack is not None and stack.client is not None
-        self.accounting = AppAccounting(started, cfg.join_grace, cfg.windows,
-                                        stack.client.receive_own)
+        self.accounting = AppAccounting(started, cfg.join_grace, stack.client.receive_own)
         self._client_tasks = Tasks("swarm-clients")
         run = secrets.token_hex(3)  # ids of this run only: another swarm's are foreign
         for index in range(cfg.clients):
@@ -48,6 +47,10 @@ class AppSwarm(Swarm):
         await super()._wait_all_joined(limit)
         if self.config.join_grace > 0 and not self._stop.is_set():
             await asyncio.sleep(self.config.join_grace)
+
+    def fault(self, label: str) -> None:
+        """A fault happens now (a scenario step): from here on, a new window of figures."""
+        self.accounting.begin_window(label, self.clock())
 
     async def _publish_one(self, index: int, pad: str) -> None:
         await self.clients[index].publish()

@@ -116,7 +116,6 @@ class SwarmConfig:
     pongs: PongPolicy = field(default_factory=lambda: PongPolicy("off"))
     fleet_interval: float = 0.25  # seconds between two fleet batches (with on_fleet)
     stack: Stack | None = None  # the user's app: its client recipe instead of our protocol
-    windows: tuple[tuple[float, str], ...] = ()  # fault windows (seconds, label) to report
     join_grace: float = 0.5  # a join on an app that does not confirm it counts after this
 
     def validate(self) -> None:
