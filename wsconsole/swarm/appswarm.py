@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import secrets
 
+from wsconsole.core.heartbeat import PongPolicy
 from wsconsole.core.tasks import Tasks
 from wsconsole.swarm.appaccounting import AppAccounting
 from wsconsole.swarm.appclient import AppClient
-from wsconsole.swarm.swarm import Stats, Swarm
+from wsconsole.swarm.swarm import Stats, Swarm, SwarmConfigError
 
 
 class AppSwarm(Swarm):
@@ -39,6 +40,7 @@ class AppSwarm(Swarm):
                 connect_timeout=cfg.connect_timeout, local_addr=cfg.local_addr(index),
                 clock=self.clock,
             )  # fmt: skip
+            client.driver.subscribe(self.fleet.observer(name))  # the window's fleet lanes
             self.clients.append(client)
             self.accounting.client_added(name)
 
@@ -47,6 +49,11 @@ class AppSwarm(Swarm):
         await super()._wait_all_joined(limit)
         if self.config.join_grace > 0 and not self._stop.is_set():
             await asyncio.sleep(self.config.join_grace)
+
+    def set_pongs(self, share: float, policy: PongPolicy) -> int:
+        """Refused: the heartbeat lab's pong shaping is for the harness protocol's clients."""
+        raise SwarmConfigError("pong shaping runs on the harness protocol's clients, not on "
+                               "a stack's recipe clients")
 
     def fault(self, label: str) -> None:
         """A fault happens now (a scenario step): from here on, a new window of figures."""

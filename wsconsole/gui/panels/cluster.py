@@ -224,7 +224,8 @@ class ClusterPanel(QWidget):
         """The TLS box follows the cluster; the CA to trust is named under it."""
         cluster = self.console.cluster
         settled = self.console.cluster_state not in ("starting", "stopping")
-        self.tls_box.setEnabled(settled)
+        # the box restarts the demo cluster: not while the user's stack runs
+        self.tls_box.setEnabled(settled and self.console.stack_path is None)
         tls = cluster is not None and cluster.config.tls
         if settled and self.tls_box.isChecked() != tls:
             self.tls_box.blockSignals(True)
