@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,18 @@ def test_every_operation_on_a_users_nodes_and_their_traffic_counted(
         for pid in pids:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_swarm_on_a_stack_starts_it_for_the_run_and_accounts_for_every_message() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "wsconsole", "swarm", "--stack", str(BROADCAST), "--clients",
+         "4", "--rate", "20", "--duration", "2", "--wait-joined", "10", "--json"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    ready = next(e for e in lines if e["event"] == "stack_ready")
+    summary = lines[-1]
+    assert summary["event"] == "summary" and summary["ok"], summary
+    assert done.returncode == 0, done.stderr[-500:]
+    assert ready["url"].startswith("ws://127.0.0.1:") and summary["sent"] >= 20
+    assert summary["delivered"] == summary["expected"] == 4 * summary["sent"]
+    assert set(summary["per_node"]) <= {"n1", "n2"} and summary["per_client"]
