@@ -83,6 +83,7 @@ def test_every_operation_on_a_users_nodes_and_their_traffic_counted(
             node = ws.response.headers["X-Wsconsole-Node"]  # the balancer says who serves
             assert node in ("n1", "n2")
             ws.send(json.dumps({"type": "join", "room": "r"}))
+            assert json.loads(ws.recv(timeout=10)) == {"type": "joined", "room": "r"}
             # a node's first sample is the baseline its rates start from
             harness.expect(lambda e: e["event"] == "stats" and e["connections"][node] == 1)
             for n in range(20):
