@@ -2,10 +2,10 @@
 
 A `Shot` is a small plan run against a started ConsoleApp: kill the node serving the
 console's client after a while (the Timeline shows the reconnect; a stack's node shows its
-output), withhold the console's pongs after a while, a share of the swarm's too (the heartbeat lab: the server's close
-shows), expand Timeline groups, open the last fault's side panel, raise docks, then grab
-the whole window, or some docks alone at the size asked (stacked top to bottom in one
-image).
+output), withhold the console's pongs after a while, a share of the swarm's too (the
+heartbeat lab: the server's close shows), expand Timeline groups, open the last fault's side
+panel, raise docks, then grab the whole window, or some docks alone at the size asked
+(stacked top to bottom in one image).
 The user guide's screenshots are made with it, so anyone can make them again.
 """
 
