@@ -129,7 +129,7 @@ def test_a_lane_click_scopes_the_frames_to_that_client_and_span(qtbot) -> None: 
     assert shown and all(f.conn == "console" and since <= f.wall <= until for f in shown)
     assert "console while RECONNECTING" in frames.scope_label.text()
     assert frames.scope_row.isVisibleTo(frames)
-    frames.clear_scope()
+    frames.scope_clear.click()  # "Show all frames"
     frames.refresh()
     assert frames.model.rowCount() == 30 and not frames.scope_row.isVisibleTo(frames)
 
