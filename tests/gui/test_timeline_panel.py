@@ -123,6 +123,10 @@ def test_a_lane_click_scopes_the_frames_to_that_client_and_span(qtbot) -> None: 
     frames = FramesPanel(store)
     qtbot.addWidget(frames)
     frames.timer.stop()
+    narrowest = frames.minimumSizeHint().width()
+    frames.set_scope([f"swarm/c{i:04d}" for i in range(40)], since, until,
+                     "40 clients hit by node n1 killed")  # a long scope line wraps
+    assert frames.minimumSizeHint().width() <= narrowest
     frames.set_scope(lanes, since, until, label)
     frames.refresh()
     shown = [frames.model.row_at(r) for r in range(frames.model.rowCount())]

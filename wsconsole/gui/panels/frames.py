@@ -305,7 +305,7 @@ class FramesPanel(QWidget):
         self.filter_error.setStyleSheet("color: #c0392b;")
         self.status = QLabel()
         self.scope: tuple[frozenset[str], float, float] | None = None
-        self.scope_label = QLabel()
+        self.scope_label = QLabel(wordWrap=True)  # a long list of clients must not widen it
         self.scope_clear = QToolButton(text="Show all frames")
         scope_bar = QHBoxLayout()
         scope_bar.addWidget(self.scope_label, 1)
