@@ -72,6 +72,7 @@ def test_the_lab_plays_dead_and_the_server_reacts(qloop, settings_path) -> None:
             assert lab.send_pong()
             await until(lambda: "unsolicited pong sent (5 bytes)" in lab.message.text(),
                         "the pong", 10, detail=lab.message.text)
+            assert any(m.kind == "unsolicited" for m in lane.markers)  # on the Timeline too
 
             # a policy set outside the panel shows in its controls at the next refresh
             console.set_pongs("lab", PongPolicy("delay", delay=0.25))

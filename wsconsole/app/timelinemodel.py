@@ -46,6 +46,7 @@ HEARTBEAT_MARKS = {
     "pong_withheld": ("withheld", "pong withheld (heartbeat lab)"),
     "pong_delayed": ("late", "pong delayed (heartbeat lab)"),
     "pong_altered": ("altered", "pong with a wrong payload (heartbeat lab)"),
+    "pong_unsolicited": ("unsolicited", "unsolicited pong sent (heartbeat lab)"),
     "server_dropped": ("dropped", "the server dropped this silent client"),
 }
 
@@ -67,8 +68,8 @@ class Marker:
     """A point event: "ping", "sping" (a server ping), "pong" (rtt), "miss", "error",
     "attempt", "fault", "action" (something the intercepting proxy did to the connection),
     "notice" (the server said messages will not come: a room's sequence space was reset, or
-    the recovery window was exceeded), or the heartbeat lab's "withheld", "late", "altered"
-    and "dropped"."""
+    the recovery window was exceeded), or the heartbeat lab's "withheld", "late", "altered",
+    "unsolicited" and "dropped"."""
 
     at: float
     kind: str

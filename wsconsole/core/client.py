@@ -537,6 +537,7 @@ class ReconnectingClient(ConnectionDriver):
             await conn.pong(payload)
         except ConnectionClosed:
             raise NotConnected("the connection closed") from None
+        self._emit(HeartbeatEvent(conn=self.name, kind="pong_unsolicited"))  # on the Timeline
 
 
 async def _close_dead(conn: ClientConnection, close_timeout: float) -> None:

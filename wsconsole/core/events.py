@@ -96,9 +96,10 @@ class HeartbeatEvent:
     heartbeat lab shaping the automatic pong to a server ping (core/heartbeat.py).
 
     kind: "ping_sent", "ping_received", "pong_received" (rtt set), "liveness_lost",
-    "pong_withheld", "pong_delayed" (delay set, seconds), "pong_altered" (a wrong payload)
-    or "server_dropped" (the server closed the connection `delay` seconds after its pongs
-    stopped: how long it keeps a dead client).
+    "pong_withheld", "pong_delayed" (delay set, seconds), "pong_altered" (a wrong payload),
+    "pong_unsolicited" (the lab sent a pong nobody asked for) or "server_dropped" (the server
+    closed the connection `delay` seconds after its pongs stopped: how long it keeps a dead
+    client).
     """
 
     conn: str

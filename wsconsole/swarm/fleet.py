@@ -39,7 +39,7 @@ STATE_CODES = {State.CONNECTING: "C", State.OPEN: "O", State.CLOSING: "G", State
 STATES_BY_CODE = {code: state for state, code in STATE_CODES.items()}
 # heartbeat kinds a batch carries (pings are too many to mark one by one)
 MARKED = frozenset({"pong_received", "liveness_lost", "pong_withheld", "pong_delayed",
-                    "pong_altered", "server_dropped"})
+                    "pong_altered", "pong_unsolicited", "server_dropped"})
 MAX_FRAMES_REPLY = 5000
 MAX_REPLY_BYTES = 1 << 20  # payload characters in one reply (the reader's line limit is 4 MiB)
 

@@ -48,8 +48,9 @@ GAP = 2
 TICK_WINDOW = 120.0  # heartbeat ticks are drawn up to this window (beyond: a solid smear)
 TICKS = {"ping": ("#ffffff", 0.22, 0.45), "sping": ("#1f4e79", 0.17, 0.83),
          "pong": ("#0b3d17", 0.5, 0.78)}  # kind: colour, top and bottom (share of the lane)
+LAB_MARKS = ("withheld", "late", "altered", "unsolicited")  # what the heartbeat lab did
 MARK_COLORS = {"miss": "#c0392b", "error": "#c0392b", "dropped": "#8e0000",
-               "withheld": "#8e44ad", "late": "#8e44ad", "altered": "#8e44ad",
+               **dict.fromkeys(LAB_MARKS, "#8e44ad"),
                "action": "#e67e22", "fault": "#c0392b", "notice": NOTICE_COLOR}
 SOURCE_TITLES = {"own": "own connections", "swarm": "swarm", "proxy": "proxied"}
 
@@ -322,7 +323,7 @@ class FleetView(QAbstractScrollArea):
         kind = marker.kind
         if kind != "attempt":
             color = QColor(MARK_COLORS.get(kind, "#c0392b"))
-            lab = kind in ("withheld", "late", "altered")  # hollow: nothing went wrong yet
+            lab = kind in LAB_MARKS  # hollow: nothing went wrong yet
             painter.setPen(QPen(color, 2 if lab else 1))
             painter.setBrush(QColor("#f3e5f5") if lab else color)
             size = (4 if kind in ("dropped", "miss", "error", "notice") else 3) * h / LANE_H
