@@ -9,6 +9,10 @@ after `ttl` seconds: the limit frees itself without anyone cleaning up.
 While the broker is down the count is local only (availability over strictness): a
 claim is granted when this node's own connections of the user are under the limit, and
 registered in the broker by the first refresh after it returns.
+
+Claims are batched: every claim made in one loop turn goes to the broker in one pipeline
+(one round trip), so a burst of handshakes costs a round trip per burst, not one per
+connection, and does not take a pooled broker connection each.
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
+from wsconsole.core.tasks import spawn
 from wsconsole.harness.brokerlink import UP, BrokerLink, BrokerUnavailable
+
+Claim = tuple[str, str, int, "asyncio.Future[tuple[int, int]]"]  # key, member, limit, answer
 
 _NOW_MS = """
 local t = redis.call('TIME')
@@ -76,6 +83,7 @@ class Presence:
         self.refresh_interval = refresh
         self.prefix = prefix
         self._held: dict[str, dict[str, None]] = {}  # user -> members held by this node
+        self._claims: list[Claim] = []  # claims of this loop turn, sent together
         link.scripts.update(claim=_CLAIM, refresh=_REFRESH, count=_COUNT)
 
     def _key(self, user: str) -> str:
@@ -93,15 +101,48 @@ class Presence:
                 return False, len(held)
             held[member] = None
             return True, len(held)
+        answer: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        if not self._claims:
+            spawn(self._send_claims(), "presence-claims")
+        self._claims.append((self._key(user), member, limit, answer))
         try:
-            ok, count = await self.link.call(  # type: ignore[misc]
-                "claim", (self._key(user),), (member, limit, int(self.ttl * 1000))
-            )
+            ok, count = await answer
         except BrokerUnavailable:
             ok, count = 1, len(self._held.get(user, ())) + 1
         if ok:
             self._held.setdefault(user, {})[member] = None
         return bool(ok), int(count)
+
+    async def _send_claims(self) -> None:
+        """Send the claims queued in this loop turn in one pipeline and answer each; a claim
+        the broker could not take is answered BrokerUnavailable (granted locally)."""
+        await asyncio.sleep(0)  # the rest of this loop turn's claims join the batch
+        batch, self._claims = self._claims, []
+        ttl = int(self.ttl * 1000)
+        results: list[object] = []
+        try:
+            results = await self._pipeline(batch, ttl)
+            if any(isinstance(r, NoScriptError) for r in results):  # a broker that restarted
+                await self.link.load_scripts()
+                results = await self._pipeline(batch, ttl)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.link.mark_down(exc)
+        finally:  # every claim gets an answer, even when this task is cancelled
+            for index, (_, _, _, answer) in enumerate(batch):
+                result = results[index] if index < len(results) else None
+                if answer.done():
+                    continue
+                if isinstance(result, list | tuple):
+                    answer.set_result((int(result[0]), int(result[1])))
+                else:
+                    answer.set_exception(BrokerUnavailable(f"presence claim failed: {result}"))
+
+    async def _pipeline(self, batch: list[Claim], ttl: int) -> list[object]:
+        pipe = self.link.redis.pipeline(transaction=False)
+        sha = self.link.sha["claim"]
+        for key, member, limit, _ in batch:
+            pipe.execute_command("EVALSHA", sha, 1, key, member, limit, ttl)
+        return list(await pipe.execute(raise_on_error=False))
 
     async def release(self, user: str, conn_id: str) -> None:
         """Forget a connection of `user` (best effort; it expires anyway)."""
