@@ -99,12 +99,10 @@ async def run_once(size: CapacitySize) -> dict[str, Any]:
         open_s = time.monotonic() - began
         handshake_cpu = sum(proc.cpu_times()[:2]) - cpu_open
         failed = sum(r["failed"] for r in readies)
-        if failed:
-            first = next(r["error"] for r in readies if r["error"])
-            raise BenchError(
-                f"capacity: {failed} of {size.connections} failed to open: {first}; "
-                f"node stderr: {node.stderr_tail()}"
-            )
+        first_error = next((r["error"] for r in readies if r["error"]), None)
+        if failed == size.connections:
+            raise BenchError(f"capacity: none of {size.connections} opened: {first_error}; "
+                             f"node stderr: {node.stderr_tail()}")  # fmt: skip
         cpu0 = sum(proc.cpu_times()[:2])
         await asyncio.sleep(size.hold)
         idle_cpu = (sum(proc.cpu_times()[:2]) - cpu0) / size.hold * 100
@@ -112,16 +110,20 @@ async def run_once(size: CapacitySize) -> dict[str, Any]:
         still_open = sum(c["open"] for c in counts)
         rss1 = proc.memory_info().rss
         on_node = await _node_connections(port)
+        opened = size.connections - failed
         return {
             "connections": size.connections,
+            "failed": failed,
+            "first_error": first_error and f"{first_error}; node stderr: {node.stderr_tail()}",
+            "join_retries": sum(r.get("join_retries", 0) for r in readies),
             "open_s": round(open_s, 3),
-            "opened_per_s": round(size.connections / open_s),
+            "opened_per_s": round(opened / open_s),
             "handshake_cpu_us": round(handshake_cpu / size.connections * 1e6),
             "held_after_s": size.hold,
             "still_open": still_open,
             "node_reports": on_node,
             "node_rss_mb": round(rss1 / 2**20, 1),
-            "rss_per_conn_kib": round((rss1 - rss0) / size.connections / 1024, 2),
+            "rss_per_conn_kib": round((rss1 - rss0) / max(1, on_node or opened) / 1024, 2),
             "node_idle_cpu_pct": round(idle_cpu, 1),
             "ping_interval_s": size.ping_interval,
         }
@@ -147,6 +149,8 @@ async def run(size: CapacitySize, repeat: int, log: Callable[[str], None]) -> di
     return {
         "connections": size.connections,
         "held": summarize([r["still_open"] for r in good])["median"],
+        "failed": summarize([r["failed"] for r in good])["median"],
+        "join_retries": summarize([r["join_retries"] for r in good])["median"],
         "open_s": summarize([r["open_s"] for r in good])["median"],
         "opened_per_s": summarize([r["opened_per_s"] for r in good])["median"],
         "opened_per_s_spread": summarize([r["opened_per_s"] for r in good]),

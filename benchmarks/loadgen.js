@@ -18,6 +18,7 @@
 //   log buckets, so the percentiles are the product's own nearest-rank method) and per
 //   client how many arrived and their worst latency; `count` the total received; `slow`
 //   clients stop reading after joining (a deliberately slow subscriber).
+//   A join refused with `broker_unavailable` is sent again after 250 ms (docs/protocol.md).
 //   Harness `lagging` notices are counted (the node closes such a client with 1013 next,
 //   docs/protocol.md "Backpressure"; the benchmark does not reconnect it).
 // - pub: `publish {rate, seconds, step}` paces publishes over the connections (1 ms
@@ -121,6 +122,7 @@ class Client {
     this.seq = 0;
     this.epoch = null;
     this.lagging = 0;
+    this.joinRetries = 0;
   }
 
   connect(timeoutMs) {
@@ -189,6 +191,11 @@ class Client {
       } else if (starts(data, ERROR)) {
         const env = JSON.parse(data);
         this.sink.refused(this, env.code);
+        if (env.code === "broker_unavailable" && env.room !== undefined) {
+          // docs/protocol.md: the join could not be served; join again later
+          this.joinRetries += 1;
+          setTimeout(() => { if (this.open) this.join(this.seq > 0 ? this.seq : null); }, 250);
+        }
       }
     } else if (kind === "sio") {
       const head = data.toString("latin1", 0, Math.min(8, data.length));
@@ -336,6 +343,7 @@ async function main() {
     error: errors[0] || null,
     connect_s: connectS,
     open_per_s: connectS > 0 ? (clients.length - errors.length) / connectS : null,
+    join_retries: clients.reduce((n, c) => n + c.joinRetries, 0),
   });
   for (;;) {
     const line = await iterator.next();

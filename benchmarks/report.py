@@ -111,6 +111,11 @@ def _capacity(cap: dict[str, Any]) -> list[str]:
         f"| {_n(cap['rss_per_conn_kib'], 2)} KiB | {_spread(cap['rss_per_conn_kib_spread'], 2)} |",
         "",
     ]
+    failed = [r for r in cap.get("runs", []) if r.get("failed")]
+    if failed:
+        lines += [f"Failed to open (median): {_n(cap.get('failed'))}; joins retried after "
+                  f"`broker_unavailable`: {_n(cap.get('join_retries'))}; first error: "
+                  + str(failed[0]["first_error"]).replace("\n", " / "), ""]  # fmt: skip
     return lines
 
 
