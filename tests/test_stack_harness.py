@@ -2,7 +2,8 @@
 
 Nothing of a node's process tree (a shell wrapper, a child in its group, a child that left
 its group with setsid) survives `quit`, SIGINT or a SIGKILLed supervisor; every operation
-works on the user's nodes; the balancer counts their messages on the wire.
+works on the user's nodes (and the harness's broker and balancer faults); the balancer
+counts their messages on the wire.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ from tests.test_harness_cli import HarnessProcess
 ROOT = Path(__file__).resolve().parent.parent
 FORKING = ROOT / "tests" / "fixtures" / "stacks" / "forking" / "stack.toml"
 BROADCAST = ROOT / "examples" / "python-broadcast" / "stack.toml"
+
+
+def _state(pid: int) -> str:
+    """The process state letter of /proc/PID/stat (T: stopped)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0]
 
 
 def _tree(pids_dir: Path, ready: dict[str, Any]) -> list[int]:
@@ -97,12 +104,25 @@ def test_every_operation_on_a_users_nodes_and_their_traffic_counted(
         harness.send(f"log {node} 5")
         log = harness.expect(lambda e: e["event"] == "log")
         assert any("listening on" in line["text"] for line in log["lines"])
-        for line in ("pause n1", "resume n1", "drain n2", "restart n2", "add", "kill n1"):
+        n1 = next(n["pid"] for n in ready["nodes"] if n["id"] == "n1")
+        broker = ready["broker"]["pid"]
+        for line in ("pause n1", "resume n1", "drain n2", "restart n2", "add", "kill n1",
+                     "broker kill", "broker restart", "net all latency 20ms", "net all clear",
+                     "sticky cookie"):
             harness.send(line)
             done = harness.expect(lambda e: e["event"] in ("done", "error"))
             assert done["event"] == "done", done
             if done.get("pid"):
                 pids.append(done["pid"])
+            if line == "pause n1":  # the signal reached the node itself, not only its keeper
+                assert wait_for(lambda: _state(n1) == "T", timeout=5)
+            elif line == "resume n1":
+                assert wait_for(lambda: _state(n1) != "T", timeout=5)
+            elif line == "broker kill":
+                assert wait_for(lambda: not pid_alive(broker), timeout=10)
+            elif line == "broker restart":
+                assert done["broker"]["pid"] not in (None, broker), done
+                pids.append(done["broker"]["pid"])
         harness.send("status")
         status = harness.expect(lambda e: e["event"] == "status")
         assert {n["id"]: n["state"] for n in status["nodes"]} == {
