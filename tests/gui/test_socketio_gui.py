@@ -12,7 +12,7 @@ import pytest
 from tests.socketiokit import python_argv, wait_listening
 from tests.support import SCALE, ProcessRegistry, free_port, until
 from tests.test_sse import Feed, serve
-from wsconsole.core.events import Direction
+from wsconsole.core.events import Direction, Opcode
 from wsconsole.core.lifecycle import State
 from wsconsole.gui.app import ConsoleApp, GuiOptions
 from wsconsole.har import HarError, load_har
@@ -68,6 +68,12 @@ def test_socketio_target_frames_timeline_kill_restart(qloop, procs: ProcessRegis
                         "the server's news event in the frames", 10)
             assert any(r.direction is Direction.OUT and r.payload == b'0{"user":"gui"}'
                        for r in _rows(app))
+            # the client's frames are Socket.IO packets (no Engine.IO digit): an EVENT, not
+            # the Engine.IO ping its leading 2 would be on the wire
+            decoded = app.console.frames.decoding.decode_message(
+                name, Direction.IN, Opcode.TEXT, news)
+            assert decoded.decoder == "socketio" and decoded.tree == {
+                "socketio": "EVENT", "data": ["news", "from the window"]}, decoded
             server.kill()
             server.wait(timeout=10 * SCALE)
             await until(lambda: session.state is State.RECONNECTING,

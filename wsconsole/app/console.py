@@ -109,6 +109,7 @@ class Session:
         self.console.frames.decoding.set_context(
             self.name, url=self.profile.url,
             subprotocol=getattr(self.client, "subprotocol", None),
+            target=None if self.profile.kind == "ws" else self.profile.kind,
             fresh=not self._decoding_context)
         self._decoding_context = True
 

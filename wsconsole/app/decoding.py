@@ -51,11 +51,14 @@ class Decoding:
         return ctx
 
     def set_context(self, conn: str, *, url: str | None = None,
-                    subprotocol: str | None = None, fresh: bool = True) -> None:
-        """A connection (re)opened: its URL and chosen subprotocol; what was learned resets
-        (`fresh`) or stays (False: the same connection, now known better)."""
+                    subprotocol: str | None = None, target: str | None = None,
+                    fresh: bool = True) -> None:
+        """A connection (re)opened: its URL, chosen subprotocol and the kind of client that
+        records its frames (`target`: "socketio", "sse" or None for WebSocket); what was
+        learned resets (`fresh`) or stays (False: the same connection, now known better)."""
         hints = {} if fresh else self.context(conn).hints
-        self._contexts[conn] = Context(subprotocol=subprotocol, url=url, hints=hints)
+        self._contexts[conn] = Context(subprotocol=subprotocol, url=url, target=target,
+                                       hints=hints)
         if fresh:
             self.learned.discard(conn)
         self._changed(conn)

@@ -554,7 +554,8 @@ async def _run(args: argparse.Namespace, conn: ConnectionOptions,
     out = Output(args.json)
     try:
         wanted = decoding.decoding_from(args)
-        decoder = None if wanted is None else decoding.FrameDecoder(wanted, conn.url)
+        decoder = None if wanted is None else decoding.FrameDecoder(
+            wanted, conn.url, target=None if conn.kind == "ws" else conn.kind)
         client, command, watch = _make_client(conn, out, decoder)
     except (ClientOptionsError, BackoffError, ValueError) as exc:
         return fail_usage(str(exc))

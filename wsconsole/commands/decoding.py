@@ -64,9 +64,11 @@ class FrameDecoder:
     """What a printer adds to a data frame: "[MessagePack] summary" and JSON fields."""
 
     def __init__(self, decoding: Decoding, url: str,
-                 subprotocol_of: Callable[[], str | None] = lambda: None) -> None:
+                 subprotocol_of: Callable[[], str | None] = lambda: None,
+                 target: str | None = None) -> None:
         self.decoding = decoding
         self.url = url
+        self.target = target  # the kind of client: "socketio", "sse" or None (WebSocket)
         self.subprotocol_of = subprotocol_of  # the client's chosen subprotocol, once open
         self._current: set[str] = set()  # connections whose context is this attempt's
 
@@ -85,7 +87,7 @@ class FrameDecoder:
         if conn in self._current and not opened:
             return
         self.decoding.set_context(conn, url=self.url, subprotocol=self.subprotocol_of(),
-                                  fresh=conn not in self._current)
+                                  target=self.target, fresh=conn not in self._current)
         self._current.add(conn)
 
     def describe(self, fr: FrameRecord) -> tuple[str | None, dict[str, Any]]:

@@ -42,10 +42,14 @@ class Context:
     `subprotocol` is the one the server chose (Sec-WebSocket-Protocol of the 101 response),
     `url` the URL the client opened; `hints` collects what decoders learned from earlier
     frames of this connection (one dict per connection, owned by whoever keeps the frames).
+    `target` is the kind of client that recorded them when it is not a plain WebSocket one:
+    "socketio" (a Socket.IO client hands over Socket.IO packets, the Engine.IO layer and
+    its type digit already taken off) or "sse".
     """
 
     subprotocol: str | None = None
     url: str | None = None
+    target: str | None = None
     hints: dict[str, Any] = field(default_factory=dict)
 
     @property

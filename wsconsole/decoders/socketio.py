@@ -47,9 +47,10 @@ class SocketIODecoder(Decoder):
     title = "Socket.IO"
 
     def claims(self, ctx: Context) -> bool:
-        """A Socket.IO URL, or an open packet seen on the connection."""
-        return ("/socket.io/" in ctx.path + "/" or ctx.query("EIO") is not None
-                or bool(ctx.hints.get(_HINT)))
+        """A Socket.IO client's frames, a Socket.IO URL, or an open packet seen on the
+        connection."""
+        return (ctx.target == "socketio" or "/socket.io/" in ctx.path + "/"
+                or ctx.query("EIO") is not None or bool(ctx.hints.get(_HINT)))
 
     def sniff(self, msg: Message) -> bool:
         """An Engine.IO open packet, or a Socket.IO event in a message packet."""
@@ -61,10 +62,14 @@ class SocketIODecoder(Decoder):
             ctx.hints[_HINT] = True
 
     def decode(self, msg: Message, ctx: Context) -> tuple[Any, str]:
-        """The Engine.IO packet and, for a message, the Socket.IO packet in it."""
+        """The Engine.IO packet and, for a message, the Socket.IO packet in it; a Socket.IO
+        client's frame is the Socket.IO packet alone (`ctx.target`)."""
         version = _engine_version(ctx)
         if not msg.text:
             return _binary(msg.payload, version)
+        if ctx.target == "socketio":
+            tree = parse_socket_packet(as_text(msg.payload, "a Socket.IO packet"))
+            return tree, _summary(tree)
         text = as_text(msg.payload, "an Engine.IO packet")
         if not text or not text[0].isdigit() or int(text[0]) >= len(ENGINE_TYPES):
             raise DecodeError(f"not an Engine.IO packet: starts with {text[:1]!r}, "
