@@ -134,7 +134,8 @@ def test_every_operation_on_a_users_nodes_and_their_traffic_counted(
         assert harness.proc.wait(timeout=60) == 0
         assert wait_for(lambda: not [p for p in pids if pid_alive(p)], timeout=10)
         log_dir = Path(ready["log_dir"])
-        assert "listening on" in (log_dir / "n1.log").read_text()
+        n1_log = (log_dir / "n1.log").read_text()
+        assert "listening on" in n1_log and f"pid {n1} ended by SIGKILL" in n1_log
     finally:
         if harness.proc.poll() is None:
             harness.proc.send_signal(signal.SIGTERM)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import sys
 import time
@@ -179,9 +180,7 @@ class StackRunner:
         member.port = port
         since = log.add("harness", f"started pid {member.pid} on port {port}: "
                                    f"{self.commands[node_id]}").index + 1
-        tasks = self.launcher.tasks
-        tasks.spawn(self._read(member, log, "out"), f"stdout-{node_id}")
-        tasks.spawn(self._read(member, log, "err"), f"stderr-{node_id}")
+        self.launcher.tasks.spawn(self._follow(member, log), f"output-{node_id}")
         try:
             await self._ready(member, port, log, since)
         except BaseException:
@@ -195,6 +194,18 @@ class StackRunner:
         reader = proc.stdout if stream == "out" else proc.stderr
         async for line in proc.lines(reader):
             log.add(stream, line.decode("utf-8", "replace"))
+
+    async def _follow(self, member: Member, log: NodeLog) -> None:
+        """Its stdout and stderr into its log until both close, then how it ended (the
+        keeper exits the way the node did), so the output says what became of it."""
+        await asyncio.gather(self._read(member, log, "out"), self._read(member, log, "err"))
+        await member.proc.exited.wait()
+        code = member.proc.returncode
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                log.add("harness", f"pid {member.pid} ended by {signal.Signals(-code).name}")
+                return
+        log.add("harness", f"pid {member.pid} exited with code {code}")
 
     async def _ready(self, member: Member, port: int, log: NodeLog, since: int) -> None:
         ready = self.stack.node.ready
