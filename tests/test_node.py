@@ -408,13 +408,13 @@ def test_node_exits_when_its_supervisor_goes_away(broker: Broker, procs: Process
     [
         ([], {}, "--redis"),
         (["--redis", "redis://127.0.0.1:1/0"], {}, "WSCONSOLE_JWT_SECRET"),
-        (["--redis", "http://x"], {"WSCONSOLE_JWT_SECRET": "s"}, "expected a URL"),
+        (["--redis", "http://x"], {"WSCONSOLE_JWT_SECRET": "s"}, "expected redis://host:port"),
         (["--redis", "redis://h:1", "--control", "nope"], {"WSCONSOLE_JWT_SECRET": "s"},
          "HOST:PORT"),
         (["--redis", "redis://h:1", "--control", "h:1"], {"WSCONSOLE_JWT_SECRET": "s"},
          "WSCONSOLE_CONTROL_KEY"),
         (["--redis", "redis://h:1", "--no-auth", "--rate", "-1"], {}, "--rate"),
-        (["--redis", "redis://h:port", "--no-auth"], {}, "Port could not be cast"),
+        (["--redis", "redis://h:port", "--no-auth"], {}, "bad port 'port'"),
         (["--redis", "redis://h:1", "--no-auth", "--id", "bad id!"], {}, "--id"),
     ],
 )  # fmt: skip

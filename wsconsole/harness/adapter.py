@@ -1,19 +1,16 @@
 """Redis fan-out between harness nodes: epochs, sequence numbers, history, idempotency.
 
-Everything that must survive a node lives in the broker (DESIGN.md). A room's state there is
-its sequence counter, its bounded history and its *epoch*, the identity of that sequence
-space: a random id created together with the room's state by whichever script touches the
-room first, so a broker that lost its state (restarted without persistence, an external
-Redis wiped or failed over empty) starts the room under a new epoch, never silently under
-the old numbers. One Lua script does, atomically: create the epoch if the room has none,
-check the publish id's idempotency key (a re-send returns the original epoch and seq and is
-not delivered again), INCR the sequence, append the ready-to-send frame to the history
-(LPUSH + LTRIM) and PUBLISH it. Another reads a room's epoch, seq and the frames after
-`since`; given the epoch `since` belongs to and a different current one, it answers with a
-reset and the new epoch's history from its start.
+Everything that must survive a node lives in the broker (DESIGN.md): a room's sequence
+counter, its bounded history, its epoch (the identity of that sequence space) and the
+publish ids it has seen, changed only by the Lua scripts of roomscripts.py, one atomic step
+per publish. A snapshot reads a room's epoch, seq and the frames after `since`; given the
+epoch `since` belongs to and a different current one, it answers with a reset and the new
+epoch's history from its start.
 
-Per node: one pub/sub connection subscribed to the rooms its clients joined, publishes
-batched into pipelines (DESIGN.md "Performance notes"), and a monitor that pings the
+Per node: subscriptions to the rooms its clients joined (subscriber.py: one pub/sub
+connection to one server, or sharded pub/sub with one connection per shard primary of a
+Redis/Valkey Cluster), publishes batched into pipelines (publisher.py: on a cluster,
+acknowledged only once `WAIT` says the replicas have them), and a monitor that pings the
 broker. When the broker goes away the adapter's state is "down": publishes fail at once
 with `BrokerUnavailable`, nothing is dropped silently. When it returns the adapter
 reloads its scripts, re-subscribes, and catches every room up from the history since the
@@ -21,9 +18,14 @@ reloads its scripts, re-subscribes, and catches every room up from the history s
 `on_reset(room, epoch, seq)` before its new frames, a gap the history no longer covers
 through `on_gap`. `streams.RoomStreams` keeps the per-room order.
 
-The pieces around it: `brokerlink.py` holds the connection pool, the up/down state and
-the named Lua scripts every broker call goes through; `presence.py` counts each user's
-connections across the cluster (the per-user limit) over the same link.
+On a cluster one shard can be lost while the others serve (its primary died and the
+replica is not promoted yet, its slot moved, the network to it cut): only its rooms are
+held, subscribed again where the slot map now says (every `check_interval` until it
+works) and caught up from the history, and only publishes to its rooms are refused.
+
+The pieces around it: `brokerlink.py` holds the client, the up/down state and the named
+Lua scripts every broker call goes through; `presence.py` counts each user's connections
+across the cluster (the per-user limit) over the same link.
 
 Frames on the wire of a room channel are `b"<epoch> <seq>\\n<frame>"`; `on_message` is
 called in (epoch, seq) order per room, without duplicates.
@@ -34,88 +36,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
+from wsconsole.core.tasks import Tasks
 from wsconsole.errors import WsconsoleError
-from wsconsole.harness.brokerlink import UP, BrokerBusy, BrokerLink, BrokerUnavailable
+from wsconsole.harness import roomscripts
+from wsconsole.harness.brokerlink import CALL_FAILURES, UP, BrokerLink, BrokerUnavailable
 from wsconsole.harness.presence import Presence
+from wsconsole.harness.publisher import Publisher, PublishResult
+from wsconsole.harness.roomscripts import RoomKeys, new_epoch, room_of
 from wsconsole.harness.streams import CATCH_UP, DELIVER, RoomStreams
+from wsconsole.harness.subscriber import Subscriber
 
 log = logging.getLogger(__name__)
-
-# Both scripts start the same way: a room without an epoch gets one (the caller's candidate)
-# and starts empty, so an epoch always names exactly one sequence space.
-_EPOCH = """
-local epoch = redis.call('GET', KEYS[EPOCH])
-if not epoch then
-  epoch = ARGV[CANDIDATE]
-  redis.call('SET', KEYS[EPOCH], epoch)
-  redis.call('DEL', KEYS[1], KEYS[2])
-end
-"""
-
-# KEYS: seq, history, publish id, epoch. ARGV: channel, frame parts (before the epoch,
-# between epoch and seq, after the seq), history size, id ttl ms, candidate epoch.
-# -> {seq, 1 if the id was seen before, epoch}
-_PUBLISH = _EPOCH.replace("EPOCH", "4").replace("CANDIDATE", "7") + """
-local prev = redis.call('GET', KEYS[3])
-if prev then
-  local space = string.find(prev, ' ', 1, true)
-  if space and string.sub(prev, 1, space - 1) == epoch then
-    return {tonumber(string.sub(prev, space + 1)), 1, epoch}
-  end
-end
-local seq = redis.call('INCR', KEYS[1])
-redis.call('SET', KEYS[3], epoch .. ' ' .. seq, 'PX', ARGV[6])
-local frame = ARGV[2] .. epoch .. ARGV[3] .. seq .. ARGV[4]
-redis.call('LPUSH', KEYS[2], frame)
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[5]) - 1)
-redis.call('PUBLISH', ARGV[1], epoch .. ' ' .. seq .. '\\n' .. frame)
-return {seq, 0, epoch}
-"""
-
-# KEYS: seq, history, epoch. ARGV: since (-1: none), the epoch `since` belongs to ('': not
-# given, read in the current one), candidate epoch.
-# -> {current seq, status, first seq kept, frames newest first, epoch, reset}; status 0 ok,
-# 1 beyond the window, 2 `since` ahead of the room; reset 1 when the epoch given is not the
-# room's (then `since` counts from the new epoch's start). A `since` ahead of the room in its
-# own epoch means the broker lost acknowledged writes (an external server restored from an
-# old copy): the numbers after its seq would be handed out twice, so the room starts again
-# under a new epoch, which every member is told.
-_SNAPSHOT = _EPOCH.replace("EPOCH", "3").replace("CANDIDATE", "3") + """
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-local since = tonumber(ARGV[1])
-local reset = 0
-if ARGV[2] ~= '' and ARGV[2] == epoch and since > cur then
-  epoch = ARGV[3]
-  redis.call('SET', KEYS[3], epoch)
-  redis.call('DEL', KEYS[1], KEYS[2])
-  cur = 0
-end
-if ARGV[2] ~= '' and ARGV[2] ~= epoch then
-  reset = 1
-  since = 0
-end
-local n = redis.call('LLEN', KEYS[2])
-local first = cur - n + 1
-if since < 0 or since == cur then return {cur, 0, first, {}, epoch, reset} end
-if since > cur then return {cur, 2, first, {}, epoch, reset} end
-if since + 1 < first then return {cur, 1, first, {}, epoch, reset} end
-return {cur, 0, first, redis.call('LRANGE', KEYS[2], 0, cur - since - 1), epoch, reset}
-"""
-
-
-def new_epoch() -> str:
-    """A candidate epoch id (used only if the room has none): 12 random hex digits."""
-    return secrets.token_hex(6)
-
 
 class RecoveryWindowExceeded(WsconsoleError, LookupError):
     """`since` is outside the room's kept history; `first` is the oldest seq still kept.
@@ -144,16 +81,6 @@ class RecoveryWindowExceeded(WsconsoleError, LookupError):
 
 
 @dataclass(frozen=True, slots=True)
-class PublishResult:
-    """The (epoch, seq) a publish got; `duplicate` if its id was seen before (no second
-    delivery)."""
-
-    seq: int
-    duplicate: bool
-    epoch: str = ""
-
-
-@dataclass(frozen=True, slots=True)
 class Snapshot:
     """A room's epoch, current seq and the frames after `since`, oldest first; `reset`
     when `since` belonged to another epoch (the frames then start at the new one's seq 1)."""
@@ -179,6 +106,10 @@ class AdapterConfig:
     pool_size: int = 64  # broker connections per node (plus the pub/sub one)
     pool_wait: float = 30.0  # seconds a call may wait for a free broker connection
     prefix: str = "ws"
+    # On a cluster, a publish is acknowledged once this many replicas of its shard have it
+    # (WAIT), or refused after `wait_timeout` seconds; 0: once its primary has it.
+    wait_replicas: int = 1
+    wait_timeout: float = 0.5
 
 
 MessageCallback = Callable[[str, str, int, bytes], None]  # room, epoch, seq, frame
@@ -215,7 +146,7 @@ class RedisAdapter(BrokerLink):
         self.on_message = on_message or (lambda room, epoch, seq, frame: None)
         self.on_reset = on_reset or (lambda room, epoch, seq: None)
         self.on_gap = on_gap or (lambda room, exc: None)
-        self.scripts.update(publish=_PUBLISH, snapshot=_SNAPSHOT)
+        self.scripts.update(snapshot=roomscripts.SNAPSHOT)  # publish: once the broker is known
         self.presence = Presence(
             self,
             node_id,
@@ -223,160 +154,157 @@ class RedisAdapter(BrokerLink):
             refresh=self.config.presence_refresh,
             prefix=self.config.prefix,
         )
-        self._queue: deque[tuple[tuple[bytes | str, ...], asyncio.Future[PublishResult]]] = deque()
-        self._wake = asyncio.Event()
-        self._pubsub: aioredis.client.PubSub | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self.publisher = Publisher(
+            self, batch=self.config.batch, max_backlog=self.config.max_backlog,
+            wait_replicas=self.config.wait_replicas, wait_timeout=self.config.wait_timeout,
+        )  # fmt: skip
+        self._subscriber: Subscriber | None = None
+        self._tasks = Tasks(f"adapter-{node_id}")
         self._want: set[str] = set()  # rooms the node wants
-        self._live: set[str] = set()  # rooms confirmed subscribed on the current pubsub
-        self._waiters: dict[bytes, deque[asyncio.Future[None]]] = {}
+        self._live: set[str] = set()  # rooms confirmed subscribed
+        self._moving: set[str] = set()  # rooms whose shard was lost, to subscribe again
+        self._moving_task: asyncio.Task[None] | None = None
         self.streams = RoomStreams()  # what was handed over of each room, in order
         self._catchups: dict[str, asyncio.Task[None]] = {}  # the latest catch-up per room
         self._closed = False
-        p = self.config.prefix
-        self._node_channel = f"{p}:node:{node_id}".encode()
-        self._room_channel_prefix = f"{p}:room:".encode()
+        self._channel_prefix = roomscripts.channel_prefix(self.config.prefix)
 
     # -- keys -------------------------------------------------------------------------
-    def _keys(self, room: str) -> tuple[str, str, str]:
-        p = self.config.prefix
-        return f"{p}:{{{room}}}:seq", f"{p}:{{{room}}}:hist", f"{p}:{{{room}}}:epoch"
+    def keys(self, room: str) -> RoomKeys:
+        """The broker keys and channel of a room."""
+        return RoomKeys.of(self.config.prefix, room)
 
     def channel(self, room: str) -> bytes:
         """The pub/sub channel of a room."""
-        return self._room_channel_prefix + room.encode()
+        return self.keys(room).channel
 
     # -- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
         """Start the monitor, publish batcher and presence refresh; returns at once."""
-        for coro, job in (
-            (self._monitor(), "monitor"),
-            (self._batcher(), "batch"),
-            (self.presence.run(), "presence"),
-        ):
-            self._tasks.append(asyncio.create_task(coro, name=f"adapter-{job}-{self.node_id}"))
+        self._tasks.spawn(self._monitor(), "monitor")
+        self._tasks.spawn(self.publisher.run(), "batch")
+        self._tasks.spawn(self.presence.run(), "presence")
 
     async def close(self) -> None:
         """Release this node's presence entries if possible, stop every task, disconnect."""
         await self.presence.release_all(self.config.socket_timeout)
         self._closed = True
-        self._fail_queue("the node is stopping")
-        every = [*self._tasks, *self._catchups.values(), self._reader]
-        for task in every:
-            if task is not None:
-                task.cancel()
-        for task in every:
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        await self._drop_pubsub()
-        with contextlib.suppress(Exception):
-            await self.redis.aclose()
+        self.publisher.fail_all("the node is stopping")
+        for task in self._catchups.values():
+            task.cancel()
+        await asyncio.gather(*self._catchups.values(), return_exceptions=True)
+        await self._tasks.cancel_all()
+        await self._drop_subscriber()
+        await self.client.aclose()
 
     def _went_down(self) -> None:
         self._live.clear()
-        self._fail_queue("broker unavailable")
-        if self._reader is not None and self._reader is not asyncio.current_task():
-            self._reader.cancel()
+        self.publisher.fail_all("broker unavailable")
+        if self._subscriber is not None:
+            self._tasks.spawn(self._drop_subscriber(), "drop-subscriber")
 
-    def _fail_queue(self, detail: str) -> None:
-        while self._queue:
-            _, future = self._queue.popleft()
-            if not future.done():
-                future.set_exception(BrokerUnavailable(detail))
+    def trouble(self, reason: object) -> None:
+        """A call failed on one shard of a cluster: read the slot map again (soon)."""
+        log.info("broker call failed on a shard (%s); re-reading the slot map", reason)
+        if self._moving_task is None or self._moving_task.done():
+            self._moving_task = self._tasks.spawn(self._follow_shards(), "follow-shards")
 
-    async def _drop_pubsub(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
-        for waiters in self._waiters.values():
-            for future in waiters:
-                if not future.done():
-                    future.set_exception(BrokerUnavailable("broker unavailable"))
-        self._waiters.clear()
+    async def _drop_subscriber(self) -> None:
+        subscriber, self._subscriber = self._subscriber, None
+        if subscriber is not None:
+            await subscriber.close()
 
     async def _monitor(self) -> None:
         while not self._closed:
             if self.state == UP:
                 await asyncio.sleep(self.config.check_interval)
                 try:
-                    await self.redis.ping()
-                except (RedisError, OSError, TimeoutError) as exc:
-                    self.mark_down(exc)
+                    await self.client.ping()
+                except (*CALL_FAILURES, RedisError) as exc:
+                    self.lose(exc)
                 continue
             try:
                 await self._connect_once()
-            except (RedisError, OSError, TimeoutError, BrokerUnavailable) as exc:
+            except (*CALL_FAILURES, RedisError, BrokerUnavailable) as exc:
                 log.debug("broker still unavailable: %r", exc)
                 await self._disconnect_all()
                 await asyncio.sleep(self.config.check_interval)
 
     async def _disconnect_all(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-            self._reader = None
-        await self._drop_pubsub()
-        with contextlib.suppress(Exception):
-            await self.redis.connection_pool.disconnect()
+        await self._drop_subscriber()
+        await self.client.disconnect()
 
     async def _connect_once(self) -> None:
         """Reconnect: scripts, pub/sub with every wanted room, then catch every room up."""
         await self._disconnect_all()
         async with asyncio.timeout(self.config.socket_timeout * 2):
-            await self.redis.ping()
+            await self.client.open()
+            await self.client.ping()
+            command = self.client.publish_command
+            self.scripts["publish"] = roomscripts.publish_script(command,
+                                                                 self.publisher.deferred)
+            self.scripts["release"] = roomscripts.release_script(command)
             await self.load_scripts()
         rooms = sorted(self._want)
         for room in rooms:
             self.streams.hold(room)  # frames wait for the catch-up below
-        self._pubsub = self.redis.pubsub()
-        futures = [self._expect(self._node_channel)]
-        futures += [self._expect(self.channel(room)) for room in rooms]
-        await self._pubsub.subscribe(self._node_channel, *(self.channel(r) for r in rooms))
-        self._reader = asyncio.create_task(
-            self._read(self._pubsub), name=f"adapter-pubsub-{self.node_id}"
-        )
-        async with asyncio.timeout(self.config.socket_timeout * 2):
-            await asyncio.gather(*futures)
+        self._moving.clear()
+        self._subscriber = self.client.subscriber(self._incoming, self._lost)
+        await self._subscriber.open([self.channel(room) for room in rooms])
         self._live.update(rooms)
         self._set_state(UP)
         await self.presence.refresh()
         await asyncio.gather(*(self.refresh(room) for room in rooms))
 
-    def _expect(self, channel: bytes) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(channel, deque()).append(future)
-        return future
-
-    async def _read(self, pubsub: aioredis.client.PubSub) -> None:
-        try:
-            while True:
-                message = await pubsub.get_message(timeout=None)
-                if message is None:
-                    continue
-                kind = message["type"]
-                channel = message["channel"]
-                if kind == "message":
-                    self._incoming(channel, message["data"])
-                elif kind == "subscribe":
-                    waiters = self._waiters.get(channel)
-                    if waiters:
-                        future = waiters.popleft()
-                        if not future.done():
-                            future.set_result(None)
-        except asyncio.CancelledError:
-            raise
-        except (RedisError, OSError, TimeoutError, RuntimeError) as exc:
+    def _lost(self, channels: list[bytes] | None, reason: object) -> None:
+        """Subscriptions were lost: all of them (one server: the broker is down), or one
+        shard's (a cluster: hold those rooms and follow the slot map)."""
+        if channels is None:
             if not self._closed:
-                self.mark_down(exc)
+                self.lose(reason)
+            return
+        rooms = [room for channel in channels
+                 if (room := room_of(self._channel_prefix, channel)) is not None]
+        log.warning("%d room(s) lost their shard (%s); following the slot map", len(rooms),
+                    reason)
+        for room in rooms:
+            self._live.discard(room)
+            if room in self._want:
+                self.streams.hold(room)
+                self._moving.add(room)
+        self.trouble(reason)
+
+    async def _follow_shards(self) -> None:
+        """Re-read the slot map and subscribe the held rooms where it says, then catch them
+        up; again every `check_interval` until none is left (rooms lost meanwhile too)."""
+        while not self._closed and self.state == UP:
+            try:
+                await self.client.refresh()
+            except (*CALL_FAILURES, RedisError) as exc:
+                log.debug("slot map not readable yet: %r", exc)
+            rooms = sorted(self._moving & self._want)
+            self._moving.clear()
+            subscriber = self._subscriber
+            if not rooms or subscriber is None:
+                return
+            failed: list[str] = []
+            for room in rooms:
+                try:
+                    await subscriber.add(self.channel(room))
+                except (*CALL_FAILURES, RedisError, BrokerUnavailable) as exc:
+                    log.debug("room %s: not subscribed again yet: %r", room, exc)
+                    failed.append(room)
+                    continue
+                self._live.add(room)
+                self._schedule_catch_up(room)
+            self._moving.update(failed)
+            if failed:
+                await asyncio.sleep(self.config.check_interval)
 
     def _incoming(self, channel: bytes, data: bytes) -> None:
-        if not channel.startswith(self._room_channel_prefix):
+        room = room_of(self._channel_prefix, channel)
+        if room is None:
             return
-        room = channel[len(self._room_channel_prefix) :].decode("utf-8", "replace")
         head, _, frame = data.partition(b"\n")
         epoch, _, seq_text = head.partition(b" ")
         try:
@@ -466,30 +394,27 @@ class RedisAdapter(BrokerLink):
         self.streams.want(room)
         if room in self._live:
             return
-        if self.state != UP or self._pubsub is None:
+        if self.state != UP or self._subscriber is None:
             raise BrokerUnavailable("broker unavailable")
-        channel = self.channel(room)
-        future = self._expect(channel)
         try:
-            await self._pubsub.subscribe(channel)
-            async with asyncio.timeout(self.config.socket_timeout * 2):
-                await future
-        except (RedisError, OSError, TimeoutError) as exc:
+            await self._subscriber.add(self.channel(room))
+        except (*CALL_FAILURES, RedisError, BrokerUnavailable) as exc:
             self.mark_down(exc)
-            raise BrokerUnavailable("broker unavailable") from None
+            raise BrokerUnavailable(f"broker unavailable: {exc}") from None
         if room in self._want:
             self._live.add(room)
+        if room in self._moving:  # its shard was lost: held until caught up
+            self._moving.discard(room)
+            self._schedule_catch_up(room)
 
     async def unsubscribe(self, room: str) -> None:
         """Stop receiving a room (no local member left)."""
         self._want.discard(room)
         self._live.discard(room)
+        self._moving.discard(room)
         self.streams.forget(room)
-        if self.state == UP and self._pubsub is not None:
-            try:
-                await self._pubsub.unsubscribe(self.channel(room))
-            except (RedisError, OSError, TimeoutError) as exc:
-                self.mark_down(exc)
+        if self.state == UP and self._subscriber is not None:
+            await self._subscriber.remove(self.channel(room))
 
     def note_seq(self, room: str, epoch: str, seq: int) -> bool:
         """A join read the room at (epoch, seq): frames up to it are accounted for, when the
@@ -506,78 +431,16 @@ class RedisAdapter(BrokerLink):
         The stored and delivered frame is `prefix + epoch + middle + str(seq) + suffix`.
         Publishes are sent in the order queued, so one connection's messages keep their order.
         """
-        future: asyncio.Future[PublishResult] = asyncio.get_running_loop().create_future()
-        if self.state != UP:
-            future.set_exception(BrokerUnavailable("broker unavailable"))
-            return future
-        if len(self._queue) >= self.config.max_backlog:
-            future.set_exception(BrokerBusy(f"over {self.config.max_backlog} publishes queued"))
-            return future
-        seq_key, hist_key, epoch_key = self._keys(room)
-        id_key = f"{self.config.prefix}:{{{room}}}:id:{pub_id}"
-        args = (
-            seq_key, hist_key, id_key, epoch_key, self.channel(room), prefix, middle, suffix,
-            str(self.config.history), str(int(self.config.dedupe_ttl * 1000)), new_epoch(),
+        return self.publisher.submit(
+            self.keys(room), pub_id, (prefix, middle, suffix), self.config.history,
+            int(self.config.dedupe_ttl * 1000),
         )  # fmt: skip
-        self._queue.append((args, future))
-        self._wake.set()
-        return future
 
     async def publish(
         self, room: str, pub_id: str, prefix: bytes, middle: bytes, suffix: bytes
     ) -> PublishResult:
         """Publish and wait until the broker accepted it (see publish_nowait)."""
         return await self.publish_nowait(room, pub_id, prefix, middle, suffix)
-
-    async def _batcher(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                batch = [
-                    self._queue.popleft() for _ in range(min(self.config.batch, len(self._queue)))
-                ]
-                await self._run_batch(batch)
-
-    async def _run_batch(
-        self, batch: list[tuple[tuple[bytes | str, ...], asyncio.Future[PublishResult]]]
-    ) -> None:
-        live = [(args, fut) for args, fut in batch if not fut.done()]
-        for attempt in range(2):
-            if self.state != UP:
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(BrokerUnavailable("broker unavailable"))
-                return
-            pipe = self.redis.pipeline(transaction=False)
-            for args, _ in live:
-                pipe.execute_command("EVALSHA", self.sha["publish"], 4, *args)
-            try:
-                results = await pipe.execute(raise_on_error=False)
-            except (RedisError, OSError, TimeoutError) as exc:
-                self.mark_down(exc)
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(BrokerUnavailable("broker unavailable"))
-                return
-            retry = []
-            for (args, fut), result in zip(live, results, strict=True):
-                if fut.done():
-                    continue
-                if isinstance(result, NoScriptError) and attempt == 0:
-                    retry.append((args, fut))
-                elif isinstance(result, Exception):
-                    fut.set_exception(BrokerUnavailable(f"broker refused the publish: {result}"))
-                else:
-                    epoch = result[2].decode() if isinstance(result[2], bytes) else str(result[2])
-                    fut.set_result(PublishResult(int(result[0]), bool(result[1]), epoch))
-            if not retry:
-                return
-            try:
-                self.sha["publish"] = await self.redis.script_load(_PUBLISH)
-            except (RedisError, OSError, TimeoutError) as exc:
-                self.mark_down(exc)
-            live = retry
 
     # -- history ----------------------------------------------------------------------
     async def snapshot(
@@ -591,10 +454,11 @@ class RedisAdapter(BrokerLink):
         RecoveryWindowExceeded when the frames wanted are older than the kept history (or
         `since` is ahead of the room).
         """
-        keys = self._keys(room)
-        args = (-1 if since is None else since, epoch or "", new_epoch())
+        keys = self.keys(room)
+        released = "1" if self.publisher.deferred else "0"
+        args = (-1 if since is None else since, epoch or "", new_epoch(), released)
         cur, status, first, frames, current, reset = await self.call(  # type: ignore[misc]
-            "snapshot", keys, args
+            "snapshot", (keys.seq, keys.hist, keys.epoch, keys.released), args
         )
         current = current.decode() if isinstance(current, bytes) else str(current)
         if status:

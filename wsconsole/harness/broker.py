@@ -28,15 +28,14 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from wsconsole.errors import WsconsoleError
 from wsconsole.harness import procs
+from wsconsole.harness.brokeraddr import BrokerAddress
 
 DEFAULT_READY_TIMEOUT = 10.0
 FSYNC_POLICIES = ("always", "everysec")  # the AOF's appendfsync choices the harness offers
 AOF_FOLDER = "appendonlydir"  # where the server keeps its AOF under --dir (its default name)
-URL_SCHEMES = ("redis", "rediss", "unix")  # what redis-py (the nodes' client) understands
 
 
 class BrokerError(WsconsoleError, RuntimeError):
@@ -69,7 +68,8 @@ def find_server_binary() -> Path:
     return bundled_server_binary()
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str) -> int:
+    """A TCP port on `host` that was free a moment ago (the server binds it next)."""
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
@@ -90,16 +90,26 @@ def ping(host: str, port: int, timeout: float = 0.5, password: str | None = None
 
 
 def url_ping(url: str, timeout: float = 0.5) -> bool:
-    """True if the server at a redis://, rediss:// or unix:// URL answers PING (auth, TLS ok)."""
+    """True if the server at a redis://, rediss:// or unix:// URL answers PING (auth, TLS ok);
+    for a cluster's seeds (host:port,host:port), any one of them."""
     import redis
 
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError, ValueError):
+        address = BrokerAddress.parse(url)
+    except ValueError:
         return False
-    finally:
-        client.close()
+    for index in range(max(1, len(address.seeds))):
+        client = redis.Redis.from_url(
+            address.seed_url(index), socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        try:
+            if client.ping():
+                return True
+        except (redis.RedisError, OSError, ValueError):
+            continue
+        finally:
+            client.close()
+    return False
 
 
 def server_pid(host: str, port: int, timeout: float = 0.5) -> int | None:
@@ -156,11 +166,12 @@ class Broker:
         self.persist = persist
         self.fsync = fsync
         if url is not None:
-            parts = urlsplit(url)
-            if parts.scheme not in URL_SCHEMES:
-                raise BrokerError(f"not a Redis URL: {url!r} (expected redis://host:port)")
-            self.host = parts.hostname or "127.0.0.1"
-            self.port = parts.port or 6379
+            try:
+                address = BrokerAddress.parse(url)
+            except ValueError as exc:
+                raise BrokerError(str(exc)) from None
+            if address.seeds:
+                self.host, self.port = address.seeds[0]
 
     @property
     def owned(self) -> bool:
@@ -213,7 +224,7 @@ class Broker:
         attempts = 1 if port else 5
         last_error = ""
         for _ in range(attempts):
-            self.port = port or _free_port(self.host)
+            self.port = port or free_port(self.host)
             self._proc = self._spawn()
             try:
                 self.wait_ready()

@@ -91,7 +91,6 @@ from websockets.server import ServerProtocol
 from wsconsole.core.envelope import encode
 from wsconsole.core.framecheck import strict_frames
 from wsconsole.harness.adapter import (
-    AdapterConfig,
     RecoveryWindowExceeded,
     RedisAdapter,
 )
@@ -164,12 +163,7 @@ class Node(Supervised):
         self.adapter = RedisAdapter(
             config.redis,
             config.id,
-            AdapterConfig(
-                history=config.history,
-                check_interval=config.broker_check,
-                presence_ttl=config.presence_ttl,
-                presence_refresh=max(0.05, config.presence_ttl / 3),
-            ),
+            config.adapter_config(),
             on_message=self._on_broker_message,
             on_state=self._on_broker_state,
             on_reset=self._on_broker_reset,

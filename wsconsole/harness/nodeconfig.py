@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from wsconsole.core.localca import ServerFiles
 from wsconsole.errors import WsconsoleError
+from wsconsole.harness.adapter import AdapterConfig
 from wsconsole.harness.auth import SECRET_ENV
 from wsconsole.harness.brokerlink import BrokerLink
 from wsconsole.harness.control import CONTROL_KEY_ENV
@@ -55,7 +56,20 @@ class NodeConfig:
     stats_interval: float = 0.25
     broker_check: float = 0.5
     presence_ttl: float = 15.0
+    wait_replicas: int = 1  # on a cluster: replicas that must have a publish before its ack
+    wait_timeout: float = 0.5  # seconds WAIT may take before the publish is refused
     tls: ServerFiles | None = None  # serve wss:// (and https:// for /metrics) with these
+
+    def adapter_config(self) -> AdapterConfig:
+        """The broker adapter's settings for this node (both flavours share them)."""
+        return AdapterConfig(
+            history=self.history,
+            check_interval=self.broker_check,
+            presence_ttl=self.presence_ttl,
+            presence_refresh=max(0.05, self.presence_ttl / 3),
+            wait_replicas=self.wait_replicas,
+            wait_timeout=self.wait_timeout,
+        )
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS server context for `tls` (None: plain ws://); TlsFilesError if unusable."""
@@ -88,6 +102,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--drain-deadline", type=float, default=d.drain_deadline, help="seconds a drain may take")
     add("--presence-ttl", type=float, default=d.presence_ttl, help=argparse.SUPPRESS)
     add("--broker-check", type=float, default=d.broker_check, help=argparse.SUPPRESS)
+    add("--wait-replicas", type=int, default=d.wait_replicas, metavar="N",
+        help="on a Redis/Valkey Cluster: acknowledge a publish once N replicas of its shard "
+             "have it (WAIT), else refuse it with broker_unavailable; 0 = once its primary "
+             "has it (default %(default)s)")
+    add("--wait-timeout", type=float, default=d.wait_timeout, metavar="S",
+        help="seconds WAIT may take (default %(default)s)")
     add(
         "--no-auth",
         action="store_true",
@@ -108,15 +128,14 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
         raise UsageError(f"--id {args.id!r}: use 1-64 letters, digits, '.', '_' or '-'")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: not a TCP port")
-    if not re.match(r"^(redis|rediss|unix)://", args.redis):
-        raise UsageError(f"--redis {args.redis!r}: expected a URL like redis://127.0.0.1:6379/0")
     try:
         BrokerLink.check_url(args.redis)
     except ValueError as exc:
         raise UsageError(f"--redis {args.redis!r}: {exc}") from None
     numeric = (
         "ping_interval", "ping_timeout", "max_size", "rate", "per_user", "soft_limit",
-        "max_buffered", "history", "auth_timeout", "drain_deadline", "presence_ttl", "broker_check",
+        "max_buffered", "history", "auth_timeout", "drain_deadline", "presence_ttl",
+        "broker_check", "wait_replicas", "wait_timeout",
     )  # fmt: skip
     for name in numeric:
         if getattr(args, name) < 0:
@@ -164,5 +183,7 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
         compression=args.compression,
         presence_ttl=args.presence_ttl or 15.0,
         broker_check=args.broker_check or 0.5,
+        wait_replicas=args.wait_replicas,
+        wait_timeout=args.wait_timeout or 0.5,
         tls=tls,
     )

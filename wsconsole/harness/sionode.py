@@ -59,7 +59,6 @@ from websockets.protocol import State
 
 from wsconsole.harness.adapter import (
     UP,
-    AdapterConfig,
     PublishResult,
     RecoveryWindowExceeded,
     RedisAdapter,
@@ -162,12 +161,7 @@ class SioNode(Supervised):
         self.adapter = RedisAdapter(
             config.redis,
             config.id,
-            AdapterConfig(
-                history=config.history,
-                check_interval=config.broker_check,
-                presence_ttl=config.presence_ttl,
-                presence_refresh=max(0.05, config.presence_ttl / 3),
-            ),
+            config.adapter_config(),
             on_message=self._on_broker_message,
             on_state=lambda state: self._event("broker_up" if state == UP else "broker_down"),
             on_reset=self._on_broker_reset,
