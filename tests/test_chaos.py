@@ -8,6 +8,12 @@ Then the cluster is healed, every publish must be acknowledged, and the ledger c
 every subscriber received every acknowledged message exactly once and in order, or was told
 explicitly that it will not come.
 
+On a broker cluster (`--broker-cluster 3`, issue 19) the broker faults are the cluster's own:
+a shard's primary killed (its replica promoted) and restarted, a replica killed, a failover,
+a room's slot moved to another shard, a shard cut off from the nodes and healed. A publish is
+acknowledged only once a replica has it, so no acknowledged message may be lost and no room
+may even be reset.
+
 The seed is random and printed with the figures; replay a run with WSCONSOLE_CHAOS_SEED.
 WSCONSOLE_CHAOS_FAULTS sets the length (50 per node flavour here; `make soak` runs 600 and
 prints the table).
@@ -27,6 +33,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis.crc import key_slot
 
 from tests.protoclient import Ledger, Peer, SioDialect, Verdict, WsDialect
 from tests.support import pid_alive, until
@@ -57,6 +64,8 @@ class Fault:
         """Faults with the same lock key never run at the same time."""
         if self.kind.startswith("net_"):
             return f"{self.kind}:{self.target}"
+        if self.kind in SHARD:
+            return "shards"  # one operation on the cluster's servers at a time
         return self.target
 
 
@@ -66,6 +75,10 @@ PROCESS = {"node_kill": 4, "node_pause": 2, "node_drain": 1, "node_restart": 1}
 # broker_flush: FLUSHALL on the running broker (an external Redis wiped under the nodes).
 BROKER = {"broker_kill": 3, "broker_fresh": 2, "broker_restart": 1, "broker_flush": 1}
 OUTAGES = ("broker_kill", "broker_fresh")
+# On a broker cluster, each aimed at the shard serving one of the rooms (target "room:NAME").
+SHARD = {"shard_kill": 3, "shard_replica": 1, "shard_failover": 1, "shard_move": 1,
+         "shard_partition": 2}
+SHARD_HELD = ("shard_kill", "shard_replica", "shard_partition")
 NETWORK = {
     "net_latency": 2, "net_reset": 2, "net_blackhole": 1, "net_half_open": 1,
     "net_slice": 1, "net_bandwidth": 1,
@@ -83,7 +96,16 @@ def plan(seed: int, count: int, kinds: dict[str, int] | None = None) -> list[Fau
     while len(faults) < count:
         t += rng.expovariate(FAULT_RATE)
         kind = rng.choices(names, weights)[0]
-        if kind in BROKER:
+        if kind in SHARD:
+            room = rng.choice(ROOMS)
+            hold = rng.uniform(0.5, 3.0) if kind in SHARD_HELD else 0.0
+            if busy.get(room, 0) > t:
+                continue
+            busy[room] = t + hold + 3.0  # a failover takes about 2 s
+            other = rng.randrange(1 << 16)  # picks the shard a slot moves to
+            faults.append(Fault(round(t, 3), kind, f"room:{room}", round(hold, 3),
+                                (("pick", other),)))
+        elif kind in BROKER:
             hold = rng.uniform(0.5, 3.0) if kind in OUTAGES else 0.0
             if busy.get("broker", 0) > t:
                 continue
@@ -209,14 +231,64 @@ class Chaos:
             return c.broker_restart, None
         if fault.kind == "broker_flush":
             return (lambda: asyncio.to_thread(flush, c)), None
+        if fault.kind in SHARD:
+            return self._shard_actions(fault)
         kind = fault.kind.removeprefix("net_")
         if kind == "reset":
             return (lambda: c.net_fault(node, kind)), None
         return (lambda: c.net_fault(node, kind, **params)), (lambda: c.net_clear(node, kind))
 
+    def _shard_actions(
+        self, fault: Fault
+    ) -> tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]] | None]:
+        """A cluster fault on the shard serving the fault's room, found when it starts."""
+        c, room, pick = self.cluster, fault.target.removeprefix("room:"), dict(fault.params)["pick"]
+        chosen: dict[str, str] = {}
+
+        slot = key_slot(f"ws:{{{room}}}:seq".encode())
+
+        def shard() -> dict[str, Any]:
+            return next(s for s in c.shards if any(lo <= slot <= hi for lo, hi in s["slots"]))
+
+        async def kill_primary() -> None:
+            chosen["server"] = shard()["primary"] or shard()["failed"][0]
+            await c.shard("kill", chosen["server"])
+
+        async def kill_replica() -> None:
+            replicas = shard()["replicas"]
+            if not replicas:
+                raise ClusterError(f"{shard()['name']} has no replica to kill")
+            chosen["server"] = replicas[pick % len(replicas)]
+            await c.shard("kill", chosen["server"])
+
+        async def move() -> None:
+            others = [s["name"] for s in c.shards if s["name"] != shard()["name"]]
+            await c.shard("move", others[pick % len(others)], slot)
+
+        async def partition() -> None:
+            chosen["shard"] = shard()["name"]
+            await c.shard("partition", chosen["shard"])
+
+        restart = lambda: c.shard("restart", chosen["server"])  # noqa: E731
+        if fault.kind == "shard_kill":
+            return kill_primary, restart
+        if fault.kind == "shard_replica":
+            return kill_replica, restart
+        if fault.kind == "shard_failover":
+            return (lambda: c.shard("failover", shard()["name"])), None
+        if fault.kind == "shard_move":
+            return move, None
+        return partition, (lambda: c.shard("heal", chosen["shard"]))
+
     async def heal(self) -> None:
         """Every node running and unpaused, the broker up, no network fault left."""
         c = self.cluster
+        for shard in c.shards:
+            if shard["partitioned"]:
+                await c.shard("heal", shard["name"])
+            for server, pid in shard["pids"].items():
+                if pid is None:
+                    await c.shard("restart", server)
         for node in NODES:
             await c.net_clear(node)
         await c.net_clear("all")
@@ -314,12 +386,14 @@ def peers_for(cluster: Cluster, ledger: Ledger) -> list[Peer]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(180 + FAULTS * 2)
-@pytest.mark.parametrize("flavour", ["ws", "socketio"])
-async def test_no_silent_loss_under_overlapping_faults(flavour: str, tmp_path: Any) -> None:
-    faults = plan(SEED, FAULTS)
+@pytest.mark.parametrize(("flavour", "shards"), [("ws", 0), ("socketio", 0), ("ws", 3)],
+                         ids=["ws", "socketio", "ws-cluster"])
+async def test_no_silent_loss_under_overlapping_faults(flavour: str, shards: int,
+                                                       tmp_path: Any) -> None:
+    faults = plan(SEED, FAULTS, {**PROCESS, **SHARD, **NETWORK} if shards else None)
     config = ClusterConfig.demo(
         nodes=len(NODES), health_interval=0.25, log_dir=str(tmp_path), flavour=flavour,
-        limits=Limits(drain_deadline=3.0),
+        limits=Limits(drain_deadline=3.0), broker_cluster=shards,
     )  # fmt: skip
     ledger = Ledger()
     began = time.monotonic()
@@ -350,7 +424,8 @@ async def test_no_silent_loss_under_overlapping_faults(flavour: str, tmp_path: A
             for peer in peers:
                 await peer.close()
             pids |= set(cluster.pids())
-    report = table(flavour, faults, chaos.run, verdict, peers, time.monotonic() - began)
+    label = f"{flavour}+cluster{shards}" if shards else flavour
+    report = table(label, faults, chaos.run, verdict, peers, time.monotonic() - began)
     print("\n" + report)
     assert not [pid for pid in pids if pid_alive(pid)], report
     assert verdict.acknowledged > 0 and verdict.checked > 0, report

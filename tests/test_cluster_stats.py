@@ -12,6 +12,7 @@ from wsconsole.harness.stats import (
     ClusterSample,
     NodeFigures,
     NodeSnapshot,
+    ShardSnapshot,
     StatsMerger,
 )
 
@@ -121,6 +122,20 @@ def test_balancer_pushes_are_typed_and_sample_too() -> None:
         BalancerFigures.from_message({"backends": [1]})
 
 
+def test_shard_rates_are_plotted_per_shard_and_restart_with_a_new_primary() -> None:
+    merger = StatsMerger(interval=0.5)
+    merger.shard_pushed(ShardSnapshot("s1", 10.0, 100, 40, "s1a"), now=1.0, mono=0.0)
+    sample = merger.shard_pushed(ShardSnapshot("s1", 11.0, 300, 140, "s1a"), now=1.5, mono=0.5)
+    assert sample is not None and sample.shards["s1"].publishes_per_s == 100.0
+    assert dict(sample.points())["publishes_per_s.s1"] == 100.0
+    # after a failover the counters are the new primary's: no rate across the change
+    sample = merger.shard_pushed(
+        ShardSnapshot("s1", 12.0, 5, 1, "s1b", "degraded"), now=2.0, mono=1.0
+    )
+    assert sample is not None
+    assert (sample.shards["s1"].publishes_per_s, sample.shards["s1"].state) == (0.0, "degraded")
+
+
 def test_samples_are_json_ready() -> None:
     empty = ClusterSample()
     assert empty.as_dict()["total"]["connections"] == 0 and next(empty.points()) == (
@@ -157,6 +172,7 @@ def test_config_defaults_follow_the_design_table() -> None:
         ("sticky", "round-robin", "sticky"),
         ("redis_url", "http://localhost", "Redis URL"),
         ("ping_timeout", 0, "ping_timeout"),
+        ("broker_cluster", 17, "1 to 16 shards"),
     ],
 )
 def test_config_refuses_what_cannot_work(field: str, value: object, message: str) -> None:

@@ -62,6 +62,10 @@ from wsconsole.harness.shell import Command, CommandError, help_event, parse
         ),
         ("inject n2 rsv1-set all", Command("inject", ("n2", "rsv1-set", "all"))),
         ("conns n1", Command("conns", ("n1",))),
+        ("shard kill s1a", Command("shard", ("kill", "s1a"))),
+        ("shard failover s2", Command("shard", ("failover", "s2"))),
+        ("shard partition s3", Command("shard", ("partition", "s3"))),
+        ("shard move 42 s3", Command("shard", ("move", "s3", "42"))),
     ],
 )
 def test_parse_accepts_every_documented_command(line: str, expected: Command) -> None:
@@ -100,6 +104,9 @@ def test_blank_lines_and_comments_are_skipped(line: str) -> None:
         ("inject n1 rsv1-set all speed=3", "unknown option 'speed'"),
         ("inject n1 rsv1-set all repeat=0", "repeat must be"),
         ("status now", "usage: status"),
+        ("shard explode s1", "usage: shard"),
+        ("shard kill", "usage: shard"),
+        ("shard move s1 42", "usage: shard"),
     ],
 )
 def test_bad_lines_get_a_plain_message(line: str, message: str) -> None:
@@ -124,6 +131,8 @@ def test_help_lists_every_command() -> None:
         ["--rate", "-1"],
         ["--ping-interval", "-1"],
         ["--stats-interval", "-2"],
+        ["--broker-cluster", "17"],
+        ["--broker-cluster", "3", "--redis", "redis://127.0.0.1:6379"],
     ],
 )
 def test_bad_flags_exit_2_with_one_line_and_no_traceback(args: list[str]) -> None:
@@ -162,6 +171,17 @@ class HarnessProcess:
         for raw in self.proc.stdout:
             self.lines.put(json.loads(raw))  # every stdout line must be one JSON object
         self.lines.put(None)
+
+    def stop(self, pids: list[int]) -> None:
+        """SIGTERM the harness if it still runs, then SIGKILL any of `pids` left: never a
+        child behind, even when an assertion failed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=30)
+        for pid in pids:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
     def send(self, line: str) -> None:
         """Type one command."""
@@ -236,13 +256,43 @@ def test_harness_json_ready_kill_quit_leaves_nothing(procs: ProcessRegistry) -> 
         assert harness.proc.wait(timeout=60) == 0
         assert wait_for(lambda: not [p for p in pids if pid_alive(p)], timeout=5)
     finally:
-        if harness.proc.poll() is None:
-            harness.proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                harness.proc.wait(timeout=30)
-        for pid in pids:  # never leave a child behind, even when an assertion failed
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        harness.stop(pids)
+
+
+def test_harness_on_its_own_broker_cluster_fails_a_shard_over_and_stops_every_server(
+    procs: ProcessRegistry,
+) -> None:
+    harness = HarnessProcess(procs, "--nodes", "1", "--broker-cluster", "2", "--demo-timings")
+    pids: list[int] = []
+    try:
+        ready = harness.expect(lambda e: e["event"] == "ready")
+        harness.send("status")
+        shards = harness.expect(lambda e: e["event"] == "status")["shards"]
+        assert [(s["name"], s["primary"], s["replicas"], s["state"]) for s in shards] == [
+            ("s1", "s1a", ["s1b"], "ok"), ("s2", "s2a", ["s2b"], "ok")]
+        assert sum(s["slot_count"] for s in shards) == 16384
+        pids = [pid for s in shards for pid in s["pids"].values()]
+        pids += [n["pid"] for n in ready["nodes"]] + [ready["balancer"]["pid"]]
+        # the node publishes through the cluster: an echo round trip and a room message
+        with ws_connect(f"{ready['url']}/?token={ready['token']}", open_timeout=10) as ws:
+            ws.send('{"type": "join", "room": "lobby"}')
+            ws.send('{"type": "publish", "room": "lobby", "id": "m1", "data": 1}')
+            kinds: set[str] = set()
+            while not {"ack", "message"} <= kinds:  # acknowledged after WAIT, then delivered
+                kinds.add(json.loads(ws.recv(timeout=10))["type"])
+        harness.send("shard failover s1")
+        done = harness.expect(lambda e: e["event"] == "done")
+        assert next(s for s in done["shards"] if s["name"] == "s1")["primary"] == "s1b"
+        harness.send("shard kill s9z")
+        assert "unknown cluster node" in harness.expect(lambda e: e["event"] == "error")["error"]
+        harness.send("broker kill")
+        assert "shard kill" in harness.expect(lambda e: e["event"] == "error")["error"]
+        harness.send("quit")
+        harness.expect(lambda e: e["event"] == "stopped")
+        assert harness.proc.wait(timeout=60) == 0
+        assert wait_for(lambda: not [p for p in pids if pid_alive(p)], timeout=5)
+    finally:
+        harness.stop(pids)
 
 
 def test_stdin_eof_on_a_pipe_keeps_running_until_sigterm(procs: ProcessRegistry) -> None:
@@ -333,10 +383,4 @@ def test_harness_tls_ready_event_names_the_ca(procs: ProcessRegistry, tmp_path: 
         harness.expect(lambda e: e["event"] == "stopped")
         assert harness.proc.wait(timeout=60) == 0
     finally:
-        if harness.proc.poll() is None:
-            harness.proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                harness.proc.wait(timeout=30)
-        for pid in pids:
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        harness.stop(pids)

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "harness": "wsconsole.commands.harness",
     "node": "wsconsole.commands.node",
     "sionode": "wsconsole.harness.sionode",
+    "relay": "wsconsole.harness.relay",
     "balancer": "wsconsole.commands.balancer",
     "probe": "wsconsole.commands.probe",
     "proxy": "wsconsole.commands.proxy",

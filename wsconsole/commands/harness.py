@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the broker's append-only file, kept across runs (default: a temporary directory)")
     add("--broker-ephemeral", action="store_true",
         help="keep the broker's state in memory only: a broker restart is a reset")
+    add("--broker-cluster", type=int, default=0, metavar="N",
+        help="run our own Valkey Cluster of N shards (a primary and a replica each) as the "
+             "broker, with sharded pub/sub; `shard ...` commands break it")
     add("--sticky", choices=STICKY_MODES, default="ip", help="balancer affinity (default ip)")
     add("--flavour", choices=FLAVOURS, default="ws",
         help="node kind: ws (harness protocol) or socketio (python-socketio); default ws")
@@ -141,6 +144,7 @@ def config_from_args(args: argparse.Namespace) -> ClusterConfig:
         redis_url=redis_url,
         data_dir=args.data_dir,
         broker_ephemeral=args.broker_ephemeral,
+        broker_cluster=args.broker_cluster,
         sticky=args.sticky,
         ping_interval=args.ping_interval if args.ping_interval is not None else ping_interval,
         ping_timeout=args.ping_timeout if args.ping_timeout is not None else ping_timeout,
@@ -227,6 +231,11 @@ def _human(event: dict[str, Any]) -> str | None:
     if kind == "broker":
         reason = f" ({event['reason']})" if event.get("reason") else ""
         return f"broker {event['state']}{reason} {event.get('url')} pid={event.get('pid')}"
+    if kind == "shards":
+        return "shards: " + "; ".join(_human_shard(s) for s in event["shards"])
+    if kind == "shard":
+        details = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("event", "action"))
+        return f"shard {event['action']} {details}".rstrip()
     if kind in ("node_event", "balancer_event"):
         details = " ".join(
             f"{k}={v}" for k, v in event.items() if k not in ("event", "id", "kind", "node", "t")
@@ -234,7 +243,8 @@ def _human(event: dict[str, Any]) -> str | None:
         return f"{event.get('id')}: {event.get('kind')} {details}".rstrip()
     if kind == "done":
         details = " ".join(
-            f"{k}={v}" for k, v in event.items() if k not in ("event", "command", "id", "reply")
+            f"{k}={v}" for k, v in event.items()
+            if k not in ("event", "command", "id", "reply", "shards")
         )
         reply = event.get("reply")
         if isinstance(reply, dict) and "faults" in reply:
@@ -262,7 +272,8 @@ class _Printer:
             if self.stats:
                 line = _compact_stats(event["sample"])
                 self.out.event("stats", _human_stats(line), **line)
-        elif kind in ("node", "broker", "balancer", "node_event", "balancer_event"):
+        elif kind in ("node", "broker", "balancer", "node_event", "balancer_event", "shards",
+                      "shard"):
             fields = {k: v for k, v in event.items() if k != "event"}
             self.out.event(kind, _human(event), **fields)
 
@@ -294,6 +305,14 @@ class _Printer:
         self.out.event("error", f"error: {message}", **fields)
 
 
+def _human_shard(shard: dict[str, Any]) -> str:
+    slots = ",".join(f"{lo}-{hi}" if lo != hi else str(lo) for lo, hi in shard["slots"])
+    replicas = ",".join(shard["replicas"]) or "-"
+    cut = " partitioned" if shard.get("partitioned") else ""
+    return (f"{shard['name']} {shard['state']}{cut} primary {shard['primary'] or '-'} "
+            f"replicas {replicas} slots {slots}")
+
+
 def _human_status(status: dict[str, Any]) -> str:
     lines = [f"url {status.get('app_url') or status['url']}"]
     for node in status["nodes"]:
@@ -305,6 +324,7 @@ def _human_status(status: dict[str, Any]) -> str:
         )
     broker = status["broker"]
     lines.append(f"  broker {broker['state']} {broker['url']} pid={broker['pid']}")
+    lines += [f"    shard {_human_shard(shard)}" for shard in status.get("shards", [])]
     balancer = status["balancer"]
     lines.append(
         f"  balancer {balancer['state']} port={balancer['port']} sticky={balancer['sticky']}"

@@ -49,6 +49,7 @@ from wsconsole.core.localca import ServerFiles
 from wsconsole.core.tasks import Tasks
 from wsconsole.harness.balancerctl import BalancerControl
 from wsconsole.harness.control import CONTROL_KEY_ENV
+from wsconsole.harness.faultroutes import FaultRoutes
 from wsconsole.harness.health import HealthChecks, default_timeout
 from wsconsole.harness.httphead import (
     HEAD_TIMEOUT,
@@ -59,7 +60,7 @@ from wsconsole.harness.httphead import (
     read_head,
     with_header,
 )
-from wsconsole.harness.netfaults import ALL, FaultBoard, Reset, parse_fault
+from wsconsole.harness.netfaults import ALL, FaultBoard
 from wsconsole.harness.pump import CHUNK, Backend, Connection
 from wsconsole.harness.routing import STICKY_MODES, choose, cookie_to_set
 from wsconsole.harness.tlsfiles import add_tls_arguments, tls_context, tls_files
@@ -96,8 +97,7 @@ class Balancer:
             raise ValueError(f"sticky mode must be one of {', '.join(STICKY_MODES)}")
         self.config = config
         self.sticky = config.sticky
-        self.backends: dict[str, Backend] = {}
-        self.board = FaultBoard()
+        self.routes = FaultRoutes()  # the backends and the network faults on them
         self.rejected: dict[int, int] = {}
         self.port = 0
         self.stopped = asyncio.Event()
@@ -115,11 +115,20 @@ class Balancer:
         self._server: asyncio.Server | None = None
         self._tasks = Tasks(prefix="balancer")
         self._serving: set[asyncio.Task[Any]] = set()  # one per accepted client
-        self._changed = asyncio.Event()
         for backend_id, host, port in config.backends:
             if backend_id in self.backends:
                 raise ValueError(f"duplicate backend id {backend_id!r}")
-            self.backends[backend_id] = Backend(backend_id, host, port)
+            self.routes.add(Backend(backend_id, host, port))
+
+    @property
+    def backends(self) -> dict[str, Backend]:
+        """The backends by id."""
+        return self.routes.backends
+
+    @property
+    def board(self) -> FaultBoard:
+        """The network faults set, by target."""
+        return self.routes.board
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -160,13 +169,7 @@ class Balancer:
 
     async def changed(self) -> None:
         """Wait until the faults change (stalled pipes wake up and re-check)."""
-        await self._changed.wait()
-
-    def _faults_changed(self) -> None:
-        for backend in self.backends.values():
-            backend.faults = self.board.effective(backend.id)
-        event, self._changed = self._changed, asyncio.Event()
-        event.set()
+        await self.routes.changed()
 
     # -- connections -------------------------------------------------------------------------
 
@@ -245,26 +248,11 @@ class Balancer:
 
     def apply_fault(self, target: str, kind: object, params: dict[str, Any]) -> None:
         """Activate a fault on a backend id or "all" (raises FaultError / KeyError)."""
-        if target != ALL and target not in self.backends:
-            raise KeyError(f"unknown backend {target!r}")
-        fault = parse_fault(kind, params)
-        if isinstance(fault, Reset):
-            victims = self.backends.values() if target == ALL else [self.backends[target]]
-            for backend in victims:
-                for conn in list(backend.open):
-                    conn.reset()
-        self.board.set(target, fault)
-        self._faults_changed()
-        log.info("fault %s on %s: %s", fault.kind, target, fault.to_dict())
+        self.routes.apply_fault(target, kind, params)
 
     def clear_fault(self, target: str, kind: str | None = None) -> int:
         """Clear one kind (None: all kinds) on a target; returns how many were removed."""
-        if target != ALL and target not in self.backends:
-            raise KeyError(f"unknown backend {target!r}")
-        removed = self.board.clear(target, kind)
-        self._faults_changed()
-        log.info("fault %s cleared on %s (%d removed)", kind or "*", target, removed)
-        return removed
+        return self.routes.clear_fault(target, kind)
 
     async def add_backend(self, backend_id: str, host: str, port: int,
                           health_path: str = "/healthz", health_any: bool = False) -> Backend:
@@ -279,19 +267,15 @@ class Balancer:
             raise ValueError(f"bad health path {health_path!r}")
         backend = Backend(backend_id, str(host), port, health_path=health_path,
                           health_any=bool(health_any))
-        self.backends[backend_id] = backend
-        backend.faults = self.board.effective(backend_id)
+        self.routes.add(backend)
         await self.health.check(backend)
         self.health.start(backend)
         return backend
 
     async def remove_backend(self, backend_id: str) -> None:
         """Stop routing to a backend; its open connections end by themselves."""
-        backend = self.backends.pop(backend_id, None)
-        if backend is None:
-            raise KeyError(f"unknown backend {backend_id!r}")
+        self.routes.remove(backend_id)
         self.health.stop(backend_id)
-        self.board.forget(backend_id)
 
     def stats(self) -> dict[str, Any]:
         """The stats snapshot pushed over the control channel."""

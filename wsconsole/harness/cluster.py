@@ -5,7 +5,9 @@ drive. It is a facade over pieces with one job each:
 
 - clusterconfig.py: the settings, defaults, node states and `ClusterError`;
 - members.py: launching a node or balancer process and waiting for its hello;
-- brokerkeeper.py: the Redis-protocol broker (start, kill, restart, watch, stop);
+- brokerkeeper.py: the Redis-protocol broker (start, kill, restart, watch, stop), and with
+  `broker_cluster` shardkeeper.py: our own Valkey Cluster (each server, failover, slot moves,
+  partitions);
 - nodes.py: the node registry and every node operation (kill, pause, drain, restart, add...),
   for the harness's own nodes or a stack of the user's (stacknodes.py, with their output
   in nodelog.py and their /metrics in scrape.py);
@@ -29,6 +31,8 @@ Events (dicts handed to `subscribe` callbacks, the same shapes the CLI prints wi
 - {"event": "node", "id", "state", "pid", "port", ...} on every node state change; an exit
   adds "exit_code" and "expected" (false when nobody asked the node to go: state "failed");
 - {"event": "broker", "state": "up"|"down", "url", "pid", ...};
+- {"event": "shards", "shards": [...]} when a cluster broker's topology changes, and
+  {"event": "shard", "action", ...} for each operation on it;
 - {"event": "balancer", "state", "port", "pid", ...};
 - {"event": "node_event", "id", "kind", ...}: what a node pushes (broker_down, draining, ...);
 - {"event": "cluster", "state": "ready"|"stopped", ...};
@@ -75,8 +79,15 @@ from wsconsole.harness.nodelog import LogLine
 from wsconsole.harness.nodes import NodeInfo, NodeKeeper, NodeRunner
 from wsconsole.harness.router import ControlRouter
 from wsconsole.harness.scrape import MetricsScraper
+from wsconsole.harness.shardkeeper import ShardKeeper
 from wsconsole.harness.stacknodes import StackRunner
-from wsconsole.harness.stats import BalancerFigures, ClusterSample, NodeSnapshot, StatsMerger
+from wsconsole.harness.stats import (
+    BalancerFigures,
+    ClusterSample,
+    NodeSnapshot,
+    ShardSnapshot,
+    StatsMerger,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +104,11 @@ class Cluster:
         self._tasks = Tasks("cluster")
         self._router = ControlRouter(self._hub, self._on_stats)
         self._launcher = Launcher(self.config, self._router.key, self._tasks)
-        self._broker = BrokerKeeper(self.config, self._hub)
+        self._shards = (
+            ShardKeeper(self.config, self._hub, self._launcher, self._router, self._shard_pushed)
+            if self.config.broker_cluster else None
+        )
+        self._broker = BrokerKeeper(self.config, self._hub, self._shards)
         self._balancer = BalancerKeeper(
             self.config, self._hub, self._launcher, self._router, self._balancer_figures
         )
@@ -191,11 +206,19 @@ class Cluster:
         """The latest merged sample (an empty one before the first)."""
         return self._merger.latest
 
+    @property
+    def shards(self) -> list[dict[str, Any]]:
+        """A cluster broker's shards (primary, replicas, slots, state); [] otherwise."""
+        return self._shards.as_dicts() if self._shards is not None else []
+
     def pids(self) -> list[int]:
-        """Every live child PID: broker (when we own it), nodes, balancer."""
+        """Every live child PID: broker (when we own it, every server of a cluster of ours),
+        nodes, balancer (and a cluster's relay)."""
         found = [member.pid for member in self._launcher.alive()]
         if self._broker.owned_pid is not None:
             found.append(self._broker.owned_pid)
+        if self._shards is not None:
+            found += self._shards.pids()
         return found
 
     def token(
@@ -216,6 +239,7 @@ class Cluster:
             "url": self.url if self.balancer.port else None,
             "nodes": [info.as_dict() for info in self.nodes.values()],
             "broker": self.broker.as_dict(),
+            "shards": self.shards,
             "balancer": self.balancer.as_dict(),
         }
         if self.config.stack is not None:
@@ -361,6 +385,29 @@ class Cluster:
         self._check_running()
         await self._broker.restart(fresh)
 
+    def _shard_keeper(self) -> ShardKeeper:
+        self._check_running()
+        if self._shards is None:
+            raise ClusterError("the broker is not a cluster of ours (start with --broker-cluster)")
+        return self._shards
+
+    async def shard(self, action: str, target: str, slot: int | None = None) -> None:
+        """An operation on a cluster broker: kill / restart / pause / resume a server (s1a),
+        failover / partition / heal a shard (s1), move `slot` to shard `target`."""
+        keeper = self._shard_keeper()
+        node_ops = {"kill": keeper.kill, "restart": keeper.restart, "pause": keeper.pause,
+                    "resume": keeper.resume}
+        shard_ops = {"failover": keeper.failover, "partition": keeper.partition,
+                     "heal": keeper.heal}
+        if action in node_ops:
+            await node_ops[action](target)
+        elif action in shard_ops:
+            await shard_ops[action](target)
+        elif action == "move" and slot is not None:
+            await keeper.move_slot(slot, target)
+        else:
+            raise ClusterError(f"unknown shard operation {action!r}")
+
     async def net_fault(self, target: str, kind: str, **params: Any) -> dict[str, Any]:
         """Apply a network fault in the balancer to one backend (node id) or "all"."""
         self._check_target(target)
@@ -392,6 +439,9 @@ class Cluster:
                 self._publish(self._merger.node_pushed(snapshot, time.time(), time.monotonic()))
         except ValueError as exc:
             log.warning("stats from %s dropped: %s", peer, exc)
+
+    def _shard_pushed(self, snapshot: ShardSnapshot) -> None:
+        self._publish(self._merger.shard_pushed(snapshot, time.time(), time.monotonic()))
 
     def _balancer_figures(self, figures: BalancerFigures) -> None:
         now, mono = time.time(), time.monotonic()

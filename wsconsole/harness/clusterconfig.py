@@ -96,6 +96,8 @@ class ClusterConfig:
     redis_url: str | None = None  # an external broker; None = start our own
     data_dir: str | None = None  # our broker's AOF; None = a temporary folder for this run
     broker_ephemeral: bool = False  # our broker in memory only: a broker restart is a reset
+    broker_cluster: int = 0  # shards of our own Valkey Cluster (a primary + a replica each)
+    broker_host: str = LOOPBACK  # the address our broker (or cluster) listens on
     sticky: str = "ip"
     ping_interval: float = PING_INTERVAL
     ping_timeout: float = PING_TIMEOUT
@@ -147,10 +149,16 @@ class ClusterConfig:
             raise ValueError(
                 f"not a Redis URL (redis://, rediss://, valkey:// or unix://): {self.redis_url!r}"
             )
-        if self.redis_url is not None and (self.data_dir or self.broker_ephemeral):
+        if self.redis_url is not None and (self.data_dir or self.broker_ephemeral
+                                           or self.broker_cluster):
             raise ValueError(
-                "a data folder or an ephemeral broker apply to our own broker, not to --redis"
+                "a data folder, an ephemeral broker or a broker cluster apply to our own "
+                "broker, not to --redis"
             )
+        if not 0 <= self.broker_cluster <= 16:
+            raise ValueError(f"a broker cluster has 1 to 16 shards, not {self.broker_cluster}")
+        if self.broker_cluster and self.data_dir:
+            raise ValueError("a broker cluster forms anew each run: it takes no data folder")
         for name in ("ping_interval", "ping_timeout", "health_interval", "stats_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

@@ -43,6 +43,7 @@ COMMANDS = (
     *NODE_COMMANDS,
     "add",
     "broker",
+    "shard",
     "status",
     "conns",
     "log",
@@ -62,6 +63,8 @@ USAGE = {
     "restart": "restart ID",
     "add": "add",
     "broker": "broker kill|restart [fresh]",
+    "shard": "shard kill|restart|pause|resume SERVER  or  shard failover|partition|heal SHARD"
+             "  or  shard move SLOT SHARD",
     "status": "status",
     "conns": "conns ID",
     "log": "log ID [N]",
@@ -152,6 +155,8 @@ def parse(line: str) -> Command | None:
         if words not in (("kill",), ("restart",), ("restart", "fresh")):
             raise CommandError(f"usage: {usage}")
         return Command(name, words)
+    if name == "shard":
+        return _parse_shard(rest, usage)
     if name == "token":
         if not rest:
             raise CommandError(f"usage: {usage}")
@@ -192,6 +197,18 @@ def parse(line: str) -> Command | None:
     except InjectError as exc:
         raise CommandError(str(exc)) from None
     return Command(name, (rest[0], rest[1], rest[2]), params)
+
+
+SHARD_ACTIONS = ("kill", "restart", "pause", "resume", "failover", "partition", "heal")
+
+
+def _parse_shard(rest: list[str], usage: str) -> Command:
+    action = rest[0].lower() if rest else ""
+    if action in SHARD_ACTIONS and len(rest) == 2:
+        return Command("shard", (action, rest[1]))
+    if action == "move" and len(rest) == 3 and rest[1].isdigit():
+        return Command("shard", ("move", rest[2], rest[1]))
+    raise CommandError(f"usage: {usage}")
 
 
 def help_event() -> dict[str, Any]:
@@ -249,6 +266,9 @@ async def _execute(cluster: Cluster, command: Command) -> dict[str, Any]:
         else:
             await cluster.broker_restart(fresh=args[1:] == ("fresh",))
         return {**done, "broker": cluster.broker.as_dict()}
+    if name == "shard":
+        await cluster.shard(args[0], args[1], int(args[2]) if len(args) > 2 else None)
+        return {**done, "shards": cluster.shards}
     if name == "sticky":
         await cluster.set_sticky(args[0])
         return {**done, "sticky": args[0]}

@@ -104,6 +104,29 @@ class NodeSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class ShardSnapshot:
+    """One shard of a local Valkey Cluster, read by the supervisor (shardkeeper.py): its
+    primary's cumulative counters, who that primary is, and the shard's state."""
+
+    shard: str
+    t: float
+    commands: int
+    publishes: int  # frames fanned out (SPUBLISH calls, the scripts' included)
+    primary: str = ""
+    state: str = "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class ShardFigures:
+    """One shard in a merged sample: its rates over the supervisor's clock, its state."""
+
+    commands_per_s: float = 0.0
+    publishes_per_s: float = 0.0
+    primary: str = ""
+    state: str = "ok"
+
+
+@dataclass(frozen=True, slots=True)
 class NodeFigures:
     """One node in a merged sample: rates over the node's clock, its latest gauges."""
 
@@ -214,11 +237,13 @@ class ClusterSample:
     nodes: dict[str, NodeFigures] = field(default_factory=dict)
     total: Totals = field(default_factory=Totals)
     balancer: BalancerFigures = field(default_factory=BalancerFigures)
+    shards: dict[str, ShardFigures] = field(default_factory=dict)
 
     def points(self) -> Iterator[tuple[str, float]]:
         """The plotted figures as (series name, value): per node and in total (`.total`),
         `connections.*`, `msgs_in_per_s.*`, `msgs_out_per_s.*`, `bytes_in_per_s.*`,
-        `bytes_out_per_s.*`; and a user's node's scraped series as `metric.<name>.<node>`."""
+        `bytes_out_per_s.*`; a user's node's scraped series as `metric.<name>.<node>`; and
+        with a cluster broker `publishes_per_s.<shard>`."""
         for node_id, figures in self.nodes.items():
             yield f"connections.{node_id}", figures.connections
             for rate in RATES:
@@ -228,6 +253,8 @@ class ClusterSample:
         yield f"connections.{TOTAL}", self.total.connections
         for rate in RATES:
             yield f"{rate}.{TOTAL}", getattr(self.total, rate)
+        for shard, figures in self.shards.items():
+            yield f"publishes_per_s.{shard}", figures.publishes_per_s
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields (the same names as the attributes)."""
@@ -306,6 +333,7 @@ class StatsMerger:
         self.latest = ClusterSample()
         self._nodes: dict[str, _NodeTrack] = {}
         self._balancer = BalancerFigures()
+        self._shards: dict[str, tuple[ShardSnapshot, ShardFigures]] = {}
         self._sampled_at: float | None = None  # monotonic time of the latest sample
 
     def node_pushed(self, snapshot: NodeSnapshot, now: float, mono: float) -> ClusterSample | None:
@@ -326,6 +354,25 @@ class StatsMerger:
     ) -> ClusterSample | None:
         """Record the balancer's push ({} figures once it is gone); the new sample if due."""
         self._balancer = figures
+        return self._sample_if_due(now, mono)
+
+    def shard_pushed(
+        self, snapshot: ShardSnapshot, now: float, mono: float
+    ) -> ClusterSample | None:
+        """Record a shard's counters (rates since its previous reading; none across a change
+        of primary, whose counters are another server's); the new sample if one is due."""
+        before = self._shards.get(snapshot.shard)
+        figures = ShardFigures(primary=snapshot.primary, state=snapshot.state)
+        if before is not None and before[0].primary == snapshot.primary:
+            dt = snapshot.t - before[0].t
+            if dt <= 0:
+                return self._sample_if_due(now, mono)
+            figures = ShardFigures(
+                _rate(snapshot.commands, before[0].commands, dt),
+                _rate(snapshot.publishes, before[0].publishes, dt),
+                snapshot.primary, snapshot.state,
+            )
+        self._shards[snapshot.shard] = (snapshot, figures)
         return self._sample_if_due(now, mono)
 
     def node_gone(self, node_id: str) -> None:
@@ -352,5 +399,6 @@ class StatsMerger:
             bytes_in_per_s=sum(n.bytes_in_per_s for n in nodes.values()),
             bytes_out_per_s=sum(n.bytes_out_per_s for n in nodes.values()),
         )
-        self.latest = ClusterSample(now, nodes, total, self._balancer)
+        shards = {name: figures for name, (_, figures) in sorted(self._shards.items())}
+        self.latest = ClusterSample(now, nodes, total, self._balancer, shards)
         return self.latest
