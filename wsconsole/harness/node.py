@@ -109,6 +109,7 @@ from wsconsole.harness.supervised import CommandHandler, Supervised
 log = logging.getLogger("wsconsole.node")
 
 LISTEN_BACKLOG = 4096  # capped by the kernel's net.core.somaxconn
+HANDSHAKE_DONE = Request(path="", headers=Headers())  # see Node._handler
 _TEXT = "text/plain; charset=utf-8"
 
 
@@ -374,6 +375,12 @@ class Node(Supervised):
         cfg = self.config
         rate = MessageRate(cfg.rate, time.monotonic(), cfg.abuse) if cfg.rate else None
         conn = Session(self, ws, rate)
+        echo = ws.request is not None and ws.request.path.partition("?")[0] == ECHO_PATH
+        # the handshake is over: its request and response (headers, the token in the path)
+        # would stay with the connection for its whole life, about 3 KiB of an idle one's;
+        # websockets only needs to see that a request came (not None), so one shared empty
+        # request stands in for all of them
+        ws.request, ws.response = HANDSHAKE_DONE, None
         if self.draining:
             await ws.close(1001, "going away")
             return
@@ -402,7 +409,7 @@ class Node(Supervised):
                         await ws.close(refusal.code, refusal.reason)
                         return
                     claimed = True
-            if ws.request is not None and ws.request.path.partition("?")[0] == ECHO_PATH:
+            if echo:
                 await conn.echo()
             else:
                 await conn.serve()
