@@ -37,6 +37,7 @@ from wsconsole.harness.cluster import (
     ClusterError,
     Limits,
 )
+from wsconsole.harness.nodelog import stamped
 from wsconsole.harness.shell import USAGE, CommandError, Quit, execute, help_event, parse
 from wsconsole.harness.stackfile import Stack
 from wsconsole.harness.stats import ClusterSample
@@ -291,8 +292,9 @@ class _Printer:
         elif kind == "status":
             human = _human_status(event)
         elif kind == "log":
-            human = "\n".join(f"{event['id']} {line['stream']:3} | {line['text']}"
-                              for line in event["lines"]) or f"{event['id']}: no output yet"
+            human = "\n".join(
+                f"{event['id']} {stamped(line['wall'], line['stream'], line['text'], date=False)}"
+                for line in event["lines"]) or f"{event['id']}: no output yet"
         elif kind == "done":
             human = _human(event)
         self.out.event(kind, human, **fields)

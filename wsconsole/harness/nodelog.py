@@ -22,6 +22,13 @@ LOG_LINES = 5_000  # lines kept in memory per node (the file keeps everything)
 MAX_LINE = 8_192  # characters kept of one line
 
 
+def stamped(wall: float, stream: str, text: str, date: bool = True) -> str:
+    """`2026-01-02T03:04:05.678 out | text` (the log file's form), or without the date
+    (`date=False`: the window's and the harness prompt's)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S" if date else "%H:%M:%S", time.localtime(wall))
+    return f"{stamp}.{int(wall % 1 * 1000):03d} {stream:3} | {text}"
+
+
 @dataclass(frozen=True, slots=True)
 class LogLine:
     """One line of a node's output: when it was read, from which stream, what it said."""
@@ -33,9 +40,7 @@ class LogLine:
 
     def stamped(self) -> str:
         """`2026-01-02T03:04:05.678 out | text`, as the log file has it."""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.wall))
-        millis = int(self.wall % 1 * 1000)
-        return f"{stamp}.{millis:03d} {self.stream:3} | {self.text}"
+        return stamped(self.wall, self.stream, self.text)
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready fields."""

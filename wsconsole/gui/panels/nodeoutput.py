@@ -8,8 +8,6 @@ the same lines are in `<log dir>/<node>.log`, whose folder the panel names.
 
 from __future__ import annotations
 
-import time
-
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import (
     QComboBox,
@@ -22,14 +20,9 @@ from PySide6.QtWidgets import (
 )
 
 from wsconsole.app.console import Console
+from wsconsole.harness.nodelog import stamped
 
 TAIL = 2_000  # lines shown (the file keeps everything)
-
-
-def stamped(wall: float, stream: str, text: str) -> str:
-    """`12:34:56.789 err | text`, as the panel shows a line."""
-    clock = time.strftime("%H:%M:%S", time.localtime(wall))
-    return f"{clock}.{int(wall % 1 * 1000):03d} {stream:3} | {text}"
 
 
 class NodeOutputPanel(QWidget):
@@ -99,7 +92,7 @@ class NodeOutputPanel(QWidget):
         new = [line for line in lines if line.index > last]
         if new:
             self.view.appendPlainText("\n".join(
-                stamped(line.wall, line.stream, line.text) for line in new))
+                stamped(line.wall, line.stream, line.text, date=False) for line in new))
             last = new[-1].index
             if self.follow.isChecked():
                 bar = self.view.verticalScrollBar()
