@@ -101,6 +101,9 @@ async def test_python_broadcast_loses_messages_on_a_node_kill_and_the_count_agre
     assert summary["lost"] == recorder.lost(), "the swarm's count and the test's own agree"
     assert_lost_around(summary, "kill n1")
     assert summary["per_node"]["n1"]["lost"] > 0
+    # every publish went into the node its publisher was on
+    assert sum(n["sent"] for n in summary["per_node"].values()) == summary["sent"]
+    assert summary["per_node"]["n1"]["sent"] > 0 and summary["per_node"]["n2"]["sent"] > 0
     assert sum(c["lost"] for c in summary["per_client"].values()) == summary["lost"]
     assert own is not None and own.drops >= 1 and own.joined.is_set()
     sent_after_join = {ident for _, room, ident in recorder.sent if room == "swarm-0"}

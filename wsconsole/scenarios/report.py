@@ -298,8 +298,8 @@ def _event_label(event: dict[str, Any]) -> str | None:
 
 
 SLICES = {"per_window": "by fault window (a message belongs to the window it was sent in)",
-          "per_node": "by node (a loss: the node its subscriber was on when it was sent; a "
-                      "latency: the node that delivered it)",
+          "per_node": "by node (sent: published into it; a loss: the node its subscriber was "
+                      "on when it was sent; a latency: the node that delivered it)",
           "per_client": "by client (sent: what it published; the rest: what it was owed)"}
 SLICE_COLUMNS = ("sent", "owed", "delivered", "lost", "missed", "duplicated", "out_of_order",
                  "p50_latency_ms", "p99_latency_ms", "max_latency_ms")

@@ -19,11 +19,11 @@ Every publish carries a unique id (the stack's `{id}`); a delivery is recognised
 - latency: receive time minus the send time (the message's own timestamp when the recipe
   names one, else ours).
 
-Each figure is given in total, per client, per node (for a loss: the node the subscriber
-was on, or had last been on, when the message was sent; for a latency: the node that
-delivered it) and per fault window (each fault a scenario's step makes opens a window at
-the moment it happens, `begin_window`; a message belongs to the window it was sent in), with
-losses per second of sending for plots.
+Each figure is given in total, per client, per node (for a send: the node the publisher was
+on; for a loss: the node the subscriber was on, or had last been on, when the message was
+sent; for a latency: the node that delivered it) and per fault window (each fault a
+scenario's step makes opens a window at the moment it happens, `begin_window`; a message
+belongs to the window it was sent in), with losses per second of sending for plots.
 """
 
 from __future__ import annotations
@@ -43,13 +43,15 @@ UNKNOWN_NODE = "?"
 
 @dataclass(slots=True)
 class _Message:
-    """One publish: who sent it where, when (seconds since start), in which window."""
+    """One publish: who sent it where, when (seconds since start), in which window, into
+    which node (the publisher's then)."""
 
     publisher: str
     room: str
     counter: int
     sent: float
     window: int
+    node: str
 
 
 @dataclass(slots=True)
@@ -148,8 +150,10 @@ class AppAccounting:
         """A publish with this id was written to the client's open connection."""
         t = self._at(at)
         window = self._window(t)
-        self.messages[ident] = _Message(name, room, counter, t, window)
-        for tally in (self.total, self.per_client[name], self.per_window[window]):
+        node = self.book.node_at(name, t) or UNKNOWN_NODE
+        self.messages[ident] = _Message(name, room, counter, t, window, node)
+        for tally in (self.total, self.per_client[name], self.per_window[window],
+                      self.per_node[node]):
             tally.sent += 1
 
     def unpublished(self, ident: str) -> None:
@@ -157,7 +161,7 @@ class AppAccounting:
         message = self.messages.pop(ident, None)
         if message is not None:
             for tally in (self.total, self.per_client[message.publisher],
-                          self.per_window[message.window]):
+                          self.per_window[message.window], self.per_node[message.node]):
                 tally.sent -= 1
 
     def skipped(self) -> None:
