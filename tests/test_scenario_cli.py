@@ -246,3 +246,17 @@ async def test_a_step_the_load_outlives_fails_the_run() -> None:
     assert len(result.steps) == 1 and not result.steps[0].ok
     assert "not run" in result.steps[0].detail
     assert not result.passed
+
+
+def test_a_stack_scenario_prints_where_its_losses_were() -> None:
+    from wsconsole.commands.scenario import _human
+
+    row = {"owed": 10, "delivered": 7, "lost": 3, "missed": 2, "duplicated": 0,
+           "out_of_order": 0, "p50_latency_ms": 5.0, "p99_latency_ms": 9.0}
+    summary = {"event": "summary", "sent": 5, "expected": 10, "lost": 3, "missed": 2,
+               "duplicated": 0, "per_node": {"n1": row},
+               "per_window": [{"label": "kill n1", "from_s": 3.0, **row}]}
+    lines = _human(summary).splitlines()
+    assert lines[0] == "messages: sent 5  owed 10  lost 3  missed 2  duplicated 0"
+    assert lines[1].startswith("  node n1: owed 10  delivered 7  lost 3")
+    assert lines[2].startswith("  window 3s kill n1: owed 10  delivered 7  lost 3")

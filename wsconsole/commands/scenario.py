@@ -125,6 +125,12 @@ def _human(event: dict[str, Any]) -> str | None:
                 f"{event['expected']} recorded, {event['matched']} equal, divergence {where}"
                 + (f", {late} send(s) went out without their replies" if late else "")
                 + (f", {event['error']}" if event.get("error") else ""))
+    if kind == "summary" and "per_window" in event:  # a stack's swarm: where losses were
+        from wsconsole.commands.swarm import slice_lines
+
+        return "\n".join([f"messages: sent {event['sent']}  owed {event['expected']}  "
+                           f"lost {event['lost']}  missed {event['missed']}  "
+                           f"duplicated {event['duplicated']}", *slice_lines(event)])
     if kind == "assertion":
         word = "PASS" if event["passed"] else "FAIL"
         return f"{word} {event['name']}  (expect {event['expect']}; {event['detail']})"
@@ -148,8 +154,9 @@ async def _run(scenario: Any, scale: float, out: Output, auth: dict[str, Any]) -
 
     def on_event(event: dict[str, Any]) -> None:
         fields = {k: v for k, v in event.items() if k != "event"}
-        if event["event"] == "summary" and not out.json_mode and "matched" not in event:
-            return
+        if event["event"] == "summary" and not out.json_mode and \
+                "matched" not in event and "per_window" not in event:
+            return  # the harness swarm's summary is in the assertions and the report
         if event["event"] == "result" and out.json_mode:
             fields.pop("summary", None)
         human = _human(event)
