@@ -4,6 +4,7 @@ sets, counters as rates, and the values riding on the node's snapshot to the plo
 from __future__ import annotations
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from wsconsole.harness.scrape import MetricsScraper, select
 from wsconsole.harness.stackfile import MetricsSpec
@@ -53,3 +54,12 @@ def test_a_stack_nodes_figures_reach_the_points_through_the_one_pipeline() -> No
     assert points["connections.n1"] == 5 and points["metric.app_rooms.n1"] == 8.0
     assert points["msgs_in_per_s.n1"] == 10.0 and points["msgs_out_per_s.n1"] == 40.0
     assert points["bytes_in_per_s.n1"] == 1000.0 and points["bytes_out_per_s.total"] == 4000.0
+
+
+def test_the_python_clients_created_stamps_are_not_series() -> None:
+    registry = CollectorRegistry()
+    Counter("app_sent", "Messages sent", registry=registry).inc(5)
+    Gauge("app_created", "a gauge of that name is a series", registry=registry).set(2)
+    text = generate_latest(registry).decode()
+    assert "app_sent_created" in text  # written beside the counter: a time stamp
+    assert select(text, ("app_*",)) == ({"app_created": 2.0}, {"app_sent": 5.0})

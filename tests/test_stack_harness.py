@@ -101,6 +101,16 @@ def test_every_operation_on_a_users_nodes_and_their_traffic_counted(
                                    e["msgs_in_per_s"][node] > 0 and
                                    e["msgs_out_per_s"][node] > 0)
             assert stats["connections"][node] == 1
+            # the app's own /metrics (its stack file's [metrics]), scraped beside ours: a
+            # second batch, so its rate shows in a stats line still to come
+            for n in range(20):
+                ws.send(json.dumps({"type": "chat", "room": "r", "id": f"again{n}"}))
+            assert [json.loads(ws.recv(timeout=10))["id"] for _ in range(20)] == [
+                f"again{n}" for n in range(20)]
+            scraped = harness.expect(lambda e: e["event"] == "stats" and
+                                     e.get("metrics", {}).get(node, {}).get(
+                                         "broadcast_published_per_s", 0) > 0)
+            assert scraped["metrics"][node]["broadcast_connections"] == 1
         harness.send(f"log {node} 5")
         log = harness.expect(lambda e: e["event"] == "log")
         assert any("listening on" in line["text"] for line in log["lines"])

@@ -11,6 +11,9 @@ Protocol (JSON text frames):
   server -> client  {"type": "joined", "room": R}
                     the chat message as sent, plus "node": the node that delivered it
 
+GET /metrics answers its Prometheus figures (prometheus-client): open connections, messages
+published and delivered.
+
 Environment: PORT, REDIS_URL, NODE_ID (wsconsole sets all three). SIGTERM closes the clients
 with 1001 and exits.
 """
@@ -22,14 +25,26 @@ import signal
 from collections import defaultdict
 
 import redis.asyncio as redis
+from prometheus_client import Counter, Gauge, generate_latest
 from websockets.asyncio.server import serve
 
 NODE = os.environ.get("NODE_ID", "node")
 rooms: dict[str, set] = defaultdict(set)
+CONNECTIONS = Gauge("broadcast_connections", "Open WebSocket connections")
+PUBLISHED = Counter("broadcast_published", "Chat messages published to Redis")
+DELIVERED = Counter("broadcast_delivered", "Chat messages written to clients")
+
+
+def metrics(connection, request):
+    """GET /metrics: the Prometheus text format; every other path is the WebSocket."""
+    if request.path == "/metrics":
+        return connection.respond(200, generate_latest().decode())
+    return None
 
 
 async def handle(ws, bus):
     joined = set()
+    CONNECTIONS.inc()
     try:
         async for text in ws:
             try:
@@ -45,7 +60,9 @@ async def handle(ws, bus):
                 await ws.send(json.dumps({"type": "joined", "room": room}))
             elif message.get("type") == "chat" and isinstance(room, str):
                 await bus.publish(f"room:{room}", json.dumps(message))
+                PUBLISHED.inc()
     finally:
+        CONNECTIONS.dec()
         for room in joined:
             rooms[room].discard(ws)
 
@@ -63,6 +80,7 @@ async def fan_out(bus):
         for ws in list(rooms.get(room, ())):
             try:
                 await ws.send(text)
+                DELIVERED.inc()
             except Exception:
                 rooms[room].discard(ws)
 
@@ -73,7 +91,8 @@ async def main():
     stop = asyncio.get_running_loop().create_future()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set_result, None)
     fan = asyncio.create_task(fan_out(bus))
-    async with serve(lambda ws: handle(ws, bus), "127.0.0.1", port) as server:
+    async with serve(lambda ws: handle(ws, bus), "127.0.0.1", port,
+                     process_request=metrics) as server:
         print(f"{NODE} listening on 127.0.0.1:{port}", flush=True)
         await stop
         print(f"{NODE} stopping: closing clients with 1001", flush=True)

@@ -199,6 +199,10 @@ def _compact_stats(sample: ClusterSample) -> dict[str, Any]:
             "total": round(getattr(total, metric), 1),
         }
     line["node_broker"] = {node: f.broker for node, f in nodes.items() if f.up}
+    scraped = {node: {k: round(v, 3) for k, v in f.extra.items()}
+               for node, f in nodes.items() if f.extra}
+    if scraped:  # a stack's own /metrics series
+        line["metrics"] = scraped
     line["backends"] = {
         backend: {"healthy": b.healthy, "connections": b.connections}
         for backend, b in sample.balancer.backends.items()

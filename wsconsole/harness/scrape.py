@@ -31,11 +31,16 @@ BODY_LIMIT = 4 << 20  # the most of one /metrics answer that is read
 
 def select(text: str, patterns: tuple[str, ...]) -> tuple[dict[str, float], dict[str, float]]:
     """(gauges, counters) of the families matching `patterns`, summed over label sets
-    (ValueError for text that is not the exposition format)."""
+    (ValueError for text that is not the exposition format). The `<name>_created` time
+    stamps the Python client writes beside a counter, histogram or summary are not series."""
     gauges: dict[str, float] = {}
     counters: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        if not any(fnmatch.fnmatchcase(family.name, pattern) for pattern in patterns):
+    families = list(text_string_to_metric_families(text))
+    stamped = {f"{f.name}_created" for f in families
+               if f.type in ("counter", "histogram", "summary")}
+    for family in families:
+        if family.name in stamped or \
+                not any(fnmatch.fnmatchcase(family.name, pattern) for pattern in patterns):
             continue
         if family.type == "counter":  # `x_total` samples; prom-client's plain `x` too
             names = (family.name + "_total", family.name)
