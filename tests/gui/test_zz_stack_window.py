@@ -54,6 +54,9 @@ def test_open_a_stack_kill_its_node_and_close(qloop, settings_path) -> None:  # 
                         "messages per node in the series", 30)
             await until(lambda: w.plots.points("bytes_out_per_s.total") >= 2,
                         "the bytes plot", 20)
+            # the app's own /metrics, scraped: the App metrics plot
+            await until(lambda: w.plots.points("metric.broadcast_connections.n1") >= 2,
+                        "the app's own series", 20)
             await until(lambda: sum(int(c) for c in cells(4)) >= 4, "connections per node", 20,
                         detail=lambda: cells(4))
             serving = await console.serving_node()
