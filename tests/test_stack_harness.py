@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from tests.test_harness_cli import HarnessProcess
 ROOT = Path(__file__).resolve().parent.parent
 FORKING = ROOT / "tests" / "fixtures" / "stacks" / "forking" / "stack.toml"
 BROADCAST = ROOT / "examples" / "python-broadcast" / "stack.toml"
+SSE = ROOT / "tests" / "fixtures" / "stacks" / "sse" / "stack.toml"
 
 
 def _state(pid: int) -> str:
@@ -169,3 +171,30 @@ def test_swarm_on_a_stack_starts_it_for_the_run_and_accounts_for_every_message()
     assert ready["url"].startswith("ws://127.0.0.1:") and summary["sent"] >= 20
     assert summary["delivered"] == summary["expected"] == 4 * summary["sent"]
     assert set(summary["per_node"]) <= {"n1", "n2"} and summary["per_client"]
+
+
+def test_an_sse_app_under_the_harness_has_its_events_counted(procs: ProcessRegistry) -> None:
+    """An aiohttp SSE node (chunked, comments between events): the balancer names the node
+    serving the stream and counts its events on the wire, none the other way."""
+    harness = HarnessProcess(procs, "--stack", str(SSE), "--stats-interval", "0.3")
+    pids: list[int] = []
+    try:
+        ready = harness.expect(lambda e: e["event"] == "ready", timeout=90)
+        pids = [n["pid"] for n in ready["nodes"]]
+        assert ready["url"].startswith("http://127.0.0.1:") and ready["url"].endswith("/events")
+        with urllib.request.urlopen(ready["url"] + "?count=40", timeout=30) as response:
+            node = response.headers["X-Wsconsole-Node"]
+            events = [line for line in response.read().decode().splitlines()
+                      if line.startswith("data: ")]
+        assert node in ("n1", "n2") and len(events) == 40
+        stats = harness.expect(lambda e: e["event"] == "stats" and
+                               e["msgs_out_per_s"][node] > 0)
+        assert stats["msgs_in_per_s"][node] == 0  # an event stream has no way up
+        harness.send(f"kill {node}")
+        assert harness.expect(lambda e: e["event"] in ("done", "error"))["event"] == "done"
+        harness.send("quit")
+        harness.expect(lambda e: e["event"] == "stopped")
+        assert harness.proc.wait(timeout=60) == 0
+        assert wait_for(lambda: not [p for p in pids if pid_alive(p)], timeout=10)
+    finally:
+        harness.stop(pids)

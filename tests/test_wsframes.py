@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import random
 
-from wsconsole.harness.wsframes import EventCounter, FrameCounter, Tally
+from wsconsole.harness.wsframes import Dechunker, EventCounter, FrameCounter, Tally
 
 
 def frame(opcode: int, data: bytes, fin: bool = True, mask: bool = False) -> bytes:
@@ -60,3 +60,29 @@ def test_server_sent_events_counted_byte_by_byte() -> None:
     for index in range(len(stream)):
         counter.feed(stream[index:index + 1])
     assert tally.messages == 3  # the comment-only block is no event
+
+
+def test_a_chunked_event_stream_counted_after_dechunking() -> None:
+    """As aiohttp and most servers stream SSE: each write its own chunk (sizes in hex, an
+    extension now and then), comments in chunks of their own, a last 0 chunk with a trailer.
+    Counted on the chunk lines themselves, 40 events read as 49."""
+    rng = random.Random(7)
+    writes = []
+    for n in range(1, 41):
+        writes.append(f'id: {n}\nevent: tick\ndata: {{"n": {n}}}\n\n'.encode())
+        if n % 5 == 0:
+            writes.append(b": keep-alive\n\n")
+    body = b"".join(f"{len(w):x}{';x=1' if i % 7 == 0 else ''}\r\n".encode() + w + b"\r\n"
+                    for i, w in enumerate(writes)) + b"0\r\nX-Trailer: 1\r\n\r\n"
+    for _ in range(20):
+        tally = Tally()
+        dechunker = Dechunker(EventCounter(tally).feed)
+        at = 0
+        while at < len(body):
+            step = rng.randint(1, 40)
+            dechunker(body[at:at + step])
+            at += step
+        assert tally.messages == 40
+    tally = Tally()
+    Dechunker(EventCounter(tally).feed)(b"zz\r\ndata: x\n\n")  # not chunked after all
+    assert tally.messages == 0

@@ -147,3 +147,13 @@ def add_response_header(head: bytes, name: str, value: str) -> bytes:
         return head
     field = f"{name}: {value}\r\n".encode("latin-1")
     return head[: line_end + 2] + field + head[line_end + 2 :]
+
+
+def response_chunked(head: bytes) -> bool:
+    """Whether a response head says its body comes with Transfer-Encoding: chunked (the
+    balancer then undoes the chunking before it counts the events of an SSE stream)."""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"transfer-encoding" and b"chunked" in value.lower():
+            return True
+    return False

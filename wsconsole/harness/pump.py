@@ -30,11 +30,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from wsconsole.harness.httphead import MAX_HEAD, add_response_header, find_head_end
+from wsconsole.harness.httphead import (
+    MAX_HEAD,
+    add_response_header,
+    find_head_end,
+    response_chunked,
+)
 from wsconsole.harness.netfaults import DOWN, UP, ActiveFaults
 from wsconsole.harness.routing import inject_cookie
 from wsconsole.harness.shaper import ShapedWriter
-from wsconsole.harness.wsframes import EventCounter, FrameCounter, Tally
+from wsconsole.harness.wsframes import Dechunker, EventCounter, FrameCounter, Tally
 
 NODE_HEADER = "X-Wsconsole-Node"  # names the serving node in responses (observe mode)
 
@@ -217,7 +222,8 @@ class Connection:
             self.up.observer = FrameCounter(self.backend.up).feed
             self.down.observer = FrameCounter(self.backend.down).feed
         elif b"text/event-stream" in head.lower():
-            self.down.observer = EventCounter(self.backend.down).feed
+            events = EventCounter(self.backend.down).feed
+            self.down.observer = Dechunker(events) if response_chunked(head) else events
         return head
 
     def reader_finished(self) -> None:

@@ -6,8 +6,10 @@ HTTP head. For a WebSocket connection (the backend answered 101) each direction 
 boundaries and skips payloads without copying or unmasking them, counting data messages
 (a final text, binary or continuation frame ends one), control frames and payload bytes.
 For a Server-Sent Events response it is an `EventCounter`, which counts events (a blank line
-ends one). A user's node that says nothing about itself still gets its messages per second in
-both directions, measured on the wire.
+ends one), behind a `Dechunker` when the body is sent with Transfer-Encoding: chunked (as
+most servers stream it: the chunk sizes are not lines of the stream). A user's node that
+says nothing about itself still gets its messages per second in both directions, measured
+on the wire.
 
 Pure: bytes in, counts out; no I/O. Cost: one small header parse per frame, measured on the
 shared 2-core box over 64 KiB chunks: about 1.5 us per 100-byte message (0.66 M/s), 2.5 us
@@ -15,6 +17,8 @@ per 1 KB one; a large frame costs the same as a small one (its payload is skippe
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 CONTINUATION, TEXT, BINARY = 0x0, 0x1, 0x2
 DATA_OPCODES = (CONTINUATION, TEXT, BINARY)
@@ -138,4 +142,49 @@ class EventCounter:
         self.line += len(last)
 
 
-__all__ = ["EventCounter", "FrameCounter", "Tally"]
+class Dechunker:
+    """Undoes Transfer-Encoding: chunked as the body passes, handing the data on to `feed`.
+    A size line that is not hexadecimal stops it (the stream is not what it said: nothing
+    more is counted rather than nonsense)."""
+
+    __slots__ = ("feed", "left", "size_line", "state")
+
+    SIZE, DATA, DATA_END, DONE = range(4)
+
+    def __init__(self, feed: Callable[[bytes], None]) -> None:
+        self.feed = feed
+        self.state = self.SIZE
+        self.size_line = b""  # a size line straddling chunks
+        self.left = 0  # data bytes of the current chunk still to come
+
+    def __call__(self, data: bytes) -> None:
+        """Take the next piece of the body."""
+        at, end = 0, len(data)
+        while at < end and self.state != self.DONE:
+            if self.state == self.DATA:
+                take = min(self.left, end - at)
+                self.feed(data[at:at + take])
+                at += take
+                self.left -= take
+                if self.left == 0:
+                    self.state = self.DATA_END
+                continue
+            newline = data.find(b"\n", at)
+            if newline < 0:
+                if self.state == self.SIZE:
+                    self.size_line += data[at:]
+                return
+            line, at = self.size_line + data[at:newline], newline + 1
+            self.size_line = b""
+            if self.state == self.DATA_END:  # the CRLF after a chunk's data
+                self.state = self.SIZE
+                continue
+            try:
+                self.left = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                self.state = self.DONE
+                return
+            self.state = self.DATA if self.left else self.DONE
+
+
+__all__ = ["Dechunker", "EventCounter", "FrameCounter", "Tally"]
