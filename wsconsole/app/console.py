@@ -492,24 +492,16 @@ class Console:
         (harness/procs.py), read and driven by a SwarmLink (app/swarmlink.py).
 
         It runs until stopped (a day-long load phase), one token per simulated user signed
-        with the cluster's secret, demo timings for its heartbeats and backoff; on a stack
-        (`stack_path`) its clients follow the stack's recipe instead.
+        with the cluster's secret, the demo timings for its heartbeats and backoff (the
+        swarm's defaults); on a stack (`stack_path`) its clients follow the stack's recipe
+        instead.
         """
         from wsconsole.harness.auth import SECRET_ENV
-        from wsconsole.harness.cluster import (
-            DEMO_BACKOFF_CAP,
-            DEMO_BACKOFF_INITIAL,
-            DEMO_PING_INTERVAL,
-            DEMO_PING_TIMEOUT,
-        )
 
         env = dict(os.environ)
         args = [url, "--clients", str(clients), "--rooms", str(min(SWARM_ROOMS, clients)),
                 "--rate", str(SWARM_RATE), "--duration", "86400", "--ramp", "2",
-                "--backoff-initial", str(DEMO_BACKOFF_INITIAL),
-                "--backoff-cap", str(DEMO_BACKOFF_CAP), "--backoff-jitter", "0.5",
-                "--ping-interval", str(DEMO_PING_INTERVAL),
-                "--ping-timeout", str(DEMO_PING_TIMEOUT), "--json", "--fleet", "--control"]
+                "--json", "--fleet", "--control"]
         if stack_path is not None:
             args += ["--stack", stack_path]
         elif self.cluster is not None:

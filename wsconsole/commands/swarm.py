@@ -39,6 +39,7 @@ from wsconsole.core.heartbeat import PongPolicy
 from wsconsole.harness.clusterconfig import (
     DEMO_BACKOFF_CAP,
     DEMO_BACKOFF_INITIAL,
+    DEMO_BACKOFF_JITTER,
     DEMO_PING_INTERVAL,
     DEMO_PING_TIMEOUT,
 )
@@ -52,7 +53,7 @@ CONNECTION = ("token", "backoff_initial", "backoff_factor", "backoff_cap", "back
               "ping_interval", "ping_timeout", "pongs")
 DEFAULTS: dict[str, Any] = {
     "backoff_initial": DEMO_BACKOFF_INITIAL, "backoff_cap": DEMO_BACKOFF_CAP,
-    "backoff_jitter": 0.5, "ping_interval": DEMO_PING_INTERVAL,
+    "backoff_jitter": DEMO_BACKOFF_JITTER, "ping_interval": DEMO_PING_INTERVAL,
     "ping_timeout": DEMO_PING_TIMEOUT, "pongs": PongPolicy("off")}
 
 

@@ -26,9 +26,11 @@ PING_INTERVAL = 25.0
 PING_TIMEOUT = 10.0
 DEMO_PING_INTERVAL = 2.0
 DEMO_PING_TIMEOUT = 1.0
-# The clients' side of the demo preset (the GUI and the swarm build their BackoffPolicy from it).
+# The clients' side of the demo preset (the GUI, the swarm and the scenarios' [swarm] build
+# their BackoffPolicy from it; the factor is every policy's 2).
 DEMO_BACKOFF_INITIAL = 0.5
 DEMO_BACKOFF_CAP = 5.0
+DEMO_BACKOFF_JITTER = 0.5
 
 
 class ClusterError(WsconsoleError, RuntimeError):

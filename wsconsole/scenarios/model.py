@@ -30,6 +30,13 @@ from wsconsole.core.errors import ClientOptionsError
 from wsconsole.core.frames import MAX_CONTROL_PAYLOAD
 from wsconsole.core.heartbeat import PongPolicy
 from wsconsole.harness import netfaults, routing
+from wsconsole.harness.clusterconfig import (
+    DEMO_BACKOFF_CAP,
+    DEMO_BACKOFF_INITIAL,
+    DEMO_BACKOFF_JITTER,
+    DEMO_PING_INTERVAL,
+    DEMO_PING_TIMEOUT,
+)
 from wsconsole.harness.stackfile import Stack, StackError, load_stack
 from wsconsole.scenarios.assertions import Assertion, AssertionSyntaxError, parse_assertion
 from wsconsole.scenarios.replay import ReplaySpec, parse_replay
@@ -96,10 +103,10 @@ class ClusterSpec:
 class BackoffSpec:
     """[swarm.backoff]: the simulated clients' reconnect policy (demo preset by default)."""
 
-    initial: float = 0.5
+    initial: float = DEMO_BACKOFF_INITIAL
     factor: float = 2.0
-    cap: float = 5.0
-    jitter: float = 0.5
+    cap: float = DEMO_BACKOFF_CAP
+    jitter: float = DEMO_BACKOFF_JITTER
     max_attempts: int | None = None
 
 
@@ -116,8 +123,8 @@ class SwarmSpec:
     token_user: str = "swarm"
     payload: int = 0
     distinct_addresses: bool = True
-    ping_interval: float | None = 2.0
-    ping_timeout: float = 1.0
+    ping_interval: float | None = DEMO_PING_INTERVAL
+    ping_timeout: float = DEMO_PING_TIMEOUT
     backoff: BackoffSpec = field(default_factory=BackoffSpec)
     pongs_share: float = 0.0  # the heartbeat lab: this share of the clients ...
     pongs: PongPolicy = field(default_factory=lambda: PongPolicy("off"))  # ... answers so

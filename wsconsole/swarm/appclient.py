@@ -69,8 +69,8 @@ class AppClient:
 
     def __init__(self, stack: Stack, url: str, name: str, index: int, user: str, room: str,
                  accounting: AppAccounting, run: str, tasks: Tasks,
-                 backoff: BackoffPolicy, ping_interval: float | None = 2.0,
-                 ping_timeout: float = 1.0, connect_timeout: float = 10.0,
+                 backoff: BackoffPolicy, ping_interval: float | None,
+                 ping_timeout: float, connect_timeout: float = 10.0,
                  local_addr: tuple[str, int] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         assert stack.client is not None, "a stack with a [client] recipe"

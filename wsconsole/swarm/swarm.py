@@ -44,6 +44,13 @@ from wsconsole.core.heartbeat import PongPolicy, pong_share
 from wsconsole.core.lifecycle import State, Transition
 from wsconsole.core.tasks import Tasks, spawn
 from wsconsole.errors import WsconsoleError
+from wsconsole.harness.clusterconfig import (
+    DEMO_BACKOFF_CAP,
+    DEMO_BACKOFF_INITIAL,
+    DEMO_BACKOFF_JITTER,
+    DEMO_PING_INTERVAL,
+    DEMO_PING_TIMEOUT,
+)
 from wsconsole.harness.stackfile import Stack
 from wsconsole.swarm.accounting import Accounting
 from wsconsole.swarm.fleet import FleetWatch
@@ -82,7 +89,8 @@ class SwarmConfigError(WsconsoleError, ValueError):
 
 def demo_backoff() -> BackoffPolicy:
     """The demo timings preset for clients (DESIGN.md): 0.5 s doubling, cap 5 s, jitter 0.5 s."""
-    return BackoffPolicy(initial=0.5, factor=2.0, cap=5.0, jitter=0.5)
+    return BackoffPolicy(initial=DEMO_BACKOFF_INITIAL, cap=DEMO_BACKOFF_CAP,
+                         jitter=DEMO_BACKOFF_JITTER)
 
 
 @dataclass
@@ -104,8 +112,8 @@ class SwarmConfig:
     payload: int = 0  # padding bytes added to each message
     distinct_addresses: bool = True  # own 127.x.y.z per client (Linux loopback only)
     backoff: BackoffPolicy = field(default_factory=demo_backoff)
-    ping_interval: float | None = 2.0
-    ping_timeout: float = 1.0
+    ping_interval: float | None = DEMO_PING_INTERVAL
+    ping_timeout: float = DEMO_PING_TIMEOUT
     connect_timeout: float = 10.0
     queue_limit: int | None = 10_000
     stats_interval: float = 1.0
