@@ -168,6 +168,7 @@ class Console:
         self.cluster_state = "none"  # none, starting, ready, failed, stopping, stopped
         self.stack_path: str | None = None  # the stack file the cluster runs, if any
         self.demo_swarm = 0  # simulated clients of the demo (kept for a restart)
+        self.demo_shards = 0  # the demo's broker as a Valkey Cluster of N shards (0: a server)
         self.swarm: SwarmLink | None = None
         self.proxy = ConsoleProxy(self.frames, self.timeline)  # listens once started
         self.sample_interval = sample_interval
@@ -409,6 +410,16 @@ class Console:
         self.timeline.fault(f"net {kind + ' ' if kind else ''}cleared on {target}")
         return result
 
+    async def shard_action(self, action: str, target: str) -> None:
+        """An operation on the cluster broker: kill / restart a server (s1a), failover /
+        partition / heal a shard (s1); marked on the Timeline like any fault."""
+        cluster = self._ready_cluster()
+        await cluster.shard(action, target)
+        self._started_pids.update(cluster.pids())
+        self.timeline.fault(f"shard {action} {target}")
+        self.errors.info(f"broker cluster: {action} {target}")
+        self._changed()
+
     async def set_sticky(self, mode: str) -> None:
         """Switch the balancer's affinity mode (ip, cookie, sid)."""
         await self._ready_cluster().set_sticky(mode)
@@ -443,9 +454,11 @@ class Console:
                 return node_id
         return None
 
-    async def start_demo(self, swarm_clients: int = 20, tls: bool = False) -> None:
-        """The default start-up: demo cluster (wss:// with `tls`), the console's own client
-        in a room, the swarm."""
+    async def start_demo(self, swarm_clients: int = 20, tls: bool = False,
+                         broker_cluster: int | None = None) -> None:
+        """The default start-up: demo cluster (wss:// with `tls`; its broker a Valkey Cluster
+        of `broker_cluster` shards, or one server), the console's own client in a room, the
+        swarm."""
         from wsconsole.harness.cluster import (
             DEMO_BACKOFF_CAP,
             DEMO_BACKOFF_INITIAL,
@@ -453,7 +466,10 @@ class Console:
         )
 
         self.demo_swarm = swarm_clients
-        cluster = await self.start_cluster(ClusterConfig.demo(tls=tls))
+        if broker_cluster is not None:
+            self.demo_shards = broker_cluster
+        cluster = await self.start_cluster(
+            ClusterConfig.demo(tls=tls, broker_cluster=self.demo_shards))
         profile = Profile(
             name=CONSOLE_CONN,
             url=cluster.url,

@@ -228,6 +228,16 @@ class ClusterPort(Protocol):
         """Balancer."""
         ...
 
+    @property
+    def shards(self) -> list[dict[str, Any]]:
+        """A cluster broker's shards (name, state, primary, replicas, slots, pids); [] for a
+        single server."""
+        ...
+
+    async def shard(self, action: str, target: str, slot: int | None = None) -> None:
+        """An operation on a cluster broker's server or shard."""
+        ...
+
 
     @property
     def config(self) -> ClusterConfigView:

@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="simulated clients in the demo (default 20; 0 = none)")
     parser.add_argument("--tls", action="store_true",
                         help="the demo cluster serves wss:// (certificates of the local CA)")
+    parser.add_argument("--broker-cluster", type=int, default=0, metavar="N",
+                        help="the demo's broker is a Valkey Cluster of N shards (a primary "
+                             "and a replica each), shown and broken in the Cluster panel")
     parser.add_argument("--settings", metavar="FILE",
                         help="keep window layout, profiles and templates in this .ini file")
     parser.add_argument("--frames", type=int, default=1_000_000, metavar="N",
@@ -46,6 +49,8 @@ def options_from(args: argparse.Namespace) -> object:
             load_stack(args.stack)
         except StackError as exc:
             raise ValueError(str(exc)) from None
+    if not 0 <= args.broker_cluster <= 16:
+        raise ValueError("--broker-cluster takes 1 to 16 shards")
     if args.frames < 1000:
         raise ValueError("--frames must be at least 1000")
     from wsconsole.gui.app import GuiOptions
@@ -56,6 +61,7 @@ def options_from(args: argparse.Namespace) -> object:
         stack=args.stack,
         swarm_clients=args.swarm,
         tls=args.tls,
+        broker_cluster=args.broker_cluster,
         settings_path=args.settings,
         frame_capacity=args.frames,
     )

@@ -41,6 +41,7 @@ class GuiOptions:
     stack: str | None = None  # run the user's own nodes (a stack file) instead of the demo
     swarm_clients: int = 20
     tls: bool = False  # the demo cluster serves wss://
+    broker_cluster: int = 0  # the demo's broker: a Valkey Cluster of N shards (0: a server)
     settings_path: str | None = None  # an .ini file instead of the user's QSettings
     frame_capacity: int = 1_000_000
     width: int = 1600
@@ -97,7 +98,8 @@ class ConsoleApp:
             self.startup = self.console.spawn(self._stack_started(), "stack start-up")
         elif self.options.harness:
             self.startup = self.console.spawn(
-                self.console.start_demo(self.options.swarm_clients, tls=self.options.tls),
+                self.console.start_demo(self.options.swarm_clients, tls=self.options.tls,
+                                        broker_cluster=self.options.broker_cluster),
                 "demo start-up")
         self.window.connection.sync_list()
 

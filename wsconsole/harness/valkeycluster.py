@@ -14,7 +14,9 @@ Chaos, each a real operation on the real cluster:
   node timeout (`node_timeout_ms`, 1 s here: detection and election take about 1.5-2 s);
 - `restart(name)`: the node again on its ports and folder; a former primary comes back as a
   replica of the one promoted in its place (its `nodes.conf` says it was failed over);
-- `failover(shard)`: a replica takes over (CLUSTER FAILOVER; FORCE when the primary is gone);
+- `failover(shard)`: a replica takes over (CLUSTER FAILOVER; TAKEOVER when the primary is
+  gone). A cluster elects a dead primary's replica only with a majority of primaries alive:
+  with one or two shards a killed primary stays failed until `failover` or its restart;
 - `move_slot(slot, shard)`: the classic live migration (SETSLOT IMPORTING/MIGRATING, MIGRATE
   the keys, SETSLOT NODE on every primary); clients meanwhile get ASK, then MOVED.
 
@@ -422,12 +424,15 @@ class LocalValkeyCluster:
             procs.signal_group(node.proc.pid, signal.SIGCONT)
 
     def failover(self, shard: str, timeout: float = 10.0) -> str:
-        """Have a replica of `shard` take over as its primary; returns the new primary."""
+        """Have a replica of `shard` take over as its primary; returns the new primary. With
+        its primary alive, a coordinated CLUSTER FAILOVER; with it gone, TAKEOVER, which needs
+        no election (with fewer than three shards no majority of primaries is left to elect
+        a replica when one primary dies, so nothing else would bring the shard back)."""
         state = self.shard(shard)
         if not state.replicas:
             raise ValkeyClusterError(f"shard {shard} has no replica online to take over")
         chosen = self.nodes[state.replicas[0]]
-        mode = () if state.primary is not None else ("FORCE",)
+        mode = () if state.primary is not None else ("TAKEOVER",)
         with self._talk(chosen) as client:
             client.execute_command("CLUSTER", "FAILOVER", *mode)
         self._wait(f"{chosen.name} taking over {shard}",

@@ -16,21 +16,19 @@ from typing import Any
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from wsconsole.app.console import Console
+from wsconsole.gui.panels.shards import ShardsView
+from wsconsole.gui.tables import row_table, set_text
 from wsconsole.gui.theme import NODE_COLORS, badge_style
 from wsconsole.harness.stats import NodeFigures
 
@@ -56,19 +54,9 @@ class ClusterPanel(QWidget):
         self.tls_label = QLabel("")
         self.tls_label.setWordWrap(True)
         self.tls_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.table = QTableWidget(0, len(NODE_COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(NODE_COLUMNS))
-        self.table.verticalHeader().setVisible(False)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         # figures as wide as they need, the rest to the last column: a stack's command line
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        self.table = row_table(NODE_COLUMNS, visible_rows=5)
         self.table.setColumnHidden(COMMAND_COLUMN, True)
-        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
-        self.table.setMinimumHeight(5 * (self.fontMetrics().height() + 6) + 8)
 
         self.buttons: dict[str, QPushButton] = {}
         node_row = QHBoxLayout()
@@ -122,6 +110,7 @@ class ClusterPanel(QWidget):
         self.swarm_label.setWordWrap(True)
         self.message = QLabel("")
         self.message.setStyleSheet("color: #c0392b;")
+        self.shards = ShardsView(console, self.message)  # a cluster broker's shards
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -133,6 +122,7 @@ class ClusterPanel(QWidget):
         layout.addWidget(self.table, 1)
         layout.addLayout(node_row)
         layout.addLayout(broker_row)
+        layout.addWidget(self.shards, 1)
         layout.addWidget(self.balancer_label)
         layout.addLayout(net_row)
         layout.addLayout(sticky_row)
@@ -293,12 +283,7 @@ class ClusterPanel(QWidget):
                       row["connections"], f"{row['in']:.0f}", f"{row['out']:.0f}",
                       row["errors"], row["command"])
             for c, value in enumerate(values):
-                item = self.table.item(r, c)
-                if item is None:
-                    item = QTableWidgetItem()
-                    self.table.setItem(r, c, item)
-                if item.text() != str(value):
-                    item.setText(str(value))
+                item = set_text(self.table, r, c, str(value))
                 if c == 1:
                     item.setForeground(QColor(NODE_COLORS.get(row["state"], "#444")))
                 elif c == COMMAND_COLUMN and item.toolTip() != str(value):
@@ -308,6 +293,7 @@ class ClusterPanel(QWidget):
                                           Qt.AlignmentFlag.AlignVCenter)
         if selected is not None and self.selected_node() != selected:
             self.select_node(selected)
+        self.shards.refresh(cluster, enabled)
         swarm = self.console.swarm_summary()
         self.swarm_label.setText(swarm or "")
         self.swarm_label.setVisible(swarm is not None)
@@ -323,8 +309,15 @@ class ClusterPanel(QWidget):
         self.broker_badge.setStyleSheet(badge_style({"up": "running", "none": ""}.get(
             state, "killed")))
         kind = "external" if broker.external else f"pid {broker.pid}"
-        self.broker_detail.setText(f"{broker.url or ''}  ({kind})" if state != "none"
-                                   else "this stack shares no broker")
+        shards = cluster.shards
+        if shards:  # our own Valkey Cluster: its seeds are a long list, its PIDs per shard
+            servers = sum(1 for shard in shards for pid in shard.get("pids", {}).values() if pid)
+            kind = f"Valkey Cluster: {len(shards)} shards, {servers} servers running"
+        self.broker_detail.setText(kind if shards else f"{broker.url or ''}  ({kind})"
+                                   if state != "none" else "this stack shares no broker")
+        self.broker_detail.setToolTip(broker.url or "")
+        for action in ("broker_kill", "broker_restart"):  # a cluster breaks shard by shard
+            self.buttons[action].setVisible(not shards)
         balancer = cluster.balancer
         backends = cluster.latest.balancer.backends
         counts = ", ".join(f"{bid}: {b.connections}" for bid, b in sorted(backends.items()))

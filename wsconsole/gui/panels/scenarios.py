@@ -19,19 +19,16 @@ from typing import Any
 from PySide6.QtCore import QStandardPaths, Qt, QTimer, QUrl
 from PySide6.QtGui import QColor, QDesktopServices, QTextCursor, QTextFormat
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QSplitter,
     QTableWidget,
-    QTableWidgetItem,
     QTextEdit,
     QVBoxLayout,
     QWidget,
@@ -49,6 +46,7 @@ from wsconsole.app.scenariorun import (
     ScenarioControl,
     ScenarioRun,
 )
+from wsconsole.gui.tables import row_table, set_text
 from wsconsole.gui.theme import mono
 from wsconsole.scenarios.model import Scenario, ScenarioError, parse_scenario, shipped_scenarios
 
@@ -75,25 +73,11 @@ def default_report_dir() -> Path:
 
 
 def _table(columns: tuple[str, ...]) -> QTableWidget:
-    table = QTableWidget(0, len(columns))
-    table.setHorizontalHeaderLabels(list(columns))
-    table.verticalHeader().setVisible(False)
-    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-    header = table.horizontalHeader()
-    header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    header.setStretchLastSection(True)
-    table.verticalHeader().setDefaultSectionSize(table.fontMetrics().height() + 6)
-    return table
+    return row_table(columns, selectable=False)
 
 
 def _set(table: QTableWidget, row: int, col: int, text: str, color: str | None = None) -> None:
-    item = table.item(row, col)
-    if item is None:
-        item = QTableWidgetItem()
-        table.setItem(row, col, item)
-    if item.text() != text:
-        item.setText(text)
+    item = set_text(table, row, col, text)
     if color is not None:
         item.setBackground(QColor(color))
         item.setForeground(QColor("white"))
