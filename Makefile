@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench soak conformance package clean debian-packages
+.PHONY: run test lint bench bench-scaleout soak conformance package clean debian-packages
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ test: lint debian-packages
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m benchmarks
+
+# Fan-out through a sharded broker (1 server; Valkey Clusters of 1, 2, 3 shards) and the cost
+# of WAIT before a publish's acknowledgement: writes docs/scale-out.json (docs/scale-out.md).
+bench-scaleout: $(STAMP)
+	$(BIN)/python -m benchmarks.scaleout
 
 # A long chaos run: 600 overlapping faults (WSCONSOLE_CHAOS_FAULTS) per node flavour against
 # a real cluster, judged by an independent client; prints the table. Replay a failing run
