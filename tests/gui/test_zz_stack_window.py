@@ -48,6 +48,9 @@ def test_open_a_stack_kill_its_node_and_close(qloop, settings_path) -> None:  # 
 
             session = console.sessions[CONSOLE_CONN]
             await until(lambda: session.state is State.OPEN, "the console's connection", 20)
+            # it joined the swarm's room as the recipe says: the app's chat reaches it
+            await until(lambda: session.frames_in >= 5, "chat frames to the console", 20,
+                        detail=lambda: (session.frames_out, session.frames_in))
             # traffic counted on the wire per node reaches the series and the table
             await until(lambda: any((console.series.last(f"msgs_out_per_s.{n}") or 0) > 0
                                     for n in ("n1", "n2")),
@@ -82,6 +85,8 @@ def test_open_a_stack_kill_its_node_and_close(qloop, settings_path) -> None:  # 
                 return State.RECONNECTING in later and later[-1] is State.OPEN
 
             await until(reconnected, "the console's connection back on the other node", 30)
+            before = session.frames_in  # the join is sent again on the new connection
+            await until(lambda: session.frames_in >= before + 5, "chat after the reconnect", 20)
             await until(lambda: w.fault_marks.count() >= 1, "the kill on the plots", 10)
             pids = console.started_pids()
             w.close()

@@ -129,6 +129,8 @@ class Session:
                 self._decoding_context = False
             elif event.state is State.OPEN:
                 self._set_decoding_context(opened=True)
+                if self.greeting and self.client is not None:
+                    self.console.spawn(self._greet(self.client), f"greet {self.name}")
             if event.state is State.RECONNECTING:
                 self.reconnects += 1
             if event.error:
@@ -137,7 +139,11 @@ class Session:
             self.last_error = f"{event.kind}: {event.detail}"
 
     async def _greet(self, client: SessionClient) -> None:
+        """A stack's auth and join messages, sent on every open (the app forgets them with
+        the connection); a connection that closes meanwhile gets them on its next open."""
         for message in self.greeting:
+            if client.state is not State.OPEN:
+                return
             await client.send(message)
 
     def _delivery_latency(self, frame: FrameRecord) -> None:

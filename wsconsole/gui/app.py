@@ -94,24 +94,13 @@ class ConsoleApp:
             self.startup = self.console.spawn(self.console.connect(TARGET_CONN, profile),
                                               "connect target")
         elif self.options.stack:
-            self.window.open_stack(self.options.stack, self.options.swarm_clients)
-            self.startup = self.console.spawn(self._stack_started(), "stack start-up")
+            self.startup = self.window.open_stack(self.options.stack, self.options.swarm_clients)
         elif self.options.harness:
             self.startup = self.console.spawn(
                 self.console.start_demo(self.options.swarm_clients, tls=self.options.tls,
                                         broker_cluster=self.options.broker_cluster),
                 "demo start-up")
         self.window.connection.sync_list()
-
-    async def _stack_started(self) -> None:
-        """Wait for the stack the window was told to open (the menu's task runs it)."""
-        while self.console.cluster_state in ("none", "starting", "stopped"):
-            if self.console.cluster_state == "stopped" and self.console.stack_path is None:
-                break
-            await asyncio.sleep(0.1)
-        if self.console.cluster_state != "ready":
-            raise RuntimeError(f"the stack did not start ({self.console.cluster_state})")
-        await asyncio.sleep(1.0)  # the console's own connection opens
 
     async def wait_ready(self, timeout: float) -> bool:
         """Wait until the start-up work finished (True) or failed/timed out (False)."""

@@ -9,8 +9,10 @@ stops processes itself.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 from PySide6.QtCore import QSettings, Qt, Signal
@@ -211,15 +213,16 @@ class MainWindow(QMainWindow):
         if path:
             self.open_stack(path)
 
-    def open_stack(self, path: str, swarm_clients: int = 20) -> None:
+    def open_stack(self, path: str, swarm_clients: int = 20) -> asyncio.Task[Any]:
         """Run the stack in `path` in place of the current cluster (errors go to the Log),
-        with `swarm_clients` simulated users on its recipe."""
+        with `swarm_clients` simulated users on its recipe; the task starting it."""
         self.settings.setValue("stacks/recent",
                                orjson.dumps(remember(self.recent_stacks(), path)).decode())
         self._fill_recent()
         self.setWindowTitle(f"wsconsole {__version__} — {Path(path).name}")
         self.docks["Cluster"].raise_()
-        self.console.spawn(self.console.start_stack(path, swarm_clients), f"open stack {path}")
+        return self.console.spawn(self.console.start_stack(path, swarm_clients),
+                                  f"open stack {path}")
 
     def show_node_output(self, node_id: str) -> None:
         """Raise the Node output dock on `node_id`."""
