@@ -19,7 +19,7 @@ import socketio
 from websockets.asyncio.client import connect
 
 from tests.stackkit import WireRecorder, install_example
-from wsconsole.scenarios.model import load_scenario
+from wsconsole.scenarios.model import ScenarioError, load_scenario
 from wsconsole.scenarios.runner import ScenarioRunner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,3 +201,47 @@ async def test_socketio_recovery_recovers_a_clean_stop_not_a_kill(
     # it goes down reaches nobody in both cases: that is `undelivered`, not `missed`.)
     assert killed["missed"] > 0, windows
     assert drained["missed"] * 10 < killed["missed"], windows
+
+
+async def test_a_recorded_conversation_replays_against_the_stacks_nodes(tmp_path: Path) -> None:
+    """A replay scenario naming a stack: the example's nodes start, the recorded join and
+    chat go through the balancer, and the replies match the recording (the delivering node
+    ignored); the same file with a reply that never comes is marked where it diverged."""
+    stack = EXAMPLES / "python-broadcast" / "stack.toml"
+    text = f"""\
+name = "replay on a stack"
+stack = "{stack}"
+[replay]
+timing = "fast"
+wait = 1.0
+reply_timeout = 5.0
+ignore = ["node"]
+[[replay.send]]
+at = 0.0
+text = '{{"type": "join", "room": "r"}}'
+[[replay.expect]]
+at = 0.01
+text = '{{"type": "joined", "room": "r"}}'
+[[replay.send]]
+at = 0.1
+after = 1
+text = '{{"type": "chat", "room": "r", "id": "m1"}}'
+[[replay.expect]]
+at = 0.12
+text = '{{"type": "chat", "room": "r", "id": "m1", "node": "n1"}}'
+[[assertions]]
+expect = "diverged == 0"
+"""
+    path = tmp_path / "replay.toml"
+    path.write_text(text)
+    result = await ScenarioRunner(load_scenario(path)).run()
+    assert result.error is None, result.error
+    assert result.passed, [a.as_dict() for a in result.assertions]
+    assert result.summary["matched"] == 2 and result.summary["connected"] == 1
+    path.write_text(text.replace('"id": "m1", "node"', '"id": "other", "node"'))
+    wrong = await ScenarioRunner(load_scenario(path)).run()
+    assert not wrong.passed and wrong.summary["first_divergence"] == 1
+    # a Socket.IO stack cannot replay WebSocket messages: said where it is written
+    path.write_text(text.replace(str(stack), str(EXAMPLES / "socketio-chat" / "stack.toml")))
+    with pytest.raises(ScenarioError, match="the stack socketio-chat speaks socketio"):
+        load_scenario(path)

@@ -2,8 +2,8 @@
 
 A scenario names the cluster to start, the swarm to put on it, timed steps that break it,
 and assertions that decide the verdict (docs/scenarios.md has the full reference); or, in
-place of the swarm, a recorded connection to replay against `url` or the harness of its
-[cluster] (scenarios/replay.py).
+place of the swarm, a recorded connection to replay against `url`, the harness of its
+[cluster] or the nodes of its stack (scenarios/replay.py).
 Instead of [cluster], `stack = "my-app.toml"` runs the user's own nodes (a stack file,
 docs/stacks.md, relative to the scenario) and the swarm follows the stack's client recipe:
 
@@ -229,16 +229,18 @@ def parse_scenario(text: str, path: str | None = None) -> Scenario:
         raise r.fail(f"url must start with ws:// or wss://, not {url!r}", "url")
     if url is not None and "cluster" in data:
         raise r.fail("give either url (an external server) or [cluster], not both", "cluster")
-    stack = _stack(r, data, path)
-    if stack is not None and "replay" in data:
-        raise r.fail("a stack scenario puts the swarm on the stack: no [replay]", "replay")
+    stack = _stack(r, data, path, swarm="replay" not in data)
+    if stack is not None and "replay" in data and stack.protocol.kind != "websocket":
+        raise r.fail(f"a replay plays WebSocket messages; the stack {stack.name} speaks "
+                     f"{stack.protocol.kind}", "replay")
     cluster = None if url is not None or stack is not None else \
         _cluster(r, r.table(data, "cluster"))
     replay, swarm, steps = None, None, []
     if "replay" in data:
-        if url is None and "cluster" not in data:
-            raise r.fail("a [replay] needs url = the server to replay against, or a [cluster] "
-                         "(the demo harness, started for the run)", "replay")
+        if url is None and "cluster" not in data and stack is None:
+            raise r.fail("a [replay] needs url = the server to replay against, a [cluster] "
+                         "(the demo harness, started for the run) or stack = (your nodes)",
+                         "replay")
         if "swarm" in data or "steps" in data:
             raise r.fail("a [replay] scenario has no [swarm] and no steps: the recording is "
                          "its load", "swarm" if "swarm" in data else "steps")
@@ -265,8 +267,10 @@ def parse_scenario(text: str, path: str | None = None) -> Scenario:
     )
 
 
-def _stack(r: TomlReader, data: dict[str, Any], path: str | None) -> Stack | None:
-    """The stack file the scenario names (relative to the scenario's folder), validated."""
+def _stack(r: TomlReader, data: dict[str, Any], path: str | None,
+           swarm: bool = True) -> Stack | None:
+    """The stack file the scenario names (relative to the scenario's folder), validated;
+    with `swarm`, it must have the [client] recipe the swarm follows."""
     if "stack" not in data:
         return None
     name = r.string(data, "stack", None)
@@ -280,7 +284,7 @@ def _stack(r: TomlReader, data: dict[str, Any], path: str | None) -> Stack | Non
         stack = load_stack(stack_path)
     except StackError as exc:
         raise r.fail(f"stack: {exc}", "stack") from None
-    if stack.client is None:
+    if swarm and stack.client is None:
         raise r.fail(f"the stack {stack_path} has no [client] recipe for the swarm", "stack")
     return stack
 

@@ -298,8 +298,8 @@ class ScenarioRunner:
             (replay.duration + replay.wait + replay.reply_timeout * len(replay.sends))
             * self.scale + 30.0)
         token = self.token  # the harness's own, or one signed with the server's secret
-        if self.cluster is not None:
-            token = self.cluster.token("replay")
+        if self.cluster is not None and self.scenario.stack is None:
+            token = self.cluster.token("replay")  # a stack's app: the recording's own auth
         elif self.secret is not None:
             from wsconsole.harness.auth import issue_token
 
