@@ -60,6 +60,7 @@ async def run(size: WindowSize, repeat: int, log: Callable[[str], None]) -> dict
     return {
         "rates": by_rate,
         "max_responsive_rate": max(responsive) if responsive else None,
+        "max_frames_per_s": max((v["frames_per_s"] or 0) for v in by_rate.values()),
         "most": size.most,
         "most_frames_per_s": most,
         "most_lag_p99_ms": summarize([r["most"]["lag_p99_ms"] for r in good])["median"],
