@@ -196,6 +196,8 @@ def test_epochs_from_the_server_and_its_notices_decide_what_is_owed() -> None:
     assert acc.expected_for("silent", "r") == ["m1", "m2", "m3", "m4", "m5"]
     assert acc.expected_for("late", "r") == ["m1", "m5"]
     assert summary["lost"] == 2 and summary["reset_notices"] == 2
+    # told: m2, m3 (its reset); late: m2, m3 (its reset) and m4 (the window error)
+    assert summary["announced_lost"] == 5
     assert summary["out_of_order"] == summary["duplicated"] == 0
     acc.delivered_message("told", "r", 3, "m3", None, epoch="e1")  # an epoch it left behind
     assert acc.summary(1.0)["out_of_order"] == 1
@@ -224,3 +226,15 @@ def test_compaction_keeps_verdicts_and_bounds_memory() -> None:
     acc.acked("a-new", 1, at=101.0)
     assert acc.epochs() == {"r": 1}
     assert acc.lost() == 1 + 2  # both subscribers now owe the first message of the new epoch
+
+
+def test_compaction_keeps_the_announced_losses_apart_from_the_silent_ones() -> None:
+    acc = Accounting(started_at=0.0, horizon=0.0, compact_above=0)
+    acc.joined("a", "r", 0, epoch="e1")
+    for n in (1, 2, 3):
+        acc.published("p", "r", f"m{n}")
+        acc.acked(f"m{n}", n, epoch="e1")
+    acc.window_exceeded("a", "r", 2, epoch="e1")  # m1, m2 will not come: told so
+    before = (acc.announced_lost(), acc.lost())
+    assert acc.compact(now=1e9) == 3
+    assert before == (acc.announced_lost(), acc.lost()) == (2, 1)

@@ -204,7 +204,9 @@ def _human_summary(s: dict[str, Any]) -> str:
             f" ({s['never_connected']} never connected, {s['disconnected_at_end']} down at end)",
             sent,
             f"  delivered {s['delivered']} of {s['expected']} owed  lost {s['lost']}"
-            f"  duplicated {s['duplicated']}  out of order {s['out_of_order']}",
+            + (f" (and {s['announced_lost']} the server said would not come)"
+               if s.get("announced_lost") else "")
+            + f"  duplicated {s['duplicated']}  out of order {s['out_of_order']}",
             f"  latency ms p50 {ms('p50_latency_ms')}  p95 {ms('p95_latency_ms')}"
             f"  p99 {ms('p99_latency_ms')}  max {ms('max_latency_ms')}",
             f"  reconnects {s['reconnects']}  time-to-reconnect ms p50 {ms('reconnect_p50_ms')}"

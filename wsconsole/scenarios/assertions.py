@@ -42,6 +42,7 @@ METRICS: frozenset[str] = frozenset(
         "expected",
         "delivered",
         "lost",
+        "announced_lost",
         "duplicated",
         "out_of_order",
         "seq_mismatch",

@@ -14,6 +14,8 @@ live and at the end, the questions a QA engineer asks after breaking a cluster:
   is gone, and `error recovery_window_exceeded` that everything up to its `seq` is, so
   those are not counted lost. (A server that sends no epoch: an acked seq taken by another
   id opens a new epoch.)
+- announced lost: those a subscriber did not receive because it was told so (a reset, a
+  window error): not silent, but not delivered either, so a QA engineer sees how many;
 - duplicated: the same message id delivered twice to one subscriber;
 - out of order: a seq below one the subscriber already saw in that room;
 - publish-to-deliver latency percentiles (in a `LatencyHistogram`: fixed memory however
@@ -51,13 +53,23 @@ class _Subscription:
     covered: list[tuple[int, int, int]] = field(default_factory=list)
     resets: int = 0
 
-    def owes(self, epoch: int, seq: int) -> bool:
-        """Whether an acknowledged (epoch, seq) is owed to this subscriber."""
-        if epoch < self.epoch or (epoch == self.epoch and seq <= self.baseline):
-            return False
-        return not any(
+    def after_join(self, epoch: int, seq: int) -> bool:
+        """Whether an acknowledged (epoch, seq) came after this subscriber's first `joined`."""
+        return not (epoch < self.epoch or (epoch == self.epoch and seq <= self.baseline))
+
+    def told_gone(self, epoch: int, seq: int) -> bool:
+        """Whether a reset or a window error told this subscriber (epoch, seq) will not come."""
+        return any(
             e == epoch and seq > low and (high < 0 or seq <= high) for e, low, high in self.covered
         )
+
+    def owes(self, epoch: int, seq: int) -> bool:
+        """Whether an acknowledged (epoch, seq) is owed to this subscriber."""
+        return self.after_join(epoch, seq) and not self.told_gone(epoch, seq)
+
+    def announced(self, epoch: int, seq: int) -> bool:
+        """Whether (epoch, seq) came after the join and was announced as gone."""
+        return self.after_join(epoch, seq) and self.told_gone(epoch, seq)
 
 
 @dataclass(slots=True)
@@ -91,6 +103,7 @@ class Accounting:
         self.compact_above = compact_above
         self._final_expected = 0
         self._final_lost = 0
+        self._final_announced = 0
         self.book = ConnectionBook(started_at)
         self.subs: dict[tuple[str, str], _Subscription] = {}
         self.sent = 0
@@ -267,6 +280,8 @@ class Accounting:
                         self._final_expected += 1
                         if not had:
                             self._final_lost += 1
+                    elif not had and sub.announced(epoch, seq):
+                        self._final_announced += 1
                 self._room_of.pop(ident, None)
                 self._acked_seq.pop(ident, None)
                 if acks.by_seq.get(seq) == ident:
@@ -336,6 +351,17 @@ class Accounting:
             total += sum(1 for ident in self.expected_for(name, room) if ident not in sub.ids)
         return total
 
+    def announced_lost(self) -> int:
+        """Acknowledged messages a subscriber does not have because it was told they would
+        not come (a reset, a window error): counted apart from the silent losses."""
+        total = self._final_announced
+        for (_, room), sub in self.subs.items():
+            acks = self._rooms.get(room)
+            if acks is not None:
+                total += sum(1 for epoch, seq, ident in acks.acked
+                             if ident not in sub.ids and sub.announced(epoch, seq))
+        return total
+
     def epochs(self) -> dict[str, int]:
         """Rooms whose sequence restarted (a broker that lost its state), and how often."""
         return {room: acks.epoch for room, acks in self._rooms.items() if acks.epoch}
@@ -401,6 +427,7 @@ class Accounting:
             "expected": self.expected(),
             "delivered": self.delivered,
             "lost": self.lost(),
+            "announced_lost": self.announced_lost(),
             "duplicated": self.duplicated,
             "out_of_order": self.out_of_order,
             "seq_mismatch": self.seq_mismatch,
