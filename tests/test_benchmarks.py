@@ -69,7 +69,10 @@ def _assert_fanout(fan: dict) -> None:  # type: ignore[type-arg]
     steps = fan["runs"][0]["steps"]
     # traffic really flowed: every subscriber got every message of the first step in time
     assert steps[0]["delivered_ratio"] == 1.0, steps[0]
-    assert steps[0]["p50_ms"] <= steps[0]["p99_ms"] and steps[0]["cpu_us_per_delivery"] > 0
+    assert steps[0]["p50_ms"] <= steps[0]["p99_ms"]
+    # the servers' CPU is measured; one tiny step can round to 0 at the kernel's 10 ms tick
+    # (a single-process contender at its lowest rate), the run as a whole cannot
+    assert max(step["cpu_us_per_delivery"] for step in steps) > 0, steps
     assert fan["saturation_per_s"] > 0 and fan["loadgen_cpu_max_pct"] is not None
 
 
