@@ -238,3 +238,19 @@ def test_compaction_keeps_the_announced_losses_apart_from_the_silent_ones() -> N
     before = (acc.announced_lost(), acc.lost())
     assert acc.compact(now=1e9) == 3
     assert before == (acc.announced_lost(), acc.lost()) == (2, 1)
+
+
+def test_the_joined_after_a_window_error_is_the_new_position() -> None:
+    """A publish can land between the node's window error (seq 3) and its `joined` (seq 4):
+    per protocol.md the `joined` is the client's new position, so 4 is announced, 5 owed."""
+    acc = Accounting(started_at=0.0)
+    acc.joined("a", "r", 0, epoch="e1")
+    for n in range(1, 6):
+        acc.published("p", "r", f"m{n}")
+        acc.acked(f"m{n}", n, epoch="e1")
+    acc.window_exceeded("a", "r", 3, epoch="e1")
+    acc.joined("a", "r", 4, epoch="e1")
+    assert acc.expected_for("a", "r") == ["m5"]
+    assert (acc.lost(), acc.announced_lost()) == (1, 4)
+    acc.joined("a", "r", 5, epoch="e1")  # a later plain rejoin moves nothing
+    assert acc.expected_for("a", "r") == ["m5"]

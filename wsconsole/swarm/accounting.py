@@ -48,7 +48,7 @@ class _Subscription:
     epoch: int
     max_seq: int
     ids: set[str] = field(default_factory=set)
-    window_exceeded: bool = False
+    window_pending: bool = False  # a window error came: the next `joined` is its position
     at: int = 0
     covered: list[tuple[int, int, int]] = field(default_factory=list)
     resets: int = 0
@@ -164,6 +164,13 @@ class Accounting:
             sub.at, sub.max_seq = index, 0
         elif seq < sub.max_seq:
             sub.max_seq = seq
+        if sub is not None and sub.window_pending:
+            # the `joined` after a window error is the client's new position (protocol.md):
+            # what was published between the error's seq and it will not come either
+            sub.window_pending = False
+            if index == sub.at and seq > sub.max_seq:
+                sub.covered.append((index, sub.max_seq, seq))
+                sub.max_seq = seq
 
     def _room(self, room: str) -> _RoomAcks:
         acks = self._rooms.get(room)
@@ -299,7 +306,7 @@ class Accounting:
         up to `seq` (of `epoch`) will not come; the `joined` that follows is its position."""
         sub = self.subs.get((name, room))
         if sub is not None:
-            sub.window_exceeded = True
+            sub.window_pending = True
             if seq is not None:
                 acks = self._room(room)
                 index = acks.epoch if epoch is None else self._index(acks, epoch)
