@@ -442,7 +442,9 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- Command: `{meta.get('command')}`",
         f"- Machine: {mach.get('cores')} cores, {mach.get('ram_gb')} GB RAM, "
         f"{mach.get('cpu_model')}, {mach.get('os')}; load average at start "
-        f"{mach.get('loadavg_at_start')}",
+        f"{mach.get('loadavg_at_start')}"
+        + (f" (each command's: {'; '.join(map(str, meta['loadavg_per_run']))})"
+           if meta.get("loadavg_per_run") else ""),
         f"- Versions: {versions}",
         "- Medians over the repeats; spreads are min-max.",
         "",
