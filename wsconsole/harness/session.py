@@ -246,8 +246,8 @@ class Session:
         if buffered is None:
             return  # left meanwhile
         in_step = node.adapter.note_seq(room, snap.epoch, snap.seq)
-        if gap is not None:
-            self.window_exceeded(gap)
+        if gap is not None:  # up to the position the `joined` gives: publishes may have
+            self.window_exceeded(gap, snap.seq)  # landed between the two snapshots
         reset = snap.reset or (gap is not None and gap.reset)
         self.send(
             encode("joined", room=room, epoch=snap.epoch, seq=snap.seq, reset=reset or None)
@@ -259,11 +259,12 @@ class Session:
         if not in_step or node.rooms.epoch(room) != snap.epoch:
             node.recheck(room)
 
-    def window_exceeded(self, gap: RecoveryWindowExceeded) -> None:
-        """Tell the client that frames of a room are beyond the kept history."""
+    def window_exceeded(self, gap: RecoveryWindowExceeded, seq: int | None = None) -> None:
+        """Tell the client that frames of a room up to `seq` (the gap's by default) will not
+        come: they are beyond the kept history."""
         self.error(
             "recovery_window_exceeded", str(gap), room=gap.room, epoch=gap.epoch,
-            first=gap.first, seq=gap.seq,
+            first=gap.first, seq=gap.seq if seq is None else seq,
         )  # fmt: skip
 
     async def leave(self, room: str) -> None:

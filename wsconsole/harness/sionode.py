@@ -319,8 +319,8 @@ class SioNode(Supervised):
         if buffered is None:
             return None  # left meanwhile
         in_step = self.adapter.note_seq(room, snap.epoch, snap.seq)
-        if gap is not None:
-            self._window_exceeded(conn, gap)
+        if gap is not None:  # up to the position `joined` gives (see session.Session.join)
+            self._window_exceeded(conn, gap, snap.seq)
         reset = snap.reset or (gap is not None and gap.reset)
         joined = {"room": room, "epoch": snap.epoch, "seq": snap.seq}
         self._emit(conn, "joined", {**joined, "reset": True} if reset else joined)
@@ -338,9 +338,11 @@ class SioNode(Supervised):
         for conn, epoch, seq in self.rooms.strays(room):
             await self.join(conn, room, seq, epoch)
 
-    def _window_exceeded(self, conn: SioConn, gap: RecoveryWindowExceeded) -> None:
-        error = self._error("recovery_window_exceeded", str(gap), room=gap.room,
-                            epoch=gap.epoch, first=gap.first, seq=gap.seq)  # fmt: skip
+    def _window_exceeded(
+        self, conn: SioConn, gap: RecoveryWindowExceeded, seq: int | None = None
+    ) -> None:
+        error = self._error("recovery_window_exceeded", str(gap), room=gap.room, epoch=gap.epoch,
+                            first=gap.first, seq=gap.seq if seq is None else seq)  # fmt: skip
         self._emit(conn, "error", error)
 
     async def _on_leave(self, sid: str, room: Any = None) -> Any:
