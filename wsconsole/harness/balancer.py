@@ -232,17 +232,7 @@ class Balancer:
         cookie_for = cookie_to_set(self.sticky, request, backend.id)
         conn = Connection(backend, (reader, writer), server, forwarded, cookie_for, self.changed,
                           observe=self.config.observe)
-        backend.connections += 1
-        backend.total += 1
-        backend.open.add(conn)
-        try:
-            if backend.faults is not None and backend.faults.reset:
-                conn.reset()
-                return
-            await conn.run()
-        finally:
-            backend.open.discard(conn)
-            backend.connections -= 1
+        await conn.carry()
 
     # -- faults and backends -----------------------------------------------------------------
 

@@ -246,6 +246,22 @@ class Connection:
         for writer in (self.client_writer, self.server_writer):
             writer.transport.abort()
 
+    async def carry(self) -> None:
+        """Run this connection counted in its backend's figures while it lasts; a reset
+        fault on the backend ends it at once (the balancer's and the relay's one way)."""
+        backend = self.backend
+        backend.connections += 1
+        backend.total += 1
+        backend.open.add(self)
+        try:
+            if backend.faults is not None and backend.faults.reset:
+                self.reset()
+                return
+            await self.run()
+        finally:
+            backend.open.discard(self)
+            backend.connections -= 1
+
     def reset(self) -> None:
         """Reset both sides: SO_LINGER 0 then close, so each peer sees an RST."""
         for writer in (self.client_writer, self.server_writer):

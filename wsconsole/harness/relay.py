@@ -104,17 +104,7 @@ class Relay:
             writer.transport.abort()
             return
         conn = Connection(backend, (reader, writer), server, b"", None, self.routes.changed)
-        backend.connections += 1
-        backend.total += 1
-        backend.open.add(conn)
-        try:
-            if backend.faults is not None and backend.faults.reset:
-                conn.reset()
-                return
-            await conn.run()
-        finally:
-            backend.open.discard(conn)
-            backend.connections -= 1
+        await conn.carry()
 
     def stats(self) -> dict[str, Any]:
         """Routes with their counters, and the active faults."""
