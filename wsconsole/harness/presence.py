@@ -181,6 +181,11 @@ class Presence:
         while True:
             await asyncio.sleep(self.refresh_interval)
             await self.refresh()
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # a cancel that landed inside redis-py's pipeline can be swallowed there: the
+                # task would go on refreshing and a stopped node's users would keep counting
+                raise asyncio.CancelledError
 
     async def release_all(self, timeout: float) -> None:
         """Remove every member this node holds (a clean stop), within `timeout` seconds."""
