@@ -45,6 +45,14 @@ def test_shards_in_the_cluster_panel_kill_a_primary_and_close(  # type: ignore[n
                         "a publish rate on a shard", 30,
                         detail=lambda: [cell(s, 6) for s in ("s1", "s2")])
             assert console.series.last("publishes_per_s.s1") is not None
+            # ... and the Plots panel draws each shard's rate in its own plot
+            w.plots.refresh()
+            assert "Shard publishes / s" in w.plots.titles
+            await until(lambda: (w.plots.refresh(), w.plots.points("publishes_per_s.s1"))[1] > 0,
+                        "s1's publish rate plotted", 10)
+            if os.environ.get("WSCONSOLE_SHOT_DIR"):
+                w.plots.grab().save(str(Path(os.environ["WSCONSOLE_SHOT_DIR"])
+                                        / "plots-shards.png"))
 
             view.run("kill_primary")
             assert "select a shard" in w.cluster.message.text()

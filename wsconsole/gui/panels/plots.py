@@ -2,7 +2,8 @@
 
 Messages and bytes per second are per node (in and out) and for the whole cluster; for a
 stack of the user's own nodes they are the balancer's count of the frames on the wire. A
-stack's scraped /metrics series appear in an "App metrics" plot once the first one arrives.
+stack's scraped /metrics series appear in an "App metrics" plot once the first one arrives,
+and a cluster broker's publishes per second of each shard in a "Shard publishes / s" plot.
 
 Each plot's legend sits beside it (never over the lines) and a crosshair follows the mouse
 with every curve's value at that moment (gui/plotaids.py).
@@ -39,7 +40,11 @@ PLOTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Reconnects / s", "", ("reconnects",)),
     ("Heartbeat RTT", "ms", ("rtt.",)),
 )
-APP_METRICS = ("App metrics", "", ("metric.",))  # added when a stack's first series arrives
+# Added under the others when their first series arrives: a stack's scraped /metrics, and
+# the publishes per second of each shard of a cluster broker.
+APP_METRICS = ("App metrics", "", ("metric.",))
+SHARD_PUBLISHES = ("Shard publishes / s", "", ("publishes_per_s.",))
+OPTIONAL_PLOTS = (APP_METRICS, SHARD_PUBLISHES)
 DIRECTIONS = {"msgs_in_per_s": "in", "msgs_out_per_s": "out", "bytes_in_per_s": "in",
               "bytes_out_per_s": "out"}
 TOTAL_CONNECTIONS = "connections.total"
@@ -68,6 +73,8 @@ def _label(name: str) -> str:
     kind, _, rest = name.partition(".")
     if kind in DIRECTIONS:
         return f"{rest} {DIRECTIONS[kind]}"
+    if kind == "publishes_per_s":
+        return f"{rest} publishes"
     if kind == "metric":
         metric, _, node = rest.rpartition(".")
         return f"{metric} {node}"
@@ -75,7 +82,8 @@ def _label(name: str) -> str:
 
 
 class PlotsPanel(QWidget):
-    """Five stacked plots sharing a time window; curves appear as series appear."""
+    """Stacked plots sharing a time window; curves appear as series appear, and the
+    optional plots with their first series."""
 
     def __init__(self, series: TimeSeries, parent: QWidget | None = None,
                  refresh_ms: int = 250, pull: Callable[[], object] | None = None) -> None:
@@ -154,6 +162,16 @@ class PlotsPanel(QWidget):
         self.plots.append((plot, prefixes))
         self.titles.append(title)
 
+    def _add_optional_plots(self) -> None:
+        """Add each optional plot once, when a series it draws first appears."""
+        added = False
+        for title, unit, prefixes in OPTIONAL_PLOTS:
+            if title not in self.titles and any(self.series.names(p) for p in prefixes):
+                self._add_plot(title, unit, prefixes)
+                added = True
+        if added:
+            self.restyle(self._dark)
+
     def _set_window(self, text: str) -> None:
         self.window = WINDOWS.get(text, 60.0)
         self.plots[0][0].setXRange(-self.window, 0, padding=0)
@@ -182,9 +200,7 @@ class PlotsPanel(QWidget):
         if self.paused or self.series.version == self._seen_version:
             return
         self._seen_version = self.series.version
-        if len(self.plots) == len(PLOTS) and self.series.names(APP_METRICS[2][0]):
-            self._add_plot(*APP_METRICS)
-            self.restyle(self._dark)
+        self._add_optional_plots()
         now = time.time()
         since = now - self.window
         for plot, prefixes in self.plots:
