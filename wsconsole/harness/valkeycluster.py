@@ -34,6 +34,7 @@ broker.py.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import shutil
 import signal
 import subprocess
@@ -227,6 +228,9 @@ class LocalValkeyCluster:
             str(self.binary),
             "--port", str(node.port),
             "--bind", self.host,
+            # on loopback only this machine can talk to it; an address on another network
+            # (the tests' private bridge to their namespaces) is the caller's choice to share
+            "--protected-mode", "yes" if _loopback(self.host) else "no",
             "--cluster-enabled", "yes",
             "--cluster-config-file", "nodes.conf",
             "--cluster-port", str(node.bus_port),
@@ -494,6 +498,14 @@ class LocalValkeyCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _loopback(host: str) -> bool:
+    """True if `host` names this machine's loopback interface."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _pairs(flat: Any) -> dict[str, Any]:
