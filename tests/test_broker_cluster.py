@@ -5,20 +5,20 @@ refused publish re-sent with the same id, a primary's death and a slot move foll
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
 from redis.crc import key_slot
 
+from tests.shardkit import room_on, spublishes, until_shard
 from tests.support import SCALE, until
 from tests.test_adapter import Recorder, frame_parts
 from wsconsole.harness.adapter import AdapterConfig, RedisAdapter
 from wsconsole.harness.brokeraddr import BrokerAddress
 from wsconsole.harness.brokerlink import BrokerUnavailable
 from wsconsole.harness.roomscripts import RoomKeys
-from wsconsole.harness.valkeycluster import LocalValkeyCluster, ShardState, slot_ranges
+from wsconsole.harness.valkeycluster import LocalValkeyCluster, slot_ranges
 
 FAST = dict(check_interval=0.1, socket_timeout=1.0, presence_refresh=0.2, wait_timeout=0.3)
 
@@ -52,35 +52,8 @@ async def make(valkey: LocalValkeyCluster) -> AsyncIterator[object]:
             await adapter.close()
 
 
-def room_on(valkey: LocalValkeyCluster, shard: str) -> str:
-    """A fresh room whose slot the shard serves."""
-    ranges = valkey.shard(shard).slots
-    while True:
-        room = f"r-{uuid.uuid4().hex[:10]}"
-        slot = key_slot(RoomKeys.of("ws", room).seq.encode())
-        if any(low <= slot <= high for low, high in ranges):
-            return room
-
-
-def spublishes(valkey: LocalValkeyCluster) -> dict[str, int]:
-    """Each shard's SPUBLISH count so far (on its primary)."""
-    return {s.name: valkey.counters(s.primary)[1] for s in valkey.topology() if s.primary}
-
-
 async def publish(adapter: RedisAdapter, room: str, ident: str) -> int:
     return (await adapter.publish(room, ident, *frame_parts(room, ident, ident))).seq
-
-
-async def until_shard(valkey: LocalValkeyCluster, shard: str, ok: object, what: str) -> ShardState:
-    """Wait until the shard's state satisfies `ok` (read in a thread: blocking client)."""
-    seen: list[ShardState] = []
-
-    async def check() -> bool:
-        seen[:] = [await asyncio.to_thread(valkey.shard, shard)]
-        return bool(ok(seen[0]))  # type: ignore[operator]
-
-    await until(check, what, 15 * SCALE)
-    return seen[0]
 
 
 def test_the_cluster_forms_with_a_replica_per_shard_over_every_slot() -> None:
