@@ -23,6 +23,15 @@ live and at the end, the questions a QA engineer asks after breaking a cluster:
   time-to-reconnect distribution (from leaving OPEN to the next OPEN); errors by kind.
 
 Percentiles are the one definition of core/metrics.py (nearest rank), as everywhere else.
+
+The figures do not depend on the order of events of *different* clients, only on each
+client's own order: a swarm split over workers (journal.py) replays each worker's events in
+its order, but the workers' batches interleave as they arrive. So a delivery may be replayed
+before the publisher's `published` (another worker's journal): an id whose publisher is one of
+the swarm's clients (ids are CLIENT-N) is ours however late its publish record comes, never
+"foreign". Epochs are numbered in the order first seen, which across workers is the order
+of their batches: the real order unless a room's sequence restarts within one batch interval
+of another worker first seeing the room.
 Who was connected when, and the reconnect times, are kept by connbook.py, which the
 accounting of a user's app (appaccounting.py) shares.
 """
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from wsconsole.core.metrics import LatencyHistogram, percentile
@@ -117,6 +127,9 @@ class Accounting:
         self.errors: Counter[str] = Counter()
         # id -> room for every publish; id -> seq once acknowledged
         self._room_of: dict[str, str] = {}
+        # delivered ids whose publish is not known (yet): when first delivered
+        self._unpublished: dict[str, float] = {}
+        self._peers: set[str] = set()  # the swarm's clients on other workers
         self._acked_seq: dict[str, int] = {}
         self._rooms: dict[str, _RoomAcks] = {}
         self.latencies = LatencyHistogram()  # the whole run
@@ -195,6 +208,26 @@ class Accounting:
         if ident not in self._room_of:
             self._room_of[ident] = room
             self.sent += 1
+        elif self._unpublished.pop(ident, None) is not None:  # delivered before its publish
+            self.sent += 1
+
+    def _ours(self, ident: str, room: str) -> bool:
+        """Whether `ident` is a publish of this swarm: known, or named after one of its
+        clients (CLIENT-N) whose publish is recorded elsewhere (another worker's journal,
+        replayed later or, for a worker's own accounting, never)."""
+        if ident in self._room_of:
+            return True
+        publisher = ident.rpartition("-")[0]
+        if publisher not in self.book.clients and publisher not in self._peers:
+            return False
+        self._room_of[ident] = room
+        self._unpublished[ident] = time.monotonic()
+        return True
+
+    def add_peers(self, names: Iterable[str]) -> None:
+        """The swarm's clients run by other workers: their publishes delivered here are the
+        swarm's, not foreign (a worker's own accounting counts them as delivered)."""
+        self._peers.update(names)
 
     def acked(
         self, ident: str, seq: int, at: float | None = None, epoch: str | None = None
@@ -236,7 +269,7 @@ class Accounting:
         epoch: str | None = None,
     ) -> None:
         """A `message` envelope reached a subscriber; `latency` is publish-to-deliver seconds."""
-        if ident is None or ident not in self._room_of:
+        if ident is None or not self._ours(ident, room):
             self.foreign += 1
             return
         acks = self._room(room)
@@ -297,7 +330,17 @@ class Accounting:
             del acks.acked[:count]
             del acks.times[:count]
             forgotten += count
-        return forgotten
+        return forgotten + self._forget_unpublished(cutoff, by_room)
+
+    def _forget_unpublished(self, cutoff: float, by_room: dict[str, list[_Subscription]]) -> int:
+        """Forget deliveries of publishes recorded elsewhere, first seen before `cutoff`
+        (a worker's accounting never learns their acks, so they never get a verdict here)."""
+        old = [ident for ident, seen in self._unpublished.items() if seen < cutoff]
+        for ident in old:
+            del self._unpublished[ident]
+            for sub in by_room.get(self._room_of.pop(ident, ""), ()):
+                sub.ids.discard(ident)
+        return len(old)
 
     def window_exceeded(
         self, name: str, room: str, seq: int | None = None, epoch: str | None = None
@@ -314,15 +357,20 @@ class Accounting:
                 sub.covered.append((index, low, seq))
                 if index == sub.at:
                     sub.max_seq = max(sub.max_seq, seq)
-        self.error("recovery_window_exceeded")
+        self.errors["recovery_window_exceeded"] += 1
 
     def error(self, kind: str) -> None:
         """Count one error of `kind` (client-side kinds and server error codes alike)."""
         self.errors[kind] += 1
 
-    def begin_stop(self) -> None:
-        """From now on, connections closing are the swarm stopping, not failures."""
-        self.book.begin_stop()
+    def retried_publish(self) -> None:
+        """A publish was sent again, same id, after an error reply."""
+        self.retried += 1
+
+    def begin_stop(self, names: Iterable[str] | None = None) -> None:
+        """From now on, connections closing are the swarm (or, with `names`, those clients:
+        one worker's part) stopping, not failures."""
+        self.book.begin_stop(names)
 
     # ---- reading -------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ class AppSwarm(Swarm):
         self._client_tasks = Tasks("swarm-clients")
         run = secrets.token_hex(3)  # ids of this run only: another swarm's are foreign
         for index in range(cfg.clients):
-            name = f"c{index + 1:04d}"
+            name = cfg.client_name(index)
             client = AppClient(
                 stack, cfg.url, name, index + 1, cfg.user(index), cfg.room(index),
                 self.accounting, run, self._client_tasks, cfg.backoff.copy(),

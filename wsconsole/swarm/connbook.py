@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from wsconsole.core.metrics import percentile
@@ -44,6 +45,7 @@ class ConnectionBook:
         self.started_at = started_at
         self.clients: dict[str, ClientBook] = {}
         self.stopping = False
+        self._stopping_clients: set[str] = set()
         self.reconnects = 0
         self._reconnect_times = array("d")
         self._reconnect_moments = array("d")
@@ -68,7 +70,7 @@ class ConnectionBook:
                 self._reconnect_times.append(at - client.down_since)
                 self._reconnect_moments.append(at - self.started_at)
             client.down_since = None
-        elif previous == OPEN and not self.stopping:
+        elif previous == OPEN and not (self.stopping or name in self._stopping_clients):
             client.down_since = at
 
     def served_by(self, name: str, node: str, at: float) -> None:
@@ -82,9 +84,13 @@ class ConnectionBook:
         index = bisect.bisect_right(nodes, (at, "\uffff")) - 1
         return nodes[index][1] if index >= 0 else None
 
-    def begin_stop(self) -> None:
-        """From now on, connections closing are the swarm stopping, not failures."""
-        self.stopping = True
+    def begin_stop(self, names: Iterable[str] | None = None) -> None:
+        """From now on, connections closing are the swarm stopping, not failures (only those
+        of the clients `names`, when given: one worker's part of a swarm stops)."""
+        if names is None:
+            self.stopping = True
+        else:
+            self._stopping_clients.update(names)
 
     @property
     def connected(self) -> int:

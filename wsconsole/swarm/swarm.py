@@ -181,6 +181,10 @@ class SwarmConfig:
         if self.join_grace < 0:
             raise SwarmConfigError("join grace must be >= 0 seconds")
 
+    def client_name(self, index: int) -> str:
+        """The name of client `index` (0-based): c0001 ...; its publish ids are NAME-N."""
+        return f"c{index + 1:04d}"
+
     def user(self, index: int) -> str:
         """The user name of client `index` (0-based): PREFIX-0001 ..."""
         return f"{self.token_user}-{index + 1:04d}"
@@ -239,7 +243,11 @@ class SwarmConfig:
 
 
 class Swarm:
-    """N simulated clients with accounting; `await run()` returns the final summary."""
+    """N simulated clients with accounting; `await run()` returns the final summary.
+
+    `part` runs only the clients of those indices (a worker's slice of a swarm split over
+    processes): the same users, rooms, tokens and publish ids as the whole swarm gives
+    them, and the part's share of the publish rate."""
 
     def __init__(
         self,
@@ -247,14 +255,20 @@ class Swarm:
         on_stats: Callable[[Stats], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_fleet: Callable[[Stats], None] | None = None,
+        part: range | None = None,
     ) -> None:
         config.validate()
+        self.part = range(config.clients) if part is None else part
+        if not self.part or self.part.step != 1 or not (
+                0 <= self.part.start and self.part.stop <= config.clients):
+            raise SwarmConfigError(f"a part is a non-empty slice of clients 0..{config.clients}"
+                                   f", not {self.part}")
         self.config = config
         self.on_stats = on_stats
         self.on_fleet = on_fleet
         self.fleet = FleetWatch()
         self.clock = clock
-        self.accounting = Accounting(started_at=clock())
+        self.accounting = self._new_accounting(clock())
         self.clients: list[Any] = []  # SwarmClients: ReconnectingClient here
         self.phase = "idle"
         self.summary: Stats | None = None
@@ -315,11 +329,15 @@ class Swarm:
         self.summary.update(self.fleet.figures(self.clients, time.monotonic()))
         return self.summary
 
+    def _new_accounting(self, started: float) -> Accounting:
+        """The accounting this run feeds (a worker's records what it is fed)."""
+        return Accounting(started_at=started)
+
     def _prepare(self, started: float) -> None:
         """Make the accounting and the clients (none connects yet)."""
-        self.accounting = Accounting(started_at=started)
-        for index in range(self.config.clients):
-            name = f"c{index + 1:04d}"
+        self.accounting = self._new_accounting(started)
+        for index in self.part:
+            name = self.config.client_name(index)
             client = ReconnectingClient(self.config.client_options(index), name=name)
             client.subscribe(self._observer(name))
             client.subscribe(self.fleet.observer(name))
@@ -330,7 +348,7 @@ class Swarm:
 
     async def _wait_all_joined(self, limit: float) -> None:
         deadline = self.clock() + limit
-        want = self.config.clients
+        want = len(self.part)
         while len(self.accounting.subs) < want and self.clock() < deadline:
             if self._stop.is_set():
                 return
@@ -349,9 +367,10 @@ class Swarm:
     async def _ramp(self) -> None:
         cfg = self.config
         began = self.clock()
+        count = len(self.clients)
         for index, client in enumerate(self.clients):
-            if cfg.ramp > 0 and cfg.clients > 1:
-                due = began + cfg.ramp * index / (cfg.clients - 1)
+            if cfg.ramp > 0 and count > 1:
+                due = began + cfg.ramp * index / (count - 1)
                 delay = due - self.clock()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -364,9 +383,10 @@ class Swarm:
 
     async def _publish_loop(self) -> None:
         cfg = self.config
-        if cfg.rate <= 0:
+        rate = cfg.rate * len(self.part) / cfg.clients  # this part's share
+        if rate <= 0:
             return
-        tick = min(0.05, 1.0 / cfg.rate)
+        tick = min(0.05, 1.0 / rate)
         budget = 0.0
         last = self.clock()
         cursor = 0
@@ -374,7 +394,7 @@ class Swarm:
         while True:
             await asyncio.sleep(tick)
             now = self.clock()
-            budget = min(budget + cfg.rate * (now - last), cfg.rate)  # no burst after a stall
+            budget = min(budget + rate * (now - last), rate)  # no burst after a stall
             last = now
             while budget >= 1.0 and self._started:
                 budget -= 1.0
@@ -387,7 +407,7 @@ class Swarm:
         self._counters[index] += 1
         n = self._counters[index]
         ident = f"{client.name}-{n}"
-        room = self.config.room(index)
+        room = self.config.room(self.part[index])
         data: dict[str, Any] = {"c": client.name, "n": n, "t": time.time()}
         if pad:
             data["pad"] = pad
@@ -458,7 +478,7 @@ class Swarm:
             raise SwarmConfigError(f"the share must be 0 to 1, not {share}")
         self.config.pongs_share, self.config.pongs = share, policy
         chosen = 0
-        for index, client in enumerate(self.clients):
+        for index, client in zip(self.part, self.clients, strict=True):
             wanted = self.config.pongs_for(index)
             chosen += pong_share(index, share)
             client.set_pongs(wanted)
@@ -469,7 +489,7 @@ class Swarm:
         """The clients among `share` (0..1), spread evenly as the pong policy's share is."""
         if not (math.isfinite(share) and 0 <= share <= 1):
             raise SwarmConfigError(f"the share must be 0 to 1, not {share}")
-        return [client for index, client in enumerate(self.clients)
+        return [client for index, client in zip(self.part, self.clients, strict=True)
                 if pong_share(index, share)]
 
     async def ping(self, share: float, count: int = 1,
@@ -621,6 +641,6 @@ class Swarm:
         client = self.clients[index]
         if client.state is not State.OPEN:
             return  # offline: the client re-sends its unacknowledged publishes on reconnect
-        self.accounting.retried += 1
+        self.accounting.retried_publish()
         with contextlib.suppress(ClientError):
             await client.send(envelope.encode("publish", room=room, data=data, id=ident))
