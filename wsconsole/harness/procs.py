@@ -13,11 +13,14 @@ window's swarm and scenario runs, the self-test's Qt check):
   without stopping them. PDEATHSIG reaches only the child itself, so a user's node (a shell
   wrapper, `npm start`, a server with workers) is spawned with `keeper=True`: it runs under
   harness/keeper.py, which owns its process tree and SIGKILLs all of it when we die;
+  except where it must outlive us (`outlive=True`: an agent's processes, which an agent
+  killed and restarted re-adopts; no PDEATHSIG, no `atexit` kill);
 - reaping: a task awaits its exit, sets `Child.exited` and drops it from the `atexit` list;
 - a terminate with a deadline (`Child.stop`): signal, wait, then SIGCONT + SIGKILL the group;
-- its output captured: stdout as a pipe (`Child.stdout`, `lines()`), stderr appended to a
-  log file, kept as the last N lines (`Child.stderr_tail`), a pipe of its own
-  (`Child.stderr`), or dropped.
+- its output captured: stdout as a pipe (`Child.stdout`, `lines()`), or both stdout and
+  stderr appended to one log file (`output_log`: a child that outlives us must not write
+  into a pipe nobody reads); stderr appended to a log file, kept as the last N lines
+  (`Child.stderr_tail`), a pipe of its own (`Child.stderr`), or dropped.
 
 The asyncio `spawn` serves the event loop; `popen` is its blocking twin for code that runs in
 a worker thread (the broker). Both set the same options and feed the same `atexit` list.
@@ -156,9 +159,10 @@ def _kill_leftovers() -> None:
         _untrack(pid)
 
 
-def _options() -> dict[str, Any]:
-    """Popen options every child gets: its own session (so its own group), PDEATHSIG."""
-    return {"start_new_session": True, "preexec_fn": DIE_WITH_PARENT}
+def _options(outlive: bool = False) -> dict[str, Any]:
+    """Popen options every child gets: its own session (so its own group), and PDEATHSIG
+    unless it must outlive us."""
+    return {"start_new_session": True, "preexec_fn": None if outlive else DIE_WITH_PARENT}
 
 
 def popen(
@@ -390,22 +394,32 @@ async def spawn(
     tasks: Tasks | None = None,
     stderr_pipe: bool = False,
     keeper: bool = False,
+    output_log: Path | None = None,
+    outlive: bool = False,
 ) -> Child:
     """Start `argv` as a `Child` in its own process group (see the module docstring).
 
     stdout: a pipe (`Child.stdout`) or /dev/null; stdin: a pipe (`Child.send_line`) or
-    /dev/null. stderr: appended to `stderr_log`, or its last `stderr_lines` lines kept in
-    `Child.stderr_tail`, or a pipe (`Child.stderr`), or /dev/null. `keeper`: run it under
-    harness/keeper.py (a user's node, which may start a tree of processes); OSError if the
-    command cannot be started. `tasks` owns the reaper and reader tasks (a module-wide keeper
-    by default); their failures are logged.
+    /dev/null. `output_log`: stdout and stderr both appended to that file (stdout must be
+    False). `outlive`: no PDEATHSIG and no `atexit` kill, the child lives on when we die (the
+    caller owns its fate). stderr: appended to `stderr_log`, or its last `stderr_lines`
+    lines kept in `Child.stderr_tail`, or a pipe (`Child.stderr`), or /dev/null. `keeper`:
+    run it under harness/keeper.py (a user's node, which may start a tree of processes);
+    OSError if the command cannot be started. `tasks` owns the reaper and reader tasks (a
+    module-wide keeper by default); their failures are logged.
     """
-    if sum((stderr_log is not None, bool(stderr_lines), stderr_pipe)) > 1:
+    if sum((stderr_log is not None, bool(stderr_lines), stderr_pipe, output_log is not None)) > 1:
         raise ValueError("stderr goes to one place: a log file, a tail or a pipe")
+    if output_log is not None and stdout:
+        raise ValueError("stdout goes to one place: a pipe or the output log")
+    if outlive and keeper:
+        raise ValueError("a kept child dies with us: keeper and outlive exclude each other")
     log_fd: int | None = None
     stderr: int = DEVNULL
-    if stderr_log is not None:
-        log_fd = os.open(stderr_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    if stderr_log is not None or output_log is not None:
+        log_path = stderr_log if stderr_log is not None else output_log
+        assert log_path is not None
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         stderr = log_fd
     elif stderr_lines or stderr_pipe:
         stderr = PIPE
@@ -414,13 +428,13 @@ async def spawn(
         proc = await asyncio.create_subprocess_exec(
             *(keeper_argv(report[1], argv) if report else argv),
             stdin=PIPE if stdin else DEVNULL,
-            stdout=PIPE if stdout else DEVNULL,
+            stdout=PIPE if stdout else (log_fd if output_log is not None else DEVNULL),
             stderr=stderr,
             env=env,
             cwd=cwd,
             limit=limit,
             pass_fds=(report[1],) if report else (),
-            **_options(),
+            **_options(outlive),
         )
     except BaseException:
         if report:
@@ -431,11 +445,12 @@ async def spawn(
             os.close(log_fd)
         if report:
             os.close(report[1])
-    _track(proc.pid)
+    if not outlive:
+        _track(proc.pid)
     group = None
     if report:
         group = await _kept_group(proc, report[0], argv)
-    return Child(name, proc, tasks or _TASKS, stderr_log, stderr_lines, group)
+    return Child(name, proc, tasks or _TASKS, stderr_log or output_log, stderr_lines, group)
 
 
 async def _kept_group(proc: asyncio.subprocess.Process, report: int, argv: Sequence[str]) -> int:

@@ -26,6 +26,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from wsconsole.core.templates import Template
@@ -109,6 +110,34 @@ def _path_with_our_python() -> str:
     return folder if not rest else folder + os.pathsep + rest
 
 
+@dataclass(frozen=True)
+class NodeLaunch:
+    """How to start one node of a stack: its command line, environment and folder, and the
+    command as the user reads it."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    command: str
+
+
+def node_launch(stack: Stack, node_id: str, port: int, redis_url: str | None,
+                host: str = LOOPBACK) -> NodeLaunch:
+    """Fill a stack's node command in for node `node_id` (`n1`, `n2`, ...) on `port`: the
+    placeholders, the environment (our Python first on PATH), the folder. The harness's
+    supervisor and an agent on another host both start stack nodes through this."""
+    node = stack.node
+    values: dict[str, Any] = {"port": port, "id": node_id, "host": host,
+                              "index": int(node_id.lstrip("n") or 0)}
+    if redis_url is not None:
+        values["redis_url"] = redis_url
+    argv = node.argv(values)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PATH": _path_with_our_python(),
+           **node.environment(values)}
+    cwd = str(Template(str(node.cwd)).render(values))
+    return NodeLaunch(argv, env, cwd, " ".join(argv[2:] if node.shell else argv))
+
+
 class StackRunner:
     """Starts and stops the nodes of one stack for `NodeKeeper`."""
 
@@ -150,28 +179,15 @@ class StackRunner:
             log = self.logs[node_id] = NodeLog(self.launcher.log_dir / f"{node_id}.log")
         return log
 
-    def _values(self, node_id: str, port: int) -> dict[str, Any]:
-        values: dict[str, Any] = {"port": port, "id": node_id, "host": LOOPBACK,
-                                  "index": int(node_id.lstrip("n") or 0)}
-        url = self.redis_url()
-        if url is not None:
-            values["redis_url"] = url
-        return values
-
     async def launch(self, node_id: str, on_exit: Callable[[Member], None]) -> Member:
         """Start node `node_id` and return once it is ready (ClusterError if it is not)."""
-        node = self.stack.node
         port = free_port()
-        values = self._values(node_id, port)
-        argv = node.argv(values)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PATH": _path_with_our_python(),
-               **node.environment(values)}
-        cwd = str(Template(str(node.cwd)).render(values))
+        launch = node_launch(self.stack, node_id, port, self.redis_url())
         log = self.log(node_id)
-        self.commands[node_id] = " ".join(argv[2:] if node.shell else argv)
+        self.commands[node_id] = launch.command
         try:
             member = await self.launcher.spawn_member(
-                node_id, argv, on_exit, env=env, cwd=cwd, keeper=True,
+                node_id, launch.argv, on_exit, env=launch.env, cwd=launch.cwd, keeper=True,
                 stderr_pipe=True,
             )  # fmt: skip
         except OSError as exc:
