@@ -112,6 +112,21 @@ async def test_stderr_goes_to_a_log_file_or_a_bounded_tail(
         await procs.spawn(["true"], "both", stderr_log=tmp_path / "x.log", stderr_lines=1)
 
 
+async def test_a_child_that_outlives_us_logs_its_output_and_is_left_to_its_owner(
+    started: list[procs.Child], tmp_path: Path
+) -> None:
+    log = tmp_path / "out.log"
+    child = await procs.spawn(["sh", "-c", "echo to-out; echo to-err >&2; sleep 60"], "free",
+                              stdout=False, output_log=log, outlive=True)
+    started.append(child)
+    assert child.pid not in procs.live_groups()  # no atexit kill (nor PDEATHSIG)
+    await until(lambda: log.read_text().split() == ["to-out", "to-err"], "both lines logged")
+    with pytest.raises(ValueError, match="one place"):
+        await procs.spawn(["true"], "x", output_log=log)  # stdout is a pipe by default
+    with pytest.raises(ValueError, match="exclude"):
+        await procs.spawn(["true"], "x", stdout=False, keeper=True, outlive=True)
+
+
 async def test_output_past_its_deadline_kills_the_child(started: list[procs.Child]) -> None:
     child = await procs.spawn(["sleep", "60"], "sleeper")
     started.append(child)

@@ -31,6 +31,8 @@ COMMANDS: dict[str, str] = {
     "screenshot": "wsconsole.commands.screenshot",
     "selftest": "wsconsole.commands.selftest",
     "diagnose": "wsconsole.commands.diagnose",
+    "agent": "wsconsole.commands.agent",
+    "agents": "wsconsole.commands.agents",
 }
 
 

@@ -64,6 +64,15 @@ class Tasks:
             await asyncio.wait(pending, timeout=timeout)
 
 
+def raise_if_cancelled() -> None:
+    """Raise CancelledError if the current task was asked to stop. A cancel landing inside
+    some library calls (redis-py's reads and pipelines) is swallowed there and the call
+    returns normally: a loop around such a call checks this once per turn."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def spawn(coro: Awaitable[Any], name: str, owner: Tasks | None = None) -> asyncio.Task[Any]:
     """A named task whose failure is logged; held by `owner`, or by a module-wide set."""
     return (owner or _DEFAULT).spawn(coro, name)
