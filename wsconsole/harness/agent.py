@@ -45,6 +45,7 @@ from wsconsole.harness.agentwire import (
     DEFAULT_WINDOW,
     REPORTS_MAXLEN,
     REPORTS_STREAM,
+    WORKER_SECRET_ENV,
     Message,
     Refused,
     Signer,
@@ -82,7 +83,8 @@ class Agent:
         self.advertise = advertise or socket.gethostname()
         self.heartbeat = heartbeat
         self.tasks = Tasks(prefix=f"agent-{name}")
-        self.table = ProcTable(state_dir, self.tasks, on_change=self.save)
+        self.table = ProcTable(state_dir, self.tasks, on_change=self.save,
+                               worker_env={WORKER_SECRET_ENV: secret})
         self.last_id = ""
         self.handled: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._running: set[str] = set()

@@ -3,8 +3,10 @@
 What an agent (harness/agent.py) runs on its host, one `ProcTable` of named entries:
 
 - a role, never a command line: `node` (a demo node: `wsconsole node ARGS`), `worker`
-  (`wsconsole swarm-worker ARGS`), `stack-node` (node `nN` of a stack file on this host,
-  `{stack, node, port?, host?, redis_url?}`, its command built by stacknodes.node_launch);
+  (`wsconsole swarm-worker ARGS`, with the agents' secret in its environment as
+  agentwire.WORKER_SECRET_ENV: it reports over the same signed wire), `stack-node` (node
+  `nN` of a stack file on this host, `{stack, node, port?, host?, redis_url?}`, its command
+  built by stacknodes.node_launch);
 - started through harness/procs.py in a process group of its own, its stdout and stderr
   appended to `<state dir>/logs/<proc>.log`, and NOT tied to the agent (`outlive=True`): an
   agent killed with SIGKILL leaves its processes running;
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import signal
 import time
@@ -70,13 +73,14 @@ class Launch:
     stop_timeout: float = STOP_TIMEOUT
 
 
-def plan(role: str, args: Any) -> Launch:
+def plan(role: str, args: Any, worker_env: Mapping[str, str] | None = None) -> Launch:
     """The command for `role` with `args` (a list of strings; a table for `stack-node`);
-    ProcError saying what is wrong."""
+    a worker's environment gets `worker_env` too. ProcError saying what is wrong."""
     if role in ROLE_COMMANDS:
         if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
             raise ProcError(f"role {role!r} takes its arguments as a list of strings")
-        return Launch(procs.child_argv(ROLE_COMMANDS[role], *args))
+        env = {**os.environ, **worker_env} if role == "worker" and worker_env else None
+        return Launch(procs.child_argv(ROLE_COMMANDS[role], *args), env)
     if role != "stack-node":
         raise ProcError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
     if not isinstance(args, dict) or not isinstance(args.get("stack"), str):
@@ -166,8 +170,10 @@ class ProcTable:
 
     def __init__(self, state_dir: Path, tasks: Tasks,
                  on_change: Callable[[], None] = lambda: None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 worker_env: Mapping[str, str] | None = None) -> None:
         self.log_dir = state_dir / "logs"
+        self.worker_env = dict(worker_env or {})
         self.tasks = tasks
         self.on_change = on_change
         self.clock = clock
@@ -206,7 +212,7 @@ class ProcTable:
         old = self.entries.get(proc)
         if old is not None and old.state != "exited":
             raise ProcError(f"{proc} is already {old.state} (pid {old.pid}): stop or restart it")
-        launch = plan(role, args)
+        launch = plan(role, args, self.worker_env)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         output = self.log_dir / f"{proc}.log"
         with output.open("a") as file:

@@ -49,6 +49,9 @@ REPORTS_STREAM = f"wsconsole:{KEY_TAG}:reports"
 COMMANDS_MAXLEN = 1_000
 REPORTS_MAXLEN = 20_000
 CONSOLE = "console"  # the sender name of the console's commands
+# A swarm worker started by an agent finds the shared secret here (only workers get it: the
+# nodes an agent starts have no business with the agents' wire).
+WORKER_SECRET_ENV = "WSCONSOLE_AGENTS_SECRET"
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,40}")
 
 
