@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from unittest.mock import patch
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from wsconsole.app import framestore
 from wsconsole.app.framestore import FrameFilter, FrameStore
 from wsconsole.core.events import Direction, FrameRecord, Opcode
 
@@ -149,3 +153,45 @@ def test_one_million_frames_bounded_memory() -> None:
     for i in range(200_000):
         store.append(frames[i % 1000])
     assert _rss_mib() - again < 32
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    frames=st.lists(st.tuples(st.integers(0, 300), st.booleans()), max_size=80),
+    capacity=st.integers(1, 12),
+    budget=st.integers(40, 1500),
+    max_payload=st.sampled_from([None, 100]),
+    stage=st.integers(1, 6),
+)
+def test_staged_appends_keep_what_appending_one_by_one_keeps(
+    frames: list[tuple[int, bool]], capacity: int, budget: int, max_payload: int | None,
+    stage: int,
+) -> None:
+    """`append` stages and `flush` writes in batches (readers in between, or STAGE_LIMIT
+    frames): the store keeps exactly the frames a one-by-one ring would, with their ids,
+    payloads, sizes, close reasons and the dropped count."""
+    store = FrameStore(capacity=capacity, max_payload=max_payload, max_payload_bytes=budget)
+    kept: list[tuple[int, bytes, int, str | None]] = []  # id, kept payload, size, reason
+    with patch.object(framestore, "STAGE_LIMIT", stage):
+        for i, (size, read) in enumerate(frames):
+            payload = bytes([65 + i % 26]) * size
+            reason = f"bye {i}" if size % 7 == 0 else None
+            record = (FrameRecord("c", Direction.IN, Opcode.CLOSE, payload, close_code=1000,
+                                  close_reason=reason)
+                      if reason else FrameRecord("c", Direction.IN, Opcode.BINARY, payload))
+            assert store.append(record) == i
+            kept.append((i, payload if max_payload is None else payload[:max_payload], size,
+                         reason))
+            if len(kept) > capacity:
+                kept.pop(0)
+            while sum(len(k[1]) for k in kept) > budget and len(kept) > 1:
+                kept.pop(0)
+            if read:
+                assert store.match(FrameFilter.make()).tolist() == [k[0] for k in kept]
+    rows = list(store.rows(range(store.first_id, store.next_id)))
+    assert [(r.id, r.payload, r.size, r.close_reason) for r in rows] == kept
+    assert len(store) == len(kept)
+    assert store.dropped == len(frames) - len(kept)
+    assert store.payload_bytes == sum(len(k[1]) for k in kept)
+    if kept:
+        assert store.first_id == kept[0][0]

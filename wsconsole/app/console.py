@@ -18,6 +18,8 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from wsconsole.app.errors import ErrorHub
 from wsconsole.app.framestore import FrameStore
 from wsconsole.app.intercept import ConsoleProxy
@@ -45,6 +47,7 @@ DEMO_ROOM = "demo"
 CONSOLE_CONN = "console"
 SWARM_ROOMS = 2  # the swarm's rooms are swarm-0, swarm-1; the console joins swarm-0 too
 SWARM_RATE = 40  # publishes/s over the whole swarm: lively plots, light on a laptop
+LATENCY_BATCH = 8192  # delivery latencies buffered per session before a histogram update
 SWARM_LINE_LIMIT = 1 << 22  # a frames reply or a fleet batch of thousands fits in one line
 
 
@@ -64,6 +67,9 @@ class Session:
         self.reconnects = 0
         self.last_error: str | None = None
         self.latencies = LatencyHistogram()
+        # node-to-client delays (s) not yet in `latencies`: a list append per frame, folded
+        # in vectorised (take_latencies) instead of a histogram update per frame
+        self._latency_samples: list[float] = []
         self.greeting: list[str] = []  # sent after every open (a stack's auth and join)
         self._decoding_context = False  # set for the current connection attempt
 
@@ -106,7 +112,9 @@ class Session:
         subprotocol, keeping what the decoders learned meanwhile."""
         if self._decoding_context and not opened:
             return
-        self.console.frames.decoding.set_context(
+        frames = self.console.frames
+        frames.flush()  # frames still staged were received under the previous context
+        frames.decoding.set_context(
             self.name, url=self.profile.url,
             subprotocol=getattr(self.client, "subprotocol", None),
             target=None if self.profile.kind == "ws" else self.profile.kind,
@@ -117,7 +125,8 @@ class Session:
         """Client observer (the first one): count, keep the last error, and set the frames'
         decoding context; the stores observe after it."""
         if isinstance(event, FrameRecord):
-            self._set_decoding_context()
+            if not self._decoding_context:
+                self._set_decoding_context()
             if event.direction is Direction.IN:
                 self.frames_in += 1
                 if event.opcode is Opcode.TEXT and b'"ts"' in event.payload[:4096]:
@@ -152,7 +161,18 @@ class Session:
         if isinstance(ts, int | float) and not isinstance(ts, bool):
             # node timestamps are wall-clock seconds; tolerate milliseconds too
             sent = ts / 1000.0 if ts > 1e11 else float(ts)
-            self.latencies.record(max(0.0, frame.wall - sent))
+            samples = self._latency_samples
+            samples.append(frame.wall - sent)
+            if len(samples) >= LATENCY_BATCH:
+                self.take_latencies()
+
+    def take_latencies(self) -> LatencyHistogram:
+        """The delivery latencies recorded so far (the samples not yet in the histogram are
+        folded in at once); the caller may reset it."""
+        samples, self._latency_samples = self._latency_samples, []
+        if samples:
+            self.latencies.record_many(np.maximum(np.asarray(samples, np.float64), 0.0))
+        return self.latencies
 
 
 class Console:
@@ -585,7 +605,7 @@ class Console:
         self._sample_proxy(now)
         merged = LatencyHistogram()
         for session in self.sessions.values():
-            merged.merge(session.latencies)
+            merged.merge(session.take_latencies())
             session.latencies.reset()
             if session.rtt is not None and session.state is State.OPEN:
                 add(f"rtt.{session.name}", now, session.rtt * 1000.0)

@@ -5,6 +5,13 @@ batches on a timer (DESIGN.md: never one Qt signal per frame). Numeric columns l
 parallel numpy arrays used as a ring, payloads in a list of bytes; the oldest frames are
 dropped (and counted) when either the frame capacity or the payload byte budget is reached.
 Frames are addressed by a monotonically increasing id; ids in [first_id, next_id) are kept.
+
+`append` only stages the record and hands out its id (a list append: it runs once per frame
+received, at up to a few hundred thousand a second); the staged frames are written to the
+columns in one batch (`flush`: slice assignments instead of ten numpy item writes per
+frame) when anything reads the store, when `STAGE_LIMIT` are waiting, or when a
+connection's decoding context changes. What a reader sees is exactly what appending them
+one by one gives.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ NONE = -1  # "no value" in the integer columns (seq, room, node, close code)
 _DIRS = (Direction.IN, Direction.OUT)
 _MAX_NAMES = 65_536  # interned room/node/conn names; beyond that they read as "(other)"
 _PARSE_LIMIT = 65_536  # text frames larger than this are not parsed for room/seq/node
+STAGE_LIMIT = 4096  # frames staged by `append` before they are written to the columns
 # a quantified group that itself contains a quantifier: the classic catastrophic backtracking
 # shape, which Python's re cannot interrupt (it would freeze the window)
 _NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)[+*{]")
@@ -177,10 +185,12 @@ class FrameStore:
         self._names: list[str] = []
         self._name_bytes: list[bytes] = []  # the same names encoded, for the text filter
         self._name_ids: dict[str, int] = {}
-        self.first_id = 0
-        self.next_id = 0
-        self.payload_bytes = 0
+        self._first = 0  # first_id once the staged frames are written
+        self._written = 0  # the id after the last frame written to the columns
+        self.next_id = 0  # the id the next appended frame gets
+        self._payload_bytes = 0
         self._cleared = 0
+        self._staged: list[FrameRecord] = []  # appended, not yet in the columns
 
     # -- producers -------------------------------------------------------------------------
 
@@ -191,60 +201,126 @@ class FrameStore:
 
     def append(self, frame: FrameRecord) -> int:
         """Store one frame (dropping the oldest if full) and return its id."""
-        payload = frame.payload
-        truncated = self.max_payload is not None and len(payload) > self.max_payload
-        if truncated:
-            payload = payload[: self.max_payload]
-        if self.next_id - self.first_id >= self.capacity:
+        ident = self.next_id
+        self.next_id = ident + 1
+        staged = self._staged
+        staged.append(frame)
+        if len(staged) >= STAGE_LIMIT:
+            self.flush()
+        return ident
+
+    def flush(self) -> None:
+        """Write the staged frames to the columns, dropping the oldest frames as appending
+        them one by one would: the kept frames are the longest run of the newest ones that
+        fits both budgets (at least the newest one)."""
+        staged = self._staged
+        if not staged:
+            return
+        self._staged = []
+        decoding = self.decoding
+        for frame in staged:  # decoders look at first messages only, in arrival order
+            if frame.conn not in decoding.learned:
+                decoding.learn(frame.conn, frame.direction, frame.opcode, frame.payload)
+        first_new = self._written
+        skip = max(0, len(staged) - self.capacity)  # newer staged frames push these out
+        columns = self._columns(staged[skip:], first_new + skip)
+        payloads = columns[-1]
+        self._make_room(len(payloads), payloads)
+        kept_from = len(payloads) - self._fitting(payloads)
+        lo = first_new + skip + kept_from  # the first new frame kept
+        for ident in range(first_new + skip, lo):
+            self._reasons.pop(ident, None)
+        if self._first == first_new:  # nothing stored is left before the new frames
+            self._first = lo
+        self._written = self.next_id
+        for start, end, first in self._slices(lo, self.next_id):
+            part = slice(first - lo + kept_from, first - lo + kept_from + end - start)
+            for column, values in zip(self._column_arrays(), columns, strict=True):
+                column[start:end] = values[part]
+        self._payload_bytes += sum(len(p) for p in payloads[kept_from:])
+
+    def _columns(self, frames: list[FrameRecord], first: int) -> tuple[list, ...]:
+        """The column values of `frames` (ids from `first`), payloads (truncated) last;
+        close reasons go to their map."""
+        walls, seqs, sizes, rooms, nodes, closes, conns, dirs, ops, flags, payloads = (
+            [] for _ in range(11))  # fmt: skip
+        limit = self.max_payload
+        intern = self._intern
+        for ident, frame in enumerate(frames, first):
+            payload = frame.payload
+            size = len(payload)
+            truncated = limit is not None and size > limit
+            if truncated:
+                payload = payload[:limit]
+            room = node = seq = NONE
+            notice = False
+            if frame.opcode is Opcode.TEXT and 1 < size <= _PARSE_LIMIT and not truncated:
+                room, seq, node, notice = self._harness_fields(frame.json())
+            walls.append(frame.wall)
+            seqs.append(seq)
+            sizes.append(min(size, 0xFFFFFFFF))
+            rooms.append(room)
+            nodes.append(node)
+            closes.append(NONE if frame.close_code is None else frame.close_code)
+            conns.append(intern(frame.conn))
+            dirs.append(1 if frame.direction is Direction.OUT else 0)
+            ops.append(int(frame.opcode))
+            flags.append((1 if truncated else 0) | (2 if frame.injected else 0)
+                         | (4 if notice else 0))  # fmt: skip
+            payloads.append(payload)
+            if frame.close_reason:
+                self._reasons[ident] = frame.close_reason
+        return walls, seqs, sizes, rooms, nodes, closes, conns, dirs, ops, flags, payloads
+
+    def _column_arrays(self) -> tuple[np.ndarray | list[bytes | None], ...]:
+        """The ring's columns in the order `_columns` gives their values."""
+        return (self._wall, self._seq, self._size, self._room, self._node, self._close,
+                self._conn, self._dir, self._op, self._flags, self._payload)  # fmt: skip
+
+    def _make_room(self, count: int, payloads: list[bytes]) -> None:
+        """Drop the oldest stored frames so that `count` more (these payloads) fit the
+        capacity and, as far as dropping stored frames can, the byte budget."""
+        for _ in range(self._written - self._first + count - self.capacity):
             self._drop_oldest()
         if self.max_payload_bytes is not None:
-            while self.payload_bytes + len(payload) > self.max_payload_bytes and len(self):
+            incoming = sum(len(p) for p in payloads)
+            while (self._payload_bytes + incoming > self.max_payload_bytes
+                   and self._first < self._written):  # fmt: skip
                 self._drop_oldest()
-        ident = self.next_id
-        slot = ident % self.capacity
-        room = node = NONE
-        seq = NONE
-        notice = False
-        if frame.opcode == Opcode.TEXT and 1 < len(payload) <= _PARSE_LIMIT and not truncated:
-            room, seq, node, notice = self._harness_fields(frame.json())
-        self._wall[slot] = frame.wall
-        self._seq[slot] = seq
-        self._size[slot] = min(len(frame.payload), 0xFFFFFFFF)
-        self._room[slot] = room
-        self._node[slot] = node
-        self._close[slot] = NONE if frame.close_code is None else frame.close_code
-        self._conn[slot] = self._intern(frame.conn)
-        self._dir[slot] = 1 if frame.direction == Direction.OUT else 0
-        self._op[slot] = int(frame.opcode)
-        self._flags[slot] = (1 if truncated else 0) | (2 if frame.injected else 0) | (
-            4 if notice else 0
-        )
-        self._payload[slot] = payload
-        if frame.close_reason:
-            self._reasons[ident] = frame.close_reason
-        self.payload_bytes += len(payload)
-        self.next_id = ident + 1
-        if frame.conn not in self.decoding.learned:  # decoders look at first messages only
-            self.decoding.learn(frame.conn, frame.direction, frame.opcode, frame.payload)
-        return ident
+
+    def _fitting(self, payloads: list[bytes]) -> int:
+        """How many of the newest `payloads` fit the byte budget with what is stored (at
+        least one: a frame larger than the budget is still kept, alone)."""
+        budget = self.max_payload_bytes
+        if budget is None:
+            return len(payloads)
+        room = budget - self._payload_bytes
+        fitting = 0
+        for payload in reversed(payloads):
+            room -= len(payload)
+            if room < 0:
+                break
+            fitting += 1
+        return max(1, fitting)
 
     def clear(self) -> None:
         """Forget every frame (ids keep increasing; cleared frames are not counted as dropped)."""
-        for ident in range(self.first_id, self.next_id):
+        self.flush()
+        for ident in range(self._first, self.next_id):
             self._payload[ident % self.capacity] = None
         self._reasons.clear()
-        self.payload_bytes = 0
-        self._cleared += self.next_id - self.first_id
-        self.first_id = self.next_id
+        self._payload_bytes = 0
+        self._cleared += self.next_id - self._first
+        self._first = self.next_id
 
     def _drop_oldest(self) -> None:
-        slot = self.first_id % self.capacity
+        slot = self._first % self.capacity
         old = self._payload[slot]
         if old is not None:
-            self.payload_bytes -= len(old)
+            self._payload_bytes -= len(old)
         self._payload[slot] = None
-        self._reasons.pop(self.first_id, None)
-        self.first_id += 1
+        self._reasons.pop(self._first, None)
+        self._first += 1
 
     def _intern(self, name: str) -> int:
         found = self._name_ids.get(name)
@@ -289,6 +365,18 @@ class FrameStore:
 
     def __len__(self) -> int:
         return self.next_id - self.first_id
+
+    @property
+    def first_id(self) -> int:
+        """The oldest id kept (staged frames are written first, so drops are counted)."""
+        self.flush()
+        return self._first
+
+    @property
+    def payload_bytes(self) -> int:
+        """Payload bytes kept (after truncation), within `max_payload_bytes`."""
+        self.flush()
+        return self._payload_bytes
 
     @property
     def dropped(self) -> int:
@@ -336,9 +424,10 @@ class FrameStore:
                 yield self.row(int(ident))
 
     def _slices(self, lo: int, hi: int) -> list[tuple[int, int, int]]:
-        """(start slot, end slot, first id) pieces covering ids [lo, hi) in ring order."""
-        lo = max(lo, self.first_id)
-        hi = min(hi, self.next_id)
+        """(start slot, end slot, first id) pieces covering the written ids in [lo, hi), in
+        ring order."""
+        lo = max(lo, self._first)
+        hi = min(hi, self._written)
         if lo >= hi:
             return []
         start, end = lo % self.capacity, (hi - 1) % self.capacity + 1
@@ -348,6 +437,7 @@ class FrameStore:
 
     def match(self, flt: FrameFilter, lo: int | None = None, hi: int | None = None) -> np.ndarray:
         """Ids in [lo, hi) (default: everything kept) that pass the filter, ascending."""
+        self.flush()
         lo = self.first_id if lo is None else lo
         hi = self.next_id if hi is None else hi
         pieces = []

@@ -164,12 +164,13 @@ class TimelineModel:
 
     def record(self, event: object, group: str) -> None:
         """Record transitions, heartbeats, errors, room resets and the serving node."""
-        if isinstance(event, Transition):
+        if isinstance(event, FrameRecord):  # by far the most frequent: tested first
+            if event.direction is Direction.IN and event.opcode is Opcode.TEXT:
+                self._node_from(event, group)
+        elif isinstance(event, Transition):
             self.transition(event, group)
         elif isinstance(event, HeartbeatEvent):
             self.heartbeat(event, group)
-        elif isinstance(event, FrameRecord):
-            self._node_from(event, group)
         elif isinstance(event, ErrorEvent):
             lane = self.lane(event.conn, group)
             lane.markers.append(Marker(event.at, "error", f"{event.kind}: {event.detail}"))
@@ -182,8 +183,6 @@ class TimelineModel:
 
     def _node_from(self, frame: FrameRecord, group: str) -> None:
         """The first inbound harness message of a connection says which node serves it."""
-        if frame.direction is not Direction.IN or frame.opcode is not Opcode.TEXT:
-            return
         lane = self.lanes.get(frame.conn)
         if lane is None or not lane.node_wanted or b'"node"' not in frame.payload[:2048]:
             return

@@ -79,7 +79,7 @@ class ConnectionDriver(abc.ABC):
         self.final_error: str | None = None
         self.server_retry: float | None = None  # a delay the server asked for (SSE `retry`)
         self._grace = grace  # seconds stop() lets the loop end by itself before cancelling
-        self._observers: list[Observer] = list(observers)
+        self._observers: tuple[Observer, ...] = tuple(observers)  # replaced, never mutated
         self._state_waiters: list[tuple[State, asyncio.Future[Transition]]] = []
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -91,15 +91,19 @@ class ConnectionDriver(abc.ABC):
 
     def subscribe(self, observer: Observer) -> None:
         """Receive every event from now on."""
-        self._observers.append(observer)
+        self._observers = (*self._observers, observer)
 
     def unsubscribe(self, observer: Observer) -> None:
         """Stop receiving events."""
+        observers = list(self._observers)
         with contextlib.suppress(ValueError):
-            self._observers.remove(observer)
+            observers.remove(observer)
+        self._observers = tuple(observers)
 
     def _emit(self, event: Event) -> None:
-        for observer in list(self._observers):
+        # a tuple replaced on (un)subscribe: an observer changing them while an event is
+        # being emitted does not disturb this loop, and no copy is made per event
+        for observer in self._observers:
             try:
                 observer(event)
             except Exception:

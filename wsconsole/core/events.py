@@ -46,13 +46,17 @@ def _wall() -> float:
 _UNPARSED: Any = object()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FrameRecord:
     """One WebSocket frame as sent or received, content kept as bytes (like mitmproxy).
 
     `json()` parses a text frame's JSON object once and keeps it: every observer of a frame
     (the frame store, a session's latency figure, the client's own envelope handling) shares
     that one parse instead of parsing the same bytes again.
+
+    Treat a record as immutable once emitted. It is not a frozen dataclass because one is
+    built for every frame on the ingest path, and a frozen one's `__init__` (one
+    `object.__setattr__` call per field) costs 2.5x a plain one (1.5 vs 0.6 µs).
     """
 
     conn: str
@@ -86,7 +90,7 @@ class FrameRecord:
                     value = None
                 if not isinstance(value, dict):
                     value = None
-            object.__setattr__(self, "_json", value)
+            self._json = value
         return value
 
 
