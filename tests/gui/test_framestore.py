@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wsconsole.app import framestore
+from wsconsole.app import framestore, payloads
 from wsconsole.app.framestore import FrameFilter, FrameStore
 from wsconsole.core.events import Direction, FrameRecord, Opcode
 
@@ -141,13 +142,14 @@ def test_one_million_frames_bounded_memory() -> None:
     store.append(frames[0])
     assert len(store) == 1_000_000 and store.dropped == 1
     assert store.first_id == 1
-    column_bytes = sum(a.nbytes for a in (store._wall, store._seq, store._size, store._room,
-                                            store._node, store._close, store._conn, store._dir,
-                                            store._op, store._flags))
-    per_frame = column_bytes / 1_000_000 + 8  # + the payload list slot
-    print(f"\n1M frames: {per_frame:.0f} B/frame of columns ({column_bytes / 2**20:.1f} MiB) "
-          f"+ payload objects; RSS grew {grown:.0f} MiB with shared payloads")
+    column_bytes = sum(a.nbytes for a in store._column_arrays())
+    held = store._arena.held_bytes  # the payloads, in compressed chunks
+    per_frame = (column_bytes + held) / 1_000_000
+    print(f"\n1M frames: {per_frame:.0f} B/frame ({column_bytes / 2**20:.1f} MiB of columns, "
+          f"{held / 2**20:.1f} MiB of payload chunks for {store.payload_bytes / 2**20:.1f} MiB "
+          f"of payloads); RSS grew {grown:.0f} MiB")
     assert per_frame < 64
+    assert held < store.payload_bytes / 4  # alike JSON frames compress
     # a flood of new frames does not grow it further: the ring is full and reuses slots
     again = _rss_mib()
     for i in range(200_000):
@@ -157,7 +159,7 @@ def test_one_million_frames_bounded_memory() -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(
-    frames=st.lists(st.tuples(st.integers(0, 300), st.booleans()), max_size=80),
+    frames=st.lists(st.tuples(st.integers(0, 300), st.booleans()), max_size=120),
     capacity=st.integers(1, 12),
     budget=st.integers(40, 1500),
     max_payload=st.sampled_from([None, 100]),
@@ -169,12 +171,15 @@ def test_staged_appends_keep_what_appending_one_by_one_keeps(
 ) -> None:
     """`append` stages and `flush` writes in batches (readers in between, or STAGE_LIMIT
     frames): the store keeps exactly the frames a one-by-one ring would, with their ids,
-    payloads, sizes, close reasons and the dropped count."""
+    payloads, sizes, close reasons and the dropped count. Tiny arena chunks, so payloads are
+    read back from compressed chunks (alike bytes), raw ones (random bytes) and the open one,
+    and chunks no kept frame uses are released."""
     store = FrameStore(capacity=capacity, max_payload=max_payload, max_payload_bytes=budget)
     kept: list[tuple[int, bytes, int, str | None]] = []  # id, kept payload, size, reason
-    with patch.object(framestore, "STAGE_LIMIT", stage):
+    with patch.object(framestore, "STAGE_LIMIT", stage), patch.object(payloads, "CHUNK", 64):
         for i, (size, read) in enumerate(frames):
-            payload = bytes([65 + i % 26]) * size
+            alike = bytes([65 + i % 26]) * size
+            payload = random.Random(i).randbytes(size) if i % 3 == 0 else alike
             reason = f"bye {i}" if size % 7 == 0 else None
             record = (FrameRecord("c", Direction.IN, Opcode.CLOSE, payload, close_code=1000,
                                   close_reason=reason)
@@ -195,3 +200,4 @@ def test_staged_appends_keep_what_appending_one_by_one_keeps(
     assert store.payload_bytes == sum(len(k[1]) for k in kept)
     if kept:
         assert store.first_id == kept[0][0]
+    assert store._arena.held_bytes <= store.payload_bytes + 2 * (64 + 300)

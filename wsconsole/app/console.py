@@ -112,9 +112,7 @@ class Session:
         subprotocol, keeping what the decoders learned meanwhile."""
         if self._decoding_context and not opened:
             return
-        frames = self.console.frames
-        frames.flush()  # frames still staged were received under the previous context
-        frames.decoding.set_context(
+        self.console.frames.decoding.set_context(
             self.name, url=self.profile.url,
             subprotocol=getattr(self.client, "subprotocol", None),
             target=None if self.profile.kind == "ws" else self.profile.kind,

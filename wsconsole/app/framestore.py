@@ -6,12 +6,12 @@ parallel numpy arrays used as a ring, payloads in a list of bytes; the oldest fr
 dropped (and counted) when either the frame capacity or the payload byte budget is reached.
 Frames are addressed by a monotonically increasing id; ids in [first_id, next_id) are kept.
 
-`append` only stages the record and hands out its id (a list append: it runs once per frame
-received, at up to a few hundred thousand a second); the staged frames are written to the
-columns in one batch (`flush`: slice assignments instead of ten numpy item writes per
-frame) when anything reads the store, when `STAGE_LIMIT` are waiting, or when a
-connection's decoding context changes. What a reader sees is exactly what appending them
-one by one gives.
+`append` runs once per frame received (up to a few hundred thousand a second): it reads the
+frame's fields and stages them as one tuple; the staged frames are written to the columns
+in one batch (`flush`: slice assignments instead of a dozen numpy item writes per frame)
+when anything reads the store or when `STAGE_LIMIT` are waiting. What a reader sees is
+exactly what appending them one by one gives. Payloads go to a `PayloadArena` (compressed
+chunks, payloads.py) at the flush.
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
 
 from wsconsole.app.decoding import Decoding
+from wsconsole.app.payloads import PayloadArena
 from wsconsole.core.events import Direction, FrameRecord, Opcode
 from wsconsole.decoders.base import Decoded
 
@@ -180,7 +182,9 @@ class FrameStore:
         self._dir = np.zeros(capacity, np.uint8)
         self._op = np.zeros(capacity, np.uint8)
         self._flags = np.zeros(capacity, np.uint8)  # bit0 truncated, bit1 injected, bit2 notice
-        self._payload: list[bytes | None] = [None] * capacity
+        self._chunk = np.zeros(capacity, np.uint32)  # where the payload is in the arena
+        self._offset = np.zeros(capacity, np.uint32)
+        self._arena = PayloadArena()
         self._reasons: dict[int, str] = {}
         self._names: list[str] = []
         self._name_bytes: list[bytes] = []  # the same names encoded, for the text filter
@@ -190,7 +194,10 @@ class FrameStore:
         self.next_id = 0  # the id the next appended frame gets
         self._payload_bytes = 0
         self._cleared = 0
-        self._staged: list[FrameRecord] = []  # appended, not yet in the columns
+        # appended, not yet in the columns: one tuple of column values per frame (numbers and
+        # bytes only, so the garbage collector stops tracking them: staging whole records,
+        # which hold their parsed JSON, made every collection walk thousands of them)
+        self._staged: list[tuple[Any, ...]] = []
 
     # -- producers -------------------------------------------------------------------------
 
@@ -203,8 +210,30 @@ class FrameStore:
         """Store one frame (dropping the oldest if full) and return its id."""
         ident = self.next_id
         self.next_id = ident + 1
+        payload = frame.payload
+        size = len(payload)
+        limit = self.max_payload
+        truncated = limit is not None and size > limit
+        if truncated:
+            payload = payload[:limit]
+        room = node = seq = NONE
+        notice = False
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT and 1 < size <= _PARSE_LIMIT and not truncated:
+            room, seq, node, notice = self._harness_fields(frame.json())
+        if frame.close_reason:
+            self._reasons[ident] = frame.close_reason
+        conn = frame.conn
         staged = self._staged
-        staged.append(frame)
+        staged.append((
+            frame.wall, seq, min(size, 0xFFFFFFFF), room, node,
+            NONE if frame.close_code is None else frame.close_code, self._intern(conn),
+            1 if frame.direction is Direction.OUT else 0, int(opcode),
+            (1 if truncated else 0) | (2 if frame.injected else 0) | (4 if notice else 0),
+            payload,
+        ))  # fmt: skip
+        if conn not in self.decoding.learned:  # decoders look at first messages only
+            self.decoding.learn(conn, frame.direction, opcode, frame.payload)
         if len(staged) >= STAGE_LIMIT:
             self.flush()
         return ident
@@ -217,78 +246,62 @@ class FrameStore:
         if not staged:
             return
         self._staged = []
-        decoding = self.decoding
-        for frame in staged:  # decoders look at first messages only, in arrival order
-            if frame.conn not in decoding.learned:
-                decoding.learn(frame.conn, frame.direction, frame.opcode, frame.payload)
         first_new = self._written
         skip = max(0, len(staged) - self.capacity)  # newer staged frames push these out
-        columns = self._columns(staged[skip:], first_new + skip)
+        columns = list(zip(*staged[skip:], strict=True))
         payloads = columns[-1]
         self._make_room(len(payloads), payloads)
         kept_from = len(payloads) - self._fitting(payloads)
         lo = first_new + skip + kept_from  # the first new frame kept
-        for ident in range(first_new + skip, lo):
+        for ident in range(first_new, lo):
             self._reasons.pop(ident, None)
         if self._first == first_new:  # nothing stored is left before the new frames
             self._first = lo
         self._written = self.next_id
+        kept = payloads[kept_from:]
+        values = [column[kept_from:] for column in columns[:-1]]
+        values.extend(self._arena.add_many(kept))
         for start, end, first in self._slices(lo, self.next_id):
-            part = slice(first - lo + kept_from, first - lo + kept_from + end - start)
-            for column, values in zip(self._column_arrays(), columns, strict=True):
-                column[start:end] = values[part]
-        self._payload_bytes += sum(len(p) for p in payloads[kept_from:])
+            part = slice(first - lo, first - lo + end - start)
+            for column, new in zip(self._column_arrays(), values, strict=True):
+                column[start:end] = new[part]
+        self._payload_bytes += sum(len(p) for p in kept)
 
-    def _columns(self, frames: list[FrameRecord], first: int) -> tuple[list, ...]:
-        """The column values of `frames` (ids from `first`), payloads (truncated) last;
-        close reasons go to their map."""
-        walls, seqs, sizes, rooms, nodes, closes, conns, dirs, ops, flags, payloads = (
-            [] for _ in range(11))  # fmt: skip
-        limit = self.max_payload
-        intern = self._intern
-        for ident, frame in enumerate(frames, first):
-            payload = frame.payload
-            size = len(payload)
-            truncated = limit is not None and size > limit
-            if truncated:
-                payload = payload[:limit]
-            room = node = seq = NONE
-            notice = False
-            if frame.opcode is Opcode.TEXT and 1 < size <= _PARSE_LIMIT and not truncated:
-                room, seq, node, notice = self._harness_fields(frame.json())
-            walls.append(frame.wall)
-            seqs.append(seq)
-            sizes.append(min(size, 0xFFFFFFFF))
-            rooms.append(room)
-            nodes.append(node)
-            closes.append(NONE if frame.close_code is None else frame.close_code)
-            conns.append(intern(frame.conn))
-            dirs.append(1 if frame.direction is Direction.OUT else 0)
-            ops.append(int(frame.opcode))
-            flags.append((1 if truncated else 0) | (2 if frame.injected else 0)
-                         | (4 if notice else 0))  # fmt: skip
-            payloads.append(payload)
-            if frame.close_reason:
-                self._reasons[ident] = frame.close_reason
-        return walls, seqs, sizes, rooms, nodes, closes, conns, dirs, ops, flags, payloads
-
-    def _column_arrays(self) -> tuple[np.ndarray | list[bytes | None], ...]:
-        """The ring's columns in the order `_columns` gives their values."""
+    def _column_arrays(self) -> tuple[np.ndarray, ...]:
+        """The ring's columns in the order `_columns` gives their values, then the payload's
+        place in the arena."""
         return (self._wall, self._seq, self._size, self._room, self._node, self._close,
-                self._conn, self._dir, self._op, self._flags, self._payload)  # fmt: skip
+                self._conn, self._dir, self._op, self._flags, self._chunk,
+                self._offset)  # fmt: skip
 
-    def _make_room(self, count: int, payloads: list[bytes]) -> None:
+    def _lengths(self, slots: np.ndarray | slice) -> np.ndarray:
+        """Payload bytes kept for these slots (the size, or max_payload when truncated)."""
+        sizes = self._size[slots].astype(np.int64)
+        if self.max_payload is None:
+            return sizes
+        return np.where(self._flags[slots] & 1, self.max_payload, sizes)
+
+    def _payload(self, slot: int) -> bytes:
+        """The payload kept for the frame in `slot`."""
+        length = int(self._lengths(slice(slot, slot + 1))[0])
+        return self._arena.get(int(self._chunk[slot]), int(self._offset[slot]), length)
+
+    def _make_room(self, count: int, payloads: tuple[bytes, ...]) -> None:
         """Drop the oldest stored frames so that `count` more (these payloads) fit the
         capacity and, as far as dropping stored frames can, the byte budget."""
-        for _ in range(self._written - self._first + count - self.capacity):
-            self._drop_oldest()
-        if self.max_payload_bytes is not None:
-            incoming = sum(len(p) for p in payloads)
-            while (self._payload_bytes + incoming > self.max_payload_bytes
-                   and self._first < self._written):  # fmt: skip
-                self._drop_oldest()
+        self._drop(self._written - self._first + count - self.capacity)
+        if self.max_payload_bytes is None:
+            return
+        need = self._payload_bytes + sum(len(p) for p in payloads) - self.max_payload_bytes
+        while need > 0 and self._first < self._written:
+            lengths = np.concatenate([self._lengths(slice(start, end)) for start, end, _ in
+                                      self._slices(self._first, self._first + STAGE_LIMIT)])
+            total = np.cumsum(lengths)
+            count = min(int(np.searchsorted(total, need)) + 1, len(lengths))
+            self._drop(count)
+            need -= int(total[count - 1])
 
-    def _fitting(self, payloads: list[bytes]) -> int:
+    def _fitting(self, payloads: tuple[bytes, ...]) -> int:
         """How many of the newest `payloads` fit the byte budget with what is stored (at
         least one: a frame larger than the budget is still kept, alone)."""
         budget = self.max_payload_bytes
@@ -306,21 +319,27 @@ class FrameStore:
     def clear(self) -> None:
         """Forget every frame (ids keep increasing; cleared frames are not counted as dropped)."""
         self.flush()
-        for ident in range(self._first, self.next_id):
-            self._payload[ident % self.capacity] = None
+        self._arena.clear()
         self._reasons.clear()
         self._payload_bytes = 0
         self._cleared += self.next_id - self._first
         self._first = self.next_id
 
-    def _drop_oldest(self) -> None:
-        slot = self._first % self.capacity
-        old = self._payload[slot]
-        if old is not None:
-            self._payload_bytes -= len(old)
-        self._payload[slot] = None
-        self._reasons.pop(self._first, None)
-        self._first += 1
+    def _drop(self, count: int) -> None:
+        """Drop the `count` oldest stored frames and release the chunks only they used."""
+        count = min(count, self._written - self._first)
+        if count <= 0:
+            return
+        new_first = self._first + count
+        for start, end, _ in self._slices(self._first, new_first):
+            self._payload_bytes -= int(self._lengths(slice(start, end)).sum())
+        for ident in [i for i in self._reasons if i < new_first]:
+            del self._reasons[ident]
+        self._first = new_first
+        if new_first < self._written:
+            self._arena.release_before(int(self._chunk[new_first % self.capacity]))
+        else:  # nothing stored: every sealed chunk can go
+            self._arena.release_before(self._arena.open_index)
 
     def _intern(self, name: str) -> int:
         found = self._name_ids.get(name)
@@ -406,7 +425,7 @@ class FrameStore:
             node=self._name(int(self._node[slot])),
             close_code=None if close == NONE else close,
             close_reason=self._reasons.get(ident),
-            payload=self._payload[slot] or b"",
+            payload=self._payload(slot),
             truncated=bool(flags & 1),
             injected=bool(flags & 2),
             notice=bool(flags & 4),
@@ -471,18 +490,19 @@ class FrameStore:
     def _search(self, pattern: re.Pattern[bytes], ids: np.ndarray) -> np.ndarray:
         """The ids whose payload, decoded form, room, node or close reason the pattern finds."""
         search = pattern.search
-        payloads = self._payload
+        get = self._arena.get
         names = self._name_bytes
-        slots = (ids % self.capacity).tolist()
-        rooms = self._room[slots].tolist()
-        nodes = self._node[slots].tolist()
+        slots_array = ids % self.capacity
+        places = zip(self._chunk[slots_array].tolist(), self._offset[slots_array].tolist(),
+                     self._lengths(slots_array).tolist(), strict=True)
+        rooms = self._room[slots_array].tolist()
+        nodes = self._node[slots_array].tolist()
         reasons = self._reasons
         name_hit = [search(name) is not None for name in names]
         keep = []
-        for ident, slot, room, node in zip(ids.tolist(), slots, rooms, nodes, strict=True):
-            payload = payloads[slot]
+        for ident, room, node, place in zip(ids.tolist(), rooms, nodes, places, strict=True):
             if (
-                (payload is not None and search(payload))
+                search(get(*place))
                 or (room != NONE and name_hit[room])
                 or (node != NONE and name_hit[node])
                 or (ident in reasons and search(reasons[ident].encode("utf-8")))
@@ -498,7 +518,7 @@ class FrameStore:
         if not self.decoding.differs(conn, opcode):
             return False
         text = self.decoding.searchable(ident, conn, _DIRS[int(self._dir[slot])], opcode,
-                                        self._payload[slot] or b"",
+                                        self._payload(slot),
                                         bool(int(self._flags[slot]) & 1))
         return text is not None and search(text.encode("utf-8")) is not None
 
