@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import os
 import sys
 import time
+from dataclasses import asdict
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -30,6 +30,7 @@ from wsconsole.commands.output import Output, fail_usage
 from wsconsole.harness.agentprocs import ROLES
 from wsconsole.harness.agents import (
     COMMAND_TIMEOUT,
+    PROC_COLUMNS,
     AgentError,
     AgentsClient,
     AgentView,
@@ -40,6 +41,7 @@ from wsconsole.logs import setup_logging
 
 HELP = "list the agents on a broker and start, stop, pause or restart their processes"
 PROC_ACTIONS = ("stop", "kill", "pause", "resume", "restart")
+NUMERIC = ("PID", "Restarts", "CPU %", "RSS")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,7 +130,7 @@ async def _run(args: argparse.Namespace, secret: str, role_args: Any) -> int:
             view = await getattr(client, args.action)(args.agent, args.proc)
         out.event(args.action, f"{args.agent}: {args.action} {args.proc}: "
                                f"{view.describe_state} (pid {view.pid})",
-                  agent=args.agent, proc=_proc_fields(view))
+                  agent=args.agent, proc=asdict(view))
         return 0
     except AgentError as exc:
         if args.json:
@@ -139,57 +141,36 @@ async def _run(args: argparse.Namespace, secret: str, role_args: Any) -> int:
         await client.close()
 
 
-def _proc_fields(view: ProcView) -> dict[str, Any]:
-    return {"proc": view.proc, "role": view.role, "pid": view.pid, "state": view.state,
-            "exit": view.exit, "since": view.since, "restarts": view.restarts,
-            "cpu": view.cpu, "rss": view.rss}
-
-
-def _when(stamp: float) -> str:
-    if not stamp:
-        return "-"
-    return datetime.datetime.fromtimestamp(stamp).strftime("%H:%M:%S")
-
-
-def _mib(rss: int) -> str:
-    return f"{rss / (1 << 20):.1f} MiB" if rss else "-"
-
-
 def _show_agents(out: Output, agents: dict[str, AgentView]) -> None:
     if out.json_mode:
         for view in agents.values():
             out.event("agent", name=view.name, host=view.host, address=view.address,
                       pid=view.pid, version=view.version, state=view.state,
-                      last_seen=view.last_seen, procs=[_proc_fields(p) for p in view.procs])
+                      last_seen=view.last_seen, procs=[asdict(p) for p in view.procs])
         return
     if not agents:
         out.stream.write("no agent has reported on this broker in the last few seconds\n")
         return
     table = Table(title="agents")
-    for column in ("agent", "host / process", "state", "role", "pid", "since", "restarts",
-                   "CPU", "RSS"):
-        table.add_column(column)
+    table.add_column("Agent / process")
+    for column in PROC_COLUMNS[1:]:
+        table.add_column(column, justify="right" if column in NUMERIC else "left")
     now = time.time()
     for view in agents.values():
-        seen = f"{view.state} (seen {now - view.last_seen:.1f} s ago)"
-        table.add_row(view.name, f"{view.host} ({view.address})", seen, "", str(view.pid),
-                      "", "", "", "")
+        table.add_row(*view.cells(now))
         for proc in view.procs:
-            table.add_row("", f"  {proc.proc}", proc.describe_state, proc.role, str(proc.pid),
-                          _when(proc.since), str(proc.restarts), f"{proc.cpu:.1f} %",
-                          _mib(proc.rss))
+            table.add_row("  " + proc.proc, *proc.cells()[1:])
     Console(file=out.stream, width=140).print(table)
 
 
 def _show_procs(out: Output, agent: str, procs: list[ProcView]) -> None:
     if out.json_mode:
         for proc in procs:
-            out.event("proc", agent=agent, **_proc_fields(proc))
+            out.event("proc", agent=agent, **asdict(proc))
         return
     table = Table(title=f"processes on {agent}")
-    for column in ("process", "role", "state", "pid", "since", "restarts", "CPU", "RSS"):
-        table.add_column(column)
+    for column in PROC_COLUMNS:
+        table.add_column(column, justify="right" if column in NUMERIC else "left")
     for proc in procs:
-        table.add_row(proc.proc, proc.role, proc.describe_state, str(proc.pid),
-                      _when(proc.since), str(proc.restarts), f"{proc.cpu:.1f} %", _mib(proc.rss))
+        table.add_row(*proc.cells())
     Console(file=out.stream, width=140).print(table)

@@ -30,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep window layout, profiles and templates in this .ini file")
     parser.add_argument("--frames", type=int, default=1_000_000, metavar="N",
                         help="frames kept in the Frames view before the oldest drop")
+    parser.add_argument("--agents-broker", metavar="URL",
+                        help="show the agents of other hosts on this broker in the Cluster "
+                             "panel, grouped by host, with buttons for their processes")
+    parser.add_argument("--agents-secret-env", metavar="VAR",
+                        help="the environment variable holding the agents' shared secret")
 
 
 def options_from(args: argparse.Namespace) -> object:
@@ -53,6 +58,17 @@ def options_from(args: argparse.Namespace) -> object:
         raise ValueError("--broker-cluster takes 1 to 16 shards")
     if args.frames < 1000:
         raise ValueError("--frames must be at least 1000")
+    agents_secret = None
+    if args.agents_broker is not None or args.agents_secret_env is not None:
+        if args.agents_broker is None or args.agents_secret_env is None:
+            raise ValueError("--agents-broker and --agents-secret-env go together")
+        from wsconsole.harness.brokeraddr import BrokerAddress
+
+        BrokerAddress.parse(args.agents_broker)  # ValueError saying what is wrong
+        agents_secret = os.environ.get(args.agents_secret_env, "")
+        if not agents_secret:
+            raise ValueError(f"the environment variable {args.agents_secret_env} "
+                             "(--agents-secret-env) is not set or empty")
     from wsconsole.gui.app import GuiOptions
 
     return GuiOptions(
@@ -64,6 +80,8 @@ def options_from(args: argparse.Namespace) -> object:
         broker_cluster=args.broker_cluster,
         settings_path=args.settings,
         frame_capacity=args.frames,
+        agents_broker=args.agents_broker,
+        agents_secret=agents_secret,
     )
 
 

@@ -1,5 +1,6 @@
 """Bootstrap of the console window: QApplication first, then the qasync loop, error hooks,
-start-up (demo cluster, `--url`, or empty) and an explicit, bounded shutdown.
+start-up (demo cluster, `--url`, or empty; the agents of other hosts with `--agents-broker`)
+and an explicit, bounded shutdown.
 
 `run(options)` is what `wsconsole gui` and `wsconsole screenshot` call; `ConsoleApp` is the
 same thing as an object tests drive from their own qasync loop.
@@ -12,7 +13,7 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, QTimer
@@ -24,6 +25,7 @@ from wsconsole.app.profiles import Profile
 from wsconsole.gui.icon import app_icon
 from wsconsole.gui.mainwindow import MainWindow
 from wsconsole.gui.shots import Shot, take
+from wsconsole.harness.agents import AgentsClient
 from wsconsole.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,8 @@ class GuiOptions:
     broker_cluster: int = 0  # the demo's broker: a Valkey Cluster of N shards (0: a server)
     settings_path: str | None = None  # an .ini file instead of the user's QSettings
     frame_capacity: int = 1_000_000
+    agents_broker: str | None = None  # show (and command) the agents on this broker
+    agents_secret: str | None = field(default=None, repr=False)  # their shared secret
     width: int = 1600
     height: int = 1000
 
@@ -81,6 +85,7 @@ class ConsoleApp:
         self.closed = asyncio.Event()
         self.window.closing.connect(self.closed.set)
         self.startup: asyncio.Task[None] | None = None
+        self.agents: AgentsClient | None = None  # the agents on other hosts, when given
 
     def start(self) -> None:
         """Show the window and begin the start-up work in the background."""
@@ -100,6 +105,10 @@ class ConsoleApp:
                 self.console.start_demo(self.options.swarm_clients, tls=self.options.tls,
                                         broker_cluster=self.options.broker_cluster),
                 "demo start-up")
+        if self.options.agents_broker and self.options.agents_secret:
+            self.agents = AgentsClient(self.options.agents_broker, self.options.agents_secret)
+            self.window.cluster.agents.attach(self.agents)
+            self.console.spawn(self.agents.open(wait=False), "agents")
         self.window.connection.sync_list()
 
     async def wait_ready(self, timeout: float) -> bool:
@@ -118,6 +127,8 @@ class ConsoleApp:
         self.window.stop_timers()
         if self.startup is not None and not self.startup.done():
             self.startup.cancel()
+        if self.agents is not None:
+            await self.agents.close()
         try:
             async with asyncio.timeout(timeout):
                 await self.console.shutdown()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import secrets
 import time
@@ -114,6 +115,24 @@ class ProcView:
         """`running`, `paused`, or `exited (code 0)`."""
         return f"exited ({self.exit})" if self.state == "exited" and self.exit else self.state
 
+    def cells(self) -> tuple[str, ...]:
+        """Its line as text, as the CLI and the window show it (PROC_COLUMNS)."""
+        return (self.proc, self.describe_state, self.role, str(self.pid), clock(self.since),
+                str(self.restarts), f"{self.cpu:.1f}", mib(self.rss))
+
+
+PROC_COLUMNS = ("Process", "State", "Role", "PID", "Since", "Restarts", "CPU %", "RSS")
+
+
+def mib(size: int) -> str:
+    """A size in MiB with one decimal; `-` for none."""
+    return f"{size / (1 << 20):.1f} MiB" if size else "-"
+
+
+def clock(stamp: float) -> str:
+    """A wall time as HH:MM:SS (local); `-` for none."""
+    return datetime.datetime.fromtimestamp(stamp).strftime("%H:%M:%S") if stamp else "-"
+
 
 @dataclass(frozen=True)
 class AgentView:
@@ -132,6 +151,14 @@ class AgentView:
     def lost(self) -> bool:
         """No state report for `lost_after` seconds (and it did not say bye)."""
         return self.state == "lost"
+
+    def cells(self, now: float) -> tuple[str, ...]:
+        """Its line as text, in PROC_COLUMNS' places: name and address, state, how many
+        processes run, its PID, how long ago it reported, -, and its processes' CPU and RSS."""
+        live = [proc for proc in self.procs if proc.state != "exited"]
+        return (f"{self.name}  {self.address}", self.state, f"{len(live)} running",
+                str(self.pid), f"seen {max(0.0, now - self.last_seen):.1f} s ago", "",
+                f"{sum(p.cpu for p in live):.1f}", mib(sum(p.rss for p in live)))
 
 
 @dataclass
@@ -173,12 +200,15 @@ class AgentsClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def open(self, timeout: float = BROKER_TIMEOUT) -> None:
-        """Connect and start following the reports (OSError/RedisError, ValueError for a bad
-        URL, when the broker cannot be reached now; later losses are retried)."""
-        self._client = await open_client(self.broker_url, timeout=timeout)
-        await self._client.ping()
-        self.connected = True
+    async def open(self, timeout: float = BROKER_TIMEOUT, wait: bool = True) -> None:
+        """Start following the reports. `wait`: connect first (OSError/RedisError, ValueError
+        for a bad URL, when the broker cannot be reached now); otherwise the reader connects
+        by itself, retrying (the window: agents show up once the broker answers). Later
+        losses are retried either way."""
+        if wait:
+            self._client = await open_client(self.broker_url, timeout=timeout)
+            await self._client.ping()
+            self.connected = True
         self._tasks.spawn(self._follow(), "reports")
 
     async def close(self) -> None:
@@ -400,6 +430,7 @@ class AgentsClient:
 
 
 __all__ = [
+    "PROC_COLUMNS",
     "AgentCommandFailed",
     "AgentError",
     "AgentRefused",
@@ -407,4 +438,6 @@ __all__ = [
     "AgentView",
     "AgentsClient",
     "ProcView",
+    "clock",
+    "mib",
 ]

@@ -6,6 +6,7 @@ The TLS box restarts the demo cluster serving wss:// (or ws:// again), with the 
 own client and the swarm, which trust the local CA by themselves.
 A stack's nodes (the user's own) show their command line too; their connections and rates
 are the balancer's count of their traffic, and Output shows what the selected node printed.
+Below: a cluster broker's shards (shards.py) and the agents on other hosts (agents.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from wsconsole.app.console import Console
+from wsconsole.gui.panels.agents import AgentsView
 from wsconsole.gui.panels.shards import ShardsView
 from wsconsole.gui.tables import row_table, set_text
 from wsconsole.gui.theme import NODE_COLORS, badge_style
@@ -111,6 +113,7 @@ class ClusterPanel(QWidget):
         self.message = QLabel("")
         self.message.setStyleSheet("color: #c0392b;")
         self.shards = ShardsView(console, self.message)  # a cluster broker's shards
+        self.agents = AgentsView(console, self.message)  # other hosts' agents, if given
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -123,6 +126,7 @@ class ClusterPanel(QWidget):
         layout.addLayout(node_row)
         layout.addLayout(broker_row)
         layout.addWidget(self.shards, 1)
+        layout.addWidget(self.agents, 1)
         layout.addWidget(self.balancer_label)
         layout.addLayout(net_row)
         layout.addLayout(sticky_row)
@@ -294,6 +298,7 @@ class ClusterPanel(QWidget):
         if selected is not None and self.selected_node() != selected:
             self.select_node(selected)
         self.shards.refresh(cluster, enabled)
+        self.agents.refresh()
         swarm = self.console.swarm_summary()
         self.swarm_label.setText(swarm or "")
         self.swarm_label.setVisible(swarm is not None)
