@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "probe": "wsconsole.commands.probe",
     "proxy": "wsconsole.commands.proxy",
     "swarm": "wsconsole.commands.swarm",
+    "swarm-worker": "wsconsole.commands.swarm_worker",
     "scenario": "wsconsole.commands.scenario",
     "stack": "wsconsole.commands.stack",
     "screenshot": "wsconsole.commands.screenshot",

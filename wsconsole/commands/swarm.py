@@ -106,6 +106,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--control", action="store_true",
                         help="read JSON commands on stdin (pongs, frames), for the window")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    split = parser.add_argument_group(
+        "swarm workers", "split the clients over worker processes, here or on agents' hosts; "
+                         "the accounting merges exactly (docs/scale-out.md)")
+    split.add_argument("--workers", type=int, metavar="N",
+                       help="run the clients in N worker processes (with --agents: spread "
+                            "round-robin over those agents; default one per agent)")
+    split.add_argument("--agents", metavar="A,B",
+                       help="run the workers on these agents (`wsconsole agent` names)")
+    split.add_argument("--agents-broker", metavar="URL",
+                       help="the broker the agents share (with --agents; without: a private "
+                            "one is started for local workers)")
+    split.add_argument("--agents-secret-env", metavar="VAR",
+                       help="environment variable holding the agents' shared secret")
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -215,8 +228,23 @@ def _human_summary(s: dict[str, Any]) -> str:
             f"  errors: {errors}",
             *_lab_lines(s),
             *slice_lines(s),
+            *worker_lines(s),
         ]
     )
+
+
+def worker_lines(s: dict[str, Any]) -> list[str]:
+    """A split swarm's workers, one line each, and which parts are incomplete."""
+    lines = [f"  worker {w['part']} on {w['host'] or '?'} ({w['where']}): clients "
+             f"{w['first'] + 1}-{w['first'] + w['clients']}  sent {w['sent']}  delivered "
+             f"{w['delivered']}  {w['state']}"
+             + (f"  ({w['missing_batches']} batches missing)" if w["missing_batches"] else "")
+             + (f"  {w['problem']}" if w["problem"] else "")
+             for w in s.get("workers", [])]
+    if s.get("incomplete"):
+        lines.append(f"  INCOMPLETE: {', '.join(s['incomplete'])}: their clients' records "
+                     "up to then are counted, the rest is missing")
+    return lines
 
 
 def _lab_lines(s: dict[str, Any]) -> list[str]:
@@ -235,9 +263,11 @@ def _lab_lines(s: dict[str, Any]) -> list[str]:
 
 def clean(summary: dict[str, Any]) -> bool:
     """The swarm's own verdict: every client got in, every publish was acknowledged, every
-    acknowledged message reached every subscriber once and in order."""
+    acknowledged message reached every subscriber once and in order (and, split over
+    workers, every worker's records arrived)."""
     return not (
-        summary["never_connected"]
+        summary.get("incomplete")
+        or summary["never_connected"]
         or summary["lost"]
         or summary["duplicated"]
         or summary["out_of_order"]
@@ -333,10 +363,55 @@ async def _controls(swarm: Any, out: Output) -> None:
             out.event("control", f"control: {exc}", id=ident, ok=False, error=str(exc))
 
 
+def _split_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the swarm-workers flags, before anything starts."""
+    if args.workers is None and not args.agents:
+        if args.agents_broker or args.agents_secret_env:
+            return "--agents-broker and --agents-secret-env go with --workers or --agents"
+        return None
+    if args.workers is not None and args.workers < 1:
+        return f"--workers must be at least 1, not {args.workers}"
+    if args.stack is not None:
+        return "--workers/--agents run harness-protocol clients; a --stack swarm runs here"
+    if args.fleet or args.control:
+        return "--fleet and --control are the window's, for a swarm in one process"
+    if args.agents and not (args.agents_broker and args.agents_secret_env):
+        return "--agents needs --agents-broker URL and --agents-secret-env VAR"
+    if args.agents_broker and not args.agents_secret_env:
+        return "--agents-broker needs --agents-secret-env VAR (the agents' shared secret)"
+    if args.agents_secret_env and not os.environ.get(args.agents_secret_env):
+        return f"environment variable {args.agents_secret_env} is not set"
+    return None
+
+
+async def _run_split(config: Any, args: argparse.Namespace, out: Output) -> dict[str, Any]:
+    """Run the swarm over workers: local processes, or agents' (see swarm/launchers.py)."""
+    from wsconsole.swarm.launchers import run_split
+
+    def on_stats(stats: dict[str, Any]) -> None:
+        states = [w["state"] for w in stats["workers"]]
+        line = f"{_human_stats(stats)}  workers {states.count('running')}/{len(states)}"
+        out.event("stats", line, **stats)
+
+    def on_coordinator(coordinator: Any) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, coordinator.stop)
+
+    workers = args.workers or len(args.agents.split(","))
+    return await run_split(config, workers, jwt_secret_env=args.secret_env,
+                           broker_url=args.agents_broker, secret_env=args.agents_secret_env,
+                           on_stats=on_stats, on_coordinator=on_coordinator)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the swarm; 0 if every message was accounted for, 1 if not, 2 for bad usage."""
     from wsconsole.swarm.swarm import SwarmConfigError
 
+    problem = _split_problem(args)
+    if problem:
+        return fail_usage(problem)
     try:
         config = _config(args)
     except OptionsError as exc:
@@ -344,7 +419,15 @@ def run(args: argparse.Namespace) -> int:
     except SwarmConfigError as exc:
         return fail_usage(str(exc))
     out = Output(args.json)
-    own_stack = args.stack is not None and not args.url
-    summary = asyncio.run(_run(config, out, own_stack, args.fleet, args.control))
+    if args.workers is not None or args.agents:
+        try:
+            summary = asyncio.run(_run_split(config, args, out))
+        except SwarmConfigError as exc:
+            return fail_usage(str(exc))
+        except OSError as exc:
+            raise SystemExit(f"wsconsole swarm: the broker: {exc}") from None
+    else:
+        own_stack = args.stack is not None and not args.url
+        summary = asyncio.run(_run(config, out, own_stack, args.fleet, args.control))
     out.event("summary", _human_summary(summary), ok=clean(summary), **summary)
     return 0 if clean(summary) else 1

@@ -1,0 +1,182 @@
+"""`wsconsole swarm --workers N`: real worker processes against the demo cluster, their
+journals merged exactly over a real Valkey; checked against the parts and against an
+independent subscriber (tests/protoclient.py); a worker SIGKILLed mid-run is named; a worker
+whose coordinator is gone stops on its own; bad input exits 2."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.protoclient import Delivered, Ledger, Peer
+from tests.support import SCALE, pid_alive, until
+from wsconsole.harness import procs
+from wsconsole.harness.broker import Broker
+from wsconsole.harness.brokeraddr import open_client
+from wsconsole.harness.cluster import Cluster, ClusterConfig
+from wsconsole.swarm.parts import config_to_wire
+from wsconsole.swarm.runwire import RunWire, journal_stream, new_run_id
+from wsconsole.swarm.swarm import SwarmConfig
+
+JWT_ENV = "WSCONSOLE_TEST_SWARM_JWT"
+ROOMS = ("swarm-0", "swarm-1")
+
+
+@contextlib.asynccontextmanager
+async def _swarm(cluster: Cluster, *args: str) -> AsyncIterator[procs.Child]:
+    env = {**os.environ, JWT_ENV: cluster.config.secret}
+    child = await procs.spawn(
+        procs.child_argv("swarm", cluster.url, "--secret-env", JWT_ENV, "--json", *args),
+        "swarm-cli", env=env, stderr_lines=40)
+    try:
+        yield child
+    finally:
+        await child.stop(timeout=5)
+
+
+async def _events(child: procs.Child) -> AsyncIterator[dict[str, Any]]:
+    async for line in child.lines():
+        yield json.loads(line)
+
+
+async def test_two_workers_merge_exactly(tmp_path: Any) -> None:
+    ledger = Ledger()
+    async with Cluster(ClusterConfig.demo(nodes=2, log_dir=str(tmp_path))) as cluster:
+        peer = Peer("watcher", cluster.url, cluster.token("watcher"), list(ROOMS), ledger,
+                    local_addr="127.0.9.2")
+        peer.start()
+        try:
+            await until(lambda: {r for (_, r) in ledger.streams} == set(ROOMS), "the "
+                        "independent subscriber joined", 10)
+            async with _swarm(cluster, "--clients", "8", "--rooms", "2", "--rate", "40",
+                              "--duration", "2", "--wait-joined", "20", "--settle", "5",
+                              "--workers", "2") as child:
+                events = [e async for e in _events(child)]
+                assert await child.wait(30 * SCALE), "the swarm did not end"
+            assert child.returncode == 0, child.log_tail(10)
+            await until(lambda: _received(ledger)[0] >= events[-1]["acknowledged"],
+                        "the independent subscriber to get every message", 10)
+        finally:
+            await peer.close()
+    summary = events[-1]
+    assert summary["event"] == "summary" and summary["ok"] is True
+    parts = summary["workers"]
+    assert [(w["state"], w["clients"], w["missing_batches"]) for w in parts] == \
+        [("done", 4, 0), ("done", 4, 0)]
+    assert summary["incomplete"] == []
+    # merged = sum of the parts, each part's figures from its own Accounting
+    assert summary["sent"] == sum(w["sent"] for w in parts) >= 60
+    assert summary["delivered"] == sum(w["delivered"] for w in parts)
+    assert summary["sent"] == summary["acknowledged"]
+    # every message reached the 4 swarm subscribers of its room, once, in order
+    assert summary["delivered"] == summary["expected"] == 4 * summary["acknowledged"]
+    # the independent count: the watcher, subscribed to both rooms, got every swarm message
+    # once and in order, as the merged figures say
+    received, duplicated, out_of_order = _received(ledger)
+    assert received == summary["acknowledged"]
+    assert (duplicated, out_of_order) == (summary["duplicated"], summary["out_of_order"])
+    assert summary["lost"] == 0 and summary["p99_latency_ms"] is not None
+    stats = [e for e in events if e["event"] == "stats"]
+    assert stats and all(len(e["workers"]) == 2 for e in stats)
+
+
+def _received(ledger: Ledger) -> tuple[int, int, int]:
+    """What the watcher got of the swarm's messages: (distinct ids, duplicates, ooo)."""
+    ids: Counter[str] = Counter()
+    out_of_order = 0
+    for (_, _room), events in ledger.streams.items():
+        last = 0
+        for event in events:
+            if isinstance(event, Delivered) and event.ident.startswith("c"):
+                ids[event.ident] += 1
+                out_of_order += event.seq < last
+                last = max(last, event.seq)
+    return len(ids), sum(n - 1 for n in ids.values()), out_of_order
+
+
+async def test_a_worker_killed_mid_run_is_named(tmp_path: Any) -> None:
+    async with Cluster(ClusterConfig.demo(nodes=1, log_dir=str(tmp_path))) as cluster:
+        async with _swarm(cluster, "--clients", "4", "--rate", "20", "--duration", "4",
+                          "--settle", "1", "--workers", "2") as child:
+            killed = None
+            summary: dict[str, Any] = {}
+            async for event in _events(child):
+                workers = event.get("workers", [])
+                if killed is None and event["event"] == "stats" and event["sent"] > 5 and \
+                        all(w["state"] == "running" for w in workers):
+                    killed = int(workers[1]["where"].removeprefix("pid "))
+                    os.kill(killed, signal.SIGKILL)
+                summary = event
+            assert await child.wait(30 * SCALE)
+    assert killed is not None and not pid_alive(killed)
+    assert child.returncode == 1
+    assert summary["event"] == "summary" and summary["ok"] is False
+    worker = summary["workers"][1]
+    assert worker["state"] == "lost" and "killed by signal 9" in worker["problem"]
+    assert summary["incomplete"] == [f"worker 1 (pid {killed})"]
+    assert summary["workers"][0]["state"] == "done"
+    # what the killed worker sent before it died still counts
+    assert summary["sent"] > summary["workers"][0]["sent"]
+
+
+async def test_a_worker_without_its_coordinator_stops_on_its_own() -> None:
+    broker = Broker(persist=False)
+    url = await asyncio.to_thread(broker.start)
+    try:
+        client = await open_client(url)
+        run = new_run_id()
+        wire = RunWire(client, "s3cret", run, coordinator=True)
+        config = SwarmConfig(url="ws://127.0.0.1:9", clients=2, rate=1, duration=None)
+        await wire.send("config", {"config": config_to_wire(config, None), "parts": [[0, 2]]})
+        worker = await procs.spawn(
+            procs.child_argv("swarm-worker", "--broker", url, "--secret-env", "RUN_SECRET",
+                             "--run", run, "--part", "0", "--orphan-after", "2"),
+            "swarm-worker", stdout=False, stderr_lines=20,
+            env={**os.environ, "RUN_SECRET": "s3cret"})
+        try:  # no beat ever comes: it stops after 2 s, sends its summary, exits 1
+            assert await worker.wait(20 * SCALE), "the orphaned worker kept running"
+            assert worker.returncode == 1, worker.log_tail(5)
+            kinds = [m.kind for m in await _all(client, run)]
+            assert kinds[0] == "hello" and kinds[-1] == "done"
+            assert "no word from the coordinator" in worker.log_tail(5)
+        finally:
+            await worker.stop()
+            await client.aclose()
+    finally:
+        await asyncio.to_thread(broker.stop)
+
+
+async def _all(client: Any, run: str) -> list[Any]:
+    from wsconsole.harness.agentwire import Signer
+    from wsconsole.swarm.runwire import coordinator_name
+
+    signer = Signer(coordinator_name(run), "s3cret")
+    entries = await client.xrange(journal_stream(run))
+    return [signer.open(fields) for _, fields in entries]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--workers", "0"], "--workers must be at least 1"),
+    (["--workers", "3", "--clients", "2"], "3 workers for 2 clients"),
+    (["--agents", "a,b"], "--agents needs --agents-broker"),
+    (["--workers", "2", "--agents-broker", "redis://127.0.0.1:9"], "needs --agents-secret-env"),
+    (["--workers", "2", "--agents-broker", "redis://127.0.0.1:9", "--agents-secret-env",
+      "WSCONSOLE_TEST_UNSET_VAR"], "WSCONSOLE_TEST_UNSET_VAR is not set"),
+    (["--workers", "2", "--fleet"], "--fleet and --control"),
+])
+def test_split_swarm_bad_usage_exits_2(args: list[str], message: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "WSCONSOLE_TEST_UNSET_VAR"}
+    out = subprocess.run([sys.executable, "-m", "wsconsole", "swarm", "ws://127.0.0.1:9", *args],
+                         capture_output=True, text=True, timeout=30 * SCALE, env=env)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,100 @@
+"""Where a split swarm's workers run, and the run itself (`run_split`).
+
+`LocalLauncher` starts each worker as a child process of this one through harness/procs.py
+(its own process group, killed with us, its stderr tail kept for the report): the way to use
+several cores of one machine, and to test without agents. Without a shared broker the run
+gets a private one (the bundled Valkey, in memory) and a secret of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from wsconsole.harness import procs
+from wsconsole.harness.broker import Broker
+from wsconsole.harness.brokeraddr import open_client
+from wsconsole.swarm.coordinator import Coordinator, Launcher
+from wsconsole.swarm.parts import config_to_wire, split
+from wsconsole.swarm.runwire import RunWire, new_run_id
+from wsconsole.swarm.swarm import Stats, SwarmConfig, SwarmConfigError
+
+RUN_SECRET_ENV = "WSCONSOLE_SWARM_RUN_SECRET"  # a local run's own secret, to its children
+
+
+class LocalLauncher:
+    """Workers as child processes of this one (one process group each)."""
+
+    def __init__(self, secret_env: str, secret: str) -> None:
+        self.env = {**os.environ, secret_env: secret}
+        self.children: dict[int, procs.Child] = {}
+
+    async def start(self, part: int, args: Sequence[str]) -> str:
+        """Start the worker of `part` here; returns "pid N"."""
+        child = await procs.spawn(procs.child_argv("swarm-worker", *args),
+                                  f"swarm-worker-{part}", stdout=False, stderr_lines=20,
+                                  env=self.env)
+        self.children[part] = child
+        return f"pid {child.pid}"
+
+    def gone(self, part: int) -> str | None:
+        """Why the worker's process is gone (its exit code or signal, its last words)."""
+        child = self.children.get(part)
+        if child is None or child.returncode is None:
+            return None
+        code = child.returncode
+        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        tail = child.log_tail(3)
+        return f"its process {how}" + (f": {tail}" if tail else "")
+
+    async def stop(self) -> None:
+        """Stop every worker still running (SIGTERM, then SIGKILL after 5 s)."""
+        await asyncio.gather(*(child.stop() for child in self.children.values()))
+
+
+async def run_split(config: SwarmConfig, workers: int, *, jwt_secret_env: str | None,
+                    broker_url: str | None = None, secret_env: str | None = None,
+                    launcher: Launcher | None = None,
+                    on_stats: Callable[[Stats], None] | None = None,
+                    on_coordinator: Callable[[Coordinator], None] | None = None) -> Stats:
+    """Run `config` over `workers` workers: through `launcher` on the broker `broker_url`
+    with the agents' secret in `secret_env`, or (no launcher) as local processes, on a
+    private broker unless `broker_url` is given. SwarmConfigError for what cannot be split."""
+    parts = split(config.clients, workers)
+    wire_config = config_to_wire(config, jwt_secret_env)
+    own_broker = Broker(persist=False) if broker_url is None else None
+    if own_broker is not None:
+        broker_url = await asyncio.to_thread(own_broker.start)
+    assert broker_url is not None
+    if secret_env is None:
+        secret_env, secret = RUN_SECRET_ENV, secrets.token_hex(16)
+    else:
+        secret = os.environ.get(secret_env, "")
+        if not secret:
+            raise SwarmConfigError(f"environment variable {secret_env} is not set")
+    try:
+        client = await open_client(broker_url)
+        run = new_run_id()
+        wire = RunWire(client, secret, run, coordinator=True)
+
+        def worker_args(part: int) -> list[str]:
+            return ["--broker", str(broker_url), "--secret-env", str(secret_env),
+                    "--run", run, "--part", str(part)]
+
+        coordinator = Coordinator(config, wire_config, parts, wire,
+                                  launcher or LocalLauncher(secret_env, secret), worker_args,
+                                  on_stats)
+        if on_coordinator is not None:
+            on_coordinator(coordinator)
+        try:
+            summary: dict[str, Any] = await coordinator.run()
+        finally:
+            await client.aclose()
+        summary["run"] = run
+        return summary
+    finally:
+        if own_broker is not None:
+            await asyncio.to_thread(own_broker.stop)
