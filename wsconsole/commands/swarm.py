@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 from typing import Any
@@ -365,7 +366,7 @@ async def _controls(swarm: Any, out: Output) -> None:
 
 def _split_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the swarm-workers flags, before anything starts."""
-    if args.workers is None and not args.agents:
+    if args.workers is None and args.agents is None:
         if args.agents_broker or args.agents_secret_env:
             return "--agents-broker and --agents-secret-env go with --workers or --agents"
         return None
@@ -375,6 +376,8 @@ def _split_problem(args: argparse.Namespace) -> str | None:
         return "--workers/--agents run harness-protocol clients; a --stack swarm runs here"
     if args.fleet or args.control:
         return "--fleet and --control are the window's, for a swarm in one process"
+    if args.agents is not None and not [n for n in args.agents.split(",") if n.strip()]:
+        return "--agents names one agent or more: --agents A,B"
     if args.agents and not (args.agents_broker and args.agents_secret_env):
         return "--agents needs --agents-broker URL and --agents-secret-env VAR"
     if args.agents_broker and not args.agents_secret_env:
@@ -399,14 +402,29 @@ async def _run_split(config: Any, args: argparse.Namespace, out: Output) -> dict
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, coordinator.stop)
 
-    workers = args.workers or len(args.agents.split(","))
-    return await run_split(config, workers, jwt_secret_env=args.secret_env,
-                           broker_url=args.agents_broker, secret_env=args.agents_secret_env,
-                           on_stats=on_stats, on_coordinator=on_coordinator)
+    split = functools.partial(run_split, config, jwt_secret_env=args.secret_env,
+                              broker_url=args.agents_broker, secret_env=args.agents_secret_env,
+                              on_stats=on_stats, on_coordinator=on_coordinator)
+    if not args.agents:
+        return await split(args.workers)
+    from wsconsole.harness.agents import AgentsClient
+    from wsconsole.swarm.launchers import AgentLauncher
+
+    names = [name.strip() for name in args.agents.split(",") if name.strip()]
+    agents = AgentsClient(args.agents_broker, os.environ[args.agents_secret_env])
+    await agents.open()
+    try:
+        launcher = AgentLauncher(agents, names)
+        await launcher.check()
+        return await split(args.workers or len(names), launcher=launcher)
+    finally:
+        await agents.close()
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the swarm; 0 if every message was accounted for, 1 if not, 2 for bad usage."""
+    from redis.exceptions import RedisError
+
     from wsconsole.swarm.swarm import SwarmConfigError
 
     problem = _split_problem(args)
@@ -419,13 +437,13 @@ def run(args: argparse.Namespace) -> int:
     except SwarmConfigError as exc:
         return fail_usage(str(exc))
     out = Output(args.json)
-    if args.workers is not None or args.agents:
+    if args.workers is not None or args.agents is not None:
         try:
             summary = asyncio.run(_run_split(config, args, out))
         except SwarmConfigError as exc:
             return fail_usage(str(exc))
-        except OSError as exc:
-            raise SystemExit(f"wsconsole swarm: the broker: {exc}") from None
+        except (OSError, RedisError, TimeoutError) as exc:
+            raise SystemExit(f"wsconsole swarm: the broker: {exc or 'no answer'}") from None
     else:
         own_stack = args.stack is not None and not args.url
         summary = asyncio.run(_run(config, out, own_stack, args.fleet, args.control))

@@ -34,7 +34,7 @@ from wsconsole.swarm.swarm import Stats, SwarmConfig
 LOST_AFTER = 10.0  # seconds without a message from a running worker: lost
 START_TIMEOUT = 30.0  # seconds for a worker to start and say hello
 EXIT_GRACE = 2.0  # seconds to read a worker's last entries after its process ended
-STOP_GRACE = 20.0  # seconds after `stop` before the parts still running count as lost
+STOP_GRACE = 20.0  # seconds after `stop` and the settle phase before a part counts as lost
 BEAT = 1.0
 FINISHED = ("done", "lost", "failed")
 
@@ -113,6 +113,10 @@ class Coordinator:
         self._stops = 0
         self._stop_sent = 0
         self._stop_at: float | None = None
+        self._began = time.monotonic()
+        self._ready_at: float | None = None  # every worker said hello (or the start timed out)
+        self._load_from: float | None = None
+        self._settled_sent = False
 
     def stop(self) -> None:
         """End the load now (SIGINT); a second call also skips the settle phase."""
@@ -127,16 +131,12 @@ class Coordinator:
         for part in self.parts:
             part.where = await self.launcher.start(part.index, self.worker_args(part.index))
             part.heard = time.monotonic()
-        planned = None if cfg.duration is None else (
-            cfg.ramp + (cfg.wait_joined or 0.0) + cfg.duration + cfg.settle + 10.0)
-        began = next_beat = next_stats = time.monotonic()
+        self._began = next_beat = next_stats = time.monotonic()
         try:
             while not all(p.state in FINISHED for p in self.parts):
                 await self._read()
                 now = time.monotonic()
-                if planned is not None and now - began > planned and not self._stops:
-                    self._stops = 1  # a worker that does not end on its own is told to
-                await self._send_stops(now)
+                await self._drive(now)
                 if now >= next_beat:
                     next_beat = now + BEAT
                     await self._quietly("beat")
@@ -195,11 +195,29 @@ class Coordinator:
             part.missing += 1
             part.problem = str(exc)
 
-    async def _send_stops(self, now: float) -> None:
+    async def _drive(self, now: float) -> None:
+        """The phases of the whole swarm: `go` once every part is up (and, with wait_joined,
+        every client joined), `stop` after the duration (or on SIGINT), `settled` once the
+        merged accounting has every ack and every owed delivery."""
+        cfg = self.config
+        if self._ready_at is None and (all(p.state != "starting" for p in self.parts)
+                                       or now - self._began > START_TIMEOUT):
+            self._ready_at = now
+        if self._load_from is None and self._ready_at is not None and (
+                cfg.wait_joined is None or len(self.accounting.subs) >= cfg.clients
+                or now - self._ready_at >= cfg.wait_joined):
+            self._load_from = now
+            await self._quietly("go")
+        if (self._load_from is not None and cfg.duration is not None and not self._stops
+                and now - self._load_from >= cfg.duration):
+            self._stops = 1
         while self._stop_sent < min(self._stops, 2):
             self._stop_sent += 1
             await self._quietly("stop", abort=self._stop_sent > 1)
             self._stop_at = self._stop_at or now
+        if self._stop_sent and not self._settled_sent and self.accounting.settled():
+            self._settled_sent = True
+            await self._quietly("settled")
 
     def _check_liveness(self, now: float) -> None:
         for part in self.parts:
@@ -213,7 +231,8 @@ class Coordinator:
             elif now - part.heard > (LOST_AFTER if part.state == "running" else START_TIMEOUT):
                 part.state = "lost"
                 part.problem = f"no word from it for {now - part.heard:.0f} s"
-            elif self._stop_at is not None and now - self._stop_at > STOP_GRACE:
+            elif self._stop_at is not None and now - self._stop_at > self.config.settle + \
+                    STOP_GRACE:
                 part.state = "lost"
                 part.problem = f"still running {STOP_GRACE:.0f} s after the stop"
 

@@ -4,17 +4,20 @@
 (its own process group, killed with us, its stderr tail kept for the report): the way to use
 several cores of one machine, and to test without agents. Without a shared broker the run
 gets a private one (the bundled Valkey, in memory) and a secret of its own.
+`AgentLauncher` starts them on agents' hosts instead, on the broker the agents share.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from wsconsole.harness import procs
+from wsconsole.harness.agents import AgentError, AgentsClient
 from wsconsole.harness.broker import Broker
 from wsconsole.harness.brokeraddr import open_client
 from wsconsole.swarm.coordinator import Coordinator, Launcher
@@ -53,6 +56,63 @@ class LocalLauncher:
     async def stop(self) -> None:
         """Stop every worker still running (SIGTERM, then SIGKILL after 5 s)."""
         await asyncio.gather(*(child.stop() for child in self.children.values()))
+
+
+class AgentLauncher:
+    """Workers on agents (`wsconsole agent` on other hosts), round-robin over `names`, each
+    started with role `worker` through the console's AgentsClient (harness/agents.py)."""
+
+    def __init__(self, agents: AgentsClient, names: Sequence[str]) -> None:
+        self.agents = agents
+        self.names = list(names)
+        self.tag = secrets.token_hex(3)  # this run's processes among the agent's others
+        self.started: dict[int, tuple[str, str]] = {}  # part -> (agent, process name)
+
+    async def check(self) -> None:
+        """SwarmConfigError unless every named agent is up on the broker now."""
+        await self.agents.caught_up()
+        views = self.agents.agents()
+        live = sorted(name for name, view in views.items() if view.state == "up")
+        for name in self.names:
+            if name not in live:
+                state = views[name].state if name in views else "unknown"
+                raise SwarmConfigError(
+                    f"agent {name!r} is {state} on this broker (live agents: "
+                    f"{', '.join(live) or 'none'})")
+
+    async def start(self, part: int, args: Sequence[str]) -> str:
+        """Start the worker of `part` on the next agent; returns "AGENT pid N"."""
+        agent = self.names[part % len(self.names)]
+        proc = f"swarm-{self.tag}-w{part}"
+        try:
+            row = await self.agents.start(agent, proc, "worker", list(args))
+        except AgentError as exc:
+            raise SwarmConfigError(f"agent {agent!r} did not start worker {part}: {exc}") \
+                from None
+        self.started[part] = (agent, proc)
+        return f"{agent} pid {row.pid}"
+
+    def gone(self, part: int) -> str | None:
+        """Why the worker is gone: its agent lost or stopped, or its process exited."""
+        agent, proc = self.started.get(part, ("", ""))
+        view = self.agents.agents().get(agent)
+        if view is None:
+            return None
+        if view.state != "up":
+            return f"its agent {agent} is {view.state}"
+        for row in view.procs:
+            if row.proc == proc and row.state == "exited":
+                return f"its process on {agent} {row.describe_state}"
+        return None
+
+    async def stop(self) -> None:
+        """Stop every worker of this run still running on its agent (best effort: an agent
+        that is gone cannot be told; its workers stop on their own without the beat)."""
+        async def stop_one(agent: str, proc: str) -> None:
+            with contextlib.suppress(AgentError):
+                await self.agents.stop(agent, proc)
+
+        await asyncio.gather(*(stop_one(*where) for where in self.started.values()))
 
 
 async def run_split(config: SwarmConfig, workers: int, *, jwt_secret_env: str | None,

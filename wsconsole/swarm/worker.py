@@ -7,8 +7,9 @@ SwarmConfig and every part's slice of clients), runs its part (swarm.py, with a
 table. At the end it sends `done` with its own part summary (the coordinator checks merged
 counts against the sum of the parts) and exits.
 
-It stops when the coordinator says `stop` (a second `stop`, or `abort`, skips the settle
-phase), and on its own when the coordinator is gone: no `beat` for `ORPHAN_AFTER` seconds, or
+The coordinator drives the phases (`go`, `stop`, `settled`: see WorkerSwarm), so the parts
+start and end their load together. It stops when the coordinator says `stop` (`abort`: no
+settle phase), and on its own when the coordinator is gone: no `beat` for `ORPHAN_AFTER` seconds, or
 the broker unreachable that long. It never runs on as an orphan.
 """
 
@@ -39,9 +40,29 @@ CONFIG_TIMEOUT = 30.0  # seconds to wait for the config
 
 
 class WorkerSwarm(Swarm):
-    """The part of a swarm one worker runs: its accounting records every event it is fed."""
+    """The part of a swarm one worker runs: its accounting records every event it is fed,
+    and the coordinator drives its phases, so every part loads and settles together as one
+    swarm would: the load starts on `go` (with wait_joined: once every part's clients
+    joined), ends on `stop`, and the settle phase ends on `settled` (the merged accounting
+    has every ack and every owed delivery; a part alone cannot know) or its deadline."""
 
     accounting: JournalingAccounting
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.go = asyncio.Event()
+        self.all_settled = False
+
+    async def _wait_all_joined(self, limit: float) -> None:
+        deadline = self.clock() + limit
+        while not (self.go.is_set() or self._stop.is_set()) and self.clock() < deadline:
+            await asyncio.sleep(0.05)
+
+    async def _wait_load_end(self, started: float) -> None:
+        await self._stop.wait()
+
+    def _settled(self) -> bool:
+        return self.all_settled
 
     def _new_accounting(self, started: float) -> JournalingAccounting:
         accounting = JournalingAccounting(started)
@@ -136,7 +157,11 @@ class Worker:
     def _heard(self, kind: str, body: dict[str, Any]) -> None:
         self._last_beat = time.monotonic()
         assert self.swarm is not None
-        if kind == "stop":
+        if kind == "go":
+            self.swarm.go.set()
+        elif kind == "settled":
+            self.swarm.all_settled = True
+        elif kind == "stop":
             self.swarm.stop()
             if body.get("abort"):
                 self.swarm.stop()
