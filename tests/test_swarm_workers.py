@@ -14,12 +14,13 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.protoclient import Delivered, Ledger, Peer
-from tests.support import SCALE, pid_alive, until
+from tests.support import SCALE, ProcessRegistry, pid_alive, until
 from wsconsole.harness import procs
 from wsconsole.harness.broker import Broker
 from wsconsole.harness.brokeraddr import open_client
@@ -191,3 +192,39 @@ def test_split_swarm_bad_usage_exits_2_from_the_shell() -> None:
                          capture_output=True, text=True, timeout=30 * SCALE)
     assert out.returncode == 2
     assert "5 workers for 4 clients" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_workers_on_two_agents(procs: ProcessRegistry, tmp_path: Path) -> None:
+    from tests.agentkit import SECRET, SECRET_ENV, start_agent, stop_agent
+
+    with Broker(persist=False) as broker:
+        server = procs.python("-m", "tests.servers", "harness", stdout=subprocess.PIPE)
+        assert server.stdout is not None
+        url = f"ws://127.0.0.1:{json.loads(server.stdout.readline())['port']}"
+        homes = {name: tmp_path / name for name in ("a1", "a2")}
+        agents = {name: start_agent(procs, broker.url, name, home)
+                  for name, home in homes.items()}
+        try:
+            env = {**os.environ, SECRET_ENV: SECRET}
+
+            def swarm(*args: str) -> subprocess.CompletedProcess[str]:
+                return subprocess.run(
+                    [sys.executable, "-m", "wsconsole", "swarm", url, "--agents-broker",
+                     broker.url, "--agents-secret-env", SECRET_ENV, *args],
+                    capture_output=True, text=True, env=env, timeout=90 * SCALE)
+
+            out = swarm("--agents", "a1,nobody")  # a1 is waited for; nobody never comes
+            assert out.returncode == 2, out.stderr
+            assert "agent 'nobody' is unknown on this broker (live agents: a1" in out.stderr
+            out = swarm("--agents", "a1,a2", "--workers", "3", "--clients", "6", "--rate",
+                        "30", "--duration", "2", "--wait-joined", "20", "--json")
+            assert out.returncode == 0, out.stderr[-2000:]
+            summary = json.loads(out.stdout.splitlines()[-1])
+            where = [w["where"].split()[0] for w in summary["workers"]]
+            assert where == ["a1", "a2", "a1"]
+            assert [w["state"] for w in summary["workers"]] == ["done"] * 3
+            assert summary["sent"] == sum(w["sent"] for w in summary["workers"]) > 30
+            assert summary["delivered"] == summary["expected"] == 6 * summary["acknowledged"]
+        finally:
+            for name, agent in agents.items():
+                stop_agent(agent, homes[name])

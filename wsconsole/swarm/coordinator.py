@@ -51,6 +51,10 @@ class Launcher(Protocol):
         lost), None while it may be running."""
         ...
 
+    def context(self, part: int) -> str:
+        """What else is known of a silent worker's whereabouts ("its agent B is lost")."""
+        ...
+
     async def stop(self) -> None:
         """Stop every worker this launcher started that still runs."""
         ...
@@ -230,7 +234,9 @@ class Coordinator:
                     part.state, part.problem = "lost", why
             elif now - part.heard > (LOST_AFTER if part.state == "running" else START_TIMEOUT):
                 part.state = "lost"
-                part.problem = f"no word from it for {now - part.heard:.0f} s"
+                context = self.launcher.context(part.index)
+                part.problem = f"no word from it for {now - part.heard:.0f} s" + (
+                    f" ({context})" if context else "")
             elif self._stop_at is not None and now - self._stop_at > self.config.settle + \
                     STOP_GRACE:
                 part.state = "lost"

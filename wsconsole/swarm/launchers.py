@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from wsconsole.harness import procs
-from wsconsole.harness.agents import AgentError, AgentsClient
+from wsconsole.harness.agents import AgentError, AgentsClient, AgentTimeout
 from wsconsole.harness.broker import Broker
 from wsconsole.harness.brokeraddr import open_client
 from wsconsole.swarm.coordinator import Coordinator, Launcher
@@ -26,6 +26,7 @@ from wsconsole.swarm.runwire import RunWire, new_run_id
 from wsconsole.swarm.swarm import Stats, SwarmConfig, SwarmConfigError
 
 RUN_SECRET_ENV = "WSCONSOLE_SWARM_RUN_SECRET"  # a local run's own secret, to its children
+AGENT_WAIT = 5.0  # seconds a named agent may take to show up
 
 
 class LocalLauncher:
@@ -42,6 +43,10 @@ class LocalLauncher:
                                   env=self.env)
         self.children[part] = child
         return f"pid {child.pid}"
+
+    def context(self, part: int) -> str:
+        """Nothing more to say of a local worker than its exit (`gone`)."""
+        return ""
 
     def gone(self, part: int) -> str | None:
         """Why the worker's process is gone (its exit code or signal, its last words)."""
@@ -68,17 +73,20 @@ class AgentLauncher:
         self.tag = secrets.token_hex(3)  # this run's processes among the agent's others
         self.started: dict[int, tuple[str, str]] = {}  # part -> (agent, process name)
 
-    async def check(self) -> None:
-        """SwarmConfigError unless every named agent is up on the broker now."""
+    async def check(self, wait: float = AGENT_WAIT) -> None:
+        """SwarmConfigError unless every named agent is up on the broker (each waited for
+        up to `wait` seconds: agents started just before the swarm are still saying hello)."""
         await self.agents.caught_up()
-        views = self.agents.agents()
-        live = sorted(name for name, view in views.items() if view.state == "up")
         for name in self.names:
-            if name not in live:
+            try:
+                await self.agents.wait_for_agent(name, timeout=wait)
+            except AgentTimeout:
+                views = self.agents.agents()
+                live = sorted(n for n, view in views.items() if view.state == "up")
                 state = views[name].state if name in views else "unknown"
                 raise SwarmConfigError(
                     f"agent {name!r} is {state} on this broker (live agents: "
-                    f"{', '.join(live) or 'none'})")
+                    f"{', '.join(live) or 'none'})") from None
 
     async def start(self, part: int, args: Sequence[str]) -> str:
         """Start the worker of `part` on the next agent; returns "AGENT pid N"."""
@@ -93,17 +101,25 @@ class AgentLauncher:
         return f"{agent} pid {row.pid}"
 
     def gone(self, part: int) -> str | None:
-        """Why the worker is gone: its agent lost or stopped, or its process exited."""
+        """Why the worker is gone: its process exited, or its agent stopped (and stopped its
+        processes). A lost agent is no proof: its processes run on without it, so the
+        worker's own silence decides (`context` then says the agent is lost too)."""
         agent, proc = self.started.get(part, ("", ""))
         view = self.agents.agents().get(agent)
         if view is None:
             return None
-        if view.state != "up":
-            return f"its agent {agent} is {view.state}"
+        if view.state == "stopped":
+            return f"its agent {agent} stopped"
         for row in view.procs:
             if row.proc == proc and row.state == "exited":
                 return f"its process on {agent} {row.describe_state}"
         return None
+
+    def context(self, part: int) -> str:
+        """The state of the worker's agent, when it is not up."""
+        agent, _ = self.started.get(part, ("", ""))
+        view = self.agents.agents().get(agent)
+        return "" if view is None or view.state == "up" else f"its agent {agent} is {view.state}"
 
     async def stop(self) -> None:
         """Stop every worker of this run still running on its agent (best effort: an agent

@@ -54,9 +54,12 @@ class WorkerSwarm(Swarm):
         self.all_settled = False
 
     async def _wait_all_joined(self, limit: float) -> None:
-        deadline = self.clock() + limit
-        while not (self.go.is_set() or self._stop.is_set()) and self.clock() < deadline:
-            await asyncio.sleep(0.05)
+        waits = [spawn(self.go.wait(), "worker-go"), spawn(self._stop.wait(), "worker-stop")]
+        try:
+            await asyncio.wait(waits, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
 
     async def _wait_load_end(self, started: float) -> None:
         await self._stop.wait()
