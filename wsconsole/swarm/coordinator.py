@@ -42,6 +42,8 @@ FINISHED = ("done", "lost", "failed")
 class Launcher(Protocol):
     """Starts the workers of a run somewhere and says when one is known to be gone."""
 
+    secret_env: str  # the variable holding the run's secret in a worker's environment
+
     async def start(self, part: int, args: Sequence[str]) -> str:
         """Start `wsconsole swarm-worker <args>` for `part`; returns where it runs."""
         ...

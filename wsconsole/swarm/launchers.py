@@ -18,6 +18,7 @@ from typing import Any
 
 from wsconsole.harness import procs
 from wsconsole.harness.agents import AgentError, AgentsClient, AgentTimeout
+from wsconsole.harness.agentwire import WORKER_SECRET_ENV
 from wsconsole.harness.broker import Broker
 from wsconsole.harness.brokeraddr import open_client
 from wsconsole.swarm.coordinator import Coordinator, Launcher
@@ -33,6 +34,7 @@ class LocalLauncher:
     """Workers as child processes of this one (one process group each)."""
 
     def __init__(self, secret_env: str, secret: str) -> None:
+        self.secret_env = secret_env
         self.env = {**os.environ, secret_env: secret}
         self.children: dict[int, procs.Child] = {}
 
@@ -66,6 +68,8 @@ class LocalLauncher:
 class AgentLauncher:
     """Workers on agents (`wsconsole agent` on other hosts), round-robin over `names`, each
     started with role `worker` through the console's AgentsClient (harness/agents.py)."""
+
+    secret_env = WORKER_SECRET_ENV  # an agent gives its workers the secret under this name
 
     def __init__(self, agents: AgentsClient, names: Sequence[str]) -> None:
         self.agents = agents
@@ -151,17 +155,17 @@ async def run_split(config: SwarmConfig, workers: int, *, jwt_secret_env: str | 
         secret = os.environ.get(secret_env, "")
         if not secret:
             raise SwarmConfigError(f"environment variable {secret_env} is not set")
+    launcher = launcher or LocalLauncher(secret_env, secret)
     try:
         client = await open_client(broker_url)
         run = new_run_id()
         wire = RunWire(client, secret, run, coordinator=True)
 
         def worker_args(part: int) -> list[str]:
-            return ["--broker", str(broker_url), "--secret-env", str(secret_env),
+            return ["--broker", str(broker_url), "--secret-env", launcher.secret_env,
                     "--run", run, "--part", str(part)]
 
-        coordinator = Coordinator(config, wire_config, parts, wire,
-                                  launcher or LocalLauncher(secret_env, secret), worker_args,
+        coordinator = Coordinator(config, wire_config, parts, wire, launcher, worker_args,
                                   on_stats)
         if on_coordinator is not None:
             on_coordinator(coordinator)
