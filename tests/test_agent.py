@@ -34,6 +34,7 @@ from wsconsole.harness.procs import child_argv
 from wsconsole.harness.stacknodes import port_accepts
 
 pytestmark = pytest.mark.timeout(60)
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "python-broadcast" / "stack.toml"
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +117,16 @@ async def test_start_pause_restart_kill_a_node_through_an_agent(
         killed = await console.kill("a1", "n1")
         assert (killed.state, killed.exit) == ("exited", "signal SIGKILL")
         assert not pid_alive(restarted.pid)
+        web = await console.start("a1", "web1", "stack-node", {
+            "stack": str(EXAMPLE), "node": "n1", "redis_url": broker.url})
+        pids.append(web.pid)
+        output = tmp_path / "a1" / "logs" / "web1.log"
+        await until(lambda: "listening on" in output.read_text(), "the stack node ready",
+                    detail=output.read_text)
+        stopped = await console.stop("a1", "web1")  # the stack's stop signal, gracefully
+        assert (stopped.state, stopped.exit) == ("exited", "code 0") and not pid_alive(web.pid)
         table = await console.status("a1")
-        assert [(p.proc, p.state) for p in table] == [("n1", "exited")]
+        assert [(p.proc, p.state) for p in table] == [("n1", "exited"), ("web1", "exited")]
         with pytest.raises(AgentCommandFailed, match="unknown role"):
             await console.start("a1", "x", "sh", ["-c", "true"])
         with pytest.raises(AgentCommandFailed, match="no process named"):

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 import platformdirs
@@ -18,7 +19,7 @@ from wsconsole.commands.output import fail_usage
 from wsconsole.harness.agent import Agent
 from wsconsole.harness.agentwire import DEFAULT_WINDOW, check_name
 from wsconsole.harness.brokeraddr import BrokerAddress
-from wsconsole.logs import FORMAT
+from wsconsole.logs import BACKUPS, FORMAT, MAX_BYTES
 
 HELP = "run nodes and swarm workers on this host on the console's signed commands"
 
@@ -78,10 +79,12 @@ async def _serve(agent: Agent) -> int:
 
 
 def _log_to(path: Path) -> None:
-    """The agent's log: its state dir's agent.log and stderr."""
+    """The agent's log: its state dir's agent.log (rotated by size) and stderr."""
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     formatter = logging.Formatter(FORMAT)
-    for handler in (logging.FileHandler(path, encoding="utf-8"), logging.StreamHandler(sys.stderr)):
+    rotating = RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS,
+                                   encoding="utf-8")
+    for handler in (rotating, logging.StreamHandler(sys.stderr)):
         handler.setFormatter(formatter)
         root.addHandler(handler)
