@@ -1,6 +1,7 @@
-"""Issue 19 across hosts: two hosts simulated with network namespaces (tests/netns.py), a local
-Valkey Cluster of three shards on the bridge (the console's side), demo nodes on the hosts,
-and the console's clients in the root namespace.
+"""Issue 19 across hosts: two hosts simulated with network namespaces (tests/netns.py), each
+with its agent (`wsconsole agent`, started in the namespace) that starts the host's demo
+nodes; a local Valkey Cluster of three shards on the bridge; the console (AgentsClient, the
+clients) in the root namespace.
 
 Every delivery claim is judged by the independent client (tests/protoclient.py, written from
 docs/protocol.md): its ledger checks that each acknowledged message reached every subscriber
@@ -11,22 +12,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from redis.cluster import ClusterNode
 
 from tests.netns import Host, NetLab, hosts, netlab  # noqa: F401  (fixtures)
-from tests.nodekit import start_node
 from tests.protoclient import Ledger, Peer
 from tests.shardkit import room_on, spublishes, until_shard
-from tests.support import until
+from tests.support import pid_alive, until
+from wsconsole.harness.agents import AgentsClient, AgentTimeout, ProcView
+from wsconsole.harness.agentwire import REPORTS_STREAM, commands_stream
 from wsconsole.harness.auth import issue_token, new_secret
+from wsconsole.harness.procs import child_argv
 from wsconsole.harness.valkeycluster import LocalValkeyCluster
 
 pytestmark = [pytest.mark.netns]
 
 SECRET = new_secret()  # the nodes' JWT secret
+AGENT_SECRET = new_secret()  # shared by the agents and the console
+AGENT_SECRET_ENV = "WSCONSOLE_TEST_AGENT_SECRET"
+NODE_PORT = 8100  # each host is a network stack of its own: nothing else listens there
 RATE = 20.0  # publishes per second per publisher
 
 
@@ -41,11 +53,81 @@ def valkey(netlab: NetLab) -> Iterator[LocalValkeyCluster]:  # noqa: F811
         cluster.stop()
 
 
-def node_on(host: Host, valkey: LocalValkeyCluster, node_id: str) -> str:
-    """A demo node on `host`, on the cluster broker; its ws:// URL."""
-    node = start_node(host, valkey.url, node_id, "--host", host.address, "--port", "0",
-                      secret=SECRET)
-    return f"ws://{host.address}:{node.port}"
+@pytest.fixture(scope="module")
+def server_thread() -> Iterator[ThreadPoolExecutor]:
+    """The thread that restarts cluster servers: it lives as long as the cluster, since a
+    child dies with the thread that started it (procs.py: PDEATHSIG), and asyncio.to_thread's
+    workers end with each test's loop."""
+    with ThreadPoolExecutor(1, thread_name_prefix="valkey-restarts") as thread:
+        yield thread
+
+
+def start_agent(host: Host, valkey: LocalValkeyCluster, state_dir: Path) -> subprocess.Popen[bytes]:
+    """`wsconsole agent` in the host's namespace, named after the host; its log is
+    `state_dir`/agent.log. Its nodes inherit the JWT secret from its environment."""
+    env = {**os.environ, AGENT_SECRET_ENV: AGENT_SECRET, "WSCONSOLE_JWT_SECRET": SECRET}
+    argv = child_argv("agent", "--broker", valkey.url, "--name", host.name,
+                      "--secret-env", AGENT_SECRET_ENV, "--state-dir", str(state_dir),
+                      "--advertise", host.address)
+    return host.start(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture
+async def console(valkey: LocalValkeyCluster) -> AsyncIterator[AgentsClient]:
+    """The console's agents client. The agents' streams are emptied after each test, so no
+    agent of a later test reads an earlier one's commands, nor the console its reports."""
+    client = AgentsClient(valkey.url, AGENT_SECRET)
+    await client.open()
+    try:
+        yield client
+    finally:
+        await client.close()
+        await asyncio.to_thread(drop_agent_streams, valkey)
+
+
+def drop_agent_streams(valkey: LocalValkeyCluster) -> None:
+    """Delete the agents' report and command streams (blocking: run it in a thread)."""
+    client = redis.RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in valkey.seeds])
+    try:
+        client.delete(REPORTS_STREAM, *(commands_stream(name) for name in ("hostA", "hostB")))
+    finally:
+        client.close()
+
+
+@pytest.fixture
+async def agents(hosts: dict[str, Host], valkey: LocalValkeyCluster,  # noqa: F811
+                 console: AgentsClient, tmp_path: Path) -> AgentsClient:
+    """An agent on each host, both seen up by the console (the `hosts` fixture kills them
+    and their processes by PID after the test)."""
+    for host in hosts.values():
+        start_agent(host, valkey, tmp_path / host.name)
+    for name in hosts:
+        await console.wait_for_agent(name, 20)
+    return console
+
+
+async def node_on(console: AgentsClient, host: Host, valkey: LocalValkeyCluster,
+                  node_id: str) -> tuple[str, ProcView]:
+    """A demo node on `host` started by its agent, on the cluster broker; once it listens,
+    its ws:// URL and the agent's row for it."""
+    row = await console.start(host.name, node_id, "node", [
+        "--id", node_id, "--redis", valkey.url, "--host", host.address,
+        "--port", str(NODE_PORT)])
+    await listening(host.address, NODE_PORT)
+    return f"ws://{host.address}:{NODE_PORT}", row
+
+
+async def listening(address: str, port: int) -> None:
+    """Wait until something accepts TCP connections at address:port."""
+    async def accepts() -> bool:
+        try:
+            _, writer = await asyncio.open_connection(address, port)
+        except OSError:
+            return False
+        writer.close()
+        return True
+
+    await until(accepts, f"a node listening at {address}:{port}", 20, interval=0.1)
 
 
 @pytest.fixture
@@ -86,10 +168,11 @@ async def settle(ledger: Ledger, publishers: list[Peer]) -> None:
 
 
 async def test_fan_out_crosses_hosts_through_the_sharded_broker(
-    hosts: dict[str, Host], valkey: LocalValkeyCluster, peers: Any  # noqa: F811
+    hosts: dict[str, Host], valkey: LocalValkeyCluster, agents: AgentsClient,  # noqa: F811
+    peers: Any,
 ) -> None:
-    subscribed_at = node_on(hosts["hostA"], valkey, "a1")
-    published_at = node_on(hosts["hostB"], valkey, "b1")
+    subscribed_at, _ = await node_on(agents, hosts["hostA"], valkey, "a1")
+    published_at, _ = await node_on(agents, hosts["hostB"], valkey, "b1")
     rooms = [room_on(valkey, shard) for shard in ("s1", "s2", "s3")]
     ledger = Ledger()
     subscribers = [peers(f"sub{i}", subscribed_at, rooms, ledger) for i in range(3)]
@@ -112,10 +195,11 @@ async def test_fan_out_crosses_hosts_through_the_sharded_broker(
 
 
 async def test_a_primary_killed_under_load_loses_nothing_silently(
-    hosts: dict[str, Host], valkey: LocalValkeyCluster, peers: Any  # noqa: F811
+    hosts: dict[str, Host], valkey: LocalValkeyCluster, agents: AgentsClient,  # noqa: F811
+    peers: Any, server_thread: ThreadPoolExecutor,
 ) -> None:
-    on_a = node_on(hosts["hostA"], valkey, "a1")
-    on_b = node_on(hosts["hostB"], valkey, "b1")
+    (on_a, _), (on_b, _) = await asyncio.gather(node_on(agents, hosts["hostA"], valkey, "a1"),
+                                                node_on(agents, hosts["hostB"], valkey, "b1"))
     room, other = room_on(valkey, "s1"), room_on(valkey, "s2")
     ledger = Ledger()
     subscribers = [peers(f"sub{i}", (on_a, on_b)[i % 2], [room, other], ledger)
@@ -131,7 +215,7 @@ async def test_a_primary_killed_under_load_loses_nothing_silently(
     await until_shard(valkey, "s1", lambda s: s.primary not in (None, killed), "replica promoted")
     # the new primary has no replica: publishes to the room are refused until the killed
     # server is back as its replica (docs/scale-out.md)
-    await asyncio.to_thread(valkey.restart, killed)
+    await asyncio.get_running_loop().run_in_executor(server_thread, valkey.restart, killed)
     await until_shard(valkey, "s1", lambda s: s.replicas == (killed,), f"{killed} a replica")
     acked = len(ledger.acks)
     await until(lambda: len(ledger.acks) >= acked + 30, "publishing after the failover", 15)
@@ -146,3 +230,57 @@ async def test_a_primary_killed_under_load_loses_nothing_silently(
     assert refused > 0, "the kill landed while nobody published to its shard"
     assert ledger.epochs(room) == 1, "a room reset: an acknowledged write was lost"
     assert not ledger.unexpected_errors
+
+
+async def test_an_agent_killed_and_restarted_readopts_its_serving_node(
+    hosts: dict[str, Host], valkey: LocalValkeyCluster, console: AgentsClient,  # noqa: F811
+    peers: Any, tmp_path: Path,
+) -> None:
+    host = hosts["hostA"]
+    agent = start_agent(host, valkey, tmp_path)
+    await console.wait_for_agent("hostA", 20)
+    url, node = await node_on(console, host, valkey, "a1")
+    room = room_on(valkey, "s1")
+    ledger = Ledger()
+    subscriber = peers("sub", url, [room], ledger)
+    await joined(ledger, 1)
+    publisher = peers("pub", url, [room], ledger, publish_to=room)
+    await until(lambda: len(ledger.acks) >= 10, "publishing under way", 15)
+    host.stop(agent, None)  # SIGKILL, by PID
+    await until(lambda: console.agents()["hostA"].lost, "the killed agent seen lost", 10)
+    acked = len(ledger.acks)
+    await until(lambda: len(ledger.acks) >= acked + 20, "the node serving without its agent", 15)
+    assert pid_alive(node.pid) and subscriber.connected
+    again = start_agent(host, valkey, tmp_path)  # the same state folder
+    view = await console.wait_for_agent("hostA", 20)
+    assert view.pid == again.pid
+    assert [(p.proc, p.pid, p.state) for p in view.procs] == [("a1", node.pid, "running")]
+    restarted = await console.restart("hostA", "a1")  # the re-adopted node obeys again
+    assert restarted.pid != node.pid and restarted.state == "running"
+    assert not pid_alive(node.pid)
+    await listening(host.address, NODE_PORT)
+    acked = len(ledger.acks)
+    await until(lambda: len(ledger.acks) >= acked + 10, "publishing on the restarted node", 15)
+    await settle(ledger, [publisher])
+    verdict = ledger.judge()
+    assert verdict.ok, verdict.problems()
+    assert verdict.checked >= 2 * len(ledger.acks)  # the subscriber and the publisher
+    assert not ledger.unexpected_errors
+
+
+async def test_a_command_signed_with_another_secret_is_refused_and_logged(
+    hosts: dict[str, Host], valkey: LocalValkeyCluster, agents: AgentsClient,  # noqa: F811
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    host = hosts["hostB"]
+    running = set(host.pids())
+    async with AgentsClient(valkey.url, new_secret(), timeout=3) as intruder:
+        with pytest.raises(AgentTimeout):  # its answer is signed with the real secret
+            await intruder.start("hostB", "intruder", "node", [
+                "--id", "x1", "--redis", valkey.url, "--host", host.address])
+    refusal = "agent hostB refused entry"
+    await until(lambda: any(refusal in r.getMessage() and "bad_signature" in r.getMessage()
+                            for r in caplog.records), "the console reading the refusal", 10)
+    assert "bad_signature" in (tmp_path / "hostB" / "agent.log").read_text()
+    assert await agents.status("hostB") == []
+    assert set(host.pids()) == running, "a process was started on a forged command"
