@@ -65,6 +65,9 @@ def test_agents_by_host_in_the_cluster_panel(  # type: ignore[no-untyped-def]
             view.buttons["pause"].click()
             await until(lambda: row("hostA", "n2")[1] == "paused", "n2 paused", 10,
                         detail=lambda: row("hostA", "n2"))
+            await until(lambda: any(m.label == "agent hostA: pause n2"
+                                    for m in app.console.timeline.faults),
+                        "the pause marked on the Timeline", 5)
             assert view.select("hostB", "n1")
             view.buttons["kill"].click()
             await until(lambda: row("hostB", "n1")[1] == "exited (signal SIGKILL)",

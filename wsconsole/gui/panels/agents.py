@@ -5,7 +5,8 @@ its address, state (up, lost after ~3 s without a report, stopped after its bye)
 ago it reported, and its processes' totals; under it one row per process: role, PID, state
 (running, paused, exited with its code or signal), since when, restarts, CPU and RSS. The
 buttons act on the selected process through the AgentsClient (harness/agents.py) as console
-tasks; a refusal or a failure is shown on the panel's message line.
+tasks, each marked on the Timeline once done; a refusal or a failure is shown on the
+panel's message line.
 
 Nothing here waits on the broker: the Cluster panel's timer calls `refresh`, which reads the
 client's table (`AgentsClient.agents()`, kept current by its own reader task).
@@ -109,6 +110,8 @@ class AgentsView(QWidget):
             await getattr(self.client, action)(agent, proc)
         except AgentError as exc:
             self.message.setText(str(exc))
+            return
+        self.console.timeline.fault(f"agent {agent}: {action} {proc}")  # like any fault
 
     def refresh(self) -> None:
         """Timer tick: redraw from the client's current table (no broker call)."""
