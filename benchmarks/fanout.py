@@ -42,6 +42,7 @@ from benchmarks.common import (
 )
 from wsconsole.harness.broker import Broker
 from wsconsole.harness.cluster import Cluster, ClusterConfig
+from wsconsole.harness.clusterconfig import Limits
 
 CONTENDERS = ("wsconsole", "node-socketio", "python-socketio", "websockets-broadcast")
 SIO_PATH = "/socket.io/?EIO=4&transport=websocket"
@@ -105,9 +106,10 @@ def _spread(ports: list[int], count: int, path: Callable[[int], str]) -> list[di
 
 
 @contextlib.asynccontextmanager
-async def wsconsole(size: FanoutSize) -> AsyncIterator[Setup]:
-    """The harness: Cluster with auth and default limits; one user per connection."""
-    cluster = Cluster(ClusterConfig(nodes=size.nodes))
+async def wsconsole(size: FanoutSize, limits: Limits | None = None) -> AsyncIterator[Setup]:
+    """The harness: Cluster with auth and default limits (or `limits`); one user per
+    connection."""
+    cluster = Cluster(ClusterConfig(nodes=size.nodes, limits=limits or Limits()))
     await cluster.start()
     try:
         ports = [info.port for info in cluster.nodes.values() if info.port]
@@ -261,6 +263,7 @@ def measure(rate: float, sent: dict[str, Any], reports: list[dict[str, Any]],
     return {
         "rate": rate,
         "sent": sent["sent"],
+        "received": received,
         "offered_per_s": round(expected / seconds),
         "delivered_per_s": round(received / seconds),
         "delivered_ratio": round(received / expected, 5) if expected else None,
@@ -274,6 +277,7 @@ def measure(rate: float, sent: dict[str, Any], reports: list[dict[str, Any]],
         "acked": sent.get("acked"),
         "refused": sent.get("refused") or {},
         "lagging": sum(sum(r["lagging"]) for r in reports),
+        "lagged_clients": sum(1 for r in reports for n in r["lagging"] if n),
         "open": sum(r["open"] for r in reports),
         "per_client": [n for r in reports for n in r["per_client"]],
         "worst_s": [w for r in reports for w in r["worst_s"]],

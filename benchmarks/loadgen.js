@@ -16,7 +16,8 @@
 //   and send time `t` (wall clock, ms). `report {step}` returns what arrived of that step
 //   so far: received, a latency histogram in wsconsole's LatencyHistogram layout (seconds,
 //   log buckets, so the percentiles are the product's own nearest-rank method) and per
-//   client how many arrived and their worst latency; `count` the total received; `slow`
+//   client how many arrived and their worst latency (`hist` is the clients that kept up,
+//   `lagged_hist` those told `lagging`); `count` the total received; `slow`
 //   clients stop reading after joining (a deliberately slow subscriber).
 //   A join refused with `broker_unavailable` is sent again after 250 ms (docs/protocol.md).
 //   Harness `lagging` notices are counted (the node closes such a client with 1013 next,
@@ -78,13 +79,35 @@ class Histogram {
   }
 }
 
-// What one step's messages did on this process's clients.
+// What one step's messages did on this process's clients: a latency histogram per client,
+// merged at the report, so the clients the node found lagging can be told apart.
 class StepStats {
   constructor(layout, clients) {
     this.received = 0;
-    this.hist = new Histogram(layout);
+    this.layout = layout;
+    this.hists = new Array(clients).fill(null);
     this.perClient = new Array(clients).fill(0);
     this.worst = new Array(clients).fill(0);
+  }
+  hist(index) {
+    let hist = this.hists[index];
+    if (hist === null) {
+      hist = new Histogram(this.layout);
+      this.hists[index] = hist;
+    }
+    return hist;
+  }
+  merged(keep) {
+    const out = new Histogram(this.layout);
+    this.hists.forEach((hist, index) => {
+      if (hist === null || !keep(index)) return;
+      for (const [bucket, n] of hist.counts) out.counts.set(bucket, (out.counts.get(bucket) || 0) + n);
+      out.count += hist.count;
+      out.total += hist.total;
+      out.min = Math.min(out.min, hist.min);
+      out.max = Math.max(out.max, hist.max);
+    });
+    return out.json();
   }
 }
 
@@ -254,7 +277,7 @@ class Sink {
     stats.received += 1;
     stats.perClient[client.index] += 1;
     const seconds = Math.max(0, (now() - sent) / 1000);
-    stats.hist.record(seconds);
+    stats.hist(client.index).record(seconds);
     if (seconds > stats.worst[client.index]) stats.worst[client.index] = seconds;
   }
   ack() {
@@ -272,9 +295,11 @@ class Sink {
   report(id) {
     const stats = this.steps.get(id) || new StepStats(this.layout, this.clients.length);
     this.steps.delete(id);
+    const lagged = (index) => this.clients[index].lagging > 0;
     return {
       received: stats.received,
-      hist: stats.hist.json(),
+      hist: stats.merged((index) => !lagged(index)),
+      lagged_hist: stats.merged(lagged),
       per_client: stats.perClient,
       worst_s: stats.worst,
       lagging: this.clients.map((c) => c.lagging),

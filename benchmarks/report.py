@@ -257,10 +257,12 @@ def _pressure_verdicts(pr: dict[str, Any]) -> list[tuple[str, str]]:
     if over:
         rss, p99 = over["node_rss_peak_mb"], over["p99_ms"]
         ok = rss < 150 and p99 is not None and p99 < 100
+        delivered = over.get("delivered_of_acked", over["delivered_ratio"])
         out.append((TARGETS[2], _verdict(ok, f"node RSS peak {rss:.0f} MB, p99 {_n(p99)} ms "
                                              f"at {_n(over['offered_per_s'])} deliveries/s "
-                                             f"offered ({_n(over['delivered_ratio'], 3)} "
-                                             "delivered)")))  # fmt: skip
+                                             f"offered, {_refused(over)} publishes refused, "
+                                             f"{_n(delivered, 3)} of the acknowledged "
+                                             "delivered")))  # fmt: skip
     else:
         out.append((TARGETS[2], "not measured"))
     if slow and base and slow["p99_ms"] is not None and base["p99_ms"] is not None:
@@ -274,15 +276,28 @@ def _pressure_verdicts(pr: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def _refused(step: dict[str, Any]) -> str:
+    """The refused publishes of a step, by error code ("0" when none)."""
+    refused = step.get("refused") or {}
+    return ", ".join(f"{_n(v)} {k}" for k, v in refused.items()) or "0"
+
+
 def _pressure(pr: dict[str, Any]) -> list[str]:
     lines = ["## Backpressure (wsconsole)", ""]
     if "not_run" in pr:
         return [*lines, f"Not run: {pr['not_run']}", ""]
+    cap = pr.get("max_buffered", 1 << 20)
     lines += [
         f"The fan-out setup with {pr['slow_subscribers']} of the {_n(pr['subscribers'])} "
         "subscribers paused from the start (they join, then never read), then 4x the "
-        "latency-bounded rate, in one cluster. A node caps each connection's send buffer "
-        "(1 MiB); a client over it gets `lagging` and a 1013 close (docs/protocol.md).",
+        "latency-bounded rate, in one cluster. The nodes cap each connection's send buffer "
+        f"at {cap // 1024:,} KiB here (the default is 1 MiB: a paused reader would take "
+        "minutes to fill it at these rates); a client over it gets `lagging` and a 1013 "
+        "close. A node whose deliveries run over 50 ms behind refuses publishes with "
+        "`broker_busy` (docs/protocol.md \"Backpressure\"); the load generator does not "
+        "re-send them. Delivered = the share of the acknowledged publishes' deliveries that "
+        "arrived; p50/p99 = the subscribers that kept up (not told `lagging`); lagging = the "
+        "nodes' count of `lagging` notices (a paused client cannot read its own).",
         "",
         "| step | offered deliveries/s | delivered | p50 ms | p99 ms | node RSS peak MB "
         "| lagging | refused publishes |",
@@ -296,11 +311,12 @@ def _pressure(pr: dict[str, Any]) -> list[str]:
     for label, st in rows:
         if not st:
             continue
-        refused = ", ".join(f"{k} {_n(v)}" for k, v in (st.get("refused") or {}).items()) or "-"
-        lines.append(f"| {label} | {_n(st['offered_per_s'])} | {_n(st['delivered_ratio'], 4)} "
+        delivered = st.get("delivered_of_acked", st["delivered_ratio"])
+        lagging = st.get("node_lagging", st.get("lagging"))
+        lines.append(f"| {label} | {_n(st['offered_per_s'])} | {_n(delivered, 4)} "
                      f"| {_n(st['p50_ms'])} | {_n(st['p99_ms'])} "
-                     f"| {_n(st.get('node_rss_peak_mb'))} | {_n(st.get('lagging'))} "
-                     f"| {refused} |")  # fmt: skip
+                     f"| {_n(st.get('node_rss_peak_mb'))} | {_n(lagging)} "
+                     f"| {_refused(st)} |")  # fmt: skip
     lines.append("")
     return lines
 

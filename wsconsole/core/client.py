@@ -40,6 +40,7 @@ from websockets.frames import Opcode as WsOpcode
 
 from wsconsole import __version__
 from wsconsole.core import envelope
+from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.core.driver import ClientStats, ConnectionDriver
 from wsconsole.core.errors import (
     ClientError,
@@ -71,6 +72,11 @@ log = logging.getLogger(__name__)
 MessageHandler = Callable[[str | bytes], Awaitable[None]]
 """Called with each complete message received (text as str, binary as bytes), in order;
 the next message is read once it returns (so it can answer, e.g. an echo)."""
+
+
+# `error` codes with a publish's id that mean "not taken, send it again later" (protocol.md)
+RESEND_CODES = frozenset({"broker_busy", "broker_unavailable", "rate_limited"})
+RESEND_BACKOFF = BackoffPolicy(initial=0.25, cap=10.0, jitter=0.25)
 
 
 def encode_publish(room: str, data: Any, ident: str) -> str:
@@ -388,6 +394,8 @@ class ReconnectingClient(ConnectionDriver):
         future = self._rpc.pop(str(ident), None) if ident is not None else None
         if future is not None and not future.done():
             future.set_exception(RpcError(code, detail))
+        if ident is not None and code in RESEND_CODES:
+            self._resend_later(str(ident), env.get("retry_after"))
         if code != "recovery_window_exceeded":
             self._emit(ErrorEvent(self.name, "server", f"{code}: {detail}"))
             return
@@ -399,6 +407,25 @@ class ReconnectingClient(ConnectionDriver):
             self.rooms_tracker.window_exceeded(r)
             self._emit(DeliveryEvent(self.name, "recovery_window_exceeded", room=r,
                                      detail=detail))
+
+    def _resend_later(self, ident: str, retry_after: Any) -> None:
+        """A publish the node refused without taking it is sent again, same id, after a
+        pause that doubles with each refusal (with jitter, so refused publishers do not all
+        come back at once) and is at least the node's `retry_after`."""
+        refusals = self.outbox.refused(ident)
+        if refusals is None:
+            return
+        delay = RESEND_BACKOFF.delay(refusals)
+        if isinstance(retry_after, int | float) and retry_after > delay:
+            delay = float(retry_after)
+        spawn(self._resend(delay), f"wsconsole-client-{self.name}-resend")
+
+    async def _resend(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        conn = self._conn
+        if self._ready and conn is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await self._flush(conn)
 
     def _fail_rpcs(self, exc: Exception) -> None:
         for future in self._rpc.values():

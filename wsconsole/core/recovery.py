@@ -179,6 +179,7 @@ class OutboxEntry:
     data: str | bytes
     publish_id: str | None = None
     sent: bool = False
+    refusals: int = 0  # times the server refused this publish without taking it
 
 
 class Outbox:
@@ -221,6 +222,16 @@ class Outbox:
     def ack(self, publish_id: str) -> bool:
         """Drop the acked publish; False if it was not pending."""
         return self.entries.pop(f"p:{publish_id}", None) is not None
+
+    def refused(self, publish_id: str) -> int | None:
+        """The server refused a sent publish without taking it (`broker_busy`...): it is to
+        be sent again; returns how many times it was refused (None: not pending)."""
+        entry = self.entries.get(f"p:{publish_id}")
+        if entry is None or not entry.sent:
+            return None
+        entry.sent = False
+        entry.refusals += 1
+        return entry.refusals
 
     def connection_lost(self) -> int:
         """Mark every unacked publish for re-sending; returns how many."""

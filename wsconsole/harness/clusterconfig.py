@@ -58,6 +58,8 @@ class Limits:
     per_user: int = 5
     soft_limit: int = 10_000
     history: int = 10_000
+    max_buffered: int = 1 << 20  # send buffer per connection, then `lagging` and 1013
+    max_delay: float = 0.05  # deliveries this far behind: publishes get broker_busy
     auth_timeout: float = 5.0
     drain_deadline: float = 10.0
     origins: tuple[str, ...] = ()  # extra allowed origins; () = the node's default allow-list
@@ -72,6 +74,8 @@ class Limits:
             "--per-user", str(self.per_user),
             "--soft-limit", str(self.soft_limit),
             "--history", str(self.history),
+            "--max-buffered", str(self.max_buffered),
+            "--max-delay", num_arg(self.max_delay),
             "--auth-timeout", num_arg(self.auth_timeout),
             "--drain-deadline", num_arg(self.drain_deadline),
         ]  # fmt: skip
@@ -165,7 +169,7 @@ class ClusterConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         limits = self.limits
-        for name in ("max_size", "rate", "per_user", "soft_limit"):
+        for name in ("max_size", "rate", "per_user", "soft_limit", "max_buffered", "max_delay"):
             if getattr(limits, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 = no limit)")
         if limits.history < 1:

@@ -21,6 +21,8 @@ limit: a stuck reader costs at most `max_buffered` bytes (plus the notice and th
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import Callable, Iterable
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
@@ -45,6 +47,18 @@ def payload_size(payload: str | bytes) -> int:
     if isinstance(payload, str) and not payload.isascii():
         return len(payload.encode("utf-8", "surrogatepass"))
     return len(payload)
+
+
+def cap_kernel_buffer(ws: ServerConnection, limit: int | None) -> None:
+    """Cap the kernel's send buffer of a connection at `limit` bytes (Linux doubles it for
+    its bookkeeping). Left to autotuning, the kernel alone holds up to 4 MiB for a client
+    that does not read: a backlog the node can neither see nor bound. Capped, what a slow
+    reader has not taken stays in the transport, where the send limit (`max_buffered`)
+    sees it."""
+    sock = ws.transport.get_extra_info("socket") if limit else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limit)
 
 
 class Mark(NamedTuple):

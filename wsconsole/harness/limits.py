@@ -60,6 +60,12 @@ class MessageRate:
         self.abuse = abuse or max(10, int(rate))
         self.strikes = 0
 
+    @property
+    def retry_after(self) -> float:
+        """Seconds until the next message would be taken (after a refusal by `check`)."""
+        bucket = self.bucket
+        return round(max(0.0, 1.0 - bucket.tokens) / bucket.rate, 3)
+
     def check(self, now: float) -> Verdict:
         """The verdict on a message arriving at `now`."""
         if self.bucket.take(now):

@@ -34,8 +34,10 @@ Security checklist, all on by default, each configurable:
 - backpressure: a connection's send buffer holds at most `max_buffered` bytes of fan-out;
   a client that does not read fast enough is told which messages it missed (`lagging`,
   per room: epoch, first and last seq) and closed with 1013, so it rejoins with `since`
-  and gets them from history; publishes beyond the broker backlog (`max_backlog`) get
-  `error broker_busy` at once instead of waiting in an ever longer queue.
+  and gets them from history; publishes get `error broker_busy` (not acknowledged,
+  with `retry_after`) instead of waiting in an ever longer queue while the node's own
+  deliveries run over `max_delay` behind their publish (`overload.py`), and beyond the
+  broker backlog (`max_backlog`).
 
 HTTP on the WebSocket port: `GET /metrics` (Prometheus text), `GET /healthz`: 200 "ok"
 while accepting clients, 503 "draining" while draining, so a balancer stops routing new
@@ -96,11 +98,12 @@ from wsconsole.harness.adapter import (
 )
 from wsconsole.harness.admission import Admission, Refusal
 from wsconsole.harness.brokerlink import UP
-from wsconsole.harness.fanout import WS_OPEN, Fanout, Mark
+from wsconsole.harness.fanout import WS_OPEN, Fanout, Mark, cap_kernel_buffer
 from wsconsole.harness.limits import MessageRate
 from wsconsole.harness.nodeconfig import NodeConfig, UsageError, add_arguments, config_from_args
 from wsconsole.harness.nodeinject import inject
 from wsconsole.harness.nodemetrics import CONTENT_TYPE_LATEST, exposition
+from wsconsole.harness.overload import DeliveryDelay
 from wsconsole.harness.rooms import RoomTable
 from wsconsole.harness.session import ECHO_PATH, Session
 from wsconsole.harness.stats import NodeSnapshot
@@ -156,6 +159,8 @@ class Node(Supervised):
             max_buffered=config.max_buffered,
             on_slow=self._slow,
         )
+        self.delay = DeliveryDelay(config.max_delay)
+        self._recipients: list[Session] = []  # the latest fan-out's (for the delay probe)
         self.id_json = orjson.dumps(config.id)
         # Frames are stored in the broker without their end; each delivering node adds it.
         self.tail = b',"node":' + self.id_json + b"}"
@@ -211,6 +216,8 @@ class Node(Supervised):
             backlog=LISTEN_BACKLOG,
         )
         self.port = self.server.sockets[0].getsockname()[1]
+        self._spawn(self.delay.probe(lambda: [conn.ws for conn in self._recipients]),
+                    "delivery-probe")  # fmt: skip
         return self.port
 
     async def run(self) -> int:
@@ -346,6 +353,9 @@ class Node(Supervised):
             ("wsconsole_broker_up", "1 if the broker is reachable", self.adapter.state == UP),
             ("wsconsole_send_buffer_peak_bytes", "Largest send buffer after a fan-out write",
              self.fanout.peak_buffered),
+            ("wsconsole_delivery_delay_seconds",
+             "How far behind deliveries run (overload.py; over --max-delay: broker_busy)",
+             self.delay.delay),
         ]
         counters = [
             ("wsconsole_bytes_in", "Bytes received from clients", s.bytes_in),
@@ -389,6 +399,7 @@ class Node(Supervised):
             self._count(refusal)
             await ws.close(refusal.code, refusal.reason)
             return
+        cap_kernel_buffer(ws, cfg.max_buffered)
         self.conns[conn.id] = conn
         self._empty.clear()
         self.stats.accepted += 1
@@ -438,9 +449,11 @@ class Node(Supervised):
 
     # -- broker callbacks ---------------------------------------------------------------
     def _on_broker_message(self, room: str, epoch: str, seq: int, frame: bytes) -> None:
+        self.delay.observe(frame)
         frame += self.tail
         targets = self.rooms.deliver(room, epoch, seq, frame)
         if targets:
+            self._recipients = targets
             self.fanout.queue(targets, frame, Mark(room, epoch, seq))
 
     def _slow(self, conn: Session, missed: list[Mark]) -> None:

@@ -50,6 +50,7 @@ class NodeConfig:
     per_user: int | None = 5
     soft_limit: int | None = 10_000
     max_buffered: int | None = 1 << 20  # send buffer per connection (then lagging, 1013)
+    max_delay: float | None = 0.05  # deliveries this late for 0.1 s: publishes get broker_busy
     history: int = 10_000
     drain_deadline: float = 10.0
     compression: bool = False
@@ -97,6 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--soft-limit", type=int, default=d.soft_limit, help="connections per node (then 1013)")
     add("--max-buffered", type=int, default=d.max_buffered,
         help="bytes queued per connection before it is lagging (1013), 0 = no limit")  # fmt: skip
+    add("--max-delay", type=float, default=d.max_delay, metavar="S",
+        help="refuse publishes with broker_busy while this node's deliveries run more than S "
+             "seconds behind their publish (overload), 0 = never (default %(default)s)")
     add("--history", type=int, default=d.history, help="messages kept per room for recovery")
     add("--auth-timeout", type=float, default=d.auth_timeout, help="seconds for a first auth msg")
     add("--drain-deadline", type=float, default=d.drain_deadline, help="seconds a drain may take")
@@ -134,7 +138,7 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
         raise UsageError(f"--redis {args.redis!r}: {exc}") from None
     numeric = (
         "ping_interval", "ping_timeout", "max_size", "rate", "per_user", "soft_limit",
-        "max_buffered", "history", "auth_timeout", "drain_deadline", "presence_ttl",
+        "max_buffered", "max_delay", "history", "auth_timeout", "drain_deadline", "presence_ttl",
         "broker_check", "wait_replicas", "wait_timeout",
     )  # fmt: skip
     for name in numeric:
@@ -178,6 +182,7 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
         per_user=args.per_user or None,
         soft_limit=args.soft_limit or None,
         max_buffered=args.max_buffered or None,
+        max_delay=args.max_delay or None,
         history=args.history,
         drain_deadline=args.drain_deadline,
         compression=args.compression,

@@ -146,7 +146,7 @@ class Session:
         if self.rate is not None:
             verdict = self.rate.check(time.monotonic())
             if verdict is not Verdict.OK:
-                await self._rate_limited(raw, verdict)
+                await self._rate_limited(raw, verdict, self.rate)
                 return False
         if self.claims is not None and self.claims.expired():
             stats.auth_failures += 1
@@ -154,7 +154,7 @@ class Session:
             return False
         return True
 
-    async def _rate_limited(self, raw: str | bytes, verdict: Verdict) -> None:
+    async def _rate_limited(self, raw: str | bytes, verdict: Verdict, rate: MessageRate) -> None:
         """Refuse a message over the rate (`error rate_limited`); close 1008 for abuse."""
         stats = self.node.stats
         stats.rate_limited += 1
@@ -165,7 +165,8 @@ class Session:
         ident = None
         with contextlib.suppress(EnvelopeError):
             ident = parse_client(raw).get("id") if isinstance(raw, str) else None
-        self.error("rate_limited", f"over {self.node.config.rate:g} messages/s", ident)
+        self.error("rate_limited", f"over {self.node.config.rate:g} messages/s", ident,
+                   retry_after=rate.retry_after)  # fmt: skip
 
     async def _dispatch(self, envelope: dict[str, Any]) -> None:
         kind = envelope["type"]
@@ -197,6 +198,12 @@ class Session:
             self.error("unauthorized", f"not allowed to publish to {room!r}", ident)
             return
         node = self.node
+        if node.delay.busy():
+            self.error("broker_busy", f"node {node.config.id} is behind on its deliveries by "
+                       f"{node.delay.delay * 1000:.0f} ms; not acknowledged: re-send with "
+                       "the same id after retry_after seconds", ident,
+                       retry_after=node.delay.retry_after)  # fmt: skip
+            return
         prefix = b'{"type":"message","room":' + orjson.dumps(room) + b',"epoch":"'
         suffix = b"".join(
             (
