@@ -27,6 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tests.support import MS, pid_alive, until, wait_for
 from wsconsole.core.envelope import encode, parse_server
+from wsconsole.core.tasks import spawn
 from wsconsole.harness.cluster import Cluster, ClusterConfig, ClusterError, NodeState
 from wsconsole.harness.routing import rendezvous
 from wsconsole.harness.stats import NodeFigures
@@ -179,6 +180,16 @@ class RoomClient:
             self.results[frame["id"]] = frame
         elif kind == "error":
             self.errors.append(frame)
+            if frame.get("code") == "broker_busy" and frame.get("id") in self.pending:
+                spawn(self._resend(frame["id"], frame.get("retry_after") or 0.1), "resend")
+
+    async def _resend(self, ident: str, after: float) -> None:
+        """A publish refused as busy (not taken: protocol.md) goes again after `after` s."""
+        await asyncio.sleep(after)
+        ws, data = self.ws, self.pending.get(ident)
+        if ws is not None and ident in self.pending:
+            with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+                await ws.send(encode("publish", room=self.room, data=data, id=ident))
 
     async def publish(self, data: Any) -> str:
         """Queue one message and send it now if connected (re-sent after a reconnect if unacked)."""
