@@ -6,12 +6,12 @@ parallel numpy arrays used as a ring, payloads in a list of bytes; the oldest fr
 dropped (and counted) when either the frame capacity or the payload byte budget is reached.
 Frames are addressed by a monotonically increasing id; ids in [first_id, next_id) are kept.
 
-`append` runs once per frame received (up to a few hundred thousand a second): it reads the
-frame's fields and stages them as one tuple; the staged frames are written to the columns
-in one batch (`flush`: slice assignments instead of a dozen numpy item writes per frame)
-when anything reads the store or when `STAGE_LIMIT` are waiting. What a reader sees is
-exactly what appending them one by one gives. Payloads go to a `PayloadArena` (compressed
-chunks, payloads.py) at the flush.
+`append` runs once per frame received (up to a few hundred thousand a second): it reads
+the frame's fields and stages their values in one flat list; staged frames are written to
+the columns in one batch (`flush`: slice assignments instead of a dozen numpy item writes
+per frame) when anything reads the store or when `STAGE_LIMIT` are waiting. What a reader
+sees is exactly what appending them one by one gives. Payloads go to a `PayloadArena`
+(compressed chunks, payloads.py) at the flush.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ _DIRS = (Direction.IN, Direction.OUT)
 _MAX_NAMES = 65_536  # interned room/node/conn names; beyond that they read as "(other)"
 _PARSE_LIMIT = 65_536  # text frames larger than this are not parsed for room/seq/node
 STAGE_LIMIT = 4096  # frames staged by `append` before they are written to the columns
+_FIELDS = 11  # values staged per frame: the ten numeric columns, then the payload
 # a quantified group that itself contains a quantifier: the classic catastrophic backtracking
 # shape, which Python's re cannot interrupt (it would freeze the window)
 _NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)[+*{]")
@@ -194,10 +195,11 @@ class FrameStore:
         self.next_id = 0  # the id the next appended frame gets
         self._payload_bytes = 0
         self._cleared = 0
-        # appended, not yet in the columns: one tuple of column values per frame (numbers and
-        # bytes only, so the garbage collector stops tracking them: staging whole records,
-        # which hold their parsed JSON, made every collection walk thousands of them)
-        self._staged: list[tuple[Any, ...]] = []
+        # appended, not yet in the columns: _FIELDS values per frame in one flat list, numbers
+        # and bytes only. Nothing staged is an object the garbage collector tracks: staging
+        # records (with their parsed JSON) or a tuple per frame made thousands of them live
+        # between flushes, so collections ran, and a full one costs tens of milliseconds
+        self._staged: list[Any] = []
 
     # -- producers -------------------------------------------------------------------------
 
@@ -225,7 +227,7 @@ class FrameStore:
             self._reasons[ident] = frame.close_reason
         conn = frame.conn
         staged = self._staged
-        staged.append((
+        staged.extend((
             frame.wall, seq, min(size, 0xFFFFFFFF), room, node,
             NONE if frame.close_code is None else frame.close_code, self._intern(conn),
             1 if frame.direction is Direction.OUT else 0, int(opcode),
@@ -234,7 +236,7 @@ class FrameStore:
         ))  # fmt: skip
         if conn not in self.decoding.learned:  # decoders look at first messages only
             self.decoding.learn(conn, frame.direction, opcode, frame.payload)
-        if len(staged) >= STAGE_LIMIT:
+        if len(staged) >= STAGE_LIMIT * _FIELDS:
             self.flush()
         return ident
 
@@ -247,8 +249,9 @@ class FrameStore:
             return
         self._staged = []
         first_new = self._written
-        skip = max(0, len(staged) - self.capacity)  # newer staged frames push these out
-        columns = list(zip(*staged[skip:], strict=True))
+        count = len(staged) // _FIELDS
+        skip = max(0, count - self.capacity)  # newer staged frames push these out
+        columns = [staged[(skip * _FIELDS) + field::_FIELDS] for field in range(_FIELDS)]
         payloads = columns[-1]
         self._make_room(len(payloads), payloads)
         kept_from = len(payloads) - self._fitting(payloads)
@@ -286,7 +289,7 @@ class FrameStore:
         length = int(self._lengths(slice(slot, slot + 1))[0])
         return self._arena.get(int(self._chunk[slot]), int(self._offset[slot]), length)
 
-    def _make_room(self, count: int, payloads: tuple[bytes, ...]) -> None:
+    def _make_room(self, count: int, payloads: list[bytes]) -> None:
         """Drop the oldest stored frames so that `count` more (these payloads) fit the
         capacity and, as far as dropping stored frames can, the byte budget."""
         self._drop(self._written - self._first + count - self.capacity)
@@ -301,7 +304,7 @@ class FrameStore:
             self._drop(count)
             need -= int(total[count - 1])
 
-    def _fitting(self, payloads: tuple[bytes, ...]) -> int:
+    def _fitting(self, payloads: list[bytes]) -> int:
         """How many of the newest `payloads` fit the byte budget with what is stored (at
         least one: a frame larger than the budget is still kept, alone)."""
         budget = self.max_payload_bytes

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ssl
 from urllib.parse import urlsplit
 
-from wsconsole.core.localca import existing_ca_file
 from wsconsole.core.urls import is_loopback
 
 
@@ -27,6 +26,10 @@ def client_context(
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     elif is_loopback(host):
+        # here, not at the top: localca imports cryptography (~10 MB), which only a
+        # process that makes or uses the CA needs
+        from wsconsole.core.localca import existing_ca_file
+
         local = existing_ca_file()
         if local is not None:
             try:

@@ -23,7 +23,6 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-import httpx
 import orjson
 
 from wsconsole.core.errors import ClientOptionsError, TokenError
@@ -144,6 +143,8 @@ class UrlToken:
 
     async def __call__(self) -> str:
         """Fetch one token; TokenError naming the URL's answer when there is none."""
+        import httpx  # here: it costs ~7 MB (and rich, click) that only a token URL needs
+
         try:
             async with httpx.AsyncClient(timeout=self.timeout, verify=self.verify) as http:
                 reply = await http.get(self.url, headers={"Accept": "application/json, text/plain"})

@@ -29,11 +29,11 @@ import ssl
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from websockets.http11 import Response
 
 from wsconsole.core.lifecycle import State
-from wsconsole.core.localca import LocalCA
 from wsconsole.core.tls import client_context
 from wsconsole.harness.httphead import HeadError, RequestHead, parse_request_head, read_head
 from wsconsole.proxy.handshake import (
@@ -51,6 +51,9 @@ from wsconsole.proxy.handshake import (
 )
 from wsconsole.proxy.hub import ConnectionInfo, ProxyHub
 from wsconsole.proxy.relay import ProxiedConnection, Side
+
+if TYPE_CHECKING:
+    from wsconsole.core.localca import LocalCA
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,8 @@ class ProxyServer:
     def ca(self) -> LocalCA:
         """The local CA (created on first use)."""
         if self._ca is None:
+            from wsconsole.core.localca import LocalCA  # cryptography: only when TLS is used
+
             self._ca = LocalCA(self.config.ca_dir)
         return self._ca
 
