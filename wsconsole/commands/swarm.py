@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import os
 import signal
 from typing import Any
@@ -389,26 +388,26 @@ def _split_problem(args: argparse.Namespace) -> str | None:
 
 async def _run_split(config: Any, args: argparse.Namespace, out: Output) -> dict[str, Any]:
     """Run the swarm over workers: local processes, or agents' (see swarm/launchers.py)."""
-    from wsconsole.swarm.launchers import run_split
+    from wsconsole.swarm.launchers import AgentLauncher, SplitSwarm
 
     def on_stats(stats: dict[str, Any]) -> None:
         states = [w["state"] for w in stats["workers"]]
         line = f"{_human_stats(stats)}  workers {states.count('running')}/{len(states)}"
         out.event("stats", line, **stats)
 
-    def on_coordinator(coordinator: Any) -> None:
+    def split(workers: int, launcher: Any = None) -> Any:
+        swarm = SplitSwarm(config, workers, jwt_secret_env=args.secret_env,
+                           broker_url=args.agents_broker, secret_env=args.agents_secret_env,
+                           launcher=launcher, on_stats=on_stats)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, coordinator.stop)
+                loop.add_signal_handler(sig, swarm.stop)
+        return swarm.run()
 
-    split = functools.partial(run_split, config, jwt_secret_env=args.secret_env,
-                              broker_url=args.agents_broker, secret_env=args.agents_secret_env,
-                              on_stats=on_stats, on_coordinator=on_coordinator)
-    if not args.agents:
+    if args.agents is None:
         return await split(args.workers)
     from wsconsole.harness.agents import AgentsClient
-    from wsconsole.swarm.launchers import AgentLauncher
 
     names = [name.strip() for name in args.agents.split(",") if name.strip()]
     agents = AgentsClient(args.agents_broker, os.environ[args.agents_secret_env])
@@ -416,7 +415,7 @@ async def _run_split(config: Any, args: argparse.Namespace, out: Output) -> dict
     try:
         launcher = AgentLauncher(agents, names)
         await launcher.check()
-        return await split(args.workers or len(names), launcher=launcher)
+        return await split(args.workers or len(names), launcher)
     finally:
         await agents.close()
 

@@ -37,6 +37,7 @@ EXIT_GRACE = 2.0  # seconds to read a worker's last entries after its process en
 STOP_GRACE = 20.0  # seconds after `stop` and the settle phase before a part counts as lost
 BEAT = 1.0
 FINISHED = ("done", "lost", "failed")
+LOAD_OVER = ("settle", "stopping", "done")  # a part's phases once it publishes no more
 
 
 class Launcher(Protocol):
@@ -221,7 +222,8 @@ class Coordinator:
             self._stop_sent += 1
             await self._quietly("stop", abort=self._stop_sent > 1)
             self._stop_at = self._stop_at or now
-        if self._stop_sent and not self._settled_sent and self.accounting.settled():
+        if self._stop_sent and not self._settled_sent and self._all_publishes_in() and \
+                self.accounting.settled():
             self._settled_sent = True
             await self._quietly("settled")
 
@@ -244,6 +246,12 @@ class Coordinator:
                 part.state = "lost"
                 part.problem = f"still running {STOP_GRACE:.0f} s after the stop"
 
+    def _all_publishes_in(self) -> bool:
+        """Every part still running ended its load and sent its journal since: its last batch
+        was taken in its settle phase (or later), so every publish it made is merged."""
+        return all(p.stats.get("phase") in LOAD_OVER for p in self.parts
+                   if p.state not in FINISHED)
+
     async def _quietly(self, kind: str, **body: Any) -> None:
         try:
             await self.wire.send(kind, body)
@@ -258,14 +266,18 @@ class Coordinator:
 
     # ---- figures ---------------------------------------------------------------------------
 
-    def _phase(self) -> str:
+    @property
+    def phase(self) -> str:
+        """The parts' phases as their last batches said ("load", "load/settle", ...)."""
+        if all(p.state in FINISHED for p in self.parts):
+            return "done"
         phases = {str(p.stats.get("phase")) for p in self.parts if p.stats.get("phase")}
         return "/".join(sorted(phases)) or "starting"
 
     def _emit_stats(self) -> None:
         self.accounting.compact(time.monotonic())
         snapshot = self.accounting.snapshot(time.monotonic())
-        snapshot["phase"] = self._phase()
+        snapshot["phase"] = self.phase
         snapshot["workers"] = [p.row() for p in self.parts]
         if self.on_stats is not None:
             self.on_stats(snapshot)

@@ -1,4 +1,4 @@
-"""Where a split swarm's workers run, and the run itself (`run_split`).
+"""Where a split swarm's workers run, and the run itself (`SplitSwarm`).
 
 `LocalLauncher` starts each worker as a child process of this one through harness/procs.py
 (its own process group, killed with us, its stderr tail kept for the report): the way to use
@@ -14,13 +14,13 @@ import contextlib
 import os
 import secrets
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from wsconsole.harness import procs
 from wsconsole.harness.agents import AgentError, AgentsClient, AgentTimeout
 from wsconsole.harness.agentwire import WORKER_SECRET_ENV
 from wsconsole.harness.broker import Broker
 from wsconsole.harness.brokeraddr import open_client
+from wsconsole.swarm.accounting import Accounting
 from wsconsole.swarm.coordinator import Coordinator, Launcher
 from wsconsole.swarm.parts import config_to_wire, split
 from wsconsole.swarm.runwire import RunWire, new_run_id
@@ -33,9 +33,10 @@ AGENT_WAIT = 5.0  # seconds a named agent may take to show up
 class LocalLauncher:
     """Workers as child processes of this one (one process group each)."""
 
-    def __init__(self, secret_env: str, secret: str) -> None:
+    def __init__(self, secret_env: str, secret: str,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.secret_env = secret_env
-        self.env = {**os.environ, secret_env: secret}
+        self.env = {**os.environ, **(extra_env or {}), secret_env: secret}
         self.children: dict[int, procs.Child] = {}
 
     async def start(self, part: int, args: Sequence[str]) -> str:
@@ -135,46 +136,79 @@ class AgentLauncher:
         await asyncio.gather(*(stop_one(*where) for where in self.started.values()))
 
 
-async def run_split(config: SwarmConfig, workers: int, *, jwt_secret_env: str | None,
-                    broker_url: str | None = None, secret_env: str | None = None,
-                    launcher: Launcher | None = None,
-                    on_stats: Callable[[Stats], None] | None = None,
-                    on_coordinator: Callable[[Coordinator], None] | None = None) -> Stats:
-    """Run `config` over `workers` workers: through `launcher` on the broker `broker_url`
-    with the agents' secret in `secret_env`, or (no launcher) as local processes, on a
-    private broker unless `broker_url` is given. SwarmConfigError for what cannot be split."""
-    parts = split(config.clients, workers)
-    wire_config = config_to_wire(config, jwt_secret_env)
-    own_broker = Broker(persist=False) if broker_url is None else None
-    if own_broker is not None:
-        broker_url = await asyncio.to_thread(own_broker.start)
-    assert broker_url is not None
-    if secret_env is None:
-        secret_env, secret = RUN_SECRET_ENV, secrets.token_hex(16)
-    else:
-        secret = os.environ.get(secret_env, "")
-        if not secret:
-            raise SwarmConfigError(f"environment variable {secret_env} is not set")
-    launcher = launcher or LocalLauncher(secret_env, secret)
-    try:
+class SplitSwarm:
+    """A swarm run over workers with the interface of a one-process `Swarm` where it can
+    have one (`await run()` -> the merged summary, `stop()`, `phase`, `accounting`), for the
+    CLI and the scenario runner: through `launcher` on the broker `broker_url` with the
+    agents' secret in `secret_env`, or (no launcher) as local processes, on a private broker
+    unless `broker_url` is given. `worker_env` is added to local workers' environment (a
+    JWT secret's variable). SwarmConfigError for what cannot be split."""
+
+    def __init__(self, config: SwarmConfig, workers: int, *, jwt_secret_env: str | None,
+                 broker_url: str | None = None, secret_env: str | None = None,
+                 launcher: Launcher | None = None,
+                 on_stats: Callable[[Stats], None] | None = None,
+                 worker_env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.parts = split(config.clients, workers)
+        self.wire_config = config_to_wire(config, jwt_secret_env)
+        self.broker_url = broker_url
+        self.secret_env = secret_env
+        self.launcher = launcher
+        self.on_stats = on_stats
+        self.worker_env = worker_env or {}
+        self.coordinator: Coordinator | None = None
+        self.accounting = Accounting()
+        self._stops = 0
+
+    @property
+    def phase(self) -> str:
+        """The workers' phases ("load", "load/settle", ...), "idle" before, "done" after."""
+        return "idle" if self.coordinator is None else self.coordinator.phase
+
+    def stop(self) -> None:
+        """End the load now; a second call also skips the settle phase."""
+        self._stops += 1
+        if self.coordinator is not None:
+            self.coordinator.stop()
+
+    async def run(self) -> Stats:
+        """Start the broker if needed, the workers, merge until every part finished."""
+        own_broker = Broker(persist=False) if self.broker_url is None else None
+        broker_url = self.broker_url
+        if own_broker is not None:
+            broker_url = await asyncio.to_thread(own_broker.start)
+        try:
+            return await self._run(str(broker_url))
+        finally:
+            if own_broker is not None:
+                await asyncio.to_thread(own_broker.stop)
+
+    async def _run(self, broker_url: str) -> Stats:
+        if self.secret_env is None:
+            secret_env, secret = RUN_SECRET_ENV, secrets.token_hex(16)
+        else:
+            secret_env, secret = self.secret_env, os.environ.get(self.secret_env, "")
+            if not secret:
+                raise SwarmConfigError(f"environment variable {secret_env} is not set")
+        launcher = self.launcher or LocalLauncher(secret_env, secret, self.worker_env)
         client = await open_client(broker_url)
         run = new_run_id()
-        wire = RunWire(client, secret, run, coordinator=True)
 
         def worker_args(part: int) -> list[str]:
-            return ["--broker", str(broker_url), "--secret-env", launcher.secret_env,
+            return ["--broker", broker_url, "--secret-env", launcher.secret_env,
                     "--run", run, "--part", str(part)]
 
-        coordinator = Coordinator(config, wire_config, parts, wire, launcher, worker_args,
-                                  on_stats)
-        if on_coordinator is not None:
-            on_coordinator(coordinator)
         try:
-            summary: dict[str, Any] = await coordinator.run()
+            self.coordinator = Coordinator(
+                self.config, self.wire_config, self.parts,
+                RunWire(client, secret, run, coordinator=True), launcher, worker_args,
+                self.on_stats)
+            self.accounting = self.coordinator.accounting
+            for _ in range(self._stops):
+                self.coordinator.stop()
+            summary = await self.coordinator.run()
         finally:
             await client.aclose()
         summary["run"] = run
         return summary
-    finally:
-        if own_broker is not None:
-            await asyncio.to_thread(own_broker.stop)

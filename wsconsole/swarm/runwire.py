@@ -24,13 +24,14 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from wsconsole.harness.agentwire import KEY_TAG, Message, Refused, Signer
+from wsconsole.harness.agentwire import DEFAULT_WINDOW, KEY_TAG, Message, Refused, Signer
 
 log = logging.getLogger(__name__)
 
 JOURNAL_MAXLEN = 50_000  # entries kept on a run's journal stream (batches, not records)
 CONTROL_MAXLEN = 1_000
 READ_COUNT = 200
+JOURNAL_WINDOW = 600.0  # seconds a journal entry stays valid (agentwire's `stale`)
 
 
 def new_run_id() -> str:
@@ -71,7 +72,9 @@ class RunWire:
         me, self.peer = coordinator_name(run), workers_name(run)
         if not coordinator:
             me, self.peer = self.peer, me
-        self.signer = Signer(me, secret)
+        # a coordinator busy replaying may read a batch late: the batch numbers already
+        # refuse a copy, so the journal's entries stay valid longer than a command
+        self.signer = Signer(me, secret, window=JOURNAL_WINDOW if coordinator else DEFAULT_WINDOW)
         self._read = journal_stream(run) if coordinator else control_stream(run)
         self._write = control_stream(run) if coordinator else journal_stream(run)
         self._maxlen = CONTROL_MAXLEN if coordinator else JOURNAL_MAXLEN

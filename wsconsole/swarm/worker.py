@@ -176,13 +176,14 @@ class Worker:
         """Send what the journal holds, in batches of at most BATCH records."""
         assert self.swarm is not None
         records = self.swarm.accounting.take()
+        phase = self.swarm.phase  # as of the take: "settle" means every publish is in
+        stats = {key: self._stats.get(key) for key in ("connected", "sent", "acknowledged",
+                                                       "delivered", "reconnects")}
         for start in range(0, max(len(records), 1), BATCH):
             self._batches += 1
-            stats = {key: self._stats.get(key) for key in ("connected", "sent", "acknowledged",
-                                                           "delivered", "reconnects")}
             await self.wire.send("journal", {"part": self.part, "n": self._batches,
                                              "records": records[start:start + BATCH],
-                                             "phase": self.swarm.phase, "stats": stats})
+                                             "phase": phase, "stats": stats})
 
     async def _send_quietly(self, kind: str, body: dict[str, Any]) -> None:
         with contextlib.suppress(RedisError, OSError):
