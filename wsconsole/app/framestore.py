@@ -31,7 +31,9 @@ from wsconsole.app.payloads import PayloadArena
 from wsconsole.core.events import Direction, FrameRecord, Opcode
 from wsconsole.decoders.base import Decoded
 
-NONE = -1  # "no value" in the integer columns (seq, room, node, close code)
+NONE = -1  # "no value" for seq, room, node and close code; their columns hold value + 1, so
+# "none" is 0 and a new store's columns are zero pages the system has not handed out yet
+# (filled with -1 they cost 20 MB of a million-frame store before its first frame)
 _DIRS = (Direction.IN, Direction.OUT)
 _MAX_NAMES = 65_536  # interned room/node/conn names; beyond that they read as "(other)"
 _PARSE_LIMIT = 65_536  # text frames larger than this are not parsed for room/seq/node
@@ -174,11 +176,11 @@ class FrameStore:
         self.max_payload = max_payload
         self.max_payload_bytes = max_payload_bytes
         self._wall = np.zeros(capacity, np.float64)
-        self._seq = np.full(capacity, NONE, np.int64)
+        self._seq = np.zeros(capacity, np.int64)
         self._size = np.zeros(capacity, np.uint32)
-        self._room = np.full(capacity, NONE, np.int32)
-        self._node = np.full(capacity, NONE, np.int32)
-        self._close = np.full(capacity, NONE, np.int32)
+        self._room = np.zeros(capacity, np.int32)
+        self._node = np.zeros(capacity, np.int32)
+        self._close = np.zeros(capacity, np.int32)
         self._conn = np.zeros(capacity, np.uint16)
         self._dir = np.zeros(capacity, np.uint8)
         self._op = np.zeros(capacity, np.uint8)
@@ -228,8 +230,8 @@ class FrameStore:
         conn = frame.conn
         staged = self._staged
         staged.extend((
-            frame.wall, seq, min(size, 0xFFFFFFFF), room, node,
-            NONE if frame.close_code is None else frame.close_code, self._intern(conn),
+            frame.wall, seq + 1, min(size, 0xFFFFFFFF), room + 1, node + 1,
+            0 if frame.close_code is None else frame.close_code + 1, self._intern(conn),
             1 if frame.direction is Direction.OUT else 0, int(opcode),
             (1 if truncated else 0) | (2 if frame.injected else 0) | (4 if notice else 0),
             payload,
@@ -413,8 +415,8 @@ class FrameStore:
         if not self.first_id <= ident < self.next_id:
             raise IndexError(f"frame {ident} is not kept")
         slot = ident % self.capacity
-        close = int(self._close[slot])
-        seq = int(self._seq[slot])
+        close = int(self._close[slot]) - 1
+        seq = int(self._seq[slot]) - 1
         flags = int(self._flags[slot])
         return FrameRow(
             id=ident,
@@ -423,9 +425,9 @@ class FrameStore:
             direction=_DIRS[int(self._dir[slot])],
             opcode=Opcode(int(self._op[slot])),
             size=int(self._size[slot]),
-            room=self._name(int(self._room[slot])),
+            room=self._name(int(self._room[slot]) - 1),
             seq=None if seq == NONE else seq,
-            node=self._name(int(self._node[slot])),
+            node=self._name(int(self._node[slot]) - 1),
             close_code=None if close == NONE else close,
             close_reason=self._reasons.get(ident),
             payload=self._payload(slot),
@@ -498,8 +500,8 @@ class FrameStore:
         slots_array = ids % self.capacity
         places = zip(self._chunk[slots_array].tolist(), self._offset[slots_array].tolist(),
                      self._lengths(slots_array).tolist(), strict=True)
-        rooms = self._room[slots_array].tolist()
-        nodes = self._node[slots_array].tolist()
+        rooms = (self._room[slots_array] - 1).tolist()
+        nodes = (self._node[slots_array] - 1).tolist()
         reasons = self._reasons
         name_hit = [search(name) is not None for name in names]
         keep = []
