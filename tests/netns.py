@@ -77,11 +77,11 @@ class Host(ProcessRegistry):
 
     def start(self, argv: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
         """Run `argv` inside this host's namespace, in a session of its own; kwargs go to
-        Popen (`tests.nodekit.start_node` takes a Host as its registry)."""
+        Popen (tests/nodekit.py and tests/agentkit.py take a Host as their registry)."""
         kwargs.setdefault("stdin", subprocess.DEVNULL)
         kwargs.setdefault("preexec_fn", procs.DIE_WITH_PARENT)
-        return super().start(["ip", "netns", "exec", self.netns, *argv],
-                             start_new_session=True, **kwargs)
+        kwargs.setdefault("start_new_session", True)
+        return super().start(["ip", "netns", "exec", self.netns, *argv], **kwargs)
 
     def stop(self, proc: subprocess.Popen[bytes], sig: int | None = signal.SIGTERM,
              timeout: float = 5.0) -> int | None:

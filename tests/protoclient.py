@@ -158,6 +158,21 @@ class Ledger:
         self._saw(room, event.epoch)
         self.streams.setdefault((subscriber, room), []).append(event)
 
+    def received(self, prefix: str = "") -> tuple[int, int, int]:
+        """What the subscribers got of the messages whose ids start with `prefix`, counted
+        without acknowledgements (for messages another program published): (distinct ids,
+        duplicates, deliveries with a lower seq than the one before in their room)."""
+        ids: Counter[str] = Counter()
+        out_of_order = 0
+        for events in self.streams.values():
+            last = 0
+            for event in events:
+                if isinstance(event, Delivered) and event.ident.startswith(prefix):
+                    ids[event.ident] += 1
+                    out_of_order += event.seq < last
+                    last = max(last, event.seq)
+        return len(ids), sum(n - 1 for n in ids.values()), out_of_order
+
     def explain(self, subscriber: str, room: str, ident: str, around: int = 4) -> str:
         """What `subscriber` saw in `room` near the acknowledged position of `ident`."""
         ack = self.acks.get(ident)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -23,23 +24,26 @@ import pytest
 import redis
 from redis.cluster import ClusterNode
 
+from tests.agentkit import SECRET as AGENTS_SECRET
+from tests.agentkit import SECRET_ENV as AGENTS_SECRET_ENV
+from tests.agentkit import start_agent
 from tests.netns import Host, NetLab, hosts, netlab  # noqa: F401  (fixtures)
 from tests.protoclient import Ledger, Peer
 from tests.shardkit import room_on, spublishes, until_shard
-from tests.support import pid_alive, until
+from tests.support import SCALE, pid_alive, until
+from wsconsole.harness import procs
 from wsconsole.harness.agents import AgentsClient, AgentTimeout, ProcView
 from wsconsole.harness.agentwire import REPORTS_STREAM, commands_stream
 from wsconsole.harness.auth import issue_token, new_secret
-from wsconsole.harness.procs import child_argv
 from wsconsole.harness.valkeycluster import LocalValkeyCluster
 
 pytestmark = [pytest.mark.netns]
 
-SECRET = new_secret()  # the nodes' JWT secret
-AGENT_SECRET = new_secret()  # shared by the agents and the console
-AGENT_SECRET_ENV = "WSCONSOLE_TEST_AGENT_SECRET"
+SECRET = new_secret()  # the nodes' JWT secret, in the agents' environment
+JWT_ENV = "WSCONSOLE_JWT_SECRET"
 NODE_PORT = 8100  # each host is a network stack of its own: nothing else listens there
 RATE = 20.0  # publishes per second per publisher
+SWARM_ROOMS = ("swarm-0", "swarm-1")  # a swarm's rooms with --rooms 2
 
 
 @pytest.fixture(scope="module")
@@ -62,21 +66,11 @@ def server_thread() -> Iterator[ThreadPoolExecutor]:
         yield thread
 
 
-def start_agent(host: Host, valkey: LocalValkeyCluster, state_dir: Path) -> subprocess.Popen[bytes]:
-    """`wsconsole agent` in the host's namespace, named after the host; its log is
-    `state_dir`/agent.log. Its nodes inherit the JWT secret from its environment."""
-    env = {**os.environ, AGENT_SECRET_ENV: AGENT_SECRET, "WSCONSOLE_JWT_SECRET": SECRET}
-    argv = child_argv("agent", "--broker", valkey.url, "--name", host.name,
-                      "--secret-env", AGENT_SECRET_ENV, "--state-dir", str(state_dir),
-                      "--advertise", host.address)
-    return host.start(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 @pytest.fixture
 async def console(valkey: LocalValkeyCluster) -> AsyncIterator[AgentsClient]:
     """The console's agents client. The agents' streams are emptied after each test, so no
     agent of a later test reads an earlier one's commands, nor the console its reports."""
-    client = AgentsClient(valkey.url, AGENT_SECRET)
+    client = AgentsClient(valkey.url, AGENTS_SECRET)
     await client.open()
     try:
         yield client
@@ -95,12 +89,24 @@ def drop_agent_streams(valkey: LocalValkeyCluster) -> None:
 
 
 @pytest.fixture
+def jwt_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nodes' JWT secret in the environment the agents start with (their nodes and
+    workers inherit it; it never travels on the wire)."""
+    monkeypatch.setenv(JWT_ENV, SECRET)
+
+
+def agent_on(host: Host, valkey: LocalValkeyCluster, state_dir: Path) -> subprocess.Popen[bytes]:
+    """`wsconsole agent` in the host's namespace, named after it (its log: state_dir/agent.log)."""
+    return start_agent(host, valkey.url, host.name, state_dir, "--advertise", host.address)
+
+
+@pytest.fixture
 async def agents(hosts: dict[str, Host], valkey: LocalValkeyCluster,  # noqa: F811
-                 console: AgentsClient, tmp_path: Path) -> AgentsClient:
+                 console: AgentsClient, tmp_path: Path, jwt_secret: None) -> AgentsClient:
     """An agent on each host, both seen up by the console (the `hosts` fixture kills them
     and their processes by PID after the test)."""
     for host in hosts.values():
-        start_agent(host, valkey, tmp_path / host.name)
+        agent_on(host, valkey, tmp_path / host.name)
     for name in hosts:
         await console.wait_for_agent(name, 20)
     return console
@@ -234,10 +240,10 @@ async def test_a_primary_killed_under_load_loses_nothing_silently(
 
 async def test_an_agent_killed_and_restarted_readopts_its_serving_node(
     hosts: dict[str, Host], valkey: LocalValkeyCluster, console: AgentsClient,  # noqa: F811
-    peers: Any, tmp_path: Path,
+    peers: Any, tmp_path: Path, jwt_secret: None,
 ) -> None:
     host = hosts["hostA"]
-    agent = start_agent(host, valkey, tmp_path)
+    agent = agent_on(host, valkey, tmp_path)
     await console.wait_for_agent("hostA", 20)
     url, node = await node_on(console, host, valkey, "a1")
     room = room_on(valkey, "s1")
@@ -251,7 +257,7 @@ async def test_an_agent_killed_and_restarted_readopts_its_serving_node(
     acked = len(ledger.acks)
     await until(lambda: len(ledger.acks) >= acked + 20, "the node serving without its agent", 15)
     assert pid_alive(node.pid) and subscriber.connected
-    again = start_agent(host, valkey, tmp_path)  # the same state folder
+    again = agent_on(host, valkey, tmp_path)  # the same state folder
     view = await console.wait_for_agent("hostA", 20)
     assert view.pid == again.pid
     assert [(p.proc, p.pid, p.state) for p in view.procs] == [("a1", node.pid, "running")]
@@ -284,3 +290,42 @@ async def test_a_command_signed_with_another_secret_is_refused_and_logged(
     assert "bad_signature" in (tmp_path / "hostB" / "agent.log").read_text()
     assert await agents.status("hostB") == []
     assert set(host.pids()) == running, "a process was started on a forged command"
+
+
+async def test_swarm_workers_on_both_hosts_merge_to_the_sum_of_their_parts(
+    hosts: dict[str, Host], valkey: LocalValkeyCluster, agents: AgentsClient,  # noqa: F811
+    peers: Any,
+) -> None:
+    (on_a, _), (on_b, _) = await asyncio.gather(node_on(agents, hosts["hostA"], valkey, "a1"),
+                                                node_on(agents, hosts["hostB"], valkey, "b1"))
+    ledger = Ledger()
+    peers("watcher", on_b, list(SWARM_ROOMS), ledger)  # on the other host's node
+    await joined(ledger, len(SWARM_ROOMS))
+    env = {**os.environ, AGENTS_SECRET_ENV: AGENTS_SECRET}
+    swarm = await procs.spawn(procs.child_argv(
+        "swarm", on_a, "--agents", "hostA,hostB", "--agents-broker", valkey.url,
+        "--agents-secret-env", AGENTS_SECRET_ENV, "--secret-env", JWT_ENV, "--clients", "8",
+        "--rooms", "2", "--rate", "40", "--duration", "2", "--wait-joined", "20",
+        "--settle", "5", "--json"), "swarm", env=env, stderr_lines=40)
+    try:
+        lines = [json.loads(line) async for line in swarm.lines()]
+        assert await swarm.wait(30 * SCALE), "the swarm did not end"
+    finally:
+        await swarm.stop(timeout=5)
+    assert swarm.returncode == 0, swarm.log_tail(10)
+    summary, parts = lines[-1], lines[-1]["workers"]
+    assert summary["event"] == "summary" and summary["ok"] is True, summary
+    assert [(w["where"].split()[0], w["state"], w["clients"]) for w in parts] == \
+        [("hostA", "done", 4), ("hostB", "done", 4)]
+    assert summary["incomplete"] == [] and summary["lost"] == 0
+    # merged = the sum of the parts, each part's figures from its own worker's accounting
+    for figure in ("sent", "acknowledged", "delivered"):
+        assert summary[figure] == sum(w[figure] for w in parts), figure
+    assert summary["sent"] == summary["acknowledged"] >= 60
+    # every message reached the 4 swarm subscribers of its room once, in order
+    assert summary["delivered"] == summary["expected"] == 4 * summary["acknowledged"]
+    # the independent count: the watcher on hostB's node got every swarm message once
+    await until(lambda: ledger.received("c")[0] >= summary["acknowledged"],
+                "the watcher to get every swarm message", 10)
+    assert ledger.received("c") == (summary["acknowledged"], summary["duplicated"],
+                                    summary["out_of_order"])

@@ -12,14 +12,13 @@ import os
 import signal
 import subprocess
 import sys
-from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.protoclient import Delivered, Ledger, Peer
+from tests.protoclient import Ledger, Peer
 from tests.support import SCALE, ProcessRegistry, pid_alive, until
 from wsconsole.harness import procs
 from wsconsole.harness.broker import Broker
@@ -65,7 +64,7 @@ async def test_two_workers_merge_exactly(tmp_path: Any) -> None:
                 events = [e async for e in _events(child)]
                 assert await child.wait(30 * SCALE), "the swarm did not end"
             assert child.returncode == 0, child.log_tail(10)
-            await until(lambda: _received(ledger)[0] >= events[-1]["acknowledged"],
+            await until(lambda: ledger.received("c")[0] >= events[-1]["acknowledged"],
                         "the independent subscriber to get every message", 10)
         finally:
             await peer.close()
@@ -83,26 +82,12 @@ async def test_two_workers_merge_exactly(tmp_path: Any) -> None:
     assert summary["delivered"] == summary["expected"] == 4 * summary["acknowledged"]
     # the independent count: the watcher, subscribed to both rooms, got every swarm message
     # once and in order, as the merged figures say
-    received, duplicated, out_of_order = _received(ledger)
+    received, duplicated, out_of_order = ledger.received("c")
     assert received == summary["acknowledged"]
     assert (duplicated, out_of_order) == (summary["duplicated"], summary["out_of_order"])
     assert summary["lost"] == 0 and summary["p99_latency_ms"] is not None
     stats = [e for e in events if e["event"] == "stats"]
     assert stats and all(len(e["workers"]) == 2 for e in stats)
-
-
-def _received(ledger: Ledger) -> tuple[int, int, int]:
-    """What the watcher got of the swarm's messages: (distinct ids, duplicates, ooo)."""
-    ids: Counter[str] = Counter()
-    out_of_order = 0
-    for (_, _room), events in ledger.streams.items():
-        last = 0
-        for event in events:
-            if isinstance(event, Delivered) and event.ident.startswith("c"):
-                ids[event.ident] += 1
-                out_of_order += event.seq < last
-                last = max(last, event.seq)
-    return len(ids), sum(n - 1 for n in ids.values()), out_of_order
 
 
 async def test_a_worker_killed_mid_run_is_named(tmp_path: Any) -> None:

@@ -95,7 +95,8 @@ class Part:
         figures = self.summary or self.stats
         return {"part": self.index, "where": self.where, "host": self.host,
                 "clients": len(self.clients), "first": self.clients.start,
-                "sent": figures.get("sent"), "delivered": figures.get("delivered"),
+                "sent": figures.get("sent"), "acknowledged": figures.get("acknowledged"),
+                "delivered": figures.get("delivered"),
                 "state": self.state, "batches": self.batches, "missing_batches": self.missing,
                 "problem": self.problem}
 
