@@ -7,6 +7,8 @@ to, default `["*"]`), `iat` and `exp`. Nodes get the secret through the environm
 
 from __future__ import annotations
 
+import base64
+import functools
 import secrets
 import time
 from collections.abc import Iterable, Mapping
@@ -64,6 +66,14 @@ def issue_token(
     return jwt.encode(payload, secret, algorithm=ALGORITHM)
 
 
+@functools.lru_cache(maxsize=16)
+def _verifying_key(secret: str) -> jwt.PyJWK:
+    """The HS256 key of `secret`, prepared once: given the secret itself, PyJWT prepares
+    the key again on every decode (a node verifies a token per handshake)."""
+    encoded = base64.urlsafe_b64encode(secret.encode()).rstrip(b"=").decode()
+    return jwt.PyJWK({"kty": "oct", "k": encoded, "alg": ALGORITHM})
+
+
 def verify_token(secret: str, token: str) -> Claims:
     """Check signature, expiry and shape of a token; raise AuthError(reason) if refused."""
     if not isinstance(token, str) or not token:
@@ -71,9 +81,8 @@ def verify_token(secret: str, token: str) -> Claims:
     if len(token) > MAX_TOKEN:
         raise AuthError("malformed token")
     try:
-        payload = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
-        )
+        payload = jwt.decode(token, _verifying_key(secret), algorithms=[ALGORITHM],
+                             options={"require": ["exp", "sub"]})  # fmt: skip
     except jwt.ExpiredSignatureError:
         raise AuthError("token expired") from None
     except jwt.InvalidSignatureError:

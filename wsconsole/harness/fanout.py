@@ -49,14 +49,13 @@ def payload_size(payload: str | bytes) -> int:
     return len(payload)
 
 
-def cap_kernel_buffer(ws: ServerConnection, limit: int | None) -> None:
-    """Cap the kernel's send buffer of a connection at `limit` bytes (Linux doubles it for
-    its bookkeeping). Left to autotuning, the kernel alone holds up to 4 MiB for a client
-    that does not read: a backlog the node can neither see nor bound. Capped, what a slow
-    reader has not taken stays in the transport, where the send limit (`max_buffered`)
-    sees it."""
-    sock = ws.transport.get_extra_info("socket") if limit else None
-    if sock is not None:
+def cap_kernel_buffers(sockets: Iterable[socket.socket], limit: int | None) -> None:
+    """Cap the kernel's send buffer of every connection accepted on `sockets` (listening;
+    accepted sockets inherit it) at `limit` bytes (Linux doubles it for its bookkeeping).
+    Left to autotuning, the kernel alone holds up to 4 MiB for a client that does not read:
+    a backlog the node can neither see nor bound. Capped, what a slow reader has not taken
+    stays in the transport, where the send limit (`max_buffered`) sees it."""
+    for sock in sockets if limit else ():
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limit)
 

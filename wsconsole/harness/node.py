@@ -98,7 +98,7 @@ from wsconsole.harness.adapter import (
 )
 from wsconsole.harness.admission import Admission, Refusal
 from wsconsole.harness.brokerlink import UP
-from wsconsole.harness.fanout import WS_OPEN, Fanout, Mark, cap_kernel_buffer
+from wsconsole.harness.fanout import WS_OPEN, Fanout, Mark, cap_kernel_buffers
 from wsconsole.harness.limits import MessageRate
 from wsconsole.harness.nodeconfig import NodeConfig, UsageError, add_arguments, config_from_args
 from wsconsole.harness.nodeinject import inject
@@ -216,6 +216,7 @@ class Node(Supervised):
             backlog=LISTEN_BACKLOG,
         )
         self.port = self.server.sockets[0].getsockname()[1]
+        cap_kernel_buffers(self.server.sockets, self.config.max_buffered)
         self._spawn(self.delay.probe(lambda: [conn.ws for conn in self._recipients]),
                     "delivery-probe")  # fmt: skip
         return self.port
@@ -399,7 +400,6 @@ class Node(Supervised):
             self._count(refusal)
             await ws.close(refusal.code, refusal.reason)
             return
-        cap_kernel_buffer(ws, cfg.max_buffered)
         self.conns[conn.id] = conn
         self._empty.clear()
         self.stats.accepted += 1
