@@ -24,6 +24,7 @@ from wsconsole.harness import procs
 from wsconsole.harness.broker import Broker
 from wsconsole.harness.brokeraddr import open_client
 from wsconsole.harness.cluster import Cluster, ClusterConfig
+from wsconsole.scenarios.model import parse_scenario
 from wsconsole.swarm.parts import config_to_wire
 from wsconsole.swarm.runwire import RunWire, journal_stream, new_run_id
 from wsconsole.swarm.swarm import SwarmConfig
@@ -213,3 +214,39 @@ def test_workers_on_two_agents(procs: ProcessRegistry, tmp_path: Path) -> None:
         finally:
             for name, agent in agents.items():
                 stop_agent(agent, homes[name])
+
+
+async def test_a_scenario_splits_its_swarm_and_reports_the_workers(tmp_path: Path) -> None:
+    from tests.servers import server_port, start
+    from wsconsole.scenarios.report import write_html
+    from wsconsole.scenarios.runner import ScenarioRunner
+
+    server, _ = await start("harness")
+    try:
+        text = (f'url = "ws://127.0.0.1:{server_port(server)}"\n[swarm]\nclients = 4\n'
+                'rooms = 1\nrate = 20\nduration = 1.5\nsettle = 5\nwait_joined = 20\n'
+                'workers = 2\n[[assertions]]\nexpect = "lost == 0"\n'
+                '[[assertions]]\nexpect = "delivered > 40"\n')
+        result = await ScenarioRunner(parse_scenario(text, "split.toml")).run()
+    finally:
+        server.close()
+    assert result.passed, (result.error, [a.as_dict() for a in result.assertions])
+    workers = result.summary["workers"]
+    assert [(w["state"], w["clients"]) for w in workers] == [("done", 2), ("done", 2)]
+    assert result.summary["delivered"] == sum(w["delivered"] for w in workers)
+    write_html(result, tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    assert "<h2>Swarm workers</h2>" in page and workers[1]["where"] in page
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("workers = 5\n", "5 workers for 4 clients"),
+    ('workers = 2\n[[steps]]\nat = 1\naction = "pongs"\nshare = 0.5\n',
+     "pongs acts on the swarm's clients in this process"),
+])
+def test_a_scenario_with_workers_that_cannot_work_is_refused(extra: str, message: str) -> None:
+    from wsconsole.scenarios.model import ScenarioError
+
+    text = f'url = "ws://127.0.0.1:9"\n[swarm]\nclients = 4\nduration = 2\n{extra}'
+    with pytest.raises(ScenarioError, match=message):
+        parse_scenario(text, "bad.toml")

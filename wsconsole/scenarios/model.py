@@ -130,6 +130,7 @@ class SwarmSpec:
     pongs: PongPolicy = field(default_factory=lambda: PongPolicy("off"))  # ... answers so
     join_grace: float = 0.5  # a stack: a join counts after this (the app does not confirm)
     wait_joined: float | None = None  # hold the load until every client joined (at most S)
+    workers: int | None = None  # split the clients over this many local worker processes
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +250,9 @@ def parse_scenario(text: str, path: str | None = None) -> Scenario:
         raise r.fail("a [swarm] table is required (at least its duration), or a [replay]")
     else:
         swarm = _swarm(r, r.table(data, "swarm"))
+        if swarm.workers and stack is not None:
+            raise r.fail("workers run harness-protocol clients; a stack's swarm runs in one "
+                         "process", "swarm", "workers")
         steps = _steps(r, data.get("steps", []), swarm, cluster, stack)
     assertions = _assertions(r, data.get("assertions", []))
     timeout = r.number(data, "timeout", None, positive=True)
@@ -340,6 +344,7 @@ def _swarm(r: TomlReader, table: dict[str, Any]) -> SwarmSpec:
             "pongs",
             "join_grace",
             "wait_joined",
+            "workers",
         }
     )
     r.check_keys(table, allowed, *where)
@@ -385,7 +390,17 @@ def _swarm(r: TomlReader, table: dict[str, Any]) -> SwarmSpec:
         pongs=_pongs(r, table, *where),
         join_grace=r.number(table, "join_grace", 0.5, *where, minimum=0.0),
         wait_joined=r.number(table, "wait_joined", None, *where, positive=True),
+        workers=_workers(r, table, clients, *where),
     )
+
+
+def _workers(r: TomlReader, table: dict[str, Any], clients: int, *where: Any) -> int | None:
+    """[swarm] workers: 1 to `clients` local worker processes (docs/scale-out.md)."""
+    workers = r.number(table, "workers", None, *where, minimum=1, integer=True)
+    if workers is not None and workers > clients:
+        raise r.fail(f"{workers} workers for {clients} clients: every worker needs one",
+                     *where, "workers")
+    return workers
 
 
 def _pongs(r: TomlReader, table: dict[str, Any], *where: Any) -> PongPolicy:
@@ -426,6 +441,9 @@ def _steps(r: TomlReader, steps: Any, swarm: SwarmSpec, cluster: ClusterSpec | N
             raise r.fail(
                 f"{action} needs a [cluster] (this scenario targets a url)", *where, "action"
             )
+        if swarm.workers and action in HEARTBEAT_ACTIONS:
+            raise r.fail(f"{action} acts on the swarm's clients in this process: not with "
+                         "[swarm] workers", *where, "action")
         if stack is not None and action.startswith("broker_") and stack.broker.kind != "harness":
             raise r.fail(f"{action} needs the harness's own broker (the stack's broker is "
                          f"{stack.broker.kind})", *where, "action")

@@ -329,6 +329,27 @@ def _slices(summary: dict[str, Any]) -> list[str]:
     return out
 
 
+WORKER_COLUMNS = ("where", "host", "clients", "sent", "delivered", "state", "missing_batches",
+                  "problem")
+
+
+def _workers(summary: dict[str, Any]) -> list[str]:
+    """A swarm split over workers: one row per worker, an incomplete one in red."""
+    rows = summary.get("workers")
+    if not rows:
+        return []
+    out = ["<h2>Swarm workers</h2><table><tr><th>part</th>"
+           + "".join(f"<th>{c.replace('_', ' ')}</th>" for c in WORKER_COLUMNS) + "</tr>"]
+    for row in rows:
+        bad = row.get("state") != "done" or row.get("missing_batches")
+        cells = "".join(f"<td{' class=bad' if bad and c == 'state' else ''}>"
+                        f"{html.escape('-' if row.get(c) is None else str(row.get(c)))}</td>"
+                        for c in WORKER_COLUMNS)
+        out.append(f"<tr><th>{row.get('part')}</th>{cells}</tr>")
+    out.append("</table>")
+    return out
+
+
 def _plots(result: ScenarioResult, markers: list[tuple[float, str]]) -> list[str]:
     """The swarm's figures over time, the reconnect histogram, connections per node."""
     out: list[str] = []
@@ -462,9 +483,10 @@ def html_report(result: ScenarioResult) -> str:
         out += _conversation(result)
     if result.summary:
         out.extend(_slices(result.summary))
+        out.extend(_workers(result.summary))
         out.append(f"<h2>{'Replay' if sc.replay is not None else 'Swarm'} summary</h2><table>")
         for key, value in result.summary.items():
-            if key not in SLICES and key != "lost_by_second":
+            if key not in SLICES and key not in ("lost_by_second", "workers"):
                 out.append(f"<tr><th>{esc(key)}</th><td>{esc(str(value))}</td></tr>")
         out.append("</table>")
     out.append("</body></html>\n")

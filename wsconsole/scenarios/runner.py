@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SCALE_ENV = "WSCONSOLE_SCENARIO_SCALE"
 STEP_TIMEOUT = 30.0
+SCENARIO_JWT_ENV = "WSCONSOLE_SCENARIO_JWT"  # the JWT secret, to a split swarm's workers
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -321,8 +322,12 @@ class ScenarioRunner:
         config = _swarm_config(self.scenario, self.scale, url, token_factory)
         if token_factory is None and self.token is not None:
             config.token = self.token
-        kind = Swarm if config.stack is None else AppSwarm
-        self.swarm = kind(config, on_stats=self._on_stats)
+        workers = self.scenario.swarm.workers if self.scenario.swarm else None
+        if workers:
+            self.swarm = self._split(config, workers)
+        else:
+            kind = Swarm if config.stack is None else AppSwarm
+            self.swarm = kind(config, on_stats=self._on_stats)
         self._emit(
             "phase",
             phase="swarm",
@@ -360,6 +365,19 @@ class ScenarioRunner:
         self.result.summary = summary
         self.result.reconnect_times = self.swarm.accounting.reconnect_times()
         self._emit("summary", **summary)
+
+    def _split(self, config: Any, workers: int) -> Any:
+        """The swarm over local worker processes: tokens from the JWT secret (the cluster's
+        or the one given), which the workers get in their environment, never on the wire."""
+        from wsconsole.swarm.launchers import SplitSwarm
+
+        secret = self.cluster.config.secret if self.cluster is not None else self.secret
+        env: dict[str, str] = {}
+        if config.token_factory is not None and secret is not None:
+            config.token_factory, config.secret = None, secret
+            env[SCENARIO_JWT_ENV] = secret
+        return SplitSwarm(config, workers, jwt_secret_env=SCENARIO_JWT_ENV if env else None,
+                          on_stats=self._on_stats, worker_env=env)
 
     def _record_unfinished_steps(self) -> None:
         """A step the load outlived never passes silently: it is recorded as failed."""
