@@ -424,6 +424,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the swarm; 0 if every message was accounted for, 1 if not, 2 for bad usage."""
     from redis.exceptions import RedisError
 
+    from wsconsole.harness.broker import BrokerError
     from wsconsole.swarm.swarm import SwarmConfigError
 
     problem = _split_problem(args)
@@ -441,7 +442,7 @@ def run(args: argparse.Namespace) -> int:
             summary = asyncio.run(_run_split(config, args, out))
         except SwarmConfigError as exc:
             return fail_usage(str(exc))
-        except (OSError, RedisError, TimeoutError) as exc:
+        except (OSError, RedisError, TimeoutError, BrokerError) as exc:
             raise SystemExit(f"wsconsole swarm: the broker: {exc or 'no answer'}") from None
     else:
         own_stack = args.stack is not None and not args.url

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from redis.exceptions import RedisError
 
 from wsconsole.core.metrics import percentile
+from wsconsole.errors import WsconsoleError
 from wsconsole.swarm.accounting import Accounting
 from wsconsole.swarm.connbook import ms
 from wsconsole.swarm.journal import JournalError, WallClock, replay
@@ -137,7 +138,10 @@ class Coordinator:
                                         "parts": [[p.clients.start, len(p.clients)]
                                                   for p in self.parts]})
         for part in self.parts:
-            part.where = await self.launcher.start(part.index, self.worker_args(part.index))
+            try:
+                part.where = await self.launcher.start(part.index, self.worker_args(part.index))
+            except (WsconsoleError, OSError) as exc:  # the others run; this part is missing
+                part.state, part.problem = "failed", f"not started: {exc}"
             part.heard = time.monotonic()
         self._began = next_beat = next_stats = time.monotonic()
         try:
