@@ -63,6 +63,18 @@ def test_notices_that_messages_will_not_come_are_flagged() -> None:
     assert [store.row(i).notice for i in ids] == [True, True, False, False]
 
 
+def test_names_beyond_the_cap_read_as_other() -> None:
+    """Room and node names are interned into 16-bit columns: past the cap, a new name reads
+    as "(other)" (text filters find it so) and earlier ones keep theirs."""
+    store = FrameStore(capacity=70_000)
+    for i in range(framestore._MAX_NAMES + 10):
+        store.append(_frame(i, payload=b'{"type":"message","room":"r%d","seq":%d}' % (i, i)))
+    last = store.next_id - 1
+    assert store.row(5).room == "r5"
+    assert (store.row(last).room, store.row(last).seq) == ("(other)", last)
+    assert last in store.match(FrameFilter.make(text="(other)")).tolist()
+
+
 def test_payload_budget_bounds_memory() -> None:
     store = FrameStore(capacity=1000, max_payload=100, max_payload_bytes=1000)
     for i in range(50):

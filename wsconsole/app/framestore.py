@@ -2,16 +2,17 @@
 
 Producers (client observers on the asyncio loop) call `append`; views pull new rows in
 batches on a timer (DESIGN.md: never one Qt signal per frame). Numeric columns live in
-parallel numpy arrays used as a ring, payloads in a list of bytes; the oldest frames are
-dropped (and counted) when either the frame capacity or the payload byte budget is reached.
+parallel numpy arrays used as a ring (about 35 bytes a frame), payloads in compressed chunks
+(a `PayloadArena`, payloads.py), close codes and reasons in a map by id; the oldest frames
+are dropped (and counted) when either the frame capacity or the payload byte budget is
+reached.
 Frames are addressed by a monotonically increasing id; ids in [first_id, next_id) are kept.
 
 `append` runs once per frame received (up to a few hundred thousand a second): it reads
 the frame's fields and stages their values in one flat list; staged frames are written to
 the columns in one batch (`flush`: slice assignments instead of a dozen numpy item writes
 per frame) when anything reads the store or when `STAGE_LIMIT` are waiting. What a reader
-sees is exactly what appending them one by one gives. Payloads go to a `PayloadArena`
-(compressed chunks, payloads.py) at the flush.
+sees is exactly what appending them one by one gives.
 """
 
 from __future__ import annotations
@@ -31,14 +32,15 @@ from wsconsole.app.payloads import PayloadArena
 from wsconsole.core.events import Direction, FrameRecord, Opcode
 from wsconsole.decoders.base import Decoded
 
-NONE = -1  # "no value" for seq, room, node and close code; their columns hold value + 1, so
-# "none" is 0 and a new store's columns are zero pages the system has not handed out yet
-# (filled with -1 they cost 20 MB of a million-frame store before its first frame)
+NONE = -1  # "no value" for seq, room and node; their columns hold value + 1, so "none" is 0
+# and a new store's columns are zero pages the system has not handed out yet (filled with
+# -1 they cost 20 MB of a million-frame store before its first frame)
 _DIRS = (Direction.IN, Direction.OUT)
-_MAX_NAMES = 65_536  # interned room/node/conn names; beyond that they read as "(other)"
+_MAX_NAMES = 65_535  # interned room/node/conn names (index + 1 fits the uint16 columns);
+# beyond that they read as "(other)"
 _PARSE_LIMIT = 65_536  # text frames larger than this are not parsed for room/seq/node
 STAGE_LIMIT = 4096  # frames staged by `append` before they are written to the columns
-_FIELDS = 11  # values staged per frame: the ten numeric columns, then the payload
+_FIELDS = 10  # values staged per frame: the nine numeric columns, then the payload
 # a quantified group that itself contains a quantifier: the classic catastrophic backtracking
 # shape, which Python's re cannot interrupt (it would freeze the window)
 _NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)[+*{]")
@@ -178,9 +180,8 @@ class FrameStore:
         self._wall = np.zeros(capacity, np.float64)
         self._seq = np.zeros(capacity, np.int64)
         self._size = np.zeros(capacity, np.uint32)
-        self._room = np.zeros(capacity, np.int32)
-        self._node = np.zeros(capacity, np.int32)
-        self._close = np.zeros(capacity, np.int32)
+        self._room = np.zeros(capacity, np.uint16)
+        self._node = np.zeros(capacity, np.uint16)
         self._conn = np.zeros(capacity, np.uint16)
         self._dir = np.zeros(capacity, np.uint8)
         self._op = np.zeros(capacity, np.uint8)
@@ -188,7 +189,8 @@ class FrameStore:
         self._chunk = np.zeros(capacity, np.uint32)  # where the payload is in the arena
         self._offset = np.zeros(capacity, np.uint32)
         self._arena = PayloadArena()
-        self._reasons: dict[int, str] = {}
+        # close code and reason by id: close frames are rare, a column would cost 4 B a frame
+        self._closes: dict[int, tuple[int | None, str | None]] = {}
         self._names: list[str] = []
         self._name_bytes: list[bytes] = []  # the same names encoded, for the text filter
         self._name_ids: dict[str, int] = {}
@@ -225,13 +227,12 @@ class FrameStore:
         opcode = frame.opcode
         if opcode is Opcode.TEXT and 1 < size <= _PARSE_LIMIT and not truncated:
             room, seq, node, notice = self._harness_fields(frame.json())
-        if frame.close_reason:
-            self._reasons[ident] = frame.close_reason
+        if frame.close_code is not None or frame.close_reason:
+            self._closes[ident] = (frame.close_code, frame.close_reason or None)
         conn = frame.conn
         staged = self._staged
         staged.extend((
-            frame.wall, seq + 1, min(size, 0xFFFFFFFF), room + 1, node + 1,
-            0 if frame.close_code is None else frame.close_code + 1, self._intern(conn),
+            frame.wall, seq + 1, min(size, 0xFFFFFFFF), room + 1, node + 1, self._intern(conn),
             1 if frame.direction is Direction.OUT else 0, int(opcode),
             (1 if truncated else 0) | (2 if frame.injected else 0) | (4 if notice else 0),
             payload,
@@ -259,7 +260,7 @@ class FrameStore:
         kept_from = len(payloads) - self._fitting(payloads)
         lo = first_new + skip + kept_from  # the first new frame kept
         for ident in range(first_new, lo):
-            self._reasons.pop(ident, None)
+            self._closes.pop(ident, None)
         if self._first == first_new:  # nothing stored is left before the new frames
             self._first = lo
         self._written = self.next_id
@@ -275,7 +276,7 @@ class FrameStore:
     def _column_arrays(self) -> tuple[np.ndarray, ...]:
         """The ring's columns in the order `_columns` gives their values, then the payload's
         place in the arena."""
-        return (self._wall, self._seq, self._size, self._room, self._node, self._close,
+        return (self._wall, self._seq, self._size, self._room, self._node,
                 self._conn, self._dir, self._op, self._flags, self._chunk,
                 self._offset)  # fmt: skip
 
@@ -325,7 +326,7 @@ class FrameStore:
         """Forget every frame (ids keep increasing; cleared frames are not counted as dropped)."""
         self.flush()
         self._arena.clear()
-        self._reasons.clear()
+        self._closes.clear()
         self._payload_bytes = 0
         self._cleared += self.next_id - self._first
         self._first = self.next_id
@@ -338,8 +339,8 @@ class FrameStore:
         new_first = self._first + count
         for start, end, _ in self._slices(self._first, new_first):
             self._payload_bytes -= int(self._lengths(slice(start, end)).sum())
-        for ident in [i for i in self._reasons if i < new_first]:
-            del self._reasons[ident]
+        for ident in [i for i in self._closes if i < new_first]:
+            del self._closes[ident]
         self._first = new_first
         if new_first < self._written:
             self._arena.release_before(int(self._chunk[new_first % self.capacity]))
@@ -415,9 +416,9 @@ class FrameStore:
         if not self.first_id <= ident < self.next_id:
             raise IndexError(f"frame {ident} is not kept")
         slot = ident % self.capacity
-        close = int(self._close[slot]) - 1
         seq = int(self._seq[slot]) - 1
         flags = int(self._flags[slot])
+        close_code, close_reason = self._closes.get(ident, (None, None))
         return FrameRow(
             id=ident,
             wall=float(self._wall[slot]),
@@ -428,8 +429,8 @@ class FrameStore:
             room=self._name(int(self._room[slot]) - 1),
             seq=None if seq == NONE else seq,
             node=self._name(int(self._node[slot]) - 1),
-            close_code=None if close == NONE else close,
-            close_reason=self._reasons.get(ident),
+            close_code=close_code,
+            close_reason=close_reason,
             payload=self._payload(slot),
             truncated=bool(flags & 1),
             injected=bool(flags & 2),
@@ -500,9 +501,9 @@ class FrameStore:
         slots_array = ids % self.capacity
         places = zip(self._chunk[slots_array].tolist(), self._offset[slots_array].tolist(),
                      self._lengths(slots_array).tolist(), strict=True)
-        rooms = (self._room[slots_array] - 1).tolist()
-        nodes = (self._node[slots_array] - 1).tolist()
-        reasons = self._reasons
+        rooms = (self._room[slots_array].astype(np.int32) - 1).tolist()  # -1: none
+        nodes = (self._node[slots_array].astype(np.int32) - 1).tolist()
+        reasons = {ident: reason for ident, (_, reason) in self._closes.items() if reason}
         name_hit = [search(name) is not None for name in names]
         keep = []
         for ident, room, node, place in zip(ids.tolist(), rooms, nodes, places, strict=True):
