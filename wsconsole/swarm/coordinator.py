@@ -177,15 +177,15 @@ class Coordinator:
 
     def _on_message(self, part: Part, kind: str, body: dict[str, Any]) -> None:
         part.heard = time.monotonic()
-        if part.state in FINISHED and kind != "done":
+        if part.state in ("done", "failed"):
             return
+        if part.state == "lost":  # it comes back (a network cut healed): its records count
+            part.state, part.problem = "running", None
         if kind == "hello":
             part.state, part.host = "running", str(body.get("host"))
         elif kind == "journal":
             self._journal(part, body)
         elif kind == "done":
-            if part.state == "lost":  # it came back to say goodbye: count what it sent
-                part.problem = None
             part.state, part.summary = "done", body.get("summary")
             part.missing += max(0, int(body.get("batches", 0)) - part.batches)
             if body.get("orphaned"):
