@@ -338,6 +338,9 @@ class ScenarioRunner:
         )
         self._t0 = time.monotonic()
         swarm_task = asyncio.get_running_loop().create_task(self.swarm.run(), name="scenario-swarm")
+        if workers:  # the workers take a moment to start: the scenario's clock starts with them
+            await self._until_ready(swarm_task)
+            self._t0 = time.monotonic()
         steps_task = asyncio.get_running_loop().create_task(
             self._run_steps(), name="scenario-steps"
         )
@@ -365,6 +368,15 @@ class ScenarioRunner:
         self.result.summary = summary
         self.result.reconnect_times = self.swarm.accounting.reconnect_times()
         self._emit("summary", **summary)
+
+    async def _until_ready(self, swarm_task: asyncio.Task[Any]) -> None:
+        """Wait until a split swarm's workers are all up (or the run ended before)."""
+        ready = asyncio.get_running_loop().create_task(self.swarm.ready.wait(),
+                                                       name="scenario-workers-ready")
+        try:
+            await asyncio.wait({swarm_task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
 
     def _split(self, config: Any, workers: int) -> Any:
         """The swarm over local worker processes: tokens from the JWT secret (the cluster's

@@ -107,7 +107,8 @@ class Coordinator:
 
     def __init__(self, config: SwarmConfig, wire_config: dict[str, Any], parts: list[range],
                  wire: RunWire, launcher: Launcher, worker_args: Callable[[int], list[str]],
-                 on_stats: Callable[[Stats], None] | None = None) -> None:
+                 on_stats: Callable[[Stats], None] | None = None,
+                 ready: asyncio.Event | None = None) -> None:
         self.config = config
         self.wire_config = wire_config
         self.parts = [Part(k, clients) for k, clients in enumerate(parts)]
@@ -124,6 +125,7 @@ class Coordinator:
         self._stop_at: float | None = None
         self._began = time.monotonic()
         self._ready_at: float | None = None  # every worker said hello (or the start timed out)
+        self.ready = ready or asyncio.Event()  # set then: the swarm's clock starts there
         self._load_from: float | None = None
         self._settled_sent = False
 
@@ -152,7 +154,7 @@ class Coordinator:
                 if now >= next_beat:
                     next_beat = now + BEAT
                     await self._quietly("beat")
-                if now >= next_stats:
+                if now >= next_stats and self.ready.is_set():
                     next_stats = now + cfg.stats_interval
                     self._emit_stats()
                 self._check_liveness(now)
@@ -215,6 +217,9 @@ class Coordinator:
         if self._ready_at is None and (all(p.state != "starting" for p in self.parts)
                                        or now - self._began > START_TIMEOUT):
             self._ready_at = now
+            # the swarm starts when its clients do, as a one-process swarm's (t, connect times)
+            self.accounting.started_at = self.accounting.book.started_at = now
+            self.ready.set()
         if self._load_from is None and self._ready_at is not None and (
                 cfg.wait_joined is None or len(self.accounting.subs) >= cfg.clients
                 or now - self._ready_at >= cfg.wait_joined):

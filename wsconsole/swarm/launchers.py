@@ -155,6 +155,7 @@ class SplitSwarm:
         self.worker_env = worker_env or {}
         self.coordinator: Coordinator | None = None
         self.accounting = Accounting()
+        self.ready = asyncio.Event()  # every worker is up: the clients start now
         self._stops = 0
 
     @property
@@ -199,7 +200,7 @@ class SplitSwarm:
             self.coordinator = Coordinator(
                 self.config, self.wire_config, self.parts,
                 RunWire(client, secret, run, coordinator=True), launcher, worker_args,
-                self.on_stats)
+                self.on_stats, self.ready)
             self.accounting = self.coordinator.accounting
             for _ in range(self._stops):
                 self.coordinator.stop()
