@@ -74,6 +74,8 @@ def _one_process(events: list[Event], clients: int) -> Accounting:
     for _, method, args in events:
         getattr(acc, method)(*args)
     acc.begin_stop()
+    for i in range(clients):
+        acc.transition(f"c{i + 1:04d}", "CLOSED", 99.0)  # the stop: no reconnect clock
     return acc
 
 
@@ -87,6 +89,8 @@ def _worker(events: list[Event], part: range, clock: WallClock) -> JournalingAcc
         if owner in part:
             getattr(acc, method)(*args)
     acc.begin_stop()
+    for i in part:
+        acc.transition(f"c{i + 1:04d}", "CLOSED", 99.0)
     return acc
 
 
