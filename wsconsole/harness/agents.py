@@ -392,7 +392,10 @@ class AgentsClient:
             known.host = str(body.get("host", known.host))
             known.address = str(body.get("address", known.address))
             known.pid = int(body.get("pid", known.pid))
-            known.last_seen = time.time()
+            # live: when it arrived; read back at open: when it was sent (an agent that died
+            # a moment before must not look alive for another `lost_after` seconds)
+            now = time.time()
+            known.last_seen = now if self._caught_up.is_set() else min(now, message.ts)
             known.bye = message.kind == "bye"
             known.procs = tuple(ProcView.from_row(row) for row in body.get("procs", []))
         elif message.kind == "result":
