@@ -27,7 +27,7 @@ from wsconsole.harness.cluster import Cluster, ClusterConfig
 from wsconsole.scenarios.model import parse_scenario
 from wsconsole.swarm.parts import config_to_wire
 from wsconsole.swarm.runwire import RunWire, journal_stream, new_run_id
-from wsconsole.swarm.swarm import SwarmConfig
+from wsconsole.swarm.swarm import SwarmConfig, SwarmConfigError
 
 JWT_ENV = "WSCONSOLE_TEST_SWARM_JWT"
 ROOMS = ("swarm-0", "swarm-1")
@@ -180,6 +180,14 @@ def test_split_swarm_bad_usage_exits_2_from_the_shell() -> None:
     assert "5 workers for 4 clients" in out.stderr and "Traceback" not in out.stderr
 
 
+async def _check_agents(broker_url: str, secret: str, names: list[str]) -> None:
+    from wsconsole.harness.agents import AgentsClient
+    from wsconsole.swarm.launchers import AgentLauncher
+
+    async with AgentsClient(broker_url, secret) as agents:
+        await AgentLauncher(agents, names).check(wait=0.5)
+
+
 def test_workers_on_two_agents(procs: ProcessRegistry, tmp_path: Path) -> None:
     from tests.agentkit import SECRET, SECRET_ENV, start_agent, stop_agent
 
@@ -199,12 +207,12 @@ def test_workers_on_two_agents(procs: ProcessRegistry, tmp_path: Path) -> None:
                      broker.url, "--agents-secret-env", SECRET_ENV, *args],
                     capture_output=True, text=True, env=env, timeout=90 * SCALE)
 
-            out = swarm("--agents", "a1,nobody")  # a1 is waited for; nobody never comes
-            assert out.returncode == 2, out.stderr
-            assert "agent 'nobody' is unknown on this broker (live agents: a1" in out.stderr
             out = swarm("--agents", "a1,a2", "--workers", "3", "--clients", "6", "--rate",
                         "30", "--duration", "2", "--wait-joined", "20", "--json")
             assert out.returncode == 0, out.stderr[-2000:]
+            with pytest.raises(SwarmConfigError, match=r"agent 'nobody' is unknown on this "
+                               r"broker \(live agents: a1, a2\)"):
+                asyncio.run(_check_agents(broker.url, SECRET, ["a1", "nobody"]))
             summary = json.loads(out.stdout.splitlines()[-1])
             where = [w["where"].split()[0] for w in summary["workers"]]
             assert where == ["a1", "a2", "a1"]
