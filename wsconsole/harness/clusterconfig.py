@@ -59,7 +59,7 @@ class Limits:
     soft_limit: int = 10_000
     history: int = 10_000
     max_buffered: int = 1 << 20  # send buffer per connection, then `lagging` and 1013
-    max_delay: float = 0.05  # deliveries this far behind: publishes get broker_busy
+    max_delay: float = 0.5  # deliveries this far behind: publishes get broker_busy
     auth_timeout: float = 5.0
     drain_deadline: float = 10.0
     origins: tuple[str, ...] = ()  # extra allowed origins; () = the node's default allow-list

@@ -50,7 +50,7 @@ class NodeConfig:
     per_user: int | None = 5
     soft_limit: int | None = 10_000
     max_buffered: int | None = 1 << 20  # send buffer per connection (then lagging, 1013)
-    max_delay: float | None = 0.05  # deliveries this late for 0.1 s: publishes get broker_busy
+    max_delay: float | None = 0.5  # deliveries this late for 50 ms: publishes get broker_busy
     history: int = 10_000
     drain_deadline: float = 10.0
     compression: bool = False

@@ -11,11 +11,13 @@ acknowledged. `DeliveryDelay` keeps two measures of how late deliveries are:
   their clock skew adds to it (NTP keeps that to milliseconds);
 - *downstream*: every `probe_every` seconds, `probe` pings `PROBES` connections picked at
   random among the latest fan-out's recipients; a pong comes back only once the client has
-  read everything sent before its ping, so the time to it is that client's backlog, in the
-  kernel's socket buffers and in the client itself (which the node cannot see otherwise).
-  The lower median of the round is the sample (a pong not back after 1.5 `high` counts as
-  the time waited), so one stuck reader (the `lagging` case, handled per connection) does not
-  make the node refuse publishes for everyone.
+  read everything sent before its ping, so the time to it, less the connection's quickest
+  pong (its network round trip), is that client's backlog, in the kernel's socket buffers
+  and in the client itself (which the node cannot see otherwise). The lower median of the
+  round is the sample (a pong not back after 1.5 `high` counts as the time waited; a
+  connection whose round trip is not known yet does not count), so one stuck reader (the
+  `lagging` case, handled per connection) does not make the node refuse publishes for
+  everyone.
 
 The delay is the larger of the two latest samples (each counts for `fresh` seconds, longer
 than a probe round). With hysteresis, so one late sample (the process was not scheduled for
@@ -34,6 +36,8 @@ import random
 import struct
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
+from weakref import WeakKeyDictionary
 
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
@@ -91,6 +95,7 @@ class DeliveryDelay:
         self._busy = False
         self._over_since: float | None = None  # since when the delay is over `high`
         self._sampled = -1.0  # monotonic time of the latest inbound sample
+        self._rtt: WeakKeyDictionary[ServerConnection, float] = WeakKeyDictionary()
 
     @property
     def retry_after(self) -> float:
@@ -152,13 +157,29 @@ class DeliveryDelay:
             if not pool:
                 continue
             began = loop.time()
-            pongs = [ping_now(ws) for ws in random.sample(pool, min(PROBES, len(pool)))]
+            picked = random.sample(pool, min(PROBES, len(pool)))
+            pongs = []
+            for ws in picked:
+                pong = ping_now(ws)
+                pong.add_done_callback(partial(self._learn, ws))
+                pongs.append(pong)
             await asyncio.wait(pongs, timeout=patience)
             waited = loop.time() - began
-            delays = sorted(
-                waited if not pong.done() else pong.result()
-                for pong in pongs
-                if not pong.done() or (not pong.cancelled() and pong.exception() is None)
-            )
+            delays = []
+            for ws, pong in zip(picked, pongs, strict=True):
+                base = self._rtt.get(ws)
+                if base is None or (pong.done() and (pong.cancelled() or pong.exception())):
+                    continue  # no round trip known yet, or the connection ended
+                delays.append((pong.result() if pong.done() else waited) - base)
             if delays:
+                delays.sort()
                 self.record("downstream", delays[(len(delays) - 1) // 2], time.monotonic())
+
+    def _learn(self, ws: ServerConnection, pong: asyncio.Future[float]) -> None:
+        """Keep the quickest pong of a connection: its network round trip, which is not
+        backlog (a client 150 ms away is not behind by 150 ms)."""
+        if pong.cancelled() or pong.exception() is not None:
+            return
+        base = self._rtt.get(ws)
+        if base is None or pong.result() < base:
+            self._rtt[ws] = pong.result()
