@@ -36,12 +36,11 @@ from typing import Any, Protocol
 
 import orjson
 
-from wsconsole.core import envelope
 from wsconsole.core.backoff import BackoffPolicy
-from wsconsole.core.client import ClientError, ClientOptions, ReconnectingClient
+from wsconsole.core.client import RESEND_CODES, ClientError, ClientOptions, ReconnectingClient
 from wsconsole.core.events import Direction, ErrorEvent, Event, FrameRecord, Opcode
 from wsconsole.core.heartbeat import PongPolicy, pong_share
-from wsconsole.core.lifecycle import State, Transition
+from wsconsole.core.lifecycle import Transition
 from wsconsole.core.tasks import Tasks, spawn
 from wsconsole.errors import WsconsoleError
 from wsconsole.harness.clusterconfig import (
@@ -59,10 +58,6 @@ log = logging.getLogger(__name__)
 
 Stats = dict[str, Any]
 
-# Error replies to a publish after which the same id is sent again (idempotent on the node).
-RETRY_CODES = frozenset({"broker_unavailable", "broker_busy", "rate_limited"})
-RETRY_DELAY = 0.5
-RETRY_CAP = 2.0
 
 
 def _epoch(envelope: dict[str, Any]) -> str | None:
@@ -277,8 +272,7 @@ class Swarm:
         self._tasks = Tasks("swarm")  # ramp, publisher, retries: cancelled at the stop
         self._started: list[int] = []
         self._counters: list[int] = []
-        self._pending: dict[str, tuple[int, str, dict[str, Any]]] = {}  # id -> index, room, data
-        self._retries: dict[str, int] = {}
+        self._pending: set[str] = set()  # publish ids not acknowledged yet
 
     # ---- control --------------------------------------------------------------------------
 
@@ -412,7 +406,7 @@ class Swarm:
         if pad:
             data["pad"] = pad
         self.accounting.published(client.name, room, ident)
-        self._pending[ident] = (index, room, data)
+        self._pending.add(ident)
         try:
             await client.publish(room, data, id=ident)
         except ClientError as exc:
@@ -606,8 +600,7 @@ class Swarm:
             ident, seq = env.get("id"), env.get("seq")
             if isinstance(ident, str) and isinstance(seq, int):
                 acc.acked(ident, seq, self.clock(), _epoch(env))
-                self._pending.pop(ident, None)
-                self._retries.pop(ident, None)
+                self._pending.discard(ident)
         elif kind == "joined":
             room, seq = env.get("room"), env.get("seq")
             if isinstance(room, str) and isinstance(seq, int):
@@ -619,28 +612,5 @@ class Swarm:
                 acc.window_exceeded(name, room, seq if isinstance(seq, int) else None, _epoch(env))
             elif isinstance(code, str):
                 acc.error(code)
-            ident = env.get("id")
-            if code in RETRY_CODES and isinstance(ident, str) and ident in self._pending:
-                self._schedule_retry(ident)
-
-    def _schedule_retry(self, ident: str) -> None:
-        """Send a rejected publish again later, same id (the node makes it idempotent)."""
-        if self.phase in ("stopping", "done"):
-            return
-        attempt = self._retries.get(ident, 0) + 1
-        self._retries[ident] = attempt
-        delay = min(RETRY_CAP, RETRY_DELAY * attempt)
-        self._tasks.spawn(self._retry(ident, delay), f"retry-{ident}")
-
-    async def _retry(self, ident: str, delay: float) -> None:
-        await asyncio.sleep(delay)
-        pending = self._pending.get(ident)
-        if pending is None:
-            return
-        index, room, data = pending
-        client = self.clients[index]
-        if client.state is not State.OPEN:
-            return  # offline: the client re-sends its unacknowledged publishes on reconnect
-        self.accounting.retried_publish()
-        with contextlib.suppress(ClientError):
-            await client.send(envelope.encode("publish", room=room, data=data, id=ident))
+            if code in RESEND_CODES and env.get("id") in self._pending:
+                self.accounting.retried_publish()  # the client sends it again, same id
