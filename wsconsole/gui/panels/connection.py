@@ -27,9 +27,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from wsconsole.app.console import Console, Session
+from wsconsole.app.console import Console
 from wsconsole.app.options import KINDS, OPTIONS, SIO_TRANSPORTS, TOKEN_MODES, OptionsError
 from wsconsole.app.profiles import Profile
+from wsconsole.app.session import Session
 from wsconsole.app.targets import core_options
 from wsconsole.core.lifecycle import State
 from wsconsole.gui.theme import badge_style
