@@ -293,11 +293,14 @@ def _pressure(pr: dict[str, Any]) -> list[str]:
         "latency-bounded rate, in one cluster. The nodes cap each connection's send buffer "
         f"at {cap // 1024:,} KiB here (the default is 1 MiB: a paused reader would take "
         "minutes to fill it at these rates); a client over it gets `lagging` and a 1013 "
-        "close. A node whose deliveries run over 50 ms behind refuses publishes with "
-        "`broker_busy` (docs/protocol.md \"Backpressure\"); the load generator does not "
-        "re-send them. Delivered = the share of the acknowledged publishes' deliveries that "
-        "arrived; p50/p99 = the subscribers that kept up (not told `lagging`); lagging = the "
-        "nodes' count of `lagging` notices (a paused client cannot read its own).",
+        "close. A node whose deliveries run more than `--max-delay` (0.5 s, the default) "
+        "behind refuses publishes with `broker_busy` (docs/protocol.md \"Backpressure\"); "
+        "the load generator does not re-send them. Delivered = the share of the acknowledged "
+        "publishes' deliveries that arrived at all the subscribers, the paused ones and those "
+        "cut as lagging included (told so, not silent losses: they would recover from history "
+        "on a rejoin, which the load generator does not make); p50/p99 = the subscribers that "
+        "kept up (not told `lagging`); lagging = the nodes' count of `lagging` notices (a "
+        "paused client cannot read its own).",
         "",
         "| step | offered deliveries/s | delivered | p50 ms | p99 ms | node RSS peak MB "
         "| lagging | refused publishes |",
