@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 
+import orjson
 import pytest
 import redis
 from redis.crc import key_slot
@@ -187,6 +188,36 @@ async def test_a_primary_killed_under_publishes_loses_no_acknowledged_frame(
     got = [(seq, f["id"]) for r, seq, f in rec.messages if r == room]
     assert got == sorted((seq, ident) for ident, seq in acked.items())
     assert not rec.resets and not rec.gaps
+
+async def test_a_join_behind_the_released_position_still_gets_what_the_node_handed_over(
+    valkey: LocalValkeyCluster, make: object
+) -> None:
+    """A primary that fans frames out and dies before its replica has the released position
+    leaves the promoted replica's position behind what the nodes already handed over. A
+    member joining from that older position must get those frames: the live stream will not
+    bring them again (the node has them), so a snapshot answering the older seq loses them."""
+    rec = Recorder()
+    sub = await make("sub", rec)  # type: ignore[operator]
+    pub = await make("pub")  # type: ignore[operator]
+    room = room_on(valkey, "s1")
+    await sub.subscribe(room)
+    for i in range(1, 6):
+        await publish(pub, room, f"m{i}")
+    await until(lambda: len(rec.messages) == 5, "m1..m5 handed over")
+    epoch = rec.epochs[-1]
+    keys = RoomKeys.of("ws", room)
+    primary = redis.Redis(port=valkey.nodes[valkey.shard("s1").primary or ""].port)
+    try:  # the promoted replica's state: the last release (m3..m5) not marked
+        primary.set(keys.released, f"{epoch} 2")
+    finally:
+        primary.close()
+    snap = await sub.snapshot(room, 2, epoch)  # a member joining from what it last saw
+    assert (snap.epoch, snap.seq, snap.reset) == (epoch, 5, False)
+    assert [orjson.loads(frame)["id"] for frame in snap.frames] == ["m3", "m4", "m5"]
+    assert await publish(pub, room, "m6") == 6  # released from 5 on: m3..m5 not sent again
+    await until(lambda: len(rec.messages) == 6, "m6 handed over")
+    assert [seq for _, seq, _ in rec.messages] == list(range(1, 7))
+
 
 async def test_a_moved_slot_is_followed_with_its_history(
     valkey: LocalValkeyCluster, make: object
