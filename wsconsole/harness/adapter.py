@@ -450,13 +450,18 @@ class RedisAdapter(BrokerLink):
 
         Atomic in the broker, so nothing falls between the seq and the frames. With the
         `epoch` that `since` belongs to, a room now in another epoch answers with a reset
-        (`Snapshot.reset`) and the new epoch's frames from its start. Raises
+        (`Snapshot.reset`) and the new epoch's frames from its start. Never behind what this
+        node has already handed over of the room (a replica promoted before it learnt how far
+        its dead primary had released is moved up to it), so a join's members get every
+        frame after the seq it answers, from the snapshot or from the live stream. Raises
         RecoveryWindowExceeded when the frames wanted are older than the kept history (or
         `since` is ahead of the room).
         """
         keys = self.keys(room)
         released = "1" if self.publisher.deferred else "0"
-        args = (-1 if since is None else since, epoch or "", new_epoch(), released)
+        known_epoch, known_seq = self.streams.position(room)
+        args = (-1 if since is None else since, epoch or "", new_epoch(), released,
+                known_epoch or "", -1 if known_seq is None else known_seq)  # fmt: skip
         cur, status, first, frames, current, reset = await self.call(  # type: ignore[misc]
             "snapshot", (keys.seq, keys.hist, keys.epoch, keys.released), args
         )

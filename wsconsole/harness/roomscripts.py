@@ -148,7 +148,8 @@ def release_script(command: str) -> str:
 
 # KEYS: seq, history, epoch, released. ARGV: since (-1: none), the epoch `since` belongs to
 # ('': not given, read in the current one), candidate epoch, '1' when frames are released
-# after WAIT (then only released ones are read).
+# after WAIT (then only released ones are read), the epoch and seq the caller has already
+# handed over ('' and -1: nothing).
 # -> {current seq, status, first seq kept, frames newest first, epoch, reset}; status 0 ok,
 # 1 beyond the window, 2 `since` ahead of the room; reset 1 when the epoch given is not the
 # room's (then `since` counts from the new epoch's start). A `since` ahead of the room in its
@@ -156,7 +157,10 @@ def release_script(command: str) -> str:
 # old copy): the numbers after its seq would be handed out twice, so the room starts again
 # under a new epoch, which every member is told. A `since` between the released position and
 # the seq was released by a primary that died before its replica had the new position (the
-# frames themselves were confirmed): it is the position.
+# frames themselves were confirmed): it is the position. So is the caller's own handed-over
+# seq when it is there: a join on a node that already fanned out frames the promoted replica
+# has not marked released must get them from the history, not a seq behind them, or the
+# member, in from that seq, would never see the frames the node delivered before it joined.
 SNAPSHOT = _EPOCH.replace("EPOCH", "3").replace("CANDIDATE", "3") + """
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 local since = tonumber(ARGV[1])
@@ -174,8 +178,11 @@ end
 local top = cur
 if ARGV[4] == '1' then
 """ + _RELEASED.replace("\nlocal top = 0", "\ntop = 0") + """
-  if since > top then
-    top = since
+  local floor = since
+  local known = tonumber(ARGV[6])
+  if ARGV[5] == epoch and known > floor and known <= cur then floor = known end
+  if floor > top then
+    top = floor
     redis.call('SET', KEYS[4], epoch .. ' ' .. top)
   end
 end
