@@ -38,8 +38,9 @@ def valkey() -> Iterator[LocalValkeyCluster]:
 async def make(valkey: LocalValkeyCluster) -> AsyncIterator[object]:
     adapters: list[RedisAdapter] = []
 
-    async def factory(node: str, rec: Recorder | None = None) -> RedisAdapter:
-        adapter = RedisAdapter(valkey.url, node, AdapterConfig(**FAST),  # type: ignore[arg-type]
+    async def factory(node: str, rec: Recorder | None = None, **config: float) -> RedisAdapter:
+        adapter = RedisAdapter(valkey.url, node,
+                               AdapterConfig(**{**FAST, **config}),  # type: ignore[arg-type]
                                **(rec.kwargs() if rec else {}))  # type: ignore[arg-type]
         adapters.append(adapter)
         await adapter.start()
@@ -217,6 +218,33 @@ async def test_a_join_behind_the_released_position_still_gets_what_the_node_hand
     assert await publish(pub, room, "m6") == 6  # released from 5 on: m3..m5 not sent again
     await until(lambda: len(rec.messages) == 6, "m6 handed over")
     assert [seq for _, seq, _ in rec.messages] == list(range(1, 7))
+
+
+async def test_a_subscribe_failing_on_a_shard_connection_moves_the_rooms_it_carried(
+    valkey: LocalValkeyCluster, make: object
+) -> None:
+    """A subscribe whose confirmation does not come in time (a stalled server, a partition)
+    closes that shard's connection; the rooms it already carried must be followed again and
+    caught up, not stay "live" on a closed connection, delivering nothing."""
+    rec = Recorder()
+    # confirmations awaited 0.5 s: the stall below ends well before the node timeout (1 s)
+    sub = await make("sub", rec, socket_timeout=0.25)  # type: ignore[operator]
+    pub = await make("pub")  # type: ignore[operator]
+    carried, failing = room_on(valkey, "s2"), room_on(valkey, "s2")
+    await sub.subscribe(carried)
+    await publish(pub, carried, "m1")
+    await until(lambda: len(rec.messages) == 1, "m1 handed over")
+    primary = valkey.shard("s2").primary or ""
+    await asyncio.to_thread(valkey.pause, primary)
+    try:
+        with pytest.raises(BrokerUnavailable):
+            await sub.subscribe(failing)
+    finally:
+        await asyncio.to_thread(valkey.resume, primary)
+    assert valkey.shard("s2").primary == primary  # no failover: the same server serves on
+    await publish(pub, carried, "m2")
+    await until(lambda: len(rec.messages) == 2, "m2 handed over on a new connection")
+    assert [(room, seq) for room, seq, _ in rec.messages] == [(carried, 1), (carried, 2)]
 
 
 async def test_a_moved_slot_is_followed_with_its_history(
