@@ -9,8 +9,9 @@ how they travel is this module's business:
 - `ShardSubscriber`, a Redis/Valkey Cluster: sharded pub/sub (SSUBSCRIBE, Redis 7+/Valkey),
   so a room's messages travel only to the shard owning its slot, on one connection per
   shard primary (a channel is subscribed on the node that serves its slot, found through
-  redis-py's cluster slot map). When one shard's connection breaks (its primary died) or the
-  server ends a subscription itself (its slot moved away: an unasked `sunsubscribe`), only
+  redis-py's cluster slot map). When one shard's connection breaks (its primary died), is
+  closed because a subscribe on it failed (no confirmation in time), or the server ends a
+  subscription itself (its slot moved away: an unasked `sunsubscribe`), only
   those channels are lost: `on_lost(channels, exc)`; the adapter holds those rooms,
   subscribes them again where the slot map now says, and catches them up from the history,
   while the other shards keep flowing.
@@ -247,7 +248,7 @@ class ShardSubscriber:
                 await conn.subscribe(group, self.timeout)
             except (RedisError, OSError, TimeoutError, BrokerUnavailable) as exc:
                 failures.append(f"{name}: {exc!r}")
-                await self._forget(conn)
+                await self._forget(conn, group, exc)
         if failures:
             raise BrokerUnavailable("subscribe failed on " + "; ".join(failures))
 
@@ -275,10 +276,20 @@ class ShardSubscriber:
     def _dropped(self, channel: bytes) -> None:
         self.on_lost([channel], "the shard gave the channel's slot away")
 
-    async def _forget(self, conn: _Connection) -> None:
-        if self._conns.get(conn.name) is conn:
+    async def _forget(self, conn: _Connection, failed: list[bytes], exc: object) -> None:
+        """Close a connection a subscribe failed on: the `failed` channels are the caller's
+        to retry; the others it carried are lost like a broken connection's (on_lost)."""
+        current = self._conns.get(conn.name) is conn
+        if current:
             del self._conns[conn.name]
         await conn.close()
+        if not current:
+            return  # already broken and reported, or forgotten by a racing subscribe
+        lost = sorted(conn.channels.difference(failed))
+        if lost:
+            log.warning("shard connection %s closed after a failed subscribe (%r): %d "
+                        "channel(s) to move", conn.name, exc, len(lost))
+            self.on_lost(lost, exc)
 
     async def close(self) -> None:
         """Close every shard connection."""
