@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
@@ -16,6 +15,7 @@ import platformdirs
 
 from wsconsole.commands.argtypes import one_line_errors
 from wsconsole.commands.output import fail_usage
+from wsconsole.core.signals import stop_on_signals
 from wsconsole.harness.agent import Agent
 from wsconsole.harness.agentwire import DEFAULT_WINDOW, check_name
 from wsconsole.harness.brokeraddr import BrokerAddress
@@ -70,12 +70,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(agent: Agent) -> int:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, agent.request_stop)
-    logging.getLogger(__name__).info("agent %s starting (pid %s), state in %s", agent.name,
-                                     os.getpid(), agent.state_dir)
-    return await agent.run()
+    with stop_on_signals(agent.request_stop):
+        logging.getLogger(__name__).info("agent %s starting (pid %s), state in %s", agent.name,
+                                         os.getpid(), agent.state_dir)
+        return await agent.run()
 
 
 def _log_to(path: Path) -> None:

@@ -31,7 +31,6 @@ import asyncio
 import base64
 import contextlib
 import os
-import signal
 import sys
 import threading
 import time
@@ -59,6 +58,7 @@ from wsconsole.core.events import (
 )
 from wsconsole.core.heartbeat import PongPolicy
 from wsconsole.core.lifecycle import State, Transition
+from wsconsole.core.signals import stop_on_signals
 from wsconsole.har import HarConnection, HarError, dump_har, load_har, replay
 
 if TYPE_CHECKING:  # imported when used: python-socketio and httpx take a second to load
@@ -460,60 +460,58 @@ async def _main(args: argparse.Namespace, client: Any, kind: str, out: Output,
     frames: list[FrameRecord] = []
     if args.har_out:
         client.subscribe(lambda e: frames.append(e) if isinstance(e, FrameRecord) else None)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, done.set)
-    if kind == "ws":
-        for text in args.send:
-            await client.send(text)
-    started = time.monotonic()
-    await client.start()
-    lines: asyncio.Queue[str | None] = asyncio.Queue()
-    if kind != "ws":
-        for text in args.send:
-            lines.put_nowait(text)
-    if kind != "sse":
-        start_stdin_reader(loop, lines)
-
-    async def pump() -> None:
+    with stop_on_signals(done.set):
+        if kind == "ws":
+            for text in args.send:
+                await client.send(text)
+        started = time.monotonic()
+        await client.start()
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
         if kind != "ws":
-            await client.wait_state(State.OPEN)
-        while True:
-            line = await lines.get()
-            if line is None:
-                return
-            try:
-                await command(client, line, out, done)
-            except (ClientError, TimeoutError, ValueError, orjson.JSONDecodeError) as exc:
-                out.event("error", f"! {type(exc).__name__}: {exc}", kind="input",
-                          detail=f"{type(exc).__name__}: {exc}")
+            for text in args.send:
+                lines.put_nowait(text)
+        if kind != "sse":
+            start_stdin_reader(loop, lines)
 
-    tasks = [] if command is None else [loop.create_task(pump(), name="wsconsole-connect-stdin")]
-    if kind == "ws":
-        tasks.append(loop.create_task(_watch_heartbeat(client, out),
-                                      name="wsconsole-connect-heartbeat"))
-    if args.lab:
-        tasks.append(loop.create_task(_lab_after_open(client, args, out),
-                                      name="wsconsole-connect-lab"))
-    if conn is not None:
-        send = client.send_recorded if kind == "socketio" else client.send
-        tasks.append(loop.create_task(_replay_after_open(client, conn, args, out, send),
-                                      name="wsconsole-connect-replay"))
-    ended = loop.create_task(client.wait_closed(), name="wsconsole-connect-wait")
-    stop_wait = loop.create_task(done.wait(), name="wsconsole-connect-signal")
-    try:
-        await asyncio.wait([ended, stop_wait], timeout=args.duration,
-                           return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gave_up = ended.done() and client.final_error is not None
-        await client.stop(1000, "")
-        for task in (*tasks, ended, stop_wait):
-            task.cancel()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        if watch is not None and watch.task is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                async with asyncio.timeout(10):
-                    await watch.task
+        async def pump() -> None:
+            if kind != "ws":
+                await client.wait_state(State.OPEN)
+            while True:
+                line = await lines.get()
+                if line is None:
+                    return
+                try:
+                    await command(client, line, out, done)
+                except (ClientError, TimeoutError, ValueError, orjson.JSONDecodeError) as exc:
+                    out.event("error", f"! {type(exc).__name__}: {exc}", kind="input",
+                              detail=f"{type(exc).__name__}: {exc}")
+
+        tasks = [] if command is None else [
+            loop.create_task(pump(), name="wsconsole-connect-stdin")]
+        if kind == "ws":
+            tasks.append(loop.create_task(_watch_heartbeat(client, out),
+                                          name="wsconsole-connect-heartbeat"))
+        if args.lab:
+            tasks.append(loop.create_task(_lab_after_open(client, args, out),
+                                          name="wsconsole-connect-lab"))
+        if conn is not None:
+            send = client.send_recorded if kind == "socketio" else client.send
+            tasks.append(loop.create_task(_replay_after_open(client, conn, args, out, send),
+                                          name="wsconsole-connect-replay"))
+        ended = loop.create_task(client.wait_closed(), name="wsconsole-connect-wait")
+        stop_wait = loop.create_task(done.wait(), name="wsconsole-connect-signal")
+        try:
+            await asyncio.wait([ended, stop_wait], timeout=args.duration,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gave_up = ended.done() and client.final_error is not None
+            await client.stop(1000, "")
+            for task in (*tasks, ended, stop_wait):
+                task.cancel()
+            if watch is not None and watch.task is not None:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    async with asyncio.timeout(10):
+                        await watch.task
     code = 1 if gave_up else 0
     summary = {**client.stats.as_dict(), "state": client.state.value,
                "duration": round(time.monotonic() - started, 3), "exit": code}

@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 import sys
 import threading
 from typing import Any
 
 from wsconsole.commands.output import Output, fail_usage
+from wsconsole.core.signals import stop_on_signals
 from wsconsole.harness.cluster import (
     DEMO_PING_INTERVAL,
     DEMO_PING_TIMEOUT,
@@ -406,35 +406,33 @@ def _read_stdin(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None
 
 
 async def _main(config: ClusterConfig, args: argparse.Namespace, out: Output) -> int:
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     printer = _Printer(out, stats=args.stats_interval > 0)
     cluster = Cluster(config)
     cluster.subscribe(printer.cluster_event)
-    starting = asyncio.ensure_future(cluster.start())
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not starting.done():
-            starting.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ClusterError):
-                await starting
-            await cluster.stop()
-            return 0
+    with stop_on_signals(stop.set):
+        starting = asyncio.ensure_future(cluster.start())
+        stopping = asyncio.ensure_future(stop.wait())
         try:
-            starting.result()
-        except (ClusterError, OSError) as exc:
-            sys.stderr.write(f"wsconsole harness: could not start the cluster: {exc}\n")
-            return 1
-        ready = _ready_event(cluster, args.user)
-        out.event("ready", _human_ready(ready), **ready)
-        await _command_loop(cluster, printer, stop, args.exit_on_eof or sys.stdin.isatty())
-    finally:
-        stopping.cancel()
-        await cluster.stop()
-        out.event("stopped", "stopped: every process the harness started is gone")
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ClusterError):
+                    await starting
+                await cluster.stop()
+                return 0
+            try:
+                starting.result()
+            except (ClusterError, OSError) as exc:
+                sys.stderr.write(f"wsconsole harness: could not start the cluster: {exc}\n")
+                return 1
+            ready = _ready_event(cluster, args.user)
+            out.event("ready", _human_ready(ready), **ready)
+            await _command_loop(cluster, printer, stop, args.exit_on_eof or sys.stdin.isatty())
+        finally:
+            stopping.cancel()
+            await cluster.stop()
+            out.event("stopped", "stopped: every process the harness started is gone")
     return 0
 
 

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import ssl
 import sys
 import time
@@ -37,6 +36,7 @@ from wsconsole.commands.argtypes import int_between, non_negative, one_line_erro
 from wsconsole.commands.connect import Printer, clock, start_stdin_reader
 from wsconsole.commands.output import Output, fail_usage
 from wsconsole.core.localca import CAError, LocalCA
+from wsconsole.core.signals import stop_on_signals
 from wsconsole.har import HarConnection, HarError, load_har
 from wsconsole.proxy.hub import ProxyEvent, ProxyHub, RelayLimits
 from wsconsole.proxy.record import Recorder, replay_through
@@ -183,47 +183,44 @@ async def _serve(args: argparse.Namespace, config: ProxyConfig, rules: RulesFile
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     printer.on_broken = done.set
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, done.set)
-    target = config.upstream or "forward proxy"
-    out.event("listening", f"{clock(time.time())} listening on {server.url} -> {target}"
-              f"{' (' + str(len(rules.rules)) + ' rules)' if rules.rules else ''}",
-              url=server.url, port=server.port, upstream=config.upstream,
-              forward=config.forward,
-              rules=len(rules.rules), ca=str(server.ca.cert_path) if config.tls else None)
-    lines: asyncio.Queue[str | None] = asyncio.Queue()
-    start_stdin_reader(loop, lines)
-    status = {"code": 0}
+    with stop_on_signals(done.set):
+        target = config.upstream or "forward proxy"
+        out.event("listening", f"{clock(time.time())} listening on {server.url} -> {target}"
+                  f"{' (' + str(len(rules.rules)) + ' rules)' if rules.rules else ''}",
+                  url=server.url, port=server.port, upstream=config.upstream,
+                  forward=config.forward,
+                  rules=len(rules.rules), ca=str(server.ca.cert_path) if config.tls else None)
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        start_stdin_reader(loop, lines)
+        status = {"code": 0}
 
-    async def commands() -> None:
-        while (line := await lines.get()) is not None:
-            try:
-                reply = execute(hub, line)
-            except CommandError as exc:
-                out.event("error", f"! {exc}", kind="input", detail=str(exc))
-                continue
-            except Quit:
-                done.set()
-                return
-            if reply is not None:
-                name, human, fields = reply
-                out.event(name, human, **fields)
+        async def commands() -> None:
+            while (line := await lines.get()) is not None:
+                try:
+                    reply = execute(hub, line)
+                except CommandError as exc:
+                    out.event("error", f"! {exc}", kind="input", detail=str(exc))
+                    continue
+                except Quit:
+                    done.set()
+                    return
+                if reply is not None:
+                    name, human, fields = reply
+                    out.event(name, human, **fields)
 
-    async def replay() -> None:
-        assert source is not None
-        status["code"] = await _replay(server, source, args, out)
-        done.set()
+        async def replay() -> None:
+            assert source is not None
+            status["code"] = await _replay(server, source, args, out)
+            done.set()
 
-    tasks = [hub.tasks.spawn(commands(), "stdin")]
-    if source is not None:
-        tasks.append(hub.tasks.spawn(replay(), "replay"))
-    try:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), args.duration)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        await server.stop()
+        tasks = [hub.tasks.spawn(commands(), "stdin")]
+        if source is not None:
+            tasks.append(hub.tasks.spawn(replay(), "replay"))
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), args.duration)
+        finally:
+            await server.stop()
     summary: dict[str, Any] = dict(sorted(hub.counters.items()))
     if recorder is not None:
         try:

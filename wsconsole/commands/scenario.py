@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,8 +24,7 @@ from typing import Any
 from wsconsole.app import options
 from wsconsole.app.options import OptionsError
 from wsconsole.commands.output import Output, fail_usage
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # end the run early; it is still judged
+from wsconsole.core.signals import stop_on_signals
 
 HELP = "Run chaos scenarios (TOML): cluster, swarm, timed faults, assertions, reports."
 
@@ -165,18 +162,10 @@ async def _run(scenario: Any, scale: float, out: Output, auth: dict[str, Any]) -
         out.event(event["event"], human, **fields)
 
     runner = ScenarioRunner(scenario, scale=scale, on_event=on_event, **auth)
-    loop = asyncio.get_running_loop()
-
-    def stop(signum: int, frame: object) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop may be closing already
-            loop.call_soon_threadsafe(runner.stop)
-
-    # signal.signal, not loop.add_signal_handler: asyncio puts the defaults back when the
-    # loop closes, and a Stop repeated then (a window's second SIGTERM) killed the child
-    # before it wrote its reports. run() ignores both once the run is over.
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, stop)
-    return await runner.run()
+    # Ignored once the run is over: a window's second Stop must not kill the child before it
+    # writes its reports.
+    with stop_on_signals(runner.stop):
+        return await runner.run()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -234,8 +223,6 @@ def run(args: argparse.Namespace) -> int:
             return fail_usage(f"environment variable {args.secret_env} is not set")
         auth["secret"] = secret
     result = asyncio.run(_run(scenario, scale, out, auth))
-    for sig in STOP_SIGNALS:  # stopped and judged: only the reports are left to write
-        signal.signal(sig, signal.SIG_IGN)
     from wsconsole.scenarios.report import write_html, write_junit
 
     try:

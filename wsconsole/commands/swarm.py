@@ -9,8 +9,9 @@ the run (and stopped after); with one, the swarm loads the app there.
 Prints a stats line every second and a summary at the end (`--json`: {"event": "stats", ...}
 lines and one {"event": "summary", ...}). Exit 0 when every client got in, every publish was
 acknowledged and reached every subscriber exactly once and in order; 1 otherwise; 2 for bad
-usage. SIGINT/SIGTERM end the
-load early (a second one skips the settle phase); nothing is left running.
+usage. SIGINT/SIGTERM end the load early (a second one skips the settle phase) and the
+summary is still printed: once the clients are stopped further signals are ignored while it
+is written; nothing is left running.
 
 The heartbeat lab: `--pongs-share S` runs that share (0..1) of the clients with `--pongs MODE`
 (default off: they stop answering the server's pings), so the summary's `dead_*` figures say
@@ -27,15 +28,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
 from typing import Any
 
 from wsconsole.app import options
 from wsconsole.app.options import OptionsError
 from wsconsole.commands.output import Output, fail_usage
 from wsconsole.core.heartbeat import PongPolicy
+from wsconsole.core.signals import stop_on_signals
 from wsconsole.harness.clusterconfig import (
     DEMO_BACKOFF_CAP,
     DEMO_BACKOFF_INITIAL,
@@ -323,19 +323,14 @@ async def _swarm(config: Any, out: Output, fleet: bool, control: bool) -> dict[s
     swarm = (AppSwarm if app else Swarm)(
         config, on_stats=on_stats, on_fleet=on_fleet if fleet and out.json_mode else None)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, swarm.stop)
     reader = loop.create_task(_controls(swarm, out), name="wsconsole-swarm-control") \
         if control else None
     try:
-        return await swarm.run()
+        with stop_on_signals(swarm.stop):
+            return await swarm.run()
     finally:
         if reader is not None:
             reader.cancel()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
 
 
 async def _controls(swarm: Any, out: Output) -> None:
@@ -395,15 +390,12 @@ async def _run_split(config: Any, args: argparse.Namespace, out: Output) -> dict
         line = f"{_human_stats(stats)}  workers {states.count('running')}/{len(states)}"
         out.event("stats", line, **stats)
 
-    def split(workers: int, launcher: Any = None) -> Any:
+    async def split(workers: int, launcher: Any = None) -> dict[str, Any]:
         swarm = SplitSwarm(config, workers, jwt_secret_env=args.secret_env,
                            broker_url=args.agents_broker, secret_env=args.agents_secret_env,
                            launcher=launcher, on_stats=on_stats)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, swarm.stop)
-        return swarm.run()
+        with stop_on_signals(swarm.stop):
+            return await swarm.run()
 
     if args.agents is None:
         return await split(args.workers)

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 
 from wsconsole.commands.output import fail_usage
+from wsconsole.core.signals import stop_on_signals
 
 HELP = "Run one part of a swarm split over workers (started by `swarm --workers`)."
 
@@ -50,12 +49,9 @@ async def _work(args: argparse.Namespace, secret: str) -> int:
         return 1
     worker = Worker(RunWire(client, secret, args.run, coordinator=False), args.part,
                     orphan_after=args.orphan_after)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, worker.stop)
     try:
-        return await worker.run()
+        with stop_on_signals(worker.stop):
+            return await worker.run()
     except TimeoutError:
         logging.getLogger(__name__).error("no config for run %s within the time allowed",
                                           args.run)

@@ -37,7 +37,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import ssl
 import sys
 import time
@@ -46,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wsconsole.core.localca import ServerFiles
+from wsconsole.core.signals import stop_on_signals
 from wsconsole.core.tasks import Tasks
 from wsconsole.harness.balancerctl import BalancerControl
 from wsconsole.harness.control import CONTROL_KEY_ENV
@@ -372,13 +372,12 @@ async def serve(config: BalancerConfig) -> int:
         await balancer.stop()
         sys.stderr.write(f"wsconsole balancer: error: cannot start: {exc}\n")
         return 2
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, balancer.stopped.set)
-    sys.stdout.write(json.dumps({"event": "listening", "port": port, "pid": os.getpid()}) + "\n")
-    sys.stdout.flush()
-    log.info("listening on %s:%d, sticky=%s", config.host, port, config.sticky)
-    await balancer.stopped.wait()
+    with stop_on_signals(balancer.stopped.set):
+        sys.stdout.write(json.dumps({"event": "listening", "port": port, "pid": os.getpid()})
+                         + "\n")
+        sys.stdout.flush()
+        log.info("listening on %s:%d, sticky=%s", config.host, port, config.sticky)
+        await balancer.stopped.wait()
     await balancer.stop()
     return 0
 

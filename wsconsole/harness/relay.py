@@ -22,13 +22,13 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 import time
 from typing import Any
 
 import orjson
 
+from wsconsole.core.signals import stop_on_signals
 from wsconsole.core.tasks import Tasks
 from wsconsole.harness.balancer import parse_backend, parse_hostport
 from wsconsole.harness.control import CONTROL_KEY_ENV, ControlClient
@@ -163,14 +163,12 @@ async def serve(host: str, routes: list[tuple[str, str, int]],
         await relay.stop()
         sys.stderr.write(f"wsconsole relay: error: cannot start: {exc}\n")
         return 2
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, relay.stopped.set)
-    first = next(iter(ports.values()), 0)
-    hello = {"event": "listening", "port": first, "ports": ports, "pid": os.getpid()}
-    sys.stdout.write(orjson.dumps(hello).decode() + "\n")
-    sys.stdout.flush()
-    await relay.stopped.wait()
+    with stop_on_signals(relay.stopped.set):
+        first = next(iter(ports.values()), 0)
+        hello = {"event": "listening", "port": first, "ports": ports, "pid": os.getpid()}
+        sys.stdout.write(orjson.dumps(hello).decode() + "\n")
+        sys.stdout.flush()
+        await relay.stopped.wait()
     await tasks.cancel_all()
     with contextlib.suppress(Exception):
         await client.close()
