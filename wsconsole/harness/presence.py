@@ -22,7 +22,7 @@ import contextlib
 
 from redis.exceptions import NoScriptError, RedisError
 
-from wsconsole.core.tasks import spawn
+from wsconsole.core.tasks import raise_if_cancelled, spawn
 from wsconsole.harness.brokerlink import UP, BrokerLink, BrokerUnavailable
 
 Claim = tuple[str, str, int, "asyncio.Future[tuple[int, int]]"]  # key, member, limit, answer
@@ -181,11 +181,8 @@ class Presence:
         while True:
             await asyncio.sleep(self.refresh_interval)
             await self.refresh()
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # a cancel that landed inside redis-py's pipeline can be swallowed there: the
-                # task would go on refreshing and a stopped node's users would keep counting
-                raise asyncio.CancelledError
+            # a stopped node's users would keep counting if redis-py's pipeline swallowed it
+            raise_if_cancelled()
 
     async def release_all(self, timeout: float) -> None:
         """Remove every member this node holds (a clean stop), within `timeout` seconds."""
