@@ -29,6 +29,7 @@ from wsconsole.core.events import (
     DeliveryEvent,
     Direction,
     ErrorEvent,
+    FrameBatch,
     FrameRecord,
     HeartbeatEvent,
     Opcode,
@@ -154,6 +155,64 @@ async def test_frame_level_reading_joins_fragments_and_refuses_bad_utf8(
         close = next(f for f in rec.of(FrameRecord)
                      if f.opcode is Opcode.CLOSE and f.direction is Direction.OUT)  # fmt: skip
         assert close.close_code == 1007
+    finally:
+        server.close()
+
+
+class BatchRecorder(Recorder):
+    """A Recorder that also takes batches: every FrameBatch it was handed, whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[FrameBatch] = []
+
+    def take_frames(self, batch: FrameBatch) -> None:
+        self.batches.append(batch)
+
+
+async def test_one_read_is_one_batch_and_every_observer_sees_wire_order(
+    client_factory: Any,
+) -> None:
+    """Frames that arrive in one read go to a batch-taking observer as one FrameBatch per
+    run of data frames (a ping in between ends a run) and to a plain observer as records,
+    both in wire order with the pong the ping got; each text frame's JSON is parsed once
+    and shared; the client reads every message (the error envelope is reported)."""
+    sent = [(0x81, b'{"type":"note","n":1}'), (0x81, b"abc"), (0x89, b"hi"),
+            (0x82, b"\x00\x01"), (0x81, b'{"type":"error","code":"x","id":"9"}')]
+    raw = [bytes([head, len(payload)]) + payload for head, payload in sent]
+
+    async def handler(ws: ServerConnection) -> None:
+        ws.transport.write(b"".join(raw))  # one write: one read on the client, on loopback
+        await ws.wait_closed()
+
+    server = await serve(handler, "127.0.0.1", 0, compression=None)
+    try:
+        client, rec = client_factory(f"ws://127.0.0.1:{server_port(server)}", harness=True)
+        batches = BatchRecorder()
+        client.subscribe(batches)
+        await client.start()
+        await rec.until(lambda: client.stats.received == 4)
+        frames = [(f.direction, f.opcode, f.payload) for f in rec.of(FrameRecord)]
+        assert frames == [
+            (Direction.IN, Opcode.TEXT, b'{"type":"note","n":1}'),
+            (Direction.IN, Opcode.TEXT, b"abc"),
+            (Direction.IN, Opcode.PING, b"hi"),
+            (Direction.OUT, Opcode.PONG, b"hi"),
+            (Direction.IN, Opcode.BINARY, b"\x00\x01"),
+            (Direction.IN, Opcode.TEXT, b'{"type":"error","code":"x","id":"9"}'),
+        ]
+        assert [b.payloads for b in batches.batches] == [
+            [b'{"type":"note","n":1}', b"abc"],
+            [b"\x00\x01", b'{"type":"error","code":"x","id":"9"}'],
+        ]
+        first, second = batches.batches
+        assert first.values == [{"type": "note", "n": 1}, None]
+        assert first.opcodes == [Opcode.TEXT, Opcode.TEXT]
+        assert second.opcodes == [Opcode.BINARY, Opcode.TEXT]
+        assert rec.of(FrameRecord)[0].json() is first.values[0]  # one parse, shared
+        assert [e.kind for e in batches.of(HeartbeatEvent)] == ["ping_received"]
+        assert client.stats.bytes_in == sum(len(p) for _, p in sent)  # the ping's counts too
+        await rec.until(lambda: "server" in rec.errors())  # the error envelope, read
     finally:
         server.close()
 

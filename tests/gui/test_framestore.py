@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from wsconsole.app import framestore, payloads
 from wsconsole.app.framestore import FrameFilter, FrameStore
-from wsconsole.core.events import Direction, FrameRecord, Opcode
+from wsconsole.core.events import Direction, FrameBatch, FrameRecord, Opcode, read_text
 
 
 def _frame(i: int, direction: Direction = Direction.IN, **kw: object) -> FrameRecord:
@@ -213,3 +213,39 @@ def test_staged_appends_keep_what_appending_one_by_one_keeps(
     if kept:
         assert store.first_id == kept[0][0]
     assert store._arena.held_bytes <= store.payload_bytes + 2 * (64 + 300)
+
+
+def test_a_batch_is_stored_as_its_records_appended_one_by_one() -> None:
+    """`take_frames` (a read's frames at once, their JSON parsed by the batch) keeps what
+    appending the same frames as records keeps: ids, harness fields, notices, truncation,
+    sizes and payloads, alongside frames appended one by one."""
+    payloads_in = [
+        json.dumps({"type": "message", "room": "r1", "seq": 7, "node": "n2"}).encode(),
+        json.dumps({"type": "joined", "room": "r1", "seq": 0, "reset": True}).encode(),
+        b"plain text",
+        json.dumps({"type": "message", "room": "r2", "seq": 1, "pad": "x" * 200}).encode(),
+        b"\x00\x01\x02",
+        b"[1, 2]",
+    ]
+    opcodes = [Opcode.TEXT] * 4 + [Opcode.BINARY, Opcode.TEXT]
+    batch = FrameBatch("c1")
+    for payload, opcode in zip(payloads_in, opcodes, strict=True):
+        batch.payloads.append(payload)
+        batch.opcodes.append(opcode)
+        batch.values.append(read_text(payload) if opcode is Opcode.TEXT else None)
+    by_batch, one_by_one = FrameStore(max_payload=100), FrameStore(max_payload=100)
+    first = _frame(0, Direction.OUT)
+    for store in (by_batch, one_by_one):
+        store.append(first)
+    by_batch.take_frames(batch)
+    for record in batch.records():
+        one_by_one.append(FrameRecord(record.conn, record.direction, record.opcode,
+                                      record.payload, wall=record.wall))  # parsed afresh
+    rows = [list(s.rows(range(s.first_id, s.next_id))) for s in (by_batch, one_by_one)]
+    assert rows[0] == rows[1]
+    assert [(r.room, r.seq, r.node, r.notice, r.truncated) for r in rows[0][1:]] == [
+        ("r1", 7, "n2", False, False), ("r1", 0, None, True, False),
+        (None, None, None, False, False), (None, None, None, False, True),
+        (None, None, None, False, False), (None, None, None, False, False),
+    ]
+    assert by_batch.decoding.learned == one_by_one.decoding.learned

@@ -127,7 +127,7 @@ class Console:
             session.profile = profile
         try:  # a WebSocket, Socket.IO or SSE client by the profile's kind, same events
             client = make_client(session.profile, name,
-                                 [session.observe, self.frames, self.timeline],
+                                 [session, self.frames, self.timeline],
                                  token=session.token_source)
         except ClientOptionsError as exc:
             raise ValueError(str(exc)) from None

@@ -29,7 +29,7 @@ import orjson
 
 from wsconsole.app.decoding import Decoding
 from wsconsole.app.payloads import PayloadArena
-from wsconsole.core.events import Direction, FrameRecord, Opcode
+from wsconsole.core.events import PARSE_LIMIT, Direction, FrameBatch, FrameRecord, Opcode
 from wsconsole.decoders.base import Decoded
 
 NONE = -1  # "no value" for seq, room and node; their columns hold value + 1, so "none" is 0
@@ -38,7 +38,6 @@ NONE = -1  # "no value" for seq, room and node; their columns hold value + 1, so
 _DIRS = (Direction.IN, Direction.OUT)
 _MAX_NAMES = 65_535  # interned room/node/conn names (index + 1 fits the uint16 columns);
 # beyond that they read as "(other)"
-_PARSE_LIMIT = 65_536  # text frames larger than this are not parsed for room/seq/node
 STAGE_LIMIT = 4096  # frames staged by `append` before they are written to the columns
 _FIELDS = 10  # values staged per frame: the nine numeric columns, then the payload
 # a quantified group that itself contains a quantifier: the classic catastrophic backtracking
@@ -212,6 +211,37 @@ class FrameStore:
         if isinstance(event, FrameRecord):
             self.append(event)
 
+    def take_frames(self, batch: FrameBatch) -> None:
+        """Batch observer form: store a read's received frames as `append` would, one by
+        one, with the JSON the batch parsed (see FrameBatch)."""
+        first = self.next_id
+        self.next_id = first + len(batch.payloads)
+        conn = self._intern(batch.conn)
+        wall = batch.wall
+        limit = self.max_payload
+        harness_fields = self._harness_fields
+        stage = self._staged.extend
+        for payload, opcode, value in zip(batch.payloads, batch.opcodes, batch.values,
+                                          strict=True):  # fmt: skip
+            size = len(payload)
+            room = node = seq = NONE
+            flags = 0
+            if limit is not None and size > limit:
+                payload = payload[:limit]
+                flags = 1
+            elif value is not None:
+                room, seq, node, notice = harness_fields(value)
+                flags = 4 if notice else 0
+            stage((wall, seq + 1, min(size, 0xFFFFFFFF), room + 1, node + 1, conn, 0,
+                   int(opcode), flags, payload))  # fmt: skip
+        if batch.conn not in self.decoding.learned:  # decoders look at first messages only
+            for payload, opcode in zip(batch.payloads, batch.opcodes, strict=True):
+                self.decoding.learn(batch.conn, Direction.IN, opcode, payload)
+                if batch.conn in self.decoding.learned:
+                    break
+        if len(self._staged) >= STAGE_LIMIT * _FIELDS:
+            self.flush()
+
     def append(self, frame: FrameRecord) -> int:
         """Store one frame (dropping the oldest if full) and return its id."""
         ident = self.next_id
@@ -225,7 +255,7 @@ class FrameStore:
         room = node = seq = NONE
         notice = False
         opcode = frame.opcode
-        if opcode is Opcode.TEXT and 1 < size <= _PARSE_LIMIT and not truncated:
+        if opcode is Opcode.TEXT and 1 < size <= PARSE_LIMIT and not truncated:
             room, seq, node, notice = self._harness_fields(frame.json())
         if frame.close_code is not None or frame.close_reason:
             self._closes[ident] = (frame.close_code, frame.close_reason or None)

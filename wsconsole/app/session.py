@@ -12,7 +12,7 @@ import numpy as np
 
 from wsconsole.app.ports import SessionClient
 from wsconsole.app.profiles import Profile
-from wsconsole.core.events import Direction, ErrorEvent, FrameRecord, Opcode
+from wsconsole.core.events import Direction, ErrorEvent, FrameBatch, FrameRecord, Opcode
 from wsconsole.core.lifecycle import State, Transition
 from wsconsole.core.metrics import LatencyHistogram
 from wsconsole.core.tokens import TokenProvider
@@ -91,7 +91,18 @@ class Session:
             fresh=not self._decoding_context)
         self._decoding_context = True
 
-    def observe(self, event: object) -> None:
+    def take_frames(self, batch: FrameBatch) -> None:
+        """Batch observer form of `__call__` for a read's received frames (FrameBatch):
+        counted, and the delivery latency of each harness message in it."""
+        if not self._decoding_context:
+            self._set_decoding_context()
+        self.frames_in += len(batch.payloads)
+        wall = batch.wall
+        for value in batch.values:
+            if value is not None and "ts" in value:
+                self._delivery_latency(value, wall)
+
+    def __call__(self, event: object) -> None:
         """Client observer (the first one): count, keep the last error, and set the frames'
         decoding context; the stores observe after it."""
         if isinstance(event, FrameRecord):
@@ -100,7 +111,9 @@ class Session:
             if event.direction is Direction.IN:
                 self.frames_in += 1
                 if event.opcode is Opcode.TEXT and b'"ts"' in event.payload[:4096]:
-                    self._delivery_latency(event)
+                    value = event.json()  # parsed once, shared with the other observers
+                    if value is not None:
+                        self._delivery_latency(value, event.wall)
             else:
                 self.frames_out += 1
         elif isinstance(event, Transition):
@@ -125,14 +138,14 @@ class Session:
                 return
             await client.send(message)
 
-    def _delivery_latency(self, frame: FrameRecord) -> None:
-        value = frame.json()  # parsed once, shared with the frame store and the client
-        ts = value.get("ts") if value is not None else None
+    def _delivery_latency(self, value: dict[str, object], received: float) -> None:
+        """A harness message's node-to-client delay: its `ts` to `received` (wall clock)."""
+        ts = value.get("ts")
         if isinstance(ts, int | float) and not isinstance(ts, bool):
             # node timestamps are wall-clock seconds; tolerate milliseconds too
             sent = ts / 1000.0 if ts > 1e11 else float(ts)
             samples = self._latency_samples
-            samples.append(frame.wall - sent)
+            samples.append(received - sent)
             if len(samples) >= LATENCY_BATCH:
                 self.take_latencies()
 

@@ -21,12 +21,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from wsconsole.app.fleetbands import NO_NODE, FleetBands, bucket
 from wsconsole.core.events import (
     DeliveryEvent,
     Direction,
     ErrorEvent,
+    FrameBatch,
     FrameRecord,
     HeartbeatEvent,
     Opcode,
@@ -158,6 +160,16 @@ class TimelineModel:
         """Observer of the console's own clients (group "own")."""
         self.record(event, "own")
 
+    def take_frames(self, batch: FrameBatch) -> None:
+        """Batch observer form of `__call__` for a read's received frames: only the first
+        harness message naming its node is looked at (see `_node_from`)."""
+        lane = self.lanes.get(batch.conn)
+        if lane is None or not lane.node_wanted:
+            return
+        for value in batch.values:
+            if value is not None and self._node_named(lane, value, batch.at):
+                return
+
     def observer(self, group: str) -> Callable[[object], None]:
         """An observer whose clients get lanes in `group` (the proxy's hub: "proxy")."""
         return lambda event: self.record(event, group)
@@ -187,10 +199,17 @@ class TimelineModel:
         if lane is None or not lane.node_wanted or b'"node"' not in frame.payload[:2048]:
             return
         value = frame.json()  # parsed once, shared with the other observers
-        node = value.get("node") if value is not None else None
-        if isinstance(node, str) and node:
-            lane.node_wanted = False
-            self.set_node(frame.conn, node, frame.at)
+        if value is not None:
+            self._node_named(lane, value, frame.at)
+
+    def _node_named(self, lane: Lane, value: dict[str, Any], at: float) -> bool:
+        """Take the node a harness message names (`node`) as the lane's; False if none."""
+        node = value.get("node")
+        if not isinstance(node, str) or not node:
+            return False
+        lane.node_wanted = False
+        self.set_node(lane.name, node, at)
+        return True
 
     def transition(self, change: Transition, group: str = "own") -> None:
         """Close the current span and open one for the new state."""

@@ -35,8 +35,7 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConcurrencyError, ConnectionClosed, NegotiationError
-from websockets.frames import CloseCode, Frame
-from websockets.frames import Opcode as WsOpcode
+from websockets.frames import CloseCode
 
 from wsconsole import __version__
 from wsconsole.core import envelope
@@ -53,7 +52,6 @@ from wsconsole.core.errors import (
 from wsconsole.core.events import (
     DeliveryEvent,
     ErrorEvent,
-    FrameRecord,
     HeartbeatEvent,
     Observer,
     describe_close,
@@ -64,7 +62,7 @@ from wsconsole.core.reconnect import Failure, classify_error
 from wsconsole.core.recovery import Outbox, RoomTracker
 from wsconsole.core.tasks import spawn
 from wsconsole.core.tokens import can_refresh, fetch_token, place_token
-from wsconsole.core.wsconn import Fragments, FrameTap, TappedConnection
+from wsconsole.core.wsconn import FrameTap, TappedConnection
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +111,6 @@ class ReconnectingClient(ConnectionDriver):
         self.pongs: PongPolicy = options.pongs  # the heartbeat lab: see set_pongs()
         self.server_heartbeat = ServerHeartbeat()
         self.on_message = on_message  # every complete message, awaited before the next
-        self._fragments = Fragments()  # a fragmented message being read frame by frame
 
     @property
     def handshake_headers(self) -> dict[str, str]:
@@ -158,8 +155,7 @@ class ReconnectingClient(ConnectionDriver):
             url, headers = place_token(opts.url, list(opts.headers), token, opts.token_mode)
             tap = FrameTap(self)
             # messages are read frame by frame unless each must be awaited (on_message)
-            consume = self._frame_in if self.on_message is None else None
-            self._fragments = Fragments()
+            consume = self._messages_in if self.on_message is None else None
             kwargs: dict[str, Any] = {}
             if opts.local_addr is not None:
                 kwargs["local_addr"] = opts.local_addr
@@ -290,42 +286,31 @@ class ReconnectingClient(ConnectionDriver):
         return count
 
     async def _reader(self, conn: TappedConnection) -> None:
-        if conn.consume is not None:  # messages arrive through _frame_in
+        if conn.consume is not None:  # messages arrive through _messages_in
             await conn.wait_closed()
             return
         with contextlib.suppress(ConnectionClosed):
             async for message in conn:
-                self._message_in(message)
+                self._messages_in([message], [None])
                 if self.on_message is not None:
                     await self.on_message(message)
 
-    def _frame_in(self, frame: Frame, record: FrameRecord | None) -> None:
-        """A data frame the protocol accepted, in wire order (frame-level reading); its
-        record is the one the observers got, so its JSON is parsed once for all of them.
-        Raises UnicodeDecodeError for a text message that is not UTF-8 (closes 1007)."""
-        if frame.fin and frame.opcode is not WsOpcode.CONT:
-            text = frame.opcode is WsOpcode.TEXT
-            payload = record.payload if record is not None else bytes(frame.data)
-            parsed = record.json() if record is not None and text else None
-        else:
-            complete = self._fragments.add(frame)  # UTF-8 checked per fragment (framecheck)
-            if complete is None:
-                return
-            (text, payload), parsed = complete, None
-        if text and parsed is None:
-            payload.decode()  # RFC 6455 8.1: a text message must be UTF-8 (a parse proves it)
-        self._message_in(payload if parsed is None else parsed)
-
-    def _message_in(self, message: str | bytes | dict[str, Any]) -> None:
-        """One complete message: counted, and read as an envelope in harness mode."""
-        self.stats.received += 1
+    def _messages_in(self, payloads: list[bytes] | list[str | bytes],
+                     values: list[dict[str, Any] | None]) -> None:
+        """Complete messages, in order: counted, and read as envelopes in harness mode.
+        Read at the frame level (wsconn.py) they come after the observers saw their frames,
+        each with its JSON object where the connection parsed it (once for the observers
+        and this client), which is then read instead of the payload."""
+        self.stats.received += len(payloads)
         if not self.options.harness:
             return
-        try:
-            self._handle_envelope(message)
-        except Exception as exc:  # one odd envelope must not end the client
-            log.exception("%s: envelope handling failed", self.name)
-            self._emit(ErrorEvent(self.name, "protocol", f"could not handle envelope: {exc!r}"))
+        for payload, value in zip(payloads, values, strict=True):
+            try:
+                self._handle_envelope(payload if value is None else value)
+            except Exception as exc:  # one odd envelope must not end the client
+                log.exception("%s: envelope handling failed", self.name)
+                self._emit(ErrorEvent(self.name, "protocol",
+                                      f"could not handle envelope: {exc!r}"))
 
     # -- the harness protocol, inbound
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wsconsole.core.backoff import BackoffPolicy
-from wsconsole.core.events import ErrorEvent, Event, Observer
+from wsconsole.core.events import ErrorEvent, Event, FrameBatch, Observer
 from wsconsole.core.lifecycle import Lifecycle, State, Transition
 from wsconsole.core.reconnect import Failure, ReconnectPlanner
 from wsconsole.core.tasks import spawn
@@ -106,6 +106,23 @@ class ConnectionDriver(abc.ABC):
         for observer in self._observers:
             try:
                 observer(event)
+            except Exception:
+                log.exception("observer %r failed", observer)
+
+    def _emit_frames(self, batch: FrameBatch) -> None:
+        """Hand a batch of received frames to every observer: whole to those that take
+        batches (`take_frames`), as records to the others, in observer order."""
+        for observer in self._observers:
+            take = getattr(observer, "take_frames", None)
+            if take is None:
+                for record in batch.records():
+                    try:
+                        observer(record)
+                    except Exception:
+                        log.exception("observer %r failed", observer)
+                continue
+            try:
+                take(batch)
             except Exception:
                 log.exception("observer %r failed", observer)
 

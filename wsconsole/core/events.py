@@ -45,6 +45,32 @@ def _wall() -> float:
 
 _UNPARSED: Any = object()
 
+PARSE_LIMIT = 65_536  # text frames larger than this are not parsed on the ingest path
+
+
+def json_object(payload: bytes) -> dict[str, Any] | None:
+    """A text payload's JSON object, or None: not starting with `{`, not JSON (invalid
+    UTF-8 included), or not an object."""
+    if payload[:1] != b"{":
+        return None
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_text(payload: bytes) -> dict[str, Any] | None:
+    """An unfragmented text frame as it arrives: its JSON object (`json_object`; not parsed
+    above PARSE_LIMIT bytes) after proving it is UTF-8, which RFC 6455 (8.1) requires of a
+    text message: UnicodeDecodeError if not (the connection then fails with 1007). A
+    successful parse is the proof, so a JSON frame costs one pass, not a parse and a
+    decode."""
+    value = json_object(payload) if len(payload) <= PARSE_LIMIT else None
+    if value is None:
+        payload.decode()
+    return value
+
 
 @dataclass(slots=True)
 class FrameRecord:
@@ -82,16 +108,52 @@ class FrameRecord:
         value = self._json
         if value is _UNPARSED:
             value = None
-            payload = self.payload
-            if self.opcode is Opcode.TEXT and self.fin and payload[:1] == b"{":
-                try:
-                    value = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    value = None
-                if not isinstance(value, dict):
-                    value = None
+            if self.opcode is Opcode.TEXT and self.fin:
+                value = json_object(self.payload)
             self._json = value
         return value
+
+
+class FrameBatch:
+    """The unfragmented data frames one connection received in one read of its transport,
+    in wire order, as parallel lists: the ingest path's unit of work.
+
+    A flood arrives as thousands of frames per read; handing each observer (and the client)
+    the whole read at once costs one call per read instead of one record and one call per
+    frame and observer. Frames of one read arrived together, so they share one arrival time
+    (`at`, monotonic; `wall`). `values[i]` is frame i's JSON object when it is a text frame
+    whose payload is one (parsed once, by `read_text`, for every consumer), else None.
+    Observers that know batches define `take_frames(batch)`; the others get `records()`.
+    """
+
+    __slots__ = ("_records", "at", "conn", "opcodes", "payloads", "values", "wall")
+
+    def __init__(self, conn: str) -> None:
+        self.conn = conn
+        self.at = time.monotonic()  # made as its read arrives
+        self.wall = time.time()
+        self.payloads: list[bytes] = []
+        self.opcodes: list[Opcode] = []
+        self.values: list[dict[str, Any] | None] = []
+        self._records: list[FrameRecord] | None = None
+
+    def __len__(self) -> int:
+        return len(self.payloads)
+
+    def records(self) -> list[FrameRecord]:
+        """The frames as records (made on the first call, shared by every observer that
+        asks), their JSON already parsed where the batch parsed it."""
+        if self._records is None:
+            made = []
+            conn, at, wall = self.conn, self.at, self.wall
+            for payload, opcode, value in zip(self.payloads, self.opcodes, self.values,
+                                              strict=True):
+                record = FrameRecord(conn, Direction.IN, opcode, payload, at=at, wall=wall)
+                if opcode is Opcode.TEXT and len(payload) <= PARSE_LIMIT:
+                    record._json = value  # read_text parsed it (None: not a JSON object)
+                made.append(record)
+            self._records = made
+        return self._records
 
 
 @dataclass(frozen=True, slots=True)

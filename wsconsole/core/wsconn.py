@@ -6,13 +6,17 @@ which turns it into `FrameRecord` / `HeartbeatEvent` events for the driver, coun
 keeps the last pong's round trip as the driver's `latency` and the time of the last
 inbound frame for the liveness watchdog.
 
-Data frames can be read at the frame level (`consume`): the connection hands each data
-frame the protocol accepted straight to the client, with its `FrameRecord`, instead of
-assembling messages in `websockets`' queue for a reader task. One record, and one parse of
-its JSON (`FrameRecord.json`), then serves every observer and the client itself; a frame
-costs no queue, no task switch and no second decode. Fragmented messages are joined here
-(`Fragments`); their UTF-8 is checked fragment by fragment by framecheck.py, and an
-unfragmented text frame's by the client as it reads it.
+Data frames can be read at the frame level (`consume`): the connection hands the messages
+the protocol accepted straight to the client instead of assembling them in `websockets`'
+queue for a reader task. The unfragmented data frames of one transport read (a flood
+brings thousands per read) are gathered into one `FrameBatch` as they are parsed, each
+text frame's JSON parsed once (`read_text`, which is also its UTF-8 check); when the read
+is done, the batch goes to the observers (one call each) and then to the client, so a
+frame costs no record, no queue, no task switch, no call per observer and no second
+decode. Any other frame (control frames, fragments, frames sent) first delivers the batch
+gathered so far, then is reported on its own, so every observer still sees wire order.
+Fragmented messages are joined here (`Fragments`); their UTF-8 is checked fragment by
+fragment by framecheck.py.
 
 The tap is also where the heartbeat lab shapes the automatic pong `websockets` sends for
 each server ping (heartbeat.py): withheld, late, or with another payload, as the driver's
@@ -34,7 +38,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close, Frame
 from websockets.frames import Opcode as WsOpcode
 
-from wsconsole.core.events import Direction, FrameRecord, HeartbeatEvent, Opcode
+from wsconsole.core.events import (
+    Direction,
+    FrameBatch,
+    FrameRecord,
+    HeartbeatEvent,
+    Opcode,
+    read_text,
+)
 from wsconsole.core.framecheck import strict_frames
 from wsconsole.core.heartbeat import ServerHeartbeat
 from wsconsole.core.tasks import spawn
@@ -47,7 +58,9 @@ log = logging.getLogger(__name__)
 DATA_OPCODES = frozenset({WsOpcode.TEXT, WsOpcode.BINARY, WsOpcode.CONT})
 _OPCODES = {op: Opcode(int(op.value)) for op in WsOpcode}  # no Enum lookup per frame
 
-FrameConsumer = Callable[[Frame, "FrameRecord | None"], None]
+MessageConsumer = Callable[[list[bytes], list["dict[str, Any] | None"]], None]
+"""Takes complete messages received, in order: payloads and, alongside, each one's JSON
+object where it was parsed (an unfragmented text frame: `read_text`), else None."""
 
 
 class Fragments:
@@ -77,6 +90,13 @@ class FrameTap:
     def __init__(self, driver: ReconnectingClient) -> None:
         self.driver = driver
         self.last_inbound = time.monotonic()  # monotonic time of the last frame received
+
+    def frames(self, batch: FrameBatch) -> None:
+        """Report a batch of received data frames (counted, and heard from the server)."""
+        driver = self.driver
+        self.last_inbound = batch.at
+        driver.stats.bytes_in += sum(map(len, batch.payloads))
+        driver._emit_frames(batch)
 
     def frame(self, direction: Direction, frame: Frame,
               pending_pings: dict[Any, Any]) -> FrameRecord:  # fmt: skip
@@ -162,49 +182,91 @@ class TappedConnection(ClientConnection):
     ping or a close inside `recv_frame`: tapping there logs the frame before the reply.
     Incoming frames then pass the strict checks of framecheck.py (invalid UTF-8 in a
     fragment fails at once with 1007, a close between fragments is answered normally).
-    With `consume`, every data frame the protocol accepted goes to it (see the module
-    docstring) and none to the message queue: `recv()` and iteration then get nothing.
+    With `consume`, every message goes to it (see the module docstring) and none to the
+    message queue: `recv()` and iteration then get nothing. A final text or binary frame
+    outside a fragmented message is then batched without passing through the protocol's
+    `recv_frame`, which would only queue it (it has nothing to check or answer there).
     """
 
-    def __init__(self, protocol: Any, *, tap: FrameTap, consume: FrameConsumer | None = None,
+    def __init__(self, protocol: Any, *, tap: FrameTap, consume: MessageConsumer | None = None,
                  **kwargs: Any) -> None:  # fmt: skip
         super().__init__(protocol, **kwargs)
         self.tap = tap
         self.consume = consume
+        self._batch = FrameBatch(tap.driver.name)
+        fragments = Fragments()
         strict_frames(protocol)  # checked after the tap has logged the frame
         send_original = protocol.send_frame
         recv_original = protocol.recv_frame
         answering = False  # inside recv_frame of a ping: the next pong is the automatic one
 
         def send_frame(frame: Frame) -> None:
+            self._deliver()
             if answering and frame.opcode is WsOpcode.PONG:
                 shaped = self.tap.answer(frame, self)
                 if shaped is None:
                     return
                 frame = shaped
             send_original(frame)
-            try:
-                self.tap.frame(Direction.OUT, frame, self.pending_pings)
-            except Exception:  # an observer must never break the connection
-                log.exception("frame tap failed")
+            self._tap(Direction.OUT, frame)
 
         def recv_frame(frame: Frame) -> None:
             nonlocal answering
-            record = None
-            try:
-                record = self.tap.frame(Direction.IN, frame, self.pending_pings)
-            except Exception:
-                log.exception("frame tap failed")
-            answering = frame.opcode is WsOpcode.PING
+            opcode = frame.opcode
+            if (consume is not None and frame.fin and protocol.current_size is None
+                    and (opcode is WsOpcode.TEXT or opcode is WsOpcode.BINARY)):
+                payload = bytes(frame.data)
+                try:
+                    value = read_text(payload) if opcode is WsOpcode.TEXT else None
+                except UnicodeDecodeError:  # fails the connection (1007), logged first
+                    self._deliver()
+                    self._tap(Direction.IN, frame)
+                    raise
+                batch = self._batch
+                batch.payloads.append(payload)
+                batch.opcodes.append(_OPCODES[opcode])
+                batch.values.append(value)
+                return
+            self._deliver()
+            self._tap(Direction.IN, frame)
+            answering = opcode is WsOpcode.PING
             try:
                 recv_original(frame)
             finally:
                 answering = False
-            if consume is not None and frame.opcode in DATA_OPCODES:
-                consume(frame, record)  # UnicodeDecodeError fails the connection (1007)
+            if consume is not None and opcode in DATA_OPCODES:
+                complete = fragments.add(frame)  # UTF-8 checked per fragment (framecheck)
+                if complete is not None:
+                    consume([complete[1]], [None])
 
         protocol.send_frame = send_frame
         protocol.recv_frame = recv_frame
+
+    def _tap(self, direction: Direction, frame: Frame) -> None:
+        try:
+            self.tap.frame(direction, frame, self.pending_pings)
+        except Exception:  # an observer must never break the connection
+            log.exception("frame tap failed")
+
+    def _deliver(self) -> None:
+        """Hand the frames batched so far to the observers, then their messages to the
+        consumer; the next batch starts (its arrival time is now)."""
+        batch = self._batch
+        if not batch.payloads:
+            return
+        self._batch = FrameBatch(batch.conn)
+        try:
+            self.tap.frames(batch)
+        except Exception:
+            log.exception("frame tap failed")
+        assert self.consume is not None  # only a consuming connection batches
+        self.consume(batch.payloads, batch.values)
+
+    def data_received(self, data: bytes) -> None:
+        """Parse one read (frames are batched as they are parsed), then deliver the batch."""
+        self._batch = FrameBatch(self._batch.conn)  # arrived now
+        super().data_received(data)
+        self._deliver()
 
     def process_event(self, event: Any) -> None:
         """Queue data frames for `recv()` unless they are consumed at the frame level (the
