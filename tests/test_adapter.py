@@ -12,9 +12,12 @@ import pytest
 import redis
 
 from tests.support import SCALE, until
+from wsconsole.core.tasks import spawn
 from wsconsole.harness.adapter import AdapterConfig, RecoveryWindowExceeded, RedisAdapter
 from wsconsole.harness.broker import Broker
 from wsconsole.harness.brokerlink import DOWN, UP, BrokerUnavailable
+from wsconsole.harness.joins import join_room
+from wsconsole.harness.rooms import RoomTable
 
 FAST = dict(check_interval=0.1, socket_timeout=1.0, presence_refresh=0.2)
 
@@ -339,3 +342,54 @@ async def test_a_wiped_room_is_reported_before_its_new_frames(
     assert where == room and epoch != rec.epochs[0] and head >= 1
     assert [(seq, f["id"]) for _, seq, f in rec.messages] == [(1, "old"), (1, "new0"), (2, "new1")]
     assert [kind for kind, *_ in rec.log] == ["message", "reset", "message", "message"]
+
+
+async def test_a_join_answered_after_a_later_one_still_gets_every_frame_after_its_joined(
+    make: object,
+) -> None:
+    """Two members join a room their node knows nothing of yet. A's snapshot is read first;
+    a publish lands; B's snapshot, which has it, comes back first and places the node's
+    stream after it while the frame itself is still on its way by pub/sub (the stream then
+    drops it as accounted for). A, answered last at the older seq, must not be left without
+    that frame and told nothing: its join reads the room again."""
+    table: RoomTable[str] = RoomTable()
+    got: dict[str, list[int]] = {"a": [], "b": []}
+
+    def delivered(room: str, epoch: str, seq: int, frame: bytes) -> None:
+        for member in table.deliver(room, epoch, seq, frame):
+            got[member].append(seq)
+
+    node = await make("node")  # type: ignore[operator]
+    node.on_message = delivered
+    pub = await make("pub")  # type: ignore[operator]
+    room = f"r-{uuid.uuid4().hex}"
+    conn = node._subscriber._conn  # pub/sub frames wait on the wire until let go
+    intake, on_wire = conn._on_message, []
+    conn._on_message = lambda channel, data: on_wire.append((channel, data))
+    real_snapshot, a_read, a_answered = node.snapshot, asyncio.Event(), asyncio.Event()
+
+    async def a_answered_late(room: str, since: int | None = None,
+                              epoch: str | None = None) -> object:
+        snap = await real_snapshot(room, since, epoch)
+        if not a_read.is_set():  # the first read is A's: its reply is slow
+            a_read.set()
+            await a_answered.wait()
+        return snap
+
+    node.snapshot = a_answered_late
+    join_a = spawn(join_room(node, table, "a", room, None, None), "join-a")
+    await asyncio.wait_for(a_read.wait(), 5 * SCALE)
+    assert await publish(pub, room, "m1") == 1
+    await until(lambda: len(on_wire) == 1, "m1 on its way to the node")
+    read_b = await join_room(node, table, "b", room, None, None)
+    assert read_b is not None and read_b.snapshot.seq == 1
+    for channel, data in on_wire:
+        intake(channel, data)
+    conn._on_message = intake
+    a_answered.set()
+    read_a = await asyncio.wait_for(join_a, 5 * SCALE)
+    assert read_a is not None
+    assert await publish(pub, room, "m2") == 2
+    await until(lambda: got["a"] and got["b"], "m2 delivered to both")
+    assert [read_a.snapshot.seq, *got["a"]] == [1, 2], "A's joined, then every frame after it"
+    assert [read_b.snapshot.seq, *got["b"]] == [1, 2]

@@ -42,6 +42,22 @@ def test_a_snapshot_ahead_of_the_live_frames_skips_them() -> None:
     assert table.deliver("r", E1, 4, frame("r", 4)) == ["old", "new"]
 
 
+def test_a_snapshot_behind_the_frames_the_stream_went_past_is_told() -> None:
+    table: RoomTable[str] = RoomTable()
+    table.join("a", "r")
+    assert not table.behind("a", "r", E1, 3, None), "nothing buffered, nothing handed over"
+    assert not table.behind("a", "r", E1, 3, 3)
+    assert table.behind("a", "r", E1, 3, 5), "4 and 5 went past the member"
+    table.deliver("r", E1, 5, frame("r", 5))
+    assert table.behind("a", "r", E1, 3, 5), "4 is missing before the buffered 5"
+    assert not table.behind("a", "r", E1, 4, 5)
+    table.deliver("r", E1, 6, frame("r", 6))
+    assert not table.behind("a", "r", E1, 5, 6), "5 was in the snapshot"
+    assert table.behind("a", "r", E1, 4, 7)
+    assert not table.behind("a", "r", E2, 1, None), "another epoch's frames are not its own"
+    assert not table.behind("gone", "r", E1, 0, 9), "not joining: nothing to read again"
+
+
 def test_leave_says_when_the_last_local_member_went() -> None:
     table: RoomTable[str] = RoomTable()
     for member in ("a", "b"):

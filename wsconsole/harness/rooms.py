@@ -121,17 +121,28 @@ class RoomTable(Generic[M]):
             return None
         if state.epoch is None:
             state.epoch = epoch
-        last = seq
-        frames = []
-        for buffered_epoch, buffered_seq, frame in state.joining.pop(member):
-            if buffered_epoch == epoch and buffered_seq > last:
-                frames.append(frame)
-                last = buffered_seq
+        frames, last, _ = _after(state.joining.pop(member), epoch, seq)
         if epoch == state.epoch:
             state.positions[member] = last
         else:
             state.strays[member] = (epoch, last)
         return frames
+
+    def behind(self, member: M, room: str, epoch: str, seq: int, handed: int | None) -> bool:
+        """Whether a snapshot at (epoch, seq) would leave the joining `member` short of frames
+        the node's stream has gone past: a gap before or among its buffered frames, or
+        `handed` (the last seq of `epoch` the node's stream accounts for) beyond them. Such a
+        snapshot was read before frames still in flight that the stream then skipped as
+        another's (see harness/joins.py); the member must read the room again.
+
+        False when the member is not joining the room (it left meanwhile).
+        """
+        state = self._rooms.get(room)
+        buffer = None if state is None else state.joining.get(member)
+        if buffer is None:
+            return False
+        _, last, contiguous = _after(buffer, epoch, seq)
+        return not contiguous or (handed is not None and handed > last)
 
     def leave(self, member: M, room: str) -> bool:
         """`member` leaves `room`; True when no local member is left (unsubscribe)."""
@@ -212,3 +223,19 @@ class RoomTable(Generic[M]):
         state.positions = {member: seq for member, _ in told}
         state.strays.clear()
         return told
+
+
+def _after(
+    buffer: list[tuple[str, int, bytes]], epoch: str, seq: int
+) -> tuple[list[bytes], int, bool]:
+    """A joiner's buffered frames of `epoch` after `seq`: the frames, the last seq they reach,
+    and whether they follow `seq` without a gap."""
+    last = seq
+    frames = []
+    contiguous = True
+    for buffered_epoch, buffered_seq, frame in buffer:
+        if buffered_epoch == epoch and buffered_seq > last:
+            contiguous = contiguous and buffered_seq == last + 1
+            frames.append(frame)
+            last = buffered_seq
+    return frames, last, contiguous

@@ -27,6 +27,7 @@ from wsconsole.harness.adapter import PublishResult, RecoveryWindowExceeded
 from wsconsole.harness.auth import AuthError, Claims, room_allowed
 from wsconsole.harness.brokerlink import BrokerBusy, BrokerUnavailable
 from wsconsole.harness.fanout import payload_size
+from wsconsole.harness.joins import join_room
 from wsconsole.harness.limits import MessageRate, Verdict
 
 if TYPE_CHECKING:
@@ -236,23 +237,15 @@ class Session:
             self.error("unauthorized", f"not allowed to join {room!r}", room=room)
             return
         node = self.node
-        node.rooms.join(self, room)
-        gap: RecoveryWindowExceeded | None = None
         try:
-            await node.adapter.subscribe(room)
-            try:
-                snap = await node.adapter.snapshot(room, since, epoch)
-            except RecoveryWindowExceeded as exc:
-                gap = exc
-                snap = await node.adapter.snapshot(room)
+            read = await join_room(node.adapter, node.rooms, self, room, since, epoch)
         except BrokerUnavailable as exc:
             await self.leave(room)
             self.error("broker_unavailable", str(exc), room=room)
             return
-        buffered = node.rooms.joined(self, room, snap.epoch, snap.seq)
-        if buffered is None:
+        if read is None:
             return  # left meanwhile
-        in_step = node.adapter.note_seq(room, snap.epoch, snap.seq)
+        snap, gap = read.snapshot, read.gap
         if gap is not None:  # up to the position the `joined` gives: publishes may have
             self.window_exceeded(gap, snap.seq)  # landed between the two snapshots
         reset = snap.reset or (gap is not None and gap.reset)
@@ -261,9 +254,9 @@ class Session:
         )
         for frame in snap.frames:
             self.send(frame + node.tail)
-        for frame in buffered:
+        for frame in read.buffered:
             self.send(frame)
-        if not in_step or node.rooms.epoch(room) != snap.epoch:
+        if not read.in_step or node.rooms.epoch(room) != snap.epoch:
             node.recheck(room)
 
     def window_exceeded(self, gap: RecoveryWindowExceeded, seq: int | None = None) -> None:

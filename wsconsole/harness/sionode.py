@@ -66,6 +66,7 @@ from wsconsole.harness.adapter import (
 from wsconsole.harness.admission import DRAINING, Admission
 from wsconsole.harness.auth import AuthError, Claims, room_allowed
 from wsconsole.harness.brokerlink import BrokerUnavailable
+from wsconsole.harness.joins import join_room
 from wsconsole.harness.limits import MessageRate, Verdict
 from wsconsole.harness.nodeconfig import NodeConfig, UsageError, add_arguments, config_from_args
 from wsconsole.harness.nodeinject import inject
@@ -303,22 +304,14 @@ class SioNode(Supervised):
     ) -> dict[str, Any] | None:
         """The ws node's join (session.Session.join) over Socket.IO events; the error that
         refused it, if any."""
-        self.rooms.join(conn, room)
-        gap: RecoveryWindowExceeded | None = None
         try:
-            await self.adapter.subscribe(room)
-            try:
-                snap = await self.adapter.snapshot(room, since, epoch)
-            except RecoveryWindowExceeded as exc:
-                gap = exc
-                snap = await self.adapter.snapshot(room)
+            read = await join_room(self.adapter, self.rooms, conn, room, since, epoch)
         except BrokerUnavailable as exc:
             await self._leave(conn, room)
             return self._error("broker_unavailable", str(exc), room=room)
-        buffered = self.rooms.joined(conn, room, snap.epoch, snap.seq)
-        if buffered is None:
+        if read is None:
             return None  # left meanwhile
-        in_step = self.adapter.note_seq(room, snap.epoch, snap.seq)
+        snap, gap = read.snapshot, read.gap
         if gap is not None:  # up to the position `joined` gives (see session.Session.join)
             self._window_exceeded(conn, gap, snap.seq)
         reset = snap.reset or (gap is not None and gap.reset)
@@ -326,9 +319,9 @@ class SioNode(Supervised):
         self._emit(conn, "joined", {**joined, "reset": True} if reset else joined)
         for frame in snap.frames:
             self._emit(conn, "message", self._message(frame + self.tail))
-        for frame in buffered:
+        for frame in read.buffered:
             self._emit(conn, "message", self._message(frame))
-        if not in_step or self.rooms.epoch(room) != snap.epoch:
+        if not read.in_step or self.rooms.epoch(room) != snap.epoch:
             self._spawn(self._recheck(room), f"recheck-{room}")
         return None
 
