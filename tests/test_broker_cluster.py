@@ -247,6 +247,41 @@ async def test_a_subscribe_failing_on_a_shard_connection_moves_the_rooms_it_carr
     assert [(room, seq) for room, seq, _ in rec.messages] == [(carried, 1), (carried, 2)]
 
 
+async def test_a_snapshot_moving_the_released_position_up_fans_those_frames_out_again(
+    valkey: LocalValkeyCluster, make: object
+) -> None:
+    """After a primary that fanned m3..m5 out died before its replica had the released
+    position, a node whose subscription broke with that primary may have missed them, and
+    with nothing published after them it would never see a gap to catch up from. A snapshot
+    moving the position up (a member that saw m5 rejoins) releases them: fanned out again,
+    the node that missed them gets them and the nodes that have them drop the repeats."""
+    rec, late_rec = Recorder(), Recorder()
+    sub = await make("sub", rec)  # type: ignore[operator]
+    late = await make("late", late_rec)  # type: ignore[operator]
+    pub = await make("pub")  # type: ignore[operator]
+    room = room_on(valkey, "s1")
+    await sub.subscribe(room)
+    for i in range(1, 6):
+        await publish(pub, room, f"m{i}")
+    await until(lambda: len(rec.messages) == 5, "m1..m5 handed over")
+    epoch = rec.epochs[-1]
+    keys = RoomKeys.of("ws", room)
+    primary = redis.Redis(port=valkey.nodes[valkey.shard("s1").primary or ""].port)
+    try:  # the promoted replica's state: the last release (m3..m5) not marked
+        primary.set(keys.released, f"{epoch} 2")
+    finally:
+        primary.close()
+    await late.subscribe(room)
+    assert late.note_seq(room, epoch, 2)  # it had m1..m2; m3..m5 went with its subscription
+    snap = await sub.snapshot(room, 5, epoch)
+    assert (snap.epoch, snap.seq, snap.frames) == (epoch, 5, [])
+    await until(lambda: [seq for _, seq, _ in late_rec.messages] == [3, 4, 5],
+                "m3..m5 fanned out again to the node that missed them")
+    assert await publish(pub, room, "m6") == 6
+    await until(lambda: len(rec.messages) == 6, "m6 handed over")
+    assert [seq for _, seq, _ in rec.messages] == list(range(1, 7)), "repeats dropped"
+
+
 async def test_a_moved_slot_is_followed_with_its_history(
     valkey: LocalValkeyCluster, make: object
 ) -> None:

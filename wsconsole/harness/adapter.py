@@ -354,7 +354,9 @@ class RedisAdapter(BrokerLink):
         start = self.streams.begin_catch_up(room)
         failed = False
         try:
-            if start is not None:
+            if start is None:
+                await self._read_position(room)
+            else:
                 await self._read_history(room, *start)
         except (BrokerUnavailable, RedisError, OSError, TimeoutError) as exc:
             log.warning("room %s: catch-up failed: %r", room, exc)
@@ -369,6 +371,19 @@ class RedisAdapter(BrokerLink):
             # the link is up yet the history could not be read: try again shortly
             loop = asyncio.get_running_loop()
             loop.call_later(self.config.check_interval, self._schedule_catch_up, room)
+
+    async def _read_position(self, room: str) -> None:
+        """Nothing of the room was handed over yet (its members are all still joining): its
+        current position is the start, not the first frame held, so frames published while
+        the subscription was away are not skipped unseen: a join whose snapshot is behind
+        the position reads the room again (joins.py). A join that placed the room meanwhile
+        (`note_seq`) may have read it before those frames: the history from there."""
+        snap = await self.snapshot(room)
+        epoch, seq = self.streams.position(room)
+        if epoch is None or seq is None:
+            self.streams.moved(room, snap.epoch, snap.seq)
+        else:
+            await self._read_history(room, epoch, seq)
 
     async def _read_history(self, room: str, epoch: str, seq: int) -> None:
         try:
@@ -452,7 +467,8 @@ class RedisAdapter(BrokerLink):
         `epoch` that `since` belongs to, a room now in another epoch answers with a reset
         (`Snapshot.reset`) and the new epoch's frames from its start. Never behind what this
         node has already handed over of the room (a replica promoted before it learnt how far
-        its dead primary had released is moved up to it), so a join's members get every
+        its dead primary had released is moved up to it, fanning the frames it passes out
+        again), so a join's members get every
         frame after the seq it answers, from the snapshot or from the live stream. Raises
         RecoveryWindowExceeded when the frames wanted are older than the kept history (or
         `since` is ahead of the room).
@@ -461,7 +477,8 @@ class RedisAdapter(BrokerLink):
         released = "1" if self.publisher.deferred else "0"
         known_epoch, known_seq = self.streams.position(room)
         args = (-1 if since is None else since, epoch or "", new_epoch(), released,
-                known_epoch or "", -1 if known_seq is None else known_seq)  # fmt: skip
+                known_epoch or "", -1 if known_seq is None else known_seq,
+                keys.channel)  # fmt: skip
         cur, status, first, frames, current, reset = await self.call(  # type: ignore[misc]
             "snapshot", (keys.seq, keys.hist, keys.epoch, keys.released), args
         )

@@ -149,7 +149,7 @@ def release_script(command: str) -> str:
 # KEYS: seq, history, epoch, released. ARGV: since (-1: none), the epoch `since` belongs to
 # ('': not given, read in the current one), candidate epoch, '1' when frames are released
 # after WAIT (then only released ones are read), the epoch and seq the caller has already
-# handed over ('' and -1: nothing).
+# handed over ('' and -1: nothing), the room's channel.
 # -> {current seq, status, first seq kept, frames newest first, epoch, reset}; status 0 ok,
 # 1 beyond the window, 2 `since` ahead of the room; reset 1 when the epoch given is not the
 # room's (then `since` counts from the new epoch's start). A `since` ahead of the room in its
@@ -161,6 +161,10 @@ def release_script(command: str) -> str:
 # seq when it is there: a join on a node that already fanned out frames the promoted replica
 # has not marked released must get them from the history, not a seq behind them, or the
 # member, in from that seq, would never see the frames the node delivered before it joined.
+# Moving the released position up is a release: the frames it passes are fanned out again
+# (SPUBLISH: deferred release is a cluster's), since a node whose subscription broke with the
+# dead primary may have missed them and, with nothing published after them, would never
+# see a gap to catch up from; the nodes that have them drop the repeats.
 SNAPSHOT = _EPOCH.replace("EPOCH", "3").replace("CANDIDATE", "3") + """
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 local since = tonumber(ARGV[1])
@@ -182,6 +186,10 @@ if ARGV[4] == '1' then
   local known = tonumber(ARGV[6])
   if ARGV[5] == epoch and known > floor and known <= cur then floor = known end
   if floor > top then
+    local passed = redis.call('LRANGE', KEYS[2], cur - floor, cur - top - 1)
+    for i = #passed, 1, -1 do
+      redis.call('SPUBLISH', ARGV[7], epoch .. ' ' .. (floor - i + 1) .. '\\n' .. passed[i])
+    end
     top = floor
     redis.call('SET', KEYS[4], epoch .. ' ' .. top)
   end
