@@ -13,7 +13,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from wsconsole.core.backoff import BackoffPolicy
 from wsconsole.harness.stackfile import parse_stack
 from wsconsole.swarm.appswarm import AppSwarm
-from wsconsole.swarm.swarm import SwarmConfig
+from wsconsole.swarm.config import SwarmConfig
 
 RECIPE = """\
 [node]

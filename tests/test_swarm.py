@@ -15,7 +15,8 @@ import pytest
 
 from tests.support import SCALE, ProcessRegistry, pid_alive
 from wsconsole.harness.cluster import Cluster, ClusterConfig
-from wsconsole.swarm.swarm import Swarm, SwarmConfig, SwarmConfigError
+from wsconsole.swarm.config import SwarmConfig, SwarmConfigError
+from wsconsole.swarm.swarm import Swarm
 
 
 @pytest.mark.slow

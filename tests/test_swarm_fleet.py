@@ -20,6 +20,7 @@ from tests.support import SCALE, ProcessRegistry, until
 from wsconsole.core.events import Direction, FrameRecord, HeartbeatEvent, Opcode
 from wsconsole.core.lifecycle import State, Transition
 from wsconsole.harness.procs import child_argv
+from wsconsole.swarm.config import SwarmConfig, SwarmConfigError
 from wsconsole.swarm.fleet import (
     MAX_FRAMES_REPLY,
     MAX_REPLY_BYTES,
@@ -27,7 +28,7 @@ from wsconsole.swarm.fleet import (
     FleetWatch,
     frame_records,
 )
-from wsconsole.swarm.swarm import Swarm, SwarmConfig, SwarmConfigError
+from wsconsole.swarm.swarm import Swarm
 
 ROOT = Path(__file__).resolve().parent.parent
 

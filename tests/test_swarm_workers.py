@@ -25,9 +25,9 @@ from wsconsole.harness.broker import Broker
 from wsconsole.harness.brokeraddr import open_client
 from wsconsole.harness.cluster import Cluster, ClusterConfig
 from wsconsole.scenarios.model import parse_scenario
+from wsconsole.swarm.config import SwarmConfig, SwarmConfigError
 from wsconsole.swarm.parts import config_to_wire
 from wsconsole.swarm.runwire import RunWire, journal_stream, new_run_id
-from wsconsole.swarm.swarm import SwarmConfig, SwarmConfigError
 
 JWT_ENV = "WSCONSOLE_TEST_SWARM_JWT"
 ROOMS = ("swarm-0", "swarm-1")

@@ -125,7 +125,7 @@ def _config(args: argparse.Namespace) -> Any:
     """The SwarmConfig the command line asks for; SwarmConfigError or OptionsError."""
     from wsconsole.app.targets import backoff_policy
     from wsconsole.harness.stackfile import StackError, load_stack
-    from wsconsole.swarm.swarm import SwarmConfig, SwarmConfigError
+    from wsconsole.swarm.config import SwarmConfig, SwarmConfigError
 
     stack = None
     if args.stack is not None:
@@ -338,7 +338,7 @@ async def _controls(swarm: Any, out: Output) -> None:
     import orjson
 
     from wsconsole.commands.connect import start_stdin_reader
-    from wsconsole.swarm.swarm import SwarmConfigError
+    from wsconsole.swarm.config import SwarmConfigError
 
     lines: asyncio.Queue[str | None] = asyncio.Queue()
     start_stdin_reader(asyncio.get_running_loop(), lines)
@@ -417,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
     from redis.exceptions import RedisError
 
     from wsconsole.harness.broker import BrokerError
-    from wsconsole.swarm.swarm import SwarmConfigError
+    from wsconsole.swarm.config import SwarmConfigError
 
     problem = _split_problem(args)
     if problem:

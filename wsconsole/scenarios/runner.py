@@ -148,7 +148,7 @@ def _cluster_config(scenario: Scenario) -> Any:
 
 def _swarm_config(scenario: Scenario, scale: float, url: str, token_factory: Any) -> Any:
     from wsconsole.core.backoff import BackoffPolicy
-    from wsconsole.swarm.swarm import SwarmConfig
+    from wsconsole.swarm.config import SwarmConfig
 
     spec = scenario.swarm
     assert spec is not None, "a swarm scenario"

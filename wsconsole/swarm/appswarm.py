@@ -16,7 +16,8 @@ from wsconsole.core.heartbeat import PongPolicy
 from wsconsole.core.tasks import Tasks
 from wsconsole.swarm.appaccounting import AppAccounting
 from wsconsole.swarm.appclient import AppClient
-from wsconsole.swarm.swarm import Stats, Swarm, SwarmConfigError
+from wsconsole.swarm.config import SwarmConfigError
+from wsconsole.swarm.swarm import Stats, Swarm
 
 
 class AppSwarm(Swarm):

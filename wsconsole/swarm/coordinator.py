@@ -27,10 +27,11 @@ from redis.exceptions import RedisError
 from wsconsole.core.metrics import percentile
 from wsconsole.errors import WsconsoleError
 from wsconsole.swarm.accounting import Accounting
+from wsconsole.swarm.config import SwarmConfig
 from wsconsole.swarm.connbook import ms
 from wsconsole.swarm.journal import JournalError, WallClock, replay
 from wsconsole.swarm.runwire import RunWire
-from wsconsole.swarm.swarm import Stats, SwarmConfig
+from wsconsole.swarm.swarm import Stats
 
 LOST_AFTER = 10.0  # seconds without a message from a running worker: lost
 START_TIMEOUT = 30.0  # seconds for a worker to start and say hello

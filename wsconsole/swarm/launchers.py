@@ -21,10 +21,11 @@ from wsconsole.harness.agentwire import WORKER_SECRET_ENV
 from wsconsole.harness.broker import Broker
 from wsconsole.harness.brokeraddr import open_client
 from wsconsole.swarm.accounting import Accounting
+from wsconsole.swarm.config import SwarmConfig, SwarmConfigError
 from wsconsole.swarm.coordinator import Coordinator, Launcher
 from wsconsole.swarm.parts import config_to_wire, split
 from wsconsole.swarm.runwire import RunWire, new_run_id
-from wsconsole.swarm.swarm import Stats, SwarmConfig, SwarmConfigError
+from wsconsole.swarm.swarm import Stats
 
 RUN_SECRET_ENV = "WSCONSOLE_SWARM_RUN_SECRET"  # a local run's own secret, to its children
 AGENT_WAIT = 5.0  # seconds a named agent may take to show up

@@ -16,7 +16,7 @@ from typing import Any
 from wsconsole.core.backoff import BackoffError, BackoffPolicy
 from wsconsole.core.errors import ClientOptionsError
 from wsconsole.core.heartbeat import PongPolicy
-from wsconsole.swarm.swarm import SwarmConfig, SwarmConfigError
+from wsconsole.swarm.config import SwarmConfig, SwarmConfigError
 
 BACKOFF = ("initial", "factor", "cap", "jitter", "max_attempts")
 NOT_SHIPPED = ("stack", "token_factory", "secret", "backoff", "pongs")

@@ -26,10 +26,11 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from wsconsole.core.tasks import spawn
+from wsconsole.swarm.config import SwarmConfig, SwarmConfigError
 from wsconsole.swarm.journal import JournalingAccounting
 from wsconsole.swarm.parts import config_from_wire
 from wsconsole.swarm.runwire import RunWire
-from wsconsole.swarm.swarm import Stats, Swarm, SwarmConfig, SwarmConfigError
+from wsconsole.swarm.swarm import Stats, Swarm
 
 log = logging.getLogger(__name__)
 
