@@ -292,6 +292,26 @@ def test_a_released_position_moved_up_by_a_snapshot_fans_those_frames_out_again(
     check(asyncio.run(play(steps)))
 
 
+def test_a_broker_behind_the_nodes_own_stream_ends_the_join_out_of_step() -> None:
+    """The node handed over up to 5 but the broker is at 0 (it lost writes): reading the
+    room again cannot help, so the join ends after a read that did not move on, out of step
+    (the node's recheck then resets the room and tells its members)."""
+
+    async def scenario() -> None:
+        node = Node()
+        node.adapter.streams.want(ROOM)
+        node.adapter.streams.note(ROOM, EPOCH, 5)
+        join = spawn(join_room(node.adapter, node.rooms, "a", ROOM, None, None), "join-a")
+        for _ in range(8):
+            while node.broker.replies:
+                answer(node, 0)
+            await asyncio.sleep(0)
+        read = await asyncio.wait_for(join, 1)
+        assert read is not None and read.snapshot.seq == 0 and not read.in_step
+
+    asyncio.run(scenario())
+
+
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(STEPS)
 def test_every_member_gets_every_seq_after_its_joined_across_races(steps: list[Any]) -> None:

@@ -15,7 +15,9 @@ drops them as accounted for when they arrive), or a catch-up without a start aft
 was lost (its first held frame becomes the start). A member placed at such a snapshot never
 gets the frames in between and is told nothing. `RoomTable.behind` sees it (a gap before
 its buffered frames, or the stream's position past them) and the room is read again: the
-new snapshot is at or after the stream's position, which no longer jumps.
+new snapshot is at or after the stream's position, which no longer jumps. A read that does
+not move on means the broker is behind the node itself (it lost writes): the join ends out
+of step and the node's recheck of the room resets it, telling its members.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class JoinRead:
 
     `gap` when `since` was beyond the kept history (the snapshot is then the room's current
     position); `in_step` False when the node follows the room in another epoch than the
-    snapshot's (the caller rechecks the room).
+    snapshot's, or is ahead of the broker (the caller rechecks the room).
     """
 
     snapshot: Snapshot
@@ -58,6 +60,7 @@ async def join_room(
     cannot be subscribed or read: the member is still joining, the caller makes it leave.
     """
     rooms.join(member, room)
+    previous = -1
     while True:
         await adapter.subscribe(room)
         gap: RecoveryWindowExceeded | None = None
@@ -68,14 +71,19 @@ async def join_room(
             snap = await adapter.snapshot(room)
         stream_epoch, stream_seq = adapter.streams.position(room)
         handed = stream_seq if stream_epoch == snap.epoch else None
-        if not rooms.behind(member, room, snap.epoch, snap.seq, handed):
+        behind = rooms.behind(member, room, snap.epoch, snap.seq, handed)
+        if not behind or snap.seq <= previous:
             break
         log.info("room %s: a join's snapshot at %s/%d is behind frames the node's stream "
                  "went past (at %s); reading the room again", room, snap.epoch, snap.seq,
                  handed)  # fmt: skip
+        previous = snap.seq
         rooms.join(member, room)  # start over: the frames buffered so far are in the next read
     buffered = rooms.joined(member, room, snap.epoch, snap.seq)
     if buffered is None:
         return None
-    in_step = adapter.note_seq(room, snap.epoch, snap.seq)
+    # Still behind after a read that did not move on: the broker is behind the node's own
+    # stream (it lost writes); out of step, so the caller's recheck catches the room up,
+    # which resets it and tells the members.
+    in_step = adapter.note_seq(room, snap.epoch, snap.seq) and not behind
     return JoinRead(snap, gap, buffered, in_step)
