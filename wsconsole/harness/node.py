@@ -30,7 +30,8 @@ Security checklist, all on by default, each configurable:
   user ends (or, for a SIGKILLed node, after the presence TTL). While the broker is
   down the check is local only (availability first).
 - node soft limit: connections beyond it close with 1013.
-- heartbeat: ping every `ping_interval`, close when no pong within `ping_timeout`.
+- heartbeat: ping every `ping_interval`, close (1011) when no pong within `ping_timeout`
+  (one sweep for the whole node, `heartbeat.py`, not a task per connection).
 - backpressure: a connection's send buffer holds at most `max_buffered` bytes of fan-out;
   a client that does not read fast enough is told which messages it missed (`lagging`,
   per room: epoch, first and last seq) and closed with 1013, so it rejoins with `since`
@@ -88,10 +89,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
-from websockets.server import ServerProtocol
 
 from wsconsole.core.envelope import encode
-from wsconsole.core.framecheck import strict_frames
 from wsconsole.harness.adapter import (
     RecoveryWindowExceeded,
     RedisAdapter,
@@ -99,12 +98,14 @@ from wsconsole.harness.adapter import (
 from wsconsole.harness.admission import Admission, Refusal
 from wsconsole.harness.brokerlink import UP
 from wsconsole.harness.fanout import WS_OPEN, Fanout, Mark, cap_kernel_buffers
+from wsconsole.harness.heartbeat import Heartbeat
 from wsconsole.harness.limits import MessageRate
 from wsconsole.harness.nodeconfig import NodeConfig, UsageError, add_arguments, config_from_args
 from wsconsole.harness.nodeinject import inject
 from wsconsole.harness.nodemetrics import CONTENT_TYPE_LATEST, exposition
 from wsconsole.harness.overload import DeliveryDelay
 from wsconsole.harness.rooms import RoomTable
+from wsconsole.harness.serverconn import StrictConnection
 from wsconsole.harness.session import ECHO_PATH, Session
 from wsconsole.harness.stats import NodeSnapshot
 from wsconsole.harness.supervised import CommandHandler, Supervised
@@ -112,7 +113,6 @@ from wsconsole.harness.supervised import CommandHandler, Supervised
 log = logging.getLogger("wsconsole.node")
 
 LISTEN_BACKLOG = 4096  # capped by the kernel's net.core.somaxconn
-HANDSHAKE_DONE = Request(path="", headers=Headers())  # see Node._handler
 _TEXT = "text/plain; charset=utf-8"
 
 
@@ -129,15 +129,6 @@ class NodeStats:
     auth_failures: int = 0
     accepted: int = 0
     injected: int = 0  # connections written a malformed frame on purpose ("inject")
-
-
-class StrictConnection(ServerConnection):
-    """A server connection with the incoming-frame checks of core/framecheck.py: invalid
-    UTF-8 in any fragment of a text message fails at once with 1007."""
-
-    def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
-        super().__init__(protocol, *args, **kwargs)
-        strict_frames(protocol)
 
 
 class Node(Supervised):
@@ -160,6 +151,11 @@ class Node(Supervised):
             on_slow=self._slow,
         )
         self.delay = DeliveryDelay(config.max_delay)
+        self.heartbeat = (
+            None
+            if config.ping_interval is None
+            else Heartbeat(config.ping_interval, config.ping_timeout, self._tasks)
+        )
         self._recipients: list[Session] = []  # the latest fan-out's (for the delay probe)
         self.id_json = orjson.dumps(config.id)
         # Frames are stored in the broker without their end; each delivering node adds it.
@@ -204,8 +200,7 @@ class Node(Supervised):
             self.config.port,
             process_request=self._process_request,
             compression="deflate" if self.config.compression else None,
-            ping_interval=self.config.ping_interval,
-            ping_timeout=self.config.ping_timeout,
+            ping_interval=None,  # one node-wide sweep, not a task per connection: heartbeat.py
             close_timeout=self.config.close_timeout,
             max_size=self.config.max_size,
             server_header=None,
@@ -297,6 +292,8 @@ class Node(Supervised):
         self._stop.set()
 
     async def _shutdown(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.close()
         if self.server is not None:
             self.server.close(close_connections=True)
             with contextlib.suppress(TimeoutError):
@@ -386,12 +383,17 @@ class Node(Supervised):
         cfg = self.config
         rate = MessageRate(cfg.rate, time.monotonic(), cfg.abuse) if cfg.rate else None
         conn = Session(self, ws, rate)
-        echo = ws.request is not None and ws.request.path.partition("?")[0] == ECHO_PATH
+        request = ws.request
+        echo = request is not None and request.path.partition("?")[0] == ECHO_PATH
         # the handshake is over: its request and response (headers, the token in the path)
-        # would stay with the connection for its whole life, about 3 KiB of an idle one's;
-        # websockets only needs to see that a request came (not None), so one shared empty
-        # request stands in for all of them
-        ws.request, ws.response = HANDSHAKE_DONE, None
+        # would stay with the connection for its whole life, about 3 KiB of an idle one's:
+        # the connection keeps both, and the library's parser (a suspended generator) keeps
+        # the request too, so the request is emptied in place (websockets only needs to see
+        # that one came: not None) and the response dropped
+        if request is not None:
+            request.path = ""
+            request.headers.clear()
+        ws.response = None
         if self.draining:
             await ws.close(1001, "going away")
             return
@@ -401,6 +403,8 @@ class Node(Supervised):
             await ws.close(refusal.code, refusal.reason)
             return
         self.conns[conn.id] = conn
+        if self.heartbeat is not None:
+            self.heartbeat.watch(ws)
         self._empty.clear()
         self.stats.accepted += 1
         claimed = False
@@ -440,6 +444,8 @@ class Node(Supervised):
         if kind is not None:
             self.stats.errors[kind] += 1
         self.conns.pop(conn.id, None)
+        if self.heartbeat is not None:
+            self.heartbeat.forget(conn.ws)
         for room in self.rooms.rooms_of(conn):
             await conn.leave(room)
         if claimed:

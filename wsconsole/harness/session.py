@@ -112,26 +112,36 @@ class Session:
 
     # -- the message loop -------------------------------------------------------------
     async def serve(self) -> None:
-        """Handle the client's messages until the connection ends."""
-        async for raw in self.ws:
-            if not await self._admit(raw):
-                continue  # refused; after a close the loop ends (ConnectionClosed)
-            if not isinstance(raw, str):
-                self.error("bad_envelope", "binary frames are not part of the protocol")
-                continue
-            try:
-                envelope = parse_client(raw)
-            except EnvelopeError as exc:
-                self.error(exc.code, exc.detail, exc.id)
-                continue
-            await self._dispatch(envelope)
+        """Handle the client's messages until the connection ends (ConnectionClosed).
+
+        `recv` in a loop rather than `async for`: the library's iterator is an async
+        generator per connection, and while an idle client waits for its next message
+        nothing of the last one (its text, its envelope) stays referenced."""
+        recv = self.ws.recv
+        while True:
+            await self._handle(await recv())
+
+    async def _handle(self, raw: str | bytes) -> None:
+        """One message from the client: admitted, parsed, dispatched."""
+        if not await self._admit(raw):
+            return  # refused; after a close the next recv raises ConnectionClosed
+        if not isinstance(raw, str):
+            self.error("bad_envelope", "binary frames are not part of the protocol")
+            return
+        try:
+            envelope = parse_client(raw)
+        except EnvelopeError as exc:
+            self.error(exc.code, exc.detail, exc.id)
+            return
+        await self._dispatch(envelope)
 
     async def echo(self) -> None:
         """The echo endpoint (`ECHO_PATH`): every message back as it came, text or binary,
         under the same limits as the protocol (so standard suites such as Autobahn can run
-        against a node); until the connection ends."""
+        against a node); until the connection ends (ConnectionClosed)."""
         ws, stats = self.ws, self.node.stats
-        async for raw in ws:
+        while True:
+            raw = await ws.recv()
             if not await self._admit(raw):
                 continue
             await ws.send(raw)
