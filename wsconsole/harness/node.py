@@ -105,7 +105,7 @@ from wsconsole.harness.nodeinject import inject
 from wsconsole.harness.nodemetrics import CONTENT_TYPE_LATEST, exposition
 from wsconsole.harness.overload import DeliveryDelay
 from wsconsole.harness.rooms import RoomTable
-from wsconsole.harness.serverconn import StrictConnection
+from wsconsole.harness.serverconn import StrictConnection, release_handshake
 from wsconsole.harness.session import ECHO_PATH, Session
 from wsconsole.harness.stats import NodeSnapshot
 from wsconsole.harness.supervised import CommandHandler, Supervised
@@ -383,17 +383,8 @@ class Node(Supervised):
         cfg = self.config
         rate = MessageRate(cfg.rate, time.monotonic(), cfg.abuse) if cfg.rate else None
         conn = Session(self, ws, rate)
-        request = ws.request
-        echo = request is not None and request.path.partition("?")[0] == ECHO_PATH
-        # the handshake is over: its request and response (headers, the token in the path)
-        # would stay with the connection for its whole life, about 3 KiB of an idle one's:
-        # the connection keeps both, and the library's parser (a suspended generator) keeps
-        # the request too, so the request is emptied in place (websockets only needs to see
-        # that one came: not None) and the response dropped
-        if request is not None:
-            request.path = ""
-            request.headers.clear()
-        ws.response = None
+        echo = ws.request is not None and ws.request.path.partition("?")[0] == ECHO_PATH
+        release_handshake(ws)
         if self.draining:
             await ws.close(1001, "going away")
             return
