@@ -29,6 +29,7 @@ async def read_all(frames: int) -> dict[str, Any]:
         async with connect(f"ws://127.0.0.1:{port}/", compression=None,
                            ping_interval=None) as ws:  # fmt: skip
             began = time.perf_counter()
+            cpu_began = time.process_time()
             count = 0
             async for message in ws:
                 value = orjson.loads(message)
@@ -36,9 +37,11 @@ async def read_all(frames: int) -> dict[str, Any]:
                     break
                 count += 1
             elapsed = time.perf_counter() - began
+            cpu = time.process_time() - cpu_began
     finally:
         server.stop()
-    return {"frames": count, "frames_per_s": round(count / elapsed)}
+    return {"frames": count, "frames_per_s": round(count / elapsed),
+            "cpu_us_per_frame": round(cpu / count * 1e6, 2)}
 
 
 def main() -> int:

@@ -66,6 +66,10 @@ async def run(size: WindowSize, repeat: int, log: Callable[[str], None]) -> dict
         "most_lag_p99_ms": summarize([r["most"]["lag_p99_ms"] for r in good])["median"],
         "plain_client_frames_per_s": plain_most,
         "of_plain_client": round(most / plain_most, 2) if most and plain_most else None,
+        "most_cpu_us_per_frame": summarize([r["most"]["cpu_us_per_frame"]
+                                            for r in good])["median"],
+        "plain_client_cpu_us_per_frame": (summarize([p["cpu_us_per_frame"] for p in plain])
+                                          ["median"] if plain else None),
         "frames_held": size.million,
         "rss_mb": summarize([m["rss_mb"] for m in memory])["median"],
         "rss_delta_mb": summarize([m["rss_delta_mb"] for m in memory])["median"],

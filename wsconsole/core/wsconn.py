@@ -9,7 +9,8 @@ inbound frame for the liveness watchdog.
 Data frames can be read at the frame level (`consume`): the connection hands the messages
 the protocol accepted straight to the client instead of assembling them in `websockets`'
 queue for a reader task. The unfragmented data frames of one transport read (a flood
-brings thousands per read) are gathered into one `FrameBatch` as they are parsed, each
+brings thousands per read) are gathered into one `FrameBatch` as they are parsed (the
+plain ones by `FrameScanner`, framescan.py, without the library's frame parser), each
 text frame's JSON parsed once (`read_text`, which is also its UTF-8 check); when the read
 is done, the batch goes to the observers (one call each) and then to the client, so a
 frame costs no record, no queue, no task switch, no call per observer and no second
@@ -47,6 +48,7 @@ from wsconsole.core.events import (
     read_text,
 )
 from wsconsole.core.framecheck import strict_frames
+from wsconsole.core.framescan import FrameScanner
 from wsconsole.core.heartbeat import ServerHeartbeat
 from wsconsole.core.tasks import spawn
 
@@ -215,17 +217,12 @@ class TappedConnection(ClientConnection):
             opcode = frame.opcode
             if (consume is not None and frame.fin and protocol.current_size is None
                     and (opcode is WsOpcode.TEXT or opcode is WsOpcode.BINARY)):
-                payload = bytes(frame.data)
                 try:
-                    value = read_text(payload) if opcode is WsOpcode.TEXT else None
+                    self._gather(bytes(frame.data), _OPCODES[opcode])
                 except UnicodeDecodeError:  # fails the connection (1007), logged first
                     self._deliver()
                     self._tap(Direction.IN, frame)
                     raise
-                batch = self._batch
-                batch.payloads.append(payload)
-                batch.opcodes.append(_OPCODES[opcode])
-                batch.values.append(value)
                 return
             self._deliver()
             self._tap(Direction.IN, frame)
@@ -241,6 +238,17 @@ class TappedConnection(ClientConnection):
 
         protocol.send_frame = send_frame
         protocol.recv_frame = recv_frame
+        self._scanner = None if consume is None else FrameScanner(
+            protocol, self._gather, super().data_received)
+
+    def _gather(self, payload: bytes, opcode: Opcode) -> None:
+        """Add a final text or binary frame to the batch; UnicodeDecodeError for text that
+        is not UTF-8 (nothing is added)."""
+        value = read_text(payload) if opcode is Opcode.TEXT else None
+        batch = self._batch
+        batch.payloads.append(payload)
+        batch.opcodes.append(opcode)
+        batch.values.append(value)
 
     def _tap(self, direction: Direction, frame: Frame) -> None:
         try:
@@ -263,10 +271,20 @@ class TappedConnection(ClientConnection):
         self.consume(batch.payloads, batch.values)
 
     def data_received(self, data: bytes) -> None:
-        """Parse one read (frames are batched as they are parsed), then deliver the batch."""
+        """Parse one read (frames are batched as they are parsed; the plain ones by the
+        scanner, framescan.py, when consuming), then deliver the batch."""
         self._batch = FrameBatch(self._batch.conn)  # arrived now
-        super().data_received(data)
+        if self._scanner is not None:
+            self._scanner.feed(data)
+        else:
+            super().data_received(data)
         self._deliver()
+
+    def eof_received(self) -> None:
+        """The end of the stream: first what the scanner kept back (an incomplete frame)."""
+        if self._scanner is not None:
+            self._scanner.eof()
+        super().eof_received()
 
     def process_event(self, event: Any) -> None:
         """Queue data frames for `recv()` unless they are consumed at the frame level (the
