@@ -96,3 +96,36 @@ def test_token_from_query_then_bearer_header() -> None:
     assert token_from_request("/?token=q", {"Authorization": "Bearer h"}) == "q"
     assert token_from_request("/", {"Authorization": "Basic xyz"}) is None
     assert token_from_request("/", {}) is None
+
+
+def test_a_token_seen_before_is_not_verified_again_but_its_expiry_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoded = []
+    decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: decoded.append(1) or decode(*a, **k))
+    token = issue_token(SECRET, "carol", rooms=["r"], ttl=60)
+    first = verify_token(SECRET, token)
+    assert verify_token(SECRET, token) == first and len(decoded) == 1, "kept verified"
+    with pytest.raises(AuthError) as caught:  # the same token once its time is over
+        verify_token(SECRET, token, now=first.exp)
+    assert caught.value.reason == "token expired"
+    assert verify_token(SECRET, token, now=first.exp - 1) == first
+
+
+def test_a_changed_secret_or_a_refused_token_is_verified_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rotating the secret revokes every token signed with the old one, kept or not."""
+    old, new = new_secret(), new_secret()
+    token = issue_token(old, "dave")
+    assert verify_token(old, token).user == "dave"
+    with pytest.raises(AuthError, match="bad signature"):
+        verify_token(new, token)
+    decoded = []
+    decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: decoded.append(1) or decode(*a, **k))
+    for _ in range(2):
+        with pytest.raises(AuthError, match="bad signature"):
+            verify_token(new, token)
+    assert len(decoded) == 2, "a refusal is never kept"

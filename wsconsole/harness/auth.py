@@ -74,12 +74,31 @@ def _verifying_key(secret: str) -> jwt.PyJWK:
     return jwt.PyJWK({"kty": "oct", "k": encoded, "alg": ALGORITHM})
 
 
-def verify_token(secret: str, token: str) -> Claims:
-    """Check signature, expiry and shape of a token; raise AuthError(reason) if refused."""
+VERIFIED_TOKENS = 1024  # the most recent good tokens kept verified (about 400 bytes each)
+
+
+def verify_token(secret: str, token: str, now: float | None = None) -> Claims:
+    """Check signature, expiry and shape of a token; raise AuthError(reason) if refused.
+
+    A token seen before (the last `VERIFIED_TOKENS` good ones, keyed by the secret and
+    the raw token: a client reconnecting, a refreshed `auth`) is not verified again, only
+    its expiry is checked (the one claim that changes with time once a token verified:
+    `nbf` and `iat` only refuse a token until a moment, and a refused token is never
+    kept). A changed secret verifies everything again."""
     if not isinstance(token, str) or not token:
         raise AuthError("missing token")
     if len(token) > MAX_TOKEN:
         raise AuthError("malformed token")
+    claims = _verified(secret, token)
+    if claims.expired(now):
+        raise AuthError("token expired")
+    return claims
+
+
+@functools.lru_cache(maxsize=VERIFIED_TOKENS)
+def _verified(secret: str, token: str) -> Claims:
+    """The claims of a token whose signature and shape are good (PyJWT's checks, about
+    30 µs); AuthError, never cached, when they are not."""
     try:
         payload = jwt.decode(token, _verifying_key(secret), algorithms=[ALGORITHM],
                              options={"require": ["exp", "sub"]})  # fmt: skip
