@@ -5,9 +5,7 @@ the same pace, and a closed connection is let go of at once."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import gc
-import os
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,8 +17,8 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Event
 
+from tests.nodekit import RawClient
 from tests.support import SCALE, until
-from wsconsole.core.frames import parse_frame
 from wsconsole.core.tasks import Tasks
 from wsconsole.harness.heartbeat import Heartbeat
 
@@ -58,42 +56,28 @@ async def server(
         await tasks.cancel_all()
 
 
-async def silent_peer(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A client that completes the handshake, then never answers anything."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        .encode()
-    )  # fmt: skip
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5 * SCALE)
-    assert head.startswith(b"HTTP/1.1 101")
-    return reader, writer
-
-
-async def frames_until_eof(reader: asyncio.StreamReader) -> list[tuple[float, int, bytes]]:
+async def frames_until_eof(raw: RawClient) -> list[tuple[float, int, bytes]]:
     """Every frame the server sends until it closes the TCP connection: (when, opcode,
     payload)."""
-    buffer, frames = b"", []
-    while data := await asyncio.wait_for(reader.read(4096), 10 * SCALE):
-        buffer += data
-        while (parsed := parse_frame(buffer)) is not None:
-            frame, used = parsed
-            buffer = buffer[used:]
-            frames.append((time.monotonic(), frame.opcode, frame.payload))
-    return frames
+    frames = []
+    while True:
+        try:
+            opcode, payload = await asyncio.to_thread(raw.recv_frame)
+        except ConnectionError:
+            return frames
+        frames.append((time.monotonic(), opcode, payload))
 
 
 @pytest.mark.parametrize("mode", ["library", "sweep"])
 async def test_a_peer_that_never_answers_is_closed_with_1011(mode: str) -> None:
     async with server(mode) as (port, _, beat):
-        reader, writer = await silent_peer(port)
+        raw = await asyncio.to_thread(RawClient, port)  # it never answers anything
         opened = time.monotonic()
         try:
-            frames = await frames_until_eof(reader)
+            assert raw.status == 101
+            frames = await frames_until_eof(raw)
         finally:
-            writer.close()
+            raw.close()
         assert [opcode for _, opcode, _ in frames] == [Opcode.PING.value, Opcode.CLOSE.value]
         (pinged, _, ping), (closed, _, close) = frames
         assert len(ping) == 4, "a random 4-byte payload, as the library's"
@@ -134,7 +118,7 @@ async def test_a_live_peer_is_pinged_every_interval_and_stays() -> None:
 
 async def test_without_a_timeout_a_silent_peer_gets_one_ping_and_stays_open() -> None:
     async with server("sweep", timeout=None) as (port, accepted, beat):
-        _, writer = await silent_peer(port)
+        raw = await asyncio.to_thread(RawClient, port)
         try:
             await until(lambda: len(accepted) == 1, "the connection")
             await until(lambda: accepted[0].pending_pings, "a ping")
@@ -142,7 +126,7 @@ async def test_without_a_timeout_a_silent_peer_gets_one_ping_and_stays_open() ->
             assert len(accepted[0].pending_pings) == 1, "the next ping waits for the pong"
             assert accepted[0].close_code is None and len(beat) == 1
         finally:
-            writer.close()
+            raw.close()
 
 
 async def test_a_closed_connection_is_let_go_of_at_once() -> None:

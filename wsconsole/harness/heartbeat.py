@@ -25,8 +25,6 @@ import asyncio
 import heapq
 import itertools
 import logging
-import random
-import struct
 from functools import partial
 
 from websockets.asyncio.server import ServerConnection
@@ -34,6 +32,7 @@ from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from wsconsole.core.tasks import Tasks
+from wsconsole.harness.overload import ping_now
 
 log = logging.getLogger("wsconsole.node.heartbeat")
 
@@ -122,13 +121,7 @@ class Heartbeat:
     # -- events ---------------------------------------------------------------------------
     def _ping(self, ws: ServerConnection, now: float) -> None:
         """Send a ping as `ServerConnection.ping` does, without its task."""
-        data = struct.pack("!I", random.getrandbits(32))
-        while data in ws.pending_pings:
-            data = struct.pack("!I", random.getrandbits(32))
-        pong = ws.loop.create_future()
-        ws.pending_pings[data] = (pong, now)
-        ws.protocol.send_ping(data)
-        ws.send_data()
+        pong = ping_now(ws)
         pong.add_done_callback(partial(self._ponged, ws, now))
         if self.timeout is not None:
             self._schedule(ws, now + self.timeout, _TIMEOUT)
