@@ -192,11 +192,10 @@ FACTORIES = {
 class Generators:
     """The load generator's processes for one contender: subscribers and a publisher."""
 
-    def __init__(self, setup: Setup, size: FanoutSize, *, slow: int = 0) -> None:
+    def __init__(self, setup: Setup, size: FanoutSize) -> None:
         chunks = [setup.subs[i :: size.sub_procs] for i in range(size.sub_procs)]
-        self.subs = [LoadGen({"role": "sub", "kind": setup.kind, "targets": chunk,
-                              "slow": slow if i == 0 else 0})
-                     for i, chunk in enumerate(chunks)]  # fmt: skip
+        self.subs = [LoadGen({"role": "sub", "kind": setup.kind, "targets": chunk})
+                     for chunk in chunks]  # fmt: skip
         self.pub = LoadGen({"role": "pub", "kind": setup.kind, "targets": setup.pubs})
         self.size = size
         self.subscribers = len(setup.subs)

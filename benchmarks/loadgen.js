@@ -7,7 +7,7 @@
 // is the spec, then one command per line, each answered by one JSON line on stdout.
 //
 // Spec: {role: "sub"|"pub"|"conn", kind: "harness"|"sio"|"plain",
-//        targets: [{host, port, path, local?}], concurrency?, slow?, hist: {lowest,
+//        targets: [{host, port, path, local?}], concurrency?, hist: {lowest,
 //        precision, buckets}}
 // The first reply is {event: "ready", connected, failed, error, connect_s, open_per_s}.
 //
@@ -17,8 +17,9 @@
 //   so far: received, a latency histogram in wsconsole's LatencyHistogram layout (seconds,
 //   log buckets, so the percentiles are the product's own nearest-rank method) and per
 //   client how many arrived and their worst latency (`hist` is the clients that kept up,
-//   `lagged_hist` those told `lagging`); `count` the total received; `slow`
-//   clients stop reading after joining (a deliberately slow subscriber).
+//   `lagged_hist` those told `lagging`); `count` the total received and how many are
+//   open; `pause {first, count}` stops reading the sockets of those clients (deliberately
+//   slow subscribers), `resume {first, count}` reads them again.
 //   A join refused with `broker_unavailable` is sent again after 250 ms (docs/protocol.md).
 //   Harness `lagging` notices are counted (the node closes such a client with 1013 next,
 //   docs/protocol.md "Backpressure"; the benchmark does not reconnect it).
@@ -358,9 +359,6 @@ async function main() {
   const errors = await connectAll(spec, sink);
   const clients = sink.clients;
   const connectS = (now() - t0) / 1000;
-  if (spec.slow) {
-    for (const client of clients.slice(0, spec.slow)) client.ws.pause();
-  }
   emit({
     event: "ready",
     connected: clients.filter((c) => c.open).length,
@@ -378,6 +376,10 @@ async function main() {
     if (cmd.cmd === "report") emit(sink.report(cmd.step));
     else if (cmd.cmd === "count") {
       emit({ received: sink.total, open: clients.filter((c) => c.open).length });
+    } else if (cmd.cmd === "pause" || cmd.cmd === "resume") {
+      const picked = clients.slice(cmd.first, cmd.first + cmd.count).filter((c) => c.ws);
+      for (const client of picked) client.ws[cmd.cmd]();
+      emit({ [cmd.cmd === "pause" ? "paused" : "resumed"]: picked.length });
     } else if (cmd.cmd === "cpu") emit({ cpu_s: cpuSeconds() });
     else if (cmd.cmd === "publish") {
       const acked0 = sink.acked;

@@ -267,9 +267,12 @@ def _pressure_verdicts(pr: dict[str, Any]) -> list[tuple[str, str]]:
         out.append((TARGETS[2], "not measured"))
     if slow and base and slow["p99_ms"] is not None and base["p99_ms"] is not None:
         ok = slow["p99_ms"] <= 1.2 * base["p99_ms"] and (slow["delivered_ratio"] or 0) >= 0.999
+        rounds = len(pr.get("rounds", ())) or 1
         out.append((TARGETS[3], _verdict(ok, f"the others' p99 {_n(slow['p99_ms'])} ms with "
                                              f"{pr['slow_subscribers']} paused vs "
-                                             f"{_n(base['p99_ms'])} ms without, "
+                                             f"{_n(base['p99_ms'])} ms with every subscriber "
+                                             f"reading (same cluster, median of {rounds} "
+                                             "interleaved rounds), "
                                              f"{_n(slow['delivered_ratio'], 4)} delivered")))
     else:
         out.append((TARGETS[3], "not measured"))
@@ -288,9 +291,12 @@ def _pressure(pr: dict[str, Any]) -> list[str]:
         return [*lines, f"Not run: {pr['not_run']}", ""]
     cap = pr.get("max_buffered", 1 << 20)
     lines += [
-        f"The fan-out setup with {pr['slow_subscribers']} of the {_n(pr['subscribers'])} "
-        "subscribers paused from the start (they join, then never read), then 4x the "
-        "latency-bounded rate, in one cluster. The nodes cap each connection's send buffer "
+        "The fan-out setup in one cluster: the step of equal load (the CPU comparison's) "
+        f"with every one of the {_n(pr['subscribers'])} subscribers reading, then with "
+        f"{pr['slow_subscribers']} of them paused (the load generator stops reading their "
+        f"sockets; other ones each round), {len(pr.get('rounds', ())) or 1} rounds "
+        "interleaved (medians of the rounds by p99 below; every round in benchmarks.json), "
+        "then 4x the latency-bounded rate. The nodes cap each connection's send buffer "
         f"at {cap // 1024:,} KiB here (the default is 1 MiB: a paused reader would take "
         "minutes to fill it at these rates); a client over it gets `lagging` and a 1013 "
         "close. A node whose deliveries run more than `--max-delay` (0.5 s, the default) "
@@ -306,8 +312,11 @@ def _pressure(pr: dict[str, Any]) -> list[str]:
         "| lagging | refused publishes |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    rows = (("without paused subscribers (the ramp's step)", pr.get("baseline_step")),
+    rows = (("every subscriber reading (the step before each paused one)",
+             pr.get("baseline_step")),
             (f"{pr['slow_subscribers']} paused subscribers (the others)", pr.get("slow_step")),
+            ("the ramp's step of that load (another cluster, for reference)",
+             pr.get("ramp_step")),
             (f"4x the {'bounded rate' if pr['bounded_rate'] else 'first step (none in bound)'}"
              f" ({_n(pr['overload_rate'])} publishes/s)",
              pr.get("overload_step")))  # fmt: skip

@@ -111,8 +111,13 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
         per = doc["persistence"][mode]
         assert per["burst_per_s"] > 0 and per["single_p50_ms"] <= per["single_p99_ms"], per
     text = (tmp_path / "benchmarks.md").read_text()
-    pressure = doc["pressure"]  # the paused subscribers' step and the overload step ran
-    assert pressure["slow_step"]["delivered_ratio"] > 0 and pressure["overload_step"]["sent"] > 0
+    pressure = doc["pressure"]  # every round's two steps and the overload step ran
+    assert len(pressure["rounds"]) == 3, pressure
+    for both in pressure["rounds"]:  # the paused ones read again and got everything after
+        assert both["all_reading"]["delivered_ratio"] == 1.0, both
+        assert both["paused"]["delivered_ratio"] > 0, both
+    assert pressure["slow_step"] in [both["paused"] for both in pressure["rounds"]]
+    assert pressure["overload_step"]["sent"] > 0
     assert pressure["overload_step"]["node_rss_peak_mb"] > 0
     for heading in ("## Targets", "## Fan-out", "## Backpressure", "## Handshakes",
                     "## Reconnect storm",
