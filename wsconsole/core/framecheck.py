@@ -84,6 +84,30 @@ def _check_pending(decoder: codecs.IncrementalDecoder) -> None:
         raise UnicodeDecodeError("utf-8", bytes(pending), 0, 2, "invalid continuation byte")
 
 
+class _StrictRecvFrame:
+    """`recv_frame` with the checks above, in front of the protocol's own (an object with
+    slots rather than a closure: every connection has one, and this is the smaller)."""
+
+    __slots__ = ("fragments", "original", "protocol")
+
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol = protocol
+        self.original: Callable[[Frame], None] = protocol.recv_frame
+        self.fragments = TextFragments()
+
+    def __call__(self, frame: Frame) -> None:
+        protocol = self.protocol
+        opcode = frame.opcode
+        in_message = protocol.current_size is not None
+        if opcode is Opcode.CLOSE:
+            if in_message:
+                protocol.current_size = None  # the close ends the fragmented message
+                self.fragments.reset()
+        elif opcode in _DATA and (opcode is Opcode.CONT) == in_message:
+            self.fragments.feed(opcode, frame.fin, frame.data)
+        self.original(frame)
+
+
 def strict_frames(protocol: Protocol) -> TextFragments:
     """Wrap `protocol.recv_frame` with the checks above; returns the fragment state it keeps.
 
@@ -91,19 +115,6 @@ def strict_frames(protocol: Protocol) -> TextFragments:
     message is incomplete: a data frame the library is about to refuse for its place in
     the sequence (a new message inside one, a continuation of nothing) is left to it.
     """
-    fragments = TextFragments()
-    original: Callable[[Frame], None] = protocol.recv_frame
-
-    def recv_frame(frame: Frame) -> None:
-        opcode = frame.opcode
-        in_message = protocol.current_size is not None
-        if opcode is Opcode.CLOSE:
-            if in_message:
-                protocol.current_size = None  # the close ends the fragmented message
-                fragments.reset()
-        elif opcode in _DATA and (opcode is Opcode.CONT) == in_message:
-            fragments.feed(opcode, frame.fin, frame.data)
-        original(frame)
-
-    protocol.recv_frame = recv_frame  # type: ignore[method-assign]
-    return fragments
+    wrapper = _StrictRecvFrame(protocol)
+    protocol.recv_frame = wrapper  # type: ignore[method-assign]
+    return wrapper.fragments

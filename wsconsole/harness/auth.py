@@ -116,7 +116,14 @@ def _verified(secret: str, token: str) -> Claims:
         raise AuthError("malformed token: bad sub")
     if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
         raise AuthError("malformed token: rooms must be a list of strings")
-    return Claims(user=user, rooms=tuple(rooms), exp=float(payload["exp"]))
+    return Claims(user=user, rooms=_shared(tuple(rooms)), exp=float(payload["exp"]))
+
+
+@functools.lru_cache(maxsize=256)
+def _shared(rooms: tuple[str, ...]) -> tuple[str, ...]:
+    """One tuple for equal room patterns: most tokens of a deployment carry the same few,
+    and every connection keeps its token's claims."""
+    return rooms
 
 
 def room_allowed(claims: Claims, room: str) -> bool:
