@@ -301,7 +301,7 @@ class FrameStore:
             part = slice(first - lo, first - lo + end - start)
             for column, new in zip(self._column_arrays(), values, strict=True):
                 column[start:end] = new[part]
-        self._payload_bytes += sum(len(p) for p in kept)
+        self._payload_bytes += sum(map(len, kept))
 
     def _column_arrays(self) -> tuple[np.ndarray, ...]:
         """The ring's columns in the order `_columns` gives their values, then the payload's
@@ -328,7 +328,7 @@ class FrameStore:
         self._drop(self._written - self._first + count - self.capacity)
         if self.max_payload_bytes is None:
             return
-        need = self._payload_bytes + sum(len(p) for p in payloads) - self.max_payload_bytes
+        need = self._payload_bytes + sum(map(len, payloads)) - self.max_payload_bytes
         while need > 0 and self._first < self._written:
             lengths = np.concatenate([self._lengths(slice(start, end)) for start, end, _ in
                                       self._slices(self._first, self._first + STAGE_LIMIT)])
@@ -344,6 +344,8 @@ class FrameStore:
         if budget is None:
             return len(payloads)
         room = budget - self._payload_bytes
+        if sum(map(len, payloads)) <= room:
+            return len(payloads)  # the usual case: no need to count them one by one
         fitting = 0
         for payload in reversed(payloads):
             room -= len(payload)
