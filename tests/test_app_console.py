@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.support import SCALE, pid_alive, until
 from wsconsole.app.console import CONSOLE_CONN, DEMO_ROOM, Console
+from wsconsole.app.profiles import Profile
+from wsconsole.core.events import Direction, FrameBatch, FrameRecord, Opcode
 from wsconsole.core.lifecycle import State
 
 TTL = 2.0 * SCALE  # the lifetime of each token the demo signs for the console
@@ -67,3 +71,25 @@ async def test_the_console_reauthenticates_after_its_token_expired() -> None:
         pids |= console.started_pids()
         await console.shutdown()
     assert not [pid for pid in pids if pid_alive(pid)]
+
+
+def test_a_session_measures_delivery_latency_once_per_harness_message() -> None:
+    """A session takes a node-to-client delay from each received message's `ts` (seconds,
+    or milliseconds), from a batch as from single records, and skips what has none."""
+    console = Console()
+    session = console.add_session(Profile(name="lat", url="ws://127.0.0.1:9/"))
+    batch = FrameBatch("lat")
+    now = 1_765_000_000.0  # wall clock, seconds
+    batch.wall = now + 0.5
+    for value in ({"type": "message", "ts": now + 0.25}, {"type": "message", "ts": now * 1000},
+                  {"ts": True}, {"ts": "1000"}, {"type": "joined"}, None):
+        batch.payloads.append(b"{}")
+        batch.opcodes.append(Opcode.TEXT)
+        batch.values.append(value)
+    session.take_frames(batch)
+    session(FrameRecord("lat", Direction.IN, Opcode.TEXT, b'{"ts":%f}' % now, wall=now + 0.125))
+    session(FrameRecord("lat", Direction.OUT, Opcode.TEXT, b'{"ts":%f}' % now, wall=now + 0.125))
+    histogram = session.take_latencies()
+    assert histogram.count == 3
+    assert (session.frames_in, session.frames_out) == (7, 1)
+    assert histogram.total == pytest.approx(0.25 + 0.5 + 0.125, abs=1e-5)  # 0.5: in ms

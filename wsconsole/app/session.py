@@ -6,7 +6,8 @@ countdown to the next attempt). The Console (console.py) owns the sessions and r
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -97,10 +98,7 @@ class Session:
         if not self._decoding_context:
             self._set_decoding_context()
         self.frames_in += len(batch.payloads)
-        wall = batch.wall
-        for value in batch.values:
-            if value is not None and "ts" in value:
-                self._delivery_latency(value, wall)
+        self._delivery_latencies(batch.values, batch.wall)
 
     def __call__(self, event: object) -> None:
         """Client observer (the first one): count, keep the last error, and set the frames'
@@ -111,9 +109,8 @@ class Session:
             if event.direction is Direction.IN:
                 self.frames_in += 1
                 if event.opcode is Opcode.TEXT and b'"ts"' in event.payload[:4096]:
-                    value = event.json()  # parsed once, shared with the other observers
-                    if value is not None:
-                        self._delivery_latency(value, event.wall)
+                    # parsed once, shared with the other observers
+                    self._delivery_latencies((event.json(),), event.wall)
             else:
                 self.frames_out += 1
         elif isinstance(event, Transition):
@@ -138,16 +135,20 @@ class Session:
                 return
             await client.send(message)
 
-    def _delivery_latency(self, value: dict[str, object], received: float) -> None:
-        """A harness message's node-to-client delay: its `ts` to `received` (wall clock)."""
-        ts = value.get("ts")
-        if isinstance(ts, int | float) and not isinstance(ts, bool):
+    def _delivery_latencies(self, values: Iterable[dict[str, Any] | None],
+                            received: float) -> None:  # fmt: skip
+        """The node-to-client delay of each harness message received at `received` (wall
+        clock): from its `ts` (JSON objects without a numeric one are skipped)."""
+        samples = self._latency_samples
+        append = samples.append
+        for value in values:
+            ts = value.get("ts") if value is not None else None
+            if ts is None or ts.__class__ is bool or not isinstance(ts, (int, float)):
+                continue
             # node timestamps are wall-clock seconds; tolerate milliseconds too
-            sent = ts / 1000.0 if ts > 1e11 else float(ts)
-            samples = self._latency_samples
-            samples.append(received - sent)
-            if len(samples) >= LATENCY_BATCH:
-                self.take_latencies()
+            append(received - (ts / 1000.0 if ts > 1e11 else ts))
+        if len(samples) >= LATENCY_BATCH:
+            self.take_latencies()
 
     def take_latencies(self) -> LatencyHistogram:
         """The delivery latencies recorded so far (the samples not yet in the histogram are
