@@ -138,3 +138,15 @@ async def test_a_closed_connection_is_let_go_of_at_once() -> None:
         await until(lambda: len(beat) == 0, "forgotten")
         gc.collect()
         assert gone() is None, "nothing holds a closed connection"
+
+
+async def test_after_close_nothing_is_pinged_even_when_a_pong_comes() -> None:
+    async with server("sweep") as (port, _, beat):
+        async with connect(f"ws://127.0.0.1:{port}", ping_interval=None,
+                           create_connection=Pings) as client:  # fmt: skip
+            assert isinstance(client, Pings)
+            await until(lambda: len(client.pinged) >= 1, "a ping")
+            beat.close()  # its pong is on the way or back: no next ping follows it
+            pinged = len(client.pinged)
+            await asyncio.sleep(INTERVAL * 3)
+            assert len(client.pinged) == pinged and len(beat) == 0

@@ -55,6 +55,7 @@ class Heartbeat:
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._wake = 0.0  # when the timer fires
+        self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def __len__(self) -> int:
@@ -63,6 +64,8 @@ class Heartbeat:
 
     def watch(self, ws: ServerConnection) -> None:
         """Start pinging an open connection: the first ping `interval` from now."""
+        if self._closed:
+            return
         loop = self._loop = asyncio.get_running_loop()
         self._schedule(ws, loop.time() + self.interval, _PING)
 
@@ -73,10 +76,16 @@ class Heartbeat:
             entry[3] = None
 
     def close(self) -> None:
-        """Stop the sweep (the node is shutting down)."""
+        """Stop the sweep for good (the node is shutting down): nothing is watched or
+        pinged any more, even when a pong still comes."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        for entry in self._entries.values():
+            entry[3] = None
+        self._entries.clear()
+        self._heap.clear()
+        self._closed = True
 
     # -- schedule -------------------------------------------------------------------------
     def _schedule(self, ws: ServerConnection, due: float, kind: int) -> None:
@@ -129,6 +138,7 @@ class Heartbeat:
     def _ponged(self, ws: ServerConnection, sent: float, pong: asyncio.Future[float]) -> None:
         """The pong came (or the connection closed: the future failed): the next ping."""
         if pong.cancelled() or pong.exception() is not None or ws not in self._entries:
+            # the connection ended, or it is no longer watched (forgotten, or closed)
             return
         assert self._loop is not None
         self._schedule(ws, max(sent + self.interval, self._loop.time()), _PING)
