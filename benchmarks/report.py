@@ -165,7 +165,9 @@ def _window(win: dict[str, Any]) -> list[str]:
             f"{_n(win['most_lag_p99_ms'])} ms) with {_n(win.get('most'))} frames sent as fast as "
             f"it reads them; a plain asyncio `websockets` client reading and parsing the same "
             f"frames from the same server, same run: {_n(win['plain_client_frames_per_s'])} "
-            f"frames/s ({_n(win['of_plain_client'], 2)}x).",
+            f"frames/s ({_n(win['of_plain_client'], 2)}x). CPU per frame meanwhile (the whole "
+            f"process, the window's painting included): {_n(win.get('most_cpu_us_per_frame'))} "
+            f"µs, the plain client's {_n(win.get('plain_client_cpu_us_per_frame'))} µs.",
         ]
     lines += [
         "",
