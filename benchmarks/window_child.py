@@ -163,14 +163,15 @@ def main() -> int:
     """Run in a qasync loop made after the QApplication; print the JSON result."""
     import qasync
 
-    from wsconsole.gui.app import ensure_app
+    from wsconsole.gui.app import collect_garbage_between_events, ensure_app
 
     size = json.loads(sys.argv[1])
     app = ensure_app()
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     try:
-        result = loop.run_until_complete(_main(size))
+        with collect_garbage_between_events():  # as the window runs (gui/app.py)
+            result = loop.run_until_complete(_main(size))
     finally:
         loop.close()
     sys.stdout.write(json.dumps(result) + "\n")

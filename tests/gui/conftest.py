@@ -38,6 +38,15 @@ def qloop(qapp: Any) -> Iterator[asyncio.AbstractEventLoop]:
         asyncio.set_event_loop(None)
 
 
+@pytest.fixture(autouse=True)
+def _collect_between_events(qapp: Any) -> Iterator[None]:
+    """As the window does (gui/app.py): no cycle collection in the middle of a paint."""
+    from wsconsole.gui.app import collect_garbage_between_events
+
+    with collect_garbage_between_events():
+        yield
+
+
 def run(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any],
         timeout: float = 60.0) -> Any:
     """Run `coro` to completion on the qasync loop, bounded by `timeout` (scaled)."""

@@ -9,10 +9,13 @@ same thing as an object tests drive from their own qasync loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +66,22 @@ def ensure_app() -> QApplication:
     app.setQuitOnLastWindowClosed(False)  # closing goes through our shutdown
     app.setWindowIcon(app_icon())
     return app
+
+
+@contextlib.contextmanager
+def collect_garbage_between_events(interval: float = 0.5) -> Iterator[None]:
+    """Python's cycle collector runs only from a timer of the Qt loop while inside, never in
+    the middle of a paint: a collection that frees Qt items while a scene paints crashes the
+    process (seen in pyqtgraph's AxisItem.paint). pyqtgraph's GarbageCollector defers it with
+    the same generation thresholds; on the way out automatic collection is back."""
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+
+    collector = GarbageCollector(interval)
+    try:
+        yield
+    finally:
+        collector.timer.stop()
+        gc.enable()
 
 
 def make_settings(path: str | None) -> QSettings:
@@ -187,7 +206,8 @@ def run(options: GuiOptions, screenshot: str | None = None, shot: Shot | None = 
     asyncio.set_event_loop(loop)
     install_hooks(errors, loop)
     try:
-        return loop.run_until_complete(_main(options, errors, screenshot, shot or Shot()))
+        with collect_garbage_between_events():
+            return loop.run_until_complete(_main(options, errors, screenshot, shot or Shot()))
     finally:
         sys.excepthook = sys.__excepthook__
         loop.close()
