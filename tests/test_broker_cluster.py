@@ -303,6 +303,32 @@ async def test_a_moved_slot_is_followed_with_its_history(
     assert not rec.resets and not rec.gaps
 
 
+async def test_a_slot_move_left_half_done_is_finished(
+    valkey: LocalValkeyCluster, make: object
+) -> None:
+    """A move cut after some keys went over (a MIGRATE that timed out, a server that went
+    away) leaves the slot migrating: the room's publish script, whose keys are split, gets
+    TRYAGAIN for good. The next cluster operation finishes the move and publishes go on."""
+    pub = await make("pub")  # type: ignore[operator]
+    room = room_on(valkey, "s1")
+    for i in range(3):
+        await publish(pub, room, f"before-{i}")
+    keys = RoomKeys.of("ws", room)
+    slot = key_slot(keys.seq.encode())
+    source, target = (valkey.nodes[str(valkey.shard(name).primary)] for name in ("s1", "s3"))
+    with redis.Redis(port=target.port) as dst, redis.Redis(port=source.port) as src:
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target.node_id)
+        src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", keys.hist)
+    with pytest.raises(BrokerUnavailable):
+        await publish(pub, room, "while-split")
+    assert await asyncio.to_thread(valkey.settle_moves) == [slot]
+    assert await asyncio.to_thread(valkey.slot_owner, slot) == "s3"
+    assert await asyncio.to_thread(valkey.settle_moves) == [], "nothing left to settle"
+    assert await publish(pub, room, "after") == 4
+    assert len((await pub.snapshot(room, 0)).frames) == 4
+
+
 @pytest.mark.parametrize(
     ("url", "seeds", "several"),
     [

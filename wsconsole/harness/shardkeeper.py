@@ -200,9 +200,15 @@ class ShardKeeper:
         await self._run("kill", lambda: cluster.kill(name), node=name)
 
     async def restart(self, name: str) -> None:
-        """Start a server again; a former primary comes back as its successor's replica."""
+        """Start a server again; a former primary comes back as its successor's replica.
+        A slot move it was part of and could not finish is finished now."""
         cluster = self._cluster_or_fail()
-        await self._run("restart", lambda: cluster.restart(name), node=name)
+
+        def restart_and_settle() -> None:
+            cluster.restart(name)
+            cluster.settle_moves()
+
+        await self._run("restart", restart_and_settle, node=name)
 
     async def pause(self, name: str) -> None:
         """SIGSTOP one server (hung: its replica takes over if it is a primary)."""

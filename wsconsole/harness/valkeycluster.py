@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import re
 import shutil
 import signal
 import subprocess
@@ -57,6 +58,8 @@ POLL = 0.05
 CALL_TIMEOUT = 2.0  # one administrative command to one server
 MIGRATE_BATCH = 100  # keys moved per MIGRATE
 MIGRATE_TIMEOUT_MS = 5000
+MOVE_TIMEOUT = 20.0  # seconds a slot move keeps trying to finish
+_MIGRATING = re.compile(r"\[(\d+)->-([0-9a-f]+)\]")  # CLUSTER NODES: a slot migrating out
 
 
 class ValkeyClusterError(BrokerError):
@@ -443,11 +446,14 @@ class LocalValkeyCluster:
                    lambda: self.shard(shard).primary == chosen.name, timeout)
         return chosen.name
 
-    def move_slot(self, slot: int, shard: str) -> str:
+    def move_slot(self, slot: int, shard: str, timeout: float = MOVE_TIMEOUT) -> str:
         """Migrate one hash slot, keys and all, to the primary of `shard`; returns the shard
-        that owned it. Clients follow with ASK during the move and MOVED after it."""
+        that owned it. Clients follow with ASK during the move and MOVED after it. A step that
+        fails (a server slow or restarting) is tried again until `timeout`, so a move is not
+        left half-done, which would refuse the slot's multi-key calls (TRYAGAIN) for good."""
         if not 0 <= slot < SLOTS:
             raise ValkeyClusterError(f"a slot is 0..{SLOTS - 1}, not {slot}")
+        self.settle_moves(timeout)
         shards = self.topology()
         source_state = next((s for s in shards if any(lo <= slot <= hi for lo, hi in s.slots)),
                             None)
@@ -463,14 +469,54 @@ class LocalValkeyCluster:
         with self._talk(target) as dst, self._talk(source) as src:
             dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id)
             src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target.node_id)
-            while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, MIGRATE_BATCH):
-                src.execute_command("MIGRATE", self.host, target.port, "", 0,
-                                    MIGRATE_TIMEOUT_MS, "KEYS", *keys)
-            for state in shards:
-                if state.primary is not None:
-                    with self._talk(self.nodes[state.primary]) as client:
-                        client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.node_id)
+        self._finish_move(slot, source, target, timeout)
         return source_state.name
+
+    def settle_moves(self, timeout: float = MOVE_TIMEOUT) -> list[int]:
+        """Finish every slot move a failure left half-done (as `valkey-cli --cluster fix`
+        does): a primary that reports a slot migrating to another gives it its keys and the
+        slot. Returns the slots settled."""
+        by_id = {node.node_id: node for node in self.nodes.values()}
+        settled = []
+        for node in self.nodes.values():
+            if not node.alive:
+                continue
+            try:
+                with self._talk(node, 0.5) as client:
+                    lines = str(client.execute_command("CLUSTER", "NODES")).splitlines()
+            except ValkeyClusterError:
+                continue
+            mine = next((line for line in lines if "myself,master" in line), None)
+            for slot, target_id in _MIGRATING.findall(mine or ""):
+                target = by_id.get(target_id)
+                if target is not None and target.alive:
+                    self._finish_move(int(slot), node, target, timeout)
+                    settled.append(int(slot))
+        return settled
+
+    def _finish_move(self, slot: int, source: ShardNode, target: ShardNode,
+                     timeout: float) -> None:
+        """Move what is left of the slot's keys from `source` and give the slot to `target`
+        on every primary; tried again until `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with self._talk(source, MIGRATE_TIMEOUT_MS / 1000 + CALL_TIMEOUT) as src:
+                    while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot,
+                                                      MIGRATE_BATCH):
+                        src.execute_command("MIGRATE", self.host, target.port, "", 0,
+                                            MIGRATE_TIMEOUT_MS, "KEYS", *keys)
+                for state in self.topology():
+                    if state.primary is not None:
+                        with self._talk(self.nodes[state.primary]) as client:
+                            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE",
+                                                   target.node_id)
+                return
+            except ValkeyClusterError as exc:
+                if time.monotonic() > deadline:
+                    raise ValkeyClusterError(f"moving slot {slot} to {target.name} did not "
+                                             f"finish: {exc}") from None
+                time.sleep(POLL * 4)
 
     def slot_owner(self, slot: int) -> str | None:
         """The shard serving `slot` now (None when nobody does)."""
